@@ -1,0 +1,451 @@
+//! Stage 2: frames -> IP/TCP/UDP views.
+//!
+//! A `Packet` borrows the frame's bytes: nothing is copied and nothing is allocated per packet.
+//! Link layers: Ethernet (with 802.1Q / QinQ), Linux SLL (113) and SLL2 (276), raw IP (101, 228,
+//! 229), BSD NULL (0, host byte order) and LOOP (108, network byte order). etherparse's "lax"
+//! slicer does the IP and transport layers, so a packet cut short by the snaplen still yields the
+//! headers it has.
+
+use std::net::IpAddr;
+
+use etherparse::{
+    EtherType, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, TcpOptionElement, TcpSlice,
+    TransportSlice, UdpSlice,
+};
+
+use crate::capture::{Frame, LinkType};
+
+/// TCP flags, in header order (RFC 9293 §3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub fn fin(self) -> bool {
+        self.0 & Self::FIN != 0
+    }
+    pub fn syn(self) -> bool {
+        self.0 & Self::SYN != 0
+    }
+    pub fn rst(self) -> bool {
+        self.0 & Self::RST != 0
+    }
+    pub fn ack(self) -> bool {
+        self.0 & Self::ACK != 0
+    }
+    pub fn psh(self) -> bool {
+        self.0 & Self::PSH != 0
+    }
+    /// tcpdump's notation: `[S.]`, `[R]`, `[F.]`, `[P.]`.
+    pub fn tcpdump(self) -> String {
+        let mut s = String::new();
+        for (bit, c) in [
+            (Self::FIN, 'F'),
+            (Self::SYN, 'S'),
+            (Self::RST, 'R'),
+            (Self::PSH, 'P'),
+            (Self::URG, 'U'),
+        ] {
+            if self.0 & bit != 0 {
+                s.push(c);
+            }
+        }
+        if self.ack() {
+            s.push('.');
+        }
+        if s.is_empty() {
+            s.push_str("none");
+        }
+        s
+    }
+}
+
+/// The TCP options the analysis uses (RFC 9293 §3.2, RFC 7323, RFC 2018).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    pub mss: Option<u16>,
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+    pub sack_blocks: u8,
+    /// (TSval, TSecr)
+    pub timestamp: Option<(u32, u32)>,
+    /// Number of option bytes; a RST built by a middlebox usually has none.
+    pub len: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TcpSegment<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    pub window: u16,
+    pub options: TcpOptions,
+    /// The segment's payload length from the IP header, even where the capture kept less.
+    pub payload_len: u32,
+    /// The payload bytes that were captured (may be shorter than `payload_len`).
+    pub payload: &'a [u8],
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct UdpDatagram<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload_len: u32,
+    pub payload: &'a [u8],
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Transport<'a> {
+    Tcp(TcpSegment<'a>),
+    Udp(UdpDatagram<'a>),
+    /// Another IP protocol (ICMP, ...), or a later IP fragment, or a transport header that was
+    /// cut short.
+    Other {
+        protocol: u8,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    No,
+    /// The first fragment: its transport header is used.
+    First,
+    /// A later fragment: counted, not decoded.
+    Later,
+}
+
+/// An IP packet seen in a frame.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL (IPv4) or hop limit (IPv6).
+    pub ttl: u8,
+    /// IPv4 identification; `None` for IPv6.
+    pub ip_id: Option<u16>,
+    /// Total IP length from the header (what Zeek counts as ip_bytes).
+    pub ip_len: u32,
+    /// VLAN ids, outer first; 0 where absent. Part of the connection key, as in Zeek.
+    pub vlan: [u16; 2],
+    pub fragment: Fragment,
+    pub transport: Transport<'a>,
+}
+
+/// What a frame turned out to hold.
+#[derive(Clone, Copy, Debug)]
+pub enum Decoded<'a> {
+    Ip(Packet<'a>),
+    /// ARP, LLDP, ...: not IP, nothing to track.
+    NotIp,
+    /// Too short or inconsistent to decode; the reason is for counters and warnings.
+    Malformed(&'static str),
+}
+
+/// Decodes one frame.
+pub fn decode<'a>(frame: &Frame<'a>) -> Decoded<'a> {
+    decode_link(frame.link, frame.data)
+}
+
+pub fn decode_link(link: LinkType, data: &[u8]) -> Decoded<'_> {
+    let sliced = match link.0 {
+        1 => match LaxSlicedPacket::from_ethernet(data) {
+            Ok(p) => p,
+            Err(_) => return Decoded::Malformed("ethernet header cut short"),
+        },
+        // Linux cooked capture v1: 16-byte header, protocol type at offset 14.
+        113 => {
+            if data.len() < 16 {
+                return Decoded::Malformed("SLL header cut short");
+            }
+            let et = u16::from_be_bytes([data[14], data[15]]);
+            LaxSlicedPacket::from_ether_type(EtherType(et), &data[16..])
+        }
+        // Linux cooked capture v2: 20-byte header, protocol type at offset 0
+        // (https://www.tcpdump.org/linktypes/LINKTYPE_LINUX_SLL2.html). etherparse has no SLL2.
+        276 => {
+            if data.len() < 20 {
+                return Decoded::Malformed("SLL2 header cut short");
+            }
+            let et = u16::from_be_bytes([data[0], data[1]]);
+            LaxSlicedPacket::from_ether_type(EtherType(et), &data[20..])
+        }
+        101 | 228 | 229 => match LaxSlicedPacket::from_ip(data) {
+            Ok(p) => p,
+            Err(_) => return Decoded::Malformed("IP header invalid or cut short"),
+        },
+        // NULL: 4-byte address family in the capturing host's byte order; LOOP: network order.
+        // AF_INET is 2 everywhere; AF_INET6 is 24, 28 or 30 depending on the BSD.
+        0 | 108 => {
+            if data.len() < 4 {
+                return Decoded::Malformed("loopback header cut short");
+            }
+            let raw = [data[0], data[1], data[2], data[3]];
+            let family = if link.0 == 108 {
+                u32::from_be_bytes(raw)
+            } else {
+                let le = u32::from_le_bytes(raw);
+                if le < 256 {
+                    le
+                } else {
+                    u32::from_be_bytes(raw)
+                }
+            };
+            match family {
+                2 | 24 | 28 | 30 => match LaxSlicedPacket::from_ip(&data[4..]) {
+                    Ok(p) => p,
+                    Err(_) => return Decoded::Malformed("IP header invalid or cut short"),
+                },
+                _ => return Decoded::NotIp,
+            }
+        }
+        _ => return Decoded::Malformed("unsupported link type"),
+    };
+    from_sliced(&sliced)
+}
+
+fn from_sliced<'a>(p: &LaxSlicedPacket<'a>) -> Decoded<'a> {
+    let mut vlan = [0u16; 2];
+    let mut n = 0;
+    for ext in &p.link_exts {
+        if let LaxLinkExtSlice::Vlan(v) = ext {
+            if n < 2 {
+                vlan[n] = v.vlan_identifier().value();
+                n += 1;
+            }
+        }
+    }
+    let (src, dst, ttl, ip_id, ip_len, payload_len, fragment, protocol, payload) = match &p.net {
+        Some(LaxNetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            let hl = h.ihl() as u32 * 4;
+            let total = h.total_len() as u32;
+            let pl = ip.payload();
+            // total_len 0 happens with TSO on the capturing host: trust the captured length.
+            let payload_len = if total >= hl {
+                (total - hl)
+                    .saturating_sub(ip.extensions().auth.map_or(0, |a| a.slice().len() as u32))
+            } else {
+                pl.payload.len() as u32
+            };
+            let frag = if !pl.fragmented {
+                Fragment::No
+            } else if h.fragments_offset().value() == 0 {
+                Fragment::First
+            } else {
+                Fragment::Later
+            };
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                h.ttl(),
+                Some(h.identification()),
+                total.max(hl),
+                payload_len,
+                frag,
+                pl.ip_number.0,
+                pl.payload,
+            )
+        }
+        Some(LaxNetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            let pl = ip.payload();
+            let ext = ip.extensions().slice().len() as u32;
+            let plen = h.payload_length() as u32;
+            let payload_len = if plen > 0 {
+                plen.saturating_sub(ext)
+            } else {
+                pl.payload.len() as u32
+            };
+            // IPv6 fragments are counted but not decoded (their offsets sit in an extension
+            // header; they are rare on the paths we analyse).
+            let frag = if pl.fragmented {
+                Fragment::Later
+            } else {
+                Fragment::No
+            };
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                h.hop_limit(),
+                None,
+                plen + 40,
+                payload_len,
+                frag,
+                pl.ip_number.0,
+                pl.payload,
+            )
+        }
+        Some(LaxNetSlice::Arp(_)) | None => {
+            return match &p.stop_err {
+                Some(_) if p.net.is_none() && is_ip_ethertype(p) => {
+                    Decoded::Malformed("IP header invalid or cut short")
+                }
+                _ => Decoded::NotIp,
+            }
+        }
+    };
+    let transport = match (&p.transport, fragment) {
+        (Some(TransportSlice::Tcp(t)), _) => Transport::Tcp(tcp_segment(t, payload_len)),
+        (Some(TransportSlice::Udp(u)), _) => Transport::Udp(udp_datagram(u)),
+        (_, Fragment::First) if protocol == 6 => match TcpSlice::from_slice(payload) {
+            Ok(t) => Transport::Tcp(tcp_segment(&t, payload_len)),
+            Err(_) => Transport::Other { protocol },
+        },
+        (_, Fragment::First) if protocol == 17 => match UdpSlice::from_slice_lax(payload) {
+            Ok(u) => Transport::Udp(udp_datagram(&u)),
+            Err(_) => Transport::Other { protocol },
+        },
+        _ => Transport::Other { protocol },
+    };
+    Decoded::Ip(Packet {
+        src,
+        dst,
+        ttl,
+        ip_id,
+        ip_len,
+        vlan,
+        fragment,
+        transport,
+    })
+}
+
+fn is_ip_ethertype(p: &LaxSlicedPacket<'_>) -> bool {
+    use etherparse::LinkSlice;
+    match &p.link {
+        Some(LinkSlice::Ethernet2(e)) => {
+            let et = e.ether_type();
+            et == EtherType::IPV4 || et == EtherType::IPV6
+        }
+        _ => true,
+    }
+}
+
+fn tcp_segment<'a>(t: &TcpSlice<'a>, ip_payload_len: u32) -> TcpSegment<'a> {
+    let header_len = t.data_offset() as u32 * 4;
+    let mut options = TcpOptions {
+        len: header_len.saturating_sub(20).min(40) as u8,
+        ..TcpOptions::default()
+    };
+    for o in t.options_iterator() {
+        match o {
+            Ok(TcpOptionElement::MaximumSegmentSize(m)) => options.mss = Some(m),
+            Ok(TcpOptionElement::WindowScale(w)) => options.window_scale = Some(w),
+            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
+                options.sack_permitted = true
+            }
+            Ok(TcpOptionElement::SelectiveAcknowledgement(_, rest)) => {
+                options.sack_blocks = 1 + rest.iter().filter(|b| b.is_some()).count() as u8
+            }
+            Ok(TcpOptionElement::Timestamp(v, e)) => options.timestamp = Some((v, e)),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    TcpSegment {
+        src_port: t.source_port(),
+        dst_port: t.destination_port(),
+        seq: t.sequence_number(),
+        ack: t.acknowledgment_number(),
+        flags: TcpFlags(t.header_slice()[13] & 0x3f),
+        window: t.window_size(),
+        options,
+        payload_len: ip_payload_len.saturating_sub(header_len),
+        payload: t.payload(),
+    }
+}
+
+fn udp_datagram<'a>(u: &UdpSlice<'a>) -> UdpDatagram<'a> {
+    UdpDatagram {
+        src_port: u.source_port(),
+        dst_port: u.destination_port(),
+        payload_len: (u.length() as u32).saturating_sub(8),
+        payload: u.payload(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn tcp_packet(payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1])
+            .ipv4([192, 0, 2, 10], [198, 51, 100, 10], 64)
+            .tcp(40000, 8080, 1000, 64240)
+            .syn()
+            .options(&[
+                TcpOptionElement::MaximumSegmentSize(1460),
+                TcpOptionElement::SelectiveAcknowledgementPermitted,
+                TcpOptionElement::Timestamp(7, 0),
+                TcpOptionElement::Noop,
+                TcpOptionElement::WindowScale(7),
+            ])
+            .unwrap();
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    #[test]
+    fn ethernet_tcp_options() {
+        let v = tcp_packet(b"");
+        let Decoded::Ip(p) = decode_link(LinkType::ETHERNET, &v) else {
+            panic!("not decoded")
+        };
+        assert_eq!(p.ttl, 64);
+        let Transport::Tcp(t) = p.transport else {
+            panic!("not tcp")
+        };
+        assert!(t.flags.syn() && !t.flags.ack());
+        assert_eq!(t.options.mss, Some(1460));
+        assert_eq!(t.options.window_scale, Some(7));
+        assert!(t.options.sack_permitted);
+        assert_eq!(t.options.timestamp, Some((7, 0)));
+        assert_eq!(t.flags.tcpdump(), "S");
+    }
+
+    #[test]
+    fn snaplen_cut_keeps_headers_and_true_length() {
+        let v = tcp_packet(&[0x41; 100]);
+        // keep Ethernet + IP + TCP headers and 10 payload bytes
+        let cut = &v[..v.len() - 90];
+        let Decoded::Ip(p) = decode_link(LinkType::ETHERNET, cut) else {
+            panic!("not decoded")
+        };
+        let Transport::Tcp(t) = p.transport else {
+            panic!("not tcp")
+        };
+        assert_eq!(t.payload_len, 100);
+        assert_eq!(t.payload.len(), 10);
+    }
+
+    #[test]
+    fn sll2_and_null_headers() {
+        let v = tcp_packet(b"hi");
+        let ip = &v[14..];
+        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6];
+        sll2.extend_from_slice(&[0; 8]);
+        sll2.extend_from_slice(ip);
+        assert!(matches!(
+            decode_link(LinkType::LINUX_SLL2, &sll2),
+            Decoded::Ip(_)
+        ));
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend_from_slice(ip);
+        assert!(matches!(decode_link(LinkType::NULL, &null), Decoded::Ip(_)));
+        let mut lo = 2u32.to_be_bytes().to_vec();
+        lo.extend_from_slice(ip);
+        assert!(matches!(decode_link(LinkType::LOOP, &lo), Decoded::Ip(_)));
+        assert!(matches!(
+            decode_link(LinkType::LINUX_SLL2, &sll2[..10]),
+            Decoded::Malformed(_)
+        ));
+    }
+}

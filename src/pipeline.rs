@@ -1,0 +1,107 @@
+//! Drives the stages over one capture: capture -> decode -> tcp.
+//!
+//! Errors in the middle of a file do not lose what was read before them: the connections seen so
+//! far are returned together with the error.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::capture::{CaptureReader, Format, Timestamp};
+use crate::decode::{decode, Decoded};
+use crate::tcp::{Connection, Tracker};
+
+/// What a capture held, for the capture summary of every report.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureSummary {
+    pub path: String,
+    pub format: Format,
+    pub gzip: bool,
+    pub packets: u64,
+    pub first_ts: Option<Timestamp>,
+    pub last_ts: Option<Timestamp>,
+    pub link_types: Vec<String>,
+    /// Frames that were not IP (ARP, ...).
+    pub not_ip: u64,
+    /// Frames too short or inconsistent to decode.
+    pub malformed: u64,
+    pub ip_fragments: u64,
+    pub warnings: Vec<String>,
+}
+
+/// One capture, read to its end (or to its first fatal error).
+pub struct CaptureFlows {
+    pub summary: CaptureSummary,
+    pub connections: Vec<Connection>,
+    /// A fatal error that stopped reading; what came before it is still above.
+    pub error: Option<anyhow::Error>,
+}
+
+/// Reads one capture and tracks its connections. Only opening the file is an `Err`; a file that
+/// breaks later yields what was read plus `error`.
+pub fn track_capture(path: &Path) -> anyhow::Result<CaptureFlows> {
+    let mut reader = CaptureReader::open(path)?;
+    let name = path.display().to_string();
+    let mut tracker = Tracker::new(name.clone());
+    let mut summary = CaptureSummary {
+        path: name,
+        format: reader.format,
+        gzip: reader.gzip,
+        packets: 0,
+        first_ts: None,
+        last_ts: None,
+        link_types: Vec::new(),
+        not_ip: 0,
+        malformed: 0,
+        ip_fragments: 0,
+        warnings: Vec::new(),
+    };
+    let mut first_malformed: Option<(u64, u64, &'static str)> = None;
+    let mut out_of_order = 0u64;
+    let error = loop {
+        match reader.next_frame() {
+            Ok(Some(frame)) => {
+                summary.packets += 1;
+                if summary.first_ts.is_none() {
+                    summary.first_ts = Some(frame.ts);
+                }
+                if summary.last_ts.is_some_and(|l| frame.ts < l) {
+                    out_of_order += 1;
+                }
+                summary.last_ts = Some(summary.last_ts.map_or(frame.ts, |l| l.max(frame.ts)));
+                match decode(&frame) {
+                    Decoded::Ip(p) => tracker.packet(&frame, &p),
+                    Decoded::NotIp => summary.not_ip += 1,
+                    Decoded::Malformed(why) => {
+                        summary.malformed += 1;
+                        if first_malformed.is_none() {
+                            first_malformed = Some((frame.number, frame.offset, why));
+                        }
+                    }
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    summary.link_types = reader.link_types.iter().map(|l| l.name()).collect();
+    summary.warnings = std::mem::take(&mut reader.warnings);
+    if let Some((n, off, why)) = first_malformed {
+        summary.warnings.push(format!(
+            "{} frames could not be decoded; the first is frame {n} at byte {off}: {why}",
+            summary.malformed
+        ));
+    }
+    if out_of_order > 0 {
+        summary.warnings.push(format!(
+            "{out_of_order} frames have a timestamp earlier than a frame before them"
+        ));
+    }
+    summary.ip_fragments = tracker.fragments;
+    let connections = tracker.finish();
+    Ok(CaptureFlows {
+        summary,
+        connections,
+        error,
+    })
+}

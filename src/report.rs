@@ -1,0 +1,256 @@
+//! Last stage: renderings for people (comfy-table) and machines (JSON lines).
+//!
+//! `FlowRecord` is the one type behind every field of `vantage flows --format json`: Zeek's
+//! conn.log names where the meaning is the same, ours beside them.
+
+use std::net::IpAddr;
+
+use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
+use serde::Serialize;
+
+use crate::capture::Timestamp;
+use crate::tcp::{Connection, Direction, Gap, IpIdPattern, Proto, Termination};
+
+/// One line of `vantage flows --format json`.
+#[derive(Serialize)]
+pub struct FlowRecord<'a> {
+    /// Zeek: first packet, seconds since the epoch.
+    pub ts: Timestamp,
+    /// Zeek-style uid, stable for the same capture.
+    pub uid: &'a str,
+    #[serde(rename = "id.orig_h")]
+    pub orig_h: IpAddr,
+    #[serde(rename = "id.orig_p")]
+    pub orig_p: u16,
+    #[serde(rename = "id.resp_h")]
+    pub resp_h: IpAddr,
+    #[serde(rename = "id.resp_p")]
+    pub resp_p: u16,
+    pub proto: Proto,
+    /// Zeek: last packet minus first packet, seconds.
+    pub duration: f64,
+    /// Zeek: payload bytes by sequence space (each byte once).
+    pub orig_bytes: u64,
+    pub resp_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn_state: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<&'a str>,
+    pub missed_bytes: u64,
+    pub orig_pkts: u64,
+    pub orig_ip_bytes: u64,
+    pub resp_pkts: u64,
+    pub resp_ip_bytes: u64,
+    /// Zeek's `vlan` and `inner_vlan` (conn_key vlan_fivetuple).
+    #[serde(rename = "id.ctx.vlan", skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(rename = "id.ctx.inner_vlan", skip_serializing_if = "Option::is_none")]
+    pub inner_vlan: Option<u16>,
+    // ---- ours ----
+    /// The capture file, and the first and last frame numbers (1-based, as Wireshark counts).
+    pub capture: &'a str,
+    pub first_frame: u64,
+    pub last_frame: u64,
+    /// No SYN seen; orientation guessed (lower port = responder).
+    pub mid_stream: bool,
+    /// A new SYN on this 5-tuple split it from an earlier connection.
+    pub reused_port: bool,
+    /// Handshake RTT at this capture point (SYN to the handshake's ACK).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_s: Option<f64>,
+    /// Per direction: retransmissions, keep-alives, zero windows, sequence gaps, fingerprint.
+    pub orig: DirRecord,
+    pub resp: DirRecord,
+    /// The longest silence (no packet either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_idle: Option<Gap>,
+    /// The first FIN or RST, who sent it, the silence before it, and its fingerprint next to the
+    /// sender's usual one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination: Option<&'a Termination>,
+}
+
+#[derive(Serialize)]
+pub struct DirRecord {
+    pub first_ts: Option<Timestamp>,
+    pub last_ts: Option<Timestamp>,
+    pub payload_bytes_sent: u64,
+    pub retransmissions: u64,
+    pub keepalives: u64,
+    pub zero_windows: u64,
+    pub gaps: u64,
+    pub ttl_usual: u8,
+    pub ip_id_pattern: IpIdPattern,
+}
+
+impl DirRecord {
+    fn from(d: &Direction) -> Self {
+        DirRecord {
+            first_ts: d.first_ts,
+            last_ts: d.last_ts,
+            payload_bytes_sent: d.payload_bytes_sent,
+            retransmissions: d.retransmissions,
+            keepalives: d.keepalives,
+            zero_windows: d.zero_windows,
+            gaps: d.gaps,
+            ttl_usual: d.fingerprint.ttl_usual,
+            ip_id_pattern: d.fingerprint.ip_id_pattern,
+        }
+    }
+}
+
+impl<'a> FlowRecord<'a> {
+    pub fn from(c: &'a Connection) -> Self {
+        FlowRecord {
+            ts: c.ts,
+            uid: &c.uid,
+            orig_h: c.orig_h,
+            orig_p: c.orig_p,
+            resp_h: c.resp_h,
+            resp_p: c.resp_p,
+            proto: c.proto,
+            duration: round6(c.duration_s()),
+            orig_bytes: c.orig.bytes,
+            resp_bytes: c.resp.bytes,
+            conn_state: c.conn_state,
+            history: c.history.as_deref(),
+            missed_bytes: c.orig.missed_bytes + c.resp.missed_bytes,
+            orig_pkts: c.orig.pkts,
+            orig_ip_bytes: c.orig.ip_bytes,
+            resp_pkts: c.resp.pkts,
+            resp_ip_bytes: c.resp.ip_bytes,
+            vlan: c.vlan.map(|v| v[0]).filter(|v| *v != 0),
+            inner_vlan: c.vlan.map(|v| v[1]).filter(|v| *v != 0),
+            capture: &c.capture,
+            first_frame: c.first_frame,
+            last_frame: c.last_frame,
+            mid_stream: c.mid_stream,
+            reused_port: c.reused_port,
+            rtt_s: c.rtt_s.map(round6),
+            orig: DirRecord::from(&c.orig),
+            resp: DirRecord::from(&c.resp),
+            max_idle: c.max_idle.map(|g| Gap {
+                secs: round6(g.secs),
+                ..g
+            }),
+            termination: c.termination.as_ref(),
+        }
+    }
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// JSON lines, one connection per line.
+pub fn flows_json(conns: &[&Connection]) -> String {
+    let mut out = String::new();
+    for c in conns {
+        out.push_str(&serde_json::to_string(&FlowRecord::from(c)).expect("serializable"));
+        out.push('\n');
+    }
+    out
+}
+
+/// Seconds, compact: `0.000412`, `4.9`, `61.2`.
+pub fn secs(x: f64) -> String {
+    if x < 0.001 {
+        format!("{x:.6}")
+    } else if x < 10.0 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn endpoint(h: IpAddr, p: u16) -> String {
+    match h {
+        IpAddr::V4(a) => format!("{a}:{p}"),
+        IpAddr::V6(a) => format!("[{a}]:{p}"),
+    }
+}
+
+/// The human table: sorted by start time, timestamps like tcpdump -tttt (UTC, µs).
+pub fn flows_table(conns: &[&Connection], show_capture: bool) -> String {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    let mut header = vec![];
+    if show_capture {
+        header.push("capture");
+    }
+    header.extend([
+        "start (UTC)",
+        "proto",
+        "orig",
+        "resp",
+        "state",
+        "history",
+        "duration s",
+        "orig pkts/bytes",
+        "resp pkts/bytes",
+        "rexmit",
+        "max idle s",
+        "ended by",
+    ]);
+    t.set_header(header);
+    for c in conns {
+        let mut row: Vec<Cell> = vec![];
+        if show_capture {
+            let name = std::path::Path::new(&c.capture)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            row.push(Cell::new(name));
+        }
+        let mut orig = endpoint(c.orig_h, c.orig_p);
+        if c.mid_stream {
+            orig.push_str(" (mid-stream)");
+        }
+        let ended = match &c.termination {
+            Some(t) => {
+                let mut s = format!(
+                    "{} {} after {} s idle (#{})",
+                    match t.by {
+                        crate::tcp::Side::Orig => "orig",
+                        crate::tcp::Side::Resp => "resp",
+                    },
+                    match t.kind {
+                        crate::tcp::TerminationKind::Fin => "FIN",
+                        crate::tcp::TerminationKind::Rst => "RST",
+                    },
+                    secs(t.idle_before_s),
+                    t.frame
+                );
+                if t.ttl_fits == Some(false) || t.ip_id_fits == Some(false) {
+                    s.push_str(" [fingerprint differs]");
+                }
+                s
+            }
+            None => "-".into(),
+        };
+        row.extend([
+            Cell::new(c.ts.tcpdump()),
+            Cell::new(match c.proto {
+                Proto::Tcp => "tcp",
+                Proto::Udp => "udp",
+            }),
+            Cell::new(orig),
+            Cell::new(endpoint(c.resp_h, c.resp_p)),
+            Cell::new(c.conn_state.unwrap_or("-")),
+            Cell::new(c.history.as_deref().unwrap_or("-")),
+            Cell::new(secs(c.duration_s())).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{}/{}", c.orig.pkts, c.orig.bytes))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(format!("{}/{}", c.resp.pkts, c.resp.bytes))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(c.orig.retransmissions + c.resp.retransmissions)
+                .set_alignment(CellAlignment::Right),
+            Cell::new(c.max_idle.map_or("-".into(), |g| secs(g.secs)))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(ended),
+        ]);
+        t.add_row(row);
+    }
+    format!("{t}\n")
+}
