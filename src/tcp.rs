@@ -611,9 +611,12 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
         let usual = seq_state.profile.fingerprint();
         let ttl_fits = (usual.packets > 0).then_some(usual.ttl_usual == p.ttl);
         let ip_id_fits = match (usual.ip_id_pattern, p.ip_id, usual.ip_id_last) {
+            // A counter only moves forward; a global counter (Windows, older Linux) may move
+            // far during a long silence, so any forward step up to half the ID space fits. Zero,
+            // or a step backwards, does not: the packet came from somewhere else.
             (IpIdPattern::Incrementing, Some(id), Some(last)) => {
                 let step = id.wrapping_sub(last);
-                Some(step > 0 && step <= IP_ID_STEP)
+                Some(id != 0 && step > 0 && step < 0x8000)
             }
             (IpIdPattern::Zero, Some(id), _) => Some(id == 0),
             _ => None,

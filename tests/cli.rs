@@ -1,0 +1,180 @@
+//! The real binary, run as an engineer or a CI job would: output formats, exit codes, errors.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn vantage() -> Command {
+    let mut c = Command::cargo_bin("vantage").unwrap();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+const FAST009: &str = "fixtures/corpus/zeek/testing/btest/Traces/tcp/retransmit-fast009.pcap";
+const FTP6: &str = "fixtures/corpus/zeek/testing/btest/Traces/ftp/ipv6.pcap";
+
+#[test]
+fn help_shows_examples() {
+    vantage()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Examples:"));
+    vantage()
+        .args(["flows", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("vantage flows agent.pcapng"));
+}
+
+#[test]
+fn flows_table_snapshot() {
+    let out = vantage().args(["flows", FAST009, FTP6]).output().unwrap();
+    assert!(out.status.success());
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn flows_json_snapshot() {
+    let out = vantage()
+        .args(["flows", "--format", "json", FAST009])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    insta::assert_json_snapshot!(lines);
+}
+
+#[test]
+fn json_lines_carry_zeek_names_and_frames() {
+    let out = vantage()
+        .args(["flows", "--format", "json", FTP6])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 6);
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for k in [
+            "ts",
+            "uid",
+            "id.orig_h",
+            "id.orig_p",
+            "id.resp_h",
+            "id.resp_p",
+            "proto",
+            "duration",
+            "orig_bytes",
+            "resp_bytes",
+            "conn_state",
+            "history",
+            "orig_pkts",
+            "resp_pkts",
+            "capture",
+            "first_frame",
+            "last_frame",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k} in {l}");
+        }
+        assert!(v["first_frame"].as_u64() <= v["last_frame"].as_u64());
+    }
+}
+
+#[test]
+fn not_a_capture_is_exit_2_with_the_file_named() {
+    vantage()
+        .args(["flows", "Cargo.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "Cargo.toml: byte 0: unknown magic",
+        ));
+    vantage()
+        .args(["flows", "no/such/file.pcap"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no/such/file.pcap: cannot open"));
+}
+
+#[test]
+fn absurd_record_length_is_an_error_naming_frame_and_offset() {
+    vantage()
+        .args([
+            "flows",
+            "fixtures/corpus/suricata-verify/tests/bug-6875-01/fuzz.pcap",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "fuzz.pcap: frame 2 at byte 228: record claims 1409179664 bytes",
+        ));
+}
+
+#[test]
+fn truncated_capture_keeps_what_was_read_and_warns() {
+    let dir = std::env::temp_dir().join(format!("vantage-cli-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let full =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FAST009)).unwrap();
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &full[..full.len() - 30]).unwrap();
+    let out = vantage()
+        .args(["flows", "--format", "json"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("warning"), "{err}");
+    assert!(err.contains("frame 39"), "{err}");
+    assert!(err.contains("kept the 38 frames"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["last_frame"], 38);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn gzip_is_read_transparently() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("vantage-cli-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let full =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FAST009)).unwrap();
+    let gz = dir.join("fast009.pcap.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    enc.write_all(&full).unwrap();
+    enc.finish().unwrap();
+    let plain = vantage()
+        .args(["flows", "--format", "json", FAST009])
+        .output()
+        .unwrap();
+    let zipped = vantage()
+        .args(["flows", "--format", "json"])
+        .arg(&gz)
+        .output()
+        .unwrap();
+    assert!(zipped.status.success());
+    let strip = |o: &[u8]| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(o).lines().next().unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("capture");
+        v.as_object_mut().unwrap().remove("uid");
+        v
+    };
+    assert_eq!(strip(&plain.stdout), strip(&zipped.stdout));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
