@@ -143,11 +143,15 @@ fn zeek_retransmit_history() {
     assert!(t.idle_before_s > 59.0, "{}", t.idle_before_s);
 }
 
+/// orig_p, resp_p, history, conn_state, orig_bytes, resp_bytes, orig_pkts, orig_ip_bytes,
+/// resp_pkts, resp_ip_bytes
+type ConnLogRow = (u16, u16, String, &'static str, u64, u64, u64, u64, u64, u64);
+
 /// Zeek's ftp-ipv6 conn.log: six IPv6 connections, all SF.
 #[test]
 fn zeek_ftp_ipv6_conn_log() {
     let flows = read("zeek/testing/btest/Traces/ftp/ipv6.pcap");
-    let mut got: Vec<(u16, u16, String, &str, u64, u64, u64, u64, u64, u64)> = tcp(&flows)
+    let mut got: Vec<ConnLogRow> = tcp(&flows)
         .iter()
         .map(|c| {
             (
@@ -169,7 +173,7 @@ fn zeek_ftp_ipv6_conn_log() {
         "zeek/testing/btest/Baseline/scripts.base.protocols.ftp.ftp-ipv6/conn.log",
     ))
     .unwrap();
-    let mut want: Vec<(u16, u16, String, &str, u64, u64, u64, u64, u64, u64)> = log
+    let mut want: Vec<ConnLogRow> = log
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| {
