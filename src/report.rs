@@ -114,7 +114,7 @@ impl<'a> FlowRecord<'a> {
             resp_bytes: c.resp.bytes,
             conn_state: c.conn_state,
             history: c.history.as_deref(),
-            missed_bytes: c.orig.missed_bytes + c.resp.missed_bytes,
+            missed_bytes: c.missed_bytes,
             orig_pkts: c.orig.pkts,
             orig_ip_bytes: c.orig.ip_bytes,
             resp_pkts: c.resp.pkts,

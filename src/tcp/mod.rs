@@ -18,6 +18,11 @@ use serde::Serialize;
 use crate::capture::{Frame, Timestamp};
 use crate::decode::{Packet, TcpSegment, Transport, UdpDatagram};
 
+pub mod reassembly;
+pub mod zeek;
+
+use zeek::{Seg, ZeekTcp};
+
 /// Zeek's defaults for when a quiet UDP flow is over (`udp_inactivity_timeout`, 1 min,
 /// scripts/base/init-bare.zeek).
 pub const UDP_INACTIVITY_NS: i64 = 60_000_000_000;
@@ -41,24 +46,7 @@ pub enum Side {
     Resp,
 }
 
-/// An endpoint's TCP state, with the meanings Zeek gives them (TCP_Endpoint.h): what the
-/// capture has seen that endpoint do, not the endpoint's real state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndpointState {
-    /// Nothing seen yet.
-    Inactive,
-    /// Sent a SYN (no ACK).
-    SynSent,
-    /// Sent a SYN-ACK.
-    SynAckSent,
-    /// Seen mid-stream: sending data without a SYN we saw.
-    Partial,
-    Established,
-    /// Sent a FIN.
-    Closed,
-    /// Sent a RST.
-    Reset,
-}
+pub use zeek::EndpointState;
 
 /// Connection key: the 5-tuple (addresses and ports ordered so both directions map to one key)
 /// plus VLAN ids, as Zeek's `vlan_fivetuple` conn key does.
@@ -247,9 +235,9 @@ pub struct Direction {
     pub retransmissions: u64,
     pub keepalives: u64,
     pub zero_windows: u64,
-    /// Holes in the sequence space: data the capture never saw.
+    /// Segments that start above the next expected sequence number (Wireshark's "previous
+    /// segment not captured").
     pub gaps: u64,
-    pub missed_bytes: u64,
     pub fingerprint: Fingerprint,
 }
 
@@ -286,7 +274,9 @@ pub struct Connection {
     pub max_idle: Option<Gap>,
     /// The first FIN or RST.
     pub termination: Option<Termination>,
-    /// Why this connection was split from an earlier one on the same 5-tuple, if it was.
+    /// Bytes the peer acknowledged that the capture never saw (Zeek's missed_bytes).
+    pub missed_bytes: u64,
+    /// A new SYN on this 5-tuple split this connection from an earlier one.
     pub reused_port: bool,
 }
 
@@ -316,21 +306,16 @@ fn seq_lt(a: u32, b: u32) -> bool {
 #[derive(Clone, Debug)]
 struct Live {
     conn: Connection,
-    orig_state: EndpointState,
-    resp_state: EndpointState,
+    /// Zeek's endpoint states, history and byte counts.
+    zeek: Option<ZeekTcp>,
     orig_seq: SeqState,
     resp_seq: SeqState,
-    /// History letters already recorded once (bit per letter and case).
-    history_once: u64,
-    /// Threshold counters for letters repeated at 1, 10, 100, ... (Zeek's "logarithmic"
-    /// history letters): retransmissions, zero windows, gaps, per side.
-    thresholds: [(u64, u64); 6],
     syn_ts: Option<Timestamp>,
     synack_ts: Option<Timestamp>,
-    /// Orig / resp addresses, to tell directions apart.
+    /// Last packet seen (Zeek's `last_time` stops at the close; silences need every packet).
+    seen_last_ts: Timestamp,
+    /// Orig address and port, to tell directions apart.
     orig_key: (IpAddr, u16),
-    /// True once the connection has closed (both FINs) or reset.
-    ended: bool,
 }
 
 /// Tracks the connections of one capture.
@@ -385,22 +370,17 @@ impl Tracker {
         let key = FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp);
         let src = (p.src, t.src_port);
         let flags = t.flags;
-        let pure_syn = flags.syn() && !flags.ack();
         let mut reused = false;
         if let Some(l) = self.live.get(&key) {
-            // Port reuse: a new SYN after a close, a RST, or a long silence, or a SYN whose ISN
-            // differs from the one this connection started with.
-            let silence = frame.ts.0 - l.conn.last_ts.0;
+            // Port reuse: Zeek's IsReuse (a SYN after a close or RST, or with a new ISN), or a
+            // SYN after a silence longer than Zeek's inactivity timeout.
             let from_orig = src == l.orig_key;
-            let same_isn = from_orig && l.orig_seq.saw_syn && l.orig_seq.isn == Some(t.seq);
-            let new_conn = pure_syn
-                && !same_isn
-                && (l.ended
-                    || silence > TCP_REUSE_SILENCE_NS
-                    || (l.orig_seq.saw_syn && from_orig)
-                    || l.resp_seq.fin_seen
-                    || l.orig_seq.fin_seen);
-            if new_conn {
+            let zeek_reuse = l
+                .zeek
+                .as_ref()
+                .is_some_and(|z| z.is_reuse(from_orig, flags, t.seq));
+            let silent = flags.syn() && frame.ts.0 - l.seen_last_ts.0 > TCP_REUSE_SILENCE_NS;
+            if zeek_reuse || silent {
                 let old = self.live.remove(&key).expect("present");
                 self.done.push(finish_live(old));
                 reused = true;
@@ -408,17 +388,8 @@ impl Tracker {
         }
         let capture = &self.capture;
         let live = self.live.entry(key).or_insert_with(|| {
-            // Orientation: the sender of a SYN is the originator, the sender of a SYN-ACK the
-            // responder. Mid-stream, Zeek's rule: the lower port is the responder.
-            let (orig, resp, mid_stream) = if flags.syn() && !flags.ack() {
-                (src, (p.dst, t.dst_port), false)
-            } else if flags.syn() && flags.ack() {
-                ((p.dst, t.dst_port), src, false)
-            } else if t.dst_port <= t.src_port {
-                (src, (p.dst, t.dst_port), true)
-            } else {
-                ((p.dst, t.dst_port), src, true)
-            };
+            let dst = (p.dst, t.dst_port);
+            let (orig, resp, mid_stream) = orient(flags, src, dst);
             new_live(capture, Proto::Tcp, orig, resp, frame, p.vlan, mid_stream)
         });
         live.conn.reused_port |= reused;
@@ -428,7 +399,7 @@ impl Tracker {
     fn udp(&mut self, frame: &Frame<'_>, p: &Packet<'_>, u: &UdpDatagram<'_>) {
         let key = FlowKey::new(p, u.src_port, u.dst_port, Proto::Udp);
         if let Some(l) = self.live.get(&key) {
-            if frame.ts.0 - l.conn.last_ts.0 > UDP_INACTIVITY_NS {
+            if frame.ts.0 - l.seen_last_ts.0 > UDP_INACTIVITY_NS {
                 let old = self.live.remove(&key).expect("present");
                 self.done.push(finish_live(old));
             }
@@ -448,6 +419,7 @@ impl Tracker {
         });
         let from_orig = src == live.orig_key;
         touch(live, frame);
+        live.conn.last_ts = live.seen_last_ts;
         let d = if from_orig {
             &mut live.conn.orig
         } else {
@@ -497,18 +469,16 @@ fn new_live(
             rtt_s: None,
             max_idle: None,
             termination: None,
+            missed_bytes: 0,
             reused_port: false,
         },
-        orig_state: EndpointState::Inactive,
-        resp_state: EndpointState::Inactive,
+        zeek: (proto == Proto::Tcp).then(ZeekTcp::default),
         orig_seq: SeqState::default(),
         resp_seq: SeqState::default(),
-        history_once: 0,
-        thresholds: [(0, 1); 6],
         syn_ts: None,
         synack_ts: None,
+        seen_last_ts: frame.ts,
         orig_key: orig,
-        ended: false,
     }
 }
 
@@ -552,11 +522,13 @@ fn make_uid(
     s
 }
 
-/// Connection-level bookkeeping common to TCP and UDP: last seen, longest silence.
+/// Connection-level bookkeeping common to TCP and UDP: last seen, longest silence. Returns the
+/// silence just before this packet.
 fn touch(live: &mut Live, frame: &Frame<'_>) -> f64 {
+    let last = live.seen_last_ts;
     let c = &mut live.conn;
-    let gap = if frame.ts > c.last_ts {
-        frame.ts.secs_since(c.last_ts)
+    let gap = if frame.ts > last {
+        frame.ts.secs_since(last)
     } else {
         0.0
     };
@@ -565,11 +537,11 @@ fn touch(live: &mut Live, frame: &Frame<'_>) -> f64 {
             secs: gap,
             from_frame: c.last_frame,
             to_frame: frame.number,
-            from_ts: c.last_ts,
+            from_ts: last,
         });
     }
-    if frame.ts > c.last_ts {
-        c.last_ts = frame.ts;
+    if frame.ts > last {
+        live.seen_last_ts = frame.ts;
     }
     c.last_frame = frame.number;
     gap
@@ -582,6 +554,78 @@ fn count(d: &mut Direction, frame: &Frame<'_>, p: &Packet<'_>) {
         d.first_ts = Some(frame.ts);
     }
     d.last_ts = Some(frame.ts);
+}
+
+/// Mid-stream orientation: Zeek's `WantConnection` flips a connection whose first packet comes
+/// from a likely server port; where neither or both ports are likely, the lower port is the
+/// responder (the rule the diagnosis documents). A SYN's sender is the originator, a SYN-ACK's
+/// the responder.
+fn orient(
+    flags: crate::decode::TcpFlags,
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+) -> ((IpAddr, u16), (IpAddr, u16), bool) {
+    if flags.syn() && !flags.ack() {
+        return (src, dst, false);
+    }
+    if flags.syn() && flags.ack() {
+        return (dst, src, false);
+    }
+    let (ls, ld) = (likely_server_port(src.1), likely_server_port(dst.1));
+    let src_is_server = match (ls, ld) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => src.1 < dst.1,
+    };
+    if src_is_server {
+        (dst, src, true)
+    } else {
+        (src, dst, true)
+    }
+}
+
+/// Ports Zeek's default scripts register in `likely_server_ports` (HTTP, TLS, FTP, SSH, SMTP,
+/// DNS, IRC, Redis, SIP, RDP, databases, ...), plus the WebSocket ports of SIP over WebSocket
+/// deployments (RFC 7118 gives no port; 5066 and 7443 are common, 8443 for WSS).
+fn likely_server_port(p: u16) -> bool {
+    matches!(
+        p,
+        21 | 22
+            | 23
+            | 25
+            | 53
+            | 80
+            | 81
+            | 88
+            | 110
+            | 135
+            | 139
+            | 143
+            | 389
+            | 443
+            | 445
+            | 502
+            | 563
+            | 587
+            | 631
+            | 636
+            | 993
+            | 995
+            | 1080
+            | 1433
+            | 1883
+            | 3128
+            | 3306
+            | 3389
+            | 5060
+            | 5061
+            | 5066
+            | 5222
+            | 5269
+            | 5432
+            | 6379
+            | 6666..=6669 | 7443 | 8000 | 8080 | 8443 | 8888
+    )
 }
 
 fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<'_>) {
@@ -608,70 +652,93 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
         } else {
             &live.resp_seq
         };
-        let usual = seq_state.profile.fingerprint();
-        let ttl_fits = (usual.packets > 0).then_some(usual.ttl_usual == p.ttl);
-        let ip_id_fits = match (usual.ip_id_pattern, p.ip_id, usual.ip_id_last) {
-            // A counter only moves forward; a global counter (Windows, older Linux) may move
-            // far during a long silence, so any forward step up to half the ID space fits. Zero,
-            // or a step backwards, does not: the packet came from somewhere else.
-            (IpIdPattern::Incrementing, Some(id), Some(last)) => {
-                let step = id.wrapping_sub(last);
-                Some(id != 0 && step > 0 && step < 0x8000)
-            }
-            (IpIdPattern::Zero, Some(id), _) => Some(id == 0),
-            _ => None,
-        };
-        live.conn.termination = Some(Termination {
-            kind: if flags.rst() {
-                TerminationKind::Rst
-            } else {
-                TerminationKind::Fin
-            },
-            by: side,
-            ts: frame.ts,
-            frame: frame.number,
-            ttl: p.ttl,
-            ip_id: p.ip_id,
-            window: t.window,
-            ack_flag: flags.ack(),
-            seq: t.seq,
-            options_len: t.options.len,
-            idle_before_s: gap,
-            sender_usual: usual,
-            ttl_fits,
-            ip_id_fits,
-        });
+        live.conn.termination = Some(termination(
+            &seq_state.profile.fingerprint(),
+            side,
+            frame,
+            p,
+            t,
+            gap,
+        ));
     }
 
-    let (d, seq, my_state, peer_state) = if from_orig {
-        (
-            &mut live.conn.orig,
-            &mut live.orig_seq,
-            &mut live.orig_state,
-            &mut live.resp_state,
-        )
+    let (d, seq) = if from_orig {
+        (&mut live.conn.orig, &mut live.orig_seq)
     } else {
-        (
-            &mut live.conn.resp,
-            &mut live.resp_seq,
-            &mut live.resp_state,
-            &mut live.orig_state,
-        )
+        (&mut live.conn.resp, &mut live.resp_seq)
     };
     count(d, frame, p);
     d.payload_bytes_sent += t.payload_len as u64;
     seq.profile.add(p.ttl, p.ip_id);
+    wireshark_analysis(d, seq, t);
 
-    // Sequence analysis, Wireshark's rules (epan/dissectors/packet-tcp.c,
-    // tcp_analyze_sequence_number): keep-alive, zero window, retransmission, lost segment.
-    let seglen = t.payload_len + flags.syn() as u32 + flags.fin() as u32;
-    let mut retransmission = false;
-    let mut keepalive = false;
-    let mut gap_seen = false;
-    if flags.syn() {
-        if seq.isn.is_none() || !seq.saw_syn {
-            seq.isn = Some(t.seq);
+    if let Some(z) = live.zeek.as_mut() {
+        let r = z.segment(&Seg {
+            from_orig,
+            flags,
+            seq: t.seq,
+            ack: t.ack,
+            len: t.payload_len,
+            captured: t.payload.len() as u32,
+            window: t.window,
+        });
+        if r.counts_for_duration && frame.ts > live.conn.last_ts {
+            live.conn.last_ts = frame.ts;
         }
+    }
+}
+
+fn termination(
+    usual: &Fingerprint,
+    by: Side,
+    frame: &Frame<'_>,
+    p: &Packet<'_>,
+    t: &TcpSegment<'_>,
+    idle_before_s: f64,
+) -> Termination {
+    let ttl_fits = (usual.packets > 0).then_some(usual.ttl_usual == p.ttl);
+    let ip_id_fits = match (usual.ip_id_pattern, p.ip_id, usual.ip_id_last) {
+        // A counter only moves forward; a global counter (Windows, older Linux) may move far
+        // during a long silence, so any forward step up to half the ID space fits. Zero, or a
+        // step backwards, does not: the packet came from somewhere else.
+        (IpIdPattern::Incrementing, Some(id), Some(last)) => {
+            let step = id.wrapping_sub(last);
+            Some(id != 0 && step > 0 && step < 0x8000)
+        }
+        (IpIdPattern::Zero, Some(id), _) => Some(id == 0),
+        _ => None,
+    };
+    Termination {
+        kind: if t.flags.rst() {
+            TerminationKind::Rst
+        } else {
+            TerminationKind::Fin
+        },
+        by,
+        ts: frame.ts,
+        frame: frame.number,
+        ttl: p.ttl,
+        ip_id: p.ip_id,
+        window: t.window,
+        ack_flag: t.flags.ack(),
+        seq: t.seq,
+        options_len: t.options.len,
+        idle_before_s,
+        sender_usual: *usual,
+        ttl_fits,
+        ip_id_fits,
+    }
+}
+
+/// Wireshark's sequence analysis (epan/dissectors/packet-tcp.c,
+/// `tcp_analyze_sequence_number`): keep-alive (length 0 or 1, seq = next expected − 1, no
+/// SYN/FIN/RST), retransmission (carries sequence space below the next expected), previous
+/// segment not captured (starts above it), zero window (window 0, no SYN/FIN/RST).
+fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>) {
+    let flags = t.flags;
+    let seglen = t.payload_len + flags.syn() as u32 + flags.fin() as u32;
+    if flags.syn() {
+        seq.isn = Some(t.seq);
         seq.saw_syn = true;
     } else if seq.isn.is_none() {
         seq.isn = Some(t.seq);
@@ -683,15 +750,11 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
             && !flags.rst()
             && t.seq == next.wrapping_sub(1)
         {
-            keepalive = true;
             d.keepalives += 1;
         } else if seglen > 0 && seq_lt(t.seq, next) && !flags.rst() {
-            retransmission = true;
             d.retransmissions += 1;
         } else if seglen > 0 && seq_lt(next, t.seq) && !flags.rst() {
-            gap_seen = true;
             d.gaps += 1;
-            d.missed_bytes += t.seq.wrapping_sub(next) as u64;
         }
     }
     if t.window == 0 && !flags.syn() && !flags.fin() && !flags.rst() {
@@ -706,189 +769,18 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
     if flags.fin() {
         seq.fin_seen = true;
     }
-    // Unique payload bytes (Zeek's orig_bytes): the span of sequence space covered.
-    if let (Some(isn), Some(next)) = (seq.isn, seq.next) {
-        let span = next.wrapping_sub(isn) as u64;
-        let ctl = seq.saw_syn as u64 + seq.fin_seen as u64;
-        d.bytes = span.saturating_sub(ctl).saturating_sub(d.missed_bytes);
-    }
-
-    update_states(flags, t.payload_len, my_state, peer_state);
-
-    // History letters.
-    let upper = from_orig;
-    let hist = live.conn.history.get_or_insert_with(String::new);
-    let mut once = |c: char| {
-        let bit = 1u64 << ((c as u8 - b'A') % 64);
-        let bit = if upper { bit } else { bit.rotate_left(32) };
-        if live.history_once & bit == 0 {
-            live.history_once |= bit;
-            hist.push(if upper { c } else { c.to_ascii_lowercase() });
-        }
-    };
-    if flags.syn() && flags.rst() {
-        once('I');
-    } else if flags.syn() && flags.ack() {
-        once('H');
-    } else if flags.syn() {
-        once('S');
-    }
-    if flags.fin() {
-        once('F');
-    }
-    if flags.rst() {
-        once('R');
-    }
-    if t.payload_len > 0 && !retransmission {
-        once('D');
-    } else if flags.ack() && !flags.syn() && !flags.fin() && !flags.rst() && t.payload_len == 0 {
-        once('A');
-    }
-    // Letters Zeek repeats at 1, 10, 100, ... occurrences.
-    let base = if from_orig { 0 } else { 3 };
-    let mut threshold = |slot: usize, c: char| {
-        let (n, next) = &mut live.thresholds[base + slot];
-        *n += 1;
-        if *n == *next {
-            *next *= 10;
-            hist.push(if upper { c } else { c.to_ascii_lowercase() });
-        }
-    };
-    if retransmission {
-        threshold(0, 'T');
-    }
-    if t.window == 0 && !flags.syn() && !flags.fin() && !flags.rst() {
-        threshold(1, 'W');
-    }
-    if gap_seen {
-        threshold(2, 'G');
-    }
-    let _ = keepalive;
-
-    let closed = matches!(
-        live.orig_state,
-        EndpointState::Closed | EndpointState::Reset
-    ) && matches!(
-        live.resp_state,
-        EndpointState::Closed | EndpointState::Reset
-    );
-    if flags.rst() || closed {
-        live.ended = true;
-    }
-}
-
-/// Endpoint state transitions, after Zeek's TCP analyzer (TCP.cc, UpdateStateMachine).
-fn update_states(
-    flags: crate::decode::TcpFlags,
-    payload_len: u32,
-    me: &mut EndpointState,
-    peer: &mut EndpointState,
-) {
-    use EndpointState::*;
-    if flags.rst() {
-        *me = Reset;
-        return;
-    }
-    if flags.syn() {
-        if flags.ack() {
-            if matches!(*me, Inactive | Partial) {
-                *me = SynAckSent;
-            }
-            if *peer == SynSent {
-                *peer = Established;
-            }
-        } else if matches!(*me, Inactive) {
-            *me = SynSent;
-        }
-    }
-    if flags.fin() {
-        if *me != Reset {
-            *me = Closed;
-        }
-        return;
-    }
-    if !flags.syn() {
-        match *me {
-            Inactive => *me = Partial,
-            SynSent if flags.ack() && *peer != Inactive => *me = Established,
-            SynAckSent if flags.ack() || payload_len > 0 => *me = Established,
-            _ => {}
-        }
-        if *peer == SynAckSent && flags.ack() {
-            *peer = Established;
-        }
-    }
-}
-
-/// Zeek's conn_state (scripts/base/protocols/conn/main.zeek), from the endpoint states.
-fn conn_state(c: &Connection, os: EndpointState, rs: EndpointState) -> &'static str {
-    use EndpointState::*;
-    let o_inactive = matches!(os, Inactive | Partial);
-    let r_inactive = matches!(rs, Inactive | Partial);
-    let history = c.history.as_deref().unwrap_or("");
-    if rs == Reset {
-        if matches!(os, SynSent | SynAckSent)
-            || (os == Reset && c.orig.bytes == 0 && c.resp.bytes == 0)
-        {
-            "REJ"
-        } else if o_inactive {
-            "RSTRH"
-        } else {
-            "RSTR"
-        }
-    } else if os == Reset {
-        if r_inactive {
-            if rstos0_history(history) {
-                "RSTOS0"
-            } else {
-                "OTH"
-            }
-        } else {
-            "RSTO"
-        }
-    } else if rs == Closed && os == Closed {
-        "SF"
-    } else if os == Closed {
-        if r_inactive {
-            "SH"
-        } else {
-            "S2"
-        }
-    } else if rs == Closed {
-        if o_inactive {
-            "SHR"
-        } else {
-            "S3"
-        }
-    } else if os == SynSent && rs == Inactive {
-        "S0"
-    } else if os == Established && rs == Established {
-        "S1"
-    } else {
-        "OTH"
-    }
-}
-
-/// Zeek: `/\^?S[^HAFGIQ]*R.*/ == history`.
-fn rstos0_history(h: &str) -> bool {
-    let h = h.strip_prefix('^').unwrap_or(h);
-    let Some(rest) = h.strip_prefix('S') else {
-        return false;
-    };
-    for c in rest.chars() {
-        if c == 'R' {
-            return true;
-        }
-        if "HAFGIQ".contains(c) {
-            return false;
-        }
-    }
-    false
 }
 
 fn finish_live(mut l: Live) -> Connection {
-    if l.conn.proto == Proto::Tcp {
-        l.conn.conn_state = Some(conn_state(&l.conn, l.orig_state, l.resp_state));
+    if let Some(z) = &l.zeek {
+        l.conn.conn_state = Some(z.conn_state());
+        l.conn.history = Some(z.history().to_string());
+        l.conn.orig.bytes = z.size(true);
+        l.conn.resp.bytes = z.size(false);
+        l.conn.missed_bytes = z.missed_bytes();
+    }
+    if l.conn.last_ts < l.conn.ts {
+        l.conn.last_ts = l.conn.ts;
     }
     l.conn.orig.fingerprint = l.orig_seq.profile.fingerprint();
     l.conn.resp.fingerprint = l.resp_seq.profile.fingerprint();

@@ -1,0 +1,280 @@
+//! In-order delivery of one direction's byte stream, for the application parsers.
+//!
+//! Segments are delivered in sequence order; bytes already delivered (retransmissions, overlaps)
+//! are dropped; segments that arrive early wait, up to a byte cap. A hole is declared when the
+//! peer acknowledges bytes this capture never saw (the receiver got them, we did not), when the
+//! waiting bytes exceed the cap, or when the stream is flushed at its end; the consumer is then
+//! told that it lost sync, and delivery resumes after the hole.
+
+use std::collections::BTreeMap;
+
+use crate::capture::Timestamp;
+
+/// Default cap on bytes held out of order per direction (configurable per tracker).
+pub const DEFAULT_CAP: usize = 64 * 1024;
+
+/// What the reassembler hands on.
+pub trait StreamSink {
+    /// In-order bytes, with the time and frame number of the packet that carried them.
+    fn data(&mut self, bytes: &[u8], ts: Timestamp, frame: u64);
+    /// `missing` bytes were never seen (`missing` is 0 when unknown).
+    fn gap(&mut self, missing: u64);
+}
+
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    /// Next sequence number to deliver; `None` until the first segment (or SYN) fixes it.
+    next: Option<u32>,
+    /// Early segments: seq -> (bytes, ts, frame).
+    pending: BTreeMap<u32, (Vec<u8>, Timestamp, u64)>,
+    pending_bytes: usize,
+    cap: usize,
+    /// Bytes skipped over holes, and holes declared.
+    pub missed_bytes: u64,
+    pub holes: u64,
+    /// Bytes delivered.
+    pub delivered: u64,
+    /// Set once the stream stopped for good (`stop`).
+    stopped: bool,
+}
+
+/// RFC 9293 §3.4: sequence arithmetic modulo 2^32.
+fn diff(a: u32, b: u32) -> i64 {
+    a.wrapping_sub(b) as i32 as i64
+}
+
+impl Reassembler {
+    pub fn new(cap: usize) -> Self {
+        Reassembler {
+            cap,
+            ..Default::default()
+        }
+    }
+
+    /// The SYN fixes the first data byte at ISN + 1.
+    pub fn syn(&mut self, isn: u32) {
+        if self.next.is_none() {
+            self.next = Some(isn.wrapping_add(1));
+        }
+    }
+
+    /// Stops delivery for good (the consumer gave up on this direction).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        self.pending.clear();
+        self.pending_bytes = 0;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// A segment with payload. `payload` may be shorter than the segment (snaplen): the missing
+    /// tail is a hole.
+    pub fn segment(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        seg_len: u32,
+        ts: Timestamp,
+        frame: u64,
+        sink: &mut impl StreamSink,
+    ) {
+        if self.stopped || seg_len == 0 {
+            return;
+        }
+        let next = *self.next.get_or_insert(seq);
+        let d = diff(seq, next);
+        let end = seq.wrapping_add(seg_len);
+        if diff(end, next) <= 0 {
+            return; // all already delivered: a retransmission
+        }
+        if d <= 0 {
+            // Starts at or before `next`: deliver the new part now.
+            let skip = (-d) as usize;
+            self.deliver(payload, skip, seg_len, next, ts, frame, sink);
+            self.drain(sink);
+        } else if self.pending_bytes + payload.len() > self.cap {
+            // Too much waiting: give up on the hole before it.
+            self.hole_to(seq, sink);
+            self.deliver(payload, 0, seg_len, seq, ts, frame, sink);
+            self.drain(sink);
+        } else if !self.pending.contains_key(&seq) {
+            self.pending_bytes += payload.len();
+            // A short capture of a long segment: remember the true length through a hole later.
+            let mut v = payload.to_vec();
+            v.truncate(seg_len as usize);
+            self.pending.insert(seq, (v, ts, frame));
+        }
+    }
+
+    /// The peer acknowledged up to `ack`: whatever lies before it was received, so a hole there
+    /// will never be filled from this capture.
+    pub fn acked(&mut self, ack: u32, sink: &mut impl StreamSink) {
+        if self.stopped {
+            return;
+        }
+        let Some(next) = self.next else { return };
+        if diff(ack, next) > 0 && !self.pending.is_empty() {
+            let first = *self.pending.keys().next().expect("non-empty");
+            let target = if diff(first, ack) <= 0 { first } else { ack };
+            self.hole_to(target, sink);
+            self.drain(sink);
+        } else if diff(ack, next) > 0 && self.pending.is_empty() {
+            // Acked data we never saw and nothing waiting: a hole up to the ACK.
+            self.hole_to(ack, sink);
+        }
+    }
+
+    /// End of the stream: deliver what waits, across its holes.
+    pub fn flush(&mut self, sink: &mut impl StreamSink) {
+        while let Some(&first) = self.pending.keys().next() {
+            if self.stopped {
+                break;
+            }
+            self.hole_to(first, sink);
+            self.drain(sink);
+        }
+    }
+
+    fn hole_to(&mut self, seq: u32, sink: &mut impl StreamSink) {
+        let next = self.next.unwrap_or(seq);
+        let missing = diff(seq, next);
+        if missing > 0 {
+            self.missed_bytes += missing as u64;
+            self.holes += 1;
+            sink.gap(missing as u64);
+            self.next = Some(seq);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        payload: &[u8],
+        skip: usize,
+        seg_len: u32,
+        seq_at_skip: u32,
+        ts: Timestamp,
+        frame: u64,
+        sink: &mut impl StreamSink,
+    ) {
+        let have = payload.len().min(seg_len as usize);
+        if skip < have {
+            let bytes = &payload[skip..have];
+            sink.data(bytes, ts, frame);
+            self.delivered += bytes.len() as u64;
+        }
+        let new_next = seq_at_skip.wrapping_add((seg_len as usize).saturating_sub(skip) as u32);
+        // Bytes of the segment the capture did not keep (snaplen) are a hole.
+        let lost = (seg_len as usize).saturating_sub(skip.max(have));
+        if lost > 0 {
+            self.missed_bytes += lost as u64;
+            self.holes += 1;
+            sink.gap(lost as u64);
+        }
+        self.next = Some(new_next);
+    }
+
+    /// Delivers waiting segments that now fit.
+    fn drain(&mut self, sink: &mut impl StreamSink) {
+        while let Some(next) = self.next {
+            let Some((&seq, _)) = self.pending.iter().next() else {
+                break;
+            };
+            if diff(seq, next) > 0 {
+                break;
+            }
+            let (bytes, ts, frame) = self.pending.remove(&seq).expect("present");
+            self.pending_bytes -= bytes.len();
+            let seg_len = bytes.len() as u32;
+            let d = diff(seq, next);
+            let skip = (-d) as usize;
+            if skip < bytes.len() {
+                self.deliver(&bytes, skip, seg_len, next, ts, frame, sink);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        bytes: Vec<u8>,
+        gaps: Vec<u64>,
+        frames: Vec<u64>,
+    }
+    impl StreamSink for Collect {
+        fn data(&mut self, b: &[u8], _ts: Timestamp, frame: u64) {
+            self.bytes.extend_from_slice(b);
+            self.frames.push(frame);
+        }
+        fn gap(&mut self, missing: u64) {
+            self.gaps.push(missing);
+        }
+    }
+
+    fn seg(r: &mut Reassembler, c: &mut Collect, seq: u32, data: &[u8], frame: u64) {
+        r.segment(seq, data, data.len() as u32, Timestamp(0), frame, c);
+    }
+
+    #[test]
+    fn in_order_retransmit_overlap_and_reorder() {
+        let mut r = Reassembler::new(1024);
+        let mut c = Collect::default();
+        r.syn(999);
+        seg(&mut r, &mut c, 1000, b"hello ", 1);
+        seg(&mut r, &mut c, 1000, b"hello ", 2); // retransmission: dropped
+        seg(&mut r, &mut c, 1003, b"lo wor", 3); // overlap: "wor" is new
+        seg(&mut r, &mut c, 1013, b"!", 5); // early: waits
+        seg(&mut r, &mut c, 1009, b"ld, ", 4); // fills the hole; "!" follows
+        assert_eq!(c.bytes, b"hello world, !");
+        assert_eq!(c.frames, vec![1, 3, 4, 5]);
+        assert!(c.gaps.is_empty());
+    }
+
+    #[test]
+    fn ack_past_a_hole_declares_it() {
+        let mut r = Reassembler::new(1024);
+        let mut c = Collect::default();
+        seg(&mut r, &mut c, 0, b"abc", 1);
+        seg(&mut r, &mut c, 10, b"xyz", 3); // 7 bytes never captured
+        r.acked(13, &mut c);
+        assert_eq!(c.bytes, b"abcxyz");
+        assert_eq!(c.gaps, vec![7]);
+        assert_eq!(r.missed_bytes, 7);
+    }
+
+    #[test]
+    fn cap_bounds_waiting_bytes() {
+        let mut r = Reassembler::new(8);
+        let mut c = Collect::default();
+        seg(&mut r, &mut c, 0, b"a", 1);
+        seg(&mut r, &mut c, 100, b"12345", 2); // waits (5 bytes)
+        seg(&mut r, &mut c, 200, b"67890", 3); // over the cap: jump
+        assert_eq!(c.gaps.len(), 1);
+        assert!(c.bytes.ends_with(b"67890"));
+    }
+
+    #[test]
+    fn snaplen_cut_is_a_hole() {
+        let mut r = Reassembler::new(64);
+        let mut c = Collect::default();
+        r.segment(0, b"ab", 10, Timestamp(0), 1, &mut c);
+        seg(&mut r, &mut c, 10, b"cd", 2);
+        assert_eq!(c.bytes, b"abcd");
+        assert_eq!(c.gaps, vec![8]);
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        let mut r = Reassembler::new(64);
+        let mut c = Collect::default();
+        seg(&mut r, &mut c, u32::MAX - 1, b"ab", 1);
+        seg(&mut r, &mut c, 0, b"cd", 2);
+        assert_eq!(c.bytes, b"abcd");
+    }
+}
