@@ -326,7 +326,17 @@ pub struct Tracker {
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
     pub fragments: u64,
+    /// Capture time of the last sweep of ended connections.
+    last_sweep: Timestamp,
+    /// The most connections live at once.
+    pub peak_live: usize,
 }
+
+/// Zeek keeps a closed connection for `tcp_close_delay` (5 s, init-bare.zeek) so that late
+/// packets still land on it; after that it is summarised and forgotten.
+pub const TCP_CLOSE_DELAY_NS: i64 = 5_000_000_000;
+/// How often (in capture time) ended connections are swept out of the live table.
+const SWEEP_EVERY_NS: i64 = 1_000_000_000;
 
 impl Tracker {
     pub fn new(capture: impl Into<String>) -> Self {
@@ -336,11 +346,36 @@ impl Tracker {
             done: Vec::new(),
             other_ip: 0,
             fragments: 0,
+            last_sweep: Timestamp(i64::MIN),
+            peak_live: 0,
         }
+    }
+
+    /// Moves connections that have ended and stayed quiet out of the live table, so that memory
+    /// follows the connections alive at a time, not the length of the capture.
+    fn sweep(&mut self, now: Timestamp) {
+        if self.last_sweep.0 == i64::MIN {
+            self.last_sweep = now;
+            return;
+        }
+        if now.0 - self.last_sweep.0 < SWEEP_EVERY_NS {
+            return;
+        }
+        self.last_sweep = now;
+        self.peak_live = self.peak_live.max(self.live.len());
+        let ended = self.live.extract_if(|_, l| {
+            let quiet = now.0 - l.seen_last_ts.0;
+            match &l.zeek {
+                Some(z) => z.either_closed() && quiet > TCP_CLOSE_DELAY_NS,
+                None => quiet > UDP_INACTIVITY_NS,
+            }
+        });
+        self.done.extend(ended.map(|(_, l)| finish_live(l)));
     }
 
     /// Feeds one decoded packet.
     pub fn packet(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
+        self.sweep(frame.ts);
         if p.fragment != crate::decode::Fragment::No {
             self.fragments += 1;
         }
@@ -353,6 +388,7 @@ impl Tracker {
 
     /// Ends tracking and returns every connection, sorted by start time (then frame).
     pub fn finish(mut self) -> Vec<Connection> {
+        self.peak_live = self.peak_live.max(self.live.len());
         let live: Vec<Live> = self.live.drain().map(|(_, l)| l).collect();
         for l in live {
             self.done.push(finish_live(l));

@@ -1,0 +1,281 @@
+//! Each tracking rule on packets built with etherparse: port reuse, mid-stream start,
+//! keep-alive, zero window, and the fingerprint of the packet that ended a connection.
+
+use etherparse::PacketBuilder;
+use vantage::capture::{Frame, LinkType, Timestamp};
+use vantage::decode::{decode, Decoded};
+use vantage::tcp::{Connection, IpIdPattern, Side, TerminationKind, Tracker};
+
+const AGENT: [u8; 4] = [192, 0, 2, 10];
+const VIP: [u8; 4] = [198, 51, 100, 10];
+
+#[derive(Clone, Copy)]
+struct P {
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    win: u16,
+    ttl: u8,
+    ip_id: u16,
+    len: usize,
+}
+
+impl P {
+    fn new(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Self {
+        P {
+            src,
+            dst,
+            sport,
+            dport,
+            seq: 0,
+            ack: None,
+            syn: false,
+            fin: false,
+            rst: false,
+            win: 502,
+            ttl: 64,
+            ip_id: 0,
+            len: 0,
+        }
+    }
+    fn seq(mut self, s: u32) -> Self {
+        self.seq = s;
+        self
+    }
+    fn ack(mut self, a: u32) -> Self {
+        self.ack = Some(a);
+        self
+    }
+    fn syn(mut self) -> Self {
+        self.syn = true;
+        self
+    }
+    fn fin(mut self) -> Self {
+        self.fin = true;
+        self
+    }
+    fn rst(mut self) -> Self {
+        self.rst = true;
+        self
+    }
+    fn win(mut self, w: u16) -> Self {
+        self.win = w;
+        self
+    }
+    fn ttl(mut self, t: u8) -> Self {
+        self.ttl = t;
+        self
+    }
+    fn id(mut self, i: u16) -> Self {
+        self.ip_id = i;
+        self
+    }
+    fn len(mut self, l: usize) -> Self {
+        self.len = l;
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut ip =
+            etherparse::Ipv4Header::new(0, self.ttl, etherparse::IpNumber::TCP, self.src, self.dst)
+                .unwrap();
+        ip.identification = self.ip_id;
+        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+            .tcp(self.sport, self.dport, self.seq, self.win);
+        if self.syn {
+            b = b.syn();
+        }
+        if self.fin {
+            b = b.fin();
+        }
+        if self.rst {
+            b = b.rst();
+        }
+        if let Some(a) = self.ack {
+            b = b.ack(a);
+        }
+        let payload = vec![b'x'; self.len];
+        let mut v = Vec::new();
+        b.write(&mut v, &payload).unwrap();
+        v
+    }
+}
+
+/// Feeds (seconds, packet) pairs to a tracker and returns the connections.
+fn track(packets: &[(f64, P)]) -> Vec<Connection> {
+    let mut t = Tracker::new("built.pcap");
+    for (i, (secs, p)) in packets.iter().enumerate() {
+        let data = p.bytes();
+        let frame = Frame {
+            number: i as u64 + 1,
+            ts: Timestamp((secs * 1e9) as i64 + 1_700_000_000_000_000_000),
+            link: LinkType::ETHERNET,
+            interface: 0,
+            orig_len: data.len() as u32,
+            offset: 0,
+            data: &data,
+        };
+        match decode(&frame) {
+            Decoded::Ip(pkt) => t.packet(&frame, &pkt),
+            other => panic!("not decoded: {other:?}"),
+        }
+    }
+    t.finish()
+}
+
+/// A handshake agent -> VIP:8080 with ISNs 1000 / 5000, and a 100-byte request.
+fn handshake(sport: u16, t0: f64) -> Vec<(f64, P)> {
+    let c = P::new(AGENT, sport, VIP, 8080);
+    let s = P::new(VIP, 8080, AGENT, sport).ttl(63);
+    vec![
+        (t0, c.seq(1000).syn().id(1)),
+        (t0 + 0.001, s.seq(5000).syn().ack(1001).id(100)),
+        (t0 + 0.002, c.seq(1001).ack(5001).id(2)),
+        (t0 + 0.003, c.seq(1001).ack(5001).len(100).id(3)),
+        (t0 + 0.004, s.seq(5001).ack(1101).id(101)),
+    ]
+}
+
+#[test]
+fn handshake_rtt_state_and_history() {
+    let c = track(&handshake(40000, 0.0));
+    assert_eq!(c.len(), 1);
+    let c = &c[0];
+    assert_eq!(c.orig_p, 40000);
+    assert_eq!(c.conn_state, Some("S1"));
+    assert_eq!(c.history.as_deref(), Some("ShADa"));
+    assert!((c.rtt_s.unwrap() - 0.002).abs() < 1e-6);
+    assert_eq!((c.orig.bytes, c.resp.bytes), (100, 0));
+    assert!(!c.mid_stream);
+}
+
+#[test]
+fn port_reuse_after_rst_starts_a_new_connection() {
+    let mut p = handshake(40000, 0.0);
+    let c = P::new(AGENT, 40000, VIP, 8080);
+    p.push((1.0, c.seq(1101).ack(5001).rst().id(4)));
+    // The same 5-tuple, a new SYN with a new ISN.
+    p.push((2.0, c.seq(9000).syn().id(5)));
+    let conns = track(&p);
+    assert_eq!(conns.len(), 2);
+    assert_eq!(conns[0].conn_state, Some("RSTO"));
+    assert!(!conns[0].reused_port);
+    assert!(conns[1].reused_port);
+    assert_eq!(conns[1].conn_state, Some("S0"));
+    assert_eq!(conns[1].first_frame, 7);
+}
+
+#[test]
+fn retransmitted_syn_is_not_port_reuse() {
+    let c = P::new(AGENT, 40001, VIP, 8080);
+    let conns = track(&[(0.0, c.seq(77).syn()), (1.0, c.seq(77).syn())]);
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].orig.retransmissions, 1);
+    assert_eq!(conns[0].conn_state, Some("S0"));
+}
+
+#[test]
+fn mid_stream_start_uses_the_port_rule() {
+    // The capture starts with the server (port 8080) sending data to the agent.
+    let s = P::new(VIP, 8080, AGENT, 40002);
+    let c = P::new(AGENT, 40002, VIP, 8080);
+    let conns = track(&[
+        (0.0, s.seq(5000).ack(1000).len(20)),
+        (0.1, c.seq(1000).ack(5020)),
+    ]);
+    assert_eq!(conns.len(), 1);
+    let k = &conns[0];
+    assert!(k.mid_stream);
+    assert_eq!((k.orig_p, k.resp_p), (40002, 8080));
+    assert_eq!(k.history.as_deref(), Some("dA"));
+    // Neither port a known server port: the lower port is the responder.
+    let a = P::new(AGENT, 50001, VIP, 40000);
+    let conns = track(&[(0.0, a.seq(1).ack(1).len(5))]);
+    assert_eq!((conns[0].orig_p, conns[0].resp_p), (50001, 40000));
+}
+
+#[test]
+fn keepalive_and_zero_window_as_wireshark_counts_them() {
+    let mut p = handshake(40003, 0.0);
+    let c = P::new(AGENT, 40003, VIP, 8080);
+    let s = P::new(VIP, 8080, AGENT, 40003).ttl(63);
+    // TCP keep-alive: seq = next expected - 1, no payload.
+    p.push((10.0, c.seq(1100).ack(5001).id(4)));
+    p.push((10.001, s.seq(5001).ack(1101).id(102)));
+    // The server's window closes.
+    p.push((11.0, s.seq(5001).ack(1101).win(0).id(103)));
+    let conns = track(&p);
+    let k = &conns[0];
+    assert_eq!(k.orig.keepalives, 1);
+    assert_eq!(k.orig.retransmissions, 0);
+    assert_eq!(k.resp.zero_windows, 1);
+    assert!(k.history.as_deref().unwrap().contains('w'));
+    // The keep-alive ended the longest silence.
+    let g = k.max_idle.unwrap();
+    assert!((g.secs - 9.996).abs() < 1e-6, "{}", g.secs);
+    assert_eq!((g.from_frame, g.to_frame), (5, 6));
+}
+
+#[test]
+fn rst_built_by_a_middlebox_does_not_fit_the_sender() {
+    // The agent's view through an L4 balancer: the server's packets arrive with TTL 63 and an
+    // incrementing IP ID; after 8 s of silence a RST "from the VIP" arrives with TTL 64, IP ID 0,
+    // no ACK flag and window 0, as nftables' `reject with tcp reset` builds it.
+    let mut p = handshake(40004, 0.0);
+    let c = P::new(AGENT, 40004, VIP, 8080);
+    let s = P::new(VIP, 8080, AGENT, 40004).ttl(63);
+    p.push((3.0, c.seq(1101).ack(5001).len(4).id(4)));
+    p.push((3.001, s.seq(5001).ack(1105).len(2).id(102)));
+    p.push((11.0, c.seq(1105).ack(5003).len(4).id(5)));
+    p.push((11.0001, s.seq(5003).rst().win(0).ttl(64).id(0)));
+    let conns = track(&p);
+    let k = &conns[0];
+    let t = k.termination.as_ref().unwrap();
+    assert_eq!(t.kind, TerminationKind::Rst);
+    assert_eq!(t.by, Side::Resp);
+    assert_eq!(t.frame, 9);
+    assert_eq!(t.ttl, 64);
+    assert_eq!(t.sender_usual.ttl_usual, 63);
+    assert_eq!(t.ttl_fits, Some(false));
+    assert_eq!(t.sender_usual.ip_id_pattern, IpIdPattern::Incrementing);
+    assert_eq!(t.ip_id_fits, Some(false));
+    assert!(!t.ack_flag);
+    assert!(t.idle_before_s < 0.001);
+    assert_eq!(k.conn_state, Some("RSTR"));
+    // The silence before the agent's fatal packet is the longest one.
+    assert!((k.max_idle.unwrap().secs - 7.999).abs() < 1e-6);
+}
+
+#[test]
+fn rst_from_the_endpoint_itself_fits() {
+    let mut p = handshake(40005, 0.0);
+    let s = P::new(VIP, 8080, AGENT, 40005).ttl(63);
+    p.push((1.0, s.seq(5001).ack(1101).rst().id(102)));
+    let conns = track(&p);
+    let t = conns[0].termination.as_ref().unwrap();
+    assert_eq!(t.ttl_fits, Some(true));
+    assert_eq!(t.ip_id_fits, Some(true));
+}
+
+#[test]
+fn fin_both_ways_is_sf() {
+    let mut p = handshake(40006, 0.0);
+    let c = P::new(AGENT, 40006, VIP, 8080);
+    let s = P::new(VIP, 8080, AGENT, 40006).ttl(63);
+    p.push((5.0, s.seq(5001).ack(1101).fin().id(102)));
+    p.push((5.001, c.seq(1101).ack(5002).fin().id(4)));
+    p.push((5.002, s.seq(5002).ack(1102).id(103)));
+    let conns = track(&p);
+    let k = &conns[0];
+    assert_eq!(k.conn_state, Some("SF"));
+    assert_eq!(k.history.as_deref(), Some("ShADafF"));
+    let t = k.termination.as_ref().unwrap();
+    assert_eq!((t.kind, t.by), (TerminationKind::Fin, Side::Resp));
+    assert!((t.idle_before_s - 4.996).abs() < 1e-6);
+}
