@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::pipeline::track_capture;
+use crate::pipeline::{read_vantages, track_capture, VantageSpec};
 use crate::report;
 
 const EXAMPLES: &str = "\
@@ -45,6 +45,68 @@ JSON lines carry Zeek's conn.log field names (ts, uid, id.orig_h, id.orig_p, id.
 id.resp_p, proto, duration, orig_bytes, resp_bytes, conn_state, history, orig_pkts, resp_pkts,
 ...) plus capture, first_frame, last_frame and vantage's own fields; see the README.")]
     Flows(FlowsArgs),
+    /// Line up the same connections across captures taken at several points, and their clocks
+    #[command(after_help = "\
+Examples:
+  vantage align agent=agent.pcapng softswitch=softswitch.pcap gateway=gateway.pcap
+  vantage align --reference softswitch --format json a.pcapng s.pcap
+  vantage align --offset gateway=-0.420 agent=a.pcapng gateway=g.pcap
+
+A bare path is named after its file stem. The first capture is the reference clock unless
+--reference names another. offset_s is the capture's clock minus the reference clock.")]
+    Align(AlignArgs),
+    /// Every packet of one lined-up connection, from every vantage, on the reference clock
+    #[command(after_help = "\
+Examples:
+  vantage timeline --conn L3 agent=agent.pcapng softswitch=softswitch.pcap")]
+    Timeline(TimelineArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VantageArgs {
+    /// The reference clock (a vantage name; default: the first capture)
+    #[arg(long, value_name = "NAME")]
+    pub reference: Option<String>,
+    /// Clock offset of a capture, NAME=SECONDS (capture clock minus reference); wins over the
+    /// estimate
+    #[arg(long = "offset", value_name = "NAME=SECONDS", value_parser = parse_offset)]
+    pub offsets: Vec<(String, f64)>,
+    /// Captures, each NAME=FILE or FILE (named after its stem)
+    #[arg(required = true, value_name = "NAME=CAPTURE")]
+    pub captures: Vec<VantageSpec>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AlignArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = FlowsFormat::Table)]
+    pub format: FlowsFormat,
+    #[command(flatten)]
+    pub vantages: VantageArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TimelineArgs {
+    /// The lined-up connection (its id from `vantage align`, e.g. L3)
+    #[arg(long, value_name = "ID")]
+    pub conn: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = FlowsFormat::Table)]
+    pub format: FlowsFormat,
+    #[command(flatten)]
+    pub vantages: VantageArgs,
+}
+
+fn parse_offset(s: &str) -> Result<(String, f64), String> {
+    let (name, secs) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s}: expected NAME=SECONDS, e.g. gateway=-0.420"))?;
+    let secs: f64 = secs
+        .trim_start_matches('+')
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s}: {secs} is not a number of seconds"))?;
+    Ok((name.to_string(), secs))
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,7 +129,101 @@ pub enum FlowsFormat {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Flows(args) => flows(args),
+        Command::Align(args) => match lined_up(&args.vantages) {
+            Ok((al, failed)) => {
+                let out = match args.format {
+                    FlowsFormat::Table => report::align_table(&al),
+                    FlowsFormat::Json => report::align_json(&al),
+                };
+                print(&out);
+                exit(failed)
+            }
+            Err(e) => error(e),
+        },
+        Command::Timeline(args) => match lined_up(&args.vantages) {
+            Ok((al, failed)) => {
+                let paths: Vec<PathBuf> = args
+                    .vantages
+                    .captures
+                    .iter()
+                    .map(|c| c.path.clone())
+                    .collect();
+                match crate::align::timeline(&al, &args.conn, &paths) {
+                    Ok(events) => {
+                        let out = match args.format {
+                            FlowsFormat::Table => report::timeline_table(&events),
+                            FlowsFormat::Json => report::timeline_json(&events),
+                        };
+                        print(&out);
+                        exit(failed)
+                    }
+                    Err(e) => error(e),
+                }
+            }
+            Err(e) => error(e),
+        },
     }
+}
+
+fn print(out: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn exit(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn error(e: anyhow::Error) -> ExitCode {
+    eprintln!("vantage: error: {e:#}");
+    ExitCode::from(2)
+}
+
+/// Reads the vantages and lines them up. Errors reading a capture are printed and make the exit
+/// code 2, but what was read is still used; a wrong `--reference` is an error.
+fn lined_up(args: &VantageArgs) -> anyhow::Result<(crate::align::Alignment, bool)> {
+    let mut names = std::collections::HashSet::new();
+    for c in &args.captures {
+        if !names.insert(&c.name) {
+            anyhow::bail!("two captures are named {}: name them NAME=FILE", c.name);
+        }
+    }
+    let (vantages, errors) = read_vantages(&args.captures);
+    let failed = !errors.is_empty();
+    for e in &errors {
+        eprintln!("vantage: error: {e:#}");
+    }
+    for v in &vantages {
+        for w in &v.flows.summary.warnings {
+            warn(&format!("{}: {w}", v.flows.summary.path));
+        }
+    }
+    if vantages.is_empty() {
+        anyhow::bail!("no capture could be read");
+    }
+    let reference = match &args.reference {
+        Some(name) => vantages
+            .iter()
+            .position(|v| &v.name == name)
+            .ok_or_else(|| anyhow::anyhow!("--reference {name}: no capture has that name"))?,
+        None => 0,
+    };
+    for (name, _) in &args.offsets {
+        if !vantages.iter().any(|v| &v.name == name) {
+            anyhow::bail!("--offset {name}=...: no capture has that name");
+        }
+    }
+    let opts = crate::align::AlignOptions {
+        reference,
+        offsets: args.offsets.clone(),
+    };
+    Ok((crate::align::align(vantages, &opts), failed))
 }
 
 fn warn(msg: &str) {

@@ -13,6 +13,7 @@
 //!
 //! `pipeline` drives the stages over one capture; `cli` is the command line.
 
+pub mod align;
 pub mod capture;
 pub mod cli;
 pub mod decode;

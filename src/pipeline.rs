@@ -105,3 +105,78 @@ pub fn track_capture(path: &Path) -> anyhow::Result<CaptureFlows> {
         error,
     })
 }
+
+/// A capture named after the point where it was taken: `agent=a.pcapng`, or a bare path, which
+/// is named after its file stem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VantageSpec {
+    pub name: String,
+    pub path: std::path::PathBuf,
+}
+
+impl std::str::FromStr for VantageSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        // `NAME=PATH`, unless what precedes `=` looks like a path.
+        if let Some((name, path)) = s.split_once('=') {
+            if !name.is_empty() && !name.contains('/') && !name.contains('\\') {
+                if path.is_empty() {
+                    return Err(format!("{s}: no capture file after '='"));
+                }
+                return Ok(VantageSpec {
+                    name: name.to_string(),
+                    path: path.into(),
+                });
+            }
+        }
+        let path = std::path::PathBuf::from(s);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| {
+                // a.pcap.gz -> a
+                let n = n.strip_suffix(".gz").unwrap_or(&n).to_string();
+                match n.rsplit_once('.') {
+                    Some((stem, _)) if !stem.is_empty() => stem.to_string(),
+                    _ => n,
+                }
+            })
+            .ok_or_else(|| format!("{s}: not a file name"))?;
+        Ok(VantageSpec { name, path })
+    }
+}
+
+/// Reads every vantage's capture (one thread per file: decoding is independent per capture).
+/// Returns the vantages read and the errors met, each naming its file.
+pub fn read_vantages(specs: &[VantageSpec]) -> (Vec<crate::align::Vantage>, Vec<anyhow::Error>) {
+    let results: Vec<anyhow::Result<CaptureFlows>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|s| scope.spawn(move || track_capture(&s.path)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a reader thread panicked")))
+            })
+            .collect()
+    });
+    let mut vantages = Vec::new();
+    let mut errors = Vec::new();
+    for (spec, r) in specs.iter().zip(results) {
+        match r {
+            Ok(mut flows) => {
+                if let Some(e) = flows.error.take() {
+                    errors.push(e);
+                }
+                vantages.push(crate::align::Vantage {
+                    name: spec.name.clone(),
+                    flows,
+                });
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (vantages, errors)
+}

@@ -254,3 +254,183 @@ pub fn flows_table(conns: &[&Connection], show_capture: bool) -> String {
     }
     format!("{t}\n")
 }
+
+// ---- align and timeline ----
+
+use crate::align::{Alignment, ClockOffset, HopLoss, LinedUp, TimelineEvent};
+
+/// `vantage align --format json`: the shapes the diagnose document reuses.
+#[derive(Serialize)]
+pub struct AlignReport<'a> {
+    pub reference: &'a str,
+    pub clock_offsets: &'a [ClockOffset],
+    pub connections: &'a [LinedUp],
+    pub losses: &'a [HopLoss],
+    pub ambiguous: usize,
+}
+
+impl<'a> AlignReport<'a> {
+    pub fn from(al: &'a Alignment) -> Self {
+        AlignReport {
+            reference: &al.vantages[al.reference].name,
+            clock_offsets: &al.clock_offsets,
+            connections: &al.connections,
+            losses: &al.losses,
+            ambiguous: al.ambiguous,
+        }
+    }
+}
+
+pub fn align_json(al: &Alignment) -> String {
+    serde_json::to_string_pretty(&AlignReport::from(al)).expect("serializable") + "\n"
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    t
+}
+
+/// Clock offsets as a table.
+pub fn offsets_table(al: &Alignment) -> String {
+    let mut t = table();
+    t.set_header(vec![
+        "vantage",
+        "offset to reference s",
+        "± bound s",
+        "method",
+        "samples",
+    ]);
+    let refname = &al.vantages[al.reference].name;
+    t.add_row(vec![
+        Cell::new(format!("{refname} (reference)")),
+        Cell::new("0"),
+        Cell::new("0"),
+        Cell::new("-"),
+        Cell::new("-"),
+    ]);
+    for (v, vant) in al.vantages.iter().enumerate() {
+        if v == al.reference {
+            continue;
+        }
+        match al.clock_offsets.iter().find(|o| o.vantage == vant.name) {
+            Some(o) => t.add_row(vec![
+                Cell::new(&o.vantage),
+                Cell::new(format!("{:+.6}", o.offset_s)).set_alignment(CellAlignment::Right),
+                Cell::new(format!("{:.6}", o.bound_s)).set_alignment(CellAlignment::Right),
+                Cell::new(&o.method),
+                Cell::new(o.samples).set_alignment(CellAlignment::Right),
+            ]),
+            None => t.add_row(vec![
+                Cell::new(&vant.name),
+                Cell::new("unknown"),
+                Cell::new("-"),
+                Cell::new("no traffic shared with another capture"),
+                Cell::new(0),
+            ]),
+        };
+    }
+    format!("{t}\n")
+}
+
+/// One row per lined-up connection, one column per vantage.
+pub fn align_table(al: &Alignment) -> String {
+    let mut t = table();
+    let mut header = vec!["id".to_string(), "start (reference, UTC)".to_string()];
+    header.extend(al.vantages.iter().map(|v| v.name.clone()));
+    header.push("match".into());
+    t.set_header(header);
+    for l in &al.connections {
+        let mut row = vec![Cell::new(&l.id), Cell::new(l.ts.tcpdump())];
+        for (v, _) in al.vantages.iter().enumerate() {
+            let cell = l
+                .legs
+                .iter()
+                .filter(|leg| leg.at.0 == v)
+                .map(|leg| {
+                    let c = al.connection(leg);
+                    format!(
+                        "{} > {} {}",
+                        endpoint(leg.src, leg.sport),
+                        endpoint(leg.dst, leg.dport),
+                        c.conn_state.unwrap_or("udp")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            row.push(Cell::new(if cell.is_empty() { "-".into() } else { cell }));
+        }
+        row.push(Cell::new(format!(
+            "{} {:.2}",
+            serde_json::to_value(l.matched.method)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            l.matched.confidence
+        )));
+        t.add_row(row);
+    }
+    let mut out = format!("{t}\n");
+    out.push_str(&offsets_table(al));
+    if !al.losses.is_empty() {
+        let mut t = table();
+        t.set_header(vec!["lost between", "direction", "segments", "connections"]);
+        for h in &al.losses {
+            t.add_row(vec![
+                Cell::new(format!("{} -> {}", h.from, h.to)),
+                Cell::new(h.direction),
+                Cell::new(h.segments).set_alignment(CellAlignment::Right),
+                Cell::new(h.connections.join(" ")),
+            ]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    if al.ambiguous > 0 {
+        out.push_str(&format!(
+            "{} connection(s) had two equally good matches and were left apart.\n",
+            al.ambiguous
+        ));
+    }
+    out
+}
+
+pub fn timeline_json(events: &[TimelineEvent]) -> String {
+    serde_json::to_string_pretty(events).expect("serializable") + "\n"
+}
+
+pub fn timeline_table(events: &[TimelineEvent]) -> String {
+    let mut t = table();
+    t.set_header(vec![
+        "time (reference, UTC)",
+        "vantage",
+        "frame",
+        "packet",
+        "flags",
+        "seq",
+        "ack",
+        "len",
+        "ttl",
+        "ip id",
+    ]);
+    for e in events {
+        t.add_row(vec![
+            Cell::new(e.ts.tcpdump()),
+            Cell::new(&e.vantage),
+            Cell::new(e.frame).set_alignment(CellAlignment::Right),
+            Cell::new(format!(
+                "{} {} {}",
+                endpoint(e.src, e.sport),
+                e.dir,
+                endpoint(e.dst, e.dport)
+            )),
+            Cell::new(&e.flags),
+            Cell::new(e.seq.map_or("-".into(), |s| s.to_string())),
+            Cell::new(e.ack.map_or("-".into(), |s| s.to_string())),
+            Cell::new(e.len).set_alignment(CellAlignment::Right),
+            Cell::new(e.ttl).set_alignment(CellAlignment::Right),
+            Cell::new(e.ip_id.map_or("-".into(), |s| s.to_string())),
+        ]);
+    }
+    format!("{t}\n")
+}

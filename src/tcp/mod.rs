@@ -239,6 +239,86 @@ pub struct Direction {
     /// segment not captured").
     pub gaps: u64,
     pub fingerprint: Fingerprint,
+    /// Initial sequence number (from the SYN, or the first segment seen).
+    pub isn: Option<u32>,
+    /// The SYN was seen, so `isn` is the real one.
+    pub saw_syn: bool,
+    /// Packets kept to line this connection up with other captures: see `Sample`.
+    #[serde(skip)]
+    pub samples: Samples,
+    /// Retransmitted segments (first `MAX_RETRANS` of them), for placing losses on a hop.
+    #[serde(skip)]
+    pub retransmitted: Vec<Sample>,
+}
+
+/// A packet that can be recognised in another capture of the same traffic: by its position in
+/// the stream (sequence number relative to the ISN, which NAT keeps and proxies do not), its
+/// length, and a hash of its first payload bytes (which NAT and most proxies keep).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub ts: Timestamp,
+    pub frame: u64,
+    pub kind: SampleKind,
+    /// seq - ISN (TCP); datagram index in this direction (UDP).
+    pub rel_seq: u32,
+    pub len: u32,
+    /// Hash of the first `SAMPLE_HASH_BYTES` captured payload bytes (0 without payload).
+    pub hash: u64,
+    pub ip_id: Option<u16>,
+    pub ttl: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SampleKind {
+    Syn,
+    SynAck,
+    Data,
+    Fin,
+    Rst,
+    Datagram,
+}
+
+/// Payload bytes hashed per sample: enough to tell messages apart, cheap per packet.
+pub const SAMPLE_HASH_BYTES: usize = 64;
+/// Samples kept per direction at the start and at the end of a connection. Memory per connection
+/// stays fixed (about 2 KiB), whatever its length.
+pub const SAMPLES_HEAD: usize = 24;
+pub const SAMPLES_TAIL: usize = 24;
+pub const MAX_RETRANS: usize = 64;
+
+/// The first `SAMPLES_HEAD` samples and the last `SAMPLES_TAIL`.
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    pub head: Vec<Sample>,
+    tail: std::collections::VecDeque<Sample>,
+    /// Samples seen in all.
+    pub total: u64,
+}
+
+impl Samples {
+    fn push(&mut self, s: Sample) {
+        self.total += 1;
+        if self.head.len() < SAMPLES_HEAD {
+            self.head.push(s);
+            return;
+        }
+        if self.tail.len() == SAMPLES_TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(s);
+    }
+
+    /// Every kept sample, in capture order.
+    pub fn iter(&self) -> impl Iterator<Item = &Sample> {
+        self.head.iter().chain(self.tail.iter())
+    }
+}
+
+/// The payload hash of a sample (stable within a run; only compared within one run).
+pub fn payload_hash(payload: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    let n = payload.len().min(SAMPLE_HASH_BYTES);
+    foldhash::quality::FixedState::with_seed(0x0076_616e_7461_6765).hash_one(&payload[..n])
 }
 
 /// A connection's summary: the boundary type of this stage, and the row `vantage flows` prints.
@@ -464,6 +544,16 @@ impl Tracker {
         count(d, frame, p);
         d.bytes += u.payload_len as u64;
         d.payload_bytes_sent += u.payload_len as u64;
+        d.samples.push(Sample {
+            ts: frame.ts,
+            frame: frame.number,
+            kind: SampleKind::Datagram,
+            rel_seq: (d.pkts - 1) as u32,
+            len: u.payload_len,
+            hash: payload_hash(u.payload),
+            ip_id: p.ip_id,
+            ttl: p.ttl,
+        });
         let prof = if from_orig {
             &mut live.orig_seq.profile
         } else {
@@ -706,7 +796,42 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
     count(d, frame, p);
     d.payload_bytes_sent += t.payload_len as u64;
     seq.profile.add(p.ttl, p.ip_id);
-    wireshark_analysis(d, seq, t);
+    let retransmission = wireshark_analysis(d, seq, t);
+    d.isn = seq.isn;
+    d.saw_syn = seq.saw_syn;
+    let kind = if flags.syn() && flags.ack() {
+        Some(SampleKind::SynAck)
+    } else if flags.syn() {
+        Some(SampleKind::Syn)
+    } else if flags.rst() {
+        Some(SampleKind::Rst)
+    } else if t.payload_len > 0 {
+        Some(SampleKind::Data)
+    } else if flags.fin() {
+        Some(SampleKind::Fin)
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        let sample = Sample {
+            ts: frame.ts,
+            frame: frame.number,
+            kind,
+            rel_seq: t.seq.wrapping_sub(seq.isn.unwrap_or(t.seq)),
+            len: t.payload_len,
+            hash: if t.payload.is_empty() {
+                0
+            } else {
+                payload_hash(t.payload)
+            },
+            ip_id: p.ip_id,
+            ttl: p.ttl,
+        };
+        if retransmission && d.retransmitted.len() < MAX_RETRANS {
+            d.retransmitted.push(sample);
+        }
+        d.samples.push(sample);
+    }
 
     if let Some(z) = live.zeek.as_mut() {
         let r = z.segment(&Seg {
@@ -770,7 +895,9 @@ fn termination(
 /// `tcp_analyze_sequence_number`): keep-alive (length 0 or 1, seq = next expected − 1, no
 /// SYN/FIN/RST), retransmission (carries sequence space below the next expected), previous
 /// segment not captured (starts above it), zero window (window 0, no SYN/FIN/RST).
-fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>) {
+/// Returns whether the segment is a retransmission.
+fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>) -> bool {
+    let mut retransmission = false;
     let flags = t.flags;
     let seglen = t.payload_len + flags.syn() as u32 + flags.fin() as u32;
     if flags.syn() {
@@ -789,6 +916,7 @@ fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>)
             d.keepalives += 1;
         } else if seglen > 0 && seq_lt(t.seq, next) && !flags.rst() {
             d.retransmissions += 1;
+            retransmission = true;
         } else if seglen > 0 && seq_lt(next, t.seq) && !flags.rst() {
             d.gaps += 1;
         }
@@ -805,6 +933,7 @@ fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>)
     if flags.fin() {
         seq.fin_seen = true;
     }
+    retransmission
 }
 
 fn finish_live(mut l: Live) -> Connection {

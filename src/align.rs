@@ -1,0 +1,922 @@
+//! Stage 5: the same connection at every vantage point, and the clocks lined up.
+//!
+//! Matching runs in tiers, each match carrying its method and a confidence:
+//! - `tuple_isn`: the same 5-tuple and the same initial sequence numbers (no NAT in between);
+//! - `nat_isn`: other addresses or ports, the same ISNs (a NAT or L4 balancer that keeps
+//!   sequence numbers, as Linux conntrack does);
+//! - `stream`: other ISNs, but the same bytes at the same stream offsets (a TCP proxy such as
+//!   HAProxy `mode tcp`, or a firewall that randomises sequence numbers);
+//! - `l7_proxy`: the same messages at other offsets (an HTTP/WebSocket proxy such as nginx,
+//!   which rewrites the upgrade request and keeps the frames);
+//! - `udp_payload`: the same UDP 5-tuple and identical payloads (SIP trunks, RTP).
+//!
+//! Two candidates that match equally well are reported as ambiguous, never guessed.
+//!
+//! Clock offsets come from packets seen at both points, NTP-style (RFC 5905 §8, the on-wire
+//! protocol's offset and delay): with `d_ab` the smallest apparent one-way delay from A to B and
+//! `d_ba` the one back, `offset = (d_ab - d_ba) / 2` and the true offset lies within
+//! `± (d_ab + d_ba) / 2`. `offset_s` is the capture's clock minus the reference clock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::capture::Timestamp;
+use crate::pipeline::CaptureFlows;
+use crate::tcp::{Connection, Proto, Sample, SampleKind};
+
+/// One capture, named after the point where it was taken.
+pub struct Vantage {
+    pub name: String,
+    pub flows: CaptureFlows,
+}
+
+/// How two legs were matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchMethod {
+    TupleIsn,
+    NatIsn,
+    Stream,
+    L7Proxy,
+    UdpPayload,
+    /// Seen at one vantage only.
+    Unmatched,
+    /// Several candidates matched equally well: left apart.
+    Ambiguous,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Match {
+    pub method: MatchMethod,
+    /// 0..1: how sure the weakest link of the group is.
+    pub confidence: f64,
+}
+
+/// A connection's leg at one vantage.
+#[derive(Clone, Debug, Serialize)]
+pub struct Leg {
+    pub vantage: String,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub proto: Proto,
+    pub uid: String,
+    pub first_frame: u64,
+    pub last_frame: u64,
+    /// Index of the vantage and of the connection in its capture's list.
+    #[serde(skip)]
+    pub at: (usize, usize),
+}
+
+/// One connection, lined up across the captures that saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinedUp {
+    pub id: String,
+    pub legs: Vec<Leg>,
+    #[serde(rename = "match")]
+    pub matched: Match,
+    /// Start in reference time.
+    pub ts: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClockOffset {
+    pub vantage: String,
+    pub reference: String,
+    pub offset_s: f64,
+    pub bound_s: f64,
+    pub method: String,
+    pub samples: usize,
+}
+
+/// Segments lost between two vantage points.
+#[derive(Clone, Debug, Serialize)]
+pub struct HopLoss {
+    /// The upstream and downstream vantage for this direction.
+    pub from: String,
+    pub to: String,
+    /// `client_to_server` or `server_to_client` (originator to responder, or back).
+    pub direction: &'static str,
+    pub segments: u64,
+    /// Lined-up connections where it happened.
+    pub connections: Vec<String>,
+}
+
+/// The lined-up view of several captures.
+pub struct Alignment {
+    pub vantages: Vec<Vantage>,
+    pub reference: usize,
+    pub clock_offsets: Vec<ClockOffset>,
+    pub connections: Vec<LinedUp>,
+    pub losses: Vec<HopLoss>,
+    /// Pairs left apart because two candidates matched equally well.
+    pub ambiguous: usize,
+}
+
+impl Alignment {
+    /// Clock offset of a vantage (capture clock minus reference clock), 0 where unknown.
+    pub fn offset_ns(&self, vantage: usize) -> i64 {
+        let name = &self.vantages[vantage].name;
+        self.clock_offsets
+            .iter()
+            .find(|o| &o.vantage == name)
+            .map_or(0, |o| (o.offset_s * 1e9).round() as i64)
+    }
+
+    /// A capture's timestamp on the reference clock.
+    pub fn to_reference(&self, vantage: usize, ts: Timestamp) -> Timestamp {
+        Timestamp(ts.0 - self.offset_ns(vantage))
+    }
+
+    pub fn connection(&self, leg: &Leg) -> &Connection {
+        &self.vantages[leg.at.0].flows.connections[leg.at.1]
+    }
+}
+
+/// Options for `align`.
+#[derive(Clone, Debug, Default)]
+pub struct AlignOptions {
+    /// Vantage index of the reference clock.
+    pub reference: usize,
+    /// Manual offsets (vantage name, seconds): they win, and are reported as given.
+    pub offsets: Vec<(String, f64)>,
+}
+
+/// Candidate match between two connections.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    method: MatchMethod,
+    score: f64,
+}
+
+fn tier_rank(m: MatchMethod) -> u8 {
+    match m {
+        MatchMethod::TupleIsn => 5,
+        MatchMethod::NatIsn => 4,
+        MatchMethod::UdpPayload => 4,
+        MatchMethod::Stream => 3,
+        MatchMethod::L7Proxy => 2,
+        MatchMethod::Unmatched | MatchMethod::Ambiguous => 0,
+    }
+}
+
+/// Data-carrying samples of one direction: (hash, len) -> first sample.
+fn content(samples: &crate::tcp::Samples) -> HashMap<(u64, u32), Sample> {
+    let mut m = HashMap::new();
+    for s in samples.iter() {
+        if s.hash != 0 && s.len > 0 {
+            m.entry((s.hash, s.len)).or_insert(*s);
+        }
+    }
+    m
+}
+
+fn same_tuple(a: &Connection, b: &Connection) -> bool {
+    (a.orig_h, a.orig_p, a.resp_h, a.resp_p) == (b.orig_h, b.orig_p, b.resp_h, b.resp_p)
+        || (a.orig_h, a.orig_p, a.resp_h, a.resp_p) == (b.resp_h, b.resp_p, b.orig_h, b.orig_p)
+}
+
+/// How well two connections at two vantages look like the same one.
+fn compare(a: &Connection, b: &Connection) -> Option<Candidate> {
+    if a.proto != b.proto {
+        return None;
+    }
+    if a.proto == Proto::Udp {
+        if !same_tuple(a, b) {
+            return None;
+        }
+        let (ca, cb) = (content(&a.orig.samples), content(&b.orig.samples));
+        let (ra, rb) = (content(&a.resp.samples), content(&b.resp.samples));
+        let flip = a.orig_h != b.orig_h || a.orig_p != b.orig_p;
+        let shared = if flip {
+            overlap(&ca, &rb) + overlap(&ra, &cb)
+        } else {
+            overlap(&ca, &cb) + overlap(&ra, &rb)
+        };
+        let total = (ca.len() + ra.len()).min(cb.len() + rb.len()).max(1);
+        return (shared > 0).then(|| Candidate {
+            method: MatchMethod::UdpPayload,
+            score: shared as f64 / total as f64,
+        });
+    }
+    // Same ISNs in both directions (when both were seen).
+    let isn_match = a.orig.saw_syn
+        && b.orig.saw_syn
+        && a.orig.isn == b.orig.isn
+        && (a.resp.isn.is_none() || b.resp.isn.is_none() || a.resp.isn == b.resp.isn);
+    if isn_match {
+        let method = if same_tuple(a, b) {
+            MatchMethod::TupleIsn
+        } else {
+            MatchMethod::NatIsn
+        };
+        return Some(Candidate { method, score: 1.0 });
+    }
+    if same_tuple(a, b) && !a.orig.saw_syn && !b.orig.saw_syn {
+        // Both mid-stream: the tuple and the data must agree.
+        let shared = overlap(&content(&a.orig.samples), &content(&b.orig.samples))
+            + overlap(&content(&a.resp.samples), &content(&b.resp.samples));
+        if shared > 0 {
+            return Some(Candidate {
+                method: MatchMethod::TupleIsn,
+                score: 0.9,
+            });
+        }
+    }
+    // Content: the same payloads in the same direction.
+    let (ao, bo) = (content(&a.orig.samples), content(&b.orig.samples));
+    let (ar, br) = (content(&a.resp.samples), content(&b.resp.samples));
+    let shared_o: Vec<(Sample, Sample)> = ao
+        .iter()
+        .filter_map(|(k, s)| bo.get(k).map(|t| (*s, *t)))
+        .collect();
+    let shared_r: Vec<(Sample, Sample)> = ar
+        .iter()
+        .filter_map(|(k, s)| br.get(k).map(|t| (*s, *t)))
+        .collect();
+    let shared = shared_o.len() + shared_r.len();
+    let long = shared_o
+        .iter()
+        .chain(shared_r.iter())
+        .any(|(s, _)| s.len >= 100);
+    if shared < 2 && !(shared == 1 && long) {
+        return None;
+    }
+    let total = (ao.len() + ar.len()).min(bo.len() + br.len()).max(1);
+    let score = (shared as f64 / total as f64).min(1.0);
+    // Same stream offsets: the byte stream is the same from its start (a TCP proxy or a
+    // sequence-randomising NAT). Other offsets: the stream was rewritten (an L7 proxy).
+    let same_offsets = shared_o
+        .iter()
+        .chain(shared_r.iter())
+        .all(|(s, t)| s.rel_seq == t.rel_seq);
+    let method = if same_offsets && a.orig.saw_syn && b.orig.saw_syn {
+        MatchMethod::Stream
+    } else {
+        MatchMethod::L7Proxy
+    };
+    Some(Candidate {
+        method,
+        score: score * 0.9,
+    })
+}
+
+fn overlap(a: &HashMap<(u64, u32), Sample>, b: &HashMap<(u64, u32), Sample>) -> usize {
+    a.keys().filter(|k| b.contains_key(k)).count()
+}
+
+/// Union-find over (vantage, connection) nodes.
+struct Groups {
+    parent: Vec<usize>,
+}
+
+impl Groups {
+    fn find(&mut self, x: usize) -> usize {
+        let mut r = x;
+        while self.parent[r] != r {
+            r = self.parent[r];
+        }
+        let mut y = x;
+        while self.parent[y] != r {
+            let n = self.parent[y];
+            self.parent[y] = r;
+            y = n;
+        }
+        r
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent[rb] = ra;
+        }
+    }
+}
+
+/// Lines up the connections of several captures and estimates their clock offsets.
+pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
+    let n = vantages.len();
+    let reference = opts.reference.min(n.saturating_sub(1));
+    // Node numbering: offset per vantage.
+    let mut base = Vec::with_capacity(n);
+    let mut total = 0;
+    for v in &vantages {
+        base.push(total);
+        total += v.flows.connections.len();
+    }
+    let mut groups = Groups {
+        parent: (0..total).collect(),
+    };
+    // Links kept: (node a, node b, candidate).
+    let mut links: Vec<(usize, usize, Candidate)> = Vec::new();
+    let mut ambiguous_nodes = vec![false; total];
+    let mut ambiguous = 0;
+    for i in 0..n {
+        for j in (i + 1)..n {
+            let (ci, cj) = (
+                &vantages[i].flows.connections,
+                &vantages[j].flows.connections,
+            );
+            let cands = candidates(ci, cj);
+            // Best candidate of each side; a link needs mutual best, and no tie.
+            let mut best_i: HashMap<usize, Vec<(usize, Candidate)>> = HashMap::new();
+            let mut best_j: HashMap<usize, Vec<(usize, Candidate)>> = HashMap::new();
+            for &(a, b, c) in &cands {
+                keep_best(best_i.entry(a).or_default(), b, c);
+                keep_best(best_j.entry(b).or_default(), a, c);
+            }
+            for (&a, bests) in &best_i {
+                if bests.len() > 1 {
+                    ambiguous += 1;
+                    ambiguous_nodes[base[i] + a] = true;
+                    continue;
+                }
+                let (b, c) = bests[0];
+                let back = &best_j[&b];
+                if back.len() > 1 {
+                    ambiguous_nodes[base[j] + b] = true;
+                    continue;
+                }
+                if back[0].0 == a {
+                    links.push((base[i] + a, base[j] + b, c));
+                }
+            }
+        }
+    }
+    for &(a, b, _) in &links {
+        groups.union(a, b);
+    }
+
+    // Collect groups.
+    let node_at = |node: usize| -> (usize, usize) {
+        let v = base.partition_point(|&b| b <= node) - 1;
+        (v, node - base[v])
+    };
+    let mut by_root: HashMap<usize, Vec<usize>> = HashMap::new();
+    for node in 0..total {
+        let r = groups.find(node);
+        by_root.entry(r).or_default().push(node);
+    }
+    let mut raw_groups: Vec<Vec<usize>> = by_root.into_values().collect();
+    for g in &mut raw_groups {
+        g.sort_unstable();
+    }
+
+    // Clock offsets from the links.
+    let mut pair_deltas: HashMap<(usize, usize), PairDeltas> = HashMap::new();
+    for &(a, b, c) in &links {
+        let (va, ia) = node_at(a);
+        let (vb, ib) = node_at(b);
+        let ca = &vantages[va].flows.connections[ia];
+        let cb = &vantages[vb].flows.connections[ib];
+        let d = pair_deltas.entry((va, vb)).or_default();
+        d.add(ca, cb, c.method);
+    }
+    let clock_offsets = solve_offsets(&vantages, reference, &pair_deltas, &opts.offsets);
+
+    let mut al = Alignment {
+        vantages,
+        reference,
+        clock_offsets,
+        connections: Vec::new(),
+        losses: Vec::new(),
+        ambiguous,
+    };
+
+    // Lined-up connections, in reference time.
+    let link_of: HashMap<(usize, usize), Candidate> =
+        links.iter().map(|&(a, b, c)| ((a, b), c)).collect();
+    let mut lined: Vec<LinedUp> = raw_groups
+        .iter()
+        .map(|g| {
+            let legs: Vec<Leg> = g
+                .iter()
+                .map(|&node| {
+                    let (v, i) = node_at(node);
+                    let c = &al.vantages[v].flows.connections[i];
+                    Leg {
+                        vantage: al.vantages[v].name.clone(),
+                        src: c.orig_h,
+                        sport: c.orig_p,
+                        dst: c.resp_h,
+                        dport: c.resp_p,
+                        proto: c.proto,
+                        uid: c.uid.clone(),
+                        first_frame: c.first_frame,
+                        last_frame: c.last_frame,
+                        at: (v, i),
+                    }
+                })
+                .collect();
+            let mut weakest: Option<Candidate> = None;
+            for (x, &a) in g.iter().enumerate() {
+                for &b in &g[x + 1..] {
+                    if let Some(c) = link_of.get(&(a, b)).or_else(|| link_of.get(&(b, a))) {
+                        if weakest.is_none_or(|w| {
+                            (tier_rank(c.method), c.score) < (tier_rank(w.method), w.score)
+                        }) {
+                            weakest = Some(*c);
+                        }
+                    }
+                }
+            }
+            let matched = match weakest {
+                Some(c) => Match {
+                    method: c.method,
+                    confidence: (c.score * 100.0).round() / 100.0,
+                },
+                None if g.iter().any(|&n| ambiguous_nodes[n]) => Match {
+                    method: MatchMethod::Ambiguous,
+                    confidence: 0.0,
+                },
+                None => Match {
+                    method: MatchMethod::Unmatched,
+                    confidence: 0.0,
+                },
+            };
+            let ts = legs
+                .iter()
+                .map(|l| al.to_reference(l.at.0, al.connection(l).ts))
+                .min()
+                .unwrap_or_default();
+            LinedUp {
+                id: String::new(),
+                legs,
+                matched,
+                ts,
+            }
+        })
+        .collect();
+    lined.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.legs[0].at.cmp(&b.legs[0].at)));
+    for (k, l) in lined.iter_mut().enumerate() {
+        l.id = format!("L{}", k + 1);
+    }
+    al.connections = lined;
+    al.losses = localise_losses(&al);
+    al
+}
+
+/// All candidate pairs between two captures, found through indexes rather than by comparing
+/// every pair: by originator ISN, by 5-tuple, and by payload hash.
+fn candidates(ci: &[Connection], cj: &[Connection]) -> Vec<(usize, usize, Candidate)> {
+    let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::new();
+    let mut by_hash: HashMap<(u64, u32), Vec<usize>> = HashMap::new();
+    let mut by_tuple: HashMap<(IpAddr, u16, IpAddr, u16), Vec<usize>> = HashMap::new();
+    for (k, c) in cj.iter().enumerate() {
+        if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
+            by_isn.entry(isn).or_default().push(k);
+        }
+        let key = tuple_key(c);
+        by_tuple.entry(key).or_default().push(k);
+        for s in c.orig.samples.iter().chain(c.resp.samples.iter()) {
+            if s.hash != 0 {
+                let v = by_hash.entry((s.hash, s.len)).or_default();
+                if v.last() != Some(&k) && v.len() < 64 {
+                    v.push(k);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen: Vec<usize> = Vec::new();
+    for (a, c) in ci.iter().enumerate() {
+        seen.clear();
+        if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
+            seen.extend(by_isn.get(&isn).into_iter().flatten());
+        }
+        seen.extend(by_tuple.get(&tuple_key(c)).into_iter().flatten());
+        for s in c.orig.samples.iter().chain(c.resp.samples.iter()) {
+            if s.hash != 0 {
+                seen.extend(by_hash.get(&(s.hash, s.len)).into_iter().flatten());
+            }
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        for &b in &seen {
+            if let Some(cand) = compare(c, &cj[b]) {
+                out.push((a, b, cand));
+            }
+        }
+    }
+    out
+}
+
+fn tuple_key(c: &Connection) -> (IpAddr, u16, IpAddr, u16) {
+    let a = (c.orig_h, c.orig_p);
+    let b = (c.resp_h, c.resp_p);
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    (x.0, x.1, y.0, y.1)
+}
+
+/// Keeps the best candidates (ties included).
+fn keep_best(best: &mut Vec<(usize, Candidate)>, other: usize, c: Candidate) {
+    let key = |c: &Candidate| (tier_rank(c.method), (c.score * 1000.0).round() as i64);
+    match best.first() {
+        None => best.push((other, c)),
+        Some((_, b)) if key(&c) > key(b) => {
+            best.clear();
+            best.push((other, c));
+        }
+        Some((_, b)) if key(&c) == key(b) => best.push((other, c)),
+        _ => {}
+    }
+}
+
+/// Apparent one-way delays between two vantages, in each physical direction.
+#[derive(Default)]
+struct PairDeltas {
+    /// ts_b - ts_a for packets that went from a's side to b's side, and ts_a - ts_b back.
+    a_to_b: Vec<f64>,
+    b_to_a: Vec<f64>,
+    l7_only: bool,
+    any_l4: bool,
+}
+
+impl PairDeltas {
+    fn add(&mut self, a: &Connection, b: &Connection, method: MatchMethod) {
+        let by_pos = matches!(
+            method,
+            MatchMethod::TupleIsn | MatchMethod::NatIsn | MatchMethod::Stream
+        );
+        if method == MatchMethod::L7Proxy {
+            self.l7_only = !self.any_l4;
+        } else {
+            self.any_l4 = true;
+            self.l7_only = false;
+        }
+        let flip = a.proto == Proto::Udp && (a.orig_h != b.orig_h || a.orig_p != b.orig_p);
+        let (b_fwd, b_back) = if flip {
+            (&b.resp, &b.orig)
+        } else {
+            (&b.orig, &b.resp)
+        };
+        // Deltas ts_b - ts_a per direction of the connection.
+        let fwd = deltas(&a.orig.samples, &b_fwd.samples, by_pos);
+        let back = deltas(&a.resp.samples, &b_back.samples, by_pos);
+        if fwd.is_empty() && back.is_empty() {
+            return;
+        }
+        // Which vantage is nearer the originator? Hypothesis H1 (a): originator->responder
+        // packets reach a first, so ts_b - ts_a >= 0 for them and <= 0 back. The hypothesis
+        // whose NTP bound is not negative is the true one.
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let h1 = if !fwd.is_empty() && !back.is_empty() {
+            (min(&fwd) - max(&back)) >= (min(&back) - max(&fwd))
+        } else {
+            // One direction only: the earlier capture is upstream.
+            let v = if fwd.is_empty() { &back } else { &fwd };
+            let upstream_a = min(v) >= 0.0;
+            if fwd.is_empty() {
+                !upstream_a
+            } else {
+                upstream_a
+            }
+        };
+        if h1 {
+            self.a_to_b.extend(fwd.iter().copied());
+            self.b_to_a.extend(back.iter().map(|d| -d));
+        } else {
+            self.a_to_b.extend(back.iter().copied());
+            self.b_to_a.extend(fwd.iter().map(|d| -d));
+        }
+    }
+
+    /// (offset of b relative to a, bound, samples), NTP-style.
+    fn solve(&self) -> Option<(f64, f64, usize)> {
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        if self.a_to_b.is_empty() || self.b_to_a.is_empty() {
+            return None;
+        }
+        let d_ab = min(&self.a_to_b);
+        let d_ba = min(&self.b_to_a);
+        let offset = (d_ab - d_ba) / 2.0;
+        let bound = ((d_ab + d_ba) / 2.0).max(0.0);
+        Some((offset, bound, self.a_to_b.len() + self.b_to_a.len()))
+    }
+}
+
+/// ts_b - ts_a for samples seen in both, keyed by position and content (or content only).
+fn deltas(a: &crate::tcp::Samples, b: &crate::tcp::Samples, by_pos: bool) -> Vec<f64> {
+    type Key = (SampleKind, u32, u32, u64);
+    let key = |s: &Sample| -> Key { (s.kind, if by_pos { s.rel_seq } else { 0 }, s.len, s.hash) };
+    let mut first_b: HashMap<Key, Timestamp> = HashMap::new();
+    for s in b.iter() {
+        if s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || by_pos {
+            first_b.entry(key(s)).or_insert(s.ts);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for s in a.iter() {
+        let k = key(s);
+        if !seen.insert(k) {
+            continue; // only the first copy: retransmissions would skew the delays
+        }
+        if let Some(tb) = first_b.get(&k) {
+            out.push(tb.secs_since(s.ts));
+        }
+    }
+    out
+}
+
+/// Offsets of every vantage to the reference: direct pairs where they exist, chains elsewhere
+/// (bounds add up along the chain, the tightest chain wins), manual overrides first.
+fn solve_offsets(
+    vantages: &[Vantage],
+    reference: usize,
+    pairs: &HashMap<(usize, usize), PairDeltas>,
+    manual: &[(String, f64)],
+) -> Vec<ClockOffset> {
+    let n = vantages.len();
+    // Edges: (from, to, offset of `to` relative to `from`, bound, samples, l7).
+    let mut edges: Vec<(usize, usize, f64, f64, usize, bool)> = Vec::new();
+    for (&(a, b), d) in pairs {
+        if let Some((off, bound, k)) = d.solve() {
+            edges.push((a, b, off, bound, k, d.l7_only));
+            edges.push((b, a, -off, bound, k, d.l7_only));
+        }
+    }
+    // Dijkstra on the sum of bounds (n is small). Per vantage: (offset, bound, samples of the
+    // last edge, path, an edge used L7 pairs only).
+    type Best = Option<(f64, f64, usize, Vec<usize>, bool)>;
+    let mut best: Vec<Best> = vec![None; n];
+    best[reference] = Some((0.0, 0.0, 0, vec![reference], false));
+    let mut done = vec![false; n];
+    for _ in 0..n {
+        let Some(u) = (0..n)
+            .filter(|&v| !done[v] && best[v].is_some())
+            .min_by(|&x, &y| {
+                best[x]
+                    .as_ref()
+                    .unwrap()
+                    .1
+                    .total_cmp(&best[y].as_ref().unwrap().1)
+            })
+        else {
+            break;
+        };
+        done[u] = true;
+        let (off_u, bound_u, _, path_u, l7_u) = best[u].clone().unwrap();
+        for &(from, to, off, bound, k, l7) in &edges {
+            if from != u || done[to] {
+                continue;
+            }
+            let cand = bound_u + bound;
+            if best[to].as_ref().is_none_or(|b| cand < b.1) {
+                let mut path = path_u.clone();
+                path.push(to);
+                best[to] = Some((off_u + off, cand, k, path, l7_u || l7));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (v, vant) in vantages.iter().enumerate() {
+        if v == reference {
+            continue;
+        }
+        if let Some((_, secs)) = manual.iter().find(|(name, _)| name == &vant.name) {
+            out.push(ClockOffset {
+                vantage: vant.name.clone(),
+                reference: vantages[reference].name.clone(),
+                offset_s: *secs,
+                bound_s: 0.0,
+                method: "manual".into(),
+                samples: 0,
+            });
+            continue;
+        }
+        if let Some((off, bound, k, path, l7)) = &best[v] {
+            let mut method = if path.len() > 2 {
+                let names: Vec<&str> = path.iter().map(|&p| vantages[p].name.as_str()).collect();
+                format!("ntp_chain:{}", names.join(">"))
+            } else {
+                "ntp_min_delay".to_string()
+            };
+            if *l7 {
+                method.push_str("+l7_proxy_pairs");
+            }
+            out.push(ClockOffset {
+                vantage: vant.name.clone(),
+                reference: vantages[reference].name.clone(),
+                offset_s: round_us(*off),
+                bound_s: round_us(*bound),
+                method,
+                samples: *k,
+            });
+        }
+    }
+    out
+}
+
+fn round_us(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// Segments retransmitted upstream whose first copy never reached the next vantage downstream.
+///
+/// For a direction of a lined-up TCP connection whose legs keep stream offsets (tuple, NAT,
+/// stream matches), legs are ordered along the path by when they saw the first packet of that
+/// direction (reference time). A segment sent `u` times at the upstream leg and seen `d` times
+/// downstream lost `u - d` copies on that hop.
+fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
+    let mut acc: HashMap<(String, String, &'static str), (u64, Vec<String>)> = HashMap::new();
+    for l in &al.connections {
+        if l.legs.len() < 2
+            || !matches!(
+                l.matched.method,
+                MatchMethod::TupleIsn | MatchMethod::NatIsn | MatchMethod::Stream
+            )
+        {
+            continue;
+        }
+        for dir in ["client_to_server", "server_to_client"] {
+            let side = |c: &Connection| -> (Vec<Sample>, Vec<Sample>) {
+                let d = if dir == "client_to_server" {
+                    &c.orig
+                } else {
+                    &c.resp
+                };
+                (d.samples.iter().copied().collect(), d.retransmitted.clone())
+            };
+            // Order legs by their first sample of this direction, in reference time.
+            let mut order: Vec<(Timestamp, &Leg)> = l
+                .legs
+                .iter()
+                .filter_map(|leg| {
+                    let c = al.connection(leg);
+                    let (s, _) = side(c);
+                    s.first().map(|f| (al.to_reference(leg.at.0, f.ts), leg))
+                })
+                .collect();
+            order.sort_by_key(|(t, _)| *t);
+            for w in order.windows(2) {
+                let (up, down) = (w[0].1, w[1].1);
+                let (_, up_re) = side(al.connection(up));
+                let (down_s, down_re) = side(al.connection(down));
+                let down_max = down_s
+                    .iter()
+                    .map(|s| s.rel_seq.wrapping_add(s.len))
+                    .max()
+                    .unwrap_or(0);
+                let mut lost = 0u64;
+                let mut counted = std::collections::HashSet::new();
+                for r in &up_re {
+                    if r.len == 0 || !counted.insert(r.rel_seq) {
+                        continue;
+                    }
+                    let up_copies = 1 + up_re.iter().filter(|x| x.rel_seq == r.rel_seq).count();
+                    let seen_down = down_s.iter().any(|x| x.rel_seq == r.rel_seq)
+                        || down_re.iter().any(|x| x.rel_seq == r.rel_seq)
+                        || r.rel_seq < down_max;
+                    let down_copies = if seen_down {
+                        1 + down_re.iter().filter(|x| x.rel_seq == r.rel_seq).count()
+                    } else {
+                        0
+                    };
+                    lost += up_copies.saturating_sub(down_copies) as u64;
+                }
+                if lost > 0 {
+                    let e = acc
+                        .entry((up.vantage.clone(), down.vantage.clone(), dir))
+                        .or_default();
+                    e.0 += lost;
+                    e.1.push(l.id.clone());
+                }
+            }
+        }
+    }
+    let mut out: Vec<HopLoss> = acc
+        .into_iter()
+        .map(|((from, to, direction), (segments, connections))| HopLoss {
+            from,
+            to,
+            direction,
+            segments,
+            connections,
+        })
+        .collect();
+    out.sort_by(|a, b| b.segments.cmp(&a.segments).then(a.from.cmp(&b.from)));
+    out
+}
+
+/// One packet of a lined-up connection, at one vantage, on the reference clock.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelineEvent {
+    /// Reference time.
+    pub ts: Timestamp,
+    pub vantage: String,
+    pub frame: u64,
+    /// Capture time, as written in the file.
+    pub capture_ts: Timestamp,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    /// `>` from the leg's originator, `<` from its responder.
+    pub dir: &'static str,
+    /// tcpdump's flag notation (`S`, `S.`, `P.`, `R`, `F.`), or `udp`.
+    pub flags: String,
+    /// Sequence and acknowledgment numbers relative to the leg's ISNs (TCP).
+    pub seq: Option<u32>,
+    pub ack: Option<u32>,
+    pub len: u32,
+    pub ttl: u8,
+    pub ip_id: Option<u16>,
+    pub window: Option<u16>,
+}
+
+/// Every packet of lined-up connection `id`, from every vantage, in reference time. Reads each
+/// capture again (streaming), keeping only the leg's frames.
+pub fn timeline(
+    al: &Alignment,
+    id: &str,
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<TimelineEvent>> {
+    use crate::capture::CaptureReader;
+    use crate::decode::{decode, Decoded, Transport};
+    let Some(l) = al.connections.iter().find(|c| c.id == id) else {
+        anyhow::bail!(
+            "no lined-up connection {id} (there are {}: L1..L{})",
+            al.connections.len(),
+            al.connections.len()
+        );
+    };
+    let mut out = Vec::new();
+    for leg in &l.legs {
+        let c = al.connection(leg);
+        let path = &paths[leg.at.0];
+        let mut r = CaptureReader::open(path)?;
+        let orig = (c.orig_h, c.orig_p);
+        let resp = (c.resp_h, c.resp_p);
+        while let Some(f) = r.next_frame()? {
+            if f.number < c.first_frame {
+                continue;
+            }
+            if f.number > c.last_frame {
+                break;
+            }
+            let Decoded::Ip(p) = decode(&f) else { continue };
+            if c.vlan.unwrap_or([0, 0]) != p.vlan {
+                continue;
+            }
+            let (sport, dport, flags, seq, ack, len, window) = match p.transport {
+                Transport::Tcp(t) if c.proto == Proto::Tcp => (
+                    t.src_port,
+                    t.dst_port,
+                    t.flags.tcpdump(),
+                    Some(t.seq),
+                    t.flags.ack().then_some(t.ack),
+                    t.payload_len,
+                    Some(t.window),
+                ),
+                Transport::Udp(u) if c.proto == Proto::Udp => (
+                    u.src_port,
+                    u.dst_port,
+                    "udp".to_string(),
+                    None,
+                    None,
+                    u.payload_len,
+                    None,
+                ),
+                _ => continue,
+            };
+            let from = (p.src, sport);
+            let to = (p.dst, dport);
+            let dir = if from == orig && to == resp {
+                ">"
+            } else if from == resp && to == orig {
+                "<"
+            } else {
+                continue;
+            };
+            let (my_isn, peer_isn) = if dir == ">" {
+                (c.orig.isn, c.resp.isn)
+            } else {
+                (c.resp.isn, c.orig.isn)
+            };
+            out.push(TimelineEvent {
+                ts: al.to_reference(leg.at.0, f.ts),
+                vantage: leg.vantage.clone(),
+                frame: f.number,
+                capture_ts: f.ts,
+                src: p.src,
+                sport,
+                dst: p.dst,
+                dport,
+                dir,
+                flags,
+                seq: seq.map(|s| s.wrapping_sub(my_isn.unwrap_or(s))),
+                ack: ack.map(|a| a.wrapping_sub(peer_isn.unwrap_or(a))),
+                len,
+                ttl: p.ttl,
+                ip_id: p.ip_id,
+                window,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.vantage.cmp(&b.vantage)));
+    Ok(out)
+}
