@@ -331,12 +331,18 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
                 if bests.len() > 1 {
                     ambiguous += 1;
                     ambiguous_nodes[base[i] + a] = true;
+                    for &(b, _) in bests {
+                        ambiguous_nodes[base[j] + b] = true;
+                    }
                     continue;
                 }
                 let (b, c) = bests[0];
                 let back = &best_j[&b];
                 if back.len() > 1 {
                     ambiguous_nodes[base[j] + b] = true;
+                    for &(a2, _) in back {
+                        ambiguous_nodes[base[i] + a2] = true;
+                    }
                     continue;
                 }
                 if back[0].0 == a {
@@ -536,10 +542,11 @@ struct PairDeltas {
 
 impl PairDeltas {
     fn add(&mut self, a: &Connection, b: &Connection, method: MatchMethod) {
-        let by_pos = matches!(
-            method,
-            MatchMethod::TupleIsn | MatchMethod::NatIsn | MatchMethod::Stream
-        );
+        // Where the legs are one TCP connection (no NAT, or a NAT), every packet is the same
+        // packet at both points: SYNs and FINs too, keyed by stream position. Through a TCP
+        // proxy only the data crosses; its handshakes and FINs are its own.
+        let same_packets = matches!(method, MatchMethod::TupleIsn | MatchMethod::NatIsn);
+        let by_pos = same_packets || method == MatchMethod::Stream;
         if method == MatchMethod::L7Proxy {
             self.l7_only = !self.any_l4;
         } else {
@@ -553,8 +560,8 @@ impl PairDeltas {
             (&b.orig, &b.resp)
         };
         // Deltas ts_b - ts_a per direction of the connection.
-        let fwd = deltas(&a.orig.samples, &b_fwd.samples, by_pos);
-        let back = deltas(&a.resp.samples, &b_back.samples, by_pos);
+        let fwd = deltas(&a.orig.samples, &b_fwd.samples, by_pos, same_packets);
+        let back = deltas(&a.resp.samples, &b_back.samples, by_pos, same_packets);
         if fwd.is_empty() && back.is_empty() {
             return;
         }
@@ -599,12 +606,17 @@ impl PairDeltas {
 }
 
 /// ts_b - ts_a for samples seen in both, keyed by position and content (or content only).
-fn deltas(a: &crate::tcp::Samples, b: &crate::tcp::Samples, by_pos: bool) -> Vec<f64> {
+fn deltas(
+    a: &crate::tcp::Samples,
+    b: &crate::tcp::Samples,
+    by_pos: bool,
+    control_too: bool,
+) -> Vec<f64> {
     type Key = (SampleKind, u32, u32, u64);
     let key = |s: &Sample| -> Key { (s.kind, if by_pos { s.rel_seq } else { 0 }, s.len, s.hash) };
     let mut first_b: HashMap<Key, Timestamp> = HashMap::new();
     for s in b.iter() {
-        if s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || by_pos {
+        if s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || control_too {
             first_b.entry(key(s)).or_insert(s.ts);
         }
     }
