@@ -45,6 +45,15 @@ JSON lines carry Zeek's conn.log field names (ts, uid, id.orig_h, id.orig_p, id.
 id.resp_p, proto, duration, orig_bytes, resp_bytes, conn_state, history, orig_pkts, resp_pkts,
 ...) plus capture, first_frame, last_frame and vantage's own fields; see the README.")]
     Flows(FlowsArgs),
+    /// Explain why connections died: findings with evidence, and a verdict
+    #[command(after_help = "\
+Examples:
+  vantage diagnose agent=agent.pcapng softswitch=softswitch.pcap gateway=gateway.pcap
+  vantage diagnose --format markdown -o ticket.md agent=agent.pcapng softswitch=s.pcap
+  vantage diagnose --fail-on critical --format json fixtures/conntrack-reject/agent.pcapng
+
+Exit codes: 0 done; 1 a finding at or above --fail-on; 2 an error.")]
+    Diagnose(DiagnoseArgs),
     /// Line up the same connections across captures taken at several points, and their clocks
     #[command(after_help = "\
 Examples:
@@ -74,6 +83,35 @@ pub struct VantageArgs {
     /// Captures, each NAME=FILE or FILE (named after its stem)
     #[arg(required = true, value_name = "NAME=CAPTURE")]
     pub captures: Vec<VantageSpec>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiagnoseArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Write the report to FILE (atomically: a temporary file renamed into place)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit 1 when a finding at or above this severity exists
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub fail_on: Option<FailOn>,
+    #[command(flatten)]
+    pub vantages: VantageArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Info,
+    Warning,
+    Critical,
 }
 
 #[derive(clap::Args, Debug)]
@@ -129,6 +167,36 @@ pub enum FlowsFormat {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Flows(args) => flows(args),
+        Command::Diagnose(args) => match lined_up(&args.vantages) {
+            Ok((al, failed)) => {
+                let d = crate::diagnose::diagnose(&al);
+                let out = match args.format {
+                    ReportFormat::Text => report::diagnose_text(&d, &al),
+                    ReportFormat::Markdown => report::diagnose_markdown(&d, &al),
+                    ReportFormat::Json => report::diagnose_json(&d),
+                };
+                if let Some(path) = &args.output {
+                    if let Err(e) = crate::report::write_atomically(path, out.as_bytes()) {
+                        return error(e);
+                    }
+                } else {
+                    print(&out);
+                }
+                if failed {
+                    return ExitCode::from(2);
+                }
+                let threshold = args.fail_on.map(|f| match f {
+                    FailOn::Info => crate::diagnose::Severity::Info,
+                    FailOn::Warning => crate::diagnose::Severity::Warning,
+                    FailOn::Critical => crate::diagnose::Severity::Critical,
+                });
+                match threshold {
+                    Some(t) if d.findings.iter().any(|f| f.severity >= t) => ExitCode::from(1),
+                    _ => ExitCode::SUCCESS,
+                }
+            }
+            Err(e) => error(e),
+        },
         Command::Align(args) => match lined_up(&args.vantages) {
             Ok((al, failed)) => {
                 let out = match args.format {

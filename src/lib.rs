@@ -17,6 +17,7 @@ pub mod align;
 pub mod capture;
 pub mod cli;
 pub mod decode;
+pub mod diagnose;
 pub mod pipeline;
 pub mod report;
 pub mod tcp;

@@ -434,3 +434,256 @@ pub fn timeline_table(events: &[TimelineEvent]) -> String {
     }
     format!("{t}\n")
 }
+
+// ---- diagnose ----
+
+use crate::diagnose::{Diagnosis, Finding};
+
+pub fn diagnose_json(d: &Diagnosis) -> String {
+    serde_json::to_string_pretty(d).expect("serializable") + "\n"
+}
+
+fn kind_cell(f: &Finding) -> String {
+    f.kind.name().to_string()
+}
+
+fn severity_word(f: &Finding) -> &'static str {
+    match f.severity {
+        crate::diagnose::Severity::Info => "info",
+        crate::diagnose::Severity::Warning => "warning",
+        crate::diagnose::Severity::Critical => "critical",
+    }
+}
+
+/// The text report: verdict first, then findings, clock offsets, lined-up connections and the
+/// captures.
+pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Verdict: {}\n  confidence {:.0} %. {}\n\n",
+        d.verdict.summary,
+        d.verdict.confidence * 100.0,
+        d.verdict.would_change
+    ));
+    if al.vantages.len() == 1 {
+        out.push_str(
+            "One capture only: findings rest on fingerprints and timing at one point; capture at both ends for proof.\n\n",
+        );
+    }
+    if d.findings.is_empty() {
+        out.push_str("No findings.\n\n");
+    } else {
+        let mut t = table();
+        t.set_header(vec!["id", "severity", "kind", "connections", "summary"]);
+        for f in &d.findings {
+            t.add_row(vec![
+                Cell::new(&f.id),
+                Cell::new(severity_word(f)),
+                Cell::new(kind_cell(f)),
+                Cell::new(f.connections.join(" ")),
+                Cell::new(&f.summary),
+            ]);
+        }
+        out.push_str(&format!("{t}\n\n"));
+        for f in &d.findings {
+            out.push_str(&format!("{} {}: {}\n", f.id, f.kind.name(), f.explanation));
+            for e in &f.evidence {
+                out.push_str(&format!(
+                    "  - {} {} frame {}: {}\n",
+                    e.ts.tcpdump(),
+                    e.vantage,
+                    e.frame,
+                    e.what
+                ));
+            }
+            for df in &f.display_filters {
+                out.push_str(&format!(
+                    "  wireshark {} ({}): {}\n",
+                    df.vantage, df.file, df.filter
+                ));
+            }
+            out.push_str(&format!("  recommendation: {}\n\n", f.recommendation));
+        }
+    }
+    out.push_str("Clock offsets\n");
+    out.push_str(&offsets_table(al));
+    out.push_str("\nLined-up connections\n");
+    out.push_str(&align_table_rows(al));
+    out.push_str("\nCaptures\n");
+    let mut t = table();
+    t.set_header(vec![
+        "vantage",
+        "file",
+        "packets",
+        "first (UTC)",
+        "last (UTC)",
+        "link types",
+    ]);
+    for c in &d.captures {
+        t.add_row(vec![
+            Cell::new(&c.name),
+            Cell::new(&c.summary.path),
+            Cell::new(c.summary.packets).set_alignment(CellAlignment::Right),
+            Cell::new(c.summary.first_ts.map_or("-".into(), |t| t.tcpdump())),
+            Cell::new(c.summary.last_ts.map_or("-".into(), |t| t.tcpdump())),
+            Cell::new(c.summary.link_types.join(", ")),
+        ]);
+    }
+    out.push_str(&format!("{t}\n"));
+    for c in &d.captures {
+        for w in &c.summary.warnings {
+            out.push_str(&format!("warning: {}: {w}\n", c.summary.path));
+        }
+    }
+    out
+}
+
+/// Only the lined-up connections table (no offsets).
+fn align_table_rows(al: &Alignment) -> String {
+    let full = align_table(al);
+    // align_table appends the offsets and losses after the first table; keep the first.
+    match full.find("\n┌") {
+        Some(i) => full[..i + 1].to_string(),
+        None => full,
+    }
+}
+
+/// Markdown for a ticket: the same content, evidence as tables, filters in code spans.
+pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
+    let mut out = String::new();
+    out.push_str("# vantage diagnosis\n\n");
+    out.push_str(&format!(
+        "**Verdict:** {}\n\nConfidence {:.0} %. {}\n\n",
+        d.verdict.summary,
+        d.verdict.confidence * 100.0,
+        d.verdict.would_change
+    ));
+    out.push_str("## Findings\n\n");
+    if d.findings.is_empty() {
+        out.push_str("No findings.\n\n");
+    } else {
+        out.push_str("| id | severity | kind | connections | summary |\n|---|---|---|---|---|\n");
+        for f in &d.findings {
+            out.push_str(&format!(
+                "| {} | {} | `{}` | {} | {} |\n",
+                f.id,
+                severity_word(f),
+                f.kind.name(),
+                f.connections.join(" "),
+                md_escape(&f.summary)
+            ));
+        }
+        out.push('\n');
+        for f in &d.findings {
+            out.push_str(&format!(
+                "### {} `{}`\n\n{}\n\n",
+                f.id,
+                f.kind.name(),
+                f.explanation
+            ));
+            if !f.evidence.is_empty() {
+                out.push_str("| time (reference, UTC) | vantage | frame | what it shows |\n|---|---|---|---|\n");
+                for e in &f.evidence {
+                    out.push_str(&format!(
+                        "| {} | {} | {} | {} |\n",
+                        e.ts.tcpdump(),
+                        e.vantage,
+                        e.frame,
+                        md_escape(&e.what)
+                    ));
+                }
+                out.push('\n');
+            }
+            for df in &f.display_filters {
+                out.push_str(&format!(
+                    "- Wireshark, {} (`{}`): `{}`\n",
+                    df.vantage, df.file, df.filter
+                ));
+            }
+            out.push_str(&format!("\n**Recommendation:** {}\n\n", f.recommendation));
+        }
+    }
+    out.push_str("## Clock offsets\n\n| vantage | offset s | ± bound s | method | samples |\n|---|---|---|---|---|\n");
+    out.push_str(&format!(
+        "| {} (reference) | 0 | 0 | - | - |\n",
+        d.reference
+    ));
+    for o in &d.clock_offsets {
+        out.push_str(&format!(
+            "| {} | {:+.6} | {:.6} | {} | {} |\n",
+            o.vantage, o.offset_s, o.bound_s, o.method, o.samples
+        ));
+    }
+    out.push_str("\n## Lined-up connections\n\n| id | start (reference, UTC) | legs | match |\n|---|---|---|---|\n");
+    for l in &d.connections {
+        let legs: Vec<String> = l
+            .legs
+            .iter()
+            .map(|g| {
+                format!(
+                    "{}: {} > {}",
+                    g.vantage,
+                    endpoint(g.src, g.sport),
+                    endpoint(g.dst, g.dport)
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} {:.2} |\n",
+            l.id,
+            l.ts.tcpdump(),
+            legs.join("<br>"),
+            serde_json::to_value(l.matched.method)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            l.matched.confidence
+        ));
+    }
+    out.push_str("\n## Captures\n\n| vantage | file | packets | first (UTC) | last (UTC) |\n|---|---|---|---|---|\n");
+    for c in &d.captures {
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} | {} |\n",
+            c.name,
+            c.summary.path,
+            c.summary.packets,
+            c.summary.first_ts.map_or("-".into(), |t| t.tcpdump()),
+            c.summary.last_ts.map_or("-".into(), |t| t.tcpdump())
+        ));
+    }
+    let _ = al;
+    out
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
+/// a crash or Ctrl-C never leaves half a report, and an existing report is replaced whole.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("{}: cannot write: {e}", path.display());
+    }
+    Ok(())
+}

@@ -214,6 +214,8 @@ pub enum TerminationKind {
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
 pub struct Gap {
     pub secs: f64,
+    /// Who broke the silence.
+    pub by: Side,
     /// The last packet before the silence, and the first after it.
     pub from_frame: u64,
     pub to_frame: u64,
@@ -277,6 +279,10 @@ pub enum SampleKind {
     Rst,
     Datagram,
 }
+
+/// Silences kept per connection, and the shortest worth keeping.
+pub const TOP_GAPS: usize = 6;
+pub const MIN_SILENCE_S: f64 = 0.5;
 
 /// Payload bytes hashed per sample: enough to tell messages apart, cheap per packet.
 pub const SAMPLE_HASH_BYTES: usize = 64;
@@ -352,6 +358,9 @@ pub struct Connection {
     pub rtt_s: Option<f64>,
     /// The longest silence on the connection.
     pub max_idle: Option<Gap>,
+    /// The longest silences (at most `TOP_GAPS`, longest first): which one was fatal and which
+    /// were survived bounds a middlebox's idle timeout.
+    pub silences: Vec<Gap>,
     /// The first FIN or RST.
     pub termination: Option<Termination>,
     /// Bytes the peer acknowledged that the capture never saw (Zeek's missed_bytes).
@@ -534,7 +543,7 @@ impl Tracker {
             )
         });
         let from_orig = src == live.orig_key;
-        touch(live, frame);
+        touch(live, frame, if from_orig { Side::Orig } else { Side::Resp });
         live.conn.last_ts = live.seen_last_ts;
         let d = if from_orig {
             &mut live.conn.orig
@@ -594,6 +603,7 @@ fn new_live(
             resp: Direction::default(),
             rtt_s: None,
             max_idle: None,
+            silences: Vec::new(),
             termination: None,
             missed_bytes: 0,
             reused_port: false,
@@ -650,7 +660,7 @@ fn make_uid(
 
 /// Connection-level bookkeeping common to TCP and UDP: last seen, longest silence. Returns the
 /// silence just before this packet.
-fn touch(live: &mut Live, frame: &Frame<'_>) -> f64 {
+fn touch(live: &mut Live, frame: &Frame<'_>, by: Side) -> f64 {
     let last = live.seen_last_ts;
     let c = &mut live.conn;
     let gap = if frame.ts > last {
@@ -661,10 +671,25 @@ fn touch(live: &mut Live, frame: &Frame<'_>) -> f64 {
     if gap > 0.0 && c.max_idle.is_none_or(|g| gap > g.secs) {
         c.max_idle = Some(Gap {
             secs: gap,
+            by,
             from_frame: c.last_frame,
             to_frame: frame.number,
             from_ts: last,
         });
+    }
+    if gap >= MIN_SILENCE_S
+        && (c.silences.len() < TOP_GAPS || c.silences.last().is_some_and(|g| gap > g.secs))
+    {
+        let g = Gap {
+            secs: gap,
+            by,
+            from_frame: c.last_frame,
+            to_frame: frame.number,
+            from_ts: last,
+        };
+        let at = c.silences.partition_point(|x| x.secs >= gap);
+        c.silences.insert(at, g);
+        c.silences.truncate(TOP_GAPS);
     }
     if frame.ts > last {
         live.seen_last_ts = frame.ts;
@@ -757,7 +782,7 @@ fn likely_server_port(p: u16) -> bool {
 fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<'_>) {
     let from_orig = (p.src, t.src_port) == live.orig_key;
     let side = if from_orig { Side::Orig } else { Side::Resp };
-    let gap = touch(live, frame);
+    let gap = touch(live, frame, side);
     let flags = t.flags;
 
     // Handshake timing (Wireshark's iRTT: SYN to the ACK that completes the handshake).

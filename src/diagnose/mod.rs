@@ -1,0 +1,337 @@
+//! Stage 6: findings with evidence, and a verdict.
+//!
+//! Every rule lives in `rules.rs`, one small function each, with its reasoning and the source of
+//! any default in its doc comment. This module holds the types every report follows (`Diagnosis`
+//! and what it contains), the view of a lined-up connection the rules share (`Path`), and the
+//! verdict.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::align::{Alignment, ClockOffset, Leg, LinedUp};
+use crate::capture::Timestamp;
+use crate::pipeline::CaptureSummary;
+use crate::tcp::{Connection, Side};
+
+pub mod defaults;
+pub mod rules;
+
+/// Version of the JSON document; bumped when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    MiddleboxReset,
+    MiddleboxClose,
+    IdleTimeout,
+    SilentDrop,
+    HeartbeatTooSlow,
+    HalfOpen,
+    L7Proxy,
+    WeakNetwork,
+    AgentOutage,
+    CallCut,
+}
+
+impl FindingKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::MiddleboxReset => "middlebox_reset",
+            FindingKind::MiddleboxClose => "middlebox_close",
+            FindingKind::IdleTimeout => "idle_timeout",
+            FindingKind::SilentDrop => "silent_drop",
+            FindingKind::HeartbeatTooSlow => "heartbeat_too_slow",
+            FindingKind::HalfOpen => "half_open",
+            FindingKind::L7Proxy => "l7_proxy",
+            FindingKind::WeakNetwork => "weak_network",
+            FindingKind::AgentOutage => "agent_outage",
+            FindingKind::CallCut => "call_cut",
+        }
+    }
+}
+
+/// One packet that shows something.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evidence {
+    pub vantage: String,
+    pub file: String,
+    /// Frame number in that file (1-based, as Wireshark counts).
+    pub frame: u64,
+    /// On the reference clock.
+    pub ts: Timestamp,
+    /// What it shows.
+    pub what: String,
+}
+
+/// A Wireshark display filter that shows a finding's evidence in one capture.
+#[derive(Clone, Debug, Serialize)]
+pub struct DisplayFilter {
+    pub vantage: String,
+    pub file: String,
+    pub filter: String,
+}
+
+/// Numbers specific to a finding's kind; absent ones are left out of the JSON.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Numbers {
+    /// idle_timeout: the estimate, its interval, spread and sample count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lower_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
+    /// `timer` (acts when its timer fires) or `next_packet` (acts on the first packet after).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acts: Option<&'static str>,
+    /// Documented defaults the estimate matches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub known_defaults: Vec<String>,
+    /// Where on the path: "between agent and softswitch".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hop: Option<String>,
+    /// Silence before the end, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_s: Option<f64>,
+    /// half_open: how long each side believed in the connection after it died.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_believed_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_believed_s: Option<f64>,
+    /// silent_drop / weak_network: retransmissions and lost segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retransmissions: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_segments: Option<u64>,
+    /// agent_outage: total time without a working connection, attempts, failed handshakes,
+    /// detection delay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outage_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect_attempts: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_handshakes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection_delay_s: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backoff_s: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    /// F1, F2, ... in report order.
+    pub id: String,
+    pub kind: FindingKind,
+    pub severity: Severity,
+    pub summary: String,
+    pub explanation: String,
+    /// Lined-up connection ids.
+    pub connections: Vec<String>,
+    pub evidence: Vec<Evidence>,
+    pub display_filters: Vec<DisplayFilter>,
+    pub recommendation: String,
+    /// Evidence from one capture only: weaker, and said so.
+    pub single_vantage: bool,
+    #[serde(flatten)]
+    pub numbers: Numbers,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// The finding kind behind the root cause, or `healthy`.
+    pub kind: String,
+    pub summary: String,
+    /// 0..1.
+    pub confidence: f64,
+    /// What evidence would change this verdict.
+    pub would_change: String,
+}
+
+/// A capture in the report: its summary and its vantage name.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureReport {
+    pub name: String,
+    #[serde(flatten)]
+    pub summary: CaptureSummary,
+}
+
+/// The whole diagnosis: what every report format renders.
+#[derive(Clone, Debug, Serialize)]
+pub struct Diagnosis {
+    pub schema_version: u32,
+    pub verdict: Verdict,
+    pub reference: String,
+    pub captures: Vec<CaptureReport>,
+    pub clock_offsets: Vec<ClockOffset>,
+    pub connections: Vec<LinedUp>,
+    pub findings: Vec<Finding>,
+}
+
+/// A lined-up connection with its legs in path order, client side first: the shared view the
+/// rules reason on.
+pub struct Path<'a> {
+    pub lined: &'a LinedUp,
+    /// Legs ordered from the originator's side to the responder's.
+    pub legs: Vec<&'a Leg>,
+}
+
+/// What the rules see.
+pub struct Ctx<'a> {
+    pub al: &'a Alignment,
+    pub paths: Vec<Path<'a>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(al: &'a Alignment) -> Self {
+        let paths = al
+            .connections
+            .iter()
+            .map(|l| {
+                let mut legs: Vec<&Leg> = l.legs.iter().collect();
+                // Order along the path by when each leg saw the originator's first packet (on
+                // the reference clock): the originator's side sees it first.
+                legs.sort_by_key(|leg| {
+                    let c = al.connection(leg);
+                    let first = c.orig.first_ts.unwrap_or(c.ts);
+                    (al.to_reference(leg.at.0, first), leg.at.0)
+                });
+                Path { lined: l, legs }
+            })
+            .collect();
+        Ctx { al, paths }
+    }
+
+    pub fn conn(&self, leg: &Leg) -> &'a Connection {
+        self.al.connection(leg)
+    }
+
+    pub fn reference_ts(&self, leg: &Leg, ts: Timestamp) -> Timestamp {
+        self.al.to_reference(leg.at.0, ts)
+    }
+
+    pub fn file(&self, leg: &Leg) -> String {
+        self.al.vantages[leg.at.0].flows.summary.path.clone()
+    }
+
+    pub fn evidence(&self, leg: &Leg, frame: u64, ts: Timestamp, what: String) -> Evidence {
+        Evidence {
+            vantage: leg.vantage.clone(),
+            file: self.file(leg),
+            frame,
+            ts: self.reference_ts(leg, ts),
+            what,
+        }
+    }
+
+    /// Capture end of a leg's vantage, on the reference clock.
+    pub fn capture_end(&self, leg: &Leg) -> Option<Timestamp> {
+        self.al.vantages[leg.at.0]
+            .flows
+            .summary
+            .last_ts
+            .map(|t| self.al.to_reference(leg.at.0, t))
+    }
+
+    /// More than one capture was given and lined up.
+    pub fn multi_vantage(&self) -> bool {
+        self.al.vantages.len() > 1
+    }
+}
+
+/// The side a leg's address plays, for words: the originator is the client.
+pub fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Orig => "client",
+        Side::Resp => "server",
+    }
+}
+
+/// Wireshark display filters for a finding: one per capture, the connection's packets and the
+/// evidence frames.
+pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> Vec<DisplayFilter> {
+    let mut by_file: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for e in evidence {
+        by_file
+            .entry((e.vantage.clone(), e.file.clone()))
+            .or_default()
+            .push(e.frame);
+    }
+    let mut out = Vec::new();
+    for ((vantage, file), mut frames) in by_file {
+        frames.sort_unstable();
+        frames.dedup();
+        let frames: Vec<String> = frames.iter().map(|f| f.to_string()).collect();
+        let conn = legs
+            .iter()
+            .filter(|l| l.vantage == vantage)
+            .map(|l| {
+                let proto = match l.proto {
+                    crate::tcp::Proto::Tcp => "tcp",
+                    crate::tcp::Proto::Udp => "udp",
+                };
+                format!(
+                    "(ip.addr=={} && ip.addr=={} && {proto}.port=={} && {proto}.port=={})",
+                    l.src, l.dst, l.sport, l.dport
+                )
+            })
+            .collect::<Vec<_>>();
+        let filter = if conn.is_empty() {
+            format!("frame.number in {{{}}}", frames.join(" "))
+        } else {
+            format!(
+                "{} || frame.number in {{{}}}",
+                conn.join(" || "),
+                frames.join(" ")
+            )
+        };
+        let _ = ctx;
+        out.push(DisplayFilter {
+            vantage,
+            file,
+            filter,
+        });
+    }
+    out
+}
+
+/// Runs every rule and writes the verdict.
+pub fn diagnose(al: &Alignment) -> Diagnosis {
+    let ctx = Ctx::new(al);
+    let mut findings = rules::run_all(&ctx);
+    // Most severe first, then in rule order; ids follow.
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    for (i, f) in findings.iter_mut().enumerate() {
+        f.id = format!("F{}", i + 1);
+    }
+    let verdict = rules::verdict(&ctx, &findings);
+    Diagnosis {
+        schema_version: SCHEMA_VERSION,
+        verdict,
+        reference: al.vantages[al.reference].name.clone(),
+        captures: al
+            .vantages
+            .iter()
+            .map(|v| CaptureReport {
+                name: v.name.clone(),
+                summary: v.flows.summary.clone(),
+            })
+            .collect(),
+        clock_offsets: al.clock_offsets.clone(),
+        connections: al.connections.clone(),
+        findings,
+    }
+}
