@@ -14,6 +14,7 @@
 //! `pipeline` drives the stages over one capture; `cli` is the command line.
 
 pub mod align;
+pub mod app;
 pub mod capture;
 pub mod cli;
 pub mod decode;

@@ -1,0 +1,494 @@
+//! HTTP/1.1 heads, mainly the WebSocket opening handshake (RFC 6455 §4), parsed with `httparse`.
+//!
+//! A WebSocket connection starts as an HTTP/1.1 `GET` with `Upgrade: websocket` and
+//! `Connection: Upgrade` (RFC 6455 §4.1, RFC 7230 §6.7); the server answers `101 Switching
+//! Protocols` with `Sec-WebSocket-Accept` (RFC 6455 §4.2.2). Anything else (a 401 from an
+//! authenticating proxy, a 502/503/504 from a load balancer whose back end is gone) is a failed
+//! upgrade, and the status tells why.
+//!
+//! The same functions parse plain (non-upgrade) HTTP heads, which the caller labels service
+//! `http`: e.g. Docker's `101 UPGRADED` to raw TCP (`Upgrade: tcp`), or a `301` before a `101` on
+//! the same connection (wstunnel). Only the head is parsed; `consumed` is the head's length, and
+//! `content_length` / `chunked` tell the caller how to step over a body before the next head.
+
+use super::{lossy_capped, Parse, MAX_HEAD};
+use base64::Engine as _;
+use serde::Serialize;
+
+/// Most headers we accept in one head. Real upgrade requests carry about 15–25.
+const MAX_HEADERS: usize = 96;
+/// Longest header value we keep (values are only displayed).
+const MAX_VALUE: usize = 1024;
+
+/// The GUID appended to the key before hashing (RFC 6455 §1.3, §4.2.2).
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A request head; header fields are `None` when absent. Repeated headers are joined with ", "
+/// (RFC 7230 §3.2.2), which is what matters for `X-Forwarded-For` chains.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UpgradeRequest {
+    pub method: String,
+    pub path: String,
+    /// Minor version: 1 for HTTP/1.1.
+    pub version: u8,
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub user_agent: Option<String>,
+    /// The `Upgrade` header (RFC 7230 §6.7).
+    pub upgrade: Option<String>,
+    pub connection: Option<String>,
+    pub sec_websocket_key: Option<String>,
+    pub sec_websocket_protocol: Option<String>,
+    pub sec_websocket_extensions: Option<String>,
+    pub sec_websocket_version: Option<String>,
+    pub x_forwarded_for: Option<String>,
+    pub x_real_ip: Option<String>,
+    /// RFC 7239 `Forwarded`.
+    pub forwarded: Option<String>,
+    pub content_length: Option<u64>,
+    /// `Transfer-Encoding` ends in `chunked` (RFC 7230 §3.3.1).
+    pub chunked: bool,
+}
+
+/// A response head.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UpgradeResponse {
+    pub status: u16,
+    pub reason: String,
+    /// Minor version: 1 for HTTP/1.1.
+    pub version: u8,
+    pub upgrade: Option<String>,
+    pub connection: Option<String>,
+    pub sec_websocket_accept: Option<String>,
+    pub sec_websocket_protocol: Option<String>,
+    pub sec_websocket_extensions: Option<String>,
+    pub server: Option<String>,
+    pub location: Option<String>,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+}
+
+/// What a response did to the connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum UpgradeOutcome {
+    /// `101` with `Upgrade: websocket` (RFC 6455 §4.2.2): frames follow.
+    WebSocket,
+    /// `101` to something else (RFC 7231 §6.2.2), e.g. Docker's `Upgrade: tcp`: raw bytes follow.
+    OtherProtocol { protocol: String },
+    /// Another 1xx (e.g. `100 Continue`): the final response is still to come (RFC 7231 §6.2).
+    Interim { status: u16 },
+    /// Any final status other than 101: the upgrade failed (401/403/404, LB's 502/503/504,
+    /// a 301/302 redirect, or a plain 200 from a server that ignored the Upgrade).
+    Failed { status: u16 },
+}
+
+/// Parses a request head at the start of `buf`.
+pub fn parse_request(buf: &[u8]) -> Parse<UpgradeRequest> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let mut config = httparse::ParserConfig::default();
+    config
+        .ignore_invalid_headers_in_requests(true)
+        .allow_multiple_spaces_in_request_line_delimiters(true);
+    let consumed = match config.parse_request(&mut req, buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return partial_or_too_long(buf),
+        Err(e) => return Parse::Invalid(format!("HTTP request: {e}")),
+    };
+    let mut r = UpgradeRequest {
+        method: req.method.unwrap_or("").to_string(),
+        path: lossy_capped(req.path.unwrap_or("").as_bytes(), MAX_VALUE),
+        version: req.version.unwrap_or(1),
+        ..Default::default()
+    };
+    for h in req.headers.iter() {
+        let v = h.value;
+        // Header names are case-insensitive (RFC 7230 §3.2).
+        let slot = match h.name.to_ascii_lowercase().as_str() {
+            "host" => &mut r.host,
+            "origin" => &mut r.origin,
+            "user-agent" => &mut r.user_agent,
+            "upgrade" => &mut r.upgrade,
+            "connection" => &mut r.connection,
+            "sec-websocket-key" => &mut r.sec_websocket_key,
+            "sec-websocket-protocol" => &mut r.sec_websocket_protocol,
+            "sec-websocket-extensions" => &mut r.sec_websocket_extensions,
+            "sec-websocket-version" => &mut r.sec_websocket_version,
+            "x-forwarded-for" => &mut r.x_forwarded_for,
+            "x-real-ip" => &mut r.x_real_ip,
+            "forwarded" => &mut r.forwarded,
+            "content-length" => {
+                r.content_length = parse_content_length(v);
+                continue;
+            }
+            "transfer-encoding" => {
+                r.chunked = is_chunked(v);
+                continue;
+            }
+            _ => continue,
+        };
+        join_value(slot, v);
+    }
+    Parse::Complete { value: r, consumed }
+}
+
+/// Parses a response head at the start of `buf`.
+pub fn parse_response(buf: &[u8]) -> Parse<UpgradeResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let mut config = httparse::ParserConfig::default();
+    config
+        .ignore_invalid_headers_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_multiple_spaces_in_response_status_delimiters(true)
+        .allow_spaces_after_header_name_in_responses(true);
+    let consumed = match config.parse_response(&mut resp, buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return partial_or_too_long(buf),
+        Err(e) => return Parse::Invalid(format!("HTTP response: {e}")),
+    };
+    let mut r = UpgradeResponse {
+        status: resp.code.unwrap_or(0),
+        reason: lossy_capped(resp.reason.unwrap_or("").as_bytes(), MAX_VALUE),
+        version: resp.version.unwrap_or(1),
+        ..Default::default()
+    };
+    for h in resp.headers.iter() {
+        let v = h.value;
+        let slot = match h.name.to_ascii_lowercase().as_str() {
+            "upgrade" => &mut r.upgrade,
+            "connection" => &mut r.connection,
+            "sec-websocket-accept" => &mut r.sec_websocket_accept,
+            "sec-websocket-protocol" => &mut r.sec_websocket_protocol,
+            "sec-websocket-extensions" => &mut r.sec_websocket_extensions,
+            "server" => &mut r.server,
+            "location" => &mut r.location,
+            "content-length" => {
+                r.content_length = parse_content_length(v);
+                continue;
+            }
+            "transfer-encoding" => {
+                r.chunked = is_chunked(v);
+                continue;
+            }
+            _ => continue,
+        };
+        join_value(slot, v);
+    }
+    Parse::Complete { value: r, consumed }
+}
+
+/// `Sec-WebSocket-Accept` the server must send for `key` (RFC 6455 §4.2.2, item 5.4):
+/// base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). The key is used as sent,
+/// without surrounding whitespace.
+pub fn expected_accept(key: &str) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key.trim().as_bytes());
+    sha.update(WS_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
+}
+
+/// Whether the response's `Sec-WebSocket-Accept` matches the request's key (RFC 6455 §4.1,
+/// client requirement: a wrong value fails the connection). `None` when either is missing.
+pub fn accept_ok(req: &UpgradeRequest, resp: &UpgradeResponse) -> Option<bool> {
+    let key = req.sec_websocket_key.as_deref()?;
+    let accept = resp.sec_websocket_accept.as_deref()?;
+    Some(accept.trim() == expected_accept(key))
+}
+
+/// Whether a request asks for a WebSocket (RFC 6455 §4.1 items 2, 5, 6): a `GET` whose `Upgrade`
+/// lists the token `websocket` and whose `Connection` lists `Upgrade`, both case-insensitive.
+pub fn is_websocket_upgrade(req: &UpgradeRequest) -> bool {
+    req.method.eq_ignore_ascii_case("GET")
+        && has_token(req.upgrade.as_deref(), "websocket")
+        && has_token(req.connection.as_deref(), "upgrade")
+}
+
+/// Whether a request asks to switch protocol at all (RFC 7230 §6.7), WebSocket or not.
+pub fn is_upgrade_request(req: &UpgradeRequest) -> bool {
+    req.upgrade.is_some() && has_token(req.connection.as_deref(), "upgrade")
+}
+
+/// What a response did (RFC 7231 §6.2, RFC 6455 §4.2.2). Status 101 = upgraded; any other
+/// final status = failed upgrade, keeping the status.
+pub fn upgrade_outcome(resp: &UpgradeResponse) -> UpgradeOutcome {
+    match resp.status {
+        101 => {
+            if has_token(resp.upgrade.as_deref(), "websocket") {
+                UpgradeOutcome::WebSocket
+            } else {
+                UpgradeOutcome::OtherProtocol {
+                    protocol: resp.upgrade.clone().unwrap_or_default(),
+                }
+            }
+        }
+        s @ 100..=199 => UpgradeOutcome::Interim { status: s },
+        s => UpgradeOutcome::Failed { status: s },
+    }
+}
+
+/// `true` when the response upgraded the connection to WebSocket (status 101, RFC 6455 §4.2.2).
+pub fn upgraded(resp: &UpgradeResponse) -> bool {
+    upgrade_outcome(resp) == UpgradeOutcome::WebSocket
+}
+
+/// Length of the body that follows a head, when the head fixes it (RFC 7230 §3.3.3): `Some(0)`
+/// for 1xx/204/304 responses, `Some(n)` for `Content-Length: n`, `None` when chunked or unknown
+/// (the caller then stops parsing heads on that connection).
+pub fn response_body_len(resp: &UpgradeResponse, request_method: Option<&str>) -> Option<u64> {
+    if matches!(resp.status, 100..=199 | 204 | 304)
+        || request_method.is_some_and(|m| m.eq_ignore_ascii_case("HEAD"))
+    {
+        return Some(0);
+    }
+    if resp.chunked {
+        return None;
+    }
+    resp.content_length
+}
+
+/// Same for a request (RFC 7230 §3.3.3 item 6: no Content-Length and not chunked = no body).
+pub fn request_body_len(req: &UpgradeRequest) -> Option<u64> {
+    if req.chunked {
+        None
+    } else {
+        Some(req.content_length.unwrap_or(0))
+    }
+}
+
+/// `Partial` while the head may still fit in [`MAX_HEAD`]; `Invalid` past it.
+fn partial_or_too_long<T>(buf: &[u8]) -> Parse<T> {
+    if buf.len() >= MAX_HEAD {
+        Parse::Invalid(format!("HTTP head longer than {MAX_HEAD} bytes"))
+    } else {
+        Parse::Partial
+    }
+}
+
+/// Stores a header value, joining repeats with ", " (RFC 7230 §3.2.2), capped in length.
+fn join_value(slot: &mut Option<String>, value: &[u8]) {
+    let v = lossy_capped(value, MAX_VALUE);
+    let v = v.trim();
+    match slot {
+        Some(s) if s.len() < MAX_VALUE => {
+            s.push_str(", ");
+            s.push_str(v);
+        }
+        Some(_) => {}
+        None => *slot = Some(v.to_string()),
+    }
+}
+
+/// Whether a comma-separated header value lists `token`, case-insensitively (RFC 7230 §7).
+fn has_token(value: Option<&str>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Content-Length (RFC 7230 §3.3.2): digits only; a repeated identical list ("5, 5") is accepted.
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(v).ok()?;
+    let mut out: Option<u64> = None;
+    for part in s.split(',') {
+        let p = part.trim();
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u64 = p.parse().ok()?;
+        if out.is_some_and(|o| o != n) {
+            return None;
+        }
+        out = Some(n);
+    }
+    out
+}
+
+fn is_chunked(v: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(v);
+    s.split(',')
+        .next_back()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Chrome upgrade as a web-phone sends it through a load balancer.
+    const CHROME_REQ: &[u8] = b"GET /ws HTTP/1.1\r\n\
+Host: pbx.example.com\r\n\
+Connection: Upgrade\r\n\
+Pragma: no-cache\r\n\
+Cache-Control: no-cache\r\n\
+User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36\r\n\
+Upgrade: websocket\r\n\
+Origin: https://phone.example.com\r\n\
+Sec-WebSocket-Version: 13\r\n\
+Accept-Encoding: gzip, deflate, br\r\n\
+Accept-Language: en-US,en;q=0.9\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+Sec-WebSocket-Protocol: sip\r\n\
+X-Forwarded-For: 203.0.113.7\r\n\
+x-forwarded-for: 10.0.0.5\r\n\
+X-Real-IP: 203.0.113.7\r\n\
+\r\n";
+
+    const OK_RESP: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\
+Upgrade: websocket\r\n\
+Connection: Upgrade\r\n\
+Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+Sec-WebSocket-Protocol: sip\r\n\
+\r\n";
+
+    fn req() -> UpgradeRequest {
+        match parse_request(CHROME_REQ) {
+            Parse::Complete { value, consumed } => {
+                assert_eq!(consumed, CHROME_REQ.len());
+                value
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn chrome_upgrade_request() {
+        let r = req();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/ws");
+        assert_eq!(r.host.as_deref(), Some("pbx.example.com"));
+        assert_eq!(r.origin.as_deref(), Some("https://phone.example.com"));
+        assert_eq!(r.sec_websocket_protocol.as_deref(), Some("sip"));
+        assert_eq!(r.sec_websocket_version.as_deref(), Some("13"));
+        assert_eq!(
+            r.x_forwarded_for.as_deref(),
+            Some("203.0.113.7, 10.0.0.5"),
+            "repeated headers are joined, names case-insensitive"
+        );
+        assert_eq!(r.x_real_ip.as_deref(), Some("203.0.113.7"));
+        assert!(r.user_agent.unwrap_or_default().contains("Chrome/120"));
+        assert!(r.sec_websocket_extensions.is_some());
+        assert!(is_websocket_upgrade(&req()));
+        assert_eq!(request_body_len(&req()), Some(0));
+    }
+
+    #[test]
+    fn rfc6455_example_accept() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            expected_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let (resp, n) = parse_response(OK_RESP).complete().unwrap();
+        assert_eq!(n, OK_RESP.len());
+        assert_eq!(resp.status, 101);
+        assert_eq!(resp.reason, "Switching Protocols");
+        assert_eq!(accept_ok(&req(), &resp), Some(true));
+        assert!(upgraded(&resp));
+        assert_eq!(upgrade_outcome(&resp), UpgradeOutcome::WebSocket);
+    }
+
+    #[test]
+    fn wrong_accept_detected() {
+        let bad = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n";
+        let (resp, _) = parse_response(bad).complete().unwrap();
+        assert_eq!(accept_ok(&req(), &resp), Some(false));
+        let none = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        let (resp, _) = parse_response(none).complete().unwrap();
+        assert_eq!(accept_ok(&req(), &resp), None);
+    }
+
+    #[test]
+    fn unauthorized_is_failed_upgrade() {
+        let r = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 12\r\n\r\nUnauthorized";
+        let (resp, n) = parse_response(r).complete().unwrap();
+        assert_eq!(resp.status, 401);
+        assert_eq!(
+            upgrade_outcome(&resp),
+            UpgradeOutcome::Failed { status: 401 }
+        );
+        assert!(!upgraded(&resp));
+        assert_eq!(response_body_len(&resp, Some("GET")), Some(12));
+        assert_eq!(&r[n..], b"Unauthorized");
+        let r = b"HTTP/1.1 503 Service Unavailable\r\n\r\n";
+        let (resp, _) = parse_response(r).complete().unwrap();
+        assert_eq!(
+            upgrade_outcome(&resp),
+            UpgradeOutcome::Failed { status: 503 }
+        );
+    }
+
+    #[test]
+    fn partial_input() {
+        for cut in [0, 1, 5, 20, CHROME_REQ.len() - 1] {
+            assert_eq!(
+                parse_request(&CHROME_REQ[..cut]),
+                Parse::Partial,
+                "cut {cut}"
+            );
+        }
+        for cut in [0, 3, 12, OK_RESP.len() - 2] {
+            assert_eq!(parse_response(&OK_RESP[..cut]), Parse::Partial, "cut {cut}");
+        }
+        // A head that never ends gives up at MAX_HEAD.
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.resize(MAX_HEAD + 10, b'a');
+        assert!(matches!(parse_request(&long), Parse::Invalid(_)));
+    }
+
+    #[test]
+    fn not_http_is_invalid() {
+        assert!(matches!(
+            parse_request(b"\x16\x03\x01\x02\x00\x01\x00"),
+            Parse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_response(b"SIP/2.0 200 OK\r\n\r\n"),
+            Parse::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn docker_upgrade_to_tcp() {
+        let q = b"POST /v1.41/containers/abc/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n";
+        let (r, _) = parse_request(q).complete().unwrap();
+        assert!(is_upgrade_request(&r));
+        assert!(!is_websocket_upgrade(&r));
+        let a = b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n\x01\x00\x00\x00";
+        let (resp, n) = parse_response(a).complete().unwrap();
+        assert_eq!(resp.reason, "UPGRADED");
+        assert_eq!(
+            upgrade_outcome(&resp),
+            UpgradeOutcome::OtherProtocol {
+                protocol: "tcp".into()
+            }
+        );
+        assert_eq!(&a[n..], b"\x01\x00\x00\x00");
+    }
+
+    #[test]
+    fn redirect_then_upgrade_on_same_connection() {
+        // wstunnel: a 301 with a body, then the 101, back to back in one stream.
+        let stream = b"HTTP/1.1 301 Moved Permanently\r\nLocation: /v1/events\r\nContent-Length: 5\r\n\r\nmovedHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let (first, n) = parse_response(stream).complete().unwrap();
+        assert_eq!(
+            upgrade_outcome(&first),
+            UpgradeOutcome::Failed { status: 301 }
+        );
+        assert_eq!(first.location.as_deref(), Some("/v1/events"));
+        let body = response_body_len(&first, Some("GET")).unwrap() as usize;
+        let (second, _) = parse_response(&stream[n + body..]).complete().unwrap();
+        assert!(upgraded(&second));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = parse_request(&data);
+            let _ = parse_response(&data);
+            let mut with_prefix = b"GET / HTTP/1.1\r\n".to_vec();
+            with_prefix.extend_from_slice(&data);
+            let _ = parse_request(&with_prefix);
+        }
+    }
+}

@@ -1,0 +1,1367 @@
+//! SIP messages (RFC 3261) on a stream, in one WebSocket message (RFC 7118) or a UDP datagram,
+//! CRLF keep-alives (RFC 5626), and a bounded tracker of INVITE dialogs and registrations.
+//!
+//! Only the head is parsed, and only the fields the diagnosis needs are kept: which call
+//! (Call-ID, tags, CSeq), where it is (start line), and for how long a registration holds
+//! (Expires). Bodies are never copied.
+
+use super::{lossy_capped, Parse, Side, MAX_HEAD};
+use crate::capture::Timestamp;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Largest Content-Length we wait for on a stream. SIP bodies (SDP, XML) are a few KB; a larger
+/// value on a stream is taken as "not SIP" rather than buffered.
+pub const MAX_BODY: u64 = 1 << 20;
+/// Longest header value kept.
+const MAX_VALUE: usize = 512;
+/// Default caps of [`SipDialogs`].
+pub const MAX_DIALOGS: usize = 10_000;
+pub const MAX_REGISTRATIONS: usize = 10_000;
+
+/// Start line (RFC 3261 §7.1 Request-Line, §7.2 Status-Line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Start {
+    Request { method: String, uri: String },
+    Response { code: u16, reason: String },
+}
+
+/// The parts of a SIP message the diagnosis uses. Header fields are `None` when absent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SipMessage {
+    pub start: Start,
+    pub call_id: Option<String>,
+    pub cseq_num: Option<u32>,
+    pub cseq_method: Option<String>,
+    pub from_tag: Option<String>,
+    pub to_tag: Option<String>,
+    pub from_uri: Option<String>,
+    pub to_uri: Option<String>,
+    /// `branch` of the topmost Via (RFC 3261 §8.1.1.7, §20.42).
+    pub via_branch: Option<String>,
+    /// Transport of the topmost Via, e.g. "WSS", "TCP", "UDP" (RFC 7118 §5 adds WS/WSS).
+    pub via_transport: Option<String>,
+    /// The first Contact value as sent (RFC 3261 §20.10).
+    pub contact: Option<String>,
+    /// Expires header (§20.19), else the `expires` parameter of the first Contact (§10.2.1.1).
+    pub expires: Option<u32>,
+    pub user_agent: Option<String>,
+    pub server: Option<String>,
+    /// Reason header (RFC 3326), e.g. on a BYE or CANCEL: why the call ended.
+    pub reason_header: Option<String>,
+    pub content_length: Option<u64>,
+    pub content_type: Option<String>,
+    /// Body bytes: Content-Length on a stream, the rest of the buffer in a datagram.
+    pub body_len: u64,
+    /// Bytes of start line + headers + blank line.
+    pub head_len: usize,
+    /// Empty lines skipped before the start line (RFC 3261 §7.5).
+    pub leading_crlf: usize,
+}
+
+impl SipMessage {
+    pub fn method(&self) -> Option<&str> {
+        match &self.start {
+            Start::Request { method, .. } => Some(method),
+            Start::Response { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            Start::Response { code, .. } => Some(*code),
+            Start::Request { .. } => None,
+        }
+    }
+
+    /// Short label: the method, or the status code.
+    pub fn label(&self) -> String {
+        match &self.start {
+            Start::Request { method, .. } => method.clone(),
+            Start::Response { code, .. } => code.to_string(),
+        }
+    }
+}
+
+/// CRLF keep-alive (RFC 5626 §3.5.1, §4.4.1): the client pings with CRLF CRLF, the server
+/// answers ("pong") with one CRLF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepAlive {
+    Ping,
+    Pong,
+}
+
+/// Recognises a whole keep-alive: `buf` is exactly "\r\n\r\n" (ping) or "\r\n" (pong), as one
+/// WebSocket message, one UDP datagram, or one TCP segment's payload.
+pub fn is_crlf_keepalive(buf: &[u8]) -> Option<KeepAlive> {
+    match buf {
+        b"\r\n\r\n" => Some(KeepAlive::Ping),
+        b"\r\n" => Some(KeepAlive::Pong),
+        _ => None,
+    }
+}
+
+/// Number of CR and LF bytes at the start of `buf`. On a stream, keep-alives sit between
+/// messages (RFC 5626 §3.5.1); the caller classifies and skips them before [`parse_message`].
+pub fn leading_crlf_len(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count()
+}
+
+/// Parses one message at the start of a stream buffer. The body is framed by Content-Length
+/// (RFC 3261 §18.3: mandatory on streams; absent = no body here). Leading empty lines are
+/// skipped and counted (§7.5), so call [`leading_crlf_len`] first to see keep-alives.
+pub fn parse_message(buf: &[u8]) -> Parse<SipMessage> {
+    let skip = leading_crlf_len(buf);
+    let rest = buf.get(skip..).unwrap_or(&[]);
+    if rest.is_empty() {
+        return Parse::Partial;
+    }
+    let Some(head_len) = find_head_end(rest) else {
+        // Give up early on a start line that cannot be SIP.
+        if let Some(line) = first_line(rest) {
+            if let Err(e) = parse_start(&String::from_utf8_lossy(line)) {
+                return Parse::Invalid(e);
+            }
+        }
+        return if rest.len() >= MAX_HEAD {
+            Parse::Invalid(format!("SIP head longer than {MAX_HEAD} bytes"))
+        } else {
+            Parse::Partial
+        };
+    };
+    let head = rest.get(..head_len).unwrap_or(rest);
+    let mut msg = match parse_head(head) {
+        Ok(m) => m,
+        Err(e) => return Parse::Invalid(e),
+    };
+    let body = msg.content_length.unwrap_or(0);
+    if body > MAX_BODY {
+        return Parse::Invalid(format!("Content-Length {body} too large"));
+    }
+    let total = skip as u64 + head_len as u64 + body;
+    if (buf.len() as u64) < total {
+        return Parse::Partial;
+    }
+    msg.body_len = body;
+    msg.head_len = head_len;
+    msg.leading_crlf = skip;
+    Parse::Complete {
+        value: msg,
+        consumed: total as usize,
+    }
+}
+
+/// Parses a message that fills `buf` (one UDP datagram, RFC 3261 §18.3, or one WebSocket
+/// message, RFC 7118 §4): the body is the rest of the buffer, whatever Content-Length says.
+pub fn parse_datagram(buf: &[u8]) -> Parse<SipMessage> {
+    let skip = leading_crlf_len(buf);
+    let rest = buf.get(skip..).unwrap_or(&[]);
+    if rest.is_empty() {
+        return Parse::Invalid("empty".into());
+    }
+    let head_len = find_head_end(rest).unwrap_or(rest.len().min(MAX_HEAD));
+    let head = rest.get(..head_len).unwrap_or(rest);
+    let mut msg = match parse_head(head) {
+        Ok(m) => m,
+        Err(e) => return Parse::Invalid(e),
+    };
+    msg.body_len = rest.len().saturating_sub(head_len) as u64;
+    msg.head_len = head_len;
+    msg.leading_crlf = skip;
+    Parse::Complete {
+        value: msg,
+        consumed: buf.len(),
+    }
+}
+
+/// Parses a SIP message carried in one WebSocket message (RFC 7118 §4) of which only a prefix
+/// was kept (see `websocket::WsParser::set_prefix_cap`): `total_len` is the whole message's
+/// length. Whole message: as [`parse_datagram`]. Cut message: the head must end inside the
+/// prefix (else `Partial`: keep a larger prefix), and the body is the rest of `total_len`.
+pub fn parse_ws_message(prefix: &[u8], total_len: u64) -> Parse<SipMessage> {
+    if prefix.len() as u64 >= total_len {
+        return parse_datagram(prefix);
+    }
+    let skip = leading_crlf_len(prefix);
+    let rest = prefix.get(skip..).unwrap_or(&[]);
+    let Some(head_len) = find_head_end(rest) else {
+        if let Some(line) = first_line(rest) {
+            if let Err(e) = parse_start(&String::from_utf8_lossy(line)) {
+                return Parse::Invalid(e);
+            }
+        }
+        return Parse::Partial;
+    };
+    let head = rest.get(..head_len).unwrap_or(rest);
+    let mut msg = match parse_head(head) {
+        Ok(m) => m,
+        Err(e) => return Parse::Invalid(e),
+    };
+    msg.body_len = total_len.saturating_sub((skip + head_len) as u64);
+    msg.head_len = head_len;
+    msg.leading_crlf = skip;
+    Parse::Complete {
+        value: msg,
+        consumed: prefix.len(),
+    }
+}
+
+/// Length of the head including the empty line that ends it (RFC 3261 §7: CRLF CRLF; bare LF
+/// tolerated), searched within [`MAX_HEAD`] bytes.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let window = buf.get(..buf.len().min(MAX_HEAD)).unwrap_or(buf);
+    for (i, &b) in window.iter().enumerate() {
+        if b != b'\n' {
+            continue;
+        }
+        match (window.get(i + 1), window.get(i + 2)) {
+            (Some(b'\n'), _) => return Some(i + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(i + 3),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn first_line(buf: &[u8]) -> Option<&[u8]> {
+    let end = buf.iter().position(|&b| b == b'\n')?;
+    let line = buf.get(..end)?;
+    Some(line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// Expands compact header names (RFC 3261 §7.3.3, and the RFCs that registered the others) and
+/// lower-cases the rest (header names are case-insensitive, §7.3.1).
+fn canonical_name(name: &str) -> String {
+    let n = name.trim().to_ascii_lowercase();
+    let long = match n.as_str() {
+        "i" => "call-id",
+        "v" => "via",
+        "f" => "from",
+        "t" => "to",
+        "m" => "contact",
+        "l" => "content-length",
+        "c" => "content-type",
+        "k" => "supported",
+        "e" => "content-encoding",
+        "s" => "subject",
+        "o" => "event",           // RFC 6665 §8.2.1
+        "u" => "allow-events",    // RFC 6665 §8.2.2
+        "r" => "refer-to",        // RFC 3515 §2.1
+        "b" => "referred-by",     // RFC 3892
+        "x" => "session-expires", // RFC 4028
+        _ => return n,
+    };
+    long.to_string()
+}
+
+/// Parses the start line and headers (no body). Folded lines (leading SP/HT, RFC 3261 §7.3.1)
+/// are joined to the previous header; lines without a colon are skipped.
+fn parse_head(head: &[u8]) -> Result<SipMessage, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start = parse_start(lines.next().unwrap_or(""))?;
+    let mut msg = SipMessage {
+        start,
+        call_id: None,
+        cseq_num: None,
+        cseq_method: None,
+        from_tag: None,
+        to_tag: None,
+        from_uri: None,
+        to_uri: None,
+        via_branch: None,
+        via_transport: None,
+        contact: None,
+        expires: None,
+        user_agent: None,
+        server: None,
+        reason_header: None,
+        content_length: None,
+        content_type: None,
+        body_len: 0,
+        head_len: head.len(),
+        leading_crlf: 0,
+    };
+    // Unfold: collect (name, value) pairs.
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = headers.last_mut() {
+                if v.len() < MAX_VALUE {
+                    v.push(' ');
+                    v.push_str(line.trim());
+                }
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        headers.push((canonical_name(name), cap(value.trim())));
+    }
+    let mut contact_expires = None;
+    // The first occurrence of each header counts (the topmost, for Via).
+    for (name, value) in &headers {
+        let v = value.as_str();
+        match name.as_str() {
+            "call-id" => set_once(&mut msg.call_id, v),
+            "cseq" if msg.cseq_num.is_none() => {
+                // CSeq = 1*DIGIT LWS Method (§20.16).
+                let mut it = v.split_whitespace();
+                msg.cseq_num = it.next().and_then(|n| n.parse().ok());
+                msg.cseq_method = it.next().map(str::to_string);
+            }
+            "from" if msg.from_uri.is_none() => {
+                let (uri, params) = name_addr(v);
+                msg.from_uri = Some(uri.to_string());
+                msg.from_tag = param(params, "tag");
+            }
+            "to" if msg.to_uri.is_none() => {
+                let (uri, params) = name_addr(v);
+                msg.to_uri = Some(uri.to_string());
+                msg.to_tag = param(params, "tag");
+            }
+            "via" if msg.via_transport.is_none() => {
+                // Topmost Via = first value of the first Via header (§8.1.1.7, §7.3.1):
+                // "SIP/2.0/WSS host;branch=...".
+                let first = first_value(v);
+                let (sent, params) = first.split_once(';').unwrap_or((first, ""));
+                msg.via_transport = Some(
+                    sent.split_whitespace()
+                        .next()
+                        .and_then(|p| p.rsplit('/').next())
+                        .unwrap_or("")
+                        .to_ascii_uppercase(),
+                );
+                msg.via_branch = param(params, "branch");
+            }
+            "contact" if msg.contact.is_none() => {
+                let first = first_value(v);
+                msg.contact = Some(first.to_string());
+                if first != "*" {
+                    let (_, params) = name_addr(first);
+                    contact_expires = param(params, "expires").and_then(|e| parse_delta(&e));
+                }
+            }
+            "expires" if msg.expires.is_none() => msg.expires = parse_delta(v),
+            "user-agent" => set_once(&mut msg.user_agent, v),
+            "server" => set_once(&mut msg.server, v),
+            "reason" => set_once(&mut msg.reason_header, v),
+            "content-type" => set_once(&mut msg.content_type, v),
+            // Content-Length = 1*DIGIT (§20.14); anything else breaks stream framing.
+            "content-length" if msg.content_length.is_none() => {
+                let n = v
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| v.parse::<u64>().ok())
+                    .flatten();
+                match n {
+                    Some(n) => msg.content_length = Some(n),
+                    None => return Err(format!("bad Content-Length {v:?}")),
+                }
+            }
+            _ => {}
+        }
+    }
+    if msg.expires.is_none() {
+        msg.expires = contact_expires;
+    }
+    Ok(msg)
+}
+
+/// Request-Line `Method SP Request-URI SP SIP-Version` (§7.1) or Status-Line
+/// `SIP-Version SP Status-Code SP Reason-Phrase` (§7.2).
+fn parse_start(line: &str) -> Result<Start, String> {
+    let short = || cap(line);
+    if let Some(rest) = line.strip_prefix("SIP/") {
+        let (_version, rest) = rest
+            .split_once(' ')
+            .ok_or_else(|| format!("bad status line {:?}", short()))?;
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code: u16 = code
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| (100..=699).contains(c))
+            .ok_or_else(|| format!("bad status code in {:?}", short()))?;
+        return Ok(Start::Response {
+            code,
+            reason: cap(reason.trim()),
+        });
+    }
+    let mut parts = line.split(' ').filter(|p| !p.is_empty());
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("not a SIP start line: {:?}", short()));
+    };
+    // Method is a token (§25.1).
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+    if !version.starts_with("SIP/") || !method.bytes().all(token) {
+        return Err(format!("not a SIP start line: {:?}", short()));
+    }
+    Ok(Start::Request {
+        method: method.to_string(),
+        uri: cap(uri),
+    })
+}
+
+fn cap(s: &str) -> String {
+    lossy_capped(s.as_bytes(), MAX_VALUE)
+}
+
+fn set_once(slot: &mut Option<String>, v: &str) {
+    if slot.is_none() {
+        *slot = Some(v.to_string());
+    }
+}
+
+/// delta-seconds (§20.19, §25.1); values too large for 32 bits are clamped.
+fn parse_delta(v: &str) -> Option<u32> {
+    let v = v.trim().trim_matches('"');
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        v.parse::<u64>()
+            .map_or(u32::MAX, |n| n.min(u64::from(u32::MAX)) as u32),
+    )
+}
+
+/// Splits a name-addr / addr-spec (§20.10, §25.1) into the URI and the header parameters.
+/// Without angle brackets, parameters after the URI belong to the header (§20.10).
+fn name_addr(v: &str) -> (&str, &str) {
+    let v = v.trim();
+    // Skip a quoted display name, which may contain '<' or ';'.
+    let after_name = if v.starts_with('"') {
+        closing_quote(v).map_or("", |end| v.get(end + 1..).unwrap_or(""))
+    } else {
+        v
+    };
+    if let Some(lt) = after_name.find('<') {
+        let inner = after_name.get(lt + 1..).unwrap_or("");
+        let (uri, params) = inner.split_once('>').unwrap_or((inner, ""));
+        (uri.trim(), params)
+    } else {
+        let (uri, params) = after_name.split_once(';').unwrap_or((after_name, ""));
+        (uri.trim(), params)
+    }
+}
+
+/// Byte index of the quote that closes the quoted string starting at 0 (backslash escapes,
+/// §25.1 quoted-pair).
+fn closing_quote(v: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in v.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// First value of a comma-separated header (§7.3.1), ignoring commas in quotes or `<...>`.
+fn first_value(v: &str) -> &str {
+    let mut in_quote = false;
+    let mut in_angle = false;
+    let mut escaped = false;
+    for (i, c) in v.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            '<' if !in_quote => in_angle = true,
+            '>' if !in_quote => in_angle = false,
+            ',' if !in_quote && !in_angle => return v.get(..i).unwrap_or(v).trim(),
+            _ => {}
+        }
+    }
+    v.trim()
+}
+
+/// Value of parameter `name` in ";a=b;c=d" (case-insensitive name, quotes removed).
+fn param(params: &str, name: &str) -> Option<String> {
+    params.split(';').find_map(|p| {
+        let (k, val) = p.split_once('=').unwrap_or((p, ""));
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| val.trim().trim_matches('"').to_string())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dialogs and registrations
+// ---------------------------------------------------------------------------------------------
+
+/// INVITE dialog state (RFC 3261 §12, §13, §17.1.1 for the client transaction's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialogState {
+    /// INVITE sent, no response yet.
+    Calling,
+    /// A 1xx came back (an early dialog when it carries a To tag, §12.1).
+    Proceeding,
+    /// A 2xx came back (§13.2.2.4); the ACK follows (§13.2.2.4, §17.1.1.3).
+    Confirmed,
+    Terminated,
+}
+
+/// Why a dialog ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "end")]
+pub enum DialogEnd {
+    /// BYE and its final response (§15.1).
+    Bye,
+    /// Final response ≥ 300 to the INVITE (§13.2.2.3).
+    Rejected { code: u16 },
+    /// CANCEL before a 2xx (§9).
+    Cancelled,
+    /// The connection carrying it died (see [`SipDialogs::mark_connection_died`]).
+    TransportLost,
+}
+
+/// One INVITE dialog (one Call-ID), with the times of its milestones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Dialog {
+    pub call_id: String,
+    pub from_tag: Option<String>,
+    pub to_tag: Option<String>,
+    pub from_uri: Option<String>,
+    pub to_uri: Option<String>,
+    /// Which side sent the INVITE.
+    pub caller: Side,
+    pub state: DialogState,
+    pub end: Option<DialogEnd>,
+    pub invite_cseq: Option<u32>,
+    pub invite_ts: Timestamp,
+    pub invite_frame: u64,
+    pub first_1xx_ts: Option<Timestamp>,
+    /// First 180/183 (ringing / session progress).
+    pub ringing_ts: Option<Timestamp>,
+    pub ok_ts: Option<Timestamp>,
+    pub final_code: Option<u16>,
+    pub final_ts: Option<Timestamp>,
+    pub ack_ts: Option<Timestamp>,
+    pub cancel_ts: Option<Timestamp>,
+    pub bye_ts: Option<Timestamp>,
+    pub bye_frame: Option<u64>,
+    pub bye_by: Option<Side>,
+    /// Reason header of the BYE/CANCEL (RFC 3326).
+    pub bye_reason: Option<String>,
+    pub bye_ok_ts: Option<Timestamp>,
+    pub bye_response_code: Option<u16>,
+    /// re-INVITEs within the dialog (§14), e.g. session refresh or hold.
+    pub reinvites: u32,
+    /// The call was up (confirmed or early) when the transport died and never got its BYE:
+    /// a "call cut".
+    pub cut_by_transport_loss: bool,
+    pub cut_ts: Option<Timestamp>,
+}
+
+/// One REGISTER transaction (RFC 3261 §10.2) and its final response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Registration {
+    pub call_id: String,
+    pub cseq_num: u32,
+    pub by: Side,
+    pub ts: Timestamp,
+    pub frame_no: u64,
+    /// Expiry asked for (Expires header or Contact `expires`, §10.2.1.1).
+    pub expires_requested: Option<u32>,
+    /// `Contact: *` with Expires 0 removes all bindings (§10.2.2).
+    pub is_unregister: bool,
+    pub response_code: Option<u16>,
+    pub response_ts: Option<Timestamp>,
+    /// Expiry granted by the registrar (§10.2.4: in the 200's Contact or Expires).
+    pub expires_granted: Option<u32>,
+    /// The transport died with no final response (see [`SipDialogs::mark_connection_died`]).
+    pub lost: bool,
+}
+
+/// ACK, CANCEL and BYE within a known dialog.
+fn in_dialog_request(
+    d: &mut Dialog,
+    method: &str,
+    ts: Timestamp,
+    frame_no: u64,
+    side: Side,
+    msg: &SipMessage,
+) {
+    match method {
+        // The ACK for a 2xx completes the three-way handshake (§13.2.2.4).
+        "ACK" if d.ack_ts.is_none() && d.ok_ts.is_some() => d.ack_ts = Some(ts),
+        "CANCEL" => {
+            if d.cancel_ts.is_none() {
+                d.cancel_ts = Some(ts);
+                if d.bye_reason.is_none() {
+                    d.bye_reason = msg.reason_header.clone();
+                }
+            }
+            // CANCEL has no effect once a final response is out (§9.1).
+            if matches!(d.state, DialogState::Calling | DialogState::Proceeding) {
+                d.state = DialogState::Terminated;
+                d.end = Some(DialogEnd::Cancelled);
+            }
+        }
+        // §15.1.1: the first BYE ends the session; the dialog ends with its final response.
+        "BYE" if d.bye_ts.is_none() => {
+            d.bye_ts = Some(ts);
+            d.bye_frame = Some(frame_no);
+            d.bye_by = Some(side);
+            d.bye_reason = msg.reason_header.clone();
+        }
+        _ => {}
+    }
+}
+
+/// Tracks INVITE dialogs and registrations seen on one connection, in time order. Bounded:
+/// past the caps new dialogs/registrations are only counted.
+#[derive(Clone, Debug, Serialize)]
+pub struct SipDialogs {
+    pub dialogs: Vec<Dialog>,
+    pub registrations: Vec<Registration>,
+    pub dialogs_overflow: u64,
+    pub registrations_overflow: u64,
+    /// Messages seen, and of those without a Call-ID or CSeq (which cannot be tracked).
+    pub messages: u64,
+    pub untrackable: u64,
+    /// OPTIONS requests (often used as an application keep-alive).
+    pub options: u64,
+    #[serde(skip)]
+    index: HashMap<String, usize>,
+    #[serde(skip)]
+    max_dialogs: usize,
+    #[serde(skip)]
+    max_registrations: usize,
+}
+
+impl Default for SipDialogs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SipDialogs {
+    pub fn new() -> Self {
+        Self::with_caps(MAX_DIALOGS, MAX_REGISTRATIONS)
+    }
+
+    pub fn with_caps(max_dialogs: usize, max_registrations: usize) -> Self {
+        SipDialogs {
+            dialogs: Vec::new(),
+            registrations: Vec::new(),
+            dialogs_overflow: 0,
+            registrations_overflow: 0,
+            messages: 0,
+            untrackable: 0,
+            options: 0,
+            index: HashMap::new(),
+            max_dialogs,
+            max_registrations,
+        }
+    }
+
+    /// Feeds one message, sent by the client side of the connection (`from_client_side`) or the
+    /// server side.
+    pub fn add(&mut self, ts: Timestamp, frame_no: u64, from_client_side: bool, msg: &SipMessage) {
+        self.messages = self.messages.saturating_add(1);
+        let side = Side::from_client(from_client_side);
+        let (Some(call_id), Some(cseq), Some(cseq_method)) = (
+            msg.call_id.as_deref(),
+            msg.cseq_num,
+            msg.cseq_method.as_deref(),
+        ) else {
+            self.untrackable = self.untrackable.saturating_add(1);
+            return;
+        };
+        let cseq_method = cseq_method.to_ascii_uppercase();
+        match &msg.start {
+            Start::Request { method, .. } => {
+                let method = method.to_ascii_uppercase();
+                match method.as_str() {
+                    "INVITE" => self.on_invite(ts, frame_no, side, call_id, cseq, msg),
+                    "REGISTER" => self.on_register(ts, frame_no, side, call_id, cseq, msg),
+                    "OPTIONS" => self.options = self.options.saturating_add(1),
+                    _ => {
+                        if let Some(d) = self.dialog_mut(call_id) {
+                            in_dialog_request(d, &method, ts, frame_no, side, msg);
+                        }
+                    }
+                }
+            }
+            Start::Response { code, .. } => {
+                let code = *code;
+                match cseq_method.as_str() {
+                    "INVITE" => self.on_invite_response(ts, call_id, cseq, code, msg),
+                    "REGISTER" => self.on_register_response(ts, call_id, cseq, code, msg),
+                    "BYE" => {
+                        if let Some(d) = self.dialog_mut(call_id) {
+                            // Any final response to BYE ends the dialog (§15.1.1).
+                            if code >= 200 && d.bye_ok_ts.is_none() {
+                                d.bye_ok_ts = Some(ts);
+                                d.bye_response_code = Some(code);
+                                if d.state != DialogState::Terminated {
+                                    d.state = DialogState::Terminated;
+                                    d.end = Some(DialogEnd::Bye);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn dialog_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
+        let i = *self.index.get(call_id)?;
+        self.dialogs.get_mut(i)
+    }
+
+    fn on_invite(
+        &mut self,
+        ts: Timestamp,
+        frame_no: u64,
+        side: Side,
+        call_id: &str,
+        cseq: u32,
+        msg: &SipMessage,
+    ) {
+        if let Some(d) = self.dialog_mut(call_id) {
+            // A retransmission (same CSeq, §17.1.1.2) or a re-INVITE (§14).
+            if d.invite_cseq != Some(cseq) {
+                d.reinvites = d.reinvites.saturating_add(1);
+            }
+            return;
+        }
+        if self.dialogs.len() >= self.max_dialogs {
+            self.dialogs_overflow = self.dialogs_overflow.saturating_add(1);
+            return;
+        }
+        self.index.insert(call_id.to_string(), self.dialogs.len());
+        self.dialogs.push(Dialog {
+            call_id: call_id.to_string(),
+            from_tag: msg.from_tag.clone(),
+            to_tag: msg.to_tag.clone(),
+            from_uri: msg.from_uri.clone(),
+            to_uri: msg.to_uri.clone(),
+            caller: side,
+            state: DialogState::Calling,
+            end: None,
+            invite_cseq: Some(cseq),
+            invite_ts: ts,
+            invite_frame: frame_no,
+            first_1xx_ts: None,
+            ringing_ts: None,
+            ok_ts: None,
+            final_code: None,
+            final_ts: None,
+            ack_ts: None,
+            cancel_ts: None,
+            bye_ts: None,
+            bye_frame: None,
+            bye_by: None,
+            bye_reason: None,
+            bye_ok_ts: None,
+            bye_response_code: None,
+            reinvites: 0,
+            cut_by_transport_loss: false,
+            cut_ts: None,
+        });
+    }
+
+    fn on_invite_response(
+        &mut self,
+        ts: Timestamp,
+        call_id: &str,
+        cseq: u32,
+        code: u16,
+        msg: &SipMessage,
+    ) {
+        let Some(d) = self.dialog_mut(call_id) else {
+            return;
+        };
+        // Responses to re-INVITEs don't move the dialog's state.
+        if d.invite_cseq != Some(cseq) {
+            return;
+        }
+        if d.to_tag.is_none() && code > 100 {
+            d.to_tag = msg.to_tag.clone();
+        }
+        match code {
+            100..=199 => {
+                d.first_1xx_ts.get_or_insert(ts);
+                if matches!(code, 180 | 183) {
+                    d.ringing_ts.get_or_insert(ts);
+                }
+                if d.state == DialogState::Calling {
+                    d.state = DialogState::Proceeding;
+                }
+            }
+            200..=299 => {
+                if d.ok_ts.is_none() {
+                    d.ok_ts = Some(ts);
+                    d.final_code.get_or_insert(code);
+                    d.final_ts.get_or_insert(ts);
+                }
+                // A 2xx after a CANCEL still establishes the call (§9.1 race).
+                if matches!(d.state, DialogState::Calling | DialogState::Proceeding)
+                    || d.end == Some(DialogEnd::Cancelled)
+                {
+                    d.state = DialogState::Confirmed;
+                    d.end = None;
+                }
+            }
+            _ => {
+                if d.final_code.is_none() {
+                    d.final_code = Some(code);
+                    d.final_ts = Some(ts);
+                }
+                // A 487 after CANCEL finds the dialog already terminated as "cancelled".
+                if matches!(d.state, DialogState::Calling | DialogState::Proceeding) {
+                    d.state = DialogState::Terminated;
+                    d.end = Some(DialogEnd::Rejected { code });
+                }
+            }
+        }
+    }
+
+    fn on_register(
+        &mut self,
+        ts: Timestamp,
+        frame_no: u64,
+        side: Side,
+        call_id: &str,
+        cseq: u32,
+        msg: &SipMessage,
+    ) {
+        // Retransmission of the same transaction (§17.1.2.2): keep the first.
+        if self
+            .registrations
+            .iter()
+            .rev()
+            .take(16)
+            .any(|r| r.call_id == call_id && r.cseq_num == cseq)
+        {
+            return;
+        }
+        if self.registrations.len() >= self.max_registrations {
+            self.registrations_overflow = self.registrations_overflow.saturating_add(1);
+            return;
+        }
+        self.registrations.push(Registration {
+            call_id: call_id.to_string(),
+            cseq_num: cseq,
+            by: side,
+            ts,
+            frame_no,
+            expires_requested: msg.expires,
+            is_unregister: msg.contact.as_deref() == Some("*") || msg.expires == Some(0),
+            response_code: None,
+            response_ts: None,
+            expires_granted: None,
+            lost: false,
+        });
+    }
+
+    fn on_register_response(
+        &mut self,
+        ts: Timestamp,
+        call_id: &str,
+        cseq: u32,
+        code: u16,
+        msg: &SipMessage,
+    ) {
+        if code < 200 {
+            return;
+        }
+        let Some(r) = self
+            .registrations
+            .iter_mut()
+            .rev()
+            .take(64)
+            .find(|r| r.call_id == call_id && r.cseq_num == cseq)
+        else {
+            return;
+        };
+        if r.response_code.is_none() {
+            r.response_code = Some(code);
+            r.response_ts = Some(ts);
+            if (200..300).contains(&code) {
+                r.expires_granted = msg.expires;
+            }
+        }
+    }
+
+    /// The connection died at `ts`: every dialog that was up (Confirmed) or early (Proceeding)
+    /// and never saw a BYE is a call cut by transport loss; pending INVITEs and REGISTERs are
+    /// marked lost too.
+    pub fn mark_connection_died(&mut self, ts: Timestamp) {
+        for d in &mut self.dialogs {
+            if d.state == DialogState::Terminated || d.bye_ts.is_some() {
+                continue;
+            }
+            if matches!(d.state, DialogState::Confirmed | DialogState::Proceeding) {
+                d.cut_by_transport_loss = true;
+                d.cut_ts = Some(ts);
+            }
+            d.state = DialogState::Terminated;
+            d.end = Some(DialogEnd::TransportLost);
+        }
+        for r in &mut self.registrations {
+            if r.response_code.is_none() {
+                r.lost = true;
+            }
+        }
+    }
+
+    /// Dialogs cut by the transport loss.
+    pub fn cut_calls(&self) -> impl Iterator<Item = &Dialog> {
+        self.dialogs.iter().filter(|d| d.cut_by_transport_loss)
+    }
+
+    /// Seconds between consecutive successful (2xx) registrations: the refresh rhythm.
+    pub fn register_refresh_intervals_s(&self) -> Vec<f64> {
+        let ok: Vec<Timestamp> = self
+            .registrations
+            .iter()
+            .filter(|r| r.response_code.is_some_and(|c| (200..300).contains(&c)))
+            .map(|r| r.ts)
+            .collect();
+        ok.windows(2)
+            .map(|w| (w[1].0.saturating_sub(w[0].0)) as f64 / 1e9)
+            .collect()
+    }
+
+    /// The last successful registration, with the time its binding expires (ts + granted, or
+    /// requested, expiry): a connection that dies after that without a refresh had lost its
+    /// registration already.
+    pub fn last_binding_expiry(&self) -> Option<(&Registration, Timestamp)> {
+        let r = self
+            .registrations
+            .iter()
+            .rev()
+            .find(|r| r.response_code.is_some_and(|c| (200..300).contains(&c)))?;
+        let secs = r.expires_granted.or(r.expires_requested)?;
+        let base = r.response_ts.unwrap_or(r.ts);
+        Some((
+            r,
+            Timestamp(
+                base.0
+                    .saturating_add(i64::from(secs).saturating_mul(1_000_000_000)),
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGISTER: &[u8] = b"REGISTER sip:pbx.example.com SIP/2.0\r\n\
+v: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKasudf;rport\r\n\
+Max-Forwards: 70\r\n\
+t: <sip:1001@pbx.example.com>\r\n\
+f: \"Agent 1001\" <sip:1001@pbx.example.com>;tag=65bnmj.l\r\n\
+i: aiu2nq4b3o1ck@df7jal23ls0d.invalid\r\n\
+CSeq: 1 REGISTER\r\n\
+m: <sip:a8h2k@df7jal23ls0d.invalid;transport=ws>;expires=600;+sip.instance=\"<urn:uuid:1>\"\r\n\
+k: path,gruu,outbound\r\n\
+User-Agent: JsSIP 3.10.0\r\n\
+l: 0\r\n\
+\r\n";
+
+    const REGISTER_OK: &[u8] = b"SIP/2.0 200 OK\r\n\
+Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKasudf;rport=51234;received=203.0.113.7\r\n\
+To: <sip:1001@pbx.example.com>;tag=as6e0f2\r\n\
+From: \"Agent 1001\" <sip:1001@pbx.example.com>;tag=65bnmj.l\r\n\
+Call-ID: aiu2nq4b3o1ck@df7jal23ls0d.invalid\r\n\
+CSeq: 1 REGISTER\r\n\
+Contact: <sip:a8h2k@df7jal23ls0d.invalid;transport=ws>;expires=300\r\n\
+Server: Asterisk PBX 18\r\n\
+Content-Length: 0\r\n\
+\r\n";
+
+    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 203.0.113.7\r\ns=-\r\nc=IN IP4 203.0.113.7\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+
+    fn msg(start: &str, call_id: &str, cseq: &str, to_tag: Option<&str>, body: &str) -> Vec<u8> {
+        let to = match to_tag {
+            Some(t) => format!("To: <sip:2000@pbx>;tag={t}\r\n"),
+            None => "To: <sip:2000@pbx>\r\n".to_string(),
+        };
+        format!(
+            "{start}\r\nVia: SIP/2.0/WSS x.invalid;branch=z9hG4bK{cseq_b}\r\nFrom: <sip:1001@pbx>;tag=ft\r\n{to}Call-ID: {call_id}\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len(),
+            cseq_b = cseq.replace(' ', "")
+        )
+        .into_bytes()
+    }
+
+    fn parse(b: &[u8]) -> SipMessage {
+        match parse_message(b) {
+            Parse::Complete { value, consumed } => {
+                assert_eq!(consumed, b.len());
+                value
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn register_with_compact_headers() {
+        let m = parse(REGISTER);
+        assert_eq!(
+            m.start,
+            Start::Request {
+                method: "REGISTER".into(),
+                uri: "sip:pbx.example.com".into()
+            }
+        );
+        assert_eq!(
+            m.call_id.as_deref(),
+            Some("aiu2nq4b3o1ck@df7jal23ls0d.invalid")
+        );
+        assert_eq!(
+            (m.cseq_num, m.cseq_method.as_deref()),
+            (Some(1), Some("REGISTER"))
+        );
+        assert_eq!(m.from_tag.as_deref(), Some("65bnmj.l"));
+        assert_eq!(m.from_uri.as_deref(), Some("sip:1001@pbx.example.com"));
+        assert_eq!(m.to_tag, None);
+        assert_eq!(m.via_branch.as_deref(), Some("z9hG4bKasudf"));
+        assert_eq!(m.via_transport.as_deref(), Some("WSS"));
+        assert_eq!(m.expires, Some(600), "from the Contact's expires parameter");
+        assert_eq!(m.user_agent.as_deref(), Some("JsSIP 3.10.0"));
+        assert_eq!((m.content_length, m.body_len), (Some(0), 0));
+
+        let ok = parse(REGISTER_OK);
+        assert_eq!(ok.status(), Some(200));
+        assert_eq!(ok.to_tag.as_deref(), Some("as6e0f2"));
+        assert_eq!(ok.expires, Some(300));
+        assert_eq!(ok.server.as_deref(), Some("Asterisk PBX 18"));
+
+        let mut d = SipDialogs::new();
+        d.add(Timestamp(0), 1, true, &parse(REGISTER));
+        d.add(Timestamp(50_000_000), 2, false, &ok);
+        let r = &d.registrations[0];
+        assert_eq!(
+            (r.expires_requested, r.expires_granted),
+            (Some(600), Some(300))
+        );
+        assert_eq!(r.response_code, Some(200));
+        let (_, until) = d.last_binding_expiry().unwrap();
+        assert_eq!(until, Timestamp(300_050_000_000));
+    }
+
+    #[test]
+    fn invite_with_sdp_two_and_a_half_messages_on_a_stream() {
+        let invite = msg("INVITE sip:2000@pbx SIP/2.0", "c1", "1 INVITE", None, SDP);
+        let trying = msg("SIP/2.0 100 Trying", "c1", "1 INVITE", None, "");
+        let ringing = msg("SIP/2.0 180 Ringing", "c1", "1 INVITE", Some("tt"), "");
+        let mut stream = invite.clone();
+        stream.extend_from_slice(&trying);
+        stream.extend_from_slice(&ringing[..ringing.len() / 2]);
+
+        let (m, n) = parse_message(&stream).complete().unwrap();
+        assert_eq!(n, invite.len());
+        assert_eq!(m.method(), Some("INVITE"));
+        assert_eq!(m.body_len, SDP.len() as u64);
+        assert_eq!(m.content_type.as_deref(), Some("application/sdp"));
+        let rest = &stream[n..];
+        let (m2, n2) = parse_message(rest).complete().unwrap();
+        assert_eq!(m2.status(), Some(100));
+        assert_eq!(parse_message(&rest[n2..]), Parse::Partial);
+        // The INVITE cut inside its body is partial too.
+        assert_eq!(parse_message(&invite[..invite.len() - 3]), Parse::Partial);
+        // One WebSocket message (RFC 7118 §4): the body is the rest.
+        let (d, _) = parse_datagram(&invite).complete().unwrap();
+        assert_eq!(d.body_len, SDP.len() as u64);
+    }
+
+    #[test]
+    fn sip_in_a_cut_websocket_prefix() {
+        let invite = msg("INVITE sip:2000@pbx SIP/2.0", "c9", "1 INVITE", None, SDP);
+        let head_end = invite.len() - SDP.len();
+        let (m, _) = parse_ws_message(&invite[..head_end + 5], invite.len() as u64)
+            .complete()
+            .unwrap();
+        assert_eq!(m.call_id.as_deref(), Some("c9"));
+        assert_eq!(m.body_len, SDP.len() as u64);
+        assert_eq!(
+            parse_ws_message(&invite[..60], invite.len() as u64),
+            Parse::Partial
+        );
+        assert!(matches!(
+            parse_ws_message(b"\x00\x01binary\r\n", 500),
+            Parse::Invalid(_)
+        ));
+        let (whole, _) = parse_ws_message(&invite, invite.len() as u64)
+            .complete()
+            .unwrap();
+        assert_eq!(whole.body_len, SDP.len() as u64);
+    }
+
+    #[test]
+    fn headers_case_folding_and_missing_length() {
+        let raw = b"OPTIONS sip:pbx SIP/2.0\r\nCALL-ID: abc\r\ncseq: 7\r\n  OPTIONS\r\nFROM: <sip:a@b>;TAG=x\r\n\r\ntrailing";
+        let (m, n) = parse_message(raw).complete().unwrap();
+        assert_eq!(m.call_id.as_deref(), Some("abc"));
+        assert_eq!(
+            (m.cseq_num, m.cseq_method.as_deref()),
+            (Some(7), Some("OPTIONS"))
+        );
+        assert_eq!(m.from_tag.as_deref(), Some("x"));
+        assert_eq!(m.content_length, None);
+        assert_eq!(
+            &raw[n..],
+            b"trailing",
+            "no Content-Length on a stream: no body"
+        );
+    }
+
+    #[test]
+    fn not_sip() {
+        assert!(matches!(
+            parse_message(b"GET / HTTP/1.1\r\n\r\n"),
+            Parse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_message(b"HTTP/1.1 200 OK\r\n"),
+            Parse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_message(b"SIP/2.0 999 Nope\r\n\r\n"),
+            Parse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_message(b"INVITE sip:a SIP/2.0\r\nContent-Length: 12x\r\n\r\n"),
+            Parse::Invalid(_)
+        ));
+        assert_eq!(
+            parse_message(b"INVITE sip:a SIP/2.0\r\nVia: x"),
+            Parse::Partial
+        );
+    }
+
+    #[test]
+    fn crlf_keepalives() {
+        assert_eq!(is_crlf_keepalive(b"\r\n\r\n"), Some(KeepAlive::Ping));
+        assert_eq!(is_crlf_keepalive(b"\r\n"), Some(KeepAlive::Pong));
+        assert_eq!(is_crlf_keepalive(b"\r\n\r\n\r\n"), None);
+        assert_eq!(is_crlf_keepalive(b"OPTIONS"), None);
+        let mut stream = b"\r\n\r\n".to_vec();
+        stream.extend_from_slice(REGISTER);
+        assert_eq!(leading_crlf_len(&stream), 4);
+        let (m, n) = parse_message(&stream).complete().unwrap();
+        assert_eq!((m.leading_crlf, n), (4, stream.len()));
+        assert_eq!(parse_message(b"\r\n\r\n"), Parse::Partial);
+    }
+
+    fn call(d: &mut SipDialogs, steps: &[(&str, bool, Option<&str>)]) {
+        for (i, (start, from_client, to_tag)) in steps.iter().enumerate() {
+            let cseq = if start.contains("BYE") || start.ends_with("BYE") {
+                "2 BYE"
+            } else if start.starts_with("ACK") {
+                "1 ACK"
+            } else {
+                "1 INVITE"
+            };
+            let body = if start.starts_with("INVITE") { SDP } else { "" };
+            let m = parse(&msg(start, "call-1", cseq, *to_tag, body));
+            d.add(
+                Timestamp(i as i64 * 1_000_000_000),
+                i as u64 + 1,
+                *from_client,
+                &m,
+            );
+        }
+    }
+
+    #[test]
+    fn dialog_invite_to_bye() {
+        let mut d = SipDialogs::new();
+        call(
+            &mut d,
+            &[
+                ("INVITE sip:2000@pbx SIP/2.0", true, None),
+                ("SIP/2.0 180 Ringing", false, Some("tt")),
+                ("SIP/2.0 200 OK", false, Some("tt")),
+                ("ACK sip:2000@pbx SIP/2.0", true, Some("tt")),
+                ("BYE sip:1001@x SIP/2.0", false, Some("tt")),
+            ],
+        );
+        assert_eq!(d.dialogs[0].state, DialogState::Confirmed);
+        let ok = parse(&msg("SIP/2.0 200 OK", "call-1", "2 BYE", Some("tt"), ""));
+        d.add(Timestamp(5_000_000_000), 6, true, &ok);
+        let dl = &d.dialogs[0];
+        assert_eq!(dl.state, DialogState::Terminated);
+        assert_eq!(dl.end, Some(DialogEnd::Bye));
+        assert_eq!(dl.caller, Side::Client);
+        assert_eq!(dl.bye_by, Some(Side::Server));
+        assert_eq!(dl.to_tag.as_deref(), Some("tt"));
+        assert_eq!(
+            (dl.first_1xx_ts, dl.ok_ts, dl.ack_ts, dl.bye_ok_ts),
+            (
+                Some(Timestamp(1_000_000_000)),
+                Some(Timestamp(2_000_000_000)),
+                Some(Timestamp(3_000_000_000)),
+                Some(Timestamp(5_000_000_000))
+            )
+        );
+        d.mark_connection_died(Timestamp(9));
+        assert_eq!(d.cut_calls().count(), 0);
+    }
+
+    #[test]
+    fn dialog_cut_by_transport_loss() {
+        let mut d = SipDialogs::new();
+        call(
+            &mut d,
+            &[
+                ("INVITE sip:2000@pbx SIP/2.0", true, None),
+                ("SIP/2.0 180 Ringing", false, Some("tt")),
+                ("SIP/2.0 200 OK", false, Some("tt")),
+                ("ACK sip:2000@pbx SIP/2.0", true, Some("tt")),
+            ],
+        );
+        d.mark_connection_died(Timestamp(60_000_000_000));
+        let cut: Vec<_> = d.cut_calls().collect();
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].end, Some(DialogEnd::TransportLost));
+        assert_eq!(cut[0].cut_ts, Some(Timestamp(60_000_000_000)));
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["dialogs"][0]["cut_by_transport_loss"], true);
+    }
+
+    #[test]
+    fn rejected_and_cancelled_calls() {
+        let mut d = SipDialogs::new();
+        let inv = parse(&msg(
+            "INVITE sip:2000@pbx SIP/2.0",
+            "c2",
+            "1 INVITE",
+            None,
+            SDP,
+        ));
+        d.add(Timestamp(0), 1, true, &inv);
+        d.add(
+            Timestamp(1),
+            2,
+            false,
+            &parse(&msg(
+                "SIP/2.0 486 Busy Here",
+                "c2",
+                "1 INVITE",
+                Some("x"),
+                "",
+            )),
+        );
+        assert_eq!(d.dialogs[0].end, Some(DialogEnd::Rejected { code: 486 }));
+        let inv = parse(&msg(
+            "INVITE sip:2000@pbx SIP/2.0",
+            "c3",
+            "1 INVITE",
+            None,
+            SDP,
+        ));
+        d.add(Timestamp(2), 3, true, &inv);
+        d.add(
+            Timestamp(3),
+            4,
+            true,
+            &parse(&msg(
+                "CANCEL sip:2000@pbx SIP/2.0",
+                "c3",
+                "1 CANCEL",
+                None,
+                "",
+            )),
+        );
+        d.add(
+            Timestamp(4),
+            5,
+            false,
+            &parse(&msg(
+                "SIP/2.0 487 Request Terminated",
+                "c3",
+                "1 INVITE",
+                Some("y"),
+                "",
+            )),
+        );
+        assert_eq!(d.dialogs[1].end, Some(DialogEnd::Cancelled));
+        d.mark_connection_died(Timestamp(5));
+        assert_eq!(d.cut_calls().count(), 0);
+    }
+
+    #[test]
+    fn dialogs_are_capped() {
+        let mut d = SipDialogs::with_caps(2, 2);
+        for i in 0..5 {
+            let m = parse(&msg(
+                "INVITE sip:x SIP/2.0",
+                &format!("id{i}"),
+                "1 INVITE",
+                None,
+                "",
+            ));
+            d.add(Timestamp(i), 1, true, &m);
+        }
+        assert_eq!((d.dialogs.len(), d.dialogs_overflow), (2, 3));
+    }
+
+    #[test]
+    fn register_refresh_and_lost_registration() {
+        let mut d = SipDialogs::new();
+        for k in 0..3u32 {
+            let r =
+                String::from_utf8_lossy(REGISTER).replace("CSeq: 1", &format!("CSeq: {}", k + 1));
+            let ok = String::from_utf8_lossy(REGISTER_OK)
+                .replace("CSeq: 1", &format!("CSeq: {}", k + 1));
+            let t = i64::from(k) * 300_000_000_000;
+            d.add(Timestamp(t), 1, true, &parse(r.as_bytes()));
+            if k < 2 {
+                d.add(Timestamp(t + 1), 2, false, &parse(ok.as_bytes()));
+            }
+        }
+        assert_eq!(d.register_refresh_intervals_s(), vec![300.0]);
+        d.mark_connection_died(Timestamp(700_000_000_000));
+        assert!(d.registrations[2].lost);
+        assert!(!d.registrations[1].lost);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..500)) {
+            let mut d = SipDialogs::new();
+            for parsed in [parse_message(&data), parse_datagram(&data)] {
+                if let Parse::Complete { value, consumed } = parsed {
+                    proptest::prop_assert!(consumed <= data.len());
+                    d.add(Timestamp(0), 1, true, &value);
+                }
+            }
+            let mut with_start = b"INVITE sip:a SIP/2.0\r\n".to_vec();
+            with_start.extend_from_slice(&data);
+            let _ = parse_message(&with_start);
+            let _ = parse_ws_message(&with_start, with_start.len() as u64 + 100);
+            let _ = parse_ws_message(&data, 50);
+            if let Parse::Complete { value, .. } = parse_datagram(&with_start) {
+                d.add(Timestamp(1), 2, false, &value);
+            }
+            d.mark_connection_died(Timestamp(2));
+        }
+    }
+}
