@@ -8,6 +8,12 @@ use std::net::IpAddr;
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
+use crate::app::session::{HttpSummary, Service};
+use crate::app::sip::SipDialogs;
+use crate::app::tls::ClientHello;
+use crate::app::websocket::{AnomalyKind, WsStats};
 use crate::capture::Timestamp;
 use crate::tcp::{Connection, Direction, Gap, IpIdPattern, Proto, Termination};
 
@@ -68,6 +74,95 @@ pub struct FlowRecord<'a> {
     /// sender's usual one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub termination: Option<&'a Termination>,
+    // ---- application layer ----
+    /// Zeek's `service`: websocket, sip, tls or http.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    /// The HTTP upgrade: request line, Host, Origin, User-Agent, Sec-WebSocket-* and the
+    /// proxy headers (X-Forwarded-For, X-Real-IP, Forwarded), the response status, and whether
+    /// Sec-WebSocket-Accept matched the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<&'a HttpSummary>,
+    /// WebSocket subprotocol (Sec-WebSocket-Protocol of the 101, else of the request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subprotocol: Option<&'a str>,
+    /// WebSocket frames by opcode name, both directions together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_frames: Option<BTreeMap<&'static str, u64>>,
+    /// Who closed the WebSocket first, with code and reason, and whether both sides sent close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_close: Option<WsClose>,
+    /// WebSocket protocol violations (frame number, kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_anomalies: Option<&'a [(u64, AnomalyKind)]>,
+    /// The keep-alive mechanism and its rhythm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatRecord>,
+    /// SIP on this connection: messages, dialogs (calls) and registrations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip: Option<SipRecord>,
+    /// TLS ClientHello: SNI, version, ALPN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'a ClientHello>,
+}
+
+#[derive(Serialize)]
+pub struct WsClose {
+    pub by: crate::app::Side,
+    pub code: Option<u16>,
+    pub reason: String,
+    pub both: bool,
+}
+
+#[derive(Serialize)]
+pub struct HeartbeatRecord {
+    pub kind: crate::app::heartbeat::HeartbeatKind,
+    pub started_by: crate::app::Side,
+    pub count: usize,
+    pub interval_median_s: f64,
+    pub interval_p95_s: f64,
+    pub interval_max_s: f64,
+    /// A run of beats much slower than usual (a throttled background tab).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stretched: Option<crate::app::heartbeat::Stretch>,
+}
+
+#[derive(Serialize)]
+pub struct SipRecord {
+    pub messages: u64,
+    pub calls: usize,
+    pub registrations: usize,
+    /// Call-IDs of the dialogs.
+    pub call_ids: Vec<String>,
+}
+
+impl SipRecord {
+    fn from(d: &SipDialogs) -> Self {
+        SipRecord {
+            messages: d.messages,
+            calls: d.dialogs.len(),
+            registrations: d.registrations.len(),
+            call_ids: d.dialogs.iter().map(|x| x.call_id.clone()).collect(),
+        }
+    }
+}
+
+/// Frame counts by opcode name, both directions.
+pub fn ws_frames(w: &WsStats) -> BTreeMap<&'static str, u64> {
+    let mut m = BTreeMap::new();
+    for d in [&w.client, &w.server] {
+        for (name, n) in [
+            ("continuation", d.continuation),
+            ("text", d.text),
+            ("binary", d.binary),
+            ("close", d.close),
+            ("ping", d.ping),
+            ("pong", d.pong),
+        ] {
+            *m.entry(name).or_insert(0) += n;
+        }
+    }
+    m
 }
 
 #[derive(Serialize)]
@@ -134,6 +229,55 @@ impl<'a> FlowRecord<'a> {
                 ..g
             }),
             termination: c.termination.as_ref(),
+            service: c.app.as_ref().and_then(|a| a.service),
+            http: c.app.as_ref().and_then(|a| a.http.as_ref()),
+            subprotocol: c.app.as_ref().and_then(|a| a.http.as_ref()).and_then(|h| {
+                h.response
+                    .as_ref()
+                    .and_then(|r| r.sec_websocket_protocol.as_deref())
+                    .or(h.request.sec_websocket_protocol.as_deref())
+            }),
+            ws_frames: c
+                .app
+                .as_ref()
+                .and_then(|a| a.websocket.as_ref())
+                .map(ws_frames),
+            ws_close: c
+                .app
+                .as_ref()
+                .and_then(|a| a.websocket.as_ref())
+                .and_then(|w| {
+                    w.first_close.as_ref().map(|f| WsClose {
+                        by: f.by,
+                        code: f.code,
+                        reason: f.reason.clone(),
+                        both: w.both_sent_close(),
+                    })
+                }),
+            ws_anomalies: c
+                .app
+                .as_ref()
+                .map(|a| a.ws_anomalies.as_slice())
+                .filter(|a| !a.is_empty()),
+            heartbeat: c
+                .app
+                .as_ref()
+                .and_then(|a| a.heartbeat.as_ref())
+                .map(|h| HeartbeatRecord {
+                    kind: h.kind,
+                    started_by: h.started_by,
+                    count: h.count,
+                    interval_median_s: round6(h.interval_median_s),
+                    interval_p95_s: round6(h.interval_p95_s),
+                    interval_max_s: round6(h.interval_max_s),
+                    stretched: h.stretched.clone(),
+                }),
+            sip: c
+                .app
+                .as_ref()
+                .and_then(|a| a.sip.as_ref())
+                .map(SipRecord::from),
+            tls: c.app.as_ref().and_then(|a| a.tls.as_ref()),
         }
     }
 }

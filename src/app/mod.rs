@@ -31,6 +31,7 @@
 
 pub mod heartbeat;
 pub mod http;
+pub mod session;
 pub mod sip;
 pub mod tls;
 pub mod websocket;

@@ -23,6 +23,9 @@ pub mod zeek;
 
 use zeek::{Seg, ZeekTcp};
 
+use crate::app::session::{AppSummary, Session};
+use reassembly::{Reassembler, StreamSink};
+
 /// Zeek's defaults for when a quiet UDP flow is over (`udp_inactivity_timeout`, 1 min,
 /// scripts/base/init-bare.zeek).
 pub const UDP_INACTIVITY_NS: i64 = 60_000_000_000;
@@ -365,6 +368,9 @@ pub struct Connection {
     pub termination: Option<Termination>,
     /// Bytes the peer acknowledged that the capture never saw (Zeek's missed_bytes).
     pub missed_bytes: u64,
+    /// What the application layer found (service, upgrade, WebSocket, SIP, TLS, heartbeat).
+    #[serde(skip)]
+    pub app: Option<AppSummary>,
     /// A new SYN on this 5-tuple split this connection from an earlier one.
     pub reused_port: bool,
 }
@@ -392,9 +398,11 @@ fn seq_lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Live {
     conn: Connection,
+    /// Stream reassembly and the application parsers (TCP), or SIP over UDP.
+    app: Option<Box<AppState>>,
     /// Zeek's endpoint states, history and byte counts.
     zeek: Option<ZeekTcp>,
     orig_seq: SeqState,
@@ -407,9 +415,54 @@ struct Live {
     orig_key: (IpAddr, u16),
 }
 
+/// Per-connection application state: one reassembler per direction feeding the session.
+#[derive(Debug)]
+struct AppState {
+    client: Reassembler,
+    server: Reassembler,
+    session: Session,
+}
+
+/// Hands reassembled bytes of one direction to the session.
+struct Sink<'a> {
+    session: &'a mut Session,
+    from_client: bool,
+}
+
+impl StreamSink for Sink<'_> {
+    fn data(&mut self, bytes: &[u8], ts: Timestamp, frame: u64) {
+        self.session.data(self.from_client, bytes, ts, frame);
+    }
+    fn gap(&mut self, missing: u64) {
+        self.session.gap(self.from_client, missing);
+    }
+}
+
+/// What the tracker does beyond TCP/UDP bookkeeping.
+#[derive(Clone, Copy, Debug)]
+pub struct TrackerOptions {
+    /// Reassemble streams and run the application parsers.
+    pub app: bool,
+    /// Keep each connection's application events (`vantage flows --detail`).
+    pub detail: bool,
+    /// Bytes held out of order per direction.
+    pub reassembly_cap: usize,
+}
+
+impl Default for TrackerOptions {
+    fn default() -> Self {
+        TrackerOptions {
+            app: true,
+            detail: false,
+            reassembly_cap: reassembly::DEFAULT_CAP,
+        }
+    }
+}
+
 /// Tracks the connections of one capture.
 pub struct Tracker {
     capture: String,
+    opts: TrackerOptions,
     live: HashMap<FlowKey, Live>,
     done: Vec<Connection>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
@@ -429,8 +482,13 @@ const SWEEP_EVERY_NS: i64 = 1_000_000_000;
 
 impl Tracker {
     pub fn new(capture: impl Into<String>) -> Self {
+        Self::with_options(capture, TrackerOptions::default())
+    }
+
+    pub fn with_options(capture: impl Into<String>, opts: TrackerOptions) -> Self {
         Tracker {
             capture: capture.into(),
+            opts,
             live: HashMap::new(),
             done: Vec::new(),
             other_ip: 0,
@@ -512,10 +570,20 @@ impl Tracker {
             }
         }
         let capture = &self.capture;
+        let opts = self.opts;
         let live = self.live.entry(key).or_insert_with(|| {
             let dst = (p.dst, t.dst_port);
             let (orig, resp, mid_stream) = orient(flags, src, dst);
-            new_live(capture, Proto::Tcp, orig, resp, frame, p.vlan, mid_stream)
+            new_live(
+                capture,
+                Proto::Tcp,
+                orig,
+                resp,
+                frame,
+                p.vlan,
+                mid_stream,
+                &opts,
+            )
         });
         live.conn.reused_port |= reused;
         track_tcp(live, frame, p, t);
@@ -531,15 +599,16 @@ impl Tracker {
         }
         let src = (p.src, u.src_port);
         let capture = &self.capture;
+        let opts = self.opts;
         let live = self.live.entry(key).or_insert_with(|| {
             new_live(
                 capture,
                 Proto::Udp,
-                src,
-                (p.dst, u.dst_port),
+                (src, (p.dst, u.dst_port)),
                 frame,
                 p.vlan,
                 false,
+                &opts,
             )
         });
         let from_orig = src == live.orig_key;
@@ -569,20 +638,42 @@ impl Tracker {
             &mut live.resp_seq.profile
         };
         prof.add(p.ttl, p.ip_id);
+        // SIP over UDP (RFC 3261 §18.2): one message per datagram.
+        if opts.app && crate::app::session::looks_like_sip(u.payload) {
+            if let crate::app::Parse::Complete { value, .. } =
+                crate::app::sip::parse_datagram(u.payload)
+            {
+                let app = live.conn.app.get_or_insert_with(|| AppSummary {
+                    service: Some(crate::app::session::Service::Sip),
+                    ..AppSummary::default()
+                });
+                app.sip
+                    .get_or_insert_with(crate::app::sip::SipDialogs::new)
+                    .add(frame.ts, frame.number, from_orig, &value);
+            }
+        }
     }
 }
 
 fn new_live(
     capture: &str,
     proto: Proto,
-    orig: (IpAddr, u16),
-    resp: (IpAddr, u16),
+    (orig, resp): ((IpAddr, u16), (IpAddr, u16)),
     frame: &Frame<'_>,
     vlan: [u16; 2],
     mid_stream: bool,
+    opts: &TrackerOptions,
 ) -> Live {
     let uid = make_uid(capture, proto, orig, resp, frame.ts);
+    let app = (opts.app && proto == Proto::Tcp).then(|| {
+        Box::new(AppState {
+            client: Reassembler::new(opts.reassembly_cap),
+            server: Reassembler::new(opts.reassembly_cap),
+            session: Session::new(opts.detail),
+        })
+    });
     Live {
+        app,
         conn: Connection {
             uid,
             capture: capture.to_string(),
@@ -606,6 +697,7 @@ fn new_live(
             silences: Vec::new(),
             termination: None,
             missed_bytes: 0,
+            app: None,
             reused_port: false,
         },
         zeek: (proto == Proto::Tcp).then(ZeekTcp::default),
@@ -821,7 +913,7 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
     count(d, frame, p);
     d.payload_bytes_sent += t.payload_len as u64;
     seq.profile.add(p.ttl, p.ip_id);
-    let retransmission = wireshark_analysis(d, seq, t);
+    let (retransmission, keepalive) = wireshark_analysis(d, seq, t);
     d.isn = seq.isn;
     d.saw_syn = seq.saw_syn;
     let kind = if flags.syn() && flags.ack() {
@@ -856,6 +948,10 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
             d.retransmitted.push(sample);
         }
         d.samples.push(sample);
+    }
+
+    if let Some(app) = live.app.as_deref_mut() {
+        feed_app(app, from_orig, frame, t, keepalive);
     }
 
     if let Some(z) = live.zeek.as_mut() {
@@ -920,9 +1016,10 @@ fn termination(
 /// `tcp_analyze_sequence_number`): keep-alive (length 0 or 1, seq = next expected − 1, no
 /// SYN/FIN/RST), retransmission (carries sequence space below the next expected), previous
 /// segment not captured (starts above it), zero window (window 0, no SYN/FIN/RST).
-/// Returns whether the segment is a retransmission.
-fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>) -> bool {
+/// Returns whether the segment is a retransmission, and whether it is a keep-alive.
+fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>) -> (bool, bool) {
     let mut retransmission = false;
+    let mut keepalive = false;
     let flags = t.flags;
     let seglen = t.payload_len + flags.syn() as u32 + flags.fin() as u32;
     if flags.syn() {
@@ -939,6 +1036,7 @@ fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>)
             && t.seq == next.wrapping_sub(1)
         {
             d.keepalives += 1;
+            keepalive = true;
         } else if seglen > 0 && seq_lt(t.seq, next) && !flags.rst() {
             d.retransmissions += 1;
             retransmission = true;
@@ -958,10 +1056,70 @@ fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>)
     if flags.fin() {
         seq.fin_seen = true;
     }
-    retransmission
+    (retransmission, keepalive)
+}
+
+/// Hands a segment to the reassembler of its direction, and its ACK to the other's.
+fn feed_app(
+    app: &mut AppState,
+    from_orig: bool,
+    frame: &Frame<'_>,
+    t: &TcpSegment<'_>,
+    keepalive: bool,
+) {
+    let flags = t.flags;
+    let (mine, theirs) = if from_orig {
+        (&mut app.client, &mut app.server)
+    } else {
+        (&mut app.server, &mut app.client)
+    };
+    if flags.syn() {
+        mine.syn(t.seq);
+    }
+    if keepalive {
+        app.session.tcp_keepalive(frame.ts, from_orig);
+    }
+    if t.payload_len > 0 && !flags.rst() {
+        let seq = t.seq.wrapping_add(flags.syn() as u32);
+        let mut sink = Sink {
+            session: &mut app.session,
+            from_client: from_orig,
+        };
+        mine.segment(
+            seq,
+            t.payload,
+            t.payload_len,
+            frame.ts,
+            frame.number,
+            &mut sink,
+        );
+    }
+    if flags.ack() && !flags.rst() {
+        let mut sink = Sink {
+            session: &mut app.session,
+            from_client: !from_orig,
+        };
+        theirs.acked(t.ack, &mut sink);
+    }
 }
 
 fn finish_live(mut l: Live) -> Connection {
+    if let Some(app) = l.app.take() {
+        let AppState {
+            mut client,
+            mut server,
+            mut session,
+        } = *app;
+        client.flush(&mut Sink {
+            session: &mut session,
+            from_client: true,
+        });
+        server.flush(&mut Sink {
+            session: &mut session,
+            from_client: false,
+        });
+        l.conn.app = Some(session.finish());
+    }
     if let Some(z) = &l.zeek {
         l.conn.conn_state = Some(z.conn_state());
         l.conn.history = Some(z.history().to_string());
