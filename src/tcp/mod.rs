@@ -577,8 +577,7 @@ impl Tracker {
             new_live(
                 capture,
                 Proto::Tcp,
-                orig,
-                resp,
+                (orig, resp),
                 frame,
                 p.vlan,
                 mid_stream,
