@@ -129,6 +129,13 @@ pub struct Numbers {
     pub detection_delay_s: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backoff_s: Vec<f64>,
+    /// heartbeat_too_slow: the heartbeat's rhythm next to the timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_median_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_p95_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_max_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]

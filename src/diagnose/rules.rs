@@ -64,9 +64,14 @@ fn run_rules(ctx: &Ctx<'_>) -> Vec<Finding> {
             deaths.push(d);
         }
     }
-    if let Some(f) = idle_timeout(ctx, &deaths) {
+    let idle = idle_timeout(ctx, &deaths);
+    if let Some(f) = &idle {
+        findings.extend(heartbeat_too_slow(ctx, &deaths, f));
+    }
+    if let Some(f) = idle {
         findings.push(f);
     }
+    findings.extend(call_cut(ctx, &deaths));
     findings.extend(half_open(ctx, &deaths));
     findings.extend(l7_proxy(ctx));
     if let Some(f) = weak_network(ctx, &deaths) {
@@ -1012,15 +1017,9 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         for (l, k) in &later {
             attempts += 1;
             syns.push(ctx.reference_ts(l, k.ts));
-            let answer = k
-                .resp
-                .samples
-                .iter()
-                .find(|s| s.kind == SampleKind::Data)
-                .copied();
-            match answer {
-                Some(s) => {
-                    recovered = Some((ctx.reference_ts(l, s.ts), l, s.frame));
+            match recovery(k) {
+                Some((ts, frame)) => {
+                    recovered = Some((ctx.reference_ts(l, ts), l, frame));
                     break;
                 }
                 None => failed += 1,
@@ -1085,6 +1084,266 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 backoff_s: backoff,
                 ..Numbers::default()
             },
+        });
+    }
+    out
+}
+
+/// When a new signalling connection works again: its WebSocket 101 and the 200 to its first
+/// REGISTER, whichever comes last; without SIP, the 101; without HTTP, the server's first data.
+fn recovery(k: &Connection) -> Option<(Timestamp, u64)> {
+    let app = k.app.as_ref();
+    let upgrade = app
+        .and_then(|a| a.http.as_ref())
+        .filter(|h| h.upgraded)
+        .and_then(|h| Some((h.upgrade_ts?, h.upgrade_frame?)));
+    let registered = app.and_then(|a| a.sip.as_ref()).and_then(|s| {
+        s.registrations
+            .iter()
+            .find(|r| r.response_code.is_some_and(|c| (200..300).contains(&c)))
+            .and_then(|r| Some((r.response_ts?, r.frame_no)))
+    });
+    let http_failed = app
+        .and_then(|a| a.http.as_ref())
+        .is_some_and(|h| h.failed_status.is_some() || (h.requests > 0 && !h.upgraded));
+    match (upgrade, registered) {
+        (Some(u), Some(r)) => Some(if r.0 > u.0 { r } else { u }),
+        (Some(u), None) => Some(u),
+        (None, Some(r)) => Some(r),
+        (None, None) if http_failed => None,
+        (None, None) => k
+            .resp
+            .samples
+            .iter()
+            .find(|s| s.kind == SampleKind::Data)
+            .map(|s| (s.ts, s.frame)),
+    }
+}
+
+/// **heartbeat_too_slow.** The connection's heartbeat (found by the application layer: SIP CRLF
+/// keep-alives, WebSocket pings, periodic small messages, TCP keep-alives) is slower than the
+/// middlebox's idle timeout, or stretches beyond it at times: Chrome throttles the timers of a
+/// background tab to once a minute after five minutes hidden ("intensive wake up throttling",
+/// Chrome 88, developer.chrome.com/blog/timer-throttling-in-chrome-88), which turns a 25 s
+/// heartbeat into a 60 s one. The silence that killed the connection counts as a heartbeat
+/// interval that did not come in time.
+fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Finding> {
+    let n = &idle.numbers;
+    let timer = n.acts == Some("timer");
+    // The timeout's best guess and the line a heartbeat must stay under.
+    let timeout = if timer {
+        n.estimate_s.unwrap_or(0.0)
+    } else {
+        n.upper_s.unwrap_or(0.0)
+    };
+    let limit = if timer {
+        timeout - n.spread_s.unwrap_or(0.0) / 2.0 - 0.05
+    } else {
+        n.lower_s.unwrap_or(0.0)
+    };
+    let mut out = Vec::new();
+    for d in deaths {
+        let Some(p) = ctx.paths.iter().find(|p| p.lined.id == d.conn) else {
+            continue;
+        };
+        // The heartbeat as the client side sent it.
+        let Some((leg, hb)) = p.legs.iter().find_map(|leg| {
+            let hb = ctx.conn(leg).app.as_ref()?.heartbeat.as_ref()?;
+            Some((*leg, hb))
+        }) else {
+            continue;
+        };
+        let slowest = hb.interval_max_s.max(d.silence_s);
+        if slowest < limit {
+            continue;
+        }
+        let kind = serde_json::to_value(hb.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let stretch = hb.stretched.as_ref().map(|s| {
+            format!(
+                " It stretched to a median of {:.1} s for {} beats from {}.",
+                s.interval_median_s,
+                s.count,
+                ctx.reference_ts(leg, s.from).tcpdump()
+            )
+        });
+        let timeout_words = if timer {
+            format!("{timeout:.1} s")
+        } else {
+            format!(
+                "between {:.1} and {:.1} s",
+                n.lower_s.unwrap_or(0.0),
+                n.upper_s.unwrap_or(0.0)
+            )
+        };
+        let evidence = vec![ctx.evidence(
+            leg,
+            ctx.conn(leg).first_frame,
+            hb.first,
+            format!(
+                "{} heartbeat from the {:?} side: {} beats, median {:.3} s, p95 {:.3} s, max {:.3} s",
+                kind,
+                hb.started_by,
+                hb.count,
+                hb.interval_median_s,
+                hb.interval_p95_s,
+                hb.interval_max_s
+            )
+            .to_lowercase(),
+        )];
+        let display_filters = display_filters(ctx, &evidence, &p.legs);
+        out.push(Finding {
+            id: String::new(),
+            kind: FindingKind::HeartbeatTooSlow,
+            severity: Severity::Warning,
+            summary: format!(
+                "{}: the {kind} heartbeat (median {:.1} s) went {:.1} s without a beat; the middlebox's idle timeout is {timeout_words}",
+                d.conn, hb.interval_median_s, slowest
+            ),
+            explanation: format!(
+                "Heartbeat median {:.3} s, p95 {:.3} s, longest gap {:.3} s (including the {:.3} s silence that ended the connection), against an idle timeout of {timeout_words}.{}",
+                hb.interval_median_s,
+                hb.interval_p95_s,
+                hb.interval_max_s,
+                d.silence_s,
+                stretch.unwrap_or_default()
+            ),
+            connections: vec![d.conn.clone()],
+            evidence,
+            display_filters,
+            recommendation: format!(
+                "Beat at most every {:.0} s (about half the timeout) from a timer that background throttling does not stretch (a Web Worker or the server side), or raise the balancer's layer-4 idle timeout above the slowest heartbeat.",
+                (if timer { timeout } else { n.lower_s.unwrap_or(timeout) } / 2.0).max(1.0).floor()
+            ),
+            single_vantage: !ctx.multi_vantage(),
+            numbers: Numbers {
+                estimate_s: n.estimate_s,
+                lower_s: n.lower_s,
+                upper_s: n.upper_s,
+                heartbeat_median_s: Some(round3(hb.interval_median_s)),
+                heartbeat_p95_s: Some(round3(hb.interval_p95_s)),
+                heartbeat_max_s: Some(round3(slowest)),
+                ..Numbers::default()
+            },
+        });
+    }
+    out
+}
+
+/// **call_cut.** SIP dialogs that were up (2xx seen, no BYE) when their signalling connection
+/// died: the call is gone for the agent, while the far side may only learn of it later. The
+/// voice gateway's leg (SIP over UDP, other Call-ID through a B2BUA) is shown where a capture has
+/// it: its BYE, and the Reason header (RFC 3326) the softswitch gave.
+fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for d in deaths {
+        let Some(p) = ctx.paths.iter().find(|p| p.lined.id == d.conn) else {
+            continue;
+        };
+        let mut evidence = Vec::new();
+        let mut calls = Vec::new();
+        for leg in &p.legs {
+            let Some(sip) = ctx.conn(leg).app.as_ref().and_then(|a| a.sip.as_ref()) else {
+                continue;
+            };
+            for dl in &sip.dialogs {
+                let up = dl.ok_ts.is_some_and(|t| ctx.reference_ts(leg, t) <= d.at);
+                let bye_before = dl.bye_ts.is_some_and(|t| ctx.reference_ts(leg, t) <= d.at);
+                if up && !bye_before && !calls.contains(&dl.call_id) {
+                    calls.push(dl.call_id.clone());
+                    evidence.push(ctx.evidence(
+                        leg,
+                        dl.invite_frame,
+                        dl.invite_ts,
+                        format!(
+                            "INVITE of call {} (answered, no BYE before the connection died)",
+                            dl.call_id
+                        ),
+                    ));
+                }
+            }
+        }
+        if calls.is_empty() {
+            continue;
+        }
+        // The gateway's view: UDP SIP dialogs that end by a BYE after the death.
+        let mut gateway = Vec::new();
+        for q in &ctx.paths {
+            for leg in &q.legs {
+                let c = ctx.conn(leg);
+                if c.proto != crate::tcp::Proto::Udp {
+                    continue;
+                }
+                let Some(sip) = c.app.as_ref().and_then(|a| a.sip.as_ref()) else {
+                    continue;
+                };
+                for dl in &sip.dialogs {
+                    let Some(bye) = dl.bye_ts else { continue };
+                    let bye_ref = ctx.reference_ts(leg, bye);
+                    let up_before = dl.ok_ts.is_some_and(|t| ctx.reference_ts(leg, t) <= d.at);
+                    if up_before
+                        && bye_ref >= d.last_good
+                        && !gateway.iter().any(|(id, _)| id == &dl.call_id)
+                    {
+                        gateway.push((dl.call_id.clone(), bye_ref.secs_since(d.at)));
+                        evidence.push(ctx.evidence(
+                            leg,
+                            dl.bye_frame.unwrap_or(c.last_frame),
+                            bye,
+                            format!(
+                                "BYE on the gateway leg (call {}){}",
+                                dl.call_id,
+                                dl.bye_reason
+                                    .as_ref()
+                                    .map_or(String::new(), |r| format!(", Reason: {r}"))
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let legs: Vec<&Leg> = p.legs.clone();
+        let display_filters = display_filters(ctx, &evidence, &legs)
+            .into_iter()
+            .map(|mut f| {
+                f.filter = format!("({}) && sip", f.filter);
+                f
+            })
+            .collect();
+        out.push(Finding {
+            id: String::new(),
+            kind: FindingKind::CallCut,
+            severity: Severity::Critical,
+            summary: format!(
+                "{} call{} up when {} died: {}",
+                calls.len(),
+                if calls.len() == 1 { " was" } else { "s were" },
+                d.conn,
+                calls.join(", ")
+            ),
+            explanation: format!(
+                "The call's signalling connection died with the call up and no BYE on it.{}",
+                if gateway.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " The gateway leg got its BYE {} after the connection died.",
+                        gateway
+                            .iter()
+                            .map(|(_, s)| format!("{s:.1} s"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+            connections: vec![d.conn.clone()],
+            evidence,
+            display_filters,
+            recommendation: "Fix the connection's death first; then let the softswitch keep a call alive across a quick reconnect (RFC 5626 flow recovery) instead of cutting it.".into(),
+            single_vantage: !ctx.multi_vantage(),
+            numbers: Numbers::default(),
         });
     }
     out
