@@ -1269,7 +1269,9 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             continue;
         }
         // The gateway's view: UDP SIP dialogs that end by a BYE after the death.
-        let mut gateway = Vec::new();
+        let mut gateway: Vec<(String, f64)> = Vec::new();
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let mut udp_legs: Vec<&Leg> = Vec::new();
         for q in &ctx.paths {
             for leg in &q.legs {
                 let c = ctx.conn(leg);
@@ -1283,11 +1285,13 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                     let Some(bye) = dl.bye_ts else { continue };
                     let bye_ref = ctx.reference_ts(leg, bye);
                     let up_before = dl.ok_ts.is_some_and(|t| ctx.reference_ts(leg, t) <= d.at);
-                    if up_before
-                        && bye_ref >= d.last_good
-                        && !gateway.iter().any(|(id, _)| id == &dl.call_id)
-                    {
-                        gateway.push((dl.call_id.clone(), bye_ref.secs_since(d.at)));
+                    let key = (leg.vantage.clone(), dl.call_id.clone());
+                    if up_before && bye_ref >= d.last_good && !seen.contains(&key) {
+                        seen.push(key);
+                        udp_legs.push(leg);
+                        if !gateway.iter().any(|(id, _)| id == &dl.call_id) {
+                            gateway.push((dl.call_id.clone(), bye_ref.secs_since(d.at)));
+                        }
                         evidence.push(ctx.evidence(
                             leg,
                             dl.bye_frame.unwrap_or(c.last_frame),
@@ -1304,7 +1308,8 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 }
             }
         }
-        let legs: Vec<&Leg> = p.legs.clone();
+        let mut legs: Vec<&Leg> = p.legs.clone();
+        legs.extend(udp_legs);
         let display_filters = display_filters(ctx, &evidence, &legs)
             .into_iter()
             .map(|mut f| {
@@ -1433,13 +1438,33 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
             would_change: "A RST or FIN that its supposed sender never sent, or retransmissions after a silence that never arrive, would point to a middlebox instead.".into(),
         };
     }
+    let n = ctx.paths.len();
+    let plural = if n == 1 { "" } else { "s" };
+    if !ctx.multi_vantage() {
+        // One capture cannot prove who sent a FIN or RST that fits its sender: say so.
+        let ended_far = ctx
+            .paths
+            .iter()
+            .filter(|p| {
+                let c = ctx.conn(p.legs[0]);
+                c.termination.as_ref().is_some_and(|t| t.by == Side::Resp)
+            })
+            .count();
+        return Verdict {
+            kind: "healthy".into(),
+            summary: format!(
+                "Nothing in this one capture proves a middlebox end or loss ({n} connection{plural}; {ended_far} ended by the far side, which only a capture there can attribute)."
+            ),
+            confidence: 0.4,
+            would_change: "A capture at the other end at the same time would show whether the far side's FIN or RST really left it.".into(),
+        };
+    }
     Verdict {
         kind: "healthy".into(),
         summary: format!(
-            "No connection was ended by a middlebox and no loss was seen in these captures ({} connections).",
-            ctx.paths.len()
+            "No connection was ended by a middlebox and no loss was seen in these captures ({n} connection{plural})."
         ),
-        confidence: 0.6,
+        confidence: 0.7,
         would_change: "Captures that cover a disconnect (the agent's and the softswitch's at the same time) would show its cause.".into(),
     }
 }

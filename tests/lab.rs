@@ -1,0 +1,477 @@
+//! The lab's captures (fixtures/<scenario>/, made by fixtures/lab/run.sh with real kernels,
+//! nftables, HAProxy and nginx): what each capture must show, how the captures line up, and
+//! what the diagnosis concludes. The truth comes from each scenario's manifest (scenario.json):
+//! the configured timeout, heartbeat, clock shifts and expected findings.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use vantage::align::{align, AlignOptions, Alignment, MatchMethod};
+use vantage::diagnose::{diagnose, Diagnosis};
+use vantage::pipeline::{read_vantages, track_capture, VantageSpec};
+use vantage::tcp::{Proto, Side, TerminationKind};
+
+const SCENARIOS: &[&str] = &[
+    "conntrack-reject",
+    "conntrack-reject-serverka",
+    "conntrack-drop",
+    "haproxy-fin",
+    "haproxy-nolinger",
+    "nginx-ws",
+    "weak-network",
+    "control-conntrack",
+    "control-haproxy",
+    "control-nginx",
+];
+
+fn dir(s: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(s)
+}
+
+fn manifest(s: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir(s).join("scenario.json")).unwrap()).unwrap()
+}
+
+/// The vantage names and files of a scenario (the three the incident had, or all five).
+fn specs(s: &str, names: &[&str]) -> Vec<VantageSpec> {
+    let m = manifest(s);
+    names
+        .iter()
+        .map(|n| VantageSpec {
+            name: n.to_string(),
+            path: dir(s).join(m["files"][*n].as_str().unwrap()),
+        })
+        .collect()
+}
+
+const THREE: &[&str] = &["agent", "softswitch", "gateway"];
+const FIVE: &[&str] = &[
+    "agent",
+    "slb-agent-side",
+    "slb-server-side",
+    "softswitch",
+    "gateway",
+];
+
+fn lined_up(s: &str, names: &[&str]) -> Alignment {
+    let (v, errors) = read_vantages(&specs(s, names));
+    assert!(errors.is_empty(), "{s}: {errors:?}");
+    align(v, &AlignOptions::default())
+}
+
+fn kinds(d: &Diagnosis) -> BTreeSet<String> {
+    d.findings
+        .iter()
+        .map(|f| f.kind.name().to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------- what the captures show
+
+#[test]
+fn every_lab_capture_is_read_cleanly() {
+    for s in SCENARIOS {
+        let m = manifest(s);
+        for (_, file) in m["files"].as_object().unwrap() {
+            let f = track_capture(&dir(s).join(file.as_str().unwrap())).unwrap();
+            assert!(f.error.is_none(), "{s}/{file}");
+            assert!(
+                f.summary.warnings.is_empty(),
+                "{s}/{file}: {:?}",
+                f.summary.warnings
+            );
+            assert_eq!(f.summary.malformed, 0, "{s}/{file}");
+            assert!(f.summary.packets > 0, "{s}/{file}");
+        }
+    }
+}
+
+#[test]
+fn conntrack_reject_rst_from_the_vip_never_left_the_softswitch() {
+    let m = manifest("conntrack-reject");
+    let vip = m["addresses"]["vip"].as_str().unwrap();
+    let agent = track_capture(&dir("conntrack-reject").join("agent.pcapng")).unwrap();
+    let first = agent
+        .connections
+        .iter()
+        .find(|c| c.proto == Proto::Tcp)
+        .unwrap();
+    let t = first.termination.as_ref().unwrap();
+    assert_eq!((t.kind, t.by), (TerminationKind::Rst, Side::Resp));
+    assert_eq!(first.resp_h.to_string(), vip);
+    // Built by nftables, not by the softswitch: TTL 64 and IP ID 0 against TTL 63 and a counter.
+    assert_eq!(t.ttl_fits, Some(false));
+    assert_eq!(t.ip_id, Some(0));
+    assert!(!t.ack_flag || t.window == 0);
+    // It answered the first packet after a silence longer than the timeout.
+    let timeout = m["timeout_s"].as_f64().unwrap();
+    assert!(first.max_idle.unwrap().secs > timeout);
+    // The softswitch never sent a RST nor a FIN on any connection.
+    let sw = track_capture(&dir("conntrack-reject").join("softswitch.pcap")).unwrap();
+    assert!(sw
+        .connections
+        .iter()
+        .filter(|c| c.proto == Proto::Tcp)
+        .all(|c| c.termination.is_none()));
+}
+
+#[test]
+fn conntrack_drop_retransmits_into_nothing() {
+    let agent = track_capture(&dir("conntrack-drop").join("agent.pcapng")).unwrap();
+    let first = agent
+        .connections
+        .iter()
+        .find(|c| c.proto == Proto::Tcp)
+        .unwrap();
+    assert!(
+        first.orig.retransmissions >= 3,
+        "{}",
+        first.orig.retransmissions
+    );
+    // No FIN or RST from the far side: the agent ends it itself.
+    let t = first.termination.as_ref().unwrap();
+    assert_eq!(t.by, Side::Orig);
+    let slb = track_capture(&dir("conntrack-drop").join("slb-server-side.pcap")).unwrap();
+    assert!(slb
+        .connections
+        .iter()
+        .filter(|c| c.proto == Proto::Tcp)
+        .all(|c| c.orig.retransmissions == 0 && c.termination.is_none()));
+}
+
+#[test]
+fn proxies_close_both_legs_within_milliseconds_after_the_timeout() {
+    for s in ["nginx-ws", "haproxy-fin", "haproxy-nolinger"] {
+        let m = manifest(s);
+        let timeout = m["timeout_s"].as_f64().unwrap();
+        let al = lined_up(s, THREE);
+        let l = &al.connections[0];
+        assert_eq!(l.legs.len(), 2, "{s}");
+        let ends: Vec<_> = l
+            .legs
+            .iter()
+            .map(|leg| {
+                let c = al.connection(leg);
+                let t = c.termination.as_ref().unwrap();
+                (
+                    leg.vantage.as_str(),
+                    t.by,
+                    al.to_reference(leg.at.0, t.ts),
+                    t.idle_before_s,
+                )
+            })
+            .collect();
+        let agent = ends.iter().find(|e| e.0 == "agent").unwrap();
+        let sw = ends.iter().find(|e| e.0 == "softswitch").unwrap();
+        // Toward the agent the end comes "from the server"; toward the softswitch, "from the
+        // client": the proxy, both times.
+        assert_eq!((agent.1, sw.1), (Side::Resp, Side::Orig), "{s}");
+        assert!(agent.2.secs_since(sw.2).abs() < 0.005, "{s}: {ends:?}");
+        assert!((agent.3 - timeout).abs() < 0.1, "{s}: silence {}", agent.3);
+    }
+}
+
+// ---------------------------------------------------------------- lining up
+
+#[test]
+fn clock_shifts_are_recovered_within_2ms_and_inside_the_bound() {
+    for s in SCENARIOS {
+        let m = manifest(s);
+        let al = lined_up(s, FIVE);
+        for name in ["slb-agent-side", "slb-server-side", "softswitch", "gateway"] {
+            let truth = m["clock_shift_s"][name].as_f64().unwrap();
+            let o = al
+                .clock_offsets
+                .iter()
+                .find(|o| o.vantage == name)
+                .unwrap_or_else(|| panic!("{s}: no offset for {name}"));
+            assert!(
+                (o.offset_s - truth).abs() < 0.002,
+                "{s}/{name}: {} vs {truth}",
+                o.offset_s
+            );
+            assert!(
+                (o.offset_s - truth).abs() <= o.bound_s + 1e-6,
+                "{s}/{name}: {} ± {} does not contain {truth}",
+                o.offset_s,
+                o.bound_s
+            );
+            assert!(o.samples > 0);
+        }
+    }
+}
+
+#[test]
+fn nat_legs_match_one_to_one() {
+    for s in ["conntrack-reject", "conntrack-drop", "control-conntrack"] {
+        let al = lined_up(s, FIVE);
+        let tcp: Vec<_> = al
+            .connections
+            .iter()
+            .filter(|l| l.legs[0].proto == Proto::Tcp)
+            .collect();
+        let agent_conns = al.vantages[0]
+            .flows
+            .connections
+            .iter()
+            .filter(|c| c.proto == Proto::Tcp)
+            .count();
+        assert_eq!(tcp.len(), agent_conns, "{s}");
+        for l in tcp {
+            assert_eq!(l.legs.len(), 4, "{s} {}: {:?}", l.id, l.legs);
+            assert_eq!(l.matched.method, MatchMethod::NatIsn, "{s}");
+            let names: BTreeSet<&str> = l.legs.iter().map(|g| g.vantage.as_str()).collect();
+            assert_eq!(names.len(), 4, "{s}: a vantage twice in one group");
+        }
+        assert_eq!(al.ambiguous, 0);
+    }
+}
+
+#[test]
+fn nginx_legs_are_proxy_legs() {
+    let al = lined_up("nginx-ws", THREE);
+    let tcp: Vec<_> = al
+        .connections
+        .iter()
+        .filter(|l| l.legs[0].proto == Proto::Tcp)
+        .collect();
+    assert_eq!(tcp.len(), 2);
+    for l in tcp {
+        assert_eq!(l.matched.method, MatchMethod::L7Proxy);
+        assert_eq!(l.legs.len(), 2);
+    }
+}
+
+#[test]
+fn unrelated_capture_matches_nothing() {
+    // A capture of other traffic beside a lab capture: Zeek's FTP over IPv6 trace.
+    let specs = vec![
+        VantageSpec {
+            name: "agent".into(),
+            path: dir("conntrack-reject").join("agent.pcapng"),
+        },
+        VantageSpec {
+            name: "elsewhere".into(),
+            path: dir("corpus").join("zeek/testing/btest/Traces/ftp/ipv6.pcap"),
+        },
+    ];
+    let (v, errors) = read_vantages(&specs);
+    assert!(errors.is_empty());
+    let al = align(v, &AlignOptions::default());
+    assert!(al.connections.iter().all(|l| l.legs.len() == 1));
+    assert!(al.clock_offsets.is_empty());
+}
+
+#[test]
+fn weak_network_losses_are_placed_on_the_agent_link() {
+    // The lab drops packets with nftables inside the slb, on the agent's link: the packets
+    // reach the slb's agent-side capture and never leave the slb.
+    let al = lined_up("weak-network", FIVE);
+    assert!(!al.losses.is_empty());
+    for h in &al.losses {
+        let hop = (h.from.as_str(), h.to.as_str());
+        assert!(
+            hop == ("slb-agent-side", "slb-server-side")
+                || hop == ("slb-server-side", "slb-agent-side"),
+            "{hop:?}"
+        );
+    }
+    // With only the endpoints' captures, the same losses land between them.
+    let al = lined_up("weak-network", THREE);
+    assert!(al.losses.iter().all(
+        |h| [h.from.as_str(), h.to.as_str()] == ["agent", "softswitch"]
+            || [h.from.as_str(), h.to.as_str()] == ["softswitch", "agent"]
+    ));
+    assert!(!al.losses.is_empty());
+}
+
+// ---------------------------------------------------------------- diagnosis
+
+fn expected(s: &str) -> BTreeSet<String> {
+    manifest(s)["expected_findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_scenario_gives_its_expected_findings() {
+    for s in SCENARIOS {
+        for names in [THREE, FIVE] {
+            let d = diagnose(&lined_up(s, names));
+            assert_eq!(kinds(&d), expected(s), "{s} with {names:?}");
+        }
+    }
+}
+
+#[test]
+fn idle_timeout_estimates_fit_the_configuration() {
+    for s in SCENARIOS {
+        let m = manifest(s);
+        let d = diagnose(&lined_up(s, THREE));
+        let Some(f) = d.findings.iter().find(|f| f.kind.name() == "idle_timeout") else {
+            continue;
+        };
+        let timeout = m["timeout_s"].as_f64().unwrap();
+        let n = &f.numbers;
+        match m["acts"].as_str().unwrap() {
+            "timer" => {
+                assert_eq!(n.acts, Some("timer"), "{s}");
+                assert!((n.estimate_s.unwrap() - timeout).abs() <= 0.5, "{s}: {n:?}");
+            }
+            _ => {
+                assert_eq!(n.acts, Some("next_packet"), "{s}");
+                let (lo, hi) = (n.lower_s.unwrap(), n.upper_s.unwrap());
+                assert!(lo < hi, "{s}: an interval, not a point");
+                assert!(
+                    lo <= timeout && timeout <= hi,
+                    "{s}: {timeout} not in [{lo}, {hi}]"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_middlebox_is_placed_inside_the_slb() {
+    for s in [
+        "conntrack-reject",
+        "conntrack-drop",
+        "haproxy-fin",
+        "nginx-ws",
+    ] {
+        let d = diagnose(&lined_up(s, FIVE));
+        let f = d
+            .findings
+            .iter()
+            .find(|f| {
+                matches!(
+                    f.kind.name(),
+                    "middlebox_reset" | "middlebox_close" | "silent_drop"
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            f.numbers.hop.as_deref(),
+            Some("between slb-agent-side and slb-server-side"),
+            "{s}"
+        );
+        assert!(!f.single_vantage);
+        assert!(d.verdict.confidence >= 0.8);
+    }
+}
+
+#[test]
+fn one_capture_at_a_time_never_blames_wrongly() {
+    let middlebox = [
+        "middlebox_reset",
+        "middlebox_close",
+        "silent_drop",
+        "idle_timeout",
+    ];
+    for s in SCENARIOS {
+        let exp = expected(s);
+        for name in THREE {
+            let d = diagnose(&lined_up(s, &[name]));
+            for f in &d.findings {
+                // Every kind found from one capture is one the scenario really has...
+                assert!(
+                    exp.contains(f.kind.name()),
+                    "{s} from {name} alone: unexpected {}",
+                    f.kind.name()
+                );
+                // ...and says it rests on one capture.
+                if middlebox.contains(&f.kind.name()) {
+                    assert!(f.single_vantage, "{s}/{name}: {}", f.kind.name());
+                }
+            }
+            if exp.iter().all(|k| !middlebox.contains(&k.as_str())) {
+                assert!(kinds(&d).iter().all(|k| !middlebox.contains(&k.as_str())));
+            }
+        }
+    }
+}
+
+#[test]
+fn controls_and_weak_network_are_not_blamed_on_a_middlebox() {
+    for s in [
+        "control-conntrack",
+        "control-haproxy",
+        "control-nginx",
+        "weak-network",
+    ] {
+        let d = diagnose(&lined_up(s, FIVE));
+        for k in kinds(&d) {
+            assert!(
+                ![
+                    "middlebox_reset",
+                    "middlebox_close",
+                    "idle_timeout",
+                    "silent_drop"
+                ]
+                .contains(&k.as_str()),
+                "{s}: {k}"
+            );
+        }
+    }
+    let d = diagnose(&lined_up("weak-network", THREE));
+    assert_eq!(d.verdict.kind, "weak_network");
+}
+
+#[test]
+fn heartbeat_too_slow_gives_the_numbers_side_by_side() {
+    let d = diagnose(&lined_up("conntrack-reject", THREE));
+    let f = d
+        .findings
+        .iter()
+        .find(|f| f.kind.name() == "heartbeat_too_slow")
+        .unwrap();
+    let m = manifest("conntrack-reject");
+    let schedule: Vec<f64> = m["heartbeat"]["schedule_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let slowest = schedule.iter().copied().fold(0.0, f64::max);
+    assert!((f.numbers.heartbeat_max_s.unwrap() - slowest).abs() < 0.1);
+    assert!(f.numbers.heartbeat_median_s.unwrap() < m["timeout_s"].as_f64().unwrap());
+    assert!(f.numbers.upper_s.is_some());
+}
+
+#[test]
+fn the_cut_call_names_its_call_id_and_the_gateway_bye() {
+    let d = diagnose(&lined_up("conntrack-reject", THREE));
+    let f = d
+        .findings
+        .iter()
+        .find(|f| f.kind.name() == "call_cut")
+        .unwrap();
+    assert!(f.summary.contains('@'), "{}", f.summary);
+    assert!(f
+        .evidence
+        .iter()
+        .any(|e| e.vantage == "gateway" && e.what.contains("agent transport lost")));
+}
+
+#[test]
+fn agent_outage_runs_to_the_new_registration() {
+    let d = diagnose(&lined_up("conntrack-drop", THREE));
+    let f = d
+        .findings
+        .iter()
+        .find(|f| f.kind.name() == "agent_outage")
+        .unwrap();
+    let m = manifest("conntrack-drop");
+    let check = m["heartbeat"]["check_s"].as_f64().unwrap();
+    // A silent drop is noticed only when the heartbeat check gives up.
+    let detect = f.numbers.detection_delay_s.unwrap();
+    assert!((detect - check).abs() < 0.5, "{detect} vs {check}");
+    assert_eq!(f.numbers.reconnect_attempts, Some(1));
+    assert!(f.numbers.outage_s.unwrap() > check);
+}
