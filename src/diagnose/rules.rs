@@ -672,9 +672,15 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         )
     };
     let explanation = if at_timer {
-        format!(
-            "The middlebox acted on its own timer: its FIN/RST came after silences of {min:.3} to {max:.3} s, so the timeout is about {estimate:.2} s."
-        )
+        if n == 1 {
+            format!(
+                "The middlebox acted on its own timer: its FIN/RST came after {min:.3} s of silence, so the timeout is about {estimate:.2} s."
+            )
+        } else {
+            format!(
+                "The middlebox acted on its own timer: its FIN/RST came after silences of {min:.3} to {max:.3} s, so the timeout is about {estimate:.2} s."
+            )
+        }
     } else {
         format!(
             "The middlebox acts only when the next packet arrives, so the timeout is bounded, not measured: a silence of {upper:.3} s proved fatal{}, {}",
@@ -1203,7 +1209,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Fi
                 d.conn, hb.interval_median_s, slowest
             ),
             explanation: format!(
-                "Heartbeat median {:.3} s, p95 {:.3} s, longest gap {:.3} s (including the {:.3} s silence that ended the connection), against an idle timeout of {timeout_words}.{}",
+                "Heartbeat median {:.3} s, p95 {:.3} s, longest interval between beats {:.3} s; the silence that ended the connection lasted {:.3} s. The idle timeout is {timeout_words}.{}",
                 hb.interval_median_s,
                 hb.interval_p95_s,
                 hb.interval_max_s,
