@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::pipeline::{read_vantages, track_capture, VantageSpec};
+use crate::pipeline::{read_vantages, VantageSpec};
 use crate::report;
 
 const EXAMPLES: &str = "\
@@ -152,6 +152,10 @@ pub struct FlowsArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = FlowsFormat::Table)]
     pub format: FlowsFormat,
+    /// Print one connection's application events in time order (its uid, from the table or
+    /// the JSON)
+    #[arg(long, value_name = "UID")]
+    pub detail: Option<String>,
     /// Capture files: pcap or pcapng, optionally gzip-compressed
     #[arg(required = true, value_name = "CAPTURE")]
     pub captures: Vec<PathBuf>,
@@ -301,8 +305,12 @@ fn warn(msg: &str) {
 fn flows(args: FlowsArgs) -> ExitCode {
     let mut failed = false;
     let mut all = Vec::new();
+    let opts = crate::tcp::TrackerOptions {
+        detail: args.detail.is_some(),
+        ..Default::default()
+    };
     for path in &args.captures {
-        match track_capture(path) {
+        match crate::pipeline::track_capture_with(path, opts) {
             Ok(flows) => {
                 for w in &flows.summary.warnings {
                     warn(&format!("{}: {w}", path.display()));
@@ -321,6 +329,14 @@ fn flows(args: FlowsArgs) -> ExitCode {
     }
     let mut conns: Vec<_> = all.iter().flat_map(|f| f.connections.iter()).collect();
     conns.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
+    if let Some(uid) = &args.detail {
+        let Some(c) = conns.iter().find(|c| &c.uid == uid) else {
+            eprintln!("vantage: error: no connection with uid {uid} in these captures");
+            return ExitCode::from(2);
+        };
+        print(&report::detail(c, args.format));
+        return exit(failed);
+    }
     let out = match args.format {
         FlowsFormat::Table => report::flows_table(&conns, args.captures.len() > 1),
         FlowsFormat::Json => report::flows_json(&conns),

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::capture::{CaptureReader, Format, Timestamp};
 use crate::decode::{decode, Decoded};
-use crate::tcp::{Connection, Tracker};
+use crate::tcp::{Connection, Tracker, TrackerOptions};
 
 /// What a capture held, for the capture summary of every report.
 #[derive(Clone, Debug, Serialize)]
@@ -40,9 +40,14 @@ pub struct CaptureFlows {
 /// Reads one capture and tracks its connections. Only opening the file is an `Err`; a file that
 /// breaks later yields what was read plus `error`.
 pub fn track_capture(path: &Path) -> anyhow::Result<CaptureFlows> {
+    track_capture_with(path, TrackerOptions::default())
+}
+
+/// `track_capture` with tracker options (application events kept for `--detail`, caps).
+pub fn track_capture_with(path: &Path, opts: TrackerOptions) -> anyhow::Result<CaptureFlows> {
     let mut reader = CaptureReader::open(path)?;
     let name = path.display().to_string();
-    let mut tracker = Tracker::new(name.clone());
+    let mut tracker = Tracker::with_options(name.clone(), opts);
     let mut summary = CaptureSummary {
         path: name,
         format: reader.format,

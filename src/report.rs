@@ -831,3 +831,31 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// `vantage flows --detail UID`: one connection's application events in time order, after its
+/// conn.log line.
+pub fn detail(c: &Connection, format: crate::cli::FlowsFormat) -> String {
+    let events: &[crate::app::session::AppEvent] =
+        c.app.as_ref().map_or(&[], |a| a.events.as_slice());
+    match format {
+        crate::cli::FlowsFormat::Json => {
+            let v = serde_json::json!({ "connection": FlowRecord::from(c), "events": events });
+            serde_json::to_string_pretty(&v).expect("serializable") + "\n"
+        }
+        crate::cli::FlowsFormat::Table => {
+            let mut out = flows_table(&[c], false);
+            let mut t = table();
+            t.set_header(vec!["time (UTC)", "frame", "dir", "event"]);
+            for e in events {
+                t.add_row(vec![
+                    Cell::new(e.ts.tcpdump()),
+                    Cell::new(e.frame).set_alignment(CellAlignment::Right),
+                    Cell::new(e.dir),
+                    Cell::new(&e.what),
+                ]);
+            }
+            out.push_str(&format!("{t}\n"));
+            out
+        }
+    }
+}
