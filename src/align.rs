@@ -33,7 +33,9 @@ pub struct Vantage {
 }
 
 /// How two legs were matched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchMethod {
     TupleIsn,
@@ -47,7 +49,7 @@ pub enum MatchMethod {
     Ambiguous,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, schemars::JsonSchema)]
 pub struct Match {
     pub method: MatchMethod,
     /// 0..1: how sure the weakest link of the group is.
@@ -55,7 +57,7 @@ pub struct Match {
 }
 
 /// A connection's leg at one vantage.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Leg {
     pub vantage: String,
     pub src: IpAddr,
@@ -72,7 +74,7 @@ pub struct Leg {
 }
 
 /// One connection, lined up across the captures that saw it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct LinedUp {
     pub id: String,
     pub legs: Vec<Leg>,
@@ -82,7 +84,7 @@ pub struct LinedUp {
     pub ts: Timestamp,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ClockOffset {
     pub vantage: String,
     pub reference: String,

@@ -12,7 +12,7 @@ use crate::decode::{decode, Decoded};
 use crate::tcp::{Connection, Tracker, TrackerOptions};
 
 /// What a capture held, for the capture summary of every report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct CaptureSummary {
     pub path: String,
     pub format: Format,

@@ -119,6 +119,36 @@ pub struct Session {
     pending_request: Option<UpgradeRequest>,
     ws_stats: WsStats,
     scratch: Vec<WsEvent>,
+    /// A fragmented data message being put together (RFC 6455 §5.4), per direction
+    /// (client, server).
+    ws_msg: [Option<WsMessage>; 2],
+    /// A hole stopped that direction's WebSocket parser (client, server): parse again from the
+    /// next segment that starts with a plausible frame.
+    ws_resync: [bool; 2],
+    ws_extensions: bool,
+}
+
+/// The fragments of one data message so far: its length and the first bytes of its payload.
+#[derive(Debug)]
+struct WsMessage {
+    len: u64,
+    /// The first payload bytes, at most [`SIP_PREFIX`].
+    prefix: Vec<u8>,
+    /// Every fragment so far was kept whole in its frame's prefix, so `prefix` is contiguous and
+    /// more can be appended.
+    contiguous: bool,
+}
+
+impl WsMessage {
+    fn add(&mut self, f: &super::websocket::WsFrame) {
+        self.len = self.len.saturating_add(f.payload_len);
+        if self.contiguous {
+            let room = SIP_PREFIX.saturating_sub(self.prefix.len());
+            let take = room.min(f.payload_prefix.len());
+            self.prefix.extend_from_slice(&f.payload_prefix[..take]);
+            self.contiguous = take as u64 == f.payload_len;
+        }
+    }
 }
 
 impl Session {
@@ -137,6 +167,9 @@ impl Session {
             pending_request: None,
             ws_stats: WsStats::default(),
             scratch: Vec::new(),
+            ws_msg: [None, None],
+            ws_resync: [false, false],
+            ws_extensions: false,
         }
     }
 
@@ -186,8 +219,27 @@ impl Session {
     /// In-order bytes of one direction.
     pub fn data(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
         if let Mode::Detect = self.mode {
+            // A first segment cut inside the first word ("GE" + "T /ws ..."): wait for more.
+            let held = if from_client {
+                &mut self.client_buf
+            } else {
+                &mut self.server_buf
+            };
+            if !held.is_empty() || undecided(bytes) {
+                held.extend_from_slice(bytes);
+                if undecided(held) {
+                    return;
+                }
+                let joined = std::mem::take(held);
+                self.detect(from_client, &joined);
+                return self.dispatch(from_client, &joined, ts, frame);
+            }
             self.detect(from_client, bytes);
         }
+        self.dispatch(from_client, bytes, ts, frame);
+    }
+
+    fn dispatch(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
         match self.mode {
             Mode::Detect => {}
             Mode::Http => self.http(from_client, bytes, ts, frame),
@@ -210,6 +262,9 @@ impl Session {
                         s.gap()
                     }
                 }
+                let slot = usize::from(!from_client);
+                self.ws_resync[slot] = true;
+                self.ws_msg[slot] = None;
             }
             Mode::Tls => {
                 if let Some((c, s)) = self.tls_scan.as_mut() {
@@ -319,6 +374,9 @@ impl Session {
                             UpgradeOutcome::WebSocket | UpgradeOutcome::OtherProtocol { .. } => {
                                 h.accept_ok = http::accept_ok(&req, &value);
                                 h.upgraded = true;
+                                // An earlier refusal on the same connection (a 301 or a 401
+                                // before the retry) is not how the upgrade ended.
+                                h.failed_status = None;
                                 h.upgrade_ts = Some(ts);
                                 h.upgrade_frame = Some(frame);
                                 h.response = Some(value.clone());
@@ -374,6 +432,7 @@ impl Session {
         self.mode = Mode::WebSocket;
         self.summary.service = Some(Service::Websocket);
         let ext = resp.sec_websocket_extensions.is_some();
+        self.ws_extensions = ext;
         let mut c = WsParser::with_extensions(true, ext);
         let mut s = WsParser::with_extensions(false, ext);
         let proto = resp
@@ -404,6 +463,22 @@ impl Session {
         let Some((c, s)) = self.ws.as_mut() else {
             return;
         };
+        let slot = usize::from(!from_client);
+        if self.ws_resync[slot] {
+            // After a hole, TCP segments usually start with a frame: the first one that looks
+            // like a whole frame (or frames) for this direction restarts the parser.
+            if !plausible_frames(bytes, from_client, self.ws_extensions) {
+                let p = if from_client { &mut *c } else { &mut *s };
+                p.push(bytes, ts, frame, &mut Vec::new()); // counted as ignored
+                return;
+            }
+            self.ws_resync[slot] = false;
+            if from_client {
+                c.resync()
+            } else {
+                s.resync()
+            }
+        }
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
         if from_client {
@@ -431,32 +506,6 @@ impl Session {
 
     fn ws_frame(&mut self, from_client: bool, f: &super::websocket::WsFrame) {
         let (ts, frame) = (f.ts, f.last_frame_no);
-        match f.opcode {
-            Opcode::Ping => self.hb(ts, HbKind::WsPing, from_client, f.payload_len as u32),
-            Opcode::Pong => self.hb(ts, HbKind::WsPong, from_client, f.payload_len as u32),
-            Opcode::Text | Opcode::Binary if f.fin => {
-                let prefix = &f.payload_prefix;
-                match sip::is_crlf_keepalive(prefix).filter(|_| f.payload_len <= 4) {
-                    Some(KeepAlive::Ping) => {
-                        self.hb(ts, HbKind::CrlfPing, from_client, f.payload_len as u32)
-                    }
-                    Some(KeepAlive::Pong) => {
-                        self.hb(ts, HbKind::CrlfPong, from_client, f.payload_len as u32)
-                    }
-                    None => {
-                        self.small_msg(ts, from_client, f.payload_len);
-                        if self.sip_over_ws || looks_like_sip(prefix) {
-                            if let Parse::Complete { value, .. } =
-                                sip::parse_ws_message(prefix, f.payload_len)
-                            {
-                                self.sip_message(from_client, &value, ts, frame);
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
         if self.detail {
             let what = match (&f.opcode, &f.close) {
                 (Opcode::Close, Some((code, reason))) => format!(
@@ -465,13 +514,73 @@ impl Session {
                     reason
                 ),
                 _ => format!(
-                    "WebSocket {}{} {} bytes",
+                    "WebSocket {}{} {} bytes{}",
                     f.opcode.name(),
                     if f.fin { "" } else { " (fragment)" },
-                    f.payload_len
+                    f.payload_len,
+                    match sip::is_crlf_keepalive(&f.payload_prefix).filter(|_| f.payload_len <= 4) {
+                        Some(KeepAlive::Ping) => ": CRLF keep-alive",
+                        Some(KeepAlive::Pong) => ": CRLF keep-alive answer",
+                        None => "",
+                    }
                 ),
             };
             self.event(ts, frame, from_client, || what);
+        }
+        let slot = usize::from(!from_client);
+        match f.opcode {
+            Opcode::Ping => self.hb(ts, HbKind::WsPing, from_client, f.payload_len as u32),
+            Opcode::Pong => self.hb(ts, HbKind::WsPong, from_client, f.payload_len as u32),
+            Opcode::Text | Opcode::Binary if f.fin => {
+                self.ws_msg[slot] = None;
+                self.ws_message(from_client, &f.payload_prefix, f.payload_len, ts, frame);
+            }
+            // The first fragment of a message (§5.4): the rest comes in continuation frames,
+            // possibly with control frames between them.
+            Opcode::Text | Opcode::Binary => {
+                let mut m = WsMessage {
+                    len: 0,
+                    prefix: Vec::new(),
+                    contiguous: true,
+                };
+                m.add(f);
+                self.ws_msg[slot] = Some(m);
+            }
+            Opcode::Continuation => {
+                if let Some(m) = self.ws_msg[slot].as_mut() {
+                    m.add(f);
+                    if f.fin {
+                        if let Some(m) = self.ws_msg[slot].take() {
+                            self.ws_message(from_client, &m.prefix, m.len, ts, frame);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A whole data message (one frame, or the fragments of one): a CRLF keep-alive, a SIP
+    /// message, or something else, of which only the size counts.
+    fn ws_message(
+        &mut self,
+        from_client: bool,
+        prefix: &[u8],
+        len: u64,
+        ts: Timestamp,
+        frame: u64,
+    ) {
+        match sip::is_crlf_keepalive(prefix).filter(|_| len <= 4) {
+            Some(KeepAlive::Ping) => self.hb(ts, HbKind::CrlfPing, from_client, len as u32),
+            Some(KeepAlive::Pong) => self.hb(ts, HbKind::CrlfPong, from_client, len as u32),
+            None => {
+                self.small_msg(ts, from_client, len);
+                if self.sip_over_ws || looks_like_sip(prefix) {
+                    if let Parse::Complete { value, .. } = sip::parse_ws_message(prefix, len) {
+                        self.sip_message(from_client, &value, ts, frame);
+                    }
+                }
+            }
         }
     }
 
@@ -590,18 +699,88 @@ impl Session {
     }
 }
 
+/// Whether a segment after a hole starts with WebSocket frames sent by this side (RFC 6455 §5.2):
+/// a defined opcode, no RSV bit unless an extension may use RSV1, masked exactly when the
+/// client sends, control frames whole and short, and the frames ending at the segment's end (or
+/// the last one continuing past it in a large segment). Checks up to 8 frames.
+fn plausible_frames(b: &[u8], from_client: bool, extensions: bool) -> bool {
+    let mut at = 0usize;
+    for _ in 0..8 {
+        let rest = &b[at.min(b.len())..];
+        if rest.is_empty() {
+            return at > 0;
+        }
+        let [b0, b1, ..] = *rest else {
+            return false;
+        };
+        let rsv = (b0 >> 4) & 7;
+        let op = Opcode::from_u8(b0);
+        if matches!(op, Opcode::Reserved(_))
+            || rsv & !(if extensions { 4 } else { 0 }) != 0
+            || (b1 & 0x80 != 0) != from_client
+        {
+            return false;
+        }
+        let (len, ext) = match b1 & 0x7f {
+            126 => match rest.get(2..4) {
+                Some(x) => (u64::from(u16::from_be_bytes([x[0], x[1]])), 2),
+                None => return false,
+            },
+            127 => match rest.get(2..10) {
+                Some(x) => {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(x);
+                    (u64::from_be_bytes(a), 8)
+                }
+                None => return false,
+            },
+            n => (u64::from(n), 0),
+        };
+        if op.is_control() && (b0 & 0x80 == 0 || len > 125) {
+            return false;
+        }
+        let header = 2 + ext + if from_client { 4 } else { 0 };
+        let end = (at as u64)
+            .saturating_add(header as u64)
+            .saturating_add(len);
+        if end > b.len() as u64 {
+            // A frame larger than what is left: plausible only in a full-size segment, for a
+            // frame of sane size.
+            return b.len() >= 512 && len < 1 << 24;
+        }
+        at = end as usize;
+    }
+    true
+}
+
+/// The first bytes of a stream are too few to tell what it is: a strict prefix of an HTTP
+/// method, of `SIP/2.0 `, or of a SIP method (capital letters), shorter than [`UNDECIDED_MAX`].
+fn undecided(b: &[u8]) -> bool {
+    !b.is_empty()
+        && b.len() < UNDECIDED_MAX
+        && (METHODS
+            .iter()
+            .any(|m| m.len() > b.len() && m.starts_with(b))
+            || (b"SIP/2.0 ".len() > b.len() && b"SIP/2.0 ".starts_with(b))
+            || b.iter().all(|c| c.is_ascii_uppercase()))
+}
+
+/// Bytes held while [`undecided`]: the longest method with its space ("OPTIONS ", "CONNECT ").
+const UNDECIDED_MAX: usize = 8;
+
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
 fn looks_like_http_request(b: &[u8]) -> bool {
-    const METHODS: [&[u8]; 9] = [
-        b"GET ",
-        b"POST ",
-        b"PUT ",
-        b"HEAD ",
-        b"DELETE ",
-        b"OPTIONS ",
-        b"PATCH ",
-        b"CONNECT ",
-        b"TRACE ",
-    ];
     // "OPTIONS sip:" is SIP, not HTTP.
     METHODS.iter().any(|m| b.starts_with(m)) && !looks_like_sip(b)
 }
@@ -655,5 +834,109 @@ mod tests {
         assert!(h.upgraded);
         assert_eq!(h.accept_ok, Some(true));
         assert_eq!(sum.websocket.unwrap().server.text, 1);
+    }
+
+    const KEY_REQ: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n";
+    const OK_101: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: sip\r\n\r\n";
+
+    /// A masked client frame (RFC 6455 §5.2).
+    fn client_frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [1u8, 2, 3, 4];
+        let mut v = vec![(u8::from(fin) << 7) | op];
+        if payload.len() < 126 {
+            v.push(0x80 | payload.len() as u8);
+        } else {
+            v.push(0x80 | 126);
+            v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        v.extend_from_slice(&key);
+        v.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        v
+    }
+
+    #[test]
+    fn redirect_then_upgrade_is_not_a_failed_upgrade() {
+        let mut s = Session::new(false);
+        s.data(true, KEY_REQ, Timestamp(1), 1);
+        s.data(
+            false,
+            b"HTTP/1.1 301 Moved Permanently\r\nLocation: /ws\r\nContent-Length: 5\r\n\r\nmoved",
+            Timestamp(2),
+            2,
+        );
+        s.data(true, KEY_REQ, Timestamp(3), 3);
+        s.data(false, OK_101, Timestamp(4), 4);
+        let sum = s.finish();
+        let h = sum.http.unwrap();
+        assert!(h.upgraded);
+        assert_eq!(h.requests, 2);
+        assert_eq!(h.failed_status, None, "the second request upgraded");
+        assert_eq!(sum.service, Some(Service::Websocket));
+    }
+
+    #[test]
+    fn fragmented_sip_message_is_parsed() {
+        let mut s = Session::new(false);
+        s.data(true, KEY_REQ, Timestamp(1), 1);
+        s.data(false, OK_101, Timestamp(2), 2);
+        let msg = b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK56sdasks\r\nFrom: <sip:alice@example.com>;tag=65bnmj.34asd\r\nTo: <sip:alice@example.com>\r\nCall-ID: aiuy7k9njasd\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        let (a, b) = msg.split_at(40);
+        s.data(true, &client_frame(false, 1, a), Timestamp(3), 3);
+        // A ping between the fragments (§5.4).
+        s.data(true, &client_frame(true, 9, b""), Timestamp(3), 4);
+        s.data(true, &client_frame(true, 0, b), Timestamp(4), 5);
+        let sum = s.finish();
+        let sip = sum.sip.expect("SIP parsed from the reassembled message");
+        assert_eq!(sip.registrations.len(), 1);
+        assert_eq!(sip.registrations[0].frame_no, 5);
+    }
+
+    #[test]
+    fn request_split_before_the_method_ends() {
+        let mut s = Session::new(false);
+        s.data(true, &KEY_REQ[..2], Timestamp(1), 1);
+        s.data(true, &KEY_REQ[2..], Timestamp(1), 2);
+        s.data(false, OK_101, Timestamp(2), 3);
+        let sum = s.finish();
+        assert_eq!(sum.service, Some(Service::Websocket));
+        assert!(sum.http.unwrap().upgraded);
+    }
+
+    #[test]
+    fn websocket_resumes_after_a_hole() {
+        let mut s = Session::new(false);
+        s.data(true, KEY_REQ, Timestamp(1), 1);
+        s.data(false, OK_101, Timestamp(2), 2);
+        let crlf = client_frame(true, 1, b"\r\n\r\n");
+        s.data(true, &crlf, Timestamp(3), 3);
+        // A lost segment in the middle of a frame, then the rest of that frame: ignored.
+        s.gap(true, 10);
+        s.data(
+            true,
+            &client_frame(true, 1, &[b'x'; 30])[12..],
+            Timestamp(4),
+            4,
+        );
+        // The next segments start with frames again.
+        for k in 0..3u64 {
+            s.data(true, &crlf, Timestamp(5 + k as i64), 5 + k);
+        }
+        // Server frames never stopped.
+        s.data(false, &[0x81, 0x02, b'\r', b'\n'], Timestamp(9), 9);
+        let sum = s.finish();
+        let ws = sum.websocket.unwrap();
+        assert_eq!(ws.client.text, 4, "one before the hole, three after");
+        assert!(sum.ws_anomalies.is_empty(), "{:?}", sum.ws_anomalies);
+        assert_eq!(ws.server.text, 1);
+        assert!(
+            !plausible_frames(&[0x81, 0x02, b'a'], true, false),
+            "unmasked from the client"
+        );
+        assert!(!plausible_frames(b"lo world", false, false));
+        assert!(plausible_frames(
+            &[0x89, 0x00, 0x81, 0x01, b'a'],
+            false,
+            false
+        ));
     }
 }

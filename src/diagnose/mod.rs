@@ -20,7 +20,9 @@ pub mod rules;
 /// Version of the JSON document; bumped when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -28,7 +30,9 @@ pub enum Severity {
     Critical,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     MiddleboxReset,
@@ -61,7 +65,7 @@ impl FindingKind {
 }
 
 /// One packet that shows something.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Evidence {
     pub vantage: String,
     pub file: String,
@@ -74,7 +78,7 @@ pub struct Evidence {
 }
 
 /// A Wireshark display filter that shows a finding's evidence in one capture.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct DisplayFilter {
     pub vantage: String,
     pub file: String,
@@ -82,7 +86,7 @@ pub struct DisplayFilter {
 }
 
 /// Numbers specific to a finding's kind; absent ones are left out of the JSON.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Numbers {
     /// idle_timeout: the estimate, its interval, spread and sample count.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,7 +103,7 @@ pub struct Numbers {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acts: Option<&'static str>,
     /// Documented defaults the estimate matches.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub known_defaults: Vec<String>,
     /// Where on the path: "between agent and softswitch".
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,7 +131,7 @@ pub struct Numbers {
     pub failed_handshakes: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detection_delay_s: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backoff_s: Vec<f64>,
     /// heartbeat_too_slow: the heartbeat's rhythm next to the timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,7 +142,7 @@ pub struct Numbers {
     pub heartbeat_max_s: Option<f64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Finding {
     /// F1, F2, ... in report order.
     pub id: String,
@@ -157,7 +161,7 @@ pub struct Finding {
     pub numbers: Numbers,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Verdict {
     /// The finding kind behind the root cause, or `healthy`.
     pub kind: String,
@@ -169,7 +173,7 @@ pub struct Verdict {
 }
 
 /// A capture in the report: its summary and its vantage name.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct CaptureReport {
     pub name: String,
     #[serde(flatten)]
@@ -177,7 +181,7 @@ pub struct CaptureReport {
 }
 
 /// The whole diagnosis: what every report format renders.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Diagnosis {
     pub schema_version: u32,
     pub verdict: Verdict,

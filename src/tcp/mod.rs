@@ -34,7 +34,7 @@ pub const UDP_INACTIVITY_NS: i64 = 60_000_000_000;
 /// connection: long silences are exactly what we diagnose.
 pub const TCP_REUSE_SILENCE_NS: i64 = 300_000_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
