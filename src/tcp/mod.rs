@@ -1075,6 +1075,13 @@ fn feed_app(
     if flags.syn() {
         mine.syn(t.seq);
     }
+    if flags.fin() {
+        mine.fin(
+            t.seq
+                .wrapping_add(flags.syn() as u32)
+                .wrapping_add(t.payload_len),
+        );
+    }
     if keepalive {
         app.session.tcp_keepalive(frame.ts, from_orig);
     }

@@ -36,6 +36,8 @@ pub struct Reassembler {
     pub delivered: u64,
     /// Set once the stream stopped for good (`stop`).
     stopped: bool,
+    /// Sequence number of the FIN, which takes one number but carries no byte.
+    fin: Option<u32>,
 }
 
 /// RFC 9293 §3.4: sequence arithmetic modulo 2^32.
@@ -56,6 +58,11 @@ impl Reassembler {
         if self.next.is_none() {
             self.next = Some(isn.wrapping_add(1));
         }
+    }
+
+    /// The FIN sits at `seq` (after the segment's payload): an ACK of it acknowledges no data.
+    pub fn fin(&mut self, seq: u32) {
+        self.fin.get_or_insert(seq);
     }
 
     /// Stops delivery for good (the consumer gave up on this direction).
@@ -114,6 +121,11 @@ impl Reassembler {
         if self.stopped {
             return;
         }
+        // RFC 9293 §3.4: the FIN occupies a sequence number; acking it acks no byte.
+        let ack = match self.fin {
+            Some(f) if diff(ack, f) > 0 => f,
+            _ => ack,
+        };
         let Some(next) = self.next else { return };
         if diff(ack, next) > 0 && !self.pending.is_empty() {
             let first = *self.pending.keys().next().expect("non-empty");
@@ -267,6 +279,17 @@ mod tests {
         seg(&mut r, &mut c, 10, b"cd", 2);
         assert_eq!(c.bytes, b"abcd");
         assert_eq!(c.gaps, vec![8]);
+    }
+
+    #[test]
+    fn ack_of_a_fin_is_not_a_hole() {
+        let mut r = Reassembler::new(64);
+        let mut c = Collect::default();
+        seg(&mut r, &mut c, 0, b"bye", 1);
+        r.fin(3);
+        r.acked(4, &mut c);
+        assert!(c.gaps.is_empty());
+        assert_eq!(r.missed_bytes, 0);
     }
 
     #[test]
