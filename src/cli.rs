@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::pipeline::{read_vantages, VantageSpec};
+use crate::pipeline::{read_vantages_with, VantageSpec};
 use crate::report;
 
 const EXAMPLES: &str = "\
@@ -71,8 +71,36 @@ Examples:
     Timeline(TimelineArgs),
 }
 
+/// Resource caps: memory follows live connections, and hostile captures stay bounded.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections tracked at once per capture; past it the least recently active are
+    /// summarised early
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Connections kept per capture for the report
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_summaries: usize,
+    /// Bytes held out of order per connection direction for stream reassembly
+    #[arg(long, value_name = "BYTES", default_value_t = crate::tcp::reassembly::DEFAULT_CAP)]
+    pub reassembly_cap: usize,
+}
+
+impl Limits {
+    pub fn tracker(&self) -> crate::tcp::TrackerOptions {
+        crate::tcp::TrackerOptions {
+            max_live: self.max_connections.max(1),
+            max_summaries: self.max_summaries,
+            reassembly_cap: self.reassembly_cap,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct VantageArgs {
+    #[command(flatten)]
+    pub limits: Limits,
     /// The reference clock (a vantage name; default: the first capture)
     #[arg(long, value_name = "NAME")]
     pub reference: Option<String>,
@@ -96,6 +124,9 @@ pub struct DiagnoseArgs {
     /// Exit 1 when a finding at or above this severity exists
     #[arg(long, value_enum, value_name = "SEVERITY")]
     pub fail_on: Option<FailOn>,
+    /// Evidence items kept per finding
+    #[arg(long, value_name = "N", default_value_t = crate::diagnose::MAX_EVIDENCE)]
+    pub max_evidence: usize,
     #[command(flatten)]
     pub vantages: VantageArgs,
 }
@@ -156,6 +187,8 @@ pub struct FlowsArgs {
     /// the JSON)
     #[arg(long, value_name = "UID")]
     pub detail: Option<String>,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Capture files: pcap or pcapng, optionally gzip-compressed
     #[arg(required = true, value_name = "CAPTURE")]
     pub captures: Vec<PathBuf>,
@@ -173,7 +206,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Flows(args) => flows(args),
         Command::Diagnose(args) => match lined_up(&args.vantages) {
             Ok((al, failed)) => {
-                let d = crate::diagnose::diagnose(&al);
+                let d = crate::diagnose::diagnose_with(&al, args.max_evidence);
                 let out = match args.format {
                     ReportFormat::Text => report::diagnose_text(&d, &al),
                     ReportFormat::Markdown => report::diagnose_markdown(&d, &al),
@@ -266,7 +299,7 @@ fn lined_up(args: &VantageArgs) -> anyhow::Result<(crate::align::Alignment, bool
             anyhow::bail!("two captures are named {}: name them NAME=FILE", c.name);
         }
     }
-    let (vantages, errors) = read_vantages(&args.captures);
+    let (vantages, errors) = read_vantages_with(&args.captures, args.limits.tracker());
     let failed = !errors.is_empty();
     for e in &errors {
         eprintln!("vantage: error: {e:#}");
@@ -307,7 +340,7 @@ fn flows(args: FlowsArgs) -> ExitCode {
     let mut all = Vec::new();
     let opts = crate::tcp::TrackerOptions {
         detail: args.detail.is_some(),
-        ..Default::default()
+        ..args.limits.tracker()
     };
     for path in &args.captures {
         match crate::pipeline::track_capture_with(path, opts) {

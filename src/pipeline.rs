@@ -103,7 +103,8 @@ pub fn track_capture_with(path: &Path, opts: TrackerOptions) -> anyhow::Result<C
         ));
     }
     summary.ip_fragments = tracker.fragments;
-    let connections = tracker.finish();
+    let (connections, warnings) = tracker.finish_with_warnings();
+    summary.warnings.extend(warnings);
     Ok(CaptureFlows {
         summary,
         connections,
@@ -154,10 +155,18 @@ impl std::str::FromStr for VantageSpec {
 /// Reads every vantage's capture (one thread per file: decoding is independent per capture).
 /// Returns the vantages read and the errors met, each naming its file.
 pub fn read_vantages(specs: &[VantageSpec]) -> (Vec<crate::align::Vantage>, Vec<anyhow::Error>) {
+    read_vantages_with(specs, TrackerOptions::default())
+}
+
+/// `read_vantages` with tracker options (caps).
+pub fn read_vantages_with(
+    specs: &[VantageSpec],
+    opts: TrackerOptions,
+) -> (Vec<crate::align::Vantage>, Vec<anyhow::Error>) {
     let results: Vec<anyhow::Result<CaptureFlows>> = std::thread::scope(|scope| {
         let handles: Vec<_> = specs
             .iter()
-            .map(|s| scope.spawn(move || track_capture(&s.path)))
+            .map(|s| scope.spawn(move || track_capture_with(&s.path, opts)))
             .collect();
         handles
             .into_iter()

@@ -319,10 +319,28 @@ pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> V
     out
 }
 
+/// Default cap on evidence items per finding: enough for a ticket, bounded on hostile captures.
+pub const MAX_EVIDENCE: usize = 50;
+
 /// Runs every rule and writes the verdict.
 pub fn diagnose(al: &Alignment) -> Diagnosis {
+    diagnose_with(al, MAX_EVIDENCE)
+}
+
+/// `diagnose` with a cap on evidence items per finding; a finding cut short says how many
+/// items it left out in its explanation.
+pub fn diagnose_with(al: &Alignment, max_evidence: usize) -> Diagnosis {
     let ctx = Ctx::new(al);
     let mut findings = rules::run_all(&ctx);
+    for f in &mut findings {
+        if f.evidence.len() > max_evidence {
+            let left = f.evidence.len() - max_evidence;
+            f.evidence.truncate(max_evidence);
+            f.explanation.push_str(&format!(
+                " ({left} more evidence items left out: --max-evidence.)"
+            ));
+        }
+    }
     // Most severe first, then in rule order; ids follow.
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for (i, f) in findings.iter_mut().enumerate() {

@@ -447,14 +447,23 @@ pub struct TrackerOptions {
     pub detail: bool,
     /// Bytes held out of order per direction.
     pub reassembly_cap: usize,
+    /// Connections tracked at once. Past it, the least recently active eighth is summarised
+    /// early (a SYN flood of a million half-open connections must not exhaust memory).
+    pub max_live: usize,
+    /// Connection summaries kept for the report. Past it, connections are counted, not kept.
+    pub max_summaries: usize,
 }
 
+/// Defaults: 100 000 live connections (about 5x the busiest softswitch we have seen) cost a few
+/// hundred MB at most; a million summaries about 1 GB, after their packet samples are dropped.
 impl Default for TrackerOptions {
     fn default() -> Self {
         TrackerOptions {
             app: true,
             detail: false,
             reassembly_cap: reassembly::DEFAULT_CAP,
+            max_live: 100_000,
+            max_summaries: 1_000_000,
         }
     }
 }
@@ -472,6 +481,10 @@ pub struct Tracker {
     last_sweep: Timestamp,
     /// The most connections live at once.
     pub peak_live: usize,
+    /// Connections summarised early because the live table was full.
+    pub evicted: u64,
+    /// Connections counted but not kept because `max_summaries` was reached.
+    pub dropped: u64,
 }
 
 /// Zeek keeps a closed connection for `tcp_close_delay` (5 s, init-bare.zeek) so that late
@@ -495,7 +508,59 @@ impl Tracker {
             fragments: 0,
             last_sweep: Timestamp(i64::MIN),
             peak_live: 0,
+            evicted: 0,
+            dropped: 0,
         }
+    }
+
+    /// Keeps a finished connection's summary, within `max_summaries`.
+    fn keep(&mut self, c: Connection) {
+        if self.done.len() < self.opts.max_summaries {
+            self.done.push(c);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The live table is full: summarise the least recently active eighth. Their packet samples
+    /// are dropped (they cannot be lined up), which keeps a flood's summaries small.
+    fn evict(&mut self) {
+        let n = (self.live.len() / 8).max(1);
+        let mut by_age: Vec<(Timestamp, FlowKey)> = self
+            .live
+            .iter()
+            .map(|(k, l)| (l.seen_last_ts, *k))
+            .collect();
+        by_age.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+        for (_, k) in by_age.into_iter().take(n) {
+            if let Some(l) = self.live.remove(&k) {
+                let mut c = finish_live(l);
+                c.orig.samples = Samples::default();
+                c.resp.samples = Samples::default();
+                c.orig.retransmitted = Vec::new();
+                c.resp.retransmitted = Vec::new();
+                self.evicted += 1;
+                self.keep(c);
+            }
+        }
+    }
+
+    /// Warnings about what the caps cost, for the capture summary.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.evicted > 0 {
+            w.push(format!(
+                "the connection table was full ({} live): {} least recently active connections were summarised early, without their packet samples (a SYN flood or a very busy capture; raise the cap to keep them whole)",
+                self.opts.max_live, self.evicted
+            ));
+        }
+        if self.dropped > 0 {
+            w.push(format!(
+                "{} connections were counted but not kept: the report keeps at most {} connections per capture",
+                self.dropped, self.opts.max_summaries
+            ));
+        }
+        w
     }
 
     /// Moves connections that have ended and stayed quiet out of the live table, so that memory
@@ -517,7 +582,10 @@ impl Tracker {
                 None => quiet > UDP_INACTIVITY_NS,
             }
         });
-        self.done.extend(ended.map(|(_, l)| finish_live(l)));
+        let ended: Vec<Connection> = ended.map(|(_, l)| finish_live(l)).collect();
+        for c in ended {
+            self.keep(c);
+        }
     }
 
     /// Feeds one decoded packet.
@@ -533,12 +601,25 @@ impl Tracker {
         }
     }
 
+    /// Ends tracking: every connection, and the warnings about what the caps cost.
+    pub fn finish_with_warnings(mut self) -> (Vec<Connection>, Vec<String>) {
+        let live: Vec<Live> = self.live.drain().map(|(_, l)| l).collect();
+        self.peak_live = self.peak_live.max(live.len());
+        for l in live {
+            let c = finish_live(l);
+            self.keep(c);
+        }
+        let w = self.warnings();
+        (self.finish(), w)
+    }
+
     /// Ends tracking and returns every connection, sorted by start time (then frame).
     pub fn finish(mut self) -> Vec<Connection> {
         self.peak_live = self.peak_live.max(self.live.len());
         let live: Vec<Live> = self.live.drain().map(|(_, l)| l).collect();
         for l in live {
-            self.done.push(finish_live(l));
+            let c = finish_live(l);
+            self.keep(c);
         }
         self.done
             .sort_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
@@ -565,9 +646,13 @@ impl Tracker {
             let silent = flags.syn() && frame.ts.0 - l.seen_last_ts.0 > TCP_REUSE_SILENCE_NS;
             if zeek_reuse || silent {
                 let old = self.live.remove(&key).expect("present");
-                self.done.push(finish_live(old));
+                let c = finish_live(old);
+                self.keep(c);
                 reused = true;
             }
+        }
+        if self.live.len() >= self.opts.max_live && !self.live.contains_key(&key) {
+            self.evict();
         }
         let capture = &self.capture;
         let opts = self.opts;
@@ -593,10 +678,14 @@ impl Tracker {
         if let Some(l) = self.live.get(&key) {
             if frame.ts.0 - l.seen_last_ts.0 > UDP_INACTIVITY_NS {
                 let old = self.live.remove(&key).expect("present");
-                self.done.push(finish_live(old));
+                let c = finish_live(old);
+                self.keep(c);
             }
         }
         let src = (p.src, u.src_port);
+        if self.live.len() >= self.opts.max_live && !self.live.contains_key(&key) {
+            self.evict();
+        }
         let capture = &self.capture;
         let opts = self.opts;
         let live = self.live.entry(key).or_insert_with(|| {

@@ -1,0 +1,158 @@
+//! Bounded resources on a generated flood: a SYN flood of many half-open connections stays
+//! within the connection caps, and the warnings say what the caps cost.
+
+use std::io::Write;
+
+use assert_cmd::Command;
+use etherparse::PacketBuilder;
+use vantage::pipeline::track_capture_with;
+use vantage::tcp::TrackerOptions;
+
+/// A classic pcap of `n` SYNs from distinct source ports and addresses, 100 µs apart.
+fn syn_flood(path: &std::path::Path, n: u32) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    // pcap header: magic, v2.4, zone 0, sigfigs 0, snaplen 65535, Ethernet.
+    f.write_all(&0xa1b2_c3d4u32.to_le_bytes()).unwrap();
+    f.write_all(&2u16.to_le_bytes()).unwrap();
+    f.write_all(&4u16.to_le_bytes()).unwrap();
+    f.write_all(&[0; 8]).unwrap();
+    f.write_all(&65535u32.to_le_bytes()).unwrap();
+    f.write_all(&1u32.to_le_bytes()).unwrap();
+    for i in 0..n {
+        let src = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, [198, 51, 100, 10], 64)
+            .tcp(
+                1024 + (i % 60000) as u16,
+                8080,
+                i.wrapping_mul(2654435761),
+                64240,
+            )
+            .syn();
+        let mut pkt = Vec::new();
+        b.write(&mut pkt, &[]).unwrap();
+        let us = i as u64 * 100;
+        f.write_all(&(1_700_000_000 + (us / 1_000_000) as u32).to_le_bytes())
+            .unwrap();
+        f.write_all(&((us % 1_000_000) as u32).to_le_bytes())
+            .unwrap();
+        f.write_all(&(pkt.len() as u32).to_le_bytes()).unwrap();
+        f.write_all(&(pkt.len() as u32).to_le_bytes()).unwrap();
+        f.write_all(&pkt).unwrap();
+    }
+}
+
+fn flood_file(n: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vantage-flood-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flood.pcap");
+    syn_flood(&path, n);
+    (dir, path)
+}
+
+#[test]
+fn syn_flood_stays_within_the_caps_and_says_so() {
+    let (dir, path) = flood_file(30_000);
+    let opts = TrackerOptions {
+        max_live: 1000,
+        max_summaries: 5000,
+        ..Default::default()
+    };
+    let flows = track_capture_with(&path, opts).unwrap();
+    assert_eq!(flows.summary.packets, 30_000);
+    // Kept: the cap. The rest counted and said.
+    assert_eq!(flows.connections.len(), 5000);
+    let w = flows.summary.warnings.join("\n");
+    assert!(
+        w.contains("the connection table was full (1000 live)"),
+        "{w}"
+    );
+    assert!(
+        w.contains("25000 connections were counted but not kept"),
+        "{w}"
+    );
+    // Every kept connection is an S0 (SYN, no answer).
+    assert!(flows.connections.iter().all(|c| c.conn_state == Some("S0")));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn without_pressure_nothing_is_evicted() {
+    let (dir, path) = flood_file(2000);
+    let flows = track_capture_with(&path, TrackerOptions::default()).unwrap();
+    assert_eq!(flows.connections.len(), 2000);
+    assert!(
+        flows.summary.warnings.is_empty(),
+        "{:?}",
+        flows.summary.warnings
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn caps_are_set_on_the_command_line() {
+    let (dir, path) = flood_file(3000);
+    let out = Command::cargo_bin("vantage")
+        .unwrap()
+        .args([
+            "flows",
+            "--format",
+            "json",
+            "--max-connections",
+            "100",
+            "--max-summaries",
+            "500",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 500);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("vantage: warning:"), "{err}");
+    assert!(
+        err.contains("2500 connections were counted but not kept"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn evidence_per_finding_is_capped() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let run = |cap: &str| -> serde_json::Value {
+        let out = Command::cargo_bin("vantage")
+            .unwrap()
+            .current_dir(dir)
+            .args(["diagnose", "--format", "json", "--max-evidence", cap])
+            .args([
+                "agent=fixtures/conntrack-reject/agent.pcapng",
+                "softswitch=fixtures/conntrack-reject/softswitch.pcap",
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let full = run("50");
+    let capped = run("1");
+    let most = full["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["evidence"].as_array().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(most > 1);
+    for f in capped["findings"].as_array().unwrap() {
+        let n = f["evidence"].as_array().unwrap().len();
+        assert!(n <= 1);
+    }
+    assert!(capped["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("more evidence items left out")));
+}
