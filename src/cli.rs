@@ -54,6 +54,22 @@ Examples:
 
 Exit codes: 0 done; 1 a finding at or above --fail-on; 2 an error.")]
     Diagnose(DiagnoseArgs),
+    /// Write the packets behind a finding or a connection, from every capture, to one pcapng
+    #[command(after_help = "\
+Examples:
+  vantage extract --finding F1 -o evidence.pcapng agent=a.pcapng softswitch=s.pcap
+  vantage extract --conn L3 -o l3.pcapng agent=a.pcapng softswitch=s.pcap gateway=g.pcap
+
+One interface per vantage, named after it; timestamps on the reference clock; each evidence
+packet carries a comment saying what it shows (Wireshark: pkt_comment).")]
+    Extract(ExtractArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout
+    Man,
     /// Line up the same connections across captures taken at several points, and their clocks
     #[command(after_help = "\
 Examples:
@@ -146,6 +162,28 @@ pub enum FailOn {
 }
 
 #[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false, id = "what")]
+pub struct ExtractWhat {
+    /// A finding id from `vantage diagnose` (F1, ...)
+    #[arg(long, value_name = "ID", group = "what")]
+    pub finding: Option<String>,
+    /// A lined-up connection id from `vantage align` (L1, ...)
+    #[arg(long, value_name = "ID", group = "what")]
+    pub conn: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub what: ExtractWhat,
+    /// The pcapng to write (atomically)
+    #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub vantages: VantageArgs,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct AlignArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = FlowsFormat::Table)]
@@ -234,6 +272,50 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
+        Command::Extract(args) => match lined_up(&args.vantages) {
+            Ok((al, failed)) => {
+                let paths: Vec<PathBuf> = args
+                    .vantages
+                    .captures
+                    .iter()
+                    .map(|c| c.path.clone())
+                    .collect();
+                let d = args
+                    .what
+                    .finding
+                    .as_ref()
+                    .map(|_| crate::diagnose::diagnose(&al));
+                let what = match (&args.what.finding, &args.what.conn) {
+                    (Some(f), _) => crate::extract::Selection::Finding(f),
+                    (None, Some(c)) => crate::extract::Selection::Connection(c),
+                    (None, None) => unreachable!("clap requires one"),
+                };
+                match crate::extract::extract(&al, d.as_ref(), &paths, what, &args.output) {
+                    Ok(n) => {
+                        eprintln!("vantage: wrote {n} packets to {}", args.output.display());
+                        exit(failed)
+                    }
+                    Err(e) => error(e),
+                }
+            }
+            Err(e) => error(e),
+        },
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "vantage", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => {
+                    print(&String::from_utf8_lossy(&out));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => error(e.into()),
+            }
+        }
         Command::Align(args) => match lined_up(&args.vantages) {
             Ok((al, failed)) => {
                 let out = match args.format {

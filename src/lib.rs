@@ -19,6 +19,7 @@ pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod diagnose;
+pub mod extract;
 pub mod pipeline;
 pub mod report;
 pub mod tcp;
