@@ -85,6 +85,15 @@ A bare path is named after its file stem. The first capture is the reference clo
 Examples:
   vantage timeline --conn L3 agent=agent.pcapng softswitch=softswitch.pcap")]
     Timeline(TimelineArgs),
+    /// Measure a path's idle timeout: hold connections silent for different times, bisecting
+    #[command(after_help = "\
+Examples:
+  vantage probe --subprotocol sip --tcp-keepalive 30s ws://sbc.example:8080/ws
+  vantage probe --min-idle 1s --max-idle 15m --format json wss://lb.example/ws
+  vantage probe --fail-below 60s --quiet tcp://127.0.0.1:7
+
+Exit codes: 0 done; 1 the path kills idle connections sooner than --fail-below; 2 an error.")]
+    Probe(crate::probe::cli::ProbeArgs),
 }
 
 /// Resource caps: memory follows live connections, and hostile captures stay bounded.
@@ -152,6 +161,7 @@ pub enum ReportFormat {
     Text,
     Markdown,
     Json,
+    Html,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -242,6 +252,7 @@ pub enum FlowsFormat {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Flows(args) => flows(args),
+        Command::Probe(args) => crate::probe::cli::run(args),
         Command::Diagnose(args) => match lined_up(&args.vantages) {
             Ok((al, failed)) => {
                 let d = crate::diagnose::diagnose_with(&al, args.max_evidence);
@@ -249,6 +260,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     ReportFormat::Text => report::diagnose_text(&d, &al),
                     ReportFormat::Markdown => report::diagnose_markdown(&d, &al),
                     ReportFormat::Json => report::diagnose_json(&d),
+                    ReportFormat::Html => report::html::render(&d, &al),
                 };
                 if let Some(path) = &args.output {
                     if let Err(e) = crate::report::write_atomically(path, out.as_bytes()) {

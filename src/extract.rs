@@ -2,13 +2,10 @@
 //! in one pcapng that Wireshark opens: one interface per vantage (named after it), timestamps
 //! moved to the reference clock, and a comment on each evidence packet saying what it shows.
 //!
-//! The pcapng writer is small and follows the spec (IETF draft-ietf-opsawg-pcapng): a Section
-//! Header Block, one Interface Description Block per (vantage, link type), and Enhanced Packet
-//! Blocks with an `opt_comment` on evidence packets. Timestamps are written in microseconds (the
-//! default `if_tsresol`), like Wireshark's captures.
+//! The file has one Interface Description Block per (vantage, link type), and Enhanced Packet
+//! Blocks with an `opt_comment` on evidence packets (see `pcapng_writer`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -17,6 +14,7 @@ use crate::align::{Alignment, Leg};
 use crate::capture::{CaptureReader, LinkType, Timestamp};
 use crate::decode::{decode, Decoded, Transport};
 use crate::diagnose::Diagnosis;
+use crate::pcapng_writer::PcapngWriter;
 
 /// What to extract.
 pub enum Selection<'a> {
@@ -147,79 +145,19 @@ fn belongs(
     (s == a && d == b) || (s == b && d == a)
 }
 
-fn block(w: &mut impl Write, kind: u32, body: &[u8]) -> std::io::Result<()> {
-    let len = (12 + body.len()) as u32;
-    w.write_all(&kind.to_le_bytes())?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(body)?;
-    w.write_all(&len.to_le_bytes())
-}
-
-/// Appends an option (code, value padded to 32 bits).
-fn option(body: &mut Vec<u8>, code: u16, value: &[u8]) {
-    body.extend_from_slice(&code.to_le_bytes());
-    body.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    body.extend_from_slice(value);
-    while !body.len().is_multiple_of(4) {
-        body.push(0);
-    }
-}
-
-fn end_of_options(body: &mut Vec<u8>) {
-    body.extend_from_slice(&[0, 0, 0, 0]);
-}
-
 /// pcapng, little-endian, one section.
-fn write_pcapng(
-    w: &mut impl Write,
-    interfaces: &[(String, LinkType)],
-    packets: &[Out],
-) -> Result<()> {
-    // Section Header Block: byte-order magic, version 1.0, section length unknown (-1).
-    let mut shb = Vec::new();
-    shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
-    shb.extend_from_slice(&1u16.to_le_bytes());
-    shb.extend_from_slice(&0u16.to_le_bytes());
-    shb.extend_from_slice(&(-1i64).to_le_bytes());
-    option(
-        &mut shb,
-        4,
-        format!("vantage {}", env!("CARGO_PKG_VERSION")).as_bytes(),
-    ); // shb_userappl
-    end_of_options(&mut shb);
-    block(w, 0x0A0D_0D0A, &shb)?;
+fn write_pcapng(w: &mut Vec<u8>, interfaces: &[(String, LinkType)], packets: &[Out]) -> Result<()> {
+    let mut out = PcapngWriter::new(w, &format!("vantage {}", env!("CARGO_PKG_VERSION")))?;
     for (name, link) in interfaces {
-        let mut idb = Vec::new();
-        idb.extend_from_slice(&(link.0 as u16).to_le_bytes());
-        idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&0u32.to_le_bytes()); // snaplen: no limit
-        option(&mut idb, 2, name.as_bytes()); // if_name
-        option(
-            &mut idb,
-            3,
-            format!("vantage point {name}, on the reference clock").as_bytes(),
-        ); // if_description
-        option(&mut idb, 9, &[6]); // if_tsresol: microseconds
-        end_of_options(&mut idb);
-        block(w, 0x0000_0001, &idb)?;
+        out.interface(
+            *link,
+            name,
+            &format!("vantage point {name}, on the reference clock"),
+        )?;
     }
     for p in packets {
-        let micros = p.ts.0.div_euclid(1_000) as u64;
-        let mut epb = Vec::with_capacity(32 + p.data.len());
-        epb.extend_from_slice(&p.interface.to_le_bytes());
-        epb.extend_from_slice(&((micros >> 32) as u32).to_le_bytes());
-        epb.extend_from_slice(&(micros as u32).to_le_bytes());
-        epb.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
-        epb.extend_from_slice(&p.orig_len.max(p.data.len() as u32).to_le_bytes());
-        epb.extend_from_slice(&p.data);
-        while !epb.len().is_multiple_of(4) {
-            epb.push(0);
-        }
-        if let Some(c) = &p.comment {
-            option(&mut epb, 1, c.as_bytes()); // opt_comment
-            end_of_options(&mut epb);
-        }
-        block(w, 0x0000_0006, &epb)?;
+        out.packet(p.interface, p.ts, p.orig_len, &p.data, p.comment.as_deref())?;
     }
+    out.into_inner()?;
     Ok(())
 }

@@ -20,6 +20,8 @@ pub mod cli;
 pub mod decode;
 pub mod diagnose;
 pub mod extract;
+pub mod pcapng_writer;
 pub mod pipeline;
+pub mod probe;
 pub mod report;
 pub mod tcp;

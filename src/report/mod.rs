@@ -3,6 +3,8 @@
 //! `FlowRecord` is the one type behind every field of `vantage flows --format json`: Zeek's
 //! conn.log names where the meaning is the same, ours beside them.
 
+pub mod html;
+
 use std::net::IpAddr;
 
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
