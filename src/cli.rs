@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::pipeline::{read_vantages_with, VantageSpec};
+use crate::pipeline::{read_vantages_filtered, VantageSpec};
 use crate::report;
 
 const EXAMPLES: &str = "\
@@ -63,6 +63,12 @@ Examples:
 One interface per vantage, named after it; timestamps on the reference clock; each evidence
 packet carries a comment saying what it shows (Wireshark: pkt_comment).")]
     Extract(ExtractArgs),
+    /// Capture live from an interface to pcapng (libpcap)
+    #[cfg(feature = "libpcap")]
+    #[command(after_help = "\
+Examples:
+  vantage capture -i eth0 -f 'tcp port 8080' --duration 60s -w softswitch.pcapng")]
+    Capture(CaptureArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
     Completions {
         #[arg(value_enum)]
@@ -96,9 +102,15 @@ Exit codes: 0 done; 1 the path kills idle connections sooner than --fail-below; 
     Probe(crate::probe::cli::ProbeArgs),
 }
 
-/// Resource caps: memory follows live connections, and hostile captures stay bounded.
-#[derive(clap::Args, Debug, Clone, Copy)]
+/// Resource caps (memory follows live connections, and hostile captures stay bounded), and the
+/// BPF filter where libpcap is built in.
+#[derive(clap::Args, Debug, Clone)]
 pub struct Limits {
+    /// Keep only the frames this BPF expression accepts (tcpdump syntax; compiled by libpcap
+    /// for each link type)
+    #[cfg(feature = "libpcap")]
+    #[arg(long, short = 'f', value_name = "BPF")]
+    pub filter: Option<String>,
     /// Connections tracked at once per capture; past it the least recently active are
     /// summarised early
     #[arg(long, value_name = "N", default_value_t = 100_000)]
@@ -112,6 +124,13 @@ pub struct Limits {
 }
 
 impl Limits {
+    pub fn filter(&self) -> Option<&str> {
+        #[cfg(feature = "libpcap")]
+        return self.filter.as_deref();
+        #[cfg(not(feature = "libpcap"))]
+        None
+    }
+
     pub fn tracker(&self) -> crate::tcp::TrackerOptions {
         crate::tcp::TrackerOptions {
             max_live: self.max_connections.max(1),
@@ -152,6 +171,10 @@ pub struct DiagnoseArgs {
     /// Evidence items kept per finding
     #[arg(long, value_name = "N", default_value_t = crate::diagnose::MAX_EVIDENCE)]
     pub max_evidence: usize,
+    /// Language of the report's sentences: en or zh-CN (default: from LC_ALL, LC_MESSAGES or
+    /// LANG, English otherwise)
+    #[arg(long, value_name = "LANG")]
+    pub lang: Option<crate::diagnose::Lang>,
     #[command(flatten)]
     pub vantages: VantageArgs,
 }
@@ -193,11 +216,35 @@ pub struct ExtractArgs {
     pub vantages: VantageArgs,
 }
 
+#[cfg(feature = "libpcap")]
+#[derive(clap::Args, Debug)]
+pub struct CaptureArgs {
+    /// Interface to capture on
+    #[arg(short = 'i', long, value_name = "IFACE")]
+    pub interface: String,
+    /// BPF capture filter (tcpdump syntax)
+    #[arg(short = 'f', long, value_name = "BPF")]
+    pub filter: Option<String>,
+    /// How long to capture: 500ms, 60s, 5m, 1h
+    #[arg(long, value_name = "DURATION", value_parser = crate::live::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Bytes kept of each packet
+    #[arg(short = 's', long, default_value_t = 262144)]
+    pub snaplen: i32,
+    /// The pcapng to write
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct AlignArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = FlowsFormat::Table)]
     pub format: FlowsFormat,
+    /// Language of the report's sentences: en or zh-CN (default: from LC_ALL, LC_MESSAGES or
+    /// LANG, English otherwise)
+    #[arg(long, value_name = "LANG")]
+    pub lang: Option<crate::diagnose::Lang>,
     #[command(flatten)]
     pub vantages: VantageArgs,
 }
@@ -255,7 +302,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Probe(args) => crate::probe::cli::run(args),
         Command::Diagnose(args) => match lined_up(&args.vantages) {
             Ok((al, failed)) => {
-                let d = crate::diagnose::diagnose_with(&al, args.max_evidence);
+                let d = crate::diagnose::diagnose_with(
+                    &al,
+                    args.max_evidence,
+                    args.lang.unwrap_or_else(crate::diagnose::Lang::from_env),
+                );
                 let out = match args.format {
                     ReportFormat::Text => report::diagnose_text(&d, &al),
                     ReportFormat::Markdown => report::diagnose_markdown(&d, &al),
@@ -312,6 +363,22 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
+        #[cfg(feature = "libpcap")]
+        Command::Capture(args) => {
+            let opts = crate::live::LiveOptions {
+                interface: args.interface,
+                filter: args.filter,
+                duration: args.duration,
+                snaplen: args.snaplen,
+            };
+            match crate::live::capture(&opts, &args.output) {
+                Ok(n) => {
+                    eprintln!("vantage: wrote {n} packets to {}", args.output.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => error(e),
+            }
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "vantage", &mut std::io::stdout());
@@ -331,7 +398,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Align(args) => match lined_up(&args.vantages) {
             Ok((al, failed)) => {
                 let out = match args.format {
-                    FlowsFormat::Table => report::align_table(&al),
+                    FlowsFormat::Table => report::align_table_in(
+                        &al,
+                        &crate::diagnose::Catalog::new(
+                            args.lang.unwrap_or_else(crate::diagnose::Lang::from_env),
+                        ),
+                    ),
                     FlowsFormat::Json => report::align_json(&al),
                 };
                 print(&out);
@@ -393,7 +465,8 @@ fn lined_up(args: &VantageArgs) -> anyhow::Result<(crate::align::Alignment, bool
             anyhow::bail!("two captures are named {}: name them NAME=FILE", c.name);
         }
     }
-    let (vantages, errors) = read_vantages_with(&args.captures, args.limits.tracker());
+    let (vantages, errors) =
+        read_vantages_filtered(&args.captures, args.limits.tracker(), args.limits.filter());
     let failed = !errors.is_empty();
     for e in &errors {
         eprintln!("vantage: error: {e:#}");
@@ -437,7 +510,7 @@ fn flows(args: FlowsArgs) -> ExitCode {
         ..args.limits.tracker()
     };
     for path in &args.captures {
-        match crate::pipeline::track_capture_with(path, opts) {
+        match crate::pipeline::track_capture_filtered(path, opts, args.limits.filter()) {
             Ok(flows) => {
                 for w in &flows.summary.warnings {
                     warn(&format!("{}: {w}", path.display()));

@@ -20,6 +20,10 @@ pub mod cli;
 pub mod decode;
 pub mod diagnose;
 pub mod extract;
+#[cfg(feature = "libpcap")]
+pub mod filter;
+#[cfg(feature = "libpcap")]
+pub mod live;
 pub mod pcapng_writer;
 pub mod pipeline;
 pub mod probe;

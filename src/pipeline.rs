@@ -26,6 +26,8 @@ pub struct CaptureSummary {
     /// Frames too short or inconsistent to decode.
     pub malformed: u64,
     pub ip_fragments: u64,
+    /// Frames a `--filter` left out.
+    pub filtered_out: u64,
     pub warnings: Vec<String>,
 }
 
@@ -45,6 +47,22 @@ pub fn track_capture(path: &Path) -> anyhow::Result<CaptureFlows> {
 
 /// `track_capture` with tracker options (application events kept for `--detail`, caps).
 pub fn track_capture_with(path: &Path, opts: TrackerOptions) -> anyhow::Result<CaptureFlows> {
+    track_capture_filtered(path, opts, None)
+}
+
+/// `track_capture_with` keeping only the frames a BPF expression accepts (`--filter`, with
+/// `--features libpcap`). Without that feature a filter is an error.
+pub fn track_capture_filtered(
+    path: &Path,
+    opts: TrackerOptions,
+    filter: Option<&str>,
+) -> anyhow::Result<CaptureFlows> {
+    #[cfg(feature = "libpcap")]
+    let mut bpf = filter.map(crate::filter::BpfFilter::new).transpose()?;
+    #[cfg(not(feature = "libpcap"))]
+    if let Some(f) = filter {
+        anyhow::bail!("--filter '{f}': this build has no libpcap (build with --features libpcap)");
+    }
     let mut reader = CaptureReader::open(path)?;
     let name = path.display().to_string();
     let mut tracker = Tracker::with_options(name.clone(), opts);
@@ -59,6 +77,7 @@ pub fn track_capture_with(path: &Path, opts: TrackerOptions) -> anyhow::Result<C
         not_ip: 0,
         malformed: 0,
         ip_fragments: 0,
+        filtered_out: 0,
         warnings: Vec::new(),
     };
     let mut first_malformed: Option<(u64, u64, &'static str)> = None;
@@ -74,6 +93,17 @@ pub fn track_capture_with(path: &Path, opts: TrackerOptions) -> anyhow::Result<C
                     out_of_order += 1;
                 }
                 summary.last_ts = Some(summary.last_ts.map_or(frame.ts, |l| l.max(frame.ts)));
+                #[cfg(feature = "libpcap")]
+                if let Some(f) = bpf.as_mut() {
+                    match f.matches(&frame) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            summary.filtered_out += 1;
+                            continue;
+                        }
+                        Err(e) => break Some(e),
+                    }
+                }
                 match decode(&frame) {
                     Decoded::Ip(p) => tracker.packet(&frame, &p),
                     Decoded::NotIp => summary.not_ip += 1,
@@ -163,10 +193,19 @@ pub fn read_vantages_with(
     specs: &[VantageSpec],
     opts: TrackerOptions,
 ) -> (Vec<crate::align::Vantage>, Vec<anyhow::Error>) {
+    read_vantages_filtered(specs, opts, None)
+}
+
+/// `read_vantages_with` with a BPF filter on every capture.
+pub fn read_vantages_filtered(
+    specs: &[VantageSpec],
+    opts: TrackerOptions,
+    filter: Option<&str>,
+) -> (Vec<crate::align::Vantage>, Vec<anyhow::Error>) {
     let results: Vec<anyhow::Result<CaptureFlows>> = std::thread::scope(|scope| {
         let handles: Vec<_> = specs
             .iter()
-            .map(|s| scope.spawn(move || track_capture_with(&s.path, opts)))
+            .map(|s| scope.spawn(move || track_capture_filtered(&s.path, opts, filter)))
             .collect();
         handles
             .into_iter()

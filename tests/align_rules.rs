@@ -74,6 +74,7 @@ fn capture(name: &str, pkts: &[Pkt], shift: f64) -> Vantage {
                 not_ip: 0,
                 malformed: 0,
                 ip_fragments: 0,
+                filtered_out: 0,
                 warnings: vec![],
             },
             connections: t.finish(),
