@@ -30,6 +30,12 @@ pub const MAX_RECORD: usize = 16 << 20;
 /// pcapng "Obsolete Packet Block" (pcapng spec, appendix; type 0x00000002), which pcap-parser
 /// hands over as an unknown block.
 const OPB_TYPE: u32 = 0x0000_0002;
+/// A frame byte-identical to one of the previous `DUP_WINDOW` frames, at most `DUP_MAX_NS`
+/// apart, is the same packet captured twice (two interfaces of one pcapng, a SPAN port copying
+/// both directions, `tcpdump -i any` on a bridge): no TCP stack resends a segment within 1 ms
+/// with the same IP ID and TCP timestamp.
+const DUP_WINDOW: usize = 8;
+const DUP_MAX_NS: i64 = 1_000_000;
 
 /// A point in time, in nanoseconds since the Unix epoch (UTC). Good until the year 2262.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -180,6 +186,13 @@ pub struct CaptureReader {
     /// Non-fatal problems, each naming the frame or offset.
     pub warnings: Vec<String>,
     done: bool,
+    /// Frames that were exact copies of a recent frame (see `DUP_WINDOW`). They are still handed
+    /// out, and a warning says so.
+    pub duplicates: u64,
+    /// (hash of the bytes, length, time, frame number) of the last frames.
+    recent: [(u64, usize, i64, u64); DUP_WINDOW],
+    /// Where the duplicates warning sits in `warnings`, with the first duplicate's description.
+    dup_warning: Option<(usize, String)>,
 }
 
 /// Keeps the real I/O error (pcap-parser reduces it to `ReadError`) so that a corrupt `.gz`
@@ -187,20 +200,37 @@ pub struct CaptureReader {
 struct TrackedRead<R> {
     inner: R,
     error: Rc<RefCell<Option<io::Error>>>,
+    /// Set once the source failed: every later read fails the same way.
+    failed: Option<io::ErrorKind>,
 }
 
 impl<R: Read> Read for TrackedRead<R> {
     /// Fills `buf` as far as the source allows: pcap-parser reads once when it starts and
-    /// expects a whole header from that one read.
+    /// expects a whole header from that one read. Bytes read before an error are handed out
+    /// first (so the frames before a corrupt part of a `.gz` are kept); the error comes with the
+    /// next read.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match read_up_to(&mut self.inner, buf) {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                let kind = e.kind();
-                *self.error.borrow_mut() = Some(e);
-                Err(io::Error::from(kind))
+        if let Some(kind) = self.failed {
+            return Err(io::Error::from(kind));
+        }
+        let mut got = 0;
+        while got < buf.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = e.kind();
+                    self.failed = Some(kind);
+                    *self.error.borrow_mut() = Some(e);
+                    if got > 0 {
+                        return Ok(got);
+                    }
+                    return Err(io::Error::from(kind));
+                }
             }
         }
+        Ok(got)
     }
 }
 
@@ -240,19 +270,27 @@ enum Next {
 impl CaptureReader {
     /// Opens a capture read-only. Gzip is recognised by its magic, not by the file name.
     pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", path.display()))?;
+        Self::from_reader(path, file)
+    }
+
+    /// Reads a capture from any byte source; `name` is what messages call it (usually its path).
+    /// Gzip is recognised by its magic. This is what `open` uses, and what the fuzz targets feed.
+    pub fn from_reader(name: impl Into<PathBuf>, source: impl Read + 'static) -> Result<Self> {
+        let path: PathBuf = name.into();
         let shown = path.display();
-        let file = File::open(path).map_err(|e| anyhow::anyhow!("{shown}: cannot open: {e}"))?;
-        let mut head = [0u8; 4];
-        let n = read_up_to(&mut &file, &mut head)
+        let mut source = source;
+        let mut head = [0u8; 2];
+        let n = read_up_to(&mut source, &mut head)
             .map_err(|e| anyhow::anyhow!("{shown}: cannot read: {e}"))?;
-        drop(file);
-        let gzip = n >= 2 && head[0] == 0x1f && head[1] == 0x8b;
+        let gzip = n == 2 && head == [0x1f, 0x8b];
         let io_error = Rc::new(RefCell::new(None));
-        let file = File::open(path).map_err(|e| anyhow::anyhow!("{shown}: cannot open: {e}"))?;
+        let rest = io::Cursor::new(head[..n].to_vec()).chain(source);
         let raw: Box<dyn Read> = if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
+            Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(rest)))
         } else {
-            Box::new(file)
+            Box::new(rest)
         };
         let mut raw = raw;
         // Peek at the (decompressed) magic to choose the reader and to name what we found.
@@ -268,6 +306,7 @@ impl CaptureReader {
         let source: Box<dyn Read> = Box::new(TrackedRead {
             inner: io::Cursor::new(magic).chain(raw),
             error: io_error.clone(),
+            failed: None,
         });
         let m = u32::from_le_bytes(magic);
         let (format, inner) = match m {
@@ -315,7 +354,7 @@ impl CaptureReader {
             }
         };
         Ok(CaptureReader {
-            path: path.to_path_buf(),
+            path,
             format,
             gzip,
             inner,
@@ -325,6 +364,9 @@ impl CaptureReader {
             link_types: Vec::new(),
             warnings: Vec::new(),
             done: false,
+            duplicates: 0,
+            recent: [(0, 0, 0, 0); DUP_WINDOW],
+            dup_warning: None,
         })
     }
 
@@ -341,8 +383,13 @@ impl CaptureReader {
     }
 
     fn err_at(&self, msg: impl fmt::Display) -> anyhow::Error {
+        let of = if self.gzip {
+            " of the decompressed data"
+        } else {
+            ""
+        };
         anyhow::anyhow!(
-            "{}: frame {} at byte {}: {msg}",
+            "{}: frame {} at byte {}{of}: {msg}",
             self.path.display(),
             self.frames + 1,
             self.consumed()
@@ -393,6 +440,32 @@ impl CaptureReader {
                         Inner::Ng { reader, .. } => reader.data(),
                     };
                     let data = &window[data_start..data_start + data_len];
+                    if !data.is_empty() {
+                        let h = frame_hash(data);
+                        let copy_of = self.recent.iter().find(|r| {
+                            r.0 == h && r.1 == data.len() && (r.2 - ts.0).abs() <= DUP_MAX_NS
+                        });
+                        if let Some(&(_, _, _, of)) = copy_of {
+                            self.duplicates += 1;
+                            let n = self.duplicates;
+                            let (at, first) = self.dup_warning.get_or_insert_with(|| {
+                                let first = format!(
+                                    "the first is frame {} at byte {offset}, a copy of frame {of}",
+                                    self.frames
+                                );
+                                self.warnings.push(String::new());
+                                (self.warnings.len() - 1, first)
+                            });
+                            self.warnings[*at] = format!(
+                                "{n} frames are byte-identical copies of a frame just before them \
+                                 (within 1 ms): the same packet captured twice (two interfaces, \
+                                 or a SPAN port copying both directions); {first}. They are kept: \
+                                 packet, retransmission and duplicate-ACK counts include them"
+                            );
+                        }
+                        let slot = (self.frames as usize) % DUP_WINDOW;
+                        self.recent[slot] = (h, data.len(), ts.0, self.frames);
+                    }
                     return Ok(Some(Frame {
                         number: self.frames,
                         ts,
@@ -476,7 +549,7 @@ impl CaptureReader {
                 Next::Eof => {
                     self.done = true;
                     if let Some(e) = self.io_error.borrow_mut().take() {
-                        return Err(self.err_at(format!("read error: {e}")));
+                        return Err(self.err_at(self.read_error(&e)));
                     }
                     return Ok(None);
                 }
@@ -502,6 +575,11 @@ impl CaptureReader {
                     return Err(e);
                 }
                 Next::Error(msg) => {
+                    // Garbage after a failed read (a damaged `.gz`): the read error is the cause.
+                    let msg = match self.io_error.borrow_mut().take() {
+                        Some(e) => self.read_error(&e),
+                        None => msg,
+                    };
                     let e = self.err_at(msg);
                     self.done = true;
                     return Err(e);
@@ -517,9 +595,20 @@ impl CaptureReader {
         }
     }
 
+    /// What to say about the source failing: a damaged `.gz` is named as such, and the frames
+    /// read before the failure are counted (they have been handed out).
+    fn read_error(&self, e: &io::Error) -> String {
+        let what = if self.gzip {
+            format!("read error: the gzip data is corrupt or cut short here ({e})")
+        } else {
+            format!("read error: {e}")
+        };
+        format!("{what}; the {} frames before it were read", self.frames)
+    }
+
     fn io_message(&self, fallback: String) -> String {
         match self.io_error.borrow_mut().take() {
-            Some(e) => format!("read error: {e}"),
+            Some(e) => self.read_error(&e),
             None => fallback,
         }
     }
@@ -529,7 +618,7 @@ impl CaptureReader {
     fn truncated_or_error(&mut self, msg: String) -> Result<Option<Frame<'_>>> {
         self.done = true;
         if let Some(e) = self.io_error.borrow_mut().take() {
-            return Err(self.err_at(format!("read error: {e}")));
+            return Err(self.err_at(self.read_error(&e)));
         }
         if msg.starts_with("read error") {
             return Err(self.err_at(msg));
@@ -738,6 +827,12 @@ fn classify(e: PcapError<&[u8]>) -> Next {
         PcapError::ReadError => Next::Error("read error".into()),
         other => Next::Error(format!("malformed record: {other}")),
     }
+}
+
+/// Hash of a frame's bytes, for spotting the same packet captured twice.
+fn frame_hash(data: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x6475_705f_6672_616d).hash_one(data)
 }
 
 fn ng_timestamp(units: u64, iface: &Interface) -> Timestamp {

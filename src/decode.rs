@@ -302,6 +302,14 @@ fn from_sliced<'a>(p: &LaxSlicedPacket<'a>) -> Decoded<'a> {
             Ok(u) => Transport::Udp(udp_datagram(&u)),
             Err(_) => Transport::Other { protocol },
         },
+        // A whole (unfragmented) TCP or UDP packet whose header did not decode: cut by the
+        // snaplen, or garbage. Counted as undecodable (with a warning), not as "other IP".
+        (None, Fragment::No) if protocol == 6 => {
+            return Decoded::Malformed("TCP header invalid or cut short")
+        }
+        (None, Fragment::No) if protocol == 17 => {
+            return Decoded::Malformed("UDP header invalid or cut short")
+        }
         _ => Transport::Other { protocol },
     };
     Decoded::Ip(Packet {

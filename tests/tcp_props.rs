@@ -1,0 +1,447 @@
+//! Property tests of the TCP tracker and the stream reassembler: random valid conversations
+//! (handshake, data both ways in random sizes, optional retransmissions and reordering, a FIN or
+//! RST end, or none), built as real Ethernet/IPv4/TCP frames with etherparse, decoded by
+//! `vantage::decode` and fed to `vantage::tcp::Tracker`, whole and cut at random points.
+
+use etherparse::PacketBuilder;
+use proptest::prelude::*;
+
+use vantage::capture::{Frame, LinkType, Timestamp};
+use vantage::decode::{decode, Decoded};
+use vantage::tcp::reassembly::{Reassembler, StreamSink};
+use vantage::tcp::{Connection, Proto, Tracker};
+
+const CLIENT: [u8; 4] = [192, 0, 2, 10];
+const SERVER: [u8; 4] = [198, 51, 100, 10];
+const CPORT: u16 = 51_000;
+const SPORT: u16 = 8080;
+
+/// Zeek's 13 `conn_state` values.
+const CONN_STATES: [&str; 13] = [
+    "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",
+];
+/// Zeek's history letters (upper case: the originator), and `^` (direction flipped).
+const HISTORY_LETTERS: &str = "^SsHhAaDdFfRrCcGgTtWwIiQq";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Fin,
+    RstByClient,
+    RstByServer,
+    None,
+}
+
+/// One conversation, as generated.
+#[derive(Clone, Debug)]
+struct Script {
+    isn: [u32; 2],
+    /// (from the client, bytes) per application message, in order.
+    messages: Vec<(bool, Vec<u8>)>,
+    mss: usize,
+    /// Per data segment (in order of creation): resend it right away.
+    retransmit: Vec<bool>,
+    /// Per data segment: swap it with the next segment of the same message.
+    reorder: Vec<bool>,
+    /// Per message: send its segments last first (many segments wait at once).
+    reverse: Vec<bool>,
+    end: End,
+}
+
+/// One packet of the conversation.
+#[derive(Clone, Debug)]
+struct Seg {
+    from_client: bool,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    payload: Vec<u8>,
+    /// A copy of an earlier segment.
+    copy: bool,
+}
+
+impl Seg {
+    fn new(from_client: bool, seq: u32) -> Self {
+        Seg {
+            from_client,
+            seq,
+            ack: None,
+            syn: false,
+            fin: false,
+            rst: false,
+            payload: Vec::new(),
+            copy: false,
+        }
+    }
+}
+
+/// What the script sends, as segments in capture order; and each direction's bytes.
+fn segments(s: &Script) -> (Vec<Seg>, [Vec<u8>; 2]) {
+    let mut out = Vec::new();
+    let mut next = [s.isn[0].wrapping_add(1), s.isn[1].wrapping_add(1)];
+    let mut sent: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut syn = Seg::new(true, s.isn[0]);
+    syn.syn = true;
+    out.push(syn);
+    let mut synack = Seg::new(false, s.isn[1]);
+    synack.syn = true;
+    synack.ack = Some(next[0]);
+    out.push(synack);
+    let mut ack = Seg::new(true, next[0]);
+    ack.ack = Some(next[1]);
+    out.push(ack);
+    let mut k = 0;
+    for (from_client, msg) in &s.messages {
+        let d = if *from_client { 0 } else { 1 };
+        let mut segs = Vec::new();
+        for chunk in msg.chunks(s.mss) {
+            let mut g = Seg::new(*from_client, next[d]);
+            g.ack = Some(next[1 - d]);
+            g.payload = chunk.to_vec();
+            next[d] = next[d].wrapping_add(chunk.len() as u32);
+            sent[d].extend_from_slice(chunk);
+            segs.push(g);
+        }
+        // Reordering: swap neighbours.
+        let mut i = 0;
+        while i + 1 < segs.len() {
+            if s.reorder.get(k + i).copied().unwrap_or(false) {
+                segs.swap(i, i + 1);
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        // At most 32 segments wait at once: the tracker remembers 64 out-of-order ranges per
+        // direction (zeek.rs MAX_BLOCKS) and counts ranges beyond that as missed when acked.
+        if segs.len() <= 32 && s.reverse.get(out.len() % 16).copied().unwrap_or(false) {
+            segs.reverse();
+        }
+        for g in segs {
+            let again = s.retransmit.get(k).copied().unwrap_or(false);
+            k += 1;
+            out.push(g.clone());
+            if again {
+                let mut c = g;
+                c.copy = true;
+                out.push(c);
+            }
+        }
+        // The receiver acknowledges the whole message.
+        let mut a = Seg::new(!*from_client, next[1 - d]);
+        a.ack = Some(next[d]);
+        out.push(a);
+    }
+    match s.end {
+        End::Fin => {
+            let mut f = Seg::new(true, next[0]);
+            f.fin = true;
+            f.ack = Some(next[1]);
+            out.push(f);
+            next[0] = next[0].wrapping_add(1);
+            let mut f = Seg::new(false, next[1]);
+            f.fin = true;
+            f.ack = Some(next[0]);
+            out.push(f);
+            next[1] = next[1].wrapping_add(1);
+            let mut a = Seg::new(true, next[0]);
+            a.ack = Some(next[1]);
+            out.push(a);
+        }
+        End::RstByClient | End::RstByServer => {
+            let c = s.end == End::RstByClient;
+            let d = if c { 0 } else { 1 };
+            let mut r = Seg::new(c, next[d]);
+            r.rst = true;
+            out.push(r);
+        }
+        End::None => {}
+    }
+    (out, sent)
+}
+
+fn frame_bytes(g: &Seg, ip_id: u16) -> Vec<u8> {
+    let (src, dst, sport, dport) = if g.from_client {
+        (CLIENT, SERVER, CPORT, SPORT)
+    } else {
+        (SERVER, CLIENT, SPORT, CPORT)
+    };
+    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ip(etherparse::IpHeaders::Ipv4(
+            {
+                let mut h = etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, src, dst)
+                    .unwrap();
+                h.identification = ip_id;
+                h
+            },
+            Default::default(),
+        ))
+        .tcp(sport, dport, g.seq, 64_000);
+    if g.syn {
+        b = b.syn();
+    }
+    if g.fin {
+        b = b.fin();
+    }
+    if g.rst {
+        b = b.rst();
+    }
+    if let Some(a) = g.ack {
+        b = b.ack(a);
+    }
+    if !g.payload.is_empty() {
+        b = b.psh();
+    }
+    let mut out = Vec::with_capacity(b.size(g.payload.len()));
+    b.write(&mut out, &g.payload).unwrap();
+    out
+}
+
+/// Feeds the first `n` segments to a fresh tracker.
+fn track(segs: &[Seg], n: usize) -> Vec<Connection> {
+    let mut t = Tracker::new("props");
+    for (i, g) in segs[..n].iter().enumerate() {
+        let bytes = frame_bytes(g, i as u16);
+        let frame = Frame {
+            number: i as u64 + 1,
+            ts: Timestamp(1_700_000_000_000_000_000 + i as i64 * 1_000_000),
+            link: LinkType::ETHERNET,
+            interface: 0,
+            orig_len: bytes.len() as u32,
+            offset: 0,
+            data: &bytes,
+        };
+        match decode(&frame) {
+            Decoded::Ip(p) => t.packet(&frame, &p),
+            other => panic!("frame {i} did not decode: {other:?}"),
+        }
+    }
+    t.finish()
+}
+
+/// ISNs anywhere, often just below the 2^32 wrap.
+fn any_isn() -> BoxedStrategy<u32> {
+    prop_oneof![any::<u32>(), (0u32..4096).prop_map(|x| u32::MAX - x)].boxed()
+}
+
+/// ISNs far enough from the wrap that no conversation crosses it.
+fn isn_no_wrap() -> BoxedStrategy<u32> {
+    (0u32..u32::MAX - 100_000).boxed()
+}
+
+/// ISNs just below the wrap: the conversation crosses it.
+fn isn_wrap() -> BoxedStrategy<u32> {
+    (0u32..4096).prop_map(|x| u32::MAX - x).boxed()
+}
+
+fn script() -> impl Strategy<Value = Script> {
+    script_with(any_isn())
+}
+
+fn script_with(isn: BoxedStrategy<u32>) -> impl Strategy<Value = Script> {
+    (
+        isn.clone(),
+        isn,
+        prop::collection::vec(
+            (any::<bool>(), prop::collection::vec(any::<u8>(), 1..3000)),
+            0..8,
+        ),
+        prop_oneof![Just(1460usize), 1usize..600],
+        prop::collection::vec(prop::bool::weighted(0.15), 64),
+        prop::collection::vec(prop::bool::weighted(0.15), 64),
+        prop::collection::vec(prop::bool::weighted(0.2), 16),
+        prop_oneof![
+            Just(End::Fin),
+            Just(End::RstByClient),
+            Just(End::RstByServer),
+            Just(End::None)
+        ],
+    )
+        .prop_map(
+            |(a, b, messages, mss, retransmit, reorder, reverse, end)| Script {
+                isn: [a, b],
+                messages,
+                mss,
+                retransmit,
+                reorder,
+                reverse,
+                end,
+            },
+        )
+}
+
+fn tcp_conns(conns: &[Connection]) -> Vec<&Connection> {
+    conns.iter().filter(|c| c.proto == Proto::Tcp).collect()
+}
+
+fn check_sane(c: &Connection) {
+    let st = c.conn_state.expect("a TCP connection has a conn_state");
+    assert!(CONN_STATES.contains(&st), "conn_state {st}");
+    let h = c.history.as_deref().unwrap_or("");
+    assert!(
+        h.chars().all(|ch| HISTORY_LETTERS.contains(ch)),
+        "history {h:?}"
+    );
+}
+
+struct Collect {
+    bytes: Vec<u8>,
+    gaps: u64,
+}
+
+impl StreamSink for Collect {
+    fn data(&mut self, bytes: &[u8], _ts: Timestamp, _frame: u64) {
+        self.bytes.extend_from_slice(bytes);
+    }
+    fn gap(&mut self, _missing: u64) {
+        self.gaps += 1;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The whole conversation: one connection, every packet counted once, every byte counted
+    /// once (copies do not inflate `orig_bytes`), and the state Zeek would give it.
+    #[test]
+    fn whole_conversation(s in script()) {
+        let (segs, sent) = segments(&s);
+        let conns = track(&segs, segs.len());
+        let tcp = tcp_conns(&conns);
+        prop_assert_eq!(tcp.len(), 1);
+        let c = tcp[0];
+        check_sane(c);
+        prop_assert_eq!(c.orig_p, CPORT, "the SYN's sender is the originator");
+        prop_assert_eq!(c.orig.pkts + c.resp.pkts, segs.len() as u64);
+        prop_assert_eq!(c.orig.bytes, sent[0].len() as u64, "orig_bytes");
+        prop_assert_eq!(c.resp.bytes, sent[1].len() as u64, "resp_bytes");
+        let copies = |client: bool| -> u64 {
+            segs.iter().filter(|g| g.copy && g.from_client == client)
+                .map(|g| g.payload.len() as u64).sum()
+        };
+        prop_assert_eq!(c.orig.payload_bytes_sent, sent[0].len() as u64 + copies(true));
+        prop_assert_eq!(c.resp.payload_bytes_sent, sent[1].len() as u64 + copies(false));
+        prop_assert_eq!(c.missed_bytes, 0);
+        let want = match s.end {
+            End::Fin => "SF",
+            End::RstByClient => "RSTO",
+            End::RstByServer => "RSTR",
+            End::None => "S1",
+        };
+        prop_assert_eq!(c.conn_state, Some(want), "history {:?}", c.history);
+    }
+
+    /// Cut anywhere: never more than the whole feed, never more than was sent before the cut,
+    /// and the history of the cut feed is a prefix of the whole one's.
+    #[test]
+    fn cut_feed_never_exceeds_the_whole(s in script(), cut in any::<prop::sample::Index>()) {
+        let (segs, _) = segments(&s);
+        let n = cut.index(segs.len() + 1);
+        let full = track(&segs, segs.len());
+        let part = track(&segs, n);
+        let full = tcp_conns(&full)[0];
+        let part = tcp_conns(&part);
+        if n == 0 {
+            prop_assert!(part.is_empty());
+            return Ok(());
+        }
+        prop_assert_eq!(part.len(), 1);
+        let part = part[0];
+        check_sane(part);
+        prop_assert_eq!(part.orig.pkts + part.resp.pkts, n as u64);
+        prop_assert!(part.orig.bytes <= full.orig.bytes);
+        prop_assert!(part.resp.bytes <= full.resp.bytes);
+        // Zeek counts bytes by sequence span (a segment seen after a hole counts the hole too,
+        // and `missed_bytes` says so): never past the highest byte seen before the cut.
+        let span_before = |client: bool| -> u64 {
+            let d = if client { 0 } else { 1 };
+            segs[..n].iter().filter(|g| g.from_client == client && !g.payload.is_empty())
+                .map(|g| g.seq.wrapping_add(g.payload.len() as u32).wrapping_sub(s.isn[d]).wrapping_sub(1) as u64)
+                .max().unwrap_or(0)
+        };
+        prop_assert!(part.orig.bytes <= span_before(true), "{} > {}", part.orig.bytes, span_before(true));
+        prop_assert!(part.resp.bytes <= span_before(false), "{} > {}", part.resp.bytes, span_before(false));
+        let (hp, hf) = (part.history.clone().unwrap_or_default(), full.history.clone().unwrap_or_default());
+        prop_assert!(hf.starts_with(&hp), "history {hp:?} then {hf:?}");
+    }
+
+    /// The reassembled stream of each direction is exactly the bytes sent, whatever the
+    /// retransmissions and reordering, with no hole declared.
+    #[test]
+    fn reassembly_gives_back_the_sent_bytes(s in script_with(isn_no_wrap())) {
+        check_reassembly(&s)?;
+    }
+
+    /// The same across the 2^32 sequence wrap. Known bug: `Reassembler::drain` takes the
+    /// waiting segment with the lowest raw `u32` key (BTreeMap order), not the lowest in
+    /// sequence space, so with two segments waiting on both sides of the wrap it stalls and
+    /// `flush` declares a false hole (src/tcp/reassembly.rs). Un-ignore once fixed.
+    #[test]
+    #[ignore = "known bug: Reassembler::drain orders waiting segments by raw u32, not across the seq wrap"]
+    fn reassembly_across_the_seq_wrap(s in script_with(isn_wrap())) {
+        check_reassembly(&s)?;
+    }
+}
+
+fn check_reassembly(s: &Script) -> Result<(), TestCaseError> {
+    {
+        let (segs, sent) = segments(s);
+        for (d, client) in [(0usize, true), (1, false)] {
+            let mut r = Reassembler::new(1 << 20);
+            let mut sink = Collect {
+                bytes: Vec::new(),
+                gaps: 0,
+            };
+            r.syn(s.isn[d]);
+            for (i, g) in segs.iter().enumerate() {
+                if g.from_client == client && !g.payload.is_empty() {
+                    r.segment(
+                        g.seq,
+                        &g.payload,
+                        g.payload.len() as u32,
+                        Timestamp(i as i64),
+                        i as u64,
+                        &mut sink,
+                    );
+                }
+            }
+            r.flush(&mut sink);
+            prop_assert_eq!(sink.gaps, 0, "direction {}", d);
+            prop_assert!(
+                sink.bytes == sent[d],
+                "direction {}: {} bytes back, {} sent",
+                d,
+                sink.bytes.len(),
+                sent[d].len()
+            );
+            prop_assert_eq!(r.missed_bytes, 0);
+        }
+    }
+    Ok(())
+}
+
+/// The smallest case of the wrap bug above, kept as a plain test.
+#[test]
+#[ignore = "known bug: Reassembler::drain orders waiting segments by raw u32, not across the seq wrap"]
+fn reassembly_two_waiting_segments_across_the_wrap() {
+    let mut r = Reassembler::new(1 << 20);
+    let mut sink = Collect {
+        bytes: Vec::new(),
+        gaps: 0,
+    };
+    let isn = u32::MAX - 20;
+    r.syn(isn);
+    // Bytes 1..=30 of the stream in three segments of 10, sent last first; the third starts
+    // past the wrap.
+    let first = isn.wrapping_add(1);
+    let data: Vec<u8> = (0..30).collect();
+    for k in [2u32, 1, 0] {
+        let seq = first.wrapping_add(10 * k);
+        let p = &data[(10 * k) as usize..(10 * k + 10) as usize];
+        r.segment(seq, p, 10, Timestamp(0), u64::from(k), &mut sink);
+    }
+    r.flush(&mut sink);
+    assert_eq!(sink.gaps, 0);
+    assert_eq!(sink.bytes, data);
+}
