@@ -15,7 +15,12 @@ use crate::pipeline::CaptureSummary;
 use crate::tcp::{Connection, Side};
 
 pub mod defaults;
+/// The message catalogs (kept under `src/i18n/`).
+#[path = "../i18n/mod.rs"]
+pub mod i18n;
 pub mod rules;
+
+pub use i18n::{Catalog, Lang, Msg};
 
 /// Version of the JSON document; bumped when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -73,8 +78,11 @@ pub struct Evidence {
     pub frame: u64,
     /// On the reference clock.
     pub ts: Timestamp,
-    /// What it shows.
+    /// What it shows (in the report's language).
     pub what: String,
+    /// `what` before a language was chosen.
+    #[serde(skip)]
+    pub what_msg: Option<Msg>,
 }
 
 /// A Wireshark display filter that shows a finding's evidence in one capture.
@@ -159,6 +167,21 @@ pub struct Finding {
     pub single_vantage: bool,
     #[serde(flatten)]
     pub numbers: Numbers,
+    /// The sentences before a language was chosen.
+    #[serde(skip)]
+    pub text: FindingText,
+}
+
+/// A finding's sentences as catalog messages: `diagnose_with` renders them into `summary`,
+/// `explanation` and `recommendation` in the chosen language.
+#[derive(Clone, Debug, Default)]
+pub struct FindingText {
+    pub summary: Option<Msg>,
+    /// Sentences, joined by the language's sentence separator.
+    pub explanation: Vec<Msg>,
+    pub recommendation: Option<Msg>,
+    /// Where on the path, in words (the English `numbers.hop` stays for machines).
+    pub hop: Option<Msg>,
 }
 
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -170,6 +193,11 @@ pub struct Verdict {
     pub confidence: f64,
     /// What evidence would change this verdict.
     pub would_change: String,
+    /// `summary` and `would_change` before a language was chosen.
+    #[serde(skip)]
+    pub summary_msg: Option<Msg>,
+    #[serde(skip)]
+    pub would_change_msg: Option<Msg>,
 }
 
 /// A capture in the report: its summary and its vantage name.
@@ -184,6 +212,9 @@ pub struct CaptureReport {
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Diagnosis {
     pub schema_version: u32,
+    /// Language of the human-readable strings (summary, explanation, recommendation, what,
+    /// would_change): `en` or `zh-CN`. Field names and `kind` values are English whatever it is.
+    pub lang: String,
     pub verdict: Verdict,
     pub reference: String,
     pub captures: Vec<CaptureReport>,
@@ -238,13 +269,14 @@ impl<'a> Ctx<'a> {
         self.al.vantages[leg.at.0].flows.summary.path.clone()
     }
 
-    pub fn evidence(&self, leg: &Leg, frame: u64, ts: Timestamp, what: String) -> Evidence {
+    pub fn evidence(&self, leg: &Leg, frame: u64, ts: Timestamp, what: Msg) -> Evidence {
         Evidence {
             vantage: leg.vantage.clone(),
             file: self.file(leg),
             frame,
             ts: self.reference_ts(leg, ts),
-            what,
+            what: String::new(),
+            what_msg: Some(what),
         }
     }
 
@@ -269,6 +301,14 @@ pub fn side_name(s: Side) -> &'static str {
         Side::Orig => "client",
         Side::Resp => "server",
     }
+}
+
+/// `side_name` as a message: "client" / "客户端".
+pub fn side_msg(s: Side) -> Msg {
+    Msg::new(match s {
+        Side::Orig => "side-client",
+        Side::Resp => "side-server",
+    })
 }
 
 /// Wireshark display filters for a finding: one per capture, the connection's packets and the
@@ -322,23 +362,23 @@ pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> V
 /// Default cap on evidence items per finding: enough for a ticket, bounded on hostile captures.
 pub const MAX_EVIDENCE: usize = 50;
 
-/// Runs every rule and writes the verdict.
+/// Runs every rule and writes the verdict, in English.
 pub fn diagnose(al: &Alignment) -> Diagnosis {
-    diagnose_with(al, MAX_EVIDENCE)
+    diagnose_with(al, MAX_EVIDENCE, Lang::En)
 }
 
-/// `diagnose` with a cap on evidence items per finding; a finding cut short says how many
-/// items it left out in its explanation.
-pub fn diagnose_with(al: &Alignment, max_evidence: usize) -> Diagnosis {
+/// `diagnose` with a cap on evidence items per finding (a finding cut short says how many
+/// items it left out in its explanation), its sentences in `lang`.
+pub fn diagnose_with(al: &Alignment, max_evidence: usize, lang: Lang) -> Diagnosis {
     let ctx = Ctx::new(al);
     let mut findings = rules::run_all(&ctx);
     for f in &mut findings {
         if f.evidence.len() > max_evidence {
             let left = f.evidence.len() - max_evidence;
             f.evidence.truncate(max_evidence);
-            f.explanation.push_str(&format!(
-                " ({left} more evidence items left out: --max-evidence.)"
-            ));
+            f.text
+                .explanation
+                .push(Msg::new("evidence-left-out").n("left", left));
         }
     }
     // Most severe first, then in rule order; ids follow.
@@ -346,9 +386,20 @@ pub fn diagnose_with(al: &Alignment, max_evidence: usize) -> Diagnosis {
     for (i, f) in findings.iter_mut().enumerate() {
         f.id = format!("F{}", i + 1);
     }
-    let verdict = rules::verdict(&ctx, &findings);
+    let mut verdict = rules::verdict(&ctx, &findings);
+    let cat = Catalog::new(lang);
+    for f in &mut findings {
+        render_finding(&cat, f);
+    }
+    if let Some(m) = &verdict.summary_msg {
+        verdict.summary = cat.render(m);
+    }
+    if let Some(m) = &verdict.would_change_msg {
+        verdict.would_change = cat.render(m);
+    }
     Diagnosis {
         schema_version: SCHEMA_VERSION,
+        lang: lang.tag().to_string(),
         verdict,
         reference: al.vantages[al.reference].name.clone(),
         captures: al
@@ -362,5 +413,23 @@ pub fn diagnose_with(al: &Alignment, max_evidence: usize) -> Diagnosis {
         clock_offsets: al.clock_offsets.clone(),
         connections: al.connections.clone(),
         findings,
+    }
+}
+
+/// Fills a finding's sentences from its messages, in the catalog's language.
+pub fn render_finding(cat: &Catalog, f: &mut Finding) {
+    if let Some(m) = &f.text.summary {
+        f.summary = cat.render(m);
+    }
+    if !f.text.explanation.is_empty() {
+        f.explanation = cat.sentences(&f.text.explanation);
+    }
+    if let Some(m) = &f.text.recommendation {
+        f.recommendation = cat.render(m);
+    }
+    for e in &mut f.evidence {
+        if let Some(m) = &e.what_msg {
+            e.what = cat.render(m);
+        }
     }
 }

@@ -6,9 +6,10 @@ use crate::capture::Timestamp;
 use crate::tcp::{Connection, Gap, SampleKind, Side, TerminationKind};
 
 use super::defaults;
+use super::i18n::{empty, fixed, Msg};
 use super::{
-    display_filters, side_name, Ctx, Evidence, Finding, FindingKind, Numbers, Path, Severity,
-    Verdict,
+    display_filters, side_msg, side_name, Ctx, Evidence, Finding, FindingKind, FindingText,
+    Numbers, Path, Severity, Verdict,
 };
 
 /// A silence shorter than this is ordinary traffic, not an idle period a middlebox would act
@@ -32,8 +33,10 @@ pub struct Death {
     pub at_timer: bool,
     /// Longest silence this connection survived before the fatal one.
     pub survived_s: Option<f64>,
-    /// Where on the path.
+    /// Where on the path (English, for `numbers.hop`).
     pub hop: String,
+    /// Where on the path, in words of the report's language.
+    pub hop_msg: Msg,
     /// When the middlebox acted (reference time) and the last good packet before.
     pub at: Timestamp,
     pub last_good: Timestamp,
@@ -93,6 +96,25 @@ fn kind_word(k: TerminationKind) -> &'static str {
         TerminationKind::Fin => "FIN",
         TerminationKind::Rst => "RST",
     }
+}
+
+/// The IP ID pattern in words (English: its JSON name).
+fn pattern_msg(p: crate::tcp::IpIdPattern) -> Msg {
+    use crate::tcp::IpIdPattern;
+    Msg::new(match p {
+        IpIdPattern::None => "ipid-none",
+        IpIdPattern::Zero => "ipid-zero",
+        IpIdPattern::Incrementing => "ipid-incrementing",
+        IpIdPattern::Random => "ipid-random",
+    })
+}
+
+/// "between agent and softswitch", in English for the JSON and as a message for the words.
+fn hop_between(a: &str, b: &str) -> (String, Msg) {
+    (
+        format!("between {a} and {b}"),
+        Msg::new("hop-between").s("a", a).s("b", b),
+    )
 }
 
 /// The silence just before `ts` (the one that ends at or right before it), if long enough.
@@ -170,7 +192,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
         }
         let cn = ctx.conn(next);
         let (a, b) = (order[last_seen], next);
-        let hop = format!("between {} and {}", a.vantage, b.vantage);
+        let (hop, hop_msg) = hop_between(&a.vantage, &b.vantage);
         // FIN or RST: what the middlebox sent toward the endpoint it stood in for. A proxy's
         // first packet toward the sender's side (`next`) tells, since toward the far side it may
         // send a FIN and then a RST (HAProxy `option nolinger`).
@@ -186,74 +208,72 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
         let mut evidence = vec![];
         for leg in &order[..=last_seen] {
             let t = ctx.conn(leg).termination.as_ref()?;
-            let mut what = format!(
-                "{} from the {} side ({}:{}), TTL {}, IP ID {}, window {}",
-                kind_word(t.kind),
-                side_name(sender),
-                if sender == Side::Resp {
-                    leg.dst
-                } else {
-                    leg.src
-                },
-                if sender == Side::Resp {
-                    leg.dport
-                } else {
-                    leg.sport
-                },
-                t.ttl,
-                t.ip_id.map_or("-".into(), |i| i.to_string()),
-                t.window
-            );
-            if t.ttl_fits == Some(false) || t.ip_id_fits == Some(false) {
-                what.push_str(&format!(
-                    "; the sender's other packets have TTL {} and IP IDs {}",
-                    t.sender_usual.ttl_usual,
-                    serde_json::to_value(t.sender_usual.ip_id_pattern)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
-                ));
-            }
+            let misfit = if t.ttl_fits == Some(false) || t.ip_id_fits == Some(false) {
+                Msg::new("ev-sender-usual")
+                    .s("ttl", t.sender_usual.ttl_usual)
+                    .m("pattern", pattern_msg(t.sender_usual.ip_id_pattern))
+            } else {
+                empty()
+            };
+            let what = Msg::new("ev-end-from-side")
+                .s("kind", kind_word(t.kind))
+                .m("side", side_msg(sender))
+                .s(
+                    "addr",
+                    if sender == Side::Resp {
+                        leg.dst
+                    } else {
+                        leg.src
+                    },
+                )
+                .s(
+                    "port",
+                    if sender == Side::Resp {
+                        leg.dport
+                    } else {
+                        leg.sport
+                    },
+                )
+                .s("ttl", t.ttl)
+                .s("ipid", t.ip_id.map_or("-".into(), |i| i.to_string()))
+                .s("window", t.window)
+                .m("misfit", misfit);
             evidence.push(ctx.evidence(leg, t.frame, t.ts, what));
         }
         // What the sender's side shows instead.
         let what_instead = match cn.termination.as_ref() {
             Some(t) if t.by != sender => {
-                evidence.push(ctx.evidence(
-                    next,
-                    t.frame,
-                    t.ts,
-                    format!(
-                        "here the {} never sent it: the first end is a {} toward it, from the {} side",
-                        side_name(sender),
-                        kind_word(t.kind),
-                        side_name(t.by)
+                evidence.push(
+                    ctx.evidence(
+                        next,
+                        t.frame,
+                        t.ts,
+                        Msg::new("ev-never-sent")
+                            .m("side", side_msg(sender))
+                            .s("kind", kind_word(t.kind))
+                            .m("by", side_msg(t.by)),
                     ),
-                ));
-                format!(
-                    "at {} the {} instead received a {} from the middlebox",
-                    next.vantage,
-                    side_name(sender),
-                    kind_word(t.kind)
-                )
+                );
+                Msg::new("mb-instead-received")
+                    .s("vantage", &next.vantage)
+                    .m("side", side_msg(sender))
+                    .s("kind", kind_word(t.kind))
             }
             _ => {
-                evidence.push(ctx.evidence(
-                    next,
-                    cn.last_frame,
-                    cn.last_ts,
-                    format!(
-                        "last packet of this connection here; no {} from the {}",
-                        kind_word(t0.kind),
-                        side_name(sender)
+                evidence.push(
+                    ctx.evidence(
+                        next,
+                        cn.last_frame,
+                        cn.last_ts,
+                        Msg::new("ev-last-here-no-end")
+                            .s("kind", kind_word(t0.kind))
+                            .m("side", side_msg(sender)),
                     ),
-                ));
-                format!(
-                    "{} shows no {} from the {}: the connection simply goes quiet there",
-                    next.vantage,
-                    kind_word(t0.kind),
-                    side_name(sender)
-                )
+                );
+                Msg::new("mb-instead-quiet")
+                    .s("vantage", &next.vantage)
+                    .s("kind", kind_word(t0.kind))
+                    .m("side", side_msg(sender))
             }
         };
         // The silence that preceded it, and whether the middlebox acted on a timer.
@@ -263,46 +283,48 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
         let last_good = fatal.map_or(t0_ref, |g| ctx.reference_ts(order[0], g.from_ts));
         if let Some(g) = fatal {
             if !at_timer {
-                evidence.push(ctx.evidence(
-                    order[0],
-                    g.to_frame,
-                    Timestamp(g.from_ts.0 + (g.secs * 1e9) as i64),
-                    format!(
-                        "first packet after {:.3} s of silence, from the {}; the {} answers it",
-                        g.secs,
-                        side_name(g.by),
-                        kind_word(t0.kind)
+                evidence.push(
+                    ctx.evidence(
+                        order[0],
+                        g.to_frame,
+                        Timestamp(g.from_ts.0 + (g.secs * 1e9) as i64),
+                        Msg::new("ev-first-after-silence-answered")
+                            .s("secs", fixed(g.secs, 3))
+                            .m("side", side_msg(g.by))
+                            .s("kind", kind_word(t0.kind)),
                     ),
-                ));
+                );
             }
         }
         let word = match kind {
-            FindingKind::MiddleboxClose => "closed",
-            _ => "reset",
+            FindingKind::MiddleboxClose => "mb-word-closed",
+            _ => "mb-word-reset",
         };
-        let summary = format!(
-            "{}: a middlebox {hop} {word} the connection after {:.3} s of silence; the {} never sent that {}",
-            p.lined.id,
-            silence,
-            side_name(sender),
-            kind_word(t0.kind)
-        );
-        let proxy = match p.lined.matched.method {
-            MatchMethod::Stream => " A TCP proxy stands there: the legs are two TCP connections carrying the same bytes.",
-            MatchMethod::L7Proxy => " An HTTP/WebSocket proxy stands there: the legs are two TCP connections carrying the same messages.",
-            _ => "",
-        };
-        let explanation = format!(
-            "The {} at {} arrived as if from the {}, but {}. It was made {hop}.{proxy} {}",
-            kind_word(t0.kind),
-            order[0].vantage,
-            side_name(sender),
-            what_instead,
-            if at_timer {
-                format!("It came by itself after {silence:.3} s of silence: the middlebox acted when its idle timer fired.")
+        let summary = Msg::new("mb-summary")
+            .s("conn", &p.lined.id)
+            .m("hop", hop_msg.clone())
+            .m("word", Msg::new(word))
+            .s("silence", fixed(silence, 3))
+            .m("side", side_msg(sender))
+            .s("kind", kind_word(t0.kind));
+        let mut explanation = vec![Msg::new("mb-explain")
+            .s("kind", kind_word(t0.kind))
+            .s("vantage", &order[0].vantage)
+            .m("side", side_msg(sender))
+            .m("instead", what_instead)
+            .m("hop", hop_msg.clone())];
+        match p.lined.matched.method {
+            MatchMethod::Stream => explanation.push(Msg::new("mb-proxy-tcp")),
+            MatchMethod::L7Proxy => explanation.push(Msg::new("mb-proxy-l7")),
+            _ => {}
+        }
+        explanation.push(
+            Msg::new(if at_timer {
+                "mb-at-timer"
             } else {
-                format!("It answered the first packet after {silence:.3} s of silence: the middlebox had already forgotten the flow and rejected the next packet.")
-            }
+                "mb-next-packet"
+            })
+            .s("silence", fixed(silence, 3)),
         );
         let legs: Vec<&Leg> = p.legs.clone();
         let display_filters = display_filters(ctx, &evidence, &legs);
@@ -310,18 +332,24 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
             id: String::new(),
             kind,
             severity: Severity::Critical,
-            summary,
-            explanation,
+            summary: String::new(),
+            explanation: String::new(),
             connections: vec![p.lined.id.clone()],
             evidence,
             display_filters,
-            recommendation: "Keep connections through this middlebox busier than its idle timeout (a heartbeat at well under half of it), or raise the idle timeout of its layer-4 listener.".into(),
+            recommendation: String::new(),
             single_vantage: false,
             numbers: Numbers {
                 hop: Some(hop.clone()),
                 silence_s: Some(round3(silence)),
                 acts: Some(if at_timer { "timer" } else { "next_packet" }),
                 ..Numbers::default()
+            },
+            text: FindingText {
+                summary: Some(summary),
+                explanation,
+                recommendation: Some(Msg::new("mb-rec")),
+                hop: Some(hop_msg.clone()),
             },
         };
         let d = Death {
@@ -330,6 +358,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
             at_timer,
             survived_s: fatal.and_then(|g| survived(c0, &g)),
             hop,
+            hop_msg,
             at: t0_ref,
             last_good,
         };
@@ -373,58 +402,59 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death
             leg,
             fatal.to_frame,
             Timestamp(fatal.from_ts.0 + (fatal.secs * 1e9) as i64),
-            format!(
-                "first packet after {:.3} s of silence, from the {}",
-                fatal.secs,
-                side_name(fatal.by)
-            ),
+            Msg::new("ev-first-after-silence")
+                .s("secs", fixed(fatal.secs, 3))
+                .m("side", side_msg(fatal.by)),
         ),
         ctx.evidence(
             leg,
             t.frame,
             t.ts,
-            format!(
-                "RST as if from the {}: TTL {} (its other packets: {}), IP ID {} (its other packets: {}), window {}, {} options",
-                side_name(t.by),
-                t.ttl,
-                t.sender_usual.ttl_usual,
-                t.ip_id.map_or("-".into(), |i| i.to_string()),
-                serde_json::to_value(t.sender_usual.ip_id_pattern)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                t.window,
-                t.options_len
-            ),
+            Msg::new("ev-rst-misfit")
+                .m("side", side_msg(t.by))
+                .s("ttl", t.ttl)
+                .s("ttl_usual", t.sender_usual.ttl_usual)
+                .s("ipid", t.ip_id.map_or("-".into(), |i| i.to_string()))
+                .m("pattern", pattern_msg(t.sender_usual.ip_id_pattern))
+                .s("window", t.window)
+                .s("options", t.options_len),
         ),
     ];
     let display_filters = display_filters(ctx, &evidence, &p.legs);
     let hop = format!("between {} and the {}", leg.vantage, side_name(t.by));
+    let hop_msg = Msg::new("hop-between-side")
+        .s("vantage", &leg.vantage)
+        .m("side", side_msg(t.by));
     let f = Finding {
         id: String::new(),
         kind: FindingKind::MiddleboxReset,
         severity: Severity::Critical,
-        summary: format!(
-            "{}: a RST after {:.3} s of silence does not fit the {}'s other packets: likely built by a middlebox",
-            p.lined.id, fatal.secs, side_name(t.by)
-        ),
-        explanation: format!(
-            "Only {} saw this connection, so the RST's origin rests on its fingerprint and timing: it answered the first packet after {:.3} s of silence, and its TTL/IP ID do not match what the {} sends. A capture nearer the {} would show whether it ever left there.",
-            leg.vantage,
-            fatal.secs,
-            side_name(t.by),
-            side_name(t.by)
-        ),
+        summary: String::new(),
+        explanation: String::new(),
         connections: vec![p.lined.id.clone()],
         evidence,
         display_filters,
-        recommendation: "Capture at the other end at the same time to confirm; meanwhile keep the connection busier than the suspected idle timeout.".into(),
+        recommendation: String::new(),
         single_vantage: true,
         numbers: Numbers {
             hop: Some(hop.clone()),
             silence_s: Some(round3(fatal.secs)),
             acts: Some("next_packet"),
             ..Numbers::default()
+        },
+        text: FindingText {
+            summary: Some(
+                Msg::new("single-summary")
+                    .s("conn", &p.lined.id)
+                    .s("silence", fixed(fatal.secs, 3))
+                    .m("side", side_msg(t.by)),
+            ),
+            explanation: vec![Msg::new("single-explain")
+                .s("vantage", &leg.vantage)
+                .s("silence", fixed(fatal.secs, 3))
+                .m("side", side_msg(t.by))],
+            recommendation: Some(Msg::new("single-rec")),
+            hop: Some(hop_msg.clone()),
         },
     };
     let d = Death {
@@ -433,6 +463,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death
         at_timer: false,
         survived_s: survived(c, &fatal),
         hop,
+        hop_msg,
         at,
         last_good: ctx.reference_ts(leg, fatal.from_ts),
     };
@@ -482,21 +513,16 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
                 leg,
                 fatal.to_frame,
                 silence_end,
-                format!(
-                    "first packet after {:.3} s of silence, from the {}",
-                    fatal.secs,
-                    side_name(sender)
-                ),
+                Msg::new("ev-first-after-silence")
+                    .s("secs", fixed(fatal.secs, 3))
+                    .m("side", side_msg(sender)),
             )];
             for s in &after {
                 evidence.push(ctx.evidence(
                     leg,
                     s.frame,
                     s.ts,
-                    format!(
-                        "retransmission, {} s after the silence, no answer",
-                        secs3(s.ts.secs_since(silence_end))
-                    ),
+                    Msg::new("ev-retrans-no-answer").s("secs", secs3(s.ts.secs_since(silence_end))),
                 ));
             }
             let mut confirmed = None;
@@ -514,67 +540,50 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
                         d,
                         dc.last_frame,
                         dc.last_ts,
-                        format!(
-                            "last packet here; nothing the {} sent after the silence arrived",
-                            side_name(sender)
-                        ),
+                        Msg::new("ev-last-nothing-arrived").m("side", side_msg(sender)),
                     ));
                     confirmed = Some(*d);
                     break;
                 }
             }
-            let hop = match confirmed {
+            let (hop, hop_msg) = match confirmed {
                 Some(d) => {
                     let prev = if sender == Side::Orig {
                         p.legs[p.legs.iter().position(|l| l.at == d.at)? - 1]
                     } else {
                         p.legs[p.legs.iter().position(|l| l.at == d.at)? + 1]
                     };
-                    format!("between {} and {}", prev.vantage, d.vantage)
+                    hop_between(&prev.vantage, &d.vantage)
                 }
-                None => format!(
-                    "beyond {}, toward the {}",
-                    leg.vantage,
-                    side_name(other(sender))
+                None => (
+                    format!(
+                        "beyond {}, toward the {}",
+                        leg.vantage,
+                        side_name(other(sender))
+                    ),
+                    Msg::new("hop-beyond")
+                        .s("vantage", &leg.vantage)
+                        .m("side", side_msg(other(sender))),
                 ),
             };
             let end = match c.termination.as_ref() {
-                Some(t) if t.by == sender => format!(
-                    "then the {} gave up and sent its own {}",
-                    side_name(sender),
-                    kind_word(t.kind)
-                ),
-                Some(t) => format!("then a {} arrived", kind_word(t.kind)),
-                None => "and the capture ends".into(),
+                Some(t) if t.by == sender => Msg::new("sd-end-gave-up")
+                    .m("side", side_msg(sender))
+                    .s("kind", kind_word(t.kind)),
+                Some(t) => Msg::new("sd-end-arrived").s("kind", kind_word(t.kind)),
+                None => Msg::new("sd-end-capture"),
             };
             let display_filters = display_filters(ctx, &evidence, &p.legs);
             let f = Finding {
                 id: String::new(),
                 kind: FindingKind::SilentDrop,
                 severity: Severity::Critical,
-                summary: format!(
-                    "{}: after {:.3} s of silence the {}'s packets vanish {hop}: {} retransmissions, no answer",
-                    p.lined.id,
-                    fatal.secs,
-                    side_name(sender),
-                    after.len()
-                ),
-                explanation: format!(
-                    "At {} the {} sent after {:.3} s of silence and retransmitted {} times without any answer, {end}. {}",
-                    leg.vantage,
-                    side_name(sender),
-                    fatal.secs,
-                    after.len(),
-                    if confirmed.is_some() {
-                        "The capture downstream shows that none of it arrived: a middlebox dropped the packets of a flow it had forgotten, without a RST."
-                    } else {
-                        "No capture downstream confirms where the packets were lost; the lack of any answer, even a RST, points to a middlebox that forgot the flow and drops its packets."
-                    }
-                ),
+                summary: String::new(),
+                explanation: String::new(),
                 connections: vec![p.lined.id.clone()],
                 evidence,
                 display_filters,
-                recommendation: "A middlebox that drops silently makes the client wait for its own heartbeat check: keep connections busier than its idle timeout, and make the client's dead-connection check short.".into(),
+                recommendation: String::new(),
                 single_vantage: confirmed.is_none(),
                 numbers: Numbers {
                     hop: Some(hop.clone()),
@@ -583,6 +592,31 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
                     acts: Some("next_packet"),
                     ..Numbers::default()
                 },
+                text: FindingText {
+                    summary: Some(
+                        Msg::new("sd-summary")
+                            .s("conn", &p.lined.id)
+                            .s("silence", fixed(fatal.secs, 3))
+                            .m("side", side_msg(sender))
+                            .m("hop", hop_msg.clone())
+                            .n("n", after.len()),
+                    ),
+                    explanation: vec![
+                        Msg::new("sd-explain")
+                            .s("vantage", &leg.vantage)
+                            .m("side", side_msg(sender))
+                            .s("silence", fixed(fatal.secs, 3))
+                            .n("n", after.len())
+                            .m("end", end),
+                        Msg::new(if confirmed.is_some() {
+                            "sd-confirmed"
+                        } else {
+                            "sd-unconfirmed"
+                        }),
+                    ],
+                    recommendation: Some(Msg::new("sd-rec")),
+                    hop: Some(hop_msg.clone()),
+                },
             };
             let d = Death {
                 conn: p.lined.id.clone(),
@@ -590,6 +624,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
                 at_timer: false,
                 survived_s: survived(c, &fatal),
                 hop,
+                hop_msg,
                 at: silence_end_ref,
                 last_good: ctx.reference_ts(leg, fatal.from_ts),
             };
@@ -658,54 +693,86 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         .map(|k| format!("{} ({} s)", k.name, k.secs))
         .collect();
     let hop = group[0].hop.clone();
+    let hop_msg = group[0].hop_msg.clone();
     let n = group.len();
     let summary = if at_timer {
-        format!(
-            "A middlebox {hop} ends connections after {estimate:.1} ± {:.1} s of silence ({n} connection{})",
-            (spread / 2.0).max(0.05),
-            if n == 1 { "" } else { "s" }
-        )
+        Msg::new("it-timer-summary")
+            .m("hop", hop_msg.clone())
+            .s("estimate", fixed(estimate, 1))
+            .s("pm", fixed((spread / 2.0).max(0.05), 1))
+            .n("n", n)
     } else {
-        format!(
-            "A middlebox {hop} forgets connections idle for between {lower:.1} and {upper:.1} s ({n} connection{})",
-            if n == 1 { "" } else { "s" }
-        )
+        Msg::new("it-next-summary")
+            .m("hop", hop_msg.clone())
+            .s("lower", fixed(lower, 1))
+            .s("upper", fixed(upper, 1))
+            .n("n", n)
     };
     let explanation = if at_timer {
         if n == 1 {
-            format!(
-                "The middlebox acted on its own timer: its FIN/RST came after {min:.3} s of silence, so the timeout is about {estimate:.2} s."
-            )
+            Msg::new("it-timer-one")
+                .s("min", fixed(min, 3))
+                .s("estimate", fixed(estimate, 2))
         } else {
-            format!(
-                "The middlebox acted on its own timer: its FIN/RST came after silences of {min:.3} to {max:.3} s, so the timeout is about {estimate:.2} s."
-            )
+            Msg::new("it-timer-many")
+                .s("min", fixed(min, 3))
+                .s("max", fixed(max, 3))
+                .s("estimate", fixed(estimate, 2))
         }
     } else {
-        format!(
-            "The middlebox acts only when the next packet arrives, so the timeout is bounded, not measured: a silence of {upper:.3} s proved fatal{}, {}",
-            if n > 1 { " (the shortest fatal one)" } else { "" },
-            match lower_survived {
-                Some(l) => format!("and one of {l:.3} s was survived. The timeout lies in between."),
-                None => "and no shorter silence was seen to survive, so the lower bound is unknown.".to_string(),
-            }
-        )
+        Msg::new("it-next")
+            .s("upper", fixed(upper, 3))
+            .m(
+                "shortest",
+                if n > 1 {
+                    Msg::new("it-shortest")
+                } else {
+                    empty()
+                },
+            )
+            .m(
+                "rest",
+                match lower_survived {
+                    Some(l) => Msg::new("it-survived").s("l", fixed(l, 3)),
+                    None => Msg::new("it-no-lower"),
+                },
+            )
     };
+    let recommendation = Msg::new("it-rec")
+        .s(
+            "secs",
+            fixed(
+                if at_timer { estimate / 2.0 } else { lower }
+                    .max(1.0)
+                    .floor(),
+                0,
+            ),
+        )
+        .m(
+            "how",
+            Msg::new(if at_timer {
+                "it-how-half"
+            } else {
+                "it-how-survived"
+            }),
+        );
     let evidence: Vec<Evidence> = Vec::new();
     Some(Finding {
         id: String::new(),
         kind: FindingKind::IdleTimeout,
         severity: Severity::Critical,
-        summary,
-        explanation,
+        summary: String::new(),
+        explanation: String::new(),
         connections: group.iter().map(|d| d.conn.clone()).collect(),
         evidence,
         display_filters: vec![],
-        recommendation: format!(
-            "Send a heartbeat at most every {:.0} s ({}), or raise the middlebox's layer-4 idle timeout above the longest silence the application allows.",
-            if at_timer { estimate / 2.0 } else { lower }.max(1.0).floor(),
-            if at_timer { "about half the timeout" } else { "below the longest silence that survived" }
-        ),
+        recommendation: String::new(),
+        text: FindingText {
+            summary: Some(summary),
+            explanation: vec![explanation],
+            recommendation: Some(recommendation),
+            hop: Some(hop_msg),
+        },
         single_vantage: !ctx.multi_vantage(),
         numbers: Numbers {
             estimate_s: Some(round3(estimate)),
@@ -748,11 +815,13 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         let (server_end, how) = match sc.termination.as_ref() {
             Some(t) => (
                 ctx.reference_ts(server_leg, t.ts),
-                format!("until its own {} at frame {}", kind_word(t.kind), t.frame),
+                Msg::new("ho-until-own")
+                    .s("kind", kind_word(t.kind))
+                    .s("frame", t.frame),
             ),
             None => (
                 ctx.capture_end(server_leg).unwrap_or(client_end),
-                "until the capture ends, with no FIN or RST".into(),
+                Msg::new("ho-until-capture-end"),
             ),
         };
         let lag = server_end.secs_since(client_end);
@@ -766,13 +835,13 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 client_leg,
                 cc.termination.as_ref().map_or(cc.last_frame, |t| t.frame),
                 cc.termination.as_ref().map_or(cc.last_ts, |t| t.ts),
-                "the client side's end of the connection".into(),
+                Msg::new("ev-client-end"),
             ),
             ctx.evidence(
                 server_leg,
                 sc.termination.as_ref().map_or(sc.last_frame, |t| t.frame),
                 sc.termination.as_ref().map_or(sc.last_ts, |t| t.ts),
-                format!("the server still holds the connection {how}"),
+                Msg::new("ev-server-holds").m("how", how.clone()),
             ),
         ];
         let display_filters = display_filters(ctx, &evidence, &p.legs);
@@ -780,17 +849,25 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             id: String::new(),
             kind: FindingKind::HalfOpen,
             severity: Severity::Warning,
-            summary: format!(
-                "{}: the server kept the connection {:.1} s after the client's side had ended ({how})",
-                d.conn, lag
-            ),
-            explanation: format!(
-                "After the last good packet the client believed in the connection for {client_believed:.1} s, the server for {server_believed:.1} s. Meanwhile the server keeps the agent's registration and may send calls into a dead connection."
-            ),
+            summary: String::new(),
+            explanation: String::new(),
+            text: FindingText {
+                summary: Some(
+                    Msg::new("ho-summary")
+                        .s("conn", &d.conn)
+                        .s("lag", fixed(lag, 1))
+                        .m("how", how),
+                ),
+                explanation: vec![Msg::new("ho-explain")
+                    .s("client", fixed(client_believed, 1))
+                    .s("server", fixed(server_believed, 1))],
+                recommendation: Some(Msg::new("ho-rec")),
+                hop: None,
+            },
             connections: vec![d.conn.clone()],
             evidence,
             display_filters,
-            recommendation: "Let the server detect dead clients quickly (WebSocket ping or SIP keep-alive from the server side, or TCP keep-alive shorter than the middlebox timeout), and let a new REGISTER replace the old flow (RFC 5626 outbound).".into(),
+            recommendation: String::new(),
             single_vantage: false,
             numbers: Numbers {
                 client_believed_s: Some(round3(client_believed)),
@@ -821,19 +898,26 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
     for p in proxied.iter().take(5) {
         for (i, leg) in p.legs.iter().enumerate() {
             let c = ctx.conn(leg);
-            evidence.push(ctx.evidence(
-                leg,
-                c.first_frame,
-                c.ts,
-                format!(
-                    "{} TCP connection {}:{} > {}:{}",
-                    if i == 0 { "client-side" } else { "proxied" },
-                    leg.src,
-                    leg.sport,
-                    leg.dst,
-                    leg.dport
+            evidence.push(
+                ctx.evidence(
+                    leg,
+                    c.first_frame,
+                    c.ts,
+                    Msg::new("ev-l7-conn")
+                        .m(
+                            "which",
+                            Msg::new(if i == 0 {
+                                "l7-client-side"
+                            } else {
+                                "l7-proxied"
+                            }),
+                        )
+                        .s("src", leg.src)
+                        .s("sport", leg.sport)
+                        .s("dst", leg.dst)
+                        .s("dport", leg.dport),
                 ),
-            ));
+            );
         }
     }
     let legs: Vec<&Leg> = proxied
@@ -845,16 +929,18 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
         id: String::new(),
         kind: FindingKind::L7Proxy,
         severity: Severity::Info,
-        summary: format!(
-            "A layer-7 (HTTP/WebSocket) proxy stands in the path: {} connection{} run as two TCP connections",
-            proxied.len(),
-            if proxied.len() == 1 { "" } else { "s" }
-        ),
-        explanation: "The same messages travel on two TCP connections at different stream offsets: the proxy rewrote the HTTP upgrade and relays the WebSocket frames. Its read timeout, not a TCP timer, decides how long a quiet connection lives.".into(),
+        summary: String::new(),
+        explanation: String::new(),
+        text: FindingText {
+            summary: Some(Msg::new("l7-summary").n("n", proxied.len())),
+            explanation: vec![Msg::new("l7-explain")],
+            recommendation: Some(Msg::new("l7-rec")),
+            hop: None,
+        },
         connections: proxied.iter().map(|p| p.lined.id.clone()).collect(),
         evidence,
         display_filters,
-        recommendation: "Check the proxy's read/idle timeout for the WebSocket route (nginx proxy_read_timeout, default 60 s) and keep the heartbeat well below it.".into(),
+        recommendation: String::new(),
         single_vantage: false,
         numbers: Numbers::default(),
     })
@@ -892,7 +978,7 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
                 .chain(c.resp.retransmitted.iter())
                 .take(5)
             {
-                evidence.push(ctx.evidence(leg, s.frame, s.ts, "retransmission".into()));
+                evidence.push(ctx.evidence(leg, s.frame, s.ts, Msg::new("ev-retransmission")));
             }
         }
     }
@@ -908,18 +994,23 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
     if retrans < 3 && lost == 0 {
         return None;
     }
-    let hops: Vec<String> = ctx
+    let hops: Vec<Msg> = ctx
         .al
         .losses
         .iter()
         .map(|h| {
-            format!(
-                "{} lost between {} and {} ({})",
-                h.segments,
-                h.from,
-                h.to,
-                h.direction.replace('_', " ")
-            )
+            Msg::new("wn-hop-lost")
+                .n("n", h.segments)
+                .s("from", &h.from)
+                .s("to", &h.to)
+                .m(
+                    "direction",
+                    Msg::new(if h.direction == "server_to_client" {
+                        "dir-server-to-client"
+                    } else {
+                        "dir-client-to-server"
+                    }),
+                )
         })
         .collect();
     let display_filters = {
@@ -946,24 +1037,30 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         id: String::new(),
         kind: FindingKind::WeakNetwork,
         severity: Severity::Warning,
-        summary: format!(
-            "The network loses packets: {retrans} retransmissions on {} connection{} no middlebox ended{}",
-            conns.len(),
-            if conns.len() == 1 { "" } else { "s" },
-            if hops.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", hops.join("; "))
-            }
-        ),
-        explanation: format!(
-            "Retransmissions are about {:.1} % of the segments kept in the sample, and the connections survive them: this is loss (or delay) on the path, not a middlebox ending connections.",
-            rate * 100.0
-        ),
+        summary: String::new(),
+        explanation: String::new(),
+        text: FindingText {
+            summary: Some(
+                Msg::new("wn-summary")
+                    .n("retrans", retrans)
+                    .n("n", conns.len())
+                    .m(
+                        "hops",
+                        if hops.is_empty() {
+                            empty()
+                        } else {
+                            Msg::new("wn-hops").list_with("list", "clause-sep", hops)
+                        },
+                    ),
+            ),
+            explanation: vec![Msg::new("wn-explain").s("rate", fixed(rate * 100.0, 1))],
+            recommendation: Some(Msg::new("wn-rec")),
+            hop: None,
+        },
         connections: conns,
         evidence,
         display_filters,
-        recommendation: "Look at the link where the losses are placed (Wi-Fi, VPN, an overloaded uplink); a middlebox timeout change will not help here.".into(),
+        recommendation: String::new(),
         single_vantage: !ctx.multi_vantage(),
         numbers: Numbers {
             retransmissions: Some(retrans),
@@ -1045,7 +1142,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             leg,
             c.termination.as_ref().map_or(c.last_frame, |t| t.frame),
             c.termination.as_ref().map_or(c.last_ts, |t| t.ts),
-            "the signalling connection ends".into(),
+            Msg::new("ev-signalling-ends"),
         )];
         if let Some((t, l, frame)) = recovered {
             evidence.push(Evidence {
@@ -1053,7 +1150,8 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 file: ctx.file(l),
                 frame,
                 ts: t,
-                what: "first answer from the server on the new connection".into(),
+                what: String::new(),
+                what_msg: Some(Msg::new("ev-first-answer")),
             });
         }
         let display_filters = display_filters(ctx, &evidence, &[leg]);
@@ -1061,26 +1159,41 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             id: String::new(),
             kind: FindingKind::AgentOutage,
             severity: Severity::Critical,
-            summary: format!(
-                "Agent {} had no working signalling connection for {:.1} s ({} reconnect attempt{}{})",
-                c.orig_h,
-                outage,
-                attempts,
-                if attempts == 1 { "" } else { "s" },
-                match detection {
-                    Some(x) => format!(", noticed after {x:.1} s"),
-                    None => String::new(),
-                }
-            ),
-            explanation: format!(
-                "From the last good packet on {} to the first answer on the next connection{}. Reconnect attempts: {attempts}, failed: {failed}.",
-                d.conn,
-                if recovered.is_none() { " (none before the capture ends)" } else { "" }
-            ),
+            summary: String::new(),
+            explanation: String::new(),
+            text: FindingText {
+                summary: Some(
+                    Msg::new("ao-summary")
+                        .s("agent", c.orig_h)
+                        .s("outage", fixed(outage, 1))
+                        .n("n", attempts)
+                        .m(
+                            "noticed",
+                            match detection {
+                                Some(x) => Msg::new("ao-noticed").s("secs", fixed(x, 1)),
+                                None => empty(),
+                            },
+                        ),
+                ),
+                explanation: vec![Msg::new("ao-explain")
+                    .s("conn", &d.conn)
+                    .m(
+                        "none",
+                        if recovered.is_none() {
+                            Msg::new("ao-none-before-end")
+                        } else {
+                            empty()
+                        },
+                    )
+                    .n("attempts", attempts)
+                    .n("failed", failed)],
+                recommendation: Some(Msg::new("ao-rec")),
+                hop: None,
+            },
             connections: vec![d.conn.clone()],
             evidence,
             display_filters,
-            recommendation: "Detect a dead connection quickly (a heartbeat check of a few seconds, not 45 s), tell the agent at once, and reconnect with exponential back-off.".into(),
+            recommendation: String::new(),
             single_vantage: !ctx.multi_vantage(),
             numbers: Numbers {
                 outage_s: Some(round3(outage)),
@@ -1168,61 +1281,83 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Fi
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
         let stretch = hb.stretched.as_ref().map(|s| {
-            format!(
-                " It stretched to a median of {:.1} s for {} beats from {}.",
-                s.interval_median_s,
-                s.count,
-                ctx.reference_ts(leg, s.from).tcpdump()
-            )
+            Msg::new("hb-stretch")
+                .s("median", fixed(s.interval_median_s, 1))
+                .n("count", s.count)
+                .s("from", ctx.reference_ts(leg, s.from).tcpdump())
         });
         let timeout_words = if timer {
-            format!("{timeout:.1} s")
+            Msg::new("hb-timeout-sharp").s("t", fixed(timeout, 1))
         } else {
-            format!(
-                "between {:.1} and {:.1} s",
-                n.lower_s.unwrap_or(0.0),
-                n.upper_s.unwrap_or(0.0)
-            )
+            Msg::new("hb-timeout-between")
+                .s("lower", fixed(n.lower_s.unwrap_or(0.0), 1))
+                .s("upper", fixed(n.upper_s.unwrap_or(0.0), 1))
         };
         let evidence = vec![ctx.evidence(
             leg,
             ctx.conn(leg).first_frame,
             hb.first,
-            format!(
-                "{} heartbeat from the {:?} side: {} beats, median {:.3} s, p95 {:.3} s, max {:.3} s",
-                kind,
-                hb.started_by,
-                hb.count,
-                hb.interval_median_s,
-                hb.interval_p95_s,
-                hb.interval_max_s
-            )
-            .to_lowercase(),
+            Msg::new("ev-heartbeat")
+                .s("kind", kind.to_lowercase())
+                .m(
+                    "side",
+                    side_msg(match hb.started_by {
+                        crate::app::Side::Client => Side::Orig,
+                        crate::app::Side::Server => Side::Resp,
+                    }),
+                )
+                .n("count", hb.count)
+                .s("median", fixed(hb.interval_median_s, 3))
+                .s("p95", fixed(hb.interval_p95_s, 3))
+                .s("max", fixed(hb.interval_max_s, 3)),
         )];
         let display_filters = display_filters(ctx, &evidence, &p.legs);
         out.push(Finding {
             id: String::new(),
             kind: FindingKind::HeartbeatTooSlow,
             severity: Severity::Warning,
-            summary: format!(
-                "{}: the {kind} heartbeat (median {:.1} s) went {:.1} s without a beat; the middlebox's idle timeout is {timeout_words}",
-                d.conn, hb.interval_median_s, slowest
-            ),
-            explanation: format!(
-                "Heartbeat median {:.3} s, p95 {:.3} s, longest interval between beats {:.3} s; the silence that ended the connection lasted {:.3} s. The idle timeout is {timeout_words}.{}",
-                hb.interval_median_s,
-                hb.interval_p95_s,
-                hb.interval_max_s,
-                d.silence_s,
-                stretch.unwrap_or_default()
-            ),
+            summary: String::new(),
+            explanation: String::new(),
+            text: FindingText {
+                summary: Some(
+                    Msg::new("hb-summary")
+                        .s("conn", &d.conn)
+                        .s("kind", &kind)
+                        .s("median", fixed(hb.interval_median_s, 1))
+                        .s("slowest", fixed(slowest, 1))
+                        .m("timeout", timeout_words.clone()),
+                ),
+                explanation: std::iter::once(
+                    Msg::new("hb-explain")
+                        .s("median", fixed(hb.interval_median_s, 3))
+                        .s("p95", fixed(hb.interval_p95_s, 3))
+                        .s("max", fixed(hb.interval_max_s, 3))
+                        .s("silence", fixed(d.silence_s, 3))
+                        .m("timeout", timeout_words),
+                )
+                .chain(stretch)
+                .collect(),
+                recommendation: Some(
+                    Msg::new("hb-rec").s(
+                        "secs",
+                        fixed(
+                            (if timer {
+                                timeout
+                            } else {
+                                n.lower_s.unwrap_or(timeout)
+                            } / 2.0)
+                                .max(1.0)
+                                .floor(),
+                            0,
+                        ),
+                    ),
+                ),
+                hop: None,
+            },
             connections: vec![d.conn.clone()],
             evidence,
             display_filters,
-            recommendation: format!(
-                "Beat at most every {:.0} s (about half the timeout) from a timer that background throttling does not stretch (a Web Worker or the server side), or raise the balancer's layer-4 idle timeout above the slowest heartbeat.",
-                (if timer { timeout } else { n.lower_s.unwrap_or(timeout) } / 2.0).max(1.0).floor()
-            ),
+            recommendation: String::new(),
             single_vantage: !ctx.multi_vantage(),
             numbers: Numbers {
                 estimate_s: n.estimate_s,
@@ -1263,10 +1398,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                         leg,
                         dl.invite_frame,
                         dl.invite_ts,
-                        format!(
-                            "INVITE of call {} (answered, no BYE before the connection died)",
-                            dl.call_id
-                        ),
+                        Msg::new("ev-invite").s("call", &dl.call_id),
                     ));
                 }
             }
@@ -1298,18 +1430,19 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                         if !gateway.iter().any(|(id, _)| id == &dl.call_id) {
                             gateway.push((dl.call_id.clone(), bye_ref.secs_since(d.at)));
                         }
-                        evidence.push(ctx.evidence(
-                            leg,
-                            dl.bye_frame.unwrap_or(c.last_frame),
-                            bye,
-                            format!(
-                                "BYE on the gateway leg (call {}){}",
-                                dl.call_id,
-                                dl.bye_reason
-                                    .as_ref()
-                                    .map_or(String::new(), |r| format!(", Reason: {r}"))
+                        evidence.push(
+                            ctx.evidence(
+                                leg,
+                                dl.bye_frame.unwrap_or(c.last_frame),
+                                bye,
+                                Msg::new("ev-gateway-bye").s("call", &dl.call_id).m(
+                                    "reason",
+                                    dl.bye_reason
+                                        .as_ref()
+                                        .map_or(empty(), |r| Msg::new("cc-reason").s("r", r)),
+                                ),
                             ),
-                        ));
+                        );
                     }
                 }
             }
@@ -1327,32 +1460,33 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             id: String::new(),
             kind: FindingKind::CallCut,
             severity: Severity::Critical,
-            summary: format!(
-                "{} call{} up when {} died: {}",
-                calls.len(),
-                if calls.len() == 1 { " was" } else { "s were" },
-                d.conn,
-                calls.join(", ")
-            ),
-            explanation: format!(
-                "The call's signalling connection died with the call up and no BYE on it.{}",
-                if gateway.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " The gateway leg got its BYE {} after the connection died.",
-                        gateway
-                            .iter()
-                            .map(|(_, s)| format!("{s:.1} s"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            ),
+            summary: String::new(),
+            explanation: String::new(),
+            text: FindingText {
+                summary: Some(
+                    Msg::new("cc-summary")
+                        .n("n", calls.len())
+                        .s("conn", &d.conn)
+                        .s("calls", calls.join(", ")),
+                ),
+                explanation: std::iter::once(Msg::new("cc-explain"))
+                    .chain((!gateway.is_empty()).then(|| {
+                        Msg::new("cc-gateway").list(
+                            "delays",
+                            gateway
+                                .iter()
+                                .map(|(_, s)| Msg::new("secs").s("s", fixed(*s, 1)))
+                                .collect(),
+                        )
+                    }))
+                    .collect(),
+                recommendation: Some(Msg::new("cc-rec")),
+                hop: None,
+            },
             connections: vec![d.conn.clone()],
             evidence,
             display_filters,
-            recommendation: "Fix the connection's death first; then let the softswitch keep a call alive across a quick reconnect (RFC 5626 flow recovery) instead of cutting it.".into(),
+            recommendation: String::new(),
             single_vantage: !ctx.multi_vantage(),
             numbers: Numbers::default(),
         });
@@ -1383,24 +1517,24 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
         .max(deaths.len());
     if let Some(idle) = findings.iter().find(|f| f.kind == FindingKind::IdleTimeout) {
         let n = &idle.numbers;
-        let hop = n.hop.clone().unwrap_or_default();
-        let what = match deaths.first().map(|f| f.kind) {
-            Some(FindingKind::SilentDrop) => "silently drops",
-            Some(FindingKind::MiddleboxClose) => "closes",
-            _ => "resets",
-        };
-        let timing = if n.acts == Some("timer") {
-            format!(
-                "after {:.1} ± {:.1} s of silence",
-                n.estimate_s.unwrap_or(0.0),
-                (n.spread_s.unwrap_or(0.0) / 2.0).max(0.05)
-            )
+        let hop = idle
+            .text
+            .hop
+            .clone()
+            .unwrap_or_else(|| Msg::new("raw").s("v", n.hop.clone().unwrap_or_default()));
+        let what = Msg::new(match deaths.first().map(|f| f.kind) {
+            Some(FindingKind::SilentDrop) => "v-what-drops",
+            Some(FindingKind::MiddleboxClose) => "v-what-closes",
+            _ => "v-what-resets",
+        });
+        let summary = if n.acts == Some("timer") {
+            Msg::new("v-summary-timer")
+                .s("estimate", fixed(n.estimate_s.unwrap_or(0.0), 1))
+                .s("pm", fixed((n.spread_s.unwrap_or(0.0) / 2.0).max(0.05), 1))
         } else {
-            format!(
-                "idle for between {:.1} and {:.1} s",
-                n.lower_s.unwrap_or(0.0),
-                n.upper_s.unwrap_or(0.0)
-            )
+            Msg::new("v-summary-idle")
+                .s("lower", fixed(n.lower_s.unwrap_or(0.0), 1))
+                .s("upper", fixed(n.upper_s.unwrap_or(0.0), 1))
         };
         let single = deaths.iter().all(|f| f.single_vantage);
         // A timer's estimate is sharp: half of it leaves room for jitter and throttled timers.
@@ -1417,35 +1551,44 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
                 .first()
                 .map_or("idle_timeout", |f| f.kind.name())
                 .to_string(),
-            summary: format!(
-                "A middlebox {hop} {what} connections {timing} ({} of {} disconnects). Keep the heartbeat under {keep:.0} s or raise the middlebox's layer-4 idle timeout.",
-                deaths.len(),
-                disconnects
+            summary: String::new(),
+            summary_msg: Some(
+                summary
+                    .m("hop", hop)
+                    .m("what", what)
+                    .n("deaths", deaths.len())
+                    .n("disconnects", disconnects)
+                    .s("keep", fixed(keep, 0)),
             ),
             confidence: if single { 0.6 } else { 0.9 },
-            would_change: if single {
-                "A capture at the other end showing the same RST or FIN leaving the endpoint would clear the middlebox.".into()
+            would_change: String::new(),
+            would_change_msg: Some(Msg::new(if single {
+                "v-change-single-end"
             } else {
-                "A capture inside the middlebox showing the endpoint's packet arriving there would move the blame to that endpoint.".into()
-            },
+                "v-change-inside"
+            })),
         };
     }
     if let Some(w) = findings.iter().find(|f| f.kind == FindingKind::WeakNetwork) {
         return Verdict {
             kind: "weak_network".into(),
-            summary: format!(
-                "No middlebox ended a connection; the network loses packets ({} retransmissions{}).",
-                w.numbers.retransmissions.unwrap_or(0),
-                w.numbers
-                    .lost_segments
-                    .map_or(String::new(), |l| format!(", {l} segments lost on a hop"))
+            summary: String::new(),
+            summary_msg: Some(
+                Msg::new("v-weak")
+                    .n("retrans", w.numbers.retransmissions.unwrap_or(0))
+                    .m(
+                        "lost",
+                        w.numbers
+                            .lost_segments
+                            .map_or(empty(), |l| Msg::new("v-weak-lost").n("l", l)),
+                    ),
             ),
             confidence: 0.7,
-            would_change: "A RST or FIN that its supposed sender never sent, or retransmissions after a silence that never arrive, would point to a middlebox instead.".into(),
+            would_change: String::new(),
+            would_change_msg: Some(Msg::new("v-weak-change")),
         };
     }
     let n = ctx.paths.len();
-    let plural = if n == 1 { "" } else { "s" };
     if !ctx.multi_vantage() {
         // One capture cannot prove who sent a FIN or RST that fits its sender: say so.
         let ended_far = ctx
@@ -1458,20 +1601,20 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
             .count();
         return Verdict {
             kind: "healthy".into(),
-            summary: format!(
-                "Nothing in this one capture proves a middlebox end or loss ({n} connection{plural}; {ended_far} ended by the far side, which only a capture there can attribute)."
-            ),
+            summary: String::new(),
+            summary_msg: Some(Msg::new("v-single").n("n", n).n("far", ended_far)),
             confidence: 0.4,
-            would_change: "A capture at the other end at the same time would show whether the far side's FIN or RST really left it.".into(),
+            would_change: String::new(),
+            would_change_msg: Some(Msg::new("v-single-change")),
         };
     }
     Verdict {
         kind: "healthy".into(),
-        summary: format!(
-            "No connection was ended by a middlebox and no loss was seen in these captures ({n} connection{plural})."
-        ),
+        summary: String::new(),
+        summary_msg: Some(Msg::new("v-healthy").n("n", n)),
         confidence: 0.7,
-        would_change: "Captures that cover a disconnect (the agent's and the softswitch's at the same time) would show its cause.".into(),
+        would_change: String::new(),
+        would_change_msg: Some(Msg::new("v-healthy-change")),
     }
 }
 

@@ -21,7 +21,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::align::{Alignment, LinedUp};
 use crate::capture::Timestamp;
-use crate::diagnose::{Ctx, Diagnosis, Finding, Path, Severity};
+use crate::diagnose::{Catalog, Ctx, Diagnosis, Finding, Msg, Path, Severity};
 use crate::tcp::{Connection, IpIdPattern, Proto, SampleKind, Side, TerminationKind};
 
 /// Timelines drawn at most: every connection with a finding, then the others in order up to
@@ -970,18 +970,18 @@ fn timeline_svg(t: &Timeline<'_>, ev: &EvidenceIndex) -> Markup {
     }
 }
 
-fn legend() -> Markup {
+fn legend(cat: &Catalog) -> Markup {
     let items = [
-        (Kind::Syn, "SYN (client) / SYN-ACK"),
-        (Kind::Upgrade, "WebSocket upgrade (101)"),
-        (Kind::Heartbeat, "heartbeat"),
-        (Kind::Sip, "SIP REGISTER / INVITE / 200 / BYE"),
-        (Kind::Data, "data packet (first and last ones kept)"),
-        (Kind::Retrans, "retransmission"),
-        (Kind::Last, "last packet before the silence"),
-        (Kind::Rst, "RST"),
-        (Kind::Fin, "FIN"),
-        (Kind::Reconnect, "reconnect (next connection)"),
+        (Kind::Syn, cat.get("h-legend-syn")),
+        (Kind::Upgrade, cat.get("h-legend-upgrade")),
+        (Kind::Heartbeat, cat.get("h-legend-heartbeat")),
+        (Kind::Sip, cat.get("h-legend-sip")),
+        (Kind::Data, cat.get("h-legend-data")),
+        (Kind::Retrans, cat.get("h-legend-retrans")),
+        (Kind::Last, cat.get("h-legend-last")),
+        (Kind::Rst, "RST".to_string()),
+        (Kind::Fin, "FIN".to_string()),
+        (Kind::Reconnect, cat.get("h-legend-reconnect")),
     ];
     html! {
         div.legend {
@@ -997,9 +997,9 @@ fn legend() -> Markup {
                 svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 26 16" width="26" height="16" {
                     g.idle { rect x="1" y="1" width="24" height="14" rx="3" {} }
                 }
-                "idle stretch before the end, with its length"
+                (cat.get("h-legend-idle"))
             }
-            span.item.note { "Above a lane's line: sent by the client side; below: by the server side." }
+            span.item.note { (cat.get("h-legend-note")) }
         }
     }
 }
@@ -1104,11 +1104,11 @@ document.querySelectorAll('svg.timeline').forEach(function (svg) {
 });
 "#;
 
-fn finding_section(f: &Finding) -> Markup {
+fn finding_section(f: &Finding, cat: &Catalog) -> Markup {
     html! {
         details.finding id=(f.id) open {
             summary {
-                span class=(format!("sev {}", severity_word(f.severity))) { (severity_word(f.severity)) }
+                span class=(format!("sev {}", severity_word(f.severity))) { (super::severity_words(cat, f.severity)) }
                 " "
                 h3 { (f.id) " " code { (f.kind.name()) } }
                 " " (f.summary)
@@ -1116,11 +1116,11 @@ fn finding_section(f: &Finding) -> Markup {
             div.body {
                 p { (f.explanation) }
                 @if f.single_vantage {
-                    p.muted { "Evidence from one capture only." }
+                    p.muted { (cat.get("h-single-vantage")) }
                 }
                 @if !f.evidence.is_empty() {
                     table.evidence {
-                        thead { tr { th { "time (reference, UTC)" } th { "vantage" } th { "frame" } th { "what it shows" } } }
+                        thead { tr { th { (cat.get("r-col-time")) } th { (cat.get("r-col-vantage")) } th { (cat.get("r-col-frame")) } th { (cat.get("r-col-what")) } } }
                         tbody {
                             @for e in &f.evidence {
                                 tr {
@@ -1140,13 +1140,13 @@ fn finding_section(f: &Finding) -> Markup {
                         }
                     }
                 }
-                p { b { "Recommendation: " } (f.recommendation) }
+                p { b { (cat.get("r-recommendation")) " " } (f.recommendation) }
             }
         }
     }
 }
 
-fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex) -> Markup {
+fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Markup {
     let lived = t.lanes[0].life.1.secs_since(t.lanes[0].life.0);
     html! {
         details.conn id=(format!("conn-{}", t.lined.id)) data-conn=(t.lined.id) open[!t.findings.is_empty()] {
@@ -1163,11 +1163,11 @@ fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex) -> Markup {
             }
             div.body {
                 p.muted {
-                    "Match " code { (method_word(t.lined)) } " " (format!("{:.2}", t.lined.matched.confidence))
-                    ". Lanes from the client side to the server side; times on the reference clock."
+                    (cat.get("h-match")) " " code { (method_word(t.lined)) } " " (format!("{:.2}", t.lined.matched.confidence))
+                    (cat.get("h-lanes-note"))
                 }
                 (timeline_svg(t, ev))
-                div.hoverinfo { "Hover over or tap a marker for its frame and display filter." }
+                div.hoverinfo { (cat.get("h-hover")) }
             }
         }
     }
@@ -1175,6 +1175,7 @@ fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex) -> Markup {
 
 /// The whole page.
 pub fn render(d: &Diagnosis, al: &Alignment) -> String {
+    let cat = super::catalog_of(d);
     let ctx = Ctx::new(al);
     let mut all = timelines(d, al, &ctx);
     let total_tcp = all.len();
@@ -1210,43 +1211,43 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     };
     let page = html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang=(d.lang) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "vantage diagnosis: " (d.verdict.summary) }
+                title { (cat.render(&Msg::new("h-title").s("summary", &d.verdict.summary))) }
                 style { (PreEscaped(CSS)) }
             }
             body {
                 main {
                     header {
-                        h1 { "vantage diagnosis" }
+                        h1 { (cat.get("r-title")) }
                         p.sub {
                             @for (i, c) in d.captures.iter().enumerate() {
                                 @if i > 0 { " · " }
                                 b { (c.name) } " " code { (c.summary.path) }
-                                @if c.name == d.reference { " (reference clock)" }
+                                @if c.name == d.reference { " " (cat.get("h-reference-clock")) }
                             }
                         }
                     }
                     section class=(verdict_class) id="verdict" {
                         p.main { (d.verdict.summary) }
-                        p.conf { "Confidence " (format!("{:.0}", d.verdict.confidence * 100.0)) " %. " (d.verdict.would_change) }
+                        p.conf { (cat.render(&Msg::new("r-confidence-cap").s("pct", format!("{:.0}", d.verdict.confidence * 100.0)))) (cat.get("sentence-sep")) (d.verdict.would_change) }
                     }
                     @if al.vantages.len() == 1 {
-                        p.muted { "One capture only: findings rest on fingerprints and timing at one point; capture at both ends for proof." }
+                        p.muted { (cat.get("r-one-capture")) }
                     }
-                    h2 { "Findings" }
+                    h2 { (cat.get("r-findings")) }
                     @if d.findings.is_empty() {
-                        p { "No findings." }
+                        p { (cat.get("r-no-findings")) }
                     } @else {
                         table.findings {
-                            thead { tr { th { "id" } th { "severity" } th { "kind" } th { "connections" } th { "summary" } } }
+                            thead { tr { th { (cat.get("r-col-id")) } th { (cat.get("r-col-severity")) } th { (cat.get("r-col-kind")) } th { (cat.get("r-col-connections")) } th { (cat.get("r-col-summary")) } } }
                             tbody {
                                 @for f in &d.findings {
                                     tr {
                                         td { a href=(format!("#{}", f.id)) { (f.id) } }
-                                        td { span class=(format!("sev {}", severity_word(f.severity))) { (severity_word(f.severity)) } }
+                                        td { span class=(format!("sev {}", severity_word(f.severity))) { (super::severity_words(&cat, f.severity)) } }
                                         td { code { (f.kind.name()) } }
                                         td {
                                             @for (i, c) in f.connections.iter().enumerate() {
@@ -1260,36 +1261,33 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                             }
                         }
                     }
-                    h2 { "Timelines" }
+                    h2 { (cat.get("h-timelines")) }
                     p.muted {
-                        "One lane per vantage for each lined-up TCP connection, on the reference clock ("
-                        (d.reference) "). Connections with findings are open; click a line to open or close it."
+                        (cat.render(&Msg::new("h-timelines-intro").s("reference", &d.reference)))
                         @if udp > 0 {
-                            " " (udp) " UDP flow" @if udp > 1 { "s" } " (SIP trunk, RTP) "
-                            @if udp > 1 { "are" } @else { "is" }
-                            " listed under lined-up connections, not drawn."
+                            (cat.get("sentence-sep")) (cat.render(&Msg::new("h-udp-listed").n("n", udp)))
                         }
                     }
-                    (legend())
+                    (legend(&cat))
                     @if all.is_empty() {
-                        p { "No TCP connection to draw." }
+                        p { (cat.get("h-no-tcp")) }
                     }
-                    @for t in &all { (timeline_section(t, &ev)) }
+                    @for t in &all { (timeline_section(t, &ev, &cat)) }
                     @if left_out > 0 {
                         p.muted {
-                            (left_out) " more connections without findings are not drawn (at most "
-                            (MAX_TIMELINES) " timelines); " code { "vantage timeline --conn ID" } " shows any of them."
+                            (cat.render(&Msg::new("h-left-out").n("n", left_out).n("max", MAX_TIMELINES)))
+                            " " code { "vantage timeline --conn ID" } " " (cat.get("h-left-out-after"))
                         }
                     }
                     @if !d.findings.is_empty() {
-                        h2 { "Evidence" }
-                        @for f in &d.findings { (finding_section(f)) }
+                        h2 { (cat.get("h-evidence")) }
+                        @for f in &d.findings { (finding_section(f, &cat)) }
                     }
-                    h2 { "Clock offsets" }
+                    h2 { (cat.get("r-clock-offsets")) }
                     table.offsets {
-                        thead { tr { th { "vantage" } th { "offset to reference s" } th { "± bound s" } th { "method" } th { "samples" } } }
+                        thead { tr { th { (cat.get("r-col-vantage")) } th { (cat.get("r-col-offset")) } th { (cat.get("r-col-bound")) } th { (cat.get("r-col-method")) } th { (cat.get("r-col-samples")) } } }
                         tbody {
-                            tr { td { (d.reference) " (reference)" } td.num { "0" } td.num { "0" } td { "-" } td.num { "-" } }
+                            tr { td { (cat.render(&Msg::new("r-reference").s("name", &d.reference))) } td.num { "0" } td.num { "0" } td { "-" } td.num { "-" } }
                             @for o in &d.clock_offsets {
                                 tr {
                                     td { (o.vantage) }
@@ -1301,9 +1299,9 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                             }
                         }
                     }
-                    h2 { "Lined-up connections" }
+                    h2 { (cat.get("r-lined-up")) }
                     table.connections {
-                        thead { tr { th { "id" } th { "start (reference, UTC)" } th { "legs" } th { "match" } } }
+                        thead { tr { th { (cat.get("r-col-id")) } th { (cat.get("r-col-start")) } th { (cat.get("r-col-legs")) } th { (cat.get("r-col-match")) } } }
                         tbody {
                             @for l in &d.connections {
                                 tr {
@@ -1325,9 +1323,9 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                             }
                         }
                     }
-                    h2 { "Captures" }
+                    h2 { (cat.get("r-captures")) }
                     table.captures {
-                        thead { tr { th { "vantage" } th { "file" } th { "packets" } th { "first (UTC)" } th { "last (UTC)" } th { "link types" } } }
+                        thead { tr { th { (cat.get("r-col-vantage")) } th { (cat.get("r-col-file")) } th { (cat.get("r-col-packets")) } th { (cat.get("r-col-first")) } th { (cat.get("r-col-last")) } th { (cat.get("r-col-link-types")) } } }
                         tbody {
                             @for c in &d.captures {
                                 tr {
@@ -1343,7 +1341,7 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                     }
                     @for c in &d.captures {
                         @for w in &c.summary.warnings {
-                            p.muted { "warning: " code { (c.summary.path) } ": " (w) }
+                            p.muted { (cat.get("r-warning")) " " code { (c.summary.path) } ": " (w) }
                         }
                     }
                     footer { "vantage " (env!("CARGO_PKG_VERSION")) " · schema " (d.schema_version) }

@@ -440,17 +440,22 @@ fn table() -> Table {
 
 /// Clock offsets as a table.
 pub fn offsets_table(al: &Alignment) -> String {
+    offsets_table_in(al, &Catalog::new(Lang::En))
+}
+
+/// `offsets_table` with headings in the catalog's language.
+pub fn offsets_table_in(al: &Alignment, cat: &Catalog) -> String {
     let mut t = table();
     t.set_header(vec![
-        "vantage",
-        "offset to reference s",
-        "± bound s",
-        "method",
-        "samples",
+        cat.get("r-col-vantage"),
+        cat.get("r-col-offset"),
+        cat.get("r-col-bound"),
+        cat.get("r-col-method"),
+        cat.get("r-col-samples"),
     ]);
     let refname = &al.vantages[al.reference].name;
     t.add_row(vec![
-        Cell::new(format!("{refname} (reference)")),
+        Cell::new(cat.render(&Msg::new("r-reference").s("name", refname))),
         Cell::new("0"),
         Cell::new("0"),
         Cell::new("-"),
@@ -470,9 +475,9 @@ pub fn offsets_table(al: &Alignment) -> String {
             ]),
             None => t.add_row(vec![
                 Cell::new(&vant.name),
-                Cell::new("unknown"),
+                Cell::new(cat.get("r-offset-unknown")),
                 Cell::new("-"),
-                Cell::new("no traffic shared with another capture"),
+                Cell::new(cat.get("r-offset-no-traffic")),
                 Cell::new(0),
             ]),
         };
@@ -482,10 +487,15 @@ pub fn offsets_table(al: &Alignment) -> String {
 
 /// One row per lined-up connection, one column per vantage.
 pub fn align_table(al: &Alignment) -> String {
+    align_table_in(al, &Catalog::new(Lang::En))
+}
+
+/// `align_table` with headings and sentences in the catalog's language.
+pub fn align_table_in(al: &Alignment, cat: &Catalog) -> String {
     let mut t = table();
-    let mut header = vec!["id".to_string(), "start (reference, UTC)".to_string()];
+    let mut header = vec![cat.get("r-col-id"), cat.get("r-col-start")];
     header.extend(al.vantages.iter().map(|v| v.name.clone()));
-    header.push("match".into());
+    header.push(cat.get("r-col-match"));
     t.set_header(header);
     for l in &al.connections {
         let mut row = vec![Cell::new(&l.id), Cell::new(l.ts.tcpdump())];
@@ -518,10 +528,15 @@ pub fn align_table(al: &Alignment) -> String {
         t.add_row(row);
     }
     let mut out = format!("{t}\n");
-    out.push_str(&offsets_table(al));
+    out.push_str(&offsets_table_in(al, cat));
     if !al.losses.is_empty() {
         let mut t = table();
-        t.set_header(vec!["lost between", "direction", "segments", "connections"]);
+        t.set_header(vec![
+            cat.get("r-col-lost-between"),
+            cat.get("r-col-direction"),
+            cat.get("r-col-segments"),
+            cat.get("r-col-connections"),
+        ]);
         for h in &al.losses {
             t.add_row(vec![
                 Cell::new(format!("{} -> {}", h.from, h.to)),
@@ -533,10 +548,8 @@ pub fn align_table(al: &Alignment) -> String {
         out.push_str(&format!("{t}\n"));
     }
     if al.ambiguous > 0 {
-        out.push_str(&format!(
-            "{} connection(s) had two equally good matches and were left apart.\n",
-            al.ambiguous
-        ));
+        out.push_str(&cat.render(&Msg::new("r-ambiguous").n("n", al.ambiguous)));
+        out.push('\n');
     }
     out
 }
@@ -583,7 +596,12 @@ pub fn timeline_table(events: &[TimelineEvent]) -> String {
 
 // ---- diagnose ----
 
-use crate::diagnose::{Diagnosis, Finding};
+use crate::diagnose::{Catalog, Diagnosis, Finding, Lang, Msg};
+
+/// The catalog of a diagnosis's language.
+pub fn catalog_of(d: &Diagnosis) -> Catalog {
+    Catalog::new(Lang::parse(&d.lang).unwrap_or_default())
+}
 
 pub fn diagnose_json(d: &Diagnosis) -> String {
     serde_json::to_string_pretty(d).expect("serializable") + "\n"
@@ -593,38 +611,53 @@ fn kind_cell(f: &Finding) -> String {
     f.kind.name().to_string()
 }
 
-fn severity_word(f: &Finding) -> &'static str {
-    match f.severity {
-        crate::diagnose::Severity::Info => "info",
-        crate::diagnose::Severity::Warning => "warning",
-        crate::diagnose::Severity::Critical => "critical",
-    }
+/// The severity in words of the catalog's language.
+pub fn severity_words(cat: &Catalog, s: crate::diagnose::Severity) -> String {
+    cat.get(match s {
+        crate::diagnose::Severity::Info => "sev-info",
+        crate::diagnose::Severity::Warning => "sev-warning",
+        crate::diagnose::Severity::Critical => "sev-critical",
+    })
+}
+
+fn severity_word(cat: &Catalog, f: &Finding) -> String {
+    severity_words(cat, f.severity)
 }
 
 /// The text report: verdict first, then findings, clock offsets, lined-up connections and the
 /// captures.
 pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
+    let cat = catalog_of(d);
     let mut out = String::new();
     out.push_str(&format!(
-        "Verdict: {}\n  confidence {:.0} %. {}\n\n",
-        d.verdict.summary,
-        d.verdict.confidence * 100.0,
+        "{}\n  {}{}{}\n\n",
+        cat.render(&Msg::new("r-verdict-line").s("summary", &d.verdict.summary)),
+        cat.render(
+            &Msg::new("r-confidence").s("pct", format!("{:.0}", d.verdict.confidence * 100.0))
+        ),
+        cat.get("sentence-sep"),
         d.verdict.would_change
     ));
     if al.vantages.len() == 1 {
-        out.push_str(
-            "One capture only: findings rest on fingerprints and timing at one point; capture at both ends for proof.\n\n",
-        );
+        out.push_str(&cat.get("r-one-capture"));
+        out.push_str("\n\n");
     }
     if d.findings.is_empty() {
-        out.push_str("No findings.\n\n");
+        out.push_str(&cat.get("r-no-findings"));
+        out.push_str("\n\n");
     } else {
         let mut t = table();
-        t.set_header(vec!["id", "severity", "kind", "connections", "summary"]);
+        t.set_header(vec![
+            cat.get("r-col-id"),
+            cat.get("r-col-severity"),
+            cat.get("r-col-kind"),
+            cat.get("r-col-connections"),
+            cat.get("r-col-summary"),
+        ]);
         for f in &d.findings {
             t.add_row(vec![
                 Cell::new(&f.id),
-                Cell::new(severity_word(f)),
+                Cell::new(severity_word(&cat, f)),
                 Cell::new(kind_cell(f)),
                 Cell::new(f.connections.join(" ")),
                 Cell::new(&f.summary),
@@ -632,38 +665,43 @@ pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
         }
         out.push_str(&format!("{t}\n\n"));
         for f in &d.findings {
-            out.push_str(&format!("{} {}: {}\n", f.id, f.kind.name(), f.explanation));
+            let head = Msg::new("r-finding-head")
+                .s("id", &f.id)
+                .s("kind", f.kind.name())
+                .s("text", &f.explanation);
+            out.push_str(&format!("{}\n", cat.render(&head)));
             for e in &f.evidence {
-                out.push_str(&format!(
-                    "  - {} {} frame {}: {}\n",
-                    e.ts.tcpdump(),
-                    e.vantage,
-                    e.frame,
-                    e.what
-                ));
+                let line = Msg::new("r-evidence-item")
+                    .s("ts", e.ts.tcpdump())
+                    .s("vantage", &e.vantage)
+                    .s("frame", e.frame)
+                    .s("what", &e.what);
+                out.push_str(&format!("  - {}\n", cat.render(&line)));
             }
             for df in &f.display_filters {
-                out.push_str(&format!(
-                    "  wireshark {} ({}): {}\n",
-                    df.vantage, df.file, df.filter
-                ));
+                let line = Msg::new("r-wireshark-line")
+                    .s("vantage", &df.vantage)
+                    .s("file", &df.file)
+                    .s("filter", &df.filter);
+                out.push_str(&format!("  {}\n", cat.render(&line)));
             }
-            out.push_str(&format!("  recommendation: {}\n\n", f.recommendation));
+            let rec = Msg::new("r-recommendation-line").s("text", &f.recommendation);
+            out.push_str(&format!("  {}\n\n", cat.render(&rec)));
         }
     }
-    out.push_str("Clock offsets\n");
-    out.push_str(&offsets_table(al));
-    out.push_str("\nLined-up connections\n");
-    out.push_str(&align_table_rows(al));
-    out.push_str("\nCaptures\n");
+    out.push_str(&format!("{}\n", cat.get("r-clock-offsets")));
+    out.push_str(&offsets_table_in(al, &cat));
+    out.push_str(&format!("\n{}\n", cat.get("r-lined-up")));
+    out.push_str(&align_table_rows(al, &cat));
+    out.push_str(&format!("\n{}\n", cat.get("r-captures")));
     let mut t = table();
     t.set_header(vec![
-        "vantage",
-        "file",
-        "packets",
-        "first (UTC)",
-        "last (UTC)",
-        "link types",
+        cat.get("r-col-vantage"),
+        cat.get("r-col-file"),
+        cat.get("r-col-packets"),
+        cat.get("r-col-first"),
+        cat.get("r-col-last"),
+        cat.get("r-col-link-types"),
     ]);
     for c in &d.captures {
         t.add_row(vec![
@@ -678,15 +716,18 @@ pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
     out.push_str(&format!("{t}\n"));
     for c in &d.captures {
         for w in &c.summary.warnings {
-            out.push_str(&format!("warning: {}: {w}\n", c.summary.path));
+            let line = Msg::new("r-warning-line")
+                .s("path", &c.summary.path)
+                .s("text", w);
+            out.push_str(&format!("{}\n", cat.render(&line)));
         }
     }
     out
 }
 
 /// Only the lined-up connections table (no offsets).
-fn align_table_rows(al: &Alignment) -> String {
-    let full = align_table(al);
+fn align_table_rows(al: &Alignment, cat: &Catalog) -> String {
+    let full = align_table_in(al, cat);
     // align_table appends the offsets and losses after the first table; keep the first.
     match full.find("\n┌") {
         Some(i) => full[..i + 1].to_string(),
@@ -696,24 +737,43 @@ fn align_table_rows(al: &Alignment) -> String {
 
 /// Markdown for a ticket: the same content, evidence as tables, filters in code spans.
 pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
+    let cat = catalog_of(d);
+    let head = |keys: &[&'static str]| -> String {
+        let names: Vec<String> = keys.iter().map(|k| cat.get(k)).collect();
+        format!(
+            "| {} |\n|{}\n",
+            names.join(" | "),
+            "---|".repeat(keys.len())
+        )
+    };
     let mut out = String::new();
-    out.push_str("# vantage diagnosis\n\n");
+    out.push_str(&format!("# {}\n\n", cat.get("r-title")));
     out.push_str(&format!(
-        "**Verdict:** {}\n\nConfidence {:.0} %. {}\n\n",
+        "**{}** {}\n\n{}{}{}\n\n",
+        cat.get("r-verdict"),
         d.verdict.summary,
-        d.verdict.confidence * 100.0,
+        cat.render(
+            &Msg::new("r-confidence-cap").s("pct", format!("{:.0}", d.verdict.confidence * 100.0))
+        ),
+        cat.get("sentence-sep"),
         d.verdict.would_change
     ));
-    out.push_str("## Findings\n\n");
+    out.push_str(&format!("## {}\n\n", cat.get("r-findings")));
     if d.findings.is_empty() {
-        out.push_str("No findings.\n\n");
+        out.push_str(&format!("{}\n\n", cat.get("r-no-findings")));
     } else {
-        out.push_str("| id | severity | kind | connections | summary |\n|---|---|---|---|---|\n");
+        out.push_str(&head(&[
+            "r-col-id",
+            "r-col-severity",
+            "r-col-kind",
+            "r-col-connections",
+            "r-col-summary",
+        ]));
         for f in &d.findings {
             out.push_str(&format!(
                 "| {} | {} | `{}` | {} | {} |\n",
                 f.id,
-                severity_word(f),
+                severity_word(&cat, f),
                 f.kind.name(),
                 f.connections.join(" "),
                 md_escape(&f.summary)
@@ -728,7 +788,12 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
                 f.explanation
             ));
             if !f.evidence.is_empty() {
-                out.push_str("| time (reference, UTC) | vantage | frame | what it shows |\n|---|---|---|---|\n");
+                out.push_str(&head(&[
+                    "r-col-time",
+                    "r-col-vantage",
+                    "r-col-frame",
+                    "r-col-what",
+                ]));
                 for e in &f.evidence {
                     out.push_str(&format!(
                         "| {} | {} | {} | {} |\n",
@@ -741,18 +806,30 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
                 out.push('\n');
             }
             for df in &f.display_filters {
-                out.push_str(&format!(
-                    "- Wireshark, {} (`{}`): `{}`\n",
-                    df.vantage, df.file, df.filter
-                ));
+                let line = Msg::new("r-wireshark-md")
+                    .s("vantage", &df.vantage)
+                    .s("file", &df.file)
+                    .s("filter", &df.filter);
+                out.push_str(&format!("- {}\n", cat.render(&line)));
             }
-            out.push_str(&format!("\n**Recommendation:** {}\n\n", f.recommendation));
+            out.push_str(&format!(
+                "\n**{}** {}\n\n",
+                cat.get("r-recommendation"),
+                f.recommendation
+            ));
         }
     }
-    out.push_str("## Clock offsets\n\n| vantage | offset s | ± bound s | method | samples |\n|---|---|---|---|---|\n");
+    out.push_str(&format!("## {}\n\n", cat.get("r-clock-offsets")));
+    out.push_str(&head(&[
+        "r-col-vantage",
+        "r-col-offset-short",
+        "r-col-bound",
+        "r-col-method",
+        "r-col-samples",
+    ]));
     out.push_str(&format!(
-        "| {} (reference) | 0 | 0 | - | - |\n",
-        d.reference
+        "| {} | 0 | 0 | - | - |\n",
+        cat.render(&Msg::new("r-reference").s("name", &d.reference))
     ));
     for o in &d.clock_offsets {
         out.push_str(&format!(
@@ -760,7 +837,13 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
             o.vantage, o.offset_s, o.bound_s, o.method, o.samples
         ));
     }
-    out.push_str("\n## Lined-up connections\n\n| id | start (reference, UTC) | legs | match |\n|---|---|---|---|\n");
+    out.push_str(&format!("\n## {}\n\n", cat.get("r-lined-up")));
+    out.push_str(&head(&[
+        "r-col-id",
+        "r-col-start",
+        "r-col-legs",
+        "r-col-match",
+    ]));
     for l in &d.connections {
         let legs: Vec<String> = l
             .legs
@@ -786,7 +869,14 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
             l.matched.confidence
         ));
     }
-    out.push_str("\n## Captures\n\n| vantage | file | packets | first (UTC) | last (UTC) |\n|---|---|---|---|---|\n");
+    out.push_str(&format!("\n## {}\n\n", cat.get("r-captures")));
+    out.push_str(&head(&[
+        "r-col-vantage",
+        "r-col-file",
+        "r-col-packets",
+        "r-col-first",
+        "r-col-last",
+    ]));
     for c in &d.captures {
         out.push_str(&format!(
             "| {} | `{}` | {} | {} | {} |\n",
