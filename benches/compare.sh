@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Times vantage against tshark, tcptrace and tcpdump on a synth capture, and checks that vantage's
+# memory stays flat on a 10x larger one. Prints Markdown (machine, commands, tables).
+#
+#   benches/compare.sh                      # 200MB / 20000 connections, and 2GB
+#   SIZE=50MB BIG=500MB REPEAT=1 benches/compare.sh
+#
+# Environment: SIZE (200MB), CONNECTIONS (20000), BIG (2GB; "0" skips the large run), SEED (1),
+# REPEAT (3: the best wall time of REPEAT runs is reported, with the peak RSS of that run),
+# INSTALL (1: apt-get install tshark/tcptrace/tcpdump when missing; skipped when that fails),
+# TMPDIR (where the captures go; they are removed on exit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE=${SIZE:-200MB}
+CONNECTIONS=${CONNECTIONS:-20000}
+BIG=${BIG:-2GB}
+SEED=${SEED:-1}
+REPEAT=${REPEAT:-3}
+INSTALL=${INSTALL:-1}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/vantage-compare.XXXXXX")
+cleanup() { rm -rf "$TMP"; }
+trap cleanup EXIT INT TERM
+
+if [ ! -x /usr/bin/time ]; then
+    echo "compare.sh: /usr/bin/time (GNU time) is needed: apt-get install time" >&2
+    exit 2
+fi
+
+# Free space: the big capture plus a margin.
+need_kb=$(( $(numfmt --from=auto "${BIG%B}" 2>/dev/null || echo 0) / 1024 + 1024 * 1024 ))
+avail_kb=$(df -Pk "$TMP" | awk 'NR==2 {print $4}')
+if [ "$avail_kb" -lt "$need_kb" ]; then
+    echo "compare.sh: $TMP has $((avail_kb / 1024)) MB free, need $((need_kb / 1024)) MB; set TMPDIR or BIG" >&2
+    exit 2
+fi
+
+if [ "$INSTALL" = 1 ]; then
+    missing=()
+    for t in tshark tcptrace tcpdump; do command -v "$t" >/dev/null || missing+=("$t"); done
+    if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+        echo "compare.sh: installing ${missing[*]}" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } \
+            >"$TMP/apt.log" 2>&1 || echo "compare.sh: could not install ${missing[*]}; skipping them" >&2
+    fi
+fi
+
+cargo build --release --quiet --bin vantage --example synth
+VANTAGE=$PWD/target/release/vantage
+SYNTH=$PWD/target/release/examples/synth
+
+echo "## Machine"
+echo
+echo '```'
+echo "nproc: $(nproc)"
+lscpu | head -n 15
+free -m | head -n 2
+echo "kernel: $(uname -r)"
+echo "load average at start (other work on the machine): $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "rustc: $(rustc --version)"
+for t in tshark tcptrace tcpdump; do
+    if command -v "$t" >/dev/null; then
+        case $t in
+            tshark) echo "tshark: $(tshark --version 2>/dev/null | head -n 1)" ;;
+            tcptrace) echo "tcptrace: $(tcptrace -v 2>&1 | head -n 1)" ;;
+            tcpdump) echo "tcpdump: $(tcpdump --version 2>&1 | head -n 1)" ;;
+        esac
+    else
+        echo "$t: not installed (skipped)"
+    fi
+done
+echo "vantage: $(git rev-parse --short HEAD)$(git diff --quiet -- src || echo ' + uncommitted src changes')"
+echo '```'
+echo
+
+gen() { # gen SIZE FILE
+    local t0 t1
+    t0=$(date +%s%N)
+    "$SYNTH" --size "$1" --connections "$CONNECTIONS" --seed "$SEED" -o "$2" 2>"$TMP/synth.log"
+    t1=$(date +%s%N)
+    echo "synth --size $1 --connections $CONNECTIONS --seed $SEED: $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b-a)/1e9}') s" >&2
+    sed 's/^/  /' "$TMP/synth.log" >&2
+}
+
+# measure LABEL FILE CMD...: REPEAT runs; prints one table row with the best wall time, the
+# least CPU time (user+sys) and the highest peak RSS of those runs. MB/s is given both per wall
+# second and per CPU second: on a shared machine the CPU figure is the steadier one.
+measure() {
+    local label=$1 file=$2
+    shift 2
+    local bytes best="" best_cpu="" max_rss=0 i t0 t1 wall rss cpu status
+    bytes=$(stat -c %s "$file")
+    cat "$file" >/dev/null # page cache warm: we time parsing, not the disk
+    for ((i = 0; i < REPEAT; i++)); do
+        t0=$(date +%s%N)
+        status=0
+        /usr/bin/time -v -o "$TMP/time.txt" "$@" >/dev/null 2>"$TMP/stderr.txt" || status=$?
+        t1=$(date +%s%N)
+        if [ "$status" -ne 0 ] && [ "$status" -ne 1 ]; then
+            echo "compare.sh: $label exited $status: $(tail -n 3 "$TMP/stderr.txt")" >&2
+        fi
+        wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", (b-a)/1e9}')
+        rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$TMP/time.txt")
+        cpu=$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f", u+s}' "$TMP/time.txt")
+        if [ -z "$best" ] || awk -v a="$wall" -v b="$best" 'BEGIN {exit !(a < b)}'; then best=$wall; fi
+        if [ -z "$best_cpu" ] || awk -v a="$cpu" -v b="$best_cpu" 'BEGIN {exit !(a < b)}'; then best_cpu=$cpu; fi
+        if awk -v a="$rss" -v b="$max_rss" 'BEGIN {exit !(a > b)}'; then max_rss=$rss; fi
+    done
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" \
+        "$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b/1e6}')" "$best" \
+        "$(awk -v b="$bytes" -v w="$best" 'BEGIN {printf "%.0f", b/1e6/w}')" "$best_cpu" \
+        "$(awk -v b="$bytes" -v w="$best_cpu" 'BEGIN {if (w > 0) printf "%.0f", b/1e6/w; else print "-"}')" "$max_rss"
+}
+
+SMALL=$TMP/small.pcap
+gen "$SIZE" "$SMALL"
+PKTS=$(awk '/packets/ {print $2}' "$TMP/synth.log")
+
+echo "## $SIZE capture, $CONNECTIONS connections ($PKTS packets), best of $REPEAT"
+echo
+echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+measure "vantage flows" "$SMALL" "$VANTAGE" flows "$SMALL"
+measure "vantage flows --format json" "$SMALL" "$VANTAGE" flows --format json "$SMALL"
+measure "vantage diagnose" "$SMALL" "$VANTAGE" diagnose "$SMALL"
+if command -v tshark >/dev/null; then
+    measure "tshark -q -z conv,tcp" "$SMALL" tshark -q -z conv,tcp -r "$SMALL"
+fi
+if command -v tcptrace >/dev/null; then
+    measure "tcptrace -n -l" "$SMALL" tcptrace -n -l "$SMALL"
+fi
+if command -v tcpdump >/dev/null; then
+    measure "tcpdump RST filter -w /dev/null" "$SMALL" tcpdump -r "$SMALL" 'tcp[tcpflags] & tcp-rst != 0' -w /dev/null
+fi
+echo
+
+if [ "$BIG" != 0 ]; then
+    rm -f "$SMALL"
+    LARGE=$TMP/large.pcap
+    gen "$BIG" "$LARGE"
+    PKTS=$(awk '/packets/ {print $2}' "$TMP/synth.log")
+    echo "## Memory at 10x: $BIG capture, $CONNECTIONS connections ($PKTS packets), one run"
+    echo
+    echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    REPEAT=1 measure "vantage flows" "$LARGE" "$VANTAGE" flows "$LARGE"
+    REPEAT=1 measure "vantage diagnose" "$LARGE" "$VANTAGE" diagnose "$LARGE"
+    echo
+fi
+
+echo "Commands (FILE is the synth capture):"
+echo
+echo '```'
+echo "$SYNTH --size SIZE --connections $CONNECTIONS --seed $SEED -o FILE"
+echo "$VANTAGE flows FILE > /dev/null"
+echo "$VANTAGE flows --format json FILE > /dev/null"
+echo "$VANTAGE diagnose FILE > /dev/null"
+echo "tshark -q -z conv,tcp -r FILE > /dev/null"
+echo "tcptrace -n -l FILE > /dev/null   # -n: no reverse DNS (with it, tcptrace waits on DNS time-outs)"
+echo "tcpdump -r FILE 'tcp[tcpflags] & tcp-rst != 0' -w /dev/null"
+echo "each under /usr/bin/time -v (peak RSS, CPU); wall time from date +%s%N around it; page cache warm"
+echo '```'
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
