@@ -378,7 +378,6 @@ proptest! {
     /// sequence space, so with two segments waiting on both sides of the wrap it stalls and
     /// `flush` declares a false hole (src/tcp/reassembly.rs). Un-ignore once fixed.
     #[test]
-    #[ignore = "known bug: Reassembler::drain orders waiting segments by raw u32, not across the seq wrap"]
     fn reassembly_across_the_seq_wrap(s in script_with(isn_wrap())) {
         check_reassembly(&s)?;
     }
@@ -423,7 +422,6 @@ fn check_reassembly(s: &Script) -> Result<(), TestCaseError> {
 
 /// The smallest case of the wrap bug above, kept as a plain test.
 #[test]
-#[ignore = "known bug: Reassembler::drain orders waiting segments by raw u32, not across the seq wrap"]
 fn reassembly_two_waiting_segments_across_the_wrap() {
     let mut r = Reassembler::new(1 << 20);
     let mut sink = Collect {

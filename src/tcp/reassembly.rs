@@ -128,7 +128,7 @@ impl Reassembler {
         };
         let Some(next) = self.next else { return };
         if diff(ack, next) > 0 && !self.pending.is_empty() {
-            let first = *self.pending.keys().next().expect("non-empty");
+            let first = self.first_waiting(next).expect("non-empty");
             let target = if diff(first, ack) <= 0 { first } else { ack };
             self.hole_to(target, sink);
             self.drain(sink);
@@ -140,13 +140,22 @@ impl Reassembler {
 
     /// End of the stream: deliver what waits, across its holes.
     pub fn flush(&mut self, sink: &mut impl StreamSink) {
-        while let Some(&first) = self.pending.keys().next() {
+        while let Some(first) = self.first_waiting(self.next.unwrap_or(0)) {
             if self.stopped {
                 break;
             }
             self.hole_to(first, sink);
             self.drain(sink);
         }
+    }
+
+    /// The waiting segment that comes first after `next` in sequence order (modulo 2^32, so
+    /// across the wrap: the map's own order is by raw value).
+    fn first_waiting(&self, next: u32) -> Option<u32> {
+        self.pending
+            .keys()
+            .copied()
+            .min_by_key(|k| k.wrapping_sub(next).wrapping_add(1 << 31))
     }
 
     fn hole_to(&mut self, seq: u32, sink: &mut impl StreamSink) {
@@ -191,7 +200,7 @@ impl Reassembler {
     /// Delivers waiting segments that now fit.
     fn drain(&mut self, sink: &mut impl StreamSink) {
         while let Some(next) = self.next {
-            let Some((&seq, _)) = self.pending.iter().next() else {
+            let Some(seq) = self.first_waiting(next) else {
                 break;
             };
             if diff(seq, next) > 0 {
