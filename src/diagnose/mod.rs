@@ -235,7 +235,16 @@ pub struct Path<'a> {
 pub struct Ctx<'a> {
     pub al: &'a Alignment,
     pub paths: Vec<Path<'a>>,
+    /// Path index by lined-up connection id.
+    by_id: std::collections::HashMap<&'a str, usize>,
+    /// Client-side legs of TCP paths by (vantage, client address, server address, server
+    /// port), in start order: a client's connections to one service, for reconnects.
+    by_client: std::collections::HashMap<ClientKey, Vec<usize>>,
+    /// UDP legs that carry SIP (the voice gateway's leg of calls).
+    pub sip_udp_legs: Vec<&'a Leg>,
 }
+
+type ClientKey = (usize, std::net::IpAddr, std::net::IpAddr, u16);
 
 impl<'a> Ctx<'a> {
     pub fn new(al: &'a Alignment) -> Self {
@@ -253,8 +262,57 @@ impl<'a> Ctx<'a> {
                 });
                 Path { lined: l, legs }
             })
+            .collect::<Vec<_>>();
+        let by_id = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.lined.id.as_str(), i))
             .collect();
-        Ctx { al, paths }
+        let mut by_client: std::collections::HashMap<ClientKey, Vec<usize>> = Default::default();
+        let mut sip_udp_legs = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let leg = p.legs[0];
+            let c = al.connection(leg);
+            if c.proto == crate::tcp::Proto::Tcp {
+                by_client
+                    .entry((leg.at.0, c.orig_h, c.resp_h, c.resp_p))
+                    .or_default()
+                    .push(i);
+            }
+            for leg in &p.legs {
+                let c = al.connection(leg);
+                if c.proto == crate::tcp::Proto::Udp
+                    && c.app.as_ref().is_some_and(|a| a.sip.is_some())
+                {
+                    sip_udp_legs.push(*leg);
+                }
+            }
+        }
+        for v in by_client.values_mut() {
+            v.sort_by_key(|&i| al.connection(paths[i].legs[0]).ts);
+        }
+        Ctx {
+            al,
+            paths,
+            by_id,
+            by_client,
+            sip_udp_legs,
+        }
+    }
+
+    /// The path of a lined-up connection.
+    pub fn path(&self, id: &str) -> Option<&Path<'a>> {
+        self.by_id.get(id).map(|&i| &self.paths[i])
+    }
+
+    /// The same client's connections to the same service at the same vantage, in start order.
+    pub fn client_connections(&self, leg: &Leg) -> impl Iterator<Item = &Path<'a>> {
+        let c = self.al.connection(leg);
+        self.by_client
+            .get(&(leg.at.0, c.orig_h, c.resp_h, c.resp_p))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.paths[i])
     }
 
     pub fn conn(&self, leg: &Leg) -> &'a Connection {

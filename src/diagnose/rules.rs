@@ -796,7 +796,7 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
 fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
     let mut out = Vec::new();
     for d in deaths {
-        let Some(p) = ctx.paths.iter().find(|p| p.lined.id == d.conn) else {
+        let Some(p) = ctx.path(&d.conn) else {
             continue;
         };
         if p.legs.len() < 2 {
@@ -1080,27 +1080,17 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
 fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
     let mut out = Vec::new();
     for d in deaths {
-        let Some(p) = ctx.paths.iter().find(|p| p.lined.id == d.conn) else {
+        let Some(p) = ctx.path(&d.conn) else {
             continue;
         };
         let leg = p.legs[0];
         let c = ctx.conn(leg);
         // The same client's later connections to the same server, at the same vantage.
-        let mut later: Vec<(&Leg, &Connection)> = ctx
-            .paths
-            .iter()
-            .map(|q| q.legs[0])
-            .filter(|l| l.at.0 == leg.at.0)
-            .map(|l| (l, ctx.conn(l)))
-            .filter(|(_, k)| {
-                k.proto == crate::tcp::Proto::Tcp
-                    && k.orig_h == c.orig_h
-                    && k.resp_h == c.resp_h
-                    && k.resp_p == c.resp_p
-                    && k.ts > c.ts
-            })
+        let later: Vec<(&Leg, &Connection)> = ctx
+            .client_connections(leg)
+            .map(|q| (q.legs[0], ctx.conn(q.legs[0])))
+            .filter(|(_, k)| k.ts > c.ts)
             .collect();
-        later.sort_by_key(|(_, k)| k.ts);
         // Detection: the client's first reaction after the middlebox acted.
         let own_end = c
             .termination
@@ -1262,7 +1252,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Fi
     };
     let mut out = Vec::new();
     for d in deaths {
-        let Some(p) = ctx.paths.iter().find(|p| p.lined.id == d.conn) else {
+        let Some(p) = ctx.path(&d.conn) else {
             continue;
         };
         // The heartbeat as the client side sent it.
@@ -1380,7 +1370,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Fi
 fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
     let mut out = Vec::new();
     for d in deaths {
-        let Some(p) = ctx.paths.iter().find(|p| p.lined.id == d.conn) else {
+        let Some(p) = ctx.path(&d.conn) else {
             continue;
         };
         let mut evidence = Vec::new();
@@ -1410,12 +1400,9 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         let mut gateway: Vec<(String, f64)> = Vec::new();
         let mut seen: Vec<(String, String)> = Vec::new();
         let mut udp_legs: Vec<&Leg> = Vec::new();
-        for q in &ctx.paths {
-            for leg in &q.legs {
+        {
+            for &leg in &ctx.sip_udp_legs {
                 let c = ctx.conn(leg);
-                if c.proto != crate::tcp::Proto::Udp {
-                    continue;
-                }
                 let Some(sip) = c.app.as_ref().and_then(|a| a.sip.as_ref()) else {
                     continue;
                 };

@@ -472,7 +472,9 @@ impl Default for TrackerOptions {
 pub struct Tracker {
     capture: String,
     opts: TrackerOptions,
-    live: HashMap<FlowKey, Live>,
+    /// Keyed with foldhash: SipHash's DoS resistance buys nothing for a capture's own flows,
+    /// and its cost showed in the profile (benches/RESULTS.md).
+    live: HashMap<FlowKey, Live, foldhash::fast::RandomState>,
     done: Vec<Connection>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
@@ -502,7 +504,7 @@ impl Tracker {
         Tracker {
             capture: capture.into(),
             opts,
-            live: HashMap::new(),
+            live: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             done: Vec::new(),
             other_ip: 0,
             fragments: 0,
