@@ -24,9 +24,12 @@ pub fn capture(opts: &LiveOptions, out: &std::path::Path) -> Result<u64> {
         .snaplen(opts.snaplen)
         .promisc(false)
         .immediate_mode(true)
-        .timeout(200)
         .open()
-        .map_err(|e| anyhow!("{}: cannot capture: {e}", opts.interface))?;
+        .map_err(|e| anyhow!("{}: cannot capture: {e}", opts.interface))?
+        // Non-blocking: a blocking read may wait forever on a quiet interface (libpcap's
+        // timeout does not fire before the first packet on Linux), and the duration must hold.
+        .setnonblock()
+        .map_err(|e| anyhow!("{}: {e}", opts.interface))?;
     if let Some(f) = &opts.filter {
         cap.filter(f, true)
             .map_err(|e| anyhow!("--filter '{f}': {e}"))?;
@@ -58,7 +61,7 @@ pub fn capture(opts: &LiveOptions, out: &std::path::Path) -> Result<u64> {
                 w.packet(iface, ts, p.header.len, p.data, None)?;
                 n += 1;
             }
-            Err(pcap::Error::TimeoutExpired) => {}
+            Err(pcap::Error::TimeoutExpired) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(anyhow!("{}: {e}", opts.interface));

@@ -166,7 +166,20 @@ fn live_capture_on_loopback_in_a_namespace() {
             ])
             .output();
     }
-    let status = cap.wait().unwrap();
+    // The capture must end by itself after its duration; never let a stuck one hang the suite.
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = cap.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = cap.kill();
+        let _ = Proc::new("ip").args(["netns", "delete", &ns]).status();
+        panic!("vantage capture did not stop after its 2 s duration");
+    });
     let _ = Proc::new("ip").args(["netns", "delete", &ns]).status();
     assert!(status.success());
     let mut r = CaptureReader::open(&out).unwrap();
