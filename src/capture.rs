@@ -375,6 +375,11 @@ impl CaptureReader {
         self.frames
     }
 
+    /// Bytes of the (decompressed) file read so far: for progress.
+    pub fn bytes_read(&self) -> u64 {
+        self.consumed()
+    }
+
     fn consumed(&self) -> u64 {
         match &self.inner {
             Inner::Legacy { reader, .. } => reader.consumed() as u64,

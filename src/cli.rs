@@ -29,6 +29,9 @@ Examples:
     after_help = EXAMPLES
 )]
 pub struct Cli {
+    /// Colour in progress bars: auto (a terminal, and NO_COLOR unset), always or never
+    #[arg(long, global = true, value_enum, default_value_t = crate::progress::ColorChoice::Auto)]
+    pub color: crate::progress::ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -297,6 +300,7 @@ pub enum FlowsFormat {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    crate::progress::configure(cli.color);
     match cli.command {
         Command::Flows(args) => flows(args),
         Command::Probe(args) => crate::probe::cli::run(args),

@@ -27,5 +27,6 @@ pub mod live;
 pub mod pcapng_writer;
 pub mod pipeline;
 pub mod probe;
+pub mod progress;
 pub mod report;
 pub mod tcp;

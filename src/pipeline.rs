@@ -65,6 +65,8 @@ pub fn track_capture_filtered(
     }
     let mut reader = CaptureReader::open(path)?;
     let name = path.display().to_string();
+    let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    let bar = crate::progress::for_file(&name, (!reader.gzip).then_some(file_bytes), file_bytes);
     let mut tracker = Tracker::with_options(name.clone(), opts);
     let mut summary = CaptureSummary {
         path: name,
@@ -86,6 +88,11 @@ pub fn track_capture_filtered(
         match reader.next_frame() {
             Ok(Some(frame)) => {
                 summary.packets += 1;
+                if let Some(b) = &bar {
+                    if summary.packets % 4096 == 0 {
+                        b.set_position(frame.offset);
+                    }
+                }
                 if summary.first_ts.is_none() {
                     summary.first_ts = Some(frame.ts);
                 }
@@ -119,6 +126,10 @@ pub fn track_capture_filtered(
             Err(e) => break Some(e),
         }
     };
+    if let Some(b) = bar {
+        b.set_position(reader.bytes_read());
+        b.finish_and_clear();
+    }
     summary.link_types = reader.link_types.iter().map(|l| l.name()).collect();
     summary.warnings = std::mem::take(&mut reader.warnings);
     if let Some((n, off, why)) = first_malformed {
