@@ -89,7 +89,7 @@ pub fn track_capture_filtered(
             Ok(Some(frame)) => {
                 summary.packets += 1;
                 if let Some(b) = &bar {
-                    if summary.packets % 4096 == 0 {
+                    if summary.packets.is_multiple_of(4096) {
                         b.set_position(frame.offset);
                     }
                 }
