@@ -337,3 +337,110 @@ fn keepalives_as_wireshark_counts_them() {
     assert_eq!(mid.len(), 1);
     assert_eq!(mid[0].resp_p, 6379);
 }
+
+/// Records of a classic little-endian pcap: (ts_sec, ts_frac, caplen, origlen, data).
+fn pcap_records(bytes: &[u8]) -> Vec<(u32, u32, u32, u32, Vec<u8>)> {
+    let rd = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let mut out = Vec::new();
+    let mut o = 24;
+    while o + 16 <= bytes.len() {
+        let (s, f, cap, orig) = (rd(o), rd(o + 4), rd(o + 8), rd(o + 12));
+        out.push((
+            s,
+            f,
+            cap,
+            orig,
+            bytes[o + 16..o + 16 + cap as usize].to_vec(),
+        ));
+        o += 16 + cap as usize;
+    }
+    out
+}
+
+/// What must not depend on the file format: packets and history per connection.
+fn summary_of(path: &Path) -> Vec<(u64, u64, Option<String>)> {
+    let f = track_capture(path).unwrap();
+    assert!(
+        f.error.is_none() && f.summary.warnings.is_empty(),
+        "{:?}",
+        f.summary.warnings
+    );
+    f.connections
+        .iter()
+        .map(|c| (c.orig.pkts, c.resp.pkts, c.history.clone()))
+        .collect()
+}
+
+/// A big-endian classic pcap, and a pcapng with nanosecond resolution, an `if_tsoffset` and
+/// obsolete Packet Blocks, built from a real capture: same connections, shifted clock.
+#[test]
+fn big_endian_pcap_and_pcapng_ts_options_and_obsolete_blocks() {
+    let src = corpus("zeek/testing/btest/Traces/tcp/retransmit-fast009.pcap");
+    let bytes = std::fs::read(&src).unwrap();
+    let recs = pcap_records(&bytes);
+    let dir = std::env::temp_dir().join(format!("vantage-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Big-endian: every header field swapped.
+    let mut be = Vec::new();
+    be.extend_from_slice(&0xa1b2_c3d4u32.to_be_bytes());
+    be.extend_from_slice(&2u16.to_be_bytes());
+    be.extend_from_slice(&4u16.to_be_bytes());
+    be.extend_from_slice(&[0; 8]);
+    be.extend_from_slice(&65535u32.to_be_bytes());
+    be.extend_from_slice(&1u32.to_be_bytes());
+    for (s, f, cap, orig, data) in &recs {
+        for v in [s, f, cap, orig] {
+            be.extend_from_slice(&v.to_be_bytes());
+        }
+        be.extend_from_slice(data);
+    }
+    let be_path = dir.join("be.pcap");
+    std::fs::write(&be_path, &be).unwrap();
+    assert_eq!(summary_of(&be_path), summary_of(&src));
+
+    // pcapng: IDB with if_tsresol 9 (ns) and if_tsoffset 100 s; packets as OPBs (type 2).
+    let mut ng = Vec::new();
+    let block = |ng: &mut Vec<u8>, kind: u32, body: &[u8]| {
+        let len = 12 + body.len() as u32;
+        ng.extend_from_slice(&kind.to_le_bytes());
+        ng.extend_from_slice(&len.to_le_bytes());
+        ng.extend_from_slice(body);
+        ng.extend_from_slice(&len.to_le_bytes());
+    };
+    let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    block(&mut ng, 0x0A0D_0D0A, &shb);
+    let mut idb = vec![1, 0, 0, 0, 0, 0, 0, 0];
+    idb.extend_from_slice(&[9, 0, 1, 0, 9, 0, 0, 0]); // if_tsresol = 9
+    idb.extend_from_slice(&[14, 0, 8, 0]); // if_tsoffset
+    idb.extend_from_slice(&100i64.to_le_bytes());
+    idb.extend_from_slice(&[0, 0, 0, 0]);
+    block(&mut ng, 1, &idb);
+    for (s, f, cap, orig, data) in &recs {
+        let ns = *s as u64 * 1_000_000_000 + *f as u64 * 1000;
+        let mut opb = Vec::new();
+        opb.extend_from_slice(&0u16.to_le_bytes()); // interface
+        opb.extend_from_slice(&0u16.to_le_bytes()); // drops
+        opb.extend_from_slice(&((ns >> 32) as u32).to_le_bytes());
+        opb.extend_from_slice(&(ns as u32).to_le_bytes());
+        opb.extend_from_slice(&cap.to_le_bytes());
+        opb.extend_from_slice(&orig.to_le_bytes());
+        opb.extend_from_slice(data);
+        while !opb.len().is_multiple_of(4) {
+            opb.push(0);
+        }
+        block(&mut ng, 2, &opb);
+    }
+    let ng_path = dir.join("opb.pcapng");
+    std::fs::write(&ng_path, &ng).unwrap();
+    assert_eq!(summary_of(&ng_path), summary_of(&src));
+    let a = track_capture(&src).unwrap();
+    let b = track_capture(&ng_path).unwrap();
+    assert_eq!(
+        b.summary.first_ts.unwrap().0 - a.summary.first_ts.unwrap().0,
+        100_000_000_000
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -127,3 +127,33 @@ fn output_file_is_written_whole_and_input_untouched() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A run that fails leaves an existing report whole, and no temporary file behind.
+#[test]
+fn a_failed_run_never_leaves_half_a_report() {
+    let dir = std::env::temp_dir().join(format!("vantage-diag-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("report.md");
+    std::fs::write(&out, "the previous report").unwrap();
+    vantage()
+        .args(["diagnose", "--format", "markdown", "-o"])
+        .arg(&out)
+        .arg("agent=Cargo.toml")
+        .assert()
+        .code(2);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "the previous report"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    // An -o into a folder that does not exist is an error naming it, not a panic.
+    vantage()
+        .args(["diagnose", "-o", "/nonexistent/dir/r.md"])
+        .args(three("conntrack-reject"))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "/nonexistent/dir/r.md: cannot write",
+        ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
