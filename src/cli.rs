@@ -126,6 +126,13 @@ pub struct Limits {
     pub reassembly_cap: usize,
 }
 
+impl VantageArgs {
+    /// The capture files, in command-line order (the order of the alignment's vantages).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.captures.iter().map(|c| c.path.clone()).collect()
+    }
+}
+
 impl Limits {
     pub fn filter(&self) -> Option<&str> {
         #[cfg(feature = "libpcap")]
@@ -341,12 +348,7 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Extract(args) => match lined_up(&args.vantages) {
             Ok((al, failed)) => {
-                let paths: Vec<PathBuf> = args
-                    .vantages
-                    .captures
-                    .iter()
-                    .map(|c| c.path.clone())
-                    .collect();
+                let paths = args.vantages.paths();
                 let d = args
                     .what
                     .finding
@@ -417,12 +419,7 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Timeline(args) => match lined_up(&args.vantages) {
             Ok((al, failed)) => {
-                let paths: Vec<PathBuf> = args
-                    .vantages
-                    .captures
-                    .iter()
-                    .map(|c| c.path.clone())
-                    .collect();
+                let paths = args.vantages.paths();
                 match crate::align::timeline(&al, &args.conn, &paths) {
                     Ok(events) => {
                         let out = match args.format {
