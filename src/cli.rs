@@ -508,6 +508,7 @@ fn flows(args: FlowsArgs) -> ExitCode {
     let mut all = Vec::new();
     let opts = crate::tcp::TrackerOptions {
         detail: args.detail.is_some(),
+        keep_samples: false,
         ..args.limits.tracker()
     };
     for path in &args.captures {

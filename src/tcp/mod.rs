@@ -450,8 +450,11 @@ pub struct TrackerOptions {
     /// Connections tracked at once. Past it, the least recently active eighth is summarised
     /// early (a SYN flood of a million half-open connections must not exhaust memory).
     pub max_live: usize,
-    /// Connection summaries kept for the report. Past it, connections are counted, not kept.
+    /// Connections kept for the report. Past it, connections are counted, not kept.
     pub max_summaries: usize,
+    /// Keep each connection's packet samples (alignment and timelines need them; `flows` does
+    /// not).
+    pub keep_samples: bool,
 }
 
 /// Defaults: 100 000 live connections (about 5x the busiest softswitch we have seen) cost a few
@@ -464,6 +467,7 @@ impl Default for TrackerOptions {
             reassembly_cap: reassembly::DEFAULT_CAP,
             max_live: 100_000,
             max_summaries: 1_000_000,
+            keep_samples: true,
         }
     }
 }
@@ -516,7 +520,13 @@ impl Tracker {
     }
 
     /// Keeps a finished connection's summary, within `max_summaries`.
-    fn keep(&mut self, c: Connection) {
+    fn keep(&mut self, mut c: Connection) {
+        if !self.opts.keep_samples {
+            // Only alignment and the HTML timeline use the packet samples: about half of a
+            // summary's memory (2 x 48 samples).
+            c.orig.samples = Samples::default();
+            c.resp.samples = Samples::default();
+        }
         if self.done.len() < self.opts.max_summaries {
             self.done.push(c);
         } else {
