@@ -450,7 +450,7 @@ pub struct TrackerOptions {
     /// Connections tracked at once. Past it, the least recently active eighth is summarised
     /// early (a SYN flood of a million half-open connections must not exhaust memory).
     pub max_live: usize,
-    /// Connections kept for the report. Past it, connections are counted, not kept.
+    /// Connection summaries kept for the report. Past it, connections are counted, not kept.
     pub max_summaries: usize,
     /// Keep each connection's packet samples (alignment and timelines need them; `flows` does
     /// not).
@@ -522,8 +522,8 @@ impl Tracker {
     /// Keeps a finished connection's summary, within `max_summaries`.
     fn keep(&mut self, mut c: Connection) {
         if !self.opts.keep_samples {
-            // Only alignment and the HTML timeline use the packet samples: about half of a
-            // summary's memory (2 x 48 samples).
+            // Only alignment and the HTML timeline use the packet samples (2 x 48 of them,
+            // about 4.6 KiB a connection).
             c.orig.samples = Samples::default();
             c.resp.samples = Samples::default();
         }
