@@ -478,7 +478,9 @@ pub struct Tracker {
     opts: TrackerOptions,
     /// Keyed with foldhash: SipHash's DoS resistance buys nothing for a capture's own flows,
     /// and its cost showed in the profile (benches/RESULTS.md).
-    live: HashMap<FlowKey, Live, foldhash::fast::RandomState>,
+    /// Each `Live` is boxed: it is over a kilobyte, and an inline table wastes its free buckets'
+    /// share of that and copies it on every resize (massif showed the table at half the heap).
+    live: HashMap<FlowKey, Box<Live>, foldhash::fast::RandomState>,
     done: Vec<Connection>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
@@ -558,18 +560,30 @@ impl Tracker {
     }
 
     /// Warnings about what the caps cost, for the capture summary.
-    pub fn warnings(&self) -> Vec<String> {
+    pub fn warnings(&self) -> Vec<crate::capture::Warning> {
+        use crate::capture::Warning;
+        use crate::i18n::Msg;
         let mut w = Vec::new();
         if self.evicted > 0 {
-            w.push(format!(
-                "the connection table was full ({} live): {} least recently active connections were summarised early, without their packet samples (a SYN flood or a very busy capture; raise the cap to keep them whole)",
-                self.opts.max_live, self.evicted
+            w.push(Warning::new(
+                format!(
+                    "the connection table was full ({} live): {} least recently active connections were summarised early, without their packet samples (a SYN flood or a very busy capture; raise the cap to keep them whole)",
+                    self.opts.max_live, self.evicted
+                ),
+                Msg::new("w-table-full")
+                    .s("max", self.opts.max_live)
+                    .s("n", self.evicted),
             ));
         }
         if self.dropped > 0 {
-            w.push(format!(
-                "{} connections were counted but not kept: the report keeps at most {} connections per capture",
-                self.dropped, self.opts.max_summaries
+            w.push(Warning::new(
+                format!(
+                    "{} connections were counted but not kept: the report keeps at most {} connections per capture",
+                    self.dropped, self.opts.max_summaries
+                ),
+                Msg::new("w-summaries-dropped")
+                    .s("n", self.dropped)
+                    .s("max", self.opts.max_summaries),
             ));
         }
         w
@@ -614,8 +628,8 @@ impl Tracker {
     }
 
     /// Ends tracking: every connection, and the warnings about what the caps cost.
-    pub fn finish_with_warnings(mut self) -> (Vec<Connection>, Vec<String>) {
-        let live: Vec<Live> = self.live.drain().map(|(_, l)| l).collect();
+    pub fn finish_with_warnings(mut self) -> (Vec<Connection>, Vec<crate::capture::Warning>) {
+        let live: Vec<Box<Live>> = self.live.drain().map(|(_, l)| l).collect();
         self.peak_live = self.peak_live.max(live.len());
         for l in live {
             let c = finish_live(l);
@@ -628,7 +642,7 @@ impl Tracker {
     /// Ends tracking and returns every connection, sorted by start time (then frame).
     pub fn finish(mut self) -> Vec<Connection> {
         self.peak_live = self.peak_live.max(self.live.len());
-        let live: Vec<Live> = self.live.drain().map(|(_, l)| l).collect();
+        let live: Vec<Box<Live>> = self.live.drain().map(|(_, l)| l).collect();
         for l in live {
             let c = finish_live(l);
             self.keep(c);
@@ -763,7 +777,7 @@ fn new_live(
     vlan: [u16; 2],
     mid_stream: bool,
     opts: &TrackerOptions,
-) -> Live {
+) -> Box<Live> {
     let uid = make_uid(capture, proto, orig, resp, frame.ts);
     let app = (opts.app && proto == Proto::Tcp).then(|| {
         Box::new(AppState {
@@ -772,7 +786,7 @@ fn new_live(
             session: Session::new(opts.detail),
         })
     });
-    Live {
+    Box::new(Live {
         app,
         conn: Connection {
             uid,
@@ -807,7 +821,7 @@ fn new_live(
         synack_ts: None,
         seen_last_ts: frame.ts,
         orig_key: orig,
-    }
+    })
 }
 
 /// A stable, Zeek-looking uid ("C" + base62), derived from the capture name, the 5-tuple and the
@@ -1210,7 +1224,8 @@ fn feed_app(
     }
 }
 
-fn finish_live(mut l: Live) -> Connection {
+fn finish_live(l: Box<Live>) -> Connection {
+    let mut l = *l;
     if let Some(app) = l.app.take() {
         let AppState {
             mut client,
