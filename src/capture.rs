@@ -22,6 +22,52 @@ use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
 use serde::Serialize;
 
+use crate::i18n::Msg;
+
+/// A non-fatal problem with a capture, each naming the frame or offset: the English line (the
+/// JSON document and the command's stderr) and the same as a catalog message (the reports, in
+/// their language). Reads as its English text (`Deref<Target = str>`, `Display`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Warning {
+    pub text: String,
+    pub msg: Msg,
+}
+
+impl Warning {
+    pub fn new(text: impl Into<String>, msg: Msg) -> Warning {
+        Warning {
+            text: text.into(),
+            msg,
+        }
+    }
+}
+
+impl std::ops::Deref for Warning {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::borrow::Borrow<str> for Warning {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// In the JSON document, a warning is its English line.
+impl Serialize for Warning {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
 /// Initial read window. Large reads are what make streaming fast.
 const INITIAL_BUFFER: usize = 1 << 20;
 /// No capture tool writes records this large (libpcap's maximum snaplen is 256 KiB, Wireshark's
@@ -184,7 +230,7 @@ pub struct CaptureReader {
     /// Link types seen, in order of first appearance.
     pub link_types: Vec<LinkType>,
     /// Non-fatal problems, each naming the frame or offset.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     done: bool,
     /// Frames that were exact copies of a recent frame (see `DUP_WINDOW`). They are still handed
     /// out, and a warning says so.
@@ -192,7 +238,7 @@ pub struct CaptureReader {
     /// (hash of the bytes, length, time, frame number) of the last frames.
     recent: [(u64, usize, i64, u64); DUP_WINDOW],
     /// Where the duplicates warning sits in `warnings`, with the first duplicate's description.
-    dup_warning: Option<(usize, String)>,
+    dup_warning: Option<(usize, String, Msg)>,
 }
 
 /// Keeps the real I/O error (pcap-parser reduces it to `ReadError`) so that a corrupt `.gz`
@@ -432,9 +478,15 @@ impl CaptureReader {
                     self.frames += 1;
                     self.pending = len;
                     if let Some(ns) = bad_nanos {
-                        self.warnings.push(format!(
-                            "frame {} at byte {offset}: invalid sub-second field {ns} (≥ 10^9 ns); carried into seconds",
-                            self.frames
+                        self.warnings.push(Warning::new(
+                            format!(
+                                "frame {} at byte {offset}: invalid sub-second field {ns} (≥ 10^9 ns); carried into seconds",
+                                self.frames
+                            ),
+                            Msg::new("w-bad-nanos")
+                                .s("frame", self.frames)
+                                .s("offset", offset)
+                                .s("ns", ns),
                         ));
                     }
                     if !self.link_types.contains(&link) {
@@ -453,19 +505,30 @@ impl CaptureReader {
                         if let Some(&(_, _, _, of)) = copy_of {
                             self.duplicates += 1;
                             let n = self.duplicates;
-                            let (at, first) = self.dup_warning.get_or_insert_with(|| {
-                                let first = format!(
-                                    "the first is frame {} at byte {offset}, a copy of frame {of}",
-                                    self.frames
-                                );
-                                self.warnings.push(String::new());
-                                (self.warnings.len() - 1, first)
-                            });
-                            self.warnings[*at] = format!(
-                                "{n} frames are byte-identical copies of a frame just before them \
-                                 (within 1 ms): the same packet captured twice (two interfaces, \
-                                 or a SPAN port copying both directions); {first}. They are kept: \
-                                 packet, retransmission and duplicate-ACK counts include them"
+                            let (at, first, first_msg) =
+                                self.dup_warning.get_or_insert_with(|| {
+                                    let first = format!(
+                                        "the first is frame {} at byte {offset}, a copy of frame {of}",
+                                        self.frames
+                                    );
+                                    let first_msg = Msg::new("w-duplicates-first")
+                                        .s("frame", self.frames)
+                                        .s("offset", offset)
+                                        .s("of", of);
+                                    self.warnings
+                                        .push(Warning::new(String::new(), crate::i18n::empty()));
+                                    (self.warnings.len() - 1, first, first_msg)
+                                });
+                            self.warnings[*at] = Warning::new(
+                                format!(
+                                    "{n} frames are byte-identical copies of a frame just before them \
+                                     (within 1 ms): the same packet captured twice (two interfaces, \
+                                     or a SPAN port copying both directions); {first}. They are kept: \
+                                     packet, retransmission and duplicate-ACK counts include them"
+                                ),
+                                Msg::new("w-duplicates")
+                                    .s("n", n)
+                                    .m("first", first_msg.clone()),
                             );
                         }
                         let slot = (self.frames as usize) % DUP_WINDOW;
@@ -518,7 +581,8 @@ impl CaptureReader {
                     };
                     if let Err(e) = r {
                         let msg = self.io_message(e);
-                        return self.truncated_or_error(msg);
+                        let why = Msg::new("w-reader").s("text", &msg);
+                        return self.truncated_or_error(msg, why);
                     }
                 }
                 Next::TooSmall => {
@@ -548,7 +612,8 @@ impl CaptureReader {
                     };
                     if let Err(e) = r {
                         let msg = self.io_message(e);
-                        return self.truncated_or_error(msg);
+                        let why = Msg::new("w-reader").s("text", &msg);
+                        return self.truncated_or_error(msg, why);
                     }
                 }
                 Next::Eof => {
@@ -569,7 +634,7 @@ impl CaptureReader {
                         self.done = true;
                         return Err(self.err_at(msg));
                     }
-                    return self.truncated_or_error(msg);
+                    return self.truncated_or_error(msg, Msg::new("w-cut-short"));
                 }
                 Next::UnknownInterface { id } => {
                     let e = self.err_at(format!(
@@ -620,7 +685,7 @@ impl CaptureReader {
 
     /// A cut-short file keeps what was read and warns; a read error (e.g. corrupt gzip) is an
     /// error, but the frames before it have already been handed out.
-    fn truncated_or_error(&mut self, msg: String) -> Result<Option<Frame<'_>>> {
+    fn truncated_or_error(&mut self, msg: String, why: Msg) -> Result<Option<Frame<'_>>> {
         self.done = true;
         if let Some(e) = self.io_error.borrow_mut().take() {
             return Err(self.err_at(self.read_error(&e)));
@@ -634,7 +699,12 @@ impl CaptureReader {
             self.consumed(),
             self.frames
         );
-        self.warnings.push(w);
+        let m = Msg::new("w-truncated")
+            .s("frame", self.frames + 1)
+            .s("offset", self.consumed())
+            .m("why", why)
+            .s("kept", self.frames);
+        self.warnings.push(Warning::new(w, m));
         Ok(None)
     }
 

@@ -22,6 +22,7 @@ pub mod diagnose;
 pub mod extract;
 #[cfg(feature = "libpcap")]
 pub mod filter;
+pub mod i18n;
 #[cfg(feature = "libpcap")]
 pub mod live;
 pub mod pcapng_writer;

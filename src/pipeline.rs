@@ -7,8 +7,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::capture::{CaptureReader, Format, Timestamp};
+use crate::capture::{CaptureReader, Format, Timestamp, Warning};
 use crate::decode::{decode, Decoded};
+use crate::i18n::Msg;
 use crate::tcp::{Connection, Tracker, TrackerOptions};
 
 /// What a capture held, for the capture summary of every report.
@@ -28,7 +29,9 @@ pub struct CaptureSummary {
     pub ip_fragments: u64,
     /// Frames a `--filter` left out.
     pub filtered_out: u64,
-    pub warnings: Vec<String>,
+    // Non-fatal problems: each is its English line in the JSON document.
+    #[schemars(with = "Vec<String>")]
+    pub warnings: Vec<Warning>,
 }
 
 /// One capture, read to its end (or to its first fatal error).
@@ -133,14 +136,22 @@ pub fn track_capture_filtered(
     summary.link_types = reader.link_types.iter().map(|l| l.name()).collect();
     summary.warnings = std::mem::take(&mut reader.warnings);
     if let Some((n, off, why)) = first_malformed {
-        summary.warnings.push(format!(
-            "{} frames could not be decoded; the first is frame {n} at byte {off}: {why}",
-            summary.malformed
+        summary.warnings.push(Warning::new(
+            format!(
+                "{} frames could not be decoded; the first is frame {n} at byte {off}: {why}",
+                summary.malformed
+            ),
+            Msg::new("w-malformed")
+                .s("n", summary.malformed)
+                .s("frame", n)
+                .s("offset", off)
+                .s("why", why),
         ));
     }
     if out_of_order > 0 {
-        summary.warnings.push(format!(
-            "{out_of_order} frames have a timestamp earlier than a frame before them"
+        summary.warnings.push(Warning::new(
+            format!("{out_of_order} frames have a timestamp earlier than a frame before them"),
+            Msg::new("w-out-of-order").s("n", out_of_order),
         ));
     }
     summary.ip_fragments = tracker.fragments;

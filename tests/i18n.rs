@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use assert_cmd::Command;
-use vantage::diagnose::i18n::{keys, Catalog, Lang, Msg};
+use vantage::i18n::{keys, Catalog, Lang, Msg};
 
 const CONNTRACK: [&str; 3] = [
     "agent=fixtures/conntrack-reject/agent.pcapng",
@@ -103,6 +103,9 @@ fn every_key_the_code_uses_exists() {
         "src/diagnose/rules.rs",
         "src/report/mod.rs",
         "src/report/html.rs",
+        "src/capture.rs",
+        "src/pipeline.rs",
+        "src/tcp/mod.rs",
     ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         // Any string literal that looks like a catalog key next to a catalog call.
@@ -365,4 +368,156 @@ fn every_scenario_renders_in_both_languages() {
         }
     }
     assert!(kinds.len() >= 8, "{kinds:?}");
+}
+
+/// The HTML timeline (hover texts, labels, idle stretches, summaries, the SVG titles) speaks
+/// the report's language; the English page keeps its words.
+#[test]
+fn html_timeline_in_the_report_language() {
+    let en = diagnose("en", "html");
+    let zh = diagnose("zh-CN", "html");
+    assert!(en.contains(">8.0 s idle<"), "English idle label");
+    assert!(en.contains("SYN from the client side"));
+    assert!(zh.contains(">静默 8.0 秒<"), "Chinese idle label");
+    assert!(zh.contains("每个抓包点一条泳道"));
+    assert!(zh.contains("过滤器：frame.number == "));
+    for english in [
+        " idle",
+        "open at capture end",
+        "no packet in either direction",
+        "SYN from",
+        "SYN-ACK from",
+        "bytes of data",
+        "from the client side",
+        "from the server side",
+        "RST from",
+        "heartbeat 1 of",
+        "last packet",
+        "reconnect ",
+        "reconnect:",
+        "reference clock",
+        "one lane per vantage",
+        "lived ",
+        " vantages",
+        "filter: ",
+        "evidence for",
+        ">from ",
+        " s<",
+    ] {
+        assert!(
+            !zh.contains(english),
+            "English in the Chinese page: {english:?}"
+        );
+    }
+}
+
+fn cut_capture() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let b = std::fs::read(root.join("fixtures/conntrack-reject/softswitch.pcap")).unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("i18n-warnings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("softswitch-cut.pcap");
+    std::fs::write(&p, &b[..b.len() - 10]).unwrap();
+    p
+}
+
+fn diagnose_cut(lang: &str, format: &str) -> (String, String) {
+    let cut = cut_capture();
+    let out = vantage()
+        .args(["diagnose", "--lang", lang, "--format", format])
+        .arg(CONNTRACK[0])
+        .arg(format!("softswitch={}", cut.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// A capture cut short: the reports say so in their language; the JSON document and stderr keep
+/// the English line.
+#[test]
+fn capture_warnings_in_the_report_language() {
+    let (text_en, stderr) = diagnose_cut("en", "text");
+    assert!(
+        text_en.contains("warning: ")
+            && text_en
+                .contains("the last record is cut short (capture ended mid-write?); kept the"),
+        "{text_en}"
+    );
+    // The report's English line is the stderr line.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("cut short"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        text_en.contains(line.trim_start_matches("vantage: ")),
+        "{line}"
+    );
+    let (md_en, _) = diagnose_cut("en", "markdown");
+    assert!(md_en.contains("the last record is cut short"), "{md_en}");
+    for format in ["text", "markdown", "html"] {
+        let (out, stderr) = diagnose_cut("zh-CN", format);
+        assert!(
+            out.contains("警告：")
+                && out.contains("最后一条记录被截断（抓包时写入中断？）")
+                && out.contains("字节偏移")
+                && out.contains("已保留此前的"),
+            "{format}: {out}"
+        );
+        assert!(!out.contains("cut short"), "{format}: {out}");
+        assert!(!out.contains("kept the"), "{format}");
+        // stderr stays English.
+        assert!(stderr.contains("the last record is cut short"), "{stderr}");
+    }
+    let (json, _) = diagnose_cut("zh-CN", "json");
+    assert!(json.contains("the last record is cut short"), "{json}");
+}
+
+/// Every kind of capture warning renders in English exactly as its English line.
+#[test]
+fn capture_warnings_render_as_their_english_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let en = Catalog::new(Lang::En);
+    let zh = Catalog::new(Lang::ZhCn);
+    let mut all = vec![];
+    for p in [
+        cut_capture(),
+        root.join("fixtures/corpus/tcpdump/tests/timestamp_invalid_nano.pcap"),
+    ] {
+        all.extend(
+            vantage::pipeline::track_capture(&p)
+                .unwrap()
+                .summary
+                .warnings,
+        );
+    }
+    let opts = vantage::tcp::TrackerOptions {
+        max_live: 1,
+        max_summaries: 1,
+        ..Default::default()
+    };
+    let capped = vantage::pipeline::track_capture_with(
+        &root.join("fixtures/conntrack-reject/agent.pcapng"),
+        opts,
+    )
+    .unwrap();
+    assert!(!capped.summary.warnings.is_empty());
+    all.extend(capped.summary.warnings);
+    assert!(all.len() >= 4, "{all:?}");
+    for w in &all {
+        assert_eq!(en.render(&w.msg), w.text);
+        let z = zh.render(&w.msg);
+        assert!(
+            z.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)),
+            "{z}"
+        );
+        assert!(!z.contains("{ $"), "{z}");
+    }
 }

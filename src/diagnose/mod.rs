@@ -15,12 +15,11 @@ use crate::pipeline::CaptureSummary;
 use crate::tcp::{Connection, Side};
 
 pub mod defaults;
-/// The message catalogs (kept under `src/i18n/`).
-#[path = "../i18n/mod.rs"]
-pub mod i18n;
 pub mod rules;
 
-pub use i18n::{Catalog, Lang, Msg};
+/// The message catalogs, re-exported for the rules and the reports (the module is `crate::i18n`).
+pub use crate::i18n;
+pub use crate::i18n::{Catalog, Lang, Msg};
 
 /// Version of the JSON document; bumped when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -6,11 +6,11 @@ use crate::capture::Timestamp;
 use crate::tcp::{Connection, Gap, SampleKind, Side, TerminationKind};
 
 use super::defaults;
-use super::i18n::{empty, fixed, Msg};
 use super::{
     display_filters, side_msg, side_name, Ctx, Evidence, Finding, FindingKind, FindingText,
     Numbers, Path, Severity, Verdict,
 };
+use crate::i18n::{empty, fixed, Msg};
 
 /// A silence shorter than this is ordinary traffic, not an idle period a middlebox would act
 /// on: the shortest documented default we know is 15 s, the lab scales to 5 s; 1 s keeps

@@ -168,8 +168,18 @@ fn endpoint(h: IpAddr, p: u16) -> String {
     }
 }
 
-fn side_word(s: Side) -> &'static str {
-    crate::diagnose::side_name(s)
+/// "client" / "客户端".
+fn side_word(cat: &Catalog, s: Side) -> String {
+    cat.render(&crate::diagnose::side_msg(s))
+}
+
+/// "the client side (10.0.0.1:5060)" / "客户端（10.0.0.1:5060）".
+fn who(cat: &Catalog, c: &Connection, s: Side) -> String {
+    cat.render(
+        &Msg::new("t-who")
+            .m("side", crate::diagnose::side_msg(s))
+            .s("addr", sender(c, s)),
+    )
 }
 
 fn sender(c: &Connection, s: Side) -> String {
@@ -194,24 +204,42 @@ fn other(s: Side) -> Side {
     }
 }
 
-fn pattern_word(p: IpIdPattern) -> &'static str {
-    match p {
-        IpIdPattern::None => "none",
-        IpIdPattern::Zero => "zero",
-        IpIdPattern::Incrementing => "incrementing",
-        IpIdPattern::Random => "random",
+fn pattern_word(p: IpIdPattern) -> Msg {
+    Msg::new(match p {
+        IpIdPattern::None => "t-ipid-none",
+        IpIdPattern::Zero => "t-ipid-zero",
+        IpIdPattern::Incrementing => "t-ipid-incrementing",
+        IpIdPattern::Random => "t-ipid-random",
+    })
+}
+
+/// "8.0", "0.35", "61": the precision a duration is shown with.
+fn dur_num(x: f64) -> String {
+    if x < 1.0 {
+        format!("{x:.2}")
+    } else if x < 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
     }
 }
 
-/// "8.0 s", "0.35 s", "61 s".
-fn dur(x: f64) -> String {
-    if x < 1.0 {
-        format!("{x:.2} s")
-    } else if x < 100.0 {
-        format!("{x:.1} s")
-    } else {
-        format!("{x:.0} s")
-    }
+/// "8.0 s", "0.35 s", "61 s" ("8.0 秒").
+fn dur(cat: &Catalog, x: f64) -> String {
+    cat.render(&Msg::new("secs").s("s", dur_num(x)))
+}
+
+/// Width of a label drawn in the SVG: CJK characters take about twice a Latin one.
+fn label_width(text: &str) -> f64 {
+    text.chars()
+        .map(|c| {
+            if c as u32 >= 0x2E80 {
+                LABEL_CHAR_W * 1.8
+            } else {
+                LABEL_CHAR_W
+            }
+        })
+        .sum()
 }
 
 /// Leg filter in the form the findings' display filters use.
@@ -246,7 +274,7 @@ fn side_of_frame(c: &Connection, frame: u64) -> Option<Side> {
     }
 }
 
-fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
+fn lane(al: &Alignment, leg: &crate::align::Leg, cat: &Catalog) -> Lane {
     let v = leg.at.0;
     let c = al.connection(leg);
     let r = |ts: Timestamp| al.to_reference(v, ts);
@@ -264,18 +292,22 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
     let mut term_drawn = false;
     for (side, dir) in [(Side::Orig, &c.orig), (Side::Resp, &c.resp)] {
         for s in dir.samples.iter() {
-            let who = format!("the {} side ({})", side_word(side), sender(c, side));
+            let who = who(cat, c, side);
             let (kind, label, what) = match s.kind {
                 SampleKind::Syn => (
                     Kind::Syn,
                     Some("SYN".to_string()),
-                    format!("SYN from {who}"),
+                    cat.render(&Msg::new("t-syn").s("who", &who)),
                 ),
-                SampleKind::SynAck => (Kind::SynAck, None, format!("SYN-ACK from {who}")),
+                SampleKind::SynAck => (
+                    Kind::SynAck,
+                    None,
+                    cat.render(&Msg::new("t-synack").s("who", &who)),
+                ),
                 SampleKind::Data => (
                     Kind::Data,
                     None,
-                    format!("{} bytes of data from {who}", s.len),
+                    cat.render(&Msg::new("t-data").s("len", s.len).s("who", &who)),
                 ),
                 SampleKind::Fin | SampleKind::Rst => {
                     let k = if s.kind == SampleKind::Fin {
@@ -287,11 +319,11 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                     let what = match term.filter(|t| t.frame == s.frame) {
                         Some(t) => {
                             term_drawn = true;
-                            termination_words(c, t)
+                            termination_words(cat, c, t)
                         }
-                        None => format!("{word} from {who}"),
+                        None => cat.render(&Msg::new("t-end-from").s("word", word).s("who", &who)),
                     };
-                    (k, Some(format!("{word} from {}", side_word(side))), what)
+                    (k, Some(end_label(cat, word, side)), what)
                 }
                 SampleKind::Datagram => continue,
             };
@@ -311,11 +343,11 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                 by: Some(side),
                 frame: Some(s.frame),
                 label: None,
-                what: format!(
-                    "retransmission from the {} side: {} bytes at relative seq {}",
-                    side_word(side),
-                    s.len,
-                    s.rel_seq
+                what: cat.render(
+                    &Msg::new("t-retrans")
+                        .s("side", side_word(cat, side))
+                        .s("len", s.len)
+                        .s("seq", s.rel_seq),
                 ),
             });
         }
@@ -330,8 +362,8 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
             kind: k,
             by: Some(t.by),
             frame: Some(t.frame),
-            label: Some(format!("{word} from {}", side_word(t.by))),
-            what: termination_words(c, t),
+            label: Some(end_label(cat, word, t.by)),
+            what: termination_words(cat, c, t),
         });
     }
     // The application layer.
@@ -339,15 +371,12 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
         if let Some(h) = &app.http {
             if let Some(ts) = h.upgrade_ts {
                 let (label, what) = if h.upgraded {
-                    (
-                        "101".to_string(),
-                        "HTTP 101 Switching Protocols: the WebSocket upgrade".to_string(),
-                    )
+                    ("101".to_string(), cat.get("t-upgrade-ok"))
                 } else {
                     let code = h.failed_status.map_or("-".into(), |c| c.to_string());
                     (
                         code.clone(),
-                        format!("HTTP {code}: the upgrade was refused"),
+                        cat.render(&Msg::new("t-upgrade-refused").s("code", code)),
                     )
                 };
                 markers.push(Marker {
@@ -373,9 +402,9 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                     ts = Timestamp(ts.0 + (hb.intervals[i - 1] * 1e9).round() as i64);
                 }
                 let interval = if i > 0 {
-                    format!(", {} after the previous beat", dur(hb.intervals[i - 1]))
+                    Msg::new("t-heartbeat-interval").s("secs", dur(cat, hb.intervals[i - 1]))
                 } else {
-                    String::new()
+                    crate::i18n::empty()
                 };
                 markers.push(Marker {
                     ts: r(ts),
@@ -383,12 +412,14 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                     by: Some(by),
                     frame: frame_at(c, by, ts),
                     label: None,
-                    what: format!(
-                        "{kind} heartbeat {} of {} from the {} side{interval} (median {})",
-                        i + 1,
-                        hb.count,
-                        side_word(by),
-                        dur(hb.interval_median_s)
+                    what: cat.render(
+                        &Msg::new("t-heartbeat")
+                            .s("kind", &kind)
+                            .s("i", i + 1)
+                            .s("n", hb.count)
+                            .s("side", side_word(cat, by))
+                            .m("interval", interval)
+                            .s("median", dur(cat, hb.interval_median_s)),
                     ),
                 });
             }
@@ -402,11 +433,11 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                     "REGISTER"
                 };
                 let answer = match (g.response_code, g.response_ts) {
-                    (Some(code), Some(t)) => {
-                        format!(", answered {code} after {}", dur(t.secs_since(g.ts)))
-                    }
-                    _ if g.lost => ", never answered: the connection died".to_string(),
-                    _ => ", no answer seen".to_string(),
+                    (Some(code), Some(t)) => Msg::new("t-sip-answered")
+                        .s("code", code)
+                        .s("secs", dur(cat, t.secs_since(g.ts))),
+                    _ if g.lost => Msg::new("t-sip-lost"),
+                    _ => Msg::new("t-sip-no-answer"),
                 };
                 markers.push(Marker {
                     ts: r(g.ts),
@@ -414,19 +445,21 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                     by: Some(by),
                     frame: Some(g.frame_no),
                     label: Some(word.to_string()),
-                    what: format!(
-                        "SIP {word} from the {} side (CSeq {}){answer}",
-                        side_word(by),
-                        g.cseq_num
+                    what: cat.render(
+                        &Msg::new("t-sip-register")
+                            .s("word", word)
+                            .s("side", side_word(cat, by))
+                            .s("cseq", g.cseq_num)
+                            .m("answer", answer),
                     ),
                 });
             }
             for dlg in &sip.dialogs {
                 let caller = tcp_side(dlg.caller);
                 let cut = if dlg.cut_by_transport_loss {
-                    "; the call was up when the connection died (no BYE)"
+                    Msg::new("t-sip-cut")
                 } else {
-                    ""
+                    crate::i18n::empty()
                 };
                 markers.push(Marker {
                     ts: r(dlg.invite_ts),
@@ -434,10 +467,11 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                     by: Some(caller),
                     frame: Some(dlg.invite_frame),
                     label: Some("INVITE".into()),
-                    what: format!(
-                        "SIP INVITE from the {} side, call {}{cut}",
-                        side_word(caller),
-                        dlg.call_id
+                    what: cat.render(
+                        &Msg::new("t-sip-invite")
+                            .s("side", side_word(cat, caller))
+                            .s("call", &dlg.call_id)
+                            .m("cut", cut),
                     ),
                 });
                 if let Some(ok) = dlg.ok_ts {
@@ -448,7 +482,7 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                         by: Some(by),
                         frame: frame_at(c, by, ok),
                         label: None,
-                        what: format!("SIP 200 OK to the INVITE: call {} answered", dlg.call_id),
+                        what: cat.render(&Msg::new("t-sip-ok").s("call", &dlg.call_id)),
                     });
                 }
                 if let Some(bye) = dlg.bye_ts {
@@ -456,17 +490,20 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                     let reason = dlg
                         .bye_reason
                         .as_deref()
-                        .map_or(String::new(), |r| format!(", Reason: {r}"));
+                        .map_or_else(crate::i18n::empty, |r| {
+                            Msg::new("t-sip-reason").s("reason", r)
+                        });
                     markers.push(Marker {
                         ts: r(bye),
                         kind: Kind::Sip,
                         by: Some(by),
                         frame: dlg.bye_frame,
                         label: Some("BYE".into()),
-                        what: format!(
-                            "SIP BYE from the {} side, call {}{reason}",
-                            side_word(by),
-                            dlg.call_id
+                        what: cat.render(
+                            &Msg::new("t-sip-bye")
+                                .s("side", side_word(cat, by))
+                                .s("call", &dlg.call_id)
+                                .m("reason", reason),
                         ),
                     });
                 }
@@ -514,11 +551,8 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                     kind: Kind::Last,
                     by: side_of_frame(c, g.from_frame),
                     frame: Some(g.from_frame),
-                    label: Some("last".into()),
-                    what: format!(
-                        "last packet before the {} silence that ended the connection",
-                        dur(g.secs)
-                    ),
+                    label: Some(cat.get("t-label-last")),
+                    what: cat.render(&Msg::new("t-last-before").s("secs", dur(cat, g.secs))),
                 });
             }
         }
@@ -539,11 +573,8 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
                         kind: Kind::Last,
                         by: side_of_frame(c, c.last_frame),
                         frame: Some(c.last_frame),
-                        label: Some("last".into()),
-                        what: format!(
-                            "last packet here; then {} of silence until the capture ends, with no FIN or RST",
-                            dur(secs)
-                        ),
+                        label: Some(cat.get("t-label-last")),
+                        what: cat.render(&Msg::new("t-last-open").s("secs", dur(cat, secs))),
                     });
                 }
             }
@@ -572,29 +603,40 @@ fn lane(al: &Alignment, leg: &crate::align::Leg) -> Lane {
     }
 }
 
-fn termination_words(c: &Connection, t: &crate::tcp::Termination) -> String {
+/// The label over a FIN or RST: "RST from server".
+fn end_label(cat: &Catalog, word: &str, by: Side) -> String {
+    cat.render(
+        &Msg::new("t-label-end")
+            .s("word", word)
+            .s("side", side_word(cat, by)),
+    )
+}
+
+fn termination_words(cat: &Catalog, c: &Connection, t: &crate::tcp::Termination) -> String {
     let word = match t.kind {
         TerminationKind::Fin => "FIN",
         TerminationKind::Rst => "RST",
     };
     let u = &t.sender_usual;
-    let mut s = format!(
-        "{word} from the {} side ({}), TTL {}, IP ID {}, window {}",
-        side_word(t.by),
-        sender(c, t.by),
-        t.ttl,
-        t.ip_id.map_or("-".into(), |i| i.to_string()),
-        t.window
+    let mut s = cat.render(
+        &Msg::new("t-termination")
+            .s("word", word)
+            .s("who", who(cat, c, t.by))
+            .s("ttl", t.ttl)
+            .s("ipid", t.ip_id.map_or("-".into(), |i| i.to_string()))
+            .s("window", t.window),
     );
     if u.packets > 0 {
-        s.push_str(&format!(
-            "; the sender's other packets: TTL {}, IP IDs {}",
-            u.ttl_usual,
-            pattern_word(u.ip_id_pattern)
-        ));
+        s.push_str(
+            &cat.render(
+                &Msg::new("t-term-usual")
+                    .s("ttl", u.ttl_usual)
+                    .m("pattern", pattern_word(u.ip_id_pattern)),
+            ),
+        );
     }
     if t.idle_before_s >= MIN_IDLE_S {
-        s.push_str(&format!("; after {} of silence", dur(t.idle_before_s)));
+        s.push_str(&cat.render(&Msg::new("t-term-after").s("secs", dur(cat, t.idle_before_s))));
     }
     s
 }
@@ -644,13 +686,18 @@ fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)
     Some((next.0.lined, starts))
 }
 
-fn timelines<'a>(d: &'a Diagnosis, al: &'a Alignment, ctx: &'a Ctx<'a>) -> Vec<Timeline<'a>> {
+fn timelines<'a>(
+    d: &'a Diagnosis,
+    al: &'a Alignment,
+    ctx: &'a Ctx<'a>,
+    cat: &Catalog,
+) -> Vec<Timeline<'a>> {
     let mut out = Vec::new();
     for p in &ctx.paths {
         if p.legs.is_empty() || p.legs.iter().all(|l| l.proto != Proto::Tcp) {
             continue;
         }
-        let mut lanes: Vec<Lane> = p.legs.iter().map(|l| lane(al, l)).collect();
+        let mut lanes: Vec<Lane> = p.legs.iter().map(|l| lane(al, l, cat)).collect();
         let mut reconnect_words = None;
         if let Some((next, starts)) = reconnect(ctx, p) {
             for ln in &mut lanes {
@@ -660,11 +707,8 @@ fn timelines<'a>(d: &'a Diagnosis, al: &'a Alignment, ctx: &'a Ctx<'a>) -> Vec<T
                         kind: Kind::Reconnect,
                         by: Some(Side::Orig),
                         frame: Some(frame),
-                        label: Some(format!("reconnect {}", next.id)),
-                        what: format!(
-                            "the client connects again: {} starts here (its SYN)",
-                            next.id
-                        ),
+                        label: Some(cat.render(&Msg::new("t-label-reconnect").s("id", &next.id))),
+                        what: cat.render(&Msg::new("t-reconnect").s("id", &next.id)),
                     });
                 }
             }
@@ -677,11 +721,13 @@ fn timelines<'a>(d: &'a Diagnosis, al: &'a Alignment, ctx: &'a Ctx<'a>) -> Vec<T
                 })
                 .map(|m| m.ts)
                 .unwrap_or(lanes[0].life.1);
-            reconnect_words = Some(format!(
-                "reconnect: {} after {}",
-                next.id,
-                dur(next.ts.secs_since(first_end).max(0.0))
-            ));
+            reconnect_words = Some(
+                cat.render(
+                    &Msg::new("t-reconnect-after")
+                        .s("id", &next.id)
+                        .s("secs", dur(cat, next.ts.secs_since(first_end).max(0.0))),
+                ),
+            );
         }
         // The window: every lane's life, markers and idle stretch; an idle stretch to the
         // capture end is clipped when it would squash the rest.
@@ -718,16 +764,19 @@ fn timelines<'a>(d: &'a Diagnosis, al: &'a Alignment, ctx: &'a Ctx<'a>) -> Vec<T
             endpoint(c0.resp_h, c0.resp_p)
         );
         let end = match &c0.termination {
-            Some(t) => format!(
-                "{} from the {} side at {}",
-                match t.kind {
-                    TerminationKind::Fin => "FIN",
-                    TerminationKind::Rst => "RST",
-                },
-                side_word(t.by),
-                p.legs[0].vantage
+            Some(t) => cat.render(
+                &Msg::new("t-end")
+                    .s(
+                        "word",
+                        match t.kind {
+                            TerminationKind::Fin => "FIN",
+                            TerminationKind::Rst => "RST",
+                        },
+                    )
+                    .s("side", side_word(cat, t.by))
+                    .s("vantage", &p.legs[0].vantage),
             ),
-            None => format!("open at {} when its capture ends", p.legs[0].vantage),
+            None => cat.render(&Msg::new("t-end-open").s("vantage", &p.legs[0].vantage)),
         };
         let findings = d
             .findings
@@ -760,13 +809,13 @@ fn tick_step(span: f64, n: f64) -> f64 {
     10.0 * p
 }
 
-fn fmt_tick(x: f64, step: f64) -> String {
+fn fmt_tick(cat: &Catalog, x: f64, step: f64) -> String {
     let decimals = if step >= 1.0 {
         0
     } else {
         (-step.log10().floor()) as usize
     };
-    format!("+{x:.decimals$} s")
+    cat.render(&Msg::new("secs").s("s", format!("+{x:.decimals$}")))
 }
 
 fn n1(x: f64) -> String {
@@ -861,7 +910,13 @@ fn marker_y(m: &Marker) -> f64 {
 /// Evidence frames: (vantage, frame) -> finding ids.
 type EvidenceIndex = BTreeMap<(String, u64), Vec<String>>;
 
-fn lane_svg(ln: &Lane, y0: f64, x: &dyn Fn(Timestamp) -> f64, ev: &EvidenceIndex) -> Markup {
+fn lane_svg(
+    ln: &Lane,
+    y0: f64,
+    x: &dyn Fn(Timestamp) -> f64,
+    ev: &EvidenceIndex,
+    cat: &Catalog,
+) -> Markup {
     let mut rows = Rows {
         taken: [Vec::new(), Vec::new(), Vec::new()],
     };
@@ -874,18 +929,21 @@ fn lane_svg(ln: &Lane, y0: f64, x: &dyn Fn(Timestamp) -> f64, ev: &EvidenceIndex
     for i in order {
         let m = &ln.markers[i];
         let text = m.label.as_deref().unwrap_or_default();
-        let w = text.chars().count() as f64 * LABEL_CHAR_W;
+        let w = label_width(text);
         if let Some((row, lx)) = rows.place(x(m.ts), w) {
             labels.push((i, row, lx));
         }
     }
     let idle = ln.idle.as_ref().map(|i| {
         let (a, b) = (x(i.from), x(i.to).min(PLOT_R));
-        let text = if i.open_at_end {
-            format!("{} idle · open at capture end", dur(i.secs))
-        } else {
-            format!("{} idle", dur(i.secs))
-        };
+        let text = cat.render(
+            &Msg::new(if i.open_at_end {
+                "t-idle-open"
+            } else {
+                "t-idle"
+            })
+            .s("secs", dur(cat, i.secs)),
+        );
         (a, b, text, i)
     });
     let (l0, l1) = (x(ln.life.0), x(ln.life.1));
@@ -893,13 +951,17 @@ fn lane_svg(ln: &Lane, y0: f64, x: &dyn Fn(Timestamp) -> f64, ev: &EvidenceIndex
         g class="lane" data-vantage=(ln.vantage) transform=(format!("translate(0,{})", n1(y0))) {
             rect.lane-bg x="0" y="2" width=(W) height=(n1(LANE_H - 4.0)) rx="6" {}
             g.lane-label {
-                title { (ln.vantage) " (" (ln.file) ")\n" (ln.endpoints) "\nfilter: " (ln.filter) }
+                title {
+                    (cat.render(&Msg::new("t-lane-file").s("vantage", &ln.vantage).s("file", &ln.file)))
+                    "\n" (ln.endpoints) "\n"
+                    (cat.render(&Msg::new("t-filter").s("filter", &ln.filter)))
+                }
                 text.vname x="14" y=(n1(LINE_Y - 4.0)) { (ln.vantage) }
                 text.tuple x="14" y=(n1(LINE_Y + 13.0)) { (ln.endpoints) }
             }
             @if let Some((a, b, text, i)) = &idle {
                 g class="idle" data-secs=(format!("{:.3}", i.secs)) {
-                    title { (text) ": no packet in either direction" }
+                    title { (cat.render(&Msg::new("t-idle-title").s("text", text))) }
                     rect x=(n1(*a)) y="6" width=(n1((b - a).max(1.5))) height=(n1(LANE_H - 12.0)) rx="3" {}
                     text x=(n1(((a + b) / 2.0).clamp(PLOT_L + 60.0, PLOT_R - 60.0))) y=(n1(IDLE_LABEL_Y)) text-anchor="middle" { (text) }
                 }
@@ -917,10 +979,12 @@ fn lane_svg(ln: &Lane, y0: f64, x: &dyn Fn(Timestamp) -> f64, ev: &EvidenceIndex
                 g class=(class) data-frame=[m.frame] data-filter=(filter) tabindex="0" {
                     title {
                         (m.what) "\n"
-                        (ln.vantage) " frame " (m.frame.map_or("not kept".to_string(), |f| f.to_string()))
-                        " · " (m.ts.tcpdump()) " (reference clock)"
-                        @if let Some(ids) = ids { "\nevidence for " (ids.join(", ")) }
-                        "\nfilter: " (filter)
+                        @match m.frame {
+                            Some(f) => (cat.render(&Msg::new("t-frame").s("vantage", &ln.vantage).s("frame", f).s("ts", m.ts.tcpdump()))),
+                            None => (cat.render(&Msg::new("t-frame-not-kept").s("vantage", &ln.vantage).s("ts", m.ts.tcpdump()))),
+                        }
+                        @if let Some(ids) = ids { "\n" (cat.render(&Msg::new("t-evidence-for").s("ids", ids.join(&cat.get("list-sep"))))) }
+                        "\n" (cat.render(&Msg::new("t-filter").s("filter", &filter)))
                     }
                     (marker_shape(m.kind, x(m.ts), marker_y(m)))
                 }
@@ -935,7 +999,7 @@ fn lane_svg(ln: &Lane, y0: f64, x: &dyn Fn(Timestamp) -> f64, ev: &EvidenceIndex
     }
 }
 
-fn timeline_svg(t: &Timeline<'_>, ev: &EvidenceIndex) -> Markup {
+fn timeline_svg(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Markup {
     let span = t.t1.secs_since(t.t0).max(0.001);
     let pad = span * 0.02;
     let (a, b) = (-pad, span + pad);
@@ -950,21 +1014,21 @@ fn timeline_svg(t: &Timeline<'_>, ev: &EvidenceIndex) -> Markup {
     let axis_y = TOP + LANE_H * t.lanes.len() as f64;
     html! {
         svg.timeline xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {} {}", W, n1(h))) role="img" data-conn=(t.lined.id) {
-            title { (t.lined.id) ": " (t.client) ", one lane per vantage, reference clock" }
+            title { (cat.render(&Msg::new("t-svg-title").s("id", &t.lined.id).s("client", &t.client))) }
             @for v in &ticks {
                 @let tx = x(Timestamp(t0.0 + (v * 1e9).round() as i64));
                 line.grid x1=(n1(tx)) x2=(n1(tx)) y1=(n1(TOP)) y2=(n1(axis_y + 4.0)) {}
             }
             @for (i, ln) in t.lanes.iter().enumerate() {
-                (lane_svg(ln, TOP + LANE_H * i as f64, &x, ev))
+                (lane_svg(ln, TOP + LANE_H * i as f64, &x, ev, cat))
             }
             g.axis {
                 line x1=(n1(PLOT_L)) x2=(n1(PLOT_R)) y1=(n1(axis_y + 4.0)) y2=(n1(axis_y + 4.0)) {}
                 @for v in &ticks {
                     @let tx = x(Timestamp(t0.0 + (v * 1e9).round() as i64));
-                    text x=(n1(tx)) y=(n1(axis_y + 20.0)) text-anchor="middle" { (fmt_tick(*v, step)) }
+                    text x=(n1(tx)) y=(n1(axis_y + 20.0)) text-anchor="middle" { (fmt_tick(cat, *v, step)) }
                 }
-                text.axis-note x="14" y=(n1(axis_y + 20.0)) { "from " (t.t0.tcpdump()) }
+                text.axis-note x="14" y=(n1(axis_y + 20.0)) { (cat.render(&Msg::new("t-axis-from").s("ts", t.t0.tcpdump()))) }
             }
         }
     }
@@ -1104,6 +1168,15 @@ document.querySelectorAll('svg.timeline').forEach(function (svg) {
 });
 "#;
 
+/// The script, with the filter line's prefix in the page's language ("filter: ").
+fn js(cat: &Catalog) -> String {
+    let prefix = cat.render(&Msg::new("t-filter").s("filter", ""));
+    JS.replace(
+        "'filter: '",
+        &format!("'{}'", prefix.replace(['\'', '\\', '<'], "")),
+    )
+}
+
 fn finding_section(f: &Finding, cat: &Catalog) -> Markup {
     html! {
         details.finding id=(f.id) open {
@@ -1153,8 +1226,8 @@ fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Mark
             summary {
                 h3 { (t.lined.id) }
                 " · " (t.client)
-                " · " (t.lanes.len()) @if t.lanes.len() == 1 { " vantage" } @else { " vantages" }
-                " · lived " (dur(lived)) " at " (t.lanes[0].vantage)
+                " · " (cat.render(&Msg::new("t-vantages").n("n", t.lanes.len())))
+                " · " (cat.render(&Msg::new("t-lived").s("secs", dur(cat, lived)).s("vantage", &t.lanes[0].vantage)))
                 " · " (t.end)
                 @if let Some(r) = &t.reconnect { " · " (r) }
                 @for f in &t.findings {
@@ -1166,7 +1239,7 @@ fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Mark
                     (cat.get("h-match")) " " code { (method_word(t.lined)) } " " (format!("{:.2}", t.lined.matched.confidence))
                     (cat.get("h-lanes-note"))
                 }
-                (timeline_svg(t, ev))
+                (timeline_svg(t, ev, cat))
                 div.hoverinfo { (cat.get("h-hover")) }
             }
         }
@@ -1177,7 +1250,7 @@ fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Mark
 pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let cat = super::catalog_of(d);
     let ctx = Ctx::new(al);
-    let mut all = timelines(d, al, &ctx);
+    let mut all = timelines(d, al, &ctx, &cat);
     let total_tcp = all.len();
     // Connections with findings first in importance, but pages read in id order: keep the
     // order, drop the quiet ones past the cap.
@@ -1341,12 +1414,12 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                     }
                     @for c in &d.captures {
                         @for w in &c.summary.warnings {
-                            p.muted { (cat.get("r-warning")) " " code { (c.summary.path) } ": " (w) }
+                            p.muted { (cat.get("r-warning")) " " code { (c.summary.path) } ": " (cat.render(&w.msg)) }
                         }
                     }
                     footer { "vantage " (env!("CARGO_PKG_VERSION")) " · schema " (d.schema_version) }
                 }
-                script { (PreEscaped(JS)) }
+                script { (PreEscaped(js(&cat))) }
             }
         }
     };

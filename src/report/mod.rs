@@ -718,7 +718,7 @@ pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
         for w in &c.summary.warnings {
             let line = Msg::new("r-warning-line")
                 .s("path", &c.summary.path)
-                .s("text", w);
+                .m("text", w.msg.clone());
             out.push_str(&format!("{}\n", cat.render(&line)));
         }
     }
@@ -886,6 +886,24 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
             c.summary.first_ts.map_or("-".into(), |t| t.tcpdump()),
             c.summary.last_ts.map_or("-".into(), |t| t.tcpdump())
         ));
+    }
+    let warnings: Vec<String> = d
+        .captures
+        .iter()
+        .flat_map(|c| {
+            c.summary.warnings.iter().map(|w| {
+                format!(
+                    "- {} `{}`: {}\n",
+                    cat.get("r-warning"),
+                    c.summary.path,
+                    cat.render(&w.msg)
+                )
+            })
+        })
+        .collect();
+    if !warnings.is_empty() {
+        out.push('\n');
+        out.push_str(&warnings.concat());
     }
     let _ = al;
     out

@@ -80,3 +80,69 @@ h-legend-last = last packet before the silence
 h-legend-reconnect = reconnect (next connection)
 h-legend-idle = idle stretch before the end, with its length
 h-legend-note = Above a lane's line: sent by the client side; below: by the server side.
+
+## HTML timeline (the SVG: hover texts, labels, summaries)
+
+t-who = the { $side } side ({ $addr })
+t-syn = SYN from { $who }
+t-synack = SYN-ACK from { $who }
+t-data = { $len } bytes of data from { $who }
+t-end-from = { $word } from { $who }
+t-label-end = { $word } from { $side }
+t-retrans = retransmission from the { $side } side: { $len } bytes at relative seq { $seq }
+t-termination = { $word } from { $who }, TTL { $ttl }, IP ID { $ipid }, window { $window }
+t-term-usual = ; the sender's other packets: TTL { $ttl }, IP IDs { $pattern }
+t-term-after = ; after { $secs } of silence
+t-ipid-none = none
+t-ipid-zero = zero
+t-ipid-incrementing = incrementing
+t-ipid-random = random
+t-upgrade-ok = HTTP 101 Switching Protocols: the WebSocket upgrade
+t-upgrade-refused = HTTP { $code }: the upgrade was refused
+t-heartbeat = { $kind } heartbeat { $i } of { $n } from the { $side } side{ $interval } (median { $median })
+t-heartbeat-interval = , { $secs } after the previous beat
+t-sip-register = SIP { $word } from the { $side } side (CSeq { $cseq }){ $answer }
+t-sip-answered = , answered { $code } after { $secs }
+t-sip-lost = , never answered: the connection died
+t-sip-no-answer = , no answer seen
+t-sip-invite = SIP INVITE from the { $side } side, call { $call }{ $cut }
+t-sip-cut = ; the call was up when the connection died (no BYE)
+t-sip-ok = SIP 200 OK to the INVITE: call { $call } answered
+t-sip-bye = SIP BYE from the { $side } side, call { $call }{ $reason }
+t-sip-reason = , Reason: { $reason }
+t-label-last = last
+t-last-before = last packet before the { $secs } silence that ended the connection
+t-last-open = last packet here; then { $secs } of silence until the capture ends, with no FIN or RST
+t-label-reconnect = reconnect { $id }
+t-reconnect = the client connects again: { $id } starts here (its SYN)
+t-reconnect-after = reconnect: { $id } after { $secs }
+t-end = { $word } from the { $side } side at { $vantage }
+t-end-open = open at { $vantage } when its capture ends
+t-idle = { $secs } idle
+t-idle-open = { $secs } idle · open at capture end
+t-idle-title = { $text }: no packet in either direction
+t-lane-file = { $vantage } ({ $file })
+t-filter = filter: { $filter }
+t-frame = { $vantage } frame { $frame } · { $ts } (reference clock)
+t-frame-not-kept = { $vantage } frame not kept · { $ts } (reference clock)
+t-evidence-for = evidence for { $ids }
+t-svg-title = { $id }: { $client }, one lane per vantage, reference clock
+t-axis-from = from { $ts }
+t-vantages = { $n ->
+        [one] { $n } vantage
+       *[other] { $n } vantages
+    }
+t-lived = lived { $secs } at { $vantage }
+
+## Capture warnings (the English text is also the JSON document's and the command's stderr)
+
+w-bad-nanos = frame { $frame } at byte { $offset }: invalid sub-second field { $ns } (≥ 10^9 ns); carried into seconds
+w-duplicates = { $n } frames are byte-identical copies of a frame just before them (within 1 ms): the same packet captured twice (two interfaces, or a SPAN port copying both directions); { $first }. They are kept: packet, retransmission and duplicate-ACK counts include them
+w-duplicates-first = the first is frame { $frame } at byte { $offset }, a copy of frame { $of }
+w-truncated = frame { $frame } at byte { $offset }: { $why }; kept the { $kept } frames before it
+w-cut-short = the last record is cut short (capture ended mid-write?)
+w-reader = { $text }
+w-malformed = { $n } frames could not be decoded; the first is frame { $frame } at byte { $offset }: { $why }
+w-out-of-order = { $n } frames have a timestamp earlier than a frame before them
+w-table-full = the connection table was full ({ $max } live): { $n } least recently active connections were summarised early, without their packet samples (a SYN flood or a very busy capture; raise the cap to keep them whole)
+w-summaries-dropped = { $n } connections were counted but not kept: the report keeps at most { $max } connections per capture

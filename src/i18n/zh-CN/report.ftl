@@ -77,3 +77,66 @@ h-legend-last = 静默前的最后一个报文
 h-legend-reconnect = 重连（下一条连接）
 h-legend-idle = 结束前的空闲时段及其时长
 h-legend-note = 泳道线上方：客户端侧发出；下方：服务端侧发出。
+
+## HTML 时间线（SVG 中的悬停说明、标签和摘要）
+
+t-who = { $side }（{ $addr }）
+t-syn = { $who }发出的 SYN
+t-synack = { $who }发出的 SYN-ACK
+t-data = { $who }发出的 { $len } 字节数据
+t-end-from = { $who }发出的 { $word }
+t-label-end = { $side }发出 { $word }
+t-retrans = { $side }重传：{ $len } 字节，相对序号 { $seq }
+t-termination = { $who }发出的 { $word }，TTL { $ttl }，IP ID { $ipid }，窗口 { $window }
+t-term-usual = ；该发送方其他报文：TTL { $ttl }，IP ID { $pattern }
+t-term-after = ；此前已静默 { $secs }
+t-ipid-none = 无
+t-ipid-zero = 恒为 0
+t-ipid-incrementing = 递增
+t-ipid-random = 随机
+t-upgrade-ok = HTTP 101 Switching Protocols：WebSocket 升级成功
+t-upgrade-refused = HTTP { $code }：升级被拒绝
+t-heartbeat = { $side }发出的 { $kind } 心跳，第 { $i } 次（共 { $n } 次）{ $interval }（间隔中位数 { $median }）
+t-heartbeat-interval = ，距上一次心跳 { $secs }
+t-sip-register = { $side }发出的 SIP { $word }（CSeq { $cseq }）{ $answer }
+t-sip-answered = ，{ $secs }后收到 { $code } 应答
+t-sip-lost = ，始终未收到应答：连接已断开
+t-sip-no-answer = ，未见应答
+t-sip-invite = { $side }发出的 SIP INVITE，呼叫 { $call }{ $cut }
+t-sip-cut = ；连接断开时通话仍在进行（没有 BYE）
+t-sip-ok = INVITE 的 SIP 200 OK：呼叫 { $call } 已接通
+t-sip-bye = { $side }发出的 SIP BYE，呼叫 { $call }{ $reason }
+t-sip-reason = ，Reason：{ $reason }
+t-label-last = 最后报文
+t-last-before = 最后一个报文，此后静默 { $secs }，连接随之结束
+t-last-open = 此处为最后一个报文；此后静默 { $secs }直到抓包结束，没有 FIN 或 RST
+t-label-reconnect = 重连 { $id }
+t-reconnect = 客户端重新建连：{ $id } 从这里开始（其 SYN）
+t-reconnect-after = 重连：{ $secs }后建立 { $id }
+t-end = 在 { $vantage } 看到{ $side }发出 { $word }
+t-end-open = { $vantage } 抓包结束时连接仍未关闭
+t-idle = 静默 { $secs }
+t-idle-open = 静默 { $secs } · 抓包结束时仍未关闭
+t-idle-title = { $text }：双向均无报文
+t-lane-file = { $vantage }（{ $file }）
+t-filter = 过滤器：{ $filter }
+t-frame = { $vantage } 第 { $frame } 帧 · { $ts }（参考时钟）
+t-frame-not-kept = { $vantage } 帧号未保留 · { $ts }（参考时钟）
+t-evidence-for = 为 { $ids } 的证据
+t-svg-title = { $id }：{ $client }，每个抓包点一条泳道，参考时钟
+t-axis-from = 起点 { $ts }
+t-vantages = { $n } 个抓包点
+t-lived = 在 { $vantage } 存活 { $secs }
+
+## 抓包文件告警
+
+w-bad-nanos = 第 { $frame } 帧（字节偏移 { $offset }）：亚秒字段 { $ns } 无效（≥ 10^9 纳秒），已进位到秒
+w-duplicates = 有 { $n } 帧与紧邻其前的某帧逐字节相同（相隔 1 毫秒以内），即同一报文被抓了两次（两个接口同时抓包，或 SPAN 端口镜像了双向流量）；{ $first }。这些重复报文已保留：报文数、重传数和重复 ACK 数都包含它们
+w-duplicates-first = 第一个是第 { $frame } 帧（字节偏移 { $offset }），与第 { $of } 帧重复
+w-truncated = 第 { $frame } 帧（字节偏移 { $offset }）：{ $why }；已保留此前的 { $kept } 帧
+w-cut-short = 最后一条记录被截断（抓包时写入中断？）
+w-reader = 读取出错：{ $text }
+w-malformed = 有 { $n } 帧无法解码；第一个是第 { $frame } 帧（字节偏移 { $offset }）：{ $why }
+w-out-of-order = 有 { $n } 帧的时间戳早于前面的帧（时间戳回退）
+w-table-full = 连接表已满（{ $max } 条活动连接）：最久未活动的 { $n } 条连接被提前汇总，未保留其报文样本（可能是 SYN 洪泛或流量很大的抓包；调高上限可完整保留）
+w-summaries-dropped = 有 { $n } 条连接只计数而未保留：报告中每个抓包文件最多保留 { $max } 条连接
