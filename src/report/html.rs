@@ -1209,7 +1209,7 @@ fn finding_section(f: &Finding, cat: &Catalog) -> Markup {
                 @if !f.display_filters.is_empty() {
                     ul.filters {
                         @for df in &f.display_filters {
-                            li { "Wireshark, " (df.vantage) " (" code { (df.file) } "): " code.filter { (df.filter) } }
+                            li { (cat.render(&Msg::new("r-wireshark-label").s("vantage", &df.vantage))) " (" code { (df.file) } "): " code.filter { (df.filter) } }
                         }
                     }
                 }

@@ -39,6 +39,7 @@ r-col-segments = segments
 r-finding-head = { $id } { $kind }: { $text }
 r-evidence-item = { $ts } { $vantage } frame { $frame }: { $what }
 r-wireshark-line = wireshark { $vantage } ({ $file }): { $filter }
+r-wireshark-label = Wireshark, { $vantage }
 r-wireshark-md = Wireshark, { $vantage } (`{ $file }`): `{ $filter }`
 r-recommendation-line = recommendation: { $text }
 r-recommendation = Recommendation:

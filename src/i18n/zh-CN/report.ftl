@@ -39,6 +39,7 @@ r-col-segments = 报文段
 r-finding-head = { $id } { $kind }：{ $text }
 r-evidence-item = { $ts } { $vantage } 第 { $frame } 帧：{ $what }
 r-wireshark-line = Wireshark 过滤器 { $vantage }（{ $file }）：{ $filter }
+r-wireshark-label = Wireshark 过滤器，{ $vantage }
 r-wireshark-md = Wireshark 过滤器，{ $vantage }（`{ $file }`）：`{ $filter }`
 r-recommendation-line = 建议：{ $text }
 r-recommendation = 建议：
