@@ -145,7 +145,7 @@ pub fn track_capture_filtered(
                 .s("n", summary.malformed)
                 .s("frame", n)
                 .s("offset", off)
-                .s("why", why),
+                .m("why", malformed_reason(why)),
         ));
     }
     if out_of_order > 0 {
@@ -254,4 +254,20 @@ pub fn read_vantages_filtered(
         }
     }
     (vantages, errors)
+}
+
+/// The catalog message for a decoder's reason (decode.rs keeps plain `&'static str` reasons).
+fn malformed_reason(why: &'static str) -> Msg {
+    let key = match why {
+        "IP header invalid or cut short" => "w-why-ip",
+        "TCP header invalid or cut short" => "w-why-tcp",
+        "UDP header invalid or cut short" => "w-why-udp",
+        "ethernet header cut short" => "w-why-ethernet",
+        "SLL header cut short" => "w-why-sll",
+        "SLL2 header cut short" => "w-why-sll2",
+        "loopback header cut short" => "w-why-loopback",
+        "unsupported link type" => "w-why-link",
+        _ => return Msg::new("w-why-other").s("why", why),
+    };
+    Msg::new(key)
 }
