@@ -1078,7 +1078,9 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
 /// a new SYN). A silent drop is noticed only when the page's heartbeat check fires (45 s in the
 /// incident that started this project).
 fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
-    let mut out = Vec::new();
+    // One window per death, keyed by agent (vantage and client address), then one finding per
+    // agent: an agent that lost its connection five times is one story, not five.
+    let mut windows: Vec<((usize, std::net::IpAddr), Finding, &Leg)> = Vec::new();
     for d in deaths {
         let Some(p) = ctx.path(&d.conn) else {
             continue;
@@ -1145,7 +1147,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             });
         }
         let display_filters = display_filters(ctx, &evidence, &[leg]);
-        out.push(Finding {
+        let finding = Finding {
             id: String::new(),
             kind: FindingKind::AgentOutage,
             severity: Severity::Critical,
@@ -1193,9 +1195,71 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 backoff_s: backoff,
                 ..Numbers::default()
             },
-        });
+        };
+        windows.push(((leg.at.0, c.orig_h), finding, leg));
     }
-    out
+    let mut agents: Vec<(usize, std::net::IpAddr)> = Vec::new();
+    for (k, _, _) in &windows {
+        if !agents.contains(k) {
+            agents.push(*k);
+        }
+    }
+    agents
+        .into_iter()
+        .map(|agent| {
+            let (mut group, legs): (Vec<Finding>, Vec<&Leg>) = windows
+                .iter()
+                .filter(|(k, _, _)| *k == agent)
+                .map(|(_, f, l)| (f.clone(), *l))
+                .unzip();
+            if group.len() == 1 {
+                return group.pop().expect("one");
+            }
+            merge_outages(ctx, agent.1, group, &legs)
+        })
+        .collect()
+}
+
+/// One agent's outage windows as one finding: the windows' evidence and explanations in order,
+/// the total time without a connection, and the longest window.
+fn merge_outages(
+    ctx: &Ctx<'_>,
+    agent: std::net::IpAddr,
+    group: Vec<Finding>,
+    legs: &[&Leg],
+) -> Finding {
+    let outages: Vec<f64> = group.iter().filter_map(|f| f.numbers.outage_s).collect();
+    let total: f64 = outages.iter().sum();
+    let longest = outages.iter().copied().fold(0.0, f64::max);
+    let mut merged = group[0].clone();
+    merged.connections = group.iter().flat_map(|f| f.connections.clone()).collect();
+    merged.evidence = group.iter().flat_map(|f| f.evidence.clone()).collect();
+    merged.text.explanation = group
+        .iter()
+        .flat_map(|f| f.text.explanation.clone())
+        .collect();
+    merged.text.summary = Some(
+        Msg::new("ao-summary-many")
+            .s("agent", agent)
+            .n("n", group.len())
+            .s("outage", fixed(total, 1))
+            .s("longest", fixed(longest, 1)),
+    );
+    merged.display_filters = display_filters(ctx, &merged.evidence, legs);
+    let sum =
+        |get: fn(&Numbers) -> Option<usize>| group.iter().filter_map(|f| get(&f.numbers)).sum();
+    merged.numbers = Numbers {
+        outage_s: Some(round3(total)),
+        reconnect_attempts: Some(sum(|n| n.reconnect_attempts)),
+        failed_handshakes: Some(sum(|n| n.failed_handshakes)),
+        detection_delay_s: group
+            .iter()
+            .filter_map(|f| f.numbers.detection_delay_s)
+            .reduce(f64::max),
+        backoff_s: group[0].numbers.backoff_s.clone(),
+        ..Numbers::default()
+    };
+    merged
 }
 
 /// When a new signalling connection works again: its WebSocket 101 and the 200 to its first

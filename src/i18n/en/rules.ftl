@@ -153,6 +153,7 @@ ao-summary = Agent { $agent } had no working signalling connection for { $outage
        *[other] attempts
     }{ $noticed })
 ao-none-before-end = {" "}(none before the capture ends)
+ao-summary-many = Agent { $agent } lost its signalling connection { $n } times: { $outage } s without a working connection in all, the longest { $longest } s
 ao-explain = From the last good packet on { $conn } to the first answer on the next connection{ $none }. Reconnect attempts: { $attempts }, failed: { $failed }.
 ao-rec = Detect a dead connection quickly (a heartbeat check of a few seconds, not 45 s), tell the agent at once, and reconnect with exponential back-off.
 

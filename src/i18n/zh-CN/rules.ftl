@@ -134,6 +134,7 @@ wn-rec = 排查丢包所在的链路（Wi-Fi、VPN、过载的上行链路）；
 ao-noticed = ，{ $secs } 秒后才被发现
 ao-summary = 座席 { $agent } 有 { $outage } 秒没有可用的信令连接（重连尝试 { $n } 次{ $noticed }）
 ao-none-before-end = （抓包结束前一直没有）
+ao-summary-many = 座席 { $agent } 的信令连接断开了 { $n } 次：累计 { $outage } 秒没有可用连接，最长一次 { $longest } 秒
 ao-explain = 从 { $conn } 上最后一个正常报文，到下一条连接上的第一个应答{ $none }。重连尝试 { $attempts } 次，失败 { $failed } 次。
 ao-rec = 尽快发现失效连接（心跳检测设为几秒，而不是 45 秒），立即提示座席，并以指数退避方式重连。
 

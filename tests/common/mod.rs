@@ -1,0 +1,134 @@
+//! Packets built with etherparse for rule tests: a small builder and a tracker driver.
+#![allow(dead_code)] // each test crate uses a part
+
+use etherparse::PacketBuilder;
+use vantage::capture::{Frame, LinkType, Timestamp};
+use vantage::decode::{decode, Decoded};
+use vantage::tcp::{Connection, Tracker};
+
+pub const AGENT: [u8; 4] = [192, 0, 2, 10];
+pub const VIP: [u8; 4] = [198, 51, 100, 10];
+
+#[derive(Clone, Copy)]
+pub struct P {
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    win: u16,
+    ttl: u8,
+    ip_id: u16,
+    len: usize,
+}
+
+impl P {
+    pub fn new(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Self {
+        P {
+            src,
+            dst,
+            sport,
+            dport,
+            seq: 0,
+            ack: None,
+            syn: false,
+            fin: false,
+            rst: false,
+            win: 502,
+            ttl: 64,
+            ip_id: 0,
+            len: 0,
+        }
+    }
+    pub fn seq(mut self, s: u32) -> Self {
+        self.seq = s;
+        self
+    }
+    pub fn ack(mut self, a: u32) -> Self {
+        self.ack = Some(a);
+        self
+    }
+    pub fn syn(mut self) -> Self {
+        self.syn = true;
+        self
+    }
+    pub fn fin(mut self) -> Self {
+        self.fin = true;
+        self
+    }
+    pub fn rst(mut self) -> Self {
+        self.rst = true;
+        self
+    }
+    pub fn win(mut self, w: u16) -> Self {
+        self.win = w;
+        self
+    }
+    pub fn ttl(mut self, t: u8) -> Self {
+        self.ttl = t;
+        self
+    }
+    pub fn id(mut self, i: u16) -> Self {
+        self.ip_id = i;
+        self
+    }
+    pub fn len(mut self, l: usize) -> Self {
+        self.len = l;
+        self
+    }
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut ip =
+            etherparse::Ipv4Header::new(0, self.ttl, etherparse::IpNumber::TCP, self.src, self.dst)
+                .unwrap();
+        ip.identification = self.ip_id;
+        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+            .tcp(self.sport, self.dport, self.seq, self.win);
+        if self.syn {
+            b = b.syn();
+        }
+        if self.fin {
+            b = b.fin();
+        }
+        if self.rst {
+            b = b.rst();
+        }
+        if let Some(a) = self.ack {
+            b = b.ack(a);
+        }
+        let payload = vec![b'x'; self.len];
+        let mut v = Vec::new();
+        b.write(&mut v, &payload).unwrap();
+        v
+    }
+}
+
+/// Feeds (seconds, packet) pairs to a tracker and returns the connections.
+pub fn track(packets: &[(f64, P)]) -> Vec<Connection> {
+    track_named("built.pcap", packets)
+}
+
+pub fn track_named(name: &str, packets: &[(f64, P)]) -> Vec<Connection> {
+    let mut t = Tracker::new(name);
+    for (i, (secs, p)) in packets.iter().enumerate() {
+        let data = p.bytes();
+        let frame = Frame {
+            number: i as u64 + 1,
+            ts: Timestamp((secs * 1e9) as i64 + 1_700_000_000_000_000_000),
+            link: LinkType::ETHERNET,
+            interface: 0,
+            orig_len: data.len() as u32,
+            offset: 0,
+            data: &data,
+        };
+        match decode(&frame) {
+            Decoded::Ip(pkt) => t.packet(&frame, &pkt),
+            other => panic!("not decoded: {other:?}"),
+        }
+    }
+    t.finish()
+}
