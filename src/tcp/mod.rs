@@ -629,27 +629,21 @@ impl Tracker {
 
     /// Ends tracking: every connection, and the warnings about what the caps cost.
     pub fn finish_with_warnings(mut self) -> (Vec<Connection>, Vec<crate::capture::Warning>) {
-        let live: Vec<Box<Live>> = self.live.drain().map(|(_, l)| l).collect();
-        self.peak_live = self.peak_live.max(live.len());
-        for l in live {
-            let c = finish_live(l);
-            self.keep(c);
-        }
-        let w = self.warnings();
-        (self.finish(), w)
-    }
-
-    /// Ends tracking and returns every connection, sorted by start time (then frame).
-    pub fn finish(mut self) -> Vec<Connection> {
         self.peak_live = self.peak_live.max(self.live.len());
         let live: Vec<Box<Live>> = self.live.drain().map(|(_, l)| l).collect();
         for l in live {
             let c = finish_live(l);
             self.keep(c);
         }
+        let warnings = self.warnings();
         self.done
             .sort_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
-        self.done
+        (self.done, warnings)
+    }
+
+    /// Ends tracking and returns every connection, sorted by start time (then frame).
+    pub fn finish(self) -> Vec<Connection> {
+        self.finish_with_warnings().0
     }
 
     pub fn live_connections(&self) -> usize {
