@@ -311,7 +311,13 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Flows(args) => flows(args),
         Command::Probe(args) => crate::probe::cli::run(args),
-        Command::Diagnose(args) => match lined_up(&args.vantages) {
+        // Packet samples line connections up across captures and draw the HTML timeline; one
+        // capture reported as text, Markdown or JSON needs neither, and not keeping them is
+        // most of a live connection's memory.
+        Command::Diagnose(args) => match lined_up(
+            &args.vantages,
+            args.vantages.captures.len() > 1 || args.format == ReportFormat::Html,
+        ) {
             Ok((al, failed)) => {
                 let d = crate::diagnose::diagnose_with(
                     &al,
@@ -346,7 +352,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
-        Command::Extract(args) => match lined_up(&args.vantages) {
+        Command::Extract(args) => match lined_up(&args.vantages, true) {
             Ok((al, failed)) => {
                 let paths = args.vantages.paths();
                 let d = args
@@ -401,7 +407,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => error(e.into()),
             }
         }
-        Command::Align(args) => match lined_up(&args.vantages) {
+        Command::Align(args) => match lined_up(&args.vantages, true) {
             Ok((al, failed)) => {
                 let out = match args.format {
                     FlowsFormat::Table => report::align_table_in(
@@ -417,7 +423,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
-        Command::Timeline(args) => match lined_up(&args.vantages) {
+        Command::Timeline(args) => match lined_up(&args.vantages, true) {
             Ok((al, failed)) => {
                 let paths = args.vantages.paths();
                 match crate::align::timeline(&al, &args.conn, &paths) {
@@ -459,15 +465,21 @@ fn error(e: anyhow::Error) -> ExitCode {
 
 /// Reads the vantages and lines them up. Errors reading a capture are printed and make the exit
 /// code 2, but what was read is still used; a wrong `--reference` is an error.
-fn lined_up(args: &VantageArgs) -> anyhow::Result<(crate::align::Alignment, bool)> {
+fn lined_up(
+    args: &VantageArgs,
+    keep_samples: bool,
+) -> anyhow::Result<(crate::align::Alignment, bool)> {
     let mut names = std::collections::HashSet::new();
     for c in &args.captures {
         if !names.insert(&c.name) {
             anyhow::bail!("two captures are named {}: name them NAME=FILE", c.name);
         }
     }
-    let (vantages, errors) =
-        read_vantages_filtered(&args.captures, args.limits.tracker(), args.limits.filter());
+    let opts = crate::tcp::TrackerOptions {
+        keep_samples,
+        ..args.limits.tracker()
+    };
+    let (vantages, errors) = read_vantages_filtered(&args.captures, opts, args.limits.filter());
     let failed = !errors.is_empty();
     for e in &errors {
         eprintln!("vantage: error: {e:#}");

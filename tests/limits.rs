@@ -156,3 +156,52 @@ fn evidence_per_finding_is_capped() {
             .unwrap()
             .contains("more evidence items left out")));
 }
+
+/// Diagnosing one capture without packet samples (what `diagnose` does for one capture and a
+/// text, Markdown or JSON report, to save most of a live connection's memory) gives the same
+/// diagnosis as with them, on every lab scenario's agent and softswitch captures.
+#[test]
+fn one_capture_diagnoses_the_same_without_packet_samples() {
+    use vantage::pipeline::{read_vantages_with, VantageSpec};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut checked = 0;
+    for scenario in std::fs::read_dir(&root).unwrap() {
+        let dir = scenario.unwrap().path();
+        if !dir.join("scenario.json").exists() {
+            continue;
+        }
+        for file in ["agent.pcapng", "softswitch.pcap"] {
+            let spec: VantageSpec = format!("{}", dir.join(file).display()).parse().unwrap();
+            let run = |keep_samples: bool| {
+                let opts = TrackerOptions {
+                    keep_samples,
+                    ..TrackerOptions::default()
+                };
+                let (v, errors) = read_vantages_with(std::slice::from_ref(&spec), opts);
+                assert!(errors.is_empty());
+                let kept: usize = v[0]
+                    .flows
+                    .connections
+                    .iter()
+                    .map(|c| c.orig.samples.iter().count())
+                    .sum();
+                let al = vantage::align::align(v, &vantage::align::AlignOptions::default());
+                let d = vantage::diagnose::diagnose(&al);
+                (kept, vantage::report::diagnose_json(&d))
+            };
+            let (with_n, with) = run(true);
+            let (without_n, without) = run(false);
+            assert!(with_n > 0, "{}: samples kept", spec.path.display());
+            assert_eq!(without_n, 0, "{}: none kept", spec.path.display());
+            let strip = |s: &str| {
+                s.lines()
+                    .filter(|l| !l.contains("\"generated"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            assert_eq!(strip(&with), strip(&without), "{}", spec.path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} captures checked");
+}

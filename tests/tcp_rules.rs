@@ -4,7 +4,7 @@
 use vantage::tcp::{IpIdPattern, Side, TerminationKind};
 
 mod common;
-use common::{track, AGENT, P, VIP};
+use common::{track, track_live, AGENT, P, VIP};
 
 /// A handshake agent -> VIP:8080 with ISNs 1000 / 5000, and a 100-byte request.
 fn handshake(sport: u16, t0: f64) -> Vec<(f64, P)> {
@@ -155,4 +155,101 @@ fn fin_both_ways_is_sf() {
     let t = k.termination.as_ref().unwrap();
     assert_eq!((t.kind, t.by), (TerminationKind::Fin, Side::Resp));
     assert!((t.idle_before_s - 4.996).abs() < 1e-6);
+}
+
+/// A closed connection leaves the live table once it has been quiet for Zeek's
+/// `tcp_close_delay` (5 s), not before; a late packet after the close keeps it 5 s longer.
+#[test]
+fn closed_connections_leave_the_live_table_after_the_close_delay() {
+    let mut p = handshake(40000, 0.0);
+    let c = P::new(AGENT, 40000, VIP, 8080);
+    let s = P::new(VIP, 8080, AGENT, 40000).ttl(63);
+    p.push((1.0, c.seq(1101).ack(5001).fin().id(4)));
+    p.push((1.001, s.seq(5001).ack(1102).fin().id(102)));
+    p.push((1.002, c.seq(1102).ack(5002).id(5)));
+    // A second connection closes the same way, but its peer sends one late ACK at 4 s.
+    let mut q = handshake(40001, 0.0);
+    let c2 = P::new(AGENT, 40001, VIP, 8080);
+    let s2 = P::new(VIP, 8080, AGENT, 40001).ttl(63);
+    q.push((1.0, c2.seq(1101).ack(5001).fin().id(4)));
+    q.push((1.001, s2.seq(5001).ack(1102).fin().id(102)));
+    q.push((4.0, s2.seq(5002).ack(1102).id(103)));
+    p.extend(q);
+    // A third, long-lived connection whose keep-alives drive the clock on.
+    let k = P::new(AGENT, 40002, VIP, 8080);
+    let mut t = 0.5;
+    while t < 12.0 {
+        p.push((t, k.seq(1).ack(1).len(1)));
+        t += 0.5;
+    }
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (live, conns) = track_live(&p);
+    let at = |secs: f64| live[p.iter().rposition(|(t, _)| *t <= secs).unwrap()];
+    assert_eq!(
+        at(5.9),
+        3,
+        "quiet for less than 5 s after the close: still live"
+    );
+    assert_eq!(at(7.6), 2, "the first is gone 5 s after its last packet");
+    assert_eq!(
+        at(8.9),
+        2,
+        "the late ACK at 4 s keeps the second until after 9 s"
+    );
+    assert_eq!(at(10.6), 1);
+    assert_eq!(conns.len(), 3);
+    let second = conns.iter().find(|c| c.orig_p == 40001).unwrap();
+    assert_eq!(
+        second.resp.pkts, 4,
+        "the late ACK counted on the closed connection"
+    );
+}
+
+/// A UDP flow is over after Zeek's `udp_inactivity_timeout` (60 s) of quiet.
+#[test]
+fn quiet_udp_flows_leave_the_live_table() {
+    use vantage::capture::{Frame, LinkType, Timestamp};
+    use vantage::decode::{decode, Decoded};
+    let udp = |sport: u16| {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(AGENT, VIP, 64)
+            .udp(sport, 5060)
+            .write(&mut v, b"hello")
+            .unwrap();
+        v
+    };
+    let mut t = vantage::tcp::Tracker::new("udp.pcap");
+    let mut live = Vec::new();
+    for (i, (secs, port)) in [
+        (0.0, 1000u16),
+        (1.0, 1001),
+        (30.0, 1001),
+        (61.5, 1001),
+        (95.0, 1001),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = udp(port);
+        let frame = Frame {
+            number: i as u64 + 1,
+            ts: Timestamp((secs * 1e9) as i64),
+            link: LinkType::ETHERNET,
+            interface: 0,
+            orig_len: data.len() as u32,
+            offset: 0,
+            data: &data,
+        };
+        let Decoded::Ip(pkt) = decode(&frame) else {
+            panic!("not decoded")
+        };
+        t.packet(&frame, &pkt);
+        live.push(t.live_connections());
+    }
+    // At 61.5 s the first flow (last packet at 0 s) is over; the second, heard at 30 s, is not.
+    assert_eq!(live, vec![1, 2, 2, 1, 1]);
+    let conns = t.finish();
+    assert_eq!(conns.len(), 2);
+    assert_eq!(conns[1].orig.pkts, 4);
 }

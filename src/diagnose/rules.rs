@@ -3,7 +3,7 @@
 
 use crate::align::{Leg, MatchMethod};
 use crate::capture::Timestamp;
-use crate::tcp::{Connection, Gap, SampleKind, Side, TerminationKind};
+use crate::tcp::{Connection, Gap, Side, TerminationKind};
 
 use super::defaults;
 use super::{
@@ -1284,12 +1284,7 @@ fn recovery(k: &Connection) -> Option<(Timestamp, u64)> {
         (Some(u), None) => Some(u),
         (None, Some(r)) => Some(r),
         (None, None) if http_failed => None,
-        (None, None) => k
-            .resp
-            .samples
-            .iter()
-            .find(|s| s.kind == SampleKind::Data)
-            .map(|s| (s.ts, s.frame)),
+        (None, None) => k.resp.first_data,
     }
 }
 

@@ -343,7 +343,7 @@ pub fn flows_table(conns: &[&Connection], show_capture: bool) -> String {
     for c in conns {
         let mut row: Vec<Cell> = vec![];
         if show_capture {
-            let name = std::path::Path::new(&c.capture)
+            let name = std::path::Path::new(&*c.capture)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();

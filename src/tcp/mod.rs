@@ -34,7 +34,9 @@ pub const UDP_INACTIVITY_NS: i64 = 60_000_000_000;
 /// connection: long silences are exactly what we diagnose.
 pub const TCP_REUSE_SILENCE_NS: i64 = 300_000_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -53,7 +55,7 @@ pub use zeek::EndpointState;
 
 /// Connection key: the 5-tuple (addresses and ports ordered so both directions map to one key)
 /// plus VLAN ids, as Zeek's `vlan_fivetuple` conn key does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct FlowKey {
     lo: (IpAddr, u16),
     hi: (IpAddr, u16),
@@ -254,6 +256,9 @@ pub struct Direction {
     /// Retransmitted segments (first `MAX_RETRANS` of them), for placing losses on a hop.
     #[serde(skip)]
     pub retransmitted: Vec<Sample>,
+    /// Time and frame of the first data segment (TCP), kept even when the samples are not.
+    #[serde(skip)]
+    pub first_data: Option<(Timestamp, u64)>,
 }
 
 /// A packet that can be recognised in another capture of the same traffic: by its position in
@@ -305,6 +310,17 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// Counts a sample that is not kept (`keep_samples` off).
+    fn count(&mut self) {
+        self.total += 1;
+    }
+
+    /// Drops the kept samples, keeping the count.
+    fn drop_kept(&mut self) {
+        self.head = Vec::new();
+        self.tail = std::collections::VecDeque::new();
+    }
+
     fn push(&mut self, s: Sample) {
         self.total += 1;
         if self.head.len() < SAMPLES_HEAD {
@@ -335,8 +351,8 @@ pub fn payload_hash(payload: &[u8]) -> u64 {
 #[derive(Clone, Debug, Serialize)]
 pub struct Connection {
     pub uid: String,
-    /// The capture file it was seen in.
-    pub capture: String,
+    /// The capture file it was seen in (shared by all of a capture's connections).
+    pub capture: std::sync::Arc<str>,
     pub proto: Proto,
     pub orig_h: IpAddr,
     pub orig_p: u16,
@@ -369,8 +385,10 @@ pub struct Connection {
     /// Bytes the peer acknowledged that the capture never saw (Zeek's missed_bytes).
     pub missed_bytes: u64,
     /// What the application layer found (service, upgrade, WebSocket, SIP, TLS, heartbeat).
+    /// Boxed: it is over a kilobyte, and connections without an application layer (UDP noise,
+    /// scans, a SYN flood) should not pay for it.
     #[serde(skip)]
-    pub app: Option<AppSummary>,
+    pub app: Option<Box<AppSummary>>,
     /// A new SYN on this 5-tuple split this connection from an earlier one.
     pub reused_port: bool,
 }
@@ -474,13 +492,19 @@ impl Default for TrackerOptions {
 
 /// Tracks the connections of one capture.
 pub struct Tracker {
-    capture: String,
+    capture: std::sync::Arc<str>,
     opts: TrackerOptions,
     /// Keyed with foldhash: SipHash's DoS resistance buys nothing for a capture's own flows,
     /// and its cost showed in the profile (benches/RESULTS.md).
     /// Each `Live` is boxed: it is over a kilobyte, and an inline table wastes its free buckets'
     /// share of that and copies it on every resize (massif showed the table at half the heap).
     live: HashMap<FlowKey, Box<Live>, foldhash::fast::RandomState>,
+    /// When each connection that may be over should be looked at again: (capture time in ns
+    /// after which it has been quiet long enough, key). A TCP connection enters when it closes,
+    /// a UDP flow when it starts; one that has since seen packets goes back in with its new last
+    /// packet. The sweep pops only what is due, instead of visiting every live connection each
+    /// second (that visit was an eighth of the run time on 20k live connections).
+    due: std::collections::BinaryHeap<std::cmp::Reverse<(i64, FlowKey)>>,
     done: Vec<Connection>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
@@ -508,9 +532,10 @@ impl Tracker {
 
     pub fn with_options(capture: impl Into<String>, opts: TrackerOptions) -> Self {
         Tracker {
-            capture: capture.into(),
+            capture: std::sync::Arc::from(capture.into()),
             opts,
             live: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            due: std::collections::BinaryHeap::new(),
             done: Vec::new(),
             other_ip: 0,
             fragments: 0,
@@ -525,9 +550,9 @@ impl Tracker {
     fn keep(&mut self, mut c: Connection) {
         if !self.opts.keep_samples {
             // Only alignment and the HTML timeline use the packet samples (2 x 48 of them,
-            // about 4.6 KiB a connection).
-            c.orig.samples = Samples::default();
-            c.resp.samples = Samples::default();
+            // about 4.6 KiB a connection). Nothing was stored; this is for evicted ones.
+            c.orig.samples.drop_kept();
+            c.resp.samples.drop_kept();
         }
         if self.done.len() < self.opts.max_summaries {
             self.done.push(c);
@@ -549,8 +574,8 @@ impl Tracker {
         for (_, k) in by_age.into_iter().take(n) {
             if let Some(l) = self.live.remove(&k) {
                 let mut c = finish_live(l);
-                c.orig.samples = Samples::default();
-                c.resp.samples = Samples::default();
+                c.orig.samples.drop_kept();
+                c.resp.samples.drop_kept();
                 c.orig.retransmitted = Vec::new();
                 c.resp.retransmitted = Vec::new();
                 self.evicted += 1;
@@ -590,7 +615,9 @@ impl Tracker {
     }
 
     /// Moves connections that have ended and stayed quiet out of the live table, so that memory
-    /// follows the connections alive at a time, not the length of the capture.
+    /// follows the connections alive at a time, not the length of the capture. Runs once a
+    /// second of capture time; a connection leaves at the first sweep after it has been quiet
+    /// for `TCP_CLOSE_DELAY_NS` since closing (TCP) or `UDP_INACTIVITY_NS` (UDP).
     fn sweep(&mut self, now: Timestamp) {
         if self.last_sweep.0 == i64::MIN {
             self.last_sweep = now;
@@ -601,16 +628,25 @@ impl Tracker {
         }
         self.last_sweep = now;
         self.peak_live = self.peak_live.max(self.live.len());
-        let ended = self.live.extract_if(|_, l| {
-            let quiet = now.0 - l.seen_last_ts.0;
-            match &l.zeek {
-                Some(z) => z.either_closed() && quiet > TCP_CLOSE_DELAY_NS,
-                None => quiet > UDP_INACTIVITY_NS,
+        while let Some(&std::cmp::Reverse((at, key))) = self.due.peek() {
+            if at >= now.0 {
+                break;
             }
-        });
-        let ended: Vec<Connection> = ended.map(|(_, l)| finish_live(l)).collect();
-        for c in ended {
-            self.keep(c);
+            self.due.pop();
+            let Some(l) = self.live.get(&key) else {
+                continue; // already summarised (port reuse, eviction)
+            };
+            match ended_at(l) {
+                Some(at) if at < now.0 => {
+                    let l = self.live.remove(&key).expect("present");
+                    let c = finish_live(l);
+                    self.keep(c);
+                }
+                // Packets came since: look again when it has been quiet long enough.
+                Some(at) => self.due.push(std::cmp::Reverse((at, key))),
+                // Not closed (a stale entry of an earlier connection on this 5-tuple).
+                None => {}
+            }
         }
     }
 
@@ -651,32 +687,14 @@ impl Tracker {
     }
 
     fn tcp(&mut self, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<'_>) {
+        use std::collections::hash_map::Entry;
         let key = FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp);
         let src = (p.src, t.src_port);
         let flags = t.flags;
-        let mut reused = false;
-        if let Some(l) = self.live.get(&key) {
-            // Port reuse: Zeek's IsReuse (a SYN after a close or RST, or with a new ISN), or a
-            // SYN after a silence longer than Zeek's inactivity timeout.
-            let from_orig = src == l.orig_key;
-            let zeek_reuse = l
-                .zeek
-                .as_ref()
-                .is_some_and(|z| z.is_reuse(from_orig, flags, t.seq));
-            let silent = flags.syn() && frame.ts.0 - l.seen_last_ts.0 > TCP_REUSE_SILENCE_NS;
-            if zeek_reuse || silent {
-                let old = self.live.remove(&key).expect("present");
-                let c = finish_live(old);
-                self.keep(c);
-                reused = true;
-            }
-        }
         if self.live.len() >= self.opts.max_live && !self.live.contains_key(&key) {
             self.evict();
         }
-        let capture = &self.capture;
-        let opts = self.opts;
-        let live = self.live.entry(key).or_insert_with(|| {
+        let new = |capture: &std::sync::Arc<str>, opts: &TrackerOptions| {
             let dst = (p.dst, t.dst_port);
             let (orig, resp, mid_stream) = orient(flags, src, dst);
             new_live(
@@ -686,11 +704,42 @@ impl Tracker {
                 frame,
                 p.vlan,
                 mid_stream,
-                &opts,
+                opts,
             )
-        });
-        live.conn.reused_port |= reused;
-        track_tcp(live, frame, p, t);
+        };
+        // One hash lookup per packet: the entry is either the connection or where it goes.
+        let mut replaced = None;
+        let live = match self.live.entry(key) {
+            Entry::Occupied(o) => {
+                let l = o.into_mut();
+                // Port reuse: Zeek's IsReuse (a SYN after a close or RST, or with a new ISN),
+                // or a SYN after a silence longer than Zeek's inactivity timeout.
+                let from_orig = src == l.orig_key;
+                let zeek_reuse = l
+                    .zeek
+                    .as_ref()
+                    .is_some_and(|z| z.is_reuse(from_orig, flags, t.seq));
+                let silent = flags.syn() && frame.ts.0 - l.seen_last_ts.0 > TCP_REUSE_SILENCE_NS;
+                if zeek_reuse || silent {
+                    let mut fresh = new(&self.capture, &self.opts);
+                    fresh.conn.reused_port = true;
+                    replaced = Some(std::mem::replace(l, fresh));
+                }
+                l
+            }
+            Entry::Vacant(v) => v.insert(new(&self.capture, &self.opts)),
+        };
+        let was_closed = ended_at(live).is_some();
+        track_tcp(live, frame, p, t, self.opts.keep_samples);
+        if !was_closed {
+            if let Some(at) = ended_at(live) {
+                self.due.push(std::cmp::Reverse((at, key)));
+            }
+        }
+        if let Some(old) = replaced {
+            let c = finish_live(old);
+            self.keep(c);
+        }
     }
 
     fn udp(&mut self, frame: &Frame<'_>, p: &Packet<'_>, u: &UdpDatagram<'_>) {
@@ -708,8 +757,9 @@ impl Tracker {
         }
         let capture = &self.capture;
         let opts = self.opts;
+        let due = &mut self.due;
         let live = self.live.entry(key).or_insert_with(|| {
-            new_live(
+            let l = new_live(
                 capture,
                 Proto::Udp,
                 (src, (p.dst, u.dst_port)),
@@ -717,7 +767,12 @@ impl Tracker {
                 p.vlan,
                 false,
                 &opts,
-            )
+            );
+            due.push(std::cmp::Reverse((
+                frame.ts.0.saturating_add(UDP_INACTIVITY_NS),
+                key,
+            )));
+            l
         });
         let from_orig = src == live.orig_key;
         touch(live, frame, if from_orig { Side::Orig } else { Side::Resp });
@@ -730,16 +785,20 @@ impl Tracker {
         count(d, frame, p);
         d.bytes += u.payload_len as u64;
         d.payload_bytes_sent += u.payload_len as u64;
-        d.samples.push(Sample {
-            ts: frame.ts,
-            frame: frame.number,
-            kind: SampleKind::Datagram,
-            rel_seq: (d.pkts - 1) as u32,
-            len: u.payload_len,
-            hash: payload_hash(u.payload),
-            ip_id: p.ip_id,
-            ttl: p.ttl,
-        });
+        if opts.keep_samples {
+            d.samples.push(Sample {
+                ts: frame.ts,
+                frame: frame.number,
+                kind: SampleKind::Datagram,
+                rel_seq: (d.pkts - 1) as u32,
+                len: u.payload_len,
+                hash: payload_hash(u.payload),
+                ip_id: p.ip_id,
+                ttl: p.ttl,
+            });
+        } else {
+            d.samples.count();
+        }
         let prof = if from_orig {
             &mut live.orig_seq.profile
         } else {
@@ -751,9 +810,11 @@ impl Tracker {
             if let crate::app::Parse::Complete { value, .. } =
                 crate::app::sip::parse_datagram(u.payload)
             {
-                let app = live.conn.app.get_or_insert_with(|| AppSummary {
-                    service: Some(crate::app::session::Service::Sip),
-                    ..AppSummary::default()
+                let app = live.conn.app.get_or_insert_with(|| {
+                    Box::new(AppSummary {
+                        service: Some(crate::app::session::Service::Sip),
+                        ..AppSummary::default()
+                    })
                 });
                 app.sip
                     .get_or_insert_with(crate::app::sip::SipDialogs::new)
@@ -764,7 +825,7 @@ impl Tracker {
 }
 
 fn new_live(
-    capture: &str,
+    capture: &std::sync::Arc<str>,
     proto: Proto,
     (orig, resp): ((IpAddr, u16), (IpAddr, u16)),
     frame: &Frame<'_>,
@@ -784,7 +845,7 @@ fn new_live(
         app,
         conn: Connection {
             uid,
-            capture: capture.to_string(),
+            capture: capture.clone(),
             proto,
             orig_h: orig.0,
             orig_p: orig.1,
@@ -979,7 +1040,24 @@ fn likely_server_port(p: u16) -> bool {
     )
 }
 
-fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<'_>) {
+/// When a live connection will have been quiet long enough to be summarised, if it is over:
+/// a closed TCP connection after `TCP_CLOSE_DELAY_NS`, a UDP flow after `UDP_INACTIVITY_NS`.
+fn ended_at(l: &Live) -> Option<i64> {
+    match &l.zeek {
+        Some(z) => z
+            .either_closed()
+            .then(|| l.seen_last_ts.0.saturating_add(TCP_CLOSE_DELAY_NS)),
+        None => Some(l.seen_last_ts.0.saturating_add(UDP_INACTIVITY_NS)),
+    }
+}
+
+fn track_tcp(
+    live: &mut Live,
+    frame: &Frame<'_>,
+    p: &Packet<'_>,
+    t: &TcpSegment<'_>,
+    keep_samples: bool,
+) {
     let from_orig = (p.src, t.src_port) == live.orig_key;
     let side = if from_orig { Side::Orig } else { Side::Resp };
     let gap = touch(live, frame, side);
@@ -1037,7 +1115,14 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
     } else {
         None
     };
-    if let Some(kind) = kind {
+    if kind == Some(SampleKind::Data) && d.first_data.is_none() {
+        d.first_data = Some((frame.ts, frame.number));
+    }
+    if !keep_samples && !retransmission {
+        if kind.is_some() {
+            d.samples.count();
+        }
+    } else if let Some(kind) = kind {
         let sample = Sample {
             ts: frame.ts,
             frame: frame.number,
@@ -1055,7 +1140,11 @@ fn track_tcp(live: &mut Live, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<
         if retransmission && d.retransmitted.len() < MAX_RETRANS {
             d.retransmitted.push(sample);
         }
-        d.samples.push(sample);
+        if keep_samples {
+            d.samples.push(sample);
+        } else {
+            d.samples.count();
+        }
     }
 
     if let Some(app) = live.app.as_deref_mut() {
@@ -1234,7 +1323,7 @@ fn finish_live(l: Box<Live>) -> Connection {
             session: &mut session,
             from_client: false,
         });
-        l.conn.app = Some(session.finish());
+        l.conn.app = Some(Box::new(session.finish()));
     }
     if let Some(z) = &l.zeek {
         l.conn.conn_state = Some(z.conn_state());
