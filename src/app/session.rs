@@ -13,7 +13,7 @@ use super::heartbeat::{self, HbEvent, HbKind, Heartbeat, SmallMsg};
 use super::http::{self, UpgradeOutcome, UpgradeRequest, UpgradeResponse};
 use super::sip::{self, KeepAlive, SipDialogs};
 use super::tls::{self, ClientHello, TlsRecord, TlsRecordScanner};
-use super::websocket::{AnomalyKind, Opcode, WsEvent, WsParser, WsStats};
+use super::websocket::{AnomalyKind, Opcode, WsEvent, WsFrame, WsParser, WsSink, WsStats};
 use super::{Parse, MAX_HEAD};
 use crate::capture::Timestamp;
 
@@ -102,30 +102,78 @@ enum Mode {
     Opaque,
 }
 
-/// The per-connection state.
+/// The per-connection state. Every byte here is paid per live connection (20k and more), so
+/// the parts that only some connections need are boxed, and buffers are released once empty.
 #[derive(Debug)]
 pub struct Session {
     mode: Mode,
-    client_buf: Vec<u8>,
-    server_buf: Vec<u8>,
-    /// Frame and time of the bytes at the start of each buffer (for events).
-    ws: Option<(WsParser, WsParser)>,
-    sip_over_ws: bool,
-    tls_scan: Option<(TlsRecordScanner, TlsRecordScanner)>,
-    hb: Vec<HbEvent>,
-    small: Vec<SmallMsg>,
     detail: bool,
-    pub summary: AppSummary,
-    pending_request: Option<UpgradeRequest>,
-    ws_stats: WsStats,
-    scratch: Vec<WsEvent>,
-    /// A fragmented data message being put together (RFC 6455 §5.4), per direction
-    /// (client, server).
-    ws_msg: [Option<WsMessage>; 2],
+    sip_over_ws: bool,
+    ws_extensions: bool,
     /// A hole stopped that direction's WebSocket parser (client, server): parse again from the
     /// next segment that starts with a plausible frame.
     ws_resync: [bool; 2],
-    ws_extensions: bool,
+    /// Bytes held per direction while a head (HTTP, SIP) is incomplete.
+    client_buf: Vec<u8>,
+    server_buf: Vec<u8>,
+    /// After a 101 with `Upgrade: websocket`.
+    ws: Option<Box<WsState>>,
+    tls_scan: Option<Box<(TlsRecordScanner, TlsRecordScanner)>>,
+    hb: Vec<HbEvent>,
+    small: Vec<SmallMsg>,
+    found: Found,
+    /// The request waiting for its final response (HTTP mode only).
+    pending_request: Option<Box<UpgradeRequest>>,
+}
+
+/// What the session found so far: the fields of [`AppSummary`] filled while the connection
+/// lives, the large and often absent ones boxed. [`Session::finish`] unboxes them.
+#[derive(Debug, Default)]
+struct Found {
+    service: Option<Service>,
+    http: Option<Box<HttpSummary>>,
+    ws_anomalies: Vec<(u64, AnomalyKind)>,
+    sip: Option<Box<SipDialogs>>,
+    tls: Option<Box<ClientHello>>,
+    stream_gaps: u64,
+    events: Vec<AppEvent>,
+}
+
+/// The WebSocket state of an upgraded connection, per direction (client, server).
+#[derive(Debug)]
+struct WsState {
+    parsers: [WsParser; 2],
+    stats: WsStats,
+    /// A fragmented data message being put together (RFC 6455 §5.4).
+    msg: [Option<WsMessage>; 2],
+}
+
+/// Handles one direction's WebSocket frames as the parser finds them (no event list).
+struct WsEvents<'a> {
+    session: &'a mut Session,
+    stats: &'a mut WsStats,
+    msg: &'a mut [Option<WsMessage>; 2],
+    from_client: bool,
+    /// Time of the segment being parsed.
+    ts: Timestamp,
+}
+
+impl WsSink for WsEvents<'_> {
+    fn frame(&mut self, f: &WsFrame) {
+        self.stats.add_frame(self.from_client, f);
+        self.session.ws_frame(self.from_client, f, self.msg);
+    }
+
+    fn anomaly(&mut self, _ts: Timestamp, frame_no: u64, kind: AnomalyKind) {
+        self.stats.add_anomaly(self.from_client);
+        let s = &mut *self.session;
+        s.event(self.ts, frame_no, self.from_client, || {
+            format!("WebSocket anomaly: {kind:?}")
+        });
+        if s.found.ws_anomalies.len() < MAX_ANOMALIES {
+            s.found.ws_anomalies.push((frame_no, kind));
+        }
+    }
 }
 
 /// The fragments of one data message so far: its length and the first bytes of its payload.
@@ -140,7 +188,7 @@ struct WsMessage {
 }
 
 impl WsMessage {
-    fn add(&mut self, f: &super::websocket::WsFrame) {
+    fn add(&mut self, f: &WsFrame) {
         self.len = self.len.saturating_add(f.payload_len);
         if self.contiguous {
             let room = SIP_PREFIX.saturating_sub(self.prefix.len());
@@ -155,21 +203,18 @@ impl Session {
     pub fn new(detail: bool) -> Self {
         Session {
             mode: Mode::Detect,
+            detail,
+            sip_over_ws: false,
+            ws_extensions: false,
+            ws_resync: [false, false],
             client_buf: Vec::new(),
             server_buf: Vec::new(),
             ws: None,
-            sip_over_ws: false,
             tls_scan: None,
             hb: Vec::new(),
             small: Vec::new(),
-            detail,
-            summary: AppSummary::default(),
+            found: Found::default(),
             pending_request: None,
-            ws_stats: WsStats::default(),
-            scratch: Vec::new(),
-            ws_msg: [None, None],
-            ws_resync: [false, false],
-            ws_extensions: false,
         }
     }
 
@@ -180,8 +225,8 @@ impl Session {
         from_client: bool,
         what: impl FnOnce() -> String,
     ) {
-        if self.detail && self.summary.events.len() < MAX_EVENTS {
-            self.summary.events.push(AppEvent {
+        if self.detail && self.found.events.len() < MAX_EVENTS {
+            self.found.events.push(AppEvent {
                 ts,
                 frame,
                 dir: if from_client { ">" } else { "<" },
@@ -252,22 +297,18 @@ impl Session {
 
     /// A hole in one direction's stream: parsers of that direction stop cleanly.
     pub fn gap(&mut self, from_client: bool, missing: u64) {
-        self.summary.stream_gaps += missing.max(1);
+        self.found.stream_gaps += missing.max(1);
         match self.mode {
             Mode::WebSocket => {
-                if let Some((c, s)) = self.ws.as_mut() {
-                    if from_client {
-                        c.gap()
-                    } else {
-                        s.gap()
-                    }
-                }
                 let slot = usize::from(!from_client);
+                if let Some(ws) = self.ws.as_mut() {
+                    ws.parsers[slot].gap();
+                    ws.msg[slot] = None;
+                }
                 self.ws_resync[slot] = true;
-                self.ws_msg[slot] = None;
             }
             Mode::Tls => {
-                if let Some((c, s)) = self.tls_scan.as_mut() {
+                if let Some((c, s)) = self.tls_scan.as_deref_mut() {
                     if from_client {
                         c.gap()
                     } else {
@@ -289,16 +330,16 @@ impl Session {
         let b = bytes;
         if tls::looks_like_tls(b) {
             self.mode = Mode::Tls;
-            self.summary.service = Some(Service::Tls);
-            self.tls_scan = Some((TlsRecordScanner::new(), TlsRecordScanner::new()));
+            self.found.service = Some(Service::Tls);
+            self.tls_scan = Some(Box::new((TlsRecordScanner::new(), TlsRecordScanner::new())));
         } else if from_client && looks_like_http_request(b) {
             self.mode = Mode::Http;
-            self.summary.service = Some(Service::Http);
+            self.found.service = Some(Service::Http);
         } else if looks_like_sip(b)
             || sip::is_crlf_keepalive(b).is_some() && looks_like_sip_later(b)
         {
             self.mode = Mode::SipStream;
-            self.summary.service = Some(Service::Sip);
+            self.found.service = Some(Service::Sip);
         } else if !b.is_empty() {
             self.mode = Mode::Opaque;
         }
@@ -329,19 +370,25 @@ impl Session {
                         self.client_buf.drain(..take);
                         let line = format!("{} {}", value.method, value.path);
                         self.event(ts, frame, true, || format!("HTTP {line}"));
-                        let h = self.summary.http.get_or_insert_with(|| HttpSummary {
-                            request: value.clone(),
-                            response: None,
-                            accept_ok: None,
-                            upgraded: false,
-                            failed_status: None,
-                            upgrade_ts: None,
-                            upgrade_frame: None,
-                            requests: 0,
-                        });
-                        h.request = value.clone();
-                        h.requests += 1;
-                        self.pending_request = Some(value);
+                        match self.found.http.as_mut() {
+                            Some(h) => h.request = value.clone(),
+                            None => {
+                                self.found.http = Some(Box::new(HttpSummary {
+                                    request: value.clone(),
+                                    response: None,
+                                    accept_ok: None,
+                                    upgraded: false,
+                                    failed_status: None,
+                                    upgrade_ts: None,
+                                    upgrade_frame: None,
+                                    requests: 0,
+                                }))
+                            }
+                        }
+                        if let Some(h) = self.found.http.as_mut() {
+                            h.requests += 1;
+                        }
+                        self.pending_request = Some(Box::new(value));
                         // Responses may already wait.
                         if !self.server_buf.is_empty() {
                             self.http(false, &[], ts, frame);
@@ -355,7 +402,8 @@ impl Session {
                     }
                 }
             } else {
-                let Some(req) = self.pending_request.clone() else {
+                // Taken while its response is read, put back while one is still to come.
+                let Some(req) = self.pending_request.take() else {
                     break;
                 };
                 match http::parse_response(&self.server_buf) {
@@ -365,10 +413,11 @@ impl Session {
                         self.event(ts, frame, false, || {
                             format!("HTTP {} {}", value.status, value.reason)
                         });
-                        let h = self.summary.http.as_mut().expect("request seen");
+                        let h = self.found.http.as_mut().expect("request seen");
                         match outcome {
                             UpgradeOutcome::Interim { .. } => {
                                 self.server_buf.drain(..consumed);
+                                self.pending_request = Some(req);
                                 continue;
                             }
                             UpgradeOutcome::WebSocket | UpgradeOutcome::OtherProtocol { .. } => {
@@ -412,7 +461,10 @@ impl Session {
                             }
                         }
                     }
-                    Parse::Partial => break,
+                    Parse::Partial => {
+                        self.pending_request = Some(req);
+                        break;
+                    }
                     Parse::Invalid(_) => {
                         self.mode = Mode::Opaque;
                         return;
@@ -430,7 +482,7 @@ impl Session {
         frame: u64,
     ) {
         self.mode = Mode::WebSocket;
-        self.summary.service = Some(Service::Websocket);
+        self.found.service = Some(Service::Websocket);
         let ext = resp.sec_websocket_extensions.is_some();
         self.ws_extensions = ext;
         let mut c = WsParser::with_extensions(true, ext);
@@ -448,7 +500,11 @@ impl Session {
             c.set_prefix_cap(SIP_PREFIX);
             s.set_prefix_cap(SIP_PREFIX);
         }
-        self.ws = Some((c, s));
+        self.ws = Some(Box::new(WsState {
+            parsers: [c, s],
+            stats: WsStats::default(),
+            msg: [None, None],
+        }));
         let client_rest = std::mem::take(&mut self.client_buf);
         let server_rest = std::mem::take(&mut self.server_buf);
         if !server_rest.is_empty() {
@@ -460,51 +516,41 @@ impl Session {
     }
 
     fn websocket(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
-        let Some((c, s)) = self.ws.as_mut() else {
+        // Out of `self` while the parser runs, so that its frames can be handled in place.
+        let Some(mut ws) = self.ws.take() else {
             return;
         };
         let slot = usize::from(!from_client);
+        let WsState {
+            parsers,
+            stats,
+            msg,
+        } = &mut *ws;
+        let parser = &mut parsers[slot];
         if self.ws_resync[slot] {
             // After a hole, TCP segments usually start with a frame: the first one that looks
             // like a whole frame (or frames) for this direction restarts the parser.
             if !plausible_frames(bytes, from_client, self.ws_extensions) {
-                let p = if from_client { &mut *c } else { &mut *s };
-                p.push(bytes, ts, frame, &mut Vec::new()); // counted as ignored
+                // Counted as ignored (the parser is stopped: it finds nothing).
+                parser.push(bytes, ts, frame, &mut Vec::<WsEvent>::new());
+                self.ws = Some(ws);
                 return;
             }
             self.ws_resync[slot] = false;
-            if from_client {
-                c.resync()
-            } else {
-                s.resync()
-            }
+            parser.resync();
         }
-        let mut events = std::mem::take(&mut self.scratch);
-        events.clear();
-        if from_client {
-            c.push(bytes, ts, frame, &mut events);
-        } else {
-            s.push(bytes, ts, frame, &mut events);
-        }
-        for ev in &events {
-            self.ws_stats.add(from_client, ev);
-            match ev {
-                WsEvent::Frame(f) => self.ws_frame(from_client, f),
-                WsEvent::Anomaly { frame_no, kind, .. } => {
-                    if self.summary.ws_anomalies.len() < MAX_ANOMALIES {
-                        self.summary.ws_anomalies.push((*frame_no, kind.clone()));
-                    }
-                    let k = kind.clone();
-                    self.event(ts, *frame_no, from_client, || {
-                        format!("WebSocket anomaly: {k:?}")
-                    });
-                }
-            }
-        }
-        self.scratch = events;
+        let mut sink = WsEvents {
+            session: self,
+            stats,
+            msg,
+            from_client,
+            ts,
+        };
+        parser.push(bytes, ts, frame, &mut sink);
+        self.ws = Some(ws);
     }
 
-    fn ws_frame(&mut self, from_client: bool, f: &super::websocket::WsFrame) {
+    fn ws_frame(&mut self, from_client: bool, f: &WsFrame, msg: &mut [Option<WsMessage>; 2]) {
         let (ts, frame) = (f.ts, f.last_frame_no);
         if self.detail {
             let what = match (&f.opcode, &f.close) {
@@ -532,7 +578,7 @@ impl Session {
             Opcode::Ping => self.hb(ts, HbKind::WsPing, from_client, f.payload_len as u32),
             Opcode::Pong => self.hb(ts, HbKind::WsPong, from_client, f.payload_len as u32),
             Opcode::Text | Opcode::Binary if f.fin => {
-                self.ws_msg[slot] = None;
+                msg[slot] = None;
                 self.ws_message(from_client, &f.payload_prefix, f.payload_len, ts, frame);
             }
             // The first fragment of a message (§5.4): the rest comes in continuation frames,
@@ -544,13 +590,13 @@ impl Session {
                     contiguous: true,
                 };
                 m.add(f);
-                self.ws_msg[slot] = Some(m);
+                msg[slot] = Some(m);
             }
             Opcode::Continuation => {
-                if let Some(m) = self.ws_msg[slot].as_mut() {
+                if let Some(m) = msg[slot].as_mut() {
                     m.add(f);
                     if f.fin {
-                        if let Some(m) = self.ws_msg[slot].take() {
+                        if let Some(m) = msg[slot].take() {
                             self.ws_message(from_client, &m.prefix, m.len, ts, frame);
                         }
                     }
@@ -584,41 +630,76 @@ impl Session {
         }
     }
 
-    fn sip_message(&mut self, from_client: bool, m: &sip::SipMessage, ts: Timestamp, frame: u64) {
+    fn sip_message(
+        &mut self,
+        from_client: bool,
+        m: &sip::SipMessage<'_>,
+        ts: Timestamp,
+        frame: u64,
+    ) {
         if m.method() == Some("OPTIONS") {
             // SIP OPTIONS pings are an application-level keep-alive (RFC 3261 §11).
             self.hb(ts, HbKind::App, from_client, m.head_len as u32);
         }
-        let label = m.label();
-        self.event(ts, frame, from_client, || format!("SIP {label}"));
-        if self.summary.service.is_none() {
-            self.summary.service = Some(Service::Sip);
+        self.event(ts, frame, from_client, || format!("SIP {}", m.label()));
+        if self.found.service.is_none() {
+            self.found.service = Some(Service::Sip);
         }
-        self.summary
+        self.found
             .sip
-            .get_or_insert_with(SipDialogs::new)
+            .get_or_insert_with(|| Box::new(SipDialogs::new()))
             .add(ts, frame, from_client, m);
     }
 
+    /// SIP over TCP (RFC 3261 §18.3): messages framed by Content-Length, CRLF keep-alives
+    /// between them. Bytes are held only while a message is incomplete; a segment that carries
+    /// whole messages is parsed where it lies.
     fn sip_stream(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
-        {
-            let buf = if from_client {
-                &mut self.client_buf
-            } else {
-                &mut self.server_buf
-            };
-            if buf.len() + bytes.len() > MAX_HEAD * 4 {
-                buf.clear();
-                return;
-            }
-            buf.extend_from_slice(bytes);
+        let mut held = std::mem::take(if from_client {
+            &mut self.client_buf
+        } else {
+            &mut self.server_buf
+        });
+        if held.len() + bytes.len() > MAX_HEAD * 4 {
+            return; // dropped with what was held
         }
+        let data: &[u8] = if held.is_empty() {
+            bytes
+        } else {
+            held.extend_from_slice(bytes);
+            &held
+        };
+        let Some(used) = self.sip_messages(from_client, data, ts, frame) else {
+            return;
+        };
+        let left = data.get(used..).unwrap_or(&[]);
+        let rest = if left.is_empty() {
+            Vec::new()
+        } else if held.is_empty() {
+            left.to_vec()
+        } else {
+            held.drain(..used.min(held.len()));
+            held
+        };
+        if from_client {
+            self.client_buf = rest;
+        } else {
+            self.server_buf = rest;
+        }
+    }
+
+    /// The messages at the start of `data`: how many bytes they took, or `None` when the rest
+    /// is to be dropped (keep-alives only, or not SIP).
+    fn sip_messages(
+        &mut self,
+        from_client: bool,
+        data: &[u8],
+        ts: Timestamp,
+        frame: u64,
+    ) -> Option<usize> {
+        let mut at = 0;
         loop {
-            let buf = if from_client {
-                &self.client_buf
-            } else {
-                &self.server_buf
-            };
+            let buf = data.get(at..).unwrap_or(&[]);
             // RFC 5626 §3.5.1: CRLF keep-alives between messages on a stream.
             let crlf = sip::leading_crlf_len(buf);
             if crlf > 0 && crlf == buf.len() {
@@ -628,49 +709,33 @@ impl Session {
                     HbKind::CrlfPong
                 };
                 self.hb(ts, kind, from_client, crlf as u32);
-                if from_client {
-                    self.client_buf.clear();
-                } else {
-                    self.server_buf.clear();
-                }
-                return;
+                return None;
             }
             match sip::parse_message(buf) {
                 Parse::Complete { value, consumed } => {
-                    if from_client {
-                        self.client_buf.drain(..consumed.min(self.client_buf.len()));
-                    } else {
-                        self.server_buf.drain(..consumed.min(self.server_buf.len()));
-                    }
+                    at += consumed.min(buf.len());
                     self.small_msg(ts, from_client, consumed as u64);
                     self.sip_message(from_client, &value, ts, frame);
                 }
-                Parse::Partial => return,
-                Parse::Invalid(_) => {
-                    if from_client {
-                        self.client_buf.clear();
-                    } else {
-                        self.server_buf.clear();
-                    }
-                    return;
-                }
+                Parse::Partial => return Some(at),
+                Parse::Invalid(_) => return None,
             }
         }
     }
 
     fn tls(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
-        if from_client && self.summary.tls.is_none() && self.client_buf.len() < MAX_HEAD {
+        if from_client && self.found.tls.is_none() && self.client_buf.len() < MAX_HEAD {
             self.client_buf.extend_from_slice(bytes);
             if let Some(h) = tls::client_hello(&self.client_buf) {
                 let sni = h.sni.clone();
                 self.event(ts, frame, true, || {
                     format!("TLS ClientHello SNI {}", sni.unwrap_or_else(|| "-".into()))
                 });
-                self.summary.tls = Some(h);
+                self.found.tls = Some(Box::new(h));
                 self.client_buf = Vec::new();
             }
         }
-        let Some((c, s)) = self.tls_scan.as_mut() else {
+        let Some((c, s)) = self.tls_scan.as_deref_mut() else {
             return;
         };
         let mut recs: Vec<TlsRecord> = Vec::new();
@@ -691,11 +756,18 @@ impl Session {
     pub fn finish(mut self) -> AppSummary {
         self.hb.sort_by_key(|e| e.ts);
         self.small.sort_by_key(|m| m.ts);
-        self.summary.heartbeat = heartbeat::analyse(&self.hb, &self.small);
-        if self.ws.is_some() {
-            self.summary.websocket = Some(self.ws_stats);
+        let found = self.found;
+        AppSummary {
+            service: found.service,
+            http: found.http.map(|h| *h),
+            websocket: self.ws.map(|w| w.stats),
+            ws_anomalies: found.ws_anomalies,
+            sip: found.sip.map(|s| *s),
+            tls: found.tls.map(|t| *t),
+            heartbeat: heartbeat::analyse(&self.hb, &self.small),
+            stream_gaps: found.stream_gaps,
+            events: found.events,
         }
-        self.summary
     }
 }
 
@@ -900,6 +972,30 @@ mod tests {
         let sum = s.finish();
         assert_eq!(sum.service, Some(Service::Websocket));
         assert!(sum.http.unwrap().upgraded);
+    }
+
+    /// Every byte of these is paid per live connection (20k in issue 8's target).
+    #[test]
+    fn live_state_stays_small() {
+        assert!(std::mem::size_of::<Session>() <= 256);
+        assert!(std::mem::size_of::<WsState>() <= 768);
+        let mut s = Session::new(false);
+        s.data(true, KEY_REQ, Timestamp(1), 1);
+        s.data(false, OK_101, Timestamp(2), 2);
+        s.data(true, &client_frame(true, 1, b"\r\n\r\n"), Timestamp(3), 3);
+        assert!(
+            s.pending_request.is_none(),
+            "the request is not kept after the upgrade"
+        );
+        assert_eq!(s.client_buf.capacity() + s.server_buf.capacity(), 0);
+        // A frame cut by a segment boundary keeps its bytes so far, then lets them go.
+        let frame = client_frame(true, 1, b"REGISTER sip:x SIP/2.0\r\n\r\n");
+        s.data(true, &frame[..10], Timestamp(4), 4);
+        s.data(true, &frame[10..], Timestamp(4), 5);
+        let ws = s.ws.as_ref().unwrap();
+        assert_eq!(ws.parsers[0].frames(), 2);
+        assert!(!ws.parsers[0].mid_frame());
+        assert!(s.finish().sip.is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use super::{lossy_capped, Parse, Side, MAX_HEAD};
 use crate::capture::Timestamp;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Largest Content-Length we wait for on a stream. SIP bodies (SDP, XML) are a few KB; a larger
@@ -20,38 +21,48 @@ pub const MAX_DIALOGS: usize = 10_000;
 pub const MAX_REGISTRATIONS: usize = 10_000;
 
 /// Start line (RFC 3261 §7.1 Request-Line, §7.2 Status-Line).
+///
+/// Text fields borrow from the parsed buffer when they can (valid UTF-8, not cut, not folded),
+/// so that parsing a message allocates nothing in the common case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Start {
-    Request { method: String, uri: String },
-    Response { code: u16, reason: String },
+pub enum Start<'a> {
+    Request {
+        method: Cow<'a, str>,
+        uri: Cow<'a, str>,
+    },
+    Response {
+        code: u16,
+        reason: Cow<'a, str>,
+    },
 }
 
-/// The parts of a SIP message the diagnosis uses. Header fields are `None` when absent.
+/// The parts of a SIP message the diagnosis uses. Header fields are `None` when absent. Values
+/// borrow from the buffer that was parsed; [`SipMessage::into_owned`] detaches them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SipMessage {
-    pub start: Start,
-    pub call_id: Option<String>,
+pub struct SipMessage<'a> {
+    pub start: Start<'a>,
+    pub call_id: Option<Cow<'a, str>>,
     pub cseq_num: Option<u32>,
-    pub cseq_method: Option<String>,
-    pub from_tag: Option<String>,
-    pub to_tag: Option<String>,
-    pub from_uri: Option<String>,
-    pub to_uri: Option<String>,
+    pub cseq_method: Option<Cow<'a, str>>,
+    pub from_tag: Option<Cow<'a, str>>,
+    pub to_tag: Option<Cow<'a, str>>,
+    pub from_uri: Option<Cow<'a, str>>,
+    pub to_uri: Option<Cow<'a, str>>,
     /// `branch` of the topmost Via (RFC 3261 §8.1.1.7, §20.42).
-    pub via_branch: Option<String>,
+    pub via_branch: Option<Cow<'a, str>>,
     /// Transport of the topmost Via, e.g. "WSS", "TCP", "UDP" (RFC 7118 §5 adds WS/WSS).
-    pub via_transport: Option<String>,
+    pub via_transport: Option<Cow<'a, str>>,
     /// The first Contact value as sent (RFC 3261 §20.10).
-    pub contact: Option<String>,
+    pub contact: Option<Cow<'a, str>>,
     /// Expires header (§20.19), else the `expires` parameter of the first Contact (§10.2.1.1).
     pub expires: Option<u32>,
-    pub user_agent: Option<String>,
-    pub server: Option<String>,
+    pub user_agent: Option<Cow<'a, str>>,
+    pub server: Option<Cow<'a, str>>,
     /// Reason header (RFC 3326), e.g. on a BYE or CANCEL: why the call ended.
-    pub reason_header: Option<String>,
+    pub reason_header: Option<Cow<'a, str>>,
     pub content_length: Option<u64>,
-    pub content_type: Option<String>,
+    pub content_type: Option<Cow<'a, str>>,
     /// Body bytes: Content-Length on a stream, the rest of the buffer in a datagram.
     pub body_len: u64,
     /// Bytes of start line + headers + blank line.
@@ -60,7 +71,7 @@ pub struct SipMessage {
     pub leading_crlf: usize,
 }
 
-impl SipMessage {
+impl SipMessage<'_> {
     pub fn method(&self) -> Option<&str> {
         match &self.start {
             Start::Request { method, .. } => Some(method),
@@ -78,8 +89,46 @@ impl SipMessage {
     /// Short label: the method, or the status code.
     pub fn label(&self) -> String {
         match &self.start {
-            Start::Request { method, .. } => method.clone(),
+            Start::Request { method, .. } => method.to_string(),
             Start::Response { code, .. } => code.to_string(),
+        }
+    }
+
+    /// The same message, owning its text.
+    pub fn into_owned(self) -> SipMessage<'static> {
+        fn own(c: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
+            c.map(|c| Cow::Owned(c.into_owned()))
+        }
+        SipMessage {
+            start: match self.start {
+                Start::Request { method, uri } => Start::Request {
+                    method: Cow::Owned(method.into_owned()),
+                    uri: Cow::Owned(uri.into_owned()),
+                },
+                Start::Response { code, reason } => Start::Response {
+                    code,
+                    reason: Cow::Owned(reason.into_owned()),
+                },
+            },
+            call_id: own(self.call_id),
+            cseq_num: self.cseq_num,
+            cseq_method: own(self.cseq_method),
+            from_tag: own(self.from_tag),
+            to_tag: own(self.to_tag),
+            from_uri: own(self.from_uri),
+            to_uri: own(self.to_uri),
+            via_branch: own(self.via_branch),
+            via_transport: own(self.via_transport),
+            contact: own(self.contact),
+            expires: self.expires,
+            user_agent: own(self.user_agent),
+            server: own(self.server),
+            reason_header: own(self.reason_header),
+            content_length: self.content_length,
+            content_type: own(self.content_type),
+            body_len: self.body_len,
+            head_len: self.head_len,
+            leading_crlf: self.leading_crlf,
         }
     }
 }
@@ -114,7 +163,7 @@ pub fn leading_crlf_len(buf: &[u8]) -> usize {
 /// Parses one message at the start of a stream buffer. The body is framed by Content-Length
 /// (RFC 3261 §18.3: mandatory on streams; absent = no body here). Leading empty lines are
 /// skipped and counted (§7.5), so call [`leading_crlf_len`] first to see keep-alives.
-pub fn parse_message(buf: &[u8]) -> Parse<SipMessage> {
+pub fn parse_message(buf: &[u8]) -> Parse<SipMessage<'_>> {
     let skip = leading_crlf_len(buf);
     let rest = buf.get(skip..).unwrap_or(&[]);
     if rest.is_empty() {
@@ -157,7 +206,7 @@ pub fn parse_message(buf: &[u8]) -> Parse<SipMessage> {
 
 /// Parses a message that fills `buf` (one UDP datagram, RFC 3261 §18.3, or one WebSocket
 /// message, RFC 7118 §4): the body is the rest of the buffer, whatever Content-Length says.
-pub fn parse_datagram(buf: &[u8]) -> Parse<SipMessage> {
+pub fn parse_datagram(buf: &[u8]) -> Parse<SipMessage<'_>> {
     let skip = leading_crlf_len(buf);
     let rest = buf.get(skip..).unwrap_or(&[]);
     if rest.is_empty() {
@@ -182,7 +231,7 @@ pub fn parse_datagram(buf: &[u8]) -> Parse<SipMessage> {
 /// was kept (see `websocket::WsParser::set_prefix_cap`): `total_len` is the whole message's
 /// length. Whole message: as [`parse_datagram`]. Cut message: the head must end inside the
 /// prefix (else `Partial`: keep a larger prefix), and the body is the rest of `total_len`.
-pub fn parse_ws_message(prefix: &[u8], total_len: u64) -> Parse<SipMessage> {
+pub fn parse_ws_message(prefix: &[u8], total_len: u64) -> Parse<SipMessage<'_>> {
     if prefix.len() as u64 >= total_len {
         return parse_datagram(prefix);
     }
@@ -233,35 +282,76 @@ fn first_line(buf: &[u8]) -> Option<&[u8]> {
     Some(line.strip_suffix(b"\r").unwrap_or(line))
 }
 
-/// Expands compact header names (RFC 3261 §7.3.3, and the RFCs that registered the others) and
-/// lower-cases the rest (header names are case-insensitive, §7.3.1).
-fn canonical_name(name: &str) -> String {
-    let n = name.trim().to_ascii_lowercase();
-    let long = match n.as_str() {
-        "i" => "call-id",
-        "v" => "via",
-        "f" => "from",
-        "t" => "to",
-        "m" => "contact",
-        "l" => "content-length",
-        "c" => "content-type",
-        "k" => "supported",
-        "e" => "content-encoding",
-        "s" => "subject",
-        "o" => "event",           // RFC 6665 §8.2.1
-        "u" => "allow-events",    // RFC 6665 §8.2.2
-        "r" => "refer-to",        // RFC 3515 §2.1
-        "b" => "referred-by",     // RFC 3892
-        "x" => "session-expires", // RFC 4028
-        _ => return n,
-    };
-    long.to_string()
+/// The header fields [`parse_head`] keeps. Compact names (RFC 3261 §7.3.3) are expanded, and
+/// names compare case-insensitively (§7.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    CallId,
+    CSeq,
+    From,
+    To,
+    Via,
+    Contact,
+    Expires,
+    UserAgent,
+    Server,
+    Reason,
+    ContentType,
+    ContentLength,
+    /// Any other header: skipped (including its folded lines).
+    Other,
+}
+
+impl Field {
+    fn of(name: &str) -> Field {
+        let n = name.trim().as_bytes();
+        if let [c] = n {
+            // Compact forms of the fields kept (§7.3.3; the others expand to fields not kept).
+            return match c.to_ascii_lowercase() {
+                b'i' => Field::CallId,
+                b'v' => Field::Via,
+                b'f' => Field::From,
+                b't' => Field::To,
+                b'm' => Field::Contact,
+                b'l' => Field::ContentLength,
+                b'c' => Field::ContentType,
+                _ => Field::Other,
+            };
+        }
+        const LONG: [(&str, Field); 12] = [
+            ("call-id", Field::CallId),
+            ("cseq", Field::CSeq),
+            ("from", Field::From),
+            ("to", Field::To),
+            ("via", Field::Via),
+            ("contact", Field::Contact),
+            ("expires", Field::Expires),
+            ("user-agent", Field::UserAgent),
+            ("server", Field::Server),
+            ("reason", Field::Reason),
+            ("content-type", Field::ContentType),
+            ("content-length", Field::ContentLength),
+        ];
+        LONG.iter()
+            .find(|(long, _)| n.eq_ignore_ascii_case(long.as_bytes()))
+            .map_or(Field::Other, |&(_, f)| f)
+    }
 }
 
 /// Parses the start line and headers (no body). Folded lines (leading SP/HT, RFC 3261 §7.3.1)
-/// are joined to the previous header; lines without a colon are skipped.
-fn parse_head(head: &[u8]) -> Result<SipMessage, String> {
-    let text = String::from_utf8_lossy(head);
+/// are joined to the previous header; lines without a colon are skipped. Bytes that are not
+/// UTF-8 read as U+FFFD (then the message owns its text).
+fn parse_head(head: &[u8]) -> Result<SipMessage<'_>, String> {
+    match std::str::from_utf8(head) {
+        Ok(text) => parse_head_text(text, head.len()),
+        Err(_) => {
+            let text = String::from_utf8_lossy(head);
+            parse_head_text(&text, head.len()).map(SipMessage::into_owned)
+        }
+    }
+}
+
+fn parse_head_text(text: &str, head_len: usize) -> Result<SipMessage<'_>, String> {
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let start = parse_start(lines.next().unwrap_or(""))?;
     let mut msg = SipMessage {
@@ -283,18 +373,20 @@ fn parse_head(head: &[u8]) -> Result<SipMessage, String> {
         content_length: None,
         content_type: None,
         body_len: 0,
-        head_len: head.len(),
+        head_len,
         leading_crlf: 0,
     };
-    // Unfold: collect (name, value) pairs.
-    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut contact_expires = None;
+    // The header being read: it is applied once the next line shows it is not folded.
+    let mut pending: Option<(Field, Cow<'_, str>)> = None;
     for line in lines {
         if line.is_empty() {
             break;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some((_, v)) = headers.last_mut() {
-                if v.len() < MAX_VALUE {
+            if let Some((field, v)) = pending.as_mut() {
+                if *field != Field::Other && v.len() < MAX_VALUE {
+                    let v = v.to_mut();
                     v.push(' ');
                     v.push_str(line.trim());
                 }
@@ -304,71 +396,19 @@ fn parse_head(head: &[u8]) -> Result<SipMessage, String> {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        headers.push((canonical_name(name), cap(value.trim())));
-    }
-    let mut contact_expires = None;
-    // The first occurrence of each header counts (the topmost, for Via).
-    for (name, value) in &headers {
-        let v = value.as_str();
-        match name.as_str() {
-            "call-id" => set_once(&mut msg.call_id, v),
-            "cseq" if msg.cseq_num.is_none() => {
-                // CSeq = 1*DIGIT LWS Method (§20.16).
-                let mut it = v.split_whitespace();
-                msg.cseq_num = it.next().and_then(|n| n.parse().ok());
-                msg.cseq_method = it.next().map(str::to_string);
-            }
-            "from" if msg.from_uri.is_none() => {
-                let (uri, params) = name_addr(v);
-                msg.from_uri = Some(uri.to_string());
-                msg.from_tag = param(params, "tag");
-            }
-            "to" if msg.to_uri.is_none() => {
-                let (uri, params) = name_addr(v);
-                msg.to_uri = Some(uri.to_string());
-                msg.to_tag = param(params, "tag");
-            }
-            "via" if msg.via_transport.is_none() => {
-                // Topmost Via = first value of the first Via header (§8.1.1.7, §7.3.1):
-                // "SIP/2.0/WSS host;branch=...".
-                let first = first_value(v);
-                let (sent, params) = first.split_once(';').unwrap_or((first, ""));
-                msg.via_transport = Some(
-                    sent.split_whitespace()
-                        .next()
-                        .and_then(|p| p.rsplit('/').next())
-                        .unwrap_or("")
-                        .to_ascii_uppercase(),
-                );
-                msg.via_branch = param(params, "branch");
-            }
-            "contact" if msg.contact.is_none() => {
-                let first = first_value(v);
-                msg.contact = Some(first.to_string());
-                if first != "*" {
-                    let (_, params) = name_addr(first);
-                    contact_expires = param(params, "expires").and_then(|e| parse_delta(&e));
-                }
-            }
-            "expires" if msg.expires.is_none() => msg.expires = parse_delta(v),
-            "user-agent" => set_once(&mut msg.user_agent, v),
-            "server" => set_once(&mut msg.server, v),
-            "reason" => set_once(&mut msg.reason_header, v),
-            "content-type" => set_once(&mut msg.content_type, v),
-            // Content-Length = 1*DIGIT (§20.14); anything else breaks stream framing.
-            "content-length" if msg.content_length.is_none() => {
-                let n = v
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-                    .then(|| v.parse::<u64>().ok())
-                    .flatten();
-                match n {
-                    Some(n) => msg.content_length = Some(n),
-                    None => return Err(format!("bad Content-Length {v:?}")),
-                }
-            }
-            _ => {}
+        if let Some((field, v)) = pending.take() {
+            apply(&mut msg, &mut contact_expires, field, v)?;
         }
+        let field = Field::of(name);
+        let value = if field == Field::Other {
+            Cow::Borrowed("")
+        } else {
+            cap(value.trim())
+        };
+        pending = Some((field, value));
+    }
+    if let Some((field, v)) = pending {
+        apply(&mut msg, &mut contact_expires, field, v)?;
     }
     if msg.expires.is_none() {
         msg.expires = contact_expires;
@@ -376,10 +416,99 @@ fn parse_head(head: &[u8]) -> Result<SipMessage, String> {
     Ok(msg)
 }
 
+/// One header: parts of a borrowed value are borrowed too; parts of a value that had to be
+/// built (folded, cut) are copied.
+fn apply<'a>(
+    msg: &mut SipMessage<'a>,
+    contact_expires: &mut Option<u32>,
+    field: Field,
+    v: Cow<'a, str>,
+) -> Result<(), String> {
+    match v {
+        Cow::Borrowed(v) => apply_str(msg, contact_expires, field, v, Cow::Borrowed),
+        Cow::Owned(v) => apply_str(msg, contact_expires, field, &v, |s| {
+            Cow::Owned(s.to_owned())
+        }),
+    }
+}
+
+/// The first occurrence of each header counts (the topmost, for Via).
+fn apply_str<'a, 'b>(
+    msg: &mut SipMessage<'a>,
+    contact_expires: &mut Option<u32>,
+    field: Field,
+    v: &'b str,
+    keep: fn(&'b str) -> Cow<'a, str>,
+) -> Result<(), String> {
+    match field {
+        Field::CallId => set_once(&mut msg.call_id, v, keep),
+        Field::CSeq if msg.cseq_num.is_none() => {
+            // CSeq = 1*DIGIT LWS Method (§20.16).
+            let mut it = v.split_whitespace();
+            msg.cseq_num = it.next().and_then(|n| n.parse().ok());
+            msg.cseq_method = it.next().map(keep);
+        }
+        Field::From if msg.from_uri.is_none() => {
+            let (uri, params) = name_addr(v);
+            msg.from_uri = Some(keep(uri));
+            msg.from_tag = param(params, "tag").map(keep);
+        }
+        Field::To if msg.to_uri.is_none() => {
+            let (uri, params) = name_addr(v);
+            msg.to_uri = Some(keep(uri));
+            msg.to_tag = param(params, "tag").map(keep);
+        }
+        Field::Via if msg.via_transport.is_none() => {
+            // Topmost Via = first value of the first Via header (§8.1.1.7, §7.3.1):
+            // "SIP/2.0/WSS host;branch=...".
+            let first = first_value(v);
+            let (sent, params) = first.split_once(';').unwrap_or((first, ""));
+            let transport = sent
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.rsplit('/').next())
+                .unwrap_or("");
+            msg.via_transport = Some(if transport.bytes().any(|b| b.is_ascii_lowercase()) {
+                Cow::Owned(transport.to_ascii_uppercase())
+            } else {
+                keep(transport)
+            });
+            msg.via_branch = param(params, "branch").map(keep);
+        }
+        Field::Contact if msg.contact.is_none() => {
+            let first = first_value(v);
+            msg.contact = Some(keep(first));
+            if first != "*" {
+                let (_, params) = name_addr(first);
+                *contact_expires = param(params, "expires").and_then(parse_delta);
+            }
+        }
+        Field::Expires if msg.expires.is_none() => msg.expires = parse_delta(v),
+        Field::UserAgent => set_once(&mut msg.user_agent, v, keep),
+        Field::Server => set_once(&mut msg.server, v, keep),
+        Field::Reason => set_once(&mut msg.reason_header, v, keep),
+        Field::ContentType => set_once(&mut msg.content_type, v, keep),
+        // Content-Length = 1*DIGIT (§20.14); anything else breaks stream framing.
+        Field::ContentLength if msg.content_length.is_none() => {
+            let n = v
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| v.parse::<u64>().ok())
+                .flatten();
+            match n {
+                Some(n) => msg.content_length = Some(n),
+                None => return Err(format!("bad Content-Length {v:?}")),
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Request-Line `Method SP Request-URI SP SIP-Version` (§7.1) or Status-Line
 /// `SIP-Version SP Status-Code SP Reason-Phrase` (§7.2).
-fn parse_start(line: &str) -> Result<Start, String> {
-    let short = || cap(line);
+fn parse_start(line: &str) -> Result<Start<'_>, String> {
+    let short = || cap(line).into_owned();
     if let Some(rest) = line.strip_prefix("SIP/") {
         let (_version, rest) = rest
             .split_once(' ')
@@ -408,18 +537,27 @@ fn parse_start(line: &str) -> Result<Start, String> {
         return Err(format!("not a SIP start line: {:?}", short()));
     }
     Ok(Start::Request {
-        method: method.to_string(),
+        method: Cow::Borrowed(method),
         uri: cap(uri),
     })
 }
 
-fn cap(s: &str) -> String {
-    lossy_capped(s.as_bytes(), MAX_VALUE)
+/// At most [`MAX_VALUE`] bytes of a value: borrowed unless the cut falls inside a character
+/// (then lossy, as [`lossy_capped`]).
+fn cap(s: &str) -> Cow<'_, str> {
+    match s.get(..MAX_VALUE.min(s.len())) {
+        Some(head) => Cow::Borrowed(head),
+        None => Cow::Owned(lossy_capped(s.as_bytes(), MAX_VALUE)),
+    }
 }
 
-fn set_once(slot: &mut Option<String>, v: &str) {
+fn set_once<'a, 'b>(
+    slot: &mut Option<Cow<'a, str>>,
+    v: &'b str,
+    keep: fn(&'b str) -> Cow<'a, str>,
+) {
     if slot.is_none() {
-        *slot = Some(v.to_string());
+        *slot = Some(keep(v));
     }
 }
 
@@ -456,14 +594,15 @@ fn name_addr(v: &str) -> (&str, &str) {
 }
 
 /// Byte index of the quote that closes the quoted string starting at 0 (backslash escapes,
-/// §25.1 quoted-pair).
+/// §25.1 quoted-pair). Scans bytes: the delimiters are ASCII, and UTF-8 continuation bytes never
+/// equal an ASCII byte, so this finds what a scan by characters finds.
 fn closing_quote(v: &str) -> Option<usize> {
     let mut escaped = false;
-    for (i, c) in v.char_indices().skip(1) {
+    for (i, &c) in v.as_bytes().iter().enumerate().skip(1) {
         match c {
             _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '"' => return Some(i),
+            b'\\' => escaped = true,
+            b'"' => return Some(i),
             _ => {}
         }
     }
@@ -471,21 +610,22 @@ fn closing_quote(v: &str) -> Option<usize> {
 }
 
 /// First value of a comma-separated header (§7.3.1), ignoring commas in quotes or `<...>`.
+/// Scans bytes, as [`closing_quote`].
 fn first_value(v: &str) -> &str {
     let mut in_quote = false;
     let mut in_angle = false;
     let mut escaped = false;
-    for (i, c) in v.char_indices() {
+    for (i, &c) in v.as_bytes().iter().enumerate() {
         if escaped {
             escaped = false;
             continue;
         }
         match c {
-            '\\' if in_quote => escaped = true,
-            '"' => in_quote = !in_quote,
-            '<' if !in_quote => in_angle = true,
-            '>' if !in_quote => in_angle = false,
-            ',' if !in_quote && !in_angle => return v.get(..i).unwrap_or(v).trim(),
+            b'\\' if in_quote => escaped = true,
+            b'"' => in_quote = !in_quote,
+            b'<' if !in_quote => in_angle = true,
+            b'>' if !in_quote => in_angle = false,
+            b',' if !in_quote && !in_angle => return v.get(..i).unwrap_or(v).trim(),
             _ => {}
         }
     }
@@ -493,12 +633,12 @@ fn first_value(v: &str) -> &str {
 }
 
 /// Value of parameter `name` in ";a=b;c=d" (case-insensitive name, quotes removed).
-fn param(params: &str, name: &str) -> Option<String> {
+fn param<'v>(params: &'v str, name: &str) -> Option<&'v str> {
     params.split(';').find_map(|p| {
         let (k, val) = p.split_once('=').unwrap_or((p, ""));
         k.trim()
             .eq_ignore_ascii_case(name)
-            .then(|| val.trim().trim_matches('"').to_string())
+            .then(|| val.trim().trim_matches('"'))
     })
 }
 
@@ -591,40 +731,45 @@ pub struct Registration {
     pub lost: bool,
 }
 
-/// ACK, CANCEL and BYE within a known dialog.
+/// ACK, CANCEL and BYE within a known dialog. Methods compare case-insensitively, as before
+/// (method names are case-sensitive tokens in RFC 3261 §7.1, but lower-case ones are seen).
 fn in_dialog_request(
     d: &mut Dialog,
     method: &str,
     ts: Timestamp,
     frame_no: u64,
     side: Side,
-    msg: &SipMessage,
+    msg: &SipMessage<'_>,
 ) {
-    match method {
+    if method.eq_ignore_ascii_case("ACK") {
         // The ACK for a 2xx completes the three-way handshake (§13.2.2.4).
-        "ACK" if d.ack_ts.is_none() && d.ok_ts.is_some() => d.ack_ts = Some(ts),
-        "CANCEL" => {
-            if d.cancel_ts.is_none() {
-                d.cancel_ts = Some(ts);
-                if d.bye_reason.is_none() {
-                    d.bye_reason = msg.reason_header.clone();
-                }
-            }
-            // CANCEL has no effect once a final response is out (§9.1).
-            if matches!(d.state, DialogState::Calling | DialogState::Proceeding) {
-                d.state = DialogState::Terminated;
-                d.end = Some(DialogEnd::Cancelled);
+        if d.ack_ts.is_none() && d.ok_ts.is_some() {
+            d.ack_ts = Some(ts);
+        }
+    } else if method.eq_ignore_ascii_case("CANCEL") {
+        if d.cancel_ts.is_none() {
+            d.cancel_ts = Some(ts);
+            if d.bye_reason.is_none() {
+                d.bye_reason = owned(&msg.reason_header);
             }
         }
+        // CANCEL has no effect once a final response is out (§9.1).
+        if matches!(d.state, DialogState::Calling | DialogState::Proceeding) {
+            d.state = DialogState::Terminated;
+            d.end = Some(DialogEnd::Cancelled);
+        }
+    } else if method.eq_ignore_ascii_case("BYE") && d.bye_ts.is_none() {
         // §15.1.1: the first BYE ends the session; the dialog ends with its final response.
-        "BYE" if d.bye_ts.is_none() => {
-            d.bye_ts = Some(ts);
-            d.bye_frame = Some(frame_no);
-            d.bye_by = Some(side);
-            d.bye_reason = msg.reason_header.clone();
-        }
-        _ => {}
+        d.bye_ts = Some(ts);
+        d.bye_frame = Some(frame_no);
+        d.bye_by = Some(side);
+        d.bye_reason = owned(&msg.reason_header);
     }
+}
+
+/// A copy of a message's field, for the records that outlive the message.
+fn owned(v: &Option<Cow<'_, str>>) -> Option<String> {
+    v.as_deref().map(str::to_owned)
 }
 
 /// Tracks INVITE dialogs and registrations seen on one connection, in time order. Bounded:
@@ -676,7 +821,13 @@ impl SipDialogs {
 
     /// Feeds one message, sent by the client side of the connection (`from_client_side`) or the
     /// server side.
-    pub fn add(&mut self, ts: Timestamp, frame_no: u64, from_client_side: bool, msg: &SipMessage) {
+    pub fn add(
+        &mut self,
+        ts: Timestamp,
+        frame_no: u64,
+        from_client_side: bool,
+        msg: &SipMessage<'_>,
+    ) {
         self.messages = self.messages.saturating_add(1);
         let side = Side::from_client(from_client_side);
         let (Some(call_id), Some(cseq), Some(cseq_method)) = (
@@ -687,40 +838,38 @@ impl SipDialogs {
             self.untrackable = self.untrackable.saturating_add(1);
             return;
         };
-        let cseq_method = cseq_method.to_ascii_uppercase();
         match &msg.start {
             Start::Request { method, .. } => {
-                let method = method.to_ascii_uppercase();
-                match method.as_str() {
-                    "INVITE" => self.on_invite(ts, frame_no, side, call_id, cseq, msg),
-                    "REGISTER" => self.on_register(ts, frame_no, side, call_id, cseq, msg),
-                    "OPTIONS" => self.options = self.options.saturating_add(1),
-                    _ => {
-                        if let Some(d) = self.dialog_mut(call_id) {
-                            in_dialog_request(d, &method, ts, frame_no, side, msg);
-                        }
-                    }
+                let is = |m: &str| method.eq_ignore_ascii_case(m);
+                if is("INVITE") {
+                    self.on_invite(ts, frame_no, side, call_id, cseq, msg);
+                } else if is("REGISTER") {
+                    self.on_register(ts, frame_no, side, call_id, cseq, msg);
+                } else if is("OPTIONS") {
+                    self.options = self.options.saturating_add(1);
+                } else if let Some(d) = self.dialog_mut(call_id) {
+                    in_dialog_request(d, method, ts, frame_no, side, msg);
                 }
             }
             Start::Response { code, .. } => {
                 let code = *code;
-                match cseq_method.as_str() {
-                    "INVITE" => self.on_invite_response(ts, call_id, cseq, code, msg),
-                    "REGISTER" => self.on_register_response(ts, call_id, cseq, code, msg),
-                    "BYE" => {
-                        if let Some(d) = self.dialog_mut(call_id) {
-                            // Any final response to BYE ends the dialog (§15.1.1).
-                            if code >= 200 && d.bye_ok_ts.is_none() {
-                                d.bye_ok_ts = Some(ts);
-                                d.bye_response_code = Some(code);
-                                if d.state != DialogState::Terminated {
-                                    d.state = DialogState::Terminated;
-                                    d.end = Some(DialogEnd::Bye);
-                                }
+                let is = |m: &str| cseq_method.eq_ignore_ascii_case(m);
+                if is("INVITE") {
+                    self.on_invite_response(ts, call_id, cseq, code, msg);
+                } else if is("REGISTER") {
+                    self.on_register_response(ts, call_id, cseq, code, msg);
+                } else if is("BYE") {
+                    if let Some(d) = self.dialog_mut(call_id) {
+                        // Any final response to BYE ends the dialog (§15.1.1).
+                        if code >= 200 && d.bye_ok_ts.is_none() {
+                            d.bye_ok_ts = Some(ts);
+                            d.bye_response_code = Some(code);
+                            if d.state != DialogState::Terminated {
+                                d.state = DialogState::Terminated;
+                                d.end = Some(DialogEnd::Bye);
                             }
                         }
                     }
-                    _ => {}
                 }
             }
         }
@@ -738,7 +887,7 @@ impl SipDialogs {
         side: Side,
         call_id: &str,
         cseq: u32,
-        msg: &SipMessage,
+        msg: &SipMessage<'_>,
     ) {
         if let Some(d) = self.dialog_mut(call_id) {
             // A retransmission (same CSeq, §17.1.1.2) or a re-INVITE (§14).
@@ -754,10 +903,10 @@ impl SipDialogs {
         self.index.insert(call_id.to_string(), self.dialogs.len());
         self.dialogs.push(Dialog {
             call_id: call_id.to_string(),
-            from_tag: msg.from_tag.clone(),
-            to_tag: msg.to_tag.clone(),
-            from_uri: msg.from_uri.clone(),
-            to_uri: msg.to_uri.clone(),
+            from_tag: owned(&msg.from_tag),
+            to_tag: owned(&msg.to_tag),
+            from_uri: owned(&msg.from_uri),
+            to_uri: owned(&msg.to_uri),
             caller: side,
             state: DialogState::Calling,
             end: None,
@@ -789,7 +938,7 @@ impl SipDialogs {
         call_id: &str,
         cseq: u32,
         code: u16,
-        msg: &SipMessage,
+        msg: &SipMessage<'_>,
     ) {
         let Some(d) = self.dialog_mut(call_id) else {
             return;
@@ -799,7 +948,7 @@ impl SipDialogs {
             return;
         }
         if d.to_tag.is_none() && code > 100 {
-            d.to_tag = msg.to_tag.clone();
+            d.to_tag = owned(&msg.to_tag);
         }
         match code {
             100..=199 => {
@@ -846,7 +995,7 @@ impl SipDialogs {
         side: Side,
         call_id: &str,
         cseq: u32,
-        msg: &SipMessage,
+        msg: &SipMessage<'_>,
     ) {
         // Retransmission of the same transaction (§17.1.2.2): keep the first.
         if self
@@ -883,7 +1032,7 @@ impl SipDialogs {
         call_id: &str,
         cseq: u32,
         code: u16,
-        msg: &SipMessage,
+        msg: &SipMessage<'_>,
     ) {
         if code < 200 {
             return;
@@ -1010,11 +1159,11 @@ Content-Length: 0\r\n\
         .into_bytes()
     }
 
-    fn parse(b: &[u8]) -> SipMessage {
+    fn parse(b: &[u8]) -> SipMessage<'static> {
         match parse_message(b) {
             Parse::Complete { value, consumed } => {
                 assert_eq!(consumed, b.len());
-                value
+                value.into_owned()
             }
             other => panic!("{other:?}"),
         }

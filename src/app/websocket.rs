@@ -13,6 +13,7 @@
 use super::{Side, MAX_HEAD};
 use crate::capture::Timestamp;
 use serde::{Serialize, Serializer};
+use std::cell::RefCell;
 
 /// Unmasked payload bytes kept per frame by default. Control frames carry at most 125 (§5.5).
 pub const PREFIX_CAP: usize = 128;
@@ -194,25 +195,59 @@ pub struct LostSync {
     pub in_frame: Option<Opcode>,
 }
 
-/// The frame being read.
-#[derive(Debug)]
+/// The frame being read: its header. Its payload prefix is unmasked into the push's scratch
+/// buffer, and kept in [`WsParser::partial`] only while the frame continues in a later push.
+#[derive(Clone, Copy, Debug)]
 struct Current {
-    frame: WsFrame,
-    mask: Option<[u8; 4]>,
-    /// Prefix cap for this frame.
-    cap: usize,
+    start_ts: Timestamp,
+    first_frame_no: u64,
+    stream_offset: u64,
+    payload_len: u64,
     /// Payload bytes read so far (also the masking-key index, §5.3).
     pos: u64,
+    mask: Option<[u8; 4]>,
+    fin: bool,
+    rsv: u8,
+    opcode: Opcode,
+    masked: bool,
+    header_len: u8,
+    /// Prefix cap for this frame.
+    cap: usize,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Collecting header bytes into `hdr`.
     Header,
     /// Reading the payload of `cur`.
-    Payload(Box<Current>),
+    Payload,
     /// Framing lost; bytes are counted and ignored.
     Lost,
+}
+
+/// Receives what a parser finds, in stream order. A `Vec<WsEvent>` collects owned events; the
+/// session handles them as they come, so that a frame costs no allocation.
+pub trait WsSink {
+    /// A complete frame. Its `payload_prefix` buffer is reused once the call returns.
+    fn frame(&mut self, frame: &WsFrame);
+    fn anomaly(&mut self, ts: Timestamp, frame_no: u64, kind: AnomalyKind);
+}
+
+impl WsSink for Vec<WsEvent> {
+    fn frame(&mut self, frame: &WsFrame) {
+        self.push(WsEvent::Frame(frame.clone()));
+    }
+
+    fn anomaly(&mut self, ts: Timestamp, frame_no: u64, kind: AnomalyKind) {
+        self.push(WsEvent::Anomaly { ts, frame_no, kind });
+    }
+}
+
+thread_local! {
+    /// Where payload prefixes are unmasked during a push, shared by the thread's parsers: a frame
+    /// that starts and ends within one push (nearly all of them: TCP segments usually carry
+    /// whole frames) costs neither an allocation nor memory per connection.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Streaming frame parser for one direction of one connection.
@@ -222,9 +257,11 @@ pub struct WsParser {
     extensions_negotiated: bool,
     prefix_cap: usize,
     state: State,
+    cur: Current,
+    /// The prefix so far of a frame cut by the end of a push (empty otherwise).
+    partial: Vec<u8>,
     hdr: [u8; 14],
     hdr_len: usize,
-    hdr_start: (Timestamp, u64),
     /// A fragmented data message is open (§5.4).
     in_message: bool,
     /// After a resync we don't know whether a message was open: don't flag the first
@@ -246,9 +283,23 @@ impl WsParser {
             extensions_negotiated: false,
             prefix_cap: PREFIX_CAP,
             state: State::Header,
+            cur: Current {
+                start_ts: Timestamp::default(),
+                first_frame_no: 0,
+                stream_offset: 0,
+                payload_len: 0,
+                pos: 0,
+                mask: None,
+                fin: false,
+                rsv: 0,
+                opcode: Opcode::Continuation,
+                masked: false,
+                header_len: 0,
+                cap: PREFIX_CAP,
+            },
+            partial: Vec::new(),
             hdr: [0; 14],
             hdr_len: 0,
-            hdr_start: (Timestamp::default(), 0),
             in_message: false,
             message_state_unknown: false,
             close_sent: false,
@@ -306,7 +357,7 @@ impl WsParser {
     pub fn mid_frame(&self) -> bool {
         match self.state {
             State::Header => self.hdr_len > 0,
-            State::Payload(_) => true,
+            State::Payload => true,
             State::Lost => false,
         }
     }
@@ -323,6 +374,7 @@ impl WsParser {
         }
         self.state = State::Lost;
         self.hdr_len = 0;
+        self.partial = Vec::new();
     }
 
     /// The caller knows the next byte it pushes starts a frame (e.g. a segment after a gap that
@@ -334,18 +386,38 @@ impl WsParser {
     }
 
     fn current_opcode(&self) -> Option<Opcode> {
-        match &self.state {
-            State::Payload(cur) => Some(cur.frame.opcode),
+        match self.state {
+            State::Payload => Some(self.cur.opcode),
             State::Header if self.hdr_len > 0 => Some(Opcode::from_u8(self.hdr[0])),
             _ => None,
         }
     }
 
     /// Feeds stream bytes carried by capture frame `frame_no` at time `ts`.
-    pub fn push(&mut self, data: &[u8], ts: Timestamp, frame_no: u64, out: &mut Vec<WsEvent>) {
+    pub fn push(&mut self, data: &[u8], ts: Timestamp, frame_no: u64, out: &mut impl WsSink) {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.push_with(data, ts, frame_no, out, &mut scratch),
+            // A sink that feeds another parser from its callback: a buffer of its own.
+            Err(_) => self.push_with(data, ts, frame_no, out, &mut Vec::new()),
+        });
+    }
+
+    fn push_with(
+        &mut self,
+        data: &[u8],
+        ts: Timestamp,
+        frame_no: u64,
+        out: &mut impl WsSink,
+        scratch: &mut Vec<u8>,
+    ) {
+        scratch.clear();
+        if !self.partial.is_empty() {
+            scratch.extend_from_slice(&self.partial);
+            self.partial = Vec::new();
+        }
         let mut rest = data;
         while !rest.is_empty() {
-            match &mut self.state {
+            match self.state {
                 State::Lost => {
                     self.ignored_bytes = self.ignored_bytes.saturating_add(rest.len() as u64);
                     self.offset = self.offset.saturating_add(rest.len() as u64);
@@ -353,7 +425,9 @@ impl WsParser {
                 }
                 State::Header => {
                     if self.hdr_len == 0 {
-                        self.hdr_start = (ts, frame_no);
+                        // Where the frame starts (`cur` is free until the header is in).
+                        self.cur.start_ts = ts;
+                        self.cur.first_frame_no = frame_no;
                     }
                     let need = self.header_need();
                     let take = need.saturating_sub(self.hdr_len).min(rest.len());
@@ -366,33 +440,40 @@ impl WsParser {
                     rest = tail;
                     // With the first two bytes in, the full header length is known (§5.2).
                     if self.hdr_len >= 2 && self.hdr_len == self.header_need() {
-                        self.header_complete(ts, frame_no, out);
+                        self.header_complete(ts, frame_no, out, scratch);
                     }
                 }
-                State::Payload(cur) => {
-                    let remaining = cur.frame.payload_len.saturating_sub(cur.pos);
+                State::Payload => {
+                    let cur = &mut self.cur;
+                    let remaining = cur.payload_len.saturating_sub(cur.pos);
                     let take = usize::try_from(remaining)
                         .unwrap_or(usize::MAX)
                         .min(rest.len());
                     let (chunk, tail) = rest.split_at(take);
                     // Keep (unmasked, §5.3) only what still fits in the prefix.
-                    let room = cur.cap.saturating_sub(cur.frame.payload_prefix.len());
-                    for (k, b) in chunk.iter().take(room).enumerate() {
-                        let idx = cur.pos.wrapping_add(k as u64);
-                        let m = match cur.mask {
-                            Some(key) => key.get((idx % 4) as usize).copied().unwrap_or(0),
-                            None => 0,
-                        };
-                        cur.frame.payload_prefix.push(b ^ m);
+                    let room = cur.cap.saturating_sub(scratch.len());
+                    let kept = chunk.get(..room.min(chunk.len())).unwrap_or(chunk);
+                    match cur.mask {
+                        Some(key) => {
+                            let at = (cur.pos % 4) as usize;
+                            scratch.extend(
+                                kept.iter().enumerate().map(|(k, b)| b ^ key[(at + k) % 4]),
+                            );
+                        }
+                        None => scratch.extend_from_slice(kept),
                     }
                     cur.pos = cur.pos.saturating_add(take as u64);
                     self.offset = self.offset.saturating_add(take as u64);
                     rest = tail;
-                    if cur.pos >= cur.frame.payload_len {
-                        self.finish_frame(ts, frame_no, out);
+                    if self.cur.pos >= self.cur.payload_len {
+                        self.finish_frame(ts, frame_no, out, scratch);
                     }
                 }
             }
+        }
+        // The frame goes on in the next push: keep its prefix so far.
+        if self.state == State::Payload && !scratch.is_empty() {
+            self.partial = scratch.as_slice().to_vec();
         }
     }
 
@@ -412,12 +493,18 @@ impl WsParser {
         2 + ext + mask
     }
 
-    fn anomaly(&self, out: &mut Vec<WsEvent>, ts: Timestamp, frame_no: u64, kind: AnomalyKind) {
-        out.push(WsEvent::Anomaly { ts, frame_no, kind });
+    fn anomaly(&self, out: &mut impl WsSink, ts: Timestamp, frame_no: u64, kind: AnomalyKind) {
+        out.anomaly(ts, frame_no, kind);
     }
 
     /// All header bytes are in: decode them, check the header-level rules, start the payload.
-    fn header_complete(&mut self, ts: Timestamp, frame_no: u64, out: &mut Vec<WsEvent>) {
+    fn header_complete(
+        &mut self,
+        ts: Timestamp,
+        frame_no: u64,
+        out: &mut impl WsSink,
+        scratch: &mut Vec<u8>,
+    ) {
         let hdr = self.hdr;
         let header_len = self.hdr_len;
         self.hdr_len = 0;
@@ -516,47 +603,46 @@ impl WsParser {
             self.close_sent = true;
         }
 
-        let (start_ts, first_frame_no) = self.hdr_start;
-        let frame = WsFrame {
-            ts,
-            start_ts,
-            first_frame_no,
-            last_frame_no: frame_no,
+        self.cur = Current {
+            start_ts: self.cur.start_ts,
+            first_frame_no: self.cur.first_frame_no,
             stream_offset: self.offset.saturating_sub(header_len as u64),
+            payload_len,
+            pos: 0,
+            mask,
             fin,
             rsv,
             opcode,
             masked,
             header_len: header_len as u8,
-            payload_len,
-            payload_prefix: Vec::with_capacity(payload_len.min(self.prefix_cap as u64) as usize),
-            close: None,
-        };
-        self.state = State::Payload(Box::new(Current {
-            frame,
-            mask,
             cap: self.prefix_cap,
-            pos: 0,
-        }));
+        };
+        self.state = State::Payload;
         if payload_len == 0 {
-            self.finish_frame(ts, frame_no, out);
+            self.finish_frame(ts, frame_no, out, scratch);
         }
     }
 
-    /// The last payload byte is in: check the close body (§5.5.1, §7.4) and emit the frame.
-    fn finish_frame(&mut self, ts: Timestamp, frame_no: u64, out: &mut Vec<WsEvent>) {
-        let state = std::mem::replace(&mut self.state, State::Header);
-        let State::Payload(cur) = state else {
+    /// The last payload byte is in: check the close body (§5.5.1, §7.4) and emit the frame,
+    /// whose prefix is `scratch` (emptied for the next frame).
+    fn finish_frame(
+        &mut self,
+        ts: Timestamp,
+        frame_no: u64,
+        out: &mut impl WsSink,
+        scratch: &mut Vec<u8>,
+    ) {
+        if self.state != State::Payload {
             return;
-        };
-        let mut frame = cur.frame;
-        frame.ts = ts;
-        frame.last_frame_no = frame_no;
-        if frame.opcode == Opcode::Close {
-            let p = &frame.payload_prefix;
-            frame.close = Some(match p.get(..2) {
+        }
+        self.state = State::Header;
+        let cur = self.cur;
+        let mut close = None;
+        if cur.opcode == Opcode::Close {
+            let p = scratch.as_slice();
+            close = Some(match p.get(..2) {
                 None => {
-                    if frame.payload_len == 1 {
+                    if cur.payload_len == 1 {
                         self.anomaly(out, ts, frame_no, AnomalyKind::CloseOneBytePayload);
                     }
                     (None, String::new())
@@ -568,7 +654,7 @@ impl WsParser {
                     }
                     let reason = p.get(2..).unwrap_or(&[]);
                     // Only a whole reason can be judged; a cut one may end mid-character.
-                    let whole = frame.payload_len == p.len() as u64;
+                    let whole = cur.payload_len == p.len() as u64;
                     if whole && std::str::from_utf8(reason).is_err() {
                         self.anomaly(out, ts, frame_no, AnomalyKind::CloseReasonNotUtf8);
                     }
@@ -576,8 +662,26 @@ impl WsParser {
                 }
             });
         }
+        let frame = WsFrame {
+            ts,
+            start_ts: cur.start_ts,
+            first_frame_no: cur.first_frame_no,
+            last_frame_no: frame_no,
+            stream_offset: cur.stream_offset,
+            fin: cur.fin,
+            rsv: cur.rsv,
+            opcode: cur.opcode,
+            masked: cur.masked,
+            header_len: cur.header_len,
+            payload_len: cur.payload_len,
+            payload_prefix: std::mem::take(scratch),
+            close,
+        };
         self.frames = self.frames.saturating_add(1);
-        out.push(WsEvent::Frame(frame));
+        out.frame(&frame);
+        // The buffer goes back for the next frame.
+        *scratch = frame.payload_prefix;
+        scratch.clear();
     }
 }
 
@@ -681,18 +785,29 @@ impl WsStats {
 
     /// Adds one event from the client's (`from_client`) or the server's parser.
     pub fn add(&mut self, from_client: bool, ev: &WsEvent) {
-        let by = Side::from_client(from_client);
+        match ev {
+            WsEvent::Anomaly { .. } => self.add_anomaly(from_client),
+            WsEvent::Frame(f) => self.add_frame(from_client, f),
+        }
+    }
+
+    /// Counts one anomaly of the client's (`from_client`) or the server's parser.
+    pub fn add_anomaly(&mut self, from_client: bool) {
         let d = if from_client {
             &mut self.client
         } else {
             &mut self.server
         };
-        let f = match ev {
-            WsEvent::Anomaly { .. } => {
-                d.anomalies = d.anomalies.saturating_add(1);
-                return;
-            }
-            WsEvent::Frame(f) => f,
+        d.anomalies = d.anomalies.saturating_add(1);
+    }
+
+    /// Adds one frame of the client's (`from_client`) or the server's parser.
+    pub fn add_frame(&mut self, from_client: bool, f: &WsFrame) {
+        let by = Side::from_client(from_client);
+        let d = if from_client {
+            &mut self.client
+        } else {
+            &mut self.server
         };
         d.frames = d.frames.saturating_add(1);
         d.payload_bytes = d.payload_bytes.saturating_add(f.payload_len);
@@ -1013,6 +1128,43 @@ mod tests {
         assert_eq!(frames(&out)[0].payload_prefix, sip);
         p.set_prefix_cap(usize::MAX);
         assert_eq!(p.prefix_cap, MAX_PREFIX_CAP);
+    }
+
+    /// A sink that feeds a second parser from inside the first one's callback: the shared
+    /// scratch buffer is busy, so the inner push uses a buffer of its own; both frames are whole.
+    #[test]
+    fn nested_push_uses_its_own_buffer() {
+        struct Nested {
+            inner: WsParser,
+            outer: Vec<WsEvent>,
+            inner_events: Vec<WsEvent>,
+        }
+        impl WsSink for Nested {
+            fn frame(&mut self, f: &WsFrame) {
+                self.inner
+                    .push(HELLO_UNMASKED, TS, 2, &mut self.inner_events);
+                self.outer.frame(f);
+            }
+            fn anomaly(&mut self, ts: Timestamp, frame_no: u64, kind: AnomalyKind) {
+                self.outer.anomaly(ts, frame_no, kind);
+            }
+        }
+        let mut n = Nested {
+            inner: WsParser::new(false),
+            outer: Vec::new(),
+            inner_events: Vec::new(),
+        };
+        let mut both = HELLO_MASKED.to_vec();
+        both.extend_from_slice(HELLO_MASKED);
+        WsParser::new(true).push(&both, TS, 1, &mut n);
+        assert_eq!(frames(&n.outer).len(), 2);
+        assert!(frames(&n.outer)
+            .iter()
+            .all(|f| f.payload_prefix == b"Hello"));
+        assert_eq!(frames(&n.inner_events).len(), 2);
+        assert!(frames(&n.inner_events)
+            .iter()
+            .all(|f| f.payload_prefix == b"Hello"));
     }
 
     #[test]
