@@ -292,6 +292,11 @@ pub struct FlowsArgs {
     /// the JSON)
     #[arg(long, value_name = "UID")]
     pub detail: Option<String>,
+    /// Write each connection as soon as it is over (Zeek's conn.log order: by end, not by
+    /// start) and keep nothing, so memory follows the connections alive at a time whatever the
+    /// capture's length. JSON lines only
+    #[arg(long, conflicts_with = "detail")]
+    pub stream: bool,
     #[command(flatten)]
     pub limits: Limits,
     /// Capture files: pcap or pcapng, optionally gzip-compressed
@@ -515,7 +520,47 @@ fn warn(msg: &str) {
     eprintln!("vantage: warning: {msg}");
 }
 
+/// `flows --stream`: every connection printed as it is summarised.
+fn flows_stream(args: FlowsArgs) -> ExitCode {
+    if args.format != FlowsFormat::Json {
+        eprintln!("vantage: error: --stream writes JSON lines: add --format json");
+        return ExitCode::from(2);
+    }
+    let opts = crate::tcp::TrackerOptions {
+        keep_samples: false,
+        ..args.limits.tracker()
+    };
+    let mut failed = false;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    for path in &args.captures {
+        let run = crate::pipeline::stream_capture(path, opts, args.limits.filter(), |c| {
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = writeln!(out, "{}", report::flow_json_line(&c));
+        });
+        match run {
+            Ok(run) => {
+                for w in &run.summary.warnings {
+                    warn(&format!("{}: {w}", path.display()));
+                }
+                if let Some(e) = &run.error {
+                    eprintln!("vantage: error: {e:#}");
+                    failed = true;
+                }
+            }
+            Err(e) => {
+                eprintln!("vantage: error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    let _ = out.flush();
+    exit(failed)
+}
+
 fn flows(args: FlowsArgs) -> ExitCode {
+    if args.stream {
+        return flows_stream(args);
+    }
     let mut failed = false;
     let mut all = Vec::new();
     let opts = crate::tcp::TrackerOptions {

@@ -54,12 +54,48 @@ pub fn track_capture_with(path: &Path, opts: TrackerOptions) -> anyhow::Result<C
 }
 
 /// `track_capture_with` keeping only the frames a BPF expression accepts (`--filter`, with
-/// `--features libpcap`). Without that feature a filter is an error.
+/// `--features libpcap`). Without that feature a filter is an error. Connections are sorted by
+/// start time (then first frame).
 pub fn track_capture_filtered(
     path: &Path,
     opts: TrackerOptions,
     filter: Option<&str>,
 ) -> anyhow::Result<CaptureFlows> {
+    let (run, connections) = read_capture(path, opts, filter, None)?;
+    Ok(CaptureFlows {
+        summary: run.summary,
+        connections,
+        error: run.error,
+    })
+}
+
+/// What `stream_capture` returns once the capture is read: everything but the connections.
+pub struct CaptureRun {
+    pub summary: CaptureSummary,
+    /// A fatal error that stopped reading; the connections seen before it were emitted.
+    pub error: Option<anyhow::Error>,
+}
+
+/// Reads one capture and hands each connection to `emit` as soon as it is summarised: when it
+/// has ended and stayed quiet (Zeek's conn.log order), or at the end of the capture. Nothing is
+/// kept, so memory follows the connections alive at a time, not the length of the capture.
+pub fn stream_capture(
+    path: &Path,
+    opts: TrackerOptions,
+    filter: Option<&str>,
+    mut emit: impl FnMut(Connection),
+) -> anyhow::Result<CaptureRun> {
+    read_capture(path, opts, filter, Some(&mut emit)).map(|(run, _)| run)
+}
+
+/// The one reading loop: with `emit`, connections are handed over as they end; without, the
+/// tracker keeps them (within `max_summaries`) and they come back sorted by start time.
+fn read_capture(
+    path: &Path,
+    opts: TrackerOptions,
+    filter: Option<&str>,
+    mut emit: Option<&mut dyn FnMut(Connection)>,
+) -> anyhow::Result<(CaptureRun, Vec<Connection>)> {
     #[cfg(feature = "libpcap")]
     let mut bpf = filter.map(crate::filter::BpfFilter::new).transpose()?;
     #[cfg(not(feature = "libpcap"))]
@@ -115,7 +151,14 @@ pub fn track_capture_filtered(
                     }
                 }
                 match decode(&frame) {
-                    Decoded::Ip(p) => tracker.packet(&frame, &p),
+                    Decoded::Ip(p) => {
+                        tracker.packet(&frame, &p);
+                        if let Some(emit) = emit.as_mut() {
+                            if tracker.has_finished() {
+                                tracker.drain_finished().for_each(&mut *emit);
+                            }
+                        }
+                    }
                     Decoded::NotIp => summary.not_ip += 1,
                     Decoded::Malformed(why) => {
                         summary.malformed += 1;
@@ -155,13 +198,12 @@ pub fn track_capture_filtered(
         ));
     }
     summary.ip_fragments = tracker.fragments;
-    let (connections, warnings) = tracker.finish_with_warnings();
+    let (mut connections, warnings) = tracker.finish_with_warnings();
     summary.warnings.extend(warnings);
-    Ok(CaptureFlows {
-        summary,
-        connections,
-        error,
-    })
+    if let Some(emit) = emit {
+        connections.drain(..).for_each(emit);
+    }
+    Ok((CaptureRun { summary, error }, connections))
 }
 
 /// A capture named after the point where it was taken: `agent=a.pcapng`, or a bare path, which

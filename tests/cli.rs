@@ -178,3 +178,38 @@ fn gzip_is_read_transparently() {
     assert_eq!(strip(&plain.stdout), strip(&zipped.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `flows --stream` writes every connection the sorted output has, each as soon as it is over:
+/// in the FTP trace the control connection, opened first and closed last, comes after the data
+/// connections it opened. Without `--format json` it is refused.
+#[test]
+fn stream_writes_each_connection_when_it_ends() {
+    let lines = |args: &[&str]| -> Vec<String> {
+        let out = vantage().args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let sorted = lines(&["flows", "--format", "json", FTP6]);
+    let streamed = lines(&["flows", "--format", "json", "--stream", FTP6]);
+    assert_eq!(sorted.len(), 6);
+    let mut a = sorted.clone();
+    let mut b = streamed.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same connections, field for field");
+    let control = &sorted[0];
+    let at = streamed.iter().position(|l| l == control).unwrap();
+    assert!(
+        at >= 4,
+        "the control connection ends after the data connections: {at}"
+    );
+    vantage()
+        .args(["flows", "--stream", FTP6])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--format json"));
+}

@@ -292,10 +292,15 @@ fn round6(x: f64) -> f64 {
 pub fn flows_json(conns: &[&Connection]) -> String {
     let mut out = String::new();
     for c in conns {
-        out.push_str(&serde_json::to_string(&FlowRecord::from(c)).expect("serializable"));
+        out.push_str(&flow_json_line(c));
         out.push('\n');
     }
     out
+}
+
+/// One connection as a line of `vantage flows --format json` (without the newline).
+pub fn flow_json_line(c: &Connection) -> String {
+    serde_json::to_string(&FlowRecord::from(c)).expect("serializable")
 }
 
 /// Seconds, compact: `0.000412`, `4.9`, `61.2`.

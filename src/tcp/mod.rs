@@ -673,13 +673,24 @@ impl Tracker {
         }
         let warnings = self.warnings();
         self.done
-            .sort_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
+            .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
         (self.done, warnings)
     }
 
     /// Ends tracking and returns every connection, sorted by start time (then frame).
     pub fn finish(self) -> Vec<Connection> {
         self.finish_with_warnings().0
+    }
+
+    /// Whether connections were summarised since the last `drain_finished`.
+    pub fn has_finished(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// The connections summarised so far, in the order they ended, handed over instead of kept
+    /// (`pipeline::stream_capture`). `max_summaries` counts only what stays.
+    pub fn drain_finished(&mut self) -> std::vec::Drain<'_, Connection> {
+        self.done.drain(..)
     }
 
     pub fn live_connections(&self) -> usize {
@@ -949,6 +960,10 @@ fn touch(live: &mut Live, frame: &Frame<'_>, by: Side) -> f64 {
             from_ts: last,
         };
         let at = c.silences.partition_point(|x| x.secs >= gap);
+        if c.silences.capacity() == 0 {
+            // Exactly what the list can hold (one over, before the truncate), not Vec's 4 then 8.
+            c.silences.reserve_exact(TOP_GAPS + 1);
+        }
         c.silences.insert(at, g);
         c.silences.truncate(TOP_GAPS);
     }
