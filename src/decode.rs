@@ -154,6 +154,57 @@ pub fn decode<'a>(frame: &Frame<'a>) -> Decoded<'a> {
 }
 
 pub fn decode_link(link: LinkType, data: &[u8]) -> Decoded<'_> {
+    if link.0 == 1 {
+        if let Some(d) = ethernet_ipv4_tcp(data) {
+            return d;
+        }
+    }
+    decode_general(link, data)
+}
+
+/// The common case, read straight off the bytes: untagged Ethernet II, IPv4 whole in the
+/// frame and not fragmented, TCP. Anything else (VLAN, IPv6, UDP, fragments, a frame cut by
+/// the snaplen, a length that does not add up) is `None` and goes the general way, which gives
+/// the same answer for every frame this accepts (a test replays every fixture through both).
+/// The general way costs a `LaxSlicedPacket` (hundreds of bytes, moved around) per frame: 6 %
+/// of `flows` on a 200 MB capture.
+fn ethernet_ipv4_tcp(data: &[u8]) -> Option<Decoded<'_>> {
+    // Ethernet II: destination, source, EtherType 0x0800 (IPv4).
+    let ip = data.get(14..)?;
+    if data[12..14] != [0x08, 0x00] || ip.len() < 20 {
+        return None;
+    }
+    // RFC 791 §3.1: version 4, IHL in 32-bit words, total length, flags and fragment offset.
+    let (version, ihl) = (ip[0] >> 4, (ip[0] & 0x0f) as usize * 4);
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    let more_fragments_or_offset = frag & 0x3fff != 0;
+    if version != 4
+        || ihl < 20
+        || total < ihl + 20
+        || total > ip.len()
+        || more_fragments_or_offset
+        || ip[9] != 6
+    {
+        return None;
+    }
+    // Ethernet pads short frames: the IP total length says where the packet ends.
+    let tcp = TcpSlice::from_slice(&ip[ihl..total]).ok()?;
+    let payload_len = (total - ihl) as u32;
+    Some(Decoded::Ip(Packet {
+        src: IpAddr::V4(std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15])),
+        dst: IpAddr::V4(std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19])),
+        ttl: ip[8],
+        ip_id: Some(u16::from_be_bytes([ip[4], ip[5]])),
+        ip_len: total as u32,
+        vlan: [0, 0],
+        fragment: Fragment::No,
+        transport: Transport::Tcp(tcp_segment(&tcp, payload_len)),
+    }))
+}
+
+/// Every link type and every case, through etherparse's lax slicer.
+fn decode_general(link: LinkType, data: &[u8]) -> Decoded<'_> {
     let sliced = match link.0 {
         1 => match LaxSlicedPacket::from_ethernet(data) {
             Ok(p) => p,
@@ -432,6 +483,76 @@ mod tests {
         };
         assert_eq!(t.payload_len, 100);
         assert_eq!(t.payload.len(), 10);
+    }
+
+    /// The fast path agrees with the general one on every Ethernet frame of every fixture
+    /// (the lab's captures and the public corpus), field for field.
+    #[test]
+    fn fast_path_agrees_with_etherparse_on_every_fixture_frame() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| {
+                    ["pcap", "pcapng", "cap", "trace", "gz"].contains(&x.to_str().unwrap())
+                }) {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+            &mut files,
+        );
+        let (mut fast, mut frames) = (0, 0);
+        for f in &files {
+            let Ok(mut r) = crate::capture::CaptureReader::open(f) else {
+                continue;
+            };
+            while let Ok(Some(frame)) = r.next_frame() {
+                if frame.link.0 != 1 {
+                    continue;
+                }
+                frames += 1;
+                if let Some(d) = ethernet_ipv4_tcp(frame.data) {
+                    fast += 1;
+                    let general = decode_general(frame.link, frame.data);
+                    assert_eq!(
+                        format!("{d:?}"),
+                        format!("{general:?}"),
+                        "{} frame {}",
+                        f.display(),
+                        frame.number
+                    );
+                }
+            }
+        }
+        assert!(
+            fast > 1_000 && fast < frames,
+            "{fast} of {frames} frames took the fast path"
+        );
+    }
+
+    proptest::proptest! {
+        /// Damaged headers: whatever the fast path accepts, the general path decodes the same.
+        #[test]
+        fn fast_path_agrees_on_damaged_frames(
+            at in proptest::collection::vec((0usize..80, proptest::prelude::any::<u8>()), 1..4),
+            cut in 0usize..40,
+        ) {
+            let mut v = tcp_packet(&[0x41; 20]);
+            for (i, b) in at {
+                let i = i % v.len();
+                v[i] = b;
+            }
+            v.truncate(v.len().saturating_sub(cut));
+            if let Some(d) = ethernet_ipv4_tcp(&v) {
+                let general = decode_general(LinkType::ETHERNET, &v);
+                proptest::prop_assert_eq!(format!("{d:?}"), format!("{general:?}"));
+            }
+        }
     }
 
     #[test]
