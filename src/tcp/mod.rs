@@ -300,13 +300,19 @@ pub const SAMPLES_HEAD: usize = 24;
 pub const SAMPLES_TAIL: usize = 24;
 pub const MAX_RETRANS: usize = 64;
 
-/// The first `SAMPLES_HEAD` samples and the last `SAMPLES_TAIL`.
+/// The first `SAMPLES_HEAD` samples and the last `SAMPLES_TAIL`. Without `keep_samples`
+/// nothing is stored but the count: 16 bytes a direction, which 20k live connections notice.
 #[derive(Clone, Debug, Default)]
 pub struct Samples {
-    pub head: Vec<Sample>,
-    tail: std::collections::VecDeque<Sample>,
+    kept: Option<Box<KeptSamples>>,
     /// Samples seen in all.
     pub total: u64,
+}
+
+#[derive(Clone, Debug)]
+struct KeptSamples {
+    head: Vec<Sample>,
+    tail: std::collections::VecDeque<Sample>,
 }
 
 impl Samples {
@@ -317,25 +323,36 @@ impl Samples {
 
     /// Drops the kept samples, keeping the count.
     fn drop_kept(&mut self) {
-        self.head = Vec::new();
-        self.tail = std::collections::VecDeque::new();
+        self.kept = None;
     }
 
     fn push(&mut self, s: Sample) {
         self.total += 1;
-        if self.head.len() < SAMPLES_HEAD {
-            self.head.push(s);
+        let k = self.kept.get_or_insert_with(|| {
+            Box::new(KeptSamples {
+                // Exactly the bounds: no growth slack on every connection.
+                head: Vec::with_capacity(SAMPLES_HEAD),
+                tail: std::collections::VecDeque::new(),
+            })
+        });
+        if k.head.len() < SAMPLES_HEAD {
+            k.head.push(s);
             return;
         }
-        if self.tail.len() == SAMPLES_TAIL {
-            self.tail.pop_front();
+        if k.tail.capacity() == 0 {
+            k.tail.reserve_exact(SAMPLES_TAIL);
         }
-        self.tail.push_back(s);
+        if k.tail.len() == SAMPLES_TAIL {
+            k.tail.pop_front();
+        }
+        k.tail.push_back(s);
     }
 
     /// Every kept sample, in capture order.
     pub fn iter(&self) -> impl Iterator<Item = &Sample> {
-        self.head.iter().chain(self.tail.iter())
+        self.kept
+            .iter()
+            .flat_map(|k| k.head.iter().chain(k.tail.iter()))
     }
 }
 
