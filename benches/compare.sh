@@ -123,6 +123,7 @@ echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB
 echo "|---|---:|---:|---:|---:|---:|---:|"
 measure "vantage flows" "$SMALL" "$VANTAGE" flows "$SMALL"
 measure "vantage flows --format json" "$SMALL" "$VANTAGE" flows --format json "$SMALL"
+measure "vantage flows --format json --stream" "$SMALL" "$VANTAGE" flows --format json --stream "$SMALL"
 measure "vantage diagnose" "$SMALL" "$VANTAGE" diagnose "$SMALL"
 if command -v tshark >/dev/null; then
     measure "tshark -q -z conv,tcp" "$SMALL" tshark -q -z conv,tcp -r "$SMALL"
@@ -145,6 +146,7 @@ if [ "$BIG" != 0 ]; then
     echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     REPEAT=1 measure "vantage flows" "$LARGE" "$VANTAGE" flows "$LARGE"
+    REPEAT=1 measure "vantage flows --format json --stream" "$LARGE" "$VANTAGE" flows --format json --stream "$LARGE"
     REPEAT=1 measure "vantage diagnose" "$LARGE" "$VANTAGE" diagnose "$LARGE"
     echo
 fi
@@ -155,6 +157,7 @@ echo '```'
 echo "$SYNTH --size SIZE --connections $CONNECTIONS --seed $SEED -o FILE"
 echo "$VANTAGE flows FILE > /dev/null"
 echo "$VANTAGE flows --format json FILE > /dev/null"
+echo "$VANTAGE flows --format json --stream FILE > /dev/null"
 echo "$VANTAGE diagnose FILE > /dev/null"
 echo "tshark -q -z conv,tcp -r FILE > /dev/null"
 echo "tcptrace -n -l FILE > /dev/null   # -n: no reverse DNS (with it, tcptrace waits on DNS time-outs)"
