@@ -123,177 +123,493 @@ pub const MIN_STRETCH_RUN: usize = 2;
 
 /// The connection's heartbeat: the preferred mechanism among [`analyse_all`]'s.
 pub fn analyse(events: &[HbEvent], small: &[SmallMsg]) -> Option<Heartbeat> {
-    analyse_all(events, small).into_iter().next()
+    analyse_series(Series::from_slices(events, small), false)
+        .into_iter()
+        .next()
 }
 
 /// Every mechanism found, most preferred first: the larger of WS ping / CRLF, the other, app
 /// (explicit `App` events, else inferred from small messages), TCP keep-alive.
 pub fn analyse_all(events: &[HbEvent], small: &[SmallMsg]) -> Vec<Heartbeat> {
-    let mut explicit: Vec<Heartbeat> = [
-        explicit_series(
-            events,
-            HbKind::WsPing,
-            HbKind::WsPong,
-            HeartbeatKind::WsPing,
-        ),
-        explicit_series(
-            events,
-            HbKind::CrlfPing,
-            HbKind::CrlfPong,
-            HeartbeatKind::Crlf,
-        ),
+    analyse_series(Series::from_slices(events, small), true)
+}
+
+/// Heartbeat candidates kept per connection: enough for hours of a 25 s heartbeat, bounded for
+/// hostile captures. The first ones seen are kept.
+pub const MAX_LOG_EVENTS: usize = 4096;
+/// Small messages kept per connection (a separate budget: chatter must not crowd out beats).
+pub const MAX_LOG_SMALL: usize = 4096;
+
+/// Streams of a log: `2 × kind + side` (side: client 0, server 1), kinds in [`kind_index`]
+/// order, then the small messages.
+const APP: usize = 4;
+const SMALL: usize = 6;
+const STREAMS: usize = 2 * SMALL + 2;
+/// Delta units, by the 2-bit exponent of a record's tag: ns, µs, ms, s. Classic pcap times are
+/// whole microseconds, so most deltas shrink by 1000 (10 bits) before encoding.
+const UNITS: [i64; 4] = [1, 1_000, 1_000_000, 1_000_000_000];
+/// Smallest growth of a log, in bytes (a first record with its absolute time takes ~10).
+const GROW_MIN: usize = 32;
+
+fn kind_index(kind: HbKind) -> usize {
+    match kind {
+        HbKind::WsPing => 0,
+        HbKind::WsPong => 1,
+        HbKind::CrlfPing => 2,
+        HbKind::CrlfPong => 3,
+        HbKind::App => 4,
+        HbKind::TcpKeepalive => 5,
+    }
+}
+
+fn side_index(from_client: bool) -> usize {
+    usize::from(!from_client)
+}
+
+/// One connection's heartbeat candidates and small messages while it lives, byte-encoded: the
+/// analysis runs once at the end, so a live connection pays ~3-6 bytes an event instead of a
+/// 16-byte struct (plus Vec doubling) in each of two lists. 20k live connections with a 25 s
+/// heartbeat made those lists the largest per-connection item (issue 8).
+///
+/// A record is a tag byte (stream in bits 0-3, delta unit exponent in bits 4-5), the zigzag
+/// LEB128 varint of the time since the previous record (of any stream: captures may go
+/// backwards, and the events of a connection are close in time, so deltas stay small), and for
+/// `App` events and small messages the size as a varint. Other kinds drop their size: the
+/// analysis does not read it. The decode at [`HbLog::analyse`] is exact, and the analysis does
+/// not depend on the order of events, only on their multiset per stream.
+#[derive(Debug, Default)]
+pub struct HbLog {
+    bytes: Vec<u8>,
+    /// Time of the last record, the base of the next delta.
+    last: i64,
+    events: u16,
+    small: u16,
+}
+
+impl HbLog {
+    /// A heartbeat candidate; ignored past [`MAX_LOG_EVENTS`].
+    pub fn event(&mut self, ts: Timestamp, kind: HbKind, from_client: bool, size: u32) {
+        if usize::from(self.events) >= MAX_LOG_EVENTS {
+            return;
+        }
+        self.events += 1;
+        let k = kind_index(kind);
+        self.record(
+            2 * k + side_index(from_client),
+            ts,
+            (k == APP).then_some(size),
+        );
+    }
+
+    /// A small message (the caller keeps to [`MAX_SMALL`] bytes); ignored past [`MAX_LOG_SMALL`].
+    pub fn small(&mut self, ts: Timestamp, from_client: bool, size: u32) {
+        if usize::from(self.small) >= MAX_LOG_SMALL {
+            return;
+        }
+        self.small += 1;
+        self.record(2 * SMALL + side_index(from_client), ts, Some(size));
+    }
+
+    fn record(&mut self, stream: usize, ts: Timestamp, size: Option<u32>) {
+        // Wrapping: exact for any pair of times, undone by the wrapping add of the decode.
+        let delta = ts.0.wrapping_sub(self.last);
+        self.last = ts.0;
+        // The coarsest unit that divides the delta exactly.
+        let exp: u8 = if delta % 1_000 != 0 {
+            0
+        } else if delta % 1_000_000 != 0 {
+            1
+        } else if delta % 1_000_000_000 != 0 {
+            2
+        } else {
+            3
+        };
+        let unit = UNITS.get(usize::from(exp)).copied().unwrap_or(1);
+        let z = zigzag(delta / unit);
+        let len = 1 + varint_len(z) + size.map_or(0, |v| varint_len(u64::from(v)));
+        // Grow by a quarter (amortised O(1) still), not by doubling: at most ~25 % slack on a
+        // log that lives as long as its connection.
+        if self.bytes.capacity() - self.bytes.len() < len {
+            self.bytes
+                .reserve_exact((self.bytes.len() / 4).max(GROW_MIN).max(len));
+        }
+        // Both fit the tag: stream < 16, exp < 4.
+        self.bytes.push((stream as u8) | (exp << 4));
+        push_varint(&mut self.bytes, z);
+        if let Some(v) = size {
+            push_varint(&mut self.bytes, u64::from(v));
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// The records in the order they were added: (stream, time, size; 0 where not kept).
+    fn records(&self) -> Records<'_> {
+        Records {
+            bytes: &self.bytes,
+            at: 0,
+            last: 0,
+        }
+    }
+
+    fn series(&self) -> Series {
+        let mut counts = [0usize; STREAMS];
+        for (stream, _, _) in self.records() {
+            if let Some(c) = counts.get_mut(stream) {
+                *c += 1;
+            }
+        }
+        Series::build(counts, self.records())
+    }
+
+    /// The connection's heartbeat, as [`analyse`] gives it for the events and small messages
+    /// kept; the log is freed.
+    pub fn analyse(self) -> Option<Heartbeat> {
+        let series = self.series();
+        drop(self);
+        analyse_series(series, false).into_iter().next()
+    }
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
+/// Decoder of an [`HbLog`]; stops at a truncated or unknown record (never written).
+struct Records<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    last: i64,
+}
+
+impl Records<'_> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = *self.bytes.get(self.at)?;
+            self.at += 1;
+            v |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b < 0x80 {
+                return Some(v);
+            }
+            shift += 7;
+        }
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = (usize, Timestamp, u32);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let tag = *self.bytes.get(self.at)?;
+        self.at += 1;
+        let stream = usize::from(tag & 0x0f);
+        let unit = UNITS.get(usize::from((tag >> 4) & 3)).copied()?;
+        if stream >= STREAMS {
+            return None;
+        }
+        let delta = unzigzag(self.varint()?).wrapping_mul(unit);
+        self.last = self.last.wrapping_add(delta);
+        let size = if stream / 2 == APP || stream / 2 == SMALL {
+            u32::try_from(self.varint()?).ok()?
+        } else {
+            0
+        };
+        Some((stream, Timestamp(self.last), size))
+    }
+}
+
+/// The events grouped the way the analysis reads them: (time, size) per stream, each stream
+/// sorted by time, in one buffer (a counting sort by stream, then a sort per stream, which is
+/// linear on the usual in-order capture). No mechanism filters the whole list again.
+#[derive(Debug, Default)]
+struct Series {
+    recs: Vec<(Timestamp, u32)>,
+    /// Stream `s` is `recs[starts[s]..starts[s + 1]]`.
+    starts: [usize; STREAMS + 1],
+}
+
+impl Series {
+    /// From the records (stream, time, size) and the count of each stream.
+    fn build(
+        counts: [usize; STREAMS],
+        records: impl Iterator<Item = (usize, Timestamp, u32)>,
+    ) -> Self {
+        let mut starts = [0usize; STREAMS + 1];
+        for (i, c) in counts.iter().enumerate() {
+            let at = starts.get(i).copied().unwrap_or(0);
+            if let Some(next) = starts.get_mut(i + 1) {
+                *next = at + c;
+            }
+        }
+        let total = starts.last().copied().unwrap_or(0);
+        let mut recs = vec![(Timestamp(0), 0u32); total];
+        let mut fill = starts;
+        for (stream, ts, size) in records {
+            let Some(at) = fill.get_mut(stream) else {
+                continue;
+            };
+            if let Some(slot) = recs.get_mut(*at) {
+                *slot = (ts, size);
+                *at += 1;
+            }
+        }
+        let mut s = Series { recs, starts };
+        for stream in 0..STREAMS {
+            s.stream_mut(stream).sort_unstable_by_key(|r| r.0);
+        }
+        s
+    }
+
+    fn from_slices(events: &[HbEvent], small: &[SmallMsg]) -> Self {
+        let records = events
+            .iter()
+            .map(|e| {
+                let k = kind_index(e.kind);
+                (2 * k + side_index(e.from_client), e.ts, e.size)
+            })
+            .chain(
+                small
+                    .iter()
+                    .map(|m| (2 * SMALL + side_index(m.from_client), m.ts, m.size)),
+            );
+        let mut counts = [0usize; STREAMS];
+        for (stream, _, _) in records.clone() {
+            if let Some(c) = counts.get_mut(stream) {
+                *c += 1;
+            }
+        }
+        Series::build(counts, records)
+    }
+
+    fn range(&self, stream: usize) -> std::ops::Range<usize> {
+        let a = self.starts.get(stream).copied().unwrap_or(0);
+        let b = self.starts.get(stream + 1).copied().unwrap_or(a);
+        a..b
+    }
+
+    /// One stream's (time, size), sorted by time.
+    fn stream(&self, stream: usize) -> &[(Timestamp, u32)] {
+        self.recs.get(self.range(stream)).unwrap_or(&[])
+    }
+
+    fn stream_mut(&mut self, stream: usize) -> &mut [(Timestamp, u32)] {
+        let r = self.range(stream);
+        self.recs.get_mut(r).unwrap_or(&mut [])
+    }
+
+    /// Merged times of `kind` from the side with more of them (client on a tie); `None` below
+    /// [`MIN_EXPLICIT`].
+    fn side_series(&self, kind: HbKind) -> Option<(Side, Vec<Timestamp>)> {
+        let k = kind_index(kind);
+        let c = merge_close(self.stream(2 * k).iter().map(|r| r.0));
+        let s = merge_close(self.stream(2 * k + 1).iter().map(|r| r.0));
+        let (side, ts) = if c.len() >= s.len() {
+            (Side::Client, c)
+        } else {
+            (Side::Server, s)
+        };
+        (ts.len() >= MIN_EXPLICIT).then_some((side, ts))
+    }
+
+    /// Pings of one kind (from the side that sends more), else its pongs (the pinger is then
+    /// the other side): (pinger, beat times).
+    fn explicit(&self, ping: HbKind, pong: HbKind) -> Option<(Side, Vec<Timestamp>)> {
+        if let Some(found) = self.side_series(ping) {
+            return Some(found);
+        }
+        let (side, ts) = self.side_series(pong)?;
+        let pinger = match side {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        };
+        Some((pinger, ts))
+    }
+
+    fn app_events(&self) -> Option<Heartbeat> {
+        let (side, ts) = self.side_series(HbKind::App)?;
+        let mut sizes: Vec<u32> = self
+            .stream(2 * APP + side_index(side == Side::Client))
+            .iter()
+            .map(|r| r.1)
+            .collect();
+        let size = median_u32(&mut sizes);
+        Some(summarise(HeartbeatKind::App, side, &ts, size))
+    }
+
+    /// Finds periodic small messages of a repeating size from one side: for each side, the
+    /// most frequent sizes (± [`SIZE_TOLERANCE`]) are tried as candidates; a candidate is a
+    /// heartbeat when it has ≥ [`MIN_APP`] occurrences, a median interval ≥
+    /// [`MIN_APP_INTERVAL_S`] and a robust CV below [`MAX_APP_CV`]. The candidate with most
+    /// occurrences wins; on a tie (request and response), the one that starts first.
+    fn infer_app(&self) -> Option<Heartbeat> {
+        let mut best: Option<(usize, Timestamp, Heartbeat)> = None;
+        let min = (MIN_SPACING_S * 1e9) as i64;
+        let (mut ts, mut sizes): (Vec<Timestamp>, Vec<u32>) = (Vec::new(), Vec::new());
+        for client in [true, false] {
+            let msgs = self.stream(2 * SMALL + side_index(client));
+            if msgs.len() < MIN_APP {
+                continue; // no size can occur often enough
+            }
+            let side = Side::from_client(client);
+            // Occurrences per size (sizes above MAX_SMALL are not candidates), counted by
+            // sorting: a side has few small messages, and a 257-entry histogram cost more to
+            // clear and scan than the sort.
+            sizes.clear();
+            sizes.extend(msgs.iter().map(|m| m.1).filter(|&s| s <= MAX_SMALL));
+            sizes.sort_unstable();
+            let mut freq: Vec<(usize, u32)> = sizes
+                .chunk_by(|a, b| a == b)
+                .filter(|run| run.len() >= MIN_APP)
+                .filter_map(|run| Some((run.len(), *run.first()?)))
+                .collect();
+            if freq.is_empty() {
+                continue;
+            }
+            freq.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut centres: Vec<u32> = Vec::new();
+            for (_, s) in freq {
+                if centres.len() >= 8 {
+                    break;
+                }
+                if centres.iter().all(|c| c.abs_diff(s) > SIZE_TOLERANCE) {
+                    centres.push(s);
+                }
+            }
+            // The stream is sorted, so each candidate's times come out sorted and merge as they
+            // go (what `merge_close` does).
+            for c in centres {
+                ts.clear();
+                sizes.clear();
+                for &(t, size) in msgs.iter() {
+                    if size.abs_diff(c) > SIZE_TOLERANCE {
+                        continue;
+                    }
+                    sizes.push(size);
+                    if ts.last().is_none_or(|p| t.0.saturating_sub(p.0) >= min) {
+                        ts.push(t);
+                    }
+                }
+                let (Some(&first), count) = (ts.first(), ts.len()) else {
+                    continue;
+                };
+                if count < MIN_APP {
+                    continue;
+                }
+                // A candidate that could not replace the best is not worth its statistics.
+                if best
+                    .as_ref()
+                    .is_some_and(|(n, f, _)| !(count > *n || (count == *n && first < *f)))
+                {
+                    continue;
+                }
+                let hb = summarise(HeartbeatKind::App, side, &ts, median_u32(&mut sizes));
+                if hb.cv >= MAX_APP_CV || hb.interval_median_s < MIN_APP_INTERVAL_S {
+                    continue;
+                }
+                best = Some((count, first, hb));
+            }
+        }
+        best.map(|(_, _, hb)| hb)
+    }
+}
+
+/// The mechanisms in order of preference (see [`analyse_all`]); with `all` false, only the
+/// first, and the others are not computed.
+fn analyse_series(s: Series, all: bool) -> Vec<Heartbeat> {
+    let mut explicit: Vec<(HeartbeatKind, Side, Vec<Timestamp>)> = [
+        s.explicit(HbKind::WsPing, HbKind::WsPong)
+            .map(|(side, ts)| (HeartbeatKind::WsPing, side, ts)),
+        s.explicit(HbKind::CrlfPing, HbKind::CrlfPong)
+            .map(|(side, ts)| (HeartbeatKind::Crlf, side, ts)),
     ]
     .into_iter()
     .flatten()
     .collect();
-    // More beats first; stable sort keeps WS ping first on a tie.
-    explicit.sort_by_key(|h| std::cmp::Reverse(h.count));
-    let app = app_events(events).or_else(|| infer_app(small));
-    let tcp = side_series(events, HbKind::TcpKeepalive)
-        .map(|(side, ts)| summarise(HeartbeatKind::TcpKeepalive, side, &ts, None));
-    explicit.into_iter().chain(app).chain(tcp).collect()
-}
-
-/// Pings of one kind (from the side that sends more), else its pongs (the pinger is then the
-/// other side).
-fn explicit_series(
-    events: &[HbEvent],
-    ping: HbKind,
-    pong: HbKind,
-    kind: HeartbeatKind,
-) -> Option<Heartbeat> {
-    if let Some((side, ts)) = side_series(events, ping) {
-        return Some(summarise(kind, side, &ts, None));
+    // More beats first (a beat count is its number of merged times); stable sort keeps WS ping
+    // first on a tie.
+    explicit.sort_by_key(|e| std::cmp::Reverse(e.2.len()));
+    let mut out = Vec::new();
+    for (kind, side, ts) in explicit {
+        out.push(summarise(kind, side, &ts, None));
+        if !all {
+            return out;
+        }
     }
-    let (side, ts) = side_series(events, pong)?;
-    let pinger = match side {
-        Side::Client => Side::Server,
-        Side::Server => Side::Client,
-    };
-    Some(summarise(kind, pinger, &ts, None))
+    if let Some(app) = s.app_events().or_else(|| s.infer_app()) {
+        out.push(app);
+        if !all {
+            return out;
+        }
+    }
+    if let Some((side, ts)) = s.side_series(HbKind::TcpKeepalive) {
+        out.push(summarise(HeartbeatKind::TcpKeepalive, side, &ts, None));
+    }
+    out
 }
 
-fn app_events(events: &[HbEvent]) -> Option<Heartbeat> {
-    let (side, ts) = side_series(events, HbKind::App)?;
-    let mut sizes: Vec<u32> = events
-        .iter()
-        .filter(|e| e.kind == HbKind::App && Side::from_client(e.from_client) == side)
-        .map(|e| e.size)
-        .collect();
-    let size = median_u32(&mut sizes);
-    Some(summarise(HeartbeatKind::App, side, &ts, size))
-}
-
-/// Sorted, merged times of `kind` from the side with more of them; `None` below
-/// [`MIN_EXPLICIT`].
-fn side_series(events: &[HbEvent], kind: HbKind) -> Option<(Side, Vec<Timestamp>)> {
-    let pick = |client: bool| {
-        let ts: Vec<Timestamp> = events
-            .iter()
-            .filter(|e| e.kind == kind && e.from_client == client)
-            .map(|e| e.ts)
-            .collect();
-        merge_close(ts)
-    };
-    let (c, s) = (pick(true), pick(false));
-    let (side, ts) = if c.len() >= s.len() {
-        (Side::Client, c)
-    } else {
-        (Side::Server, s)
-    };
-    (ts.len() >= MIN_EXPLICIT).then_some((side, ts))
-}
-
-/// Sorts and drops events closer than [`MIN_SPACING_S`] to the previous kept one.
-fn merge_close(mut ts: Vec<Timestamp>) -> Vec<Timestamp> {
-    ts.sort_unstable();
+/// Drops events closer than [`MIN_SPACING_S`] to the previous kept one, from sorted times.
+fn merge_close(ts: impl Iterator<Item = Timestamp>) -> Vec<Timestamp> {
     let min = (MIN_SPACING_S * 1e9) as i64;
-    let mut out: Vec<Timestamp> = Vec::with_capacity(ts.len());
+    let mut out: Vec<Timestamp> = Vec::with_capacity(ts.size_hint().0);
     for t in ts {
-        match out.last() {
-            Some(prev) if t.0.saturating_sub(prev.0) < min => {}
-            _ => out.push(t),
+        if out
+            .last()
+            .is_none_or(|prev| t.0.saturating_sub(prev.0) >= min)
+        {
+            out.push(t);
         }
     }
     out
 }
 
-/// Finds periodic small messages of a repeating size from one side: for each side, the most
-/// frequent sizes (± [`SIZE_TOLERANCE`]) are tried as candidates; a candidate is a heartbeat when
-/// it has ≥ [`MIN_APP`] occurrences, a median interval ≥ [`MIN_APP_INTERVAL_S`] and a robust CV
-/// below [`MAX_APP_CV`]. The candidate with most occurrences wins; on a tie (request and
-/// response), the one that starts first.
-fn infer_app(small: &[SmallMsg]) -> Option<Heartbeat> {
-    let mut best: Option<(usize, Timestamp, Heartbeat)> = None;
-    for client in [true, false] {
-        let side = Side::from_client(client);
-        let mut hist = [0usize; MAX_SMALL as usize + 1];
-        for m in small.iter().filter(|m| m.from_client == client) {
-            if let Some(h) = hist.get_mut(m.size as usize) {
-                *h += 1;
-            }
-        }
-        // Candidate centres: most frequent sizes first, at least a tolerance apart.
-        let mut sizes: Vec<(usize, u32)> = hist
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n >= MIN_APP)
-            .map(|(s, &n)| (n, s as u32))
-            .collect();
-        sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut centres: Vec<u32> = Vec::new();
-        for (_, s) in sizes {
-            if centres.len() >= 8 {
-                break;
-            }
-            if centres.iter().all(|c| c.abs_diff(s) > SIZE_TOLERANCE) {
-                centres.push(s);
-            }
-        }
-        for c in centres {
-            let pick: Vec<&SmallMsg> = small
-                .iter()
-                .filter(|m| m.from_client == client && m.size.abs_diff(c) <= SIZE_TOLERANCE)
-                .collect();
-            let ts = merge_close(pick.iter().map(|m| m.ts).collect());
-            if ts.len() < MIN_APP {
-                continue;
-            }
-            let mut sizes: Vec<u32> = pick.iter().map(|m| m.size).collect();
-            let hb = summarise(HeartbeatKind::App, side, &ts, median_u32(&mut sizes));
-            if hb.cv >= MAX_APP_CV || hb.interval_median_s < MIN_APP_INTERVAL_S {
-                continue;
-            }
-            let better = match &best {
-                None => true,
-                Some((n, first, _)) => hb.count > *n || (hb.count == *n && hb.first < *first),
-            };
-            if better {
-                best = Some((hb.count, hb.first, hb));
-            }
-        }
-    }
-    best.map(|(_, _, hb)| hb)
-}
-
 /// Interval statistics and stretch detection over sorted beat times (at least 2).
 fn summarise(kind: HeartbeatKind, side: Side, ts: &[Timestamp], size: Option<u32>) -> Heartbeat {
-    let intervals: Vec<f64> = ts
+    let mut intervals: Vec<f64> = ts
         .windows(2)
         .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 1e9)
         .collect();
-    let mut sorted = intervals.clone();
-    sorted.sort_unstable_by(f64::total_cmp);
-    let median = percentile(&sorted, 0.5);
-    let mut dev: Vec<f64> = intervals.iter().map(|i| (i - median).abs()).collect();
-    dev.sort_unstable_by(f64::total_cmp);
-    let mad = percentile(&dev, 0.5);
+    // One scratch buffer for every sorted copy (intervals, deviations, a stretched run).
+    let mut scratch = intervals.clone();
+    scratch.sort_unstable_by(f64::total_cmp);
+    let median = percentile(&scratch, 0.5);
+    let p95 = percentile(&scratch, 0.95);
+    let max = scratch.last().copied().unwrap_or(0.0);
+    scratch.clear();
+    scratch.extend(intervals.iter().map(|i| (i - median).abs()));
+    scratch.sort_unstable_by(f64::total_cmp);
+    let mad = percentile(&scratch, 0.5);
     let cv = if median > 0.0 {
         1.4826 * mad / median
     } else {
         f64::INFINITY
     };
-    let (stretched, stretch_runs) = find_stretch(ts, &intervals, median);
+    let (stretched, stretch_runs) = find_stretch(ts, &intervals, median, &mut scratch);
+    let intervals_truncated = intervals.len() > MAX_INTERVALS;
+    if intervals_truncated {
+        intervals.truncate(MAX_INTERVALS);
+        intervals.shrink_to_fit();
+    }
     Heartbeat {
         kind,
         started_by: side,
@@ -302,11 +618,11 @@ fn summarise(kind: HeartbeatKind, side: Side, ts: &[Timestamp], size: Option<u32
         last: ts.last().copied().unwrap_or_default(),
         size,
         interval_median_s: median,
-        interval_p95_s: percentile(&sorted, 0.95),
-        interval_max_s: sorted.last().copied().unwrap_or(0.0),
+        interval_p95_s: p95,
+        interval_max_s: max,
         cv,
-        intervals_truncated: intervals.len() > MAX_INTERVALS,
-        intervals: intervals.into_iter().take(MAX_INTERVALS).collect(),
+        intervals_truncated,
+        intervals,
         stretched,
         stretch_runs,
     }
@@ -323,10 +639,20 @@ pub fn is_stretched(interval_s: f64, base_s: f64) -> bool {
 /// of the overall median and the median of the first 10 intervals: throttling starts only after
 /// 5 minutes hidden, so the start of a connection shows the unthrottled rhythm even when the
 /// stretched part is the longer one.
-fn find_stretch(ts: &[Timestamp], intervals: &[f64], median: f64) -> (Option<Stretch>, usize) {
-    let mut head: Vec<f64> = intervals.iter().take(10).copied().collect();
+fn find_stretch(
+    ts: &[Timestamp],
+    intervals: &[f64],
+    median: f64,
+    scratch: &mut Vec<f64>,
+) -> (Option<Stretch>, usize) {
+    let mut head = [0f64; 10];
+    let n = intervals.len().min(head.len());
+    head.get_mut(..n)
+        .unwrap_or(&mut [])
+        .copy_from_slice(intervals.get(..n).unwrap_or(&[]));
+    let head = head.get_mut(..n).unwrap_or(&mut []);
     head.sort_unstable_by(f64::total_cmp);
-    let base = median.min(percentile(&head, 0.5));
+    let base = median.min(percentile(head, 0.5));
     if base <= 0.0 {
         return (None, 0);
     }
@@ -350,13 +676,14 @@ fn find_stretch(ts: &[Timestamp], intervals: &[f64], median: f64) -> (Option<Str
         if best.as_ref().is_some_and(|b| b.count > count) {
             continue;
         }
-        let mut run: Vec<f64> = intervals.get(start..i).unwrap_or(&[]).to_vec();
-        run.sort_unstable_by(f64::total_cmp);
+        scratch.clear();
+        scratch.extend_from_slice(intervals.get(start..i).unwrap_or(&[]));
+        scratch.sort_unstable_by(f64::total_cmp);
         best = Some(Stretch {
             from: ts.get(start).copied().unwrap_or_default(),
             to: ts.get(i).copied().unwrap_or_default(),
             count,
-            interval_median_s: percentile(&run, 0.5),
+            interval_median_s: percentile(scratch, 0.5),
         });
     }
     (best, runs)
@@ -596,7 +923,617 @@ mod tests {
         assert_eq!(hb.count, 5);
     }
 
+    /// The analysis as it was before the byte log and the single-pass rewrite (commit
+    /// 41d502d), kept as the oracle the rewrite must match exactly.
+    mod reference {
+        use super::super::{
+            HbEvent, HbKind, Heartbeat, HeartbeatKind, SmallMsg, Stretch, Timestamp, MAX_APP_CV,
+            MAX_INTERVALS, MAX_SMALL, MIN_APP, MIN_APP_INTERVAL_S, MIN_EXPLICIT, MIN_SPACING_S,
+            MIN_STRETCH_RUN, SIZE_TOLERANCE, STRETCH_FACTOR, THROTTLE_BASE_MAX_S,
+            THROTTLE_WINDOW_S,
+        };
+        use crate::app::Side;
+
+        pub(super) fn analyse_all(events: &[HbEvent], small: &[SmallMsg]) -> Vec<Heartbeat> {
+            let mut explicit: Vec<Heartbeat> = [
+                explicit_series(
+                    events,
+                    HbKind::WsPing,
+                    HbKind::WsPong,
+                    HeartbeatKind::WsPing,
+                ),
+                explicit_series(
+                    events,
+                    HbKind::CrlfPing,
+                    HbKind::CrlfPong,
+                    HeartbeatKind::Crlf,
+                ),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            // More beats first; stable sort keeps WS ping first on a tie.
+            explicit.sort_by_key(|h| std::cmp::Reverse(h.count));
+            let app = app_events(events).or_else(|| infer_app(small));
+            let tcp = side_series(events, HbKind::TcpKeepalive)
+                .map(|(side, ts)| summarise(HeartbeatKind::TcpKeepalive, side, &ts, None));
+            explicit.into_iter().chain(app).chain(tcp).collect()
+        }
+
+        /// Pings of one kind (from the side that sends more), else its pongs (the pinger is then the
+        /// other side).
+        fn explicit_series(
+            events: &[HbEvent],
+            ping: HbKind,
+            pong: HbKind,
+            kind: HeartbeatKind,
+        ) -> Option<Heartbeat> {
+            if let Some((side, ts)) = side_series(events, ping) {
+                return Some(summarise(kind, side, &ts, None));
+            }
+            let (side, ts) = side_series(events, pong)?;
+            let pinger = match side {
+                Side::Client => Side::Server,
+                Side::Server => Side::Client,
+            };
+            Some(summarise(kind, pinger, &ts, None))
+        }
+
+        fn app_events(events: &[HbEvent]) -> Option<Heartbeat> {
+            let (side, ts) = side_series(events, HbKind::App)?;
+            let mut sizes: Vec<u32> = events
+                .iter()
+                .filter(|e| e.kind == HbKind::App && Side::from_client(e.from_client) == side)
+                .map(|e| e.size)
+                .collect();
+            let size = median_u32(&mut sizes);
+            Some(summarise(HeartbeatKind::App, side, &ts, size))
+        }
+
+        /// Sorted, merged times of `kind` from the side with more of them; `None` below
+        /// [`MIN_EXPLICIT`].
+        fn side_series(events: &[HbEvent], kind: HbKind) -> Option<(Side, Vec<Timestamp>)> {
+            let pick = |client: bool| {
+                let ts: Vec<Timestamp> = events
+                    .iter()
+                    .filter(|e| e.kind == kind && e.from_client == client)
+                    .map(|e| e.ts)
+                    .collect();
+                merge_close(ts)
+            };
+            let (c, s) = (pick(true), pick(false));
+            let (side, ts) = if c.len() >= s.len() {
+                (Side::Client, c)
+            } else {
+                (Side::Server, s)
+            };
+            (ts.len() >= MIN_EXPLICIT).then_some((side, ts))
+        }
+
+        /// Sorts and drops events closer than [`MIN_SPACING_S`] to the previous kept one.
+        fn merge_close(mut ts: Vec<Timestamp>) -> Vec<Timestamp> {
+            ts.sort_unstable();
+            let min = (MIN_SPACING_S * 1e9) as i64;
+            let mut out: Vec<Timestamp> = Vec::with_capacity(ts.len());
+            for t in ts {
+                match out.last() {
+                    Some(prev) if t.0.saturating_sub(prev.0) < min => {}
+                    _ => out.push(t),
+                }
+            }
+            out
+        }
+
+        /// Finds periodic small messages of a repeating size from one side: for each side, the most
+        /// frequent sizes (± [`SIZE_TOLERANCE`]) are tried as candidates; a candidate is a heartbeat when
+        /// it has ≥ [`MIN_APP`] occurrences, a median interval ≥ [`MIN_APP_INTERVAL_S`] and a robust CV
+        /// below [`MAX_APP_CV`]. The candidate with most occurrences wins; on a tie (request and
+        /// response), the one that starts first.
+        fn infer_app(small: &[SmallMsg]) -> Option<Heartbeat> {
+            let mut best: Option<(usize, Timestamp, Heartbeat)> = None;
+            for client in [true, false] {
+                let side = Side::from_client(client);
+                let mut hist = [0usize; MAX_SMALL as usize + 1];
+                for m in small.iter().filter(|m| m.from_client == client) {
+                    if let Some(h) = hist.get_mut(m.size as usize) {
+                        *h += 1;
+                    }
+                }
+                // Candidate centres: most frequent sizes first, at least a tolerance apart.
+                let mut sizes: Vec<(usize, u32)> = hist
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &n)| n >= MIN_APP)
+                    .map(|(s, &n)| (n, s as u32))
+                    .collect();
+                sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut centres: Vec<u32> = Vec::new();
+                for (_, s) in sizes {
+                    if centres.len() >= 8 {
+                        break;
+                    }
+                    if centres.iter().all(|c| c.abs_diff(s) > SIZE_TOLERANCE) {
+                        centres.push(s);
+                    }
+                }
+                for c in centres {
+                    let pick: Vec<&SmallMsg> = small
+                        .iter()
+                        .filter(|m| m.from_client == client && m.size.abs_diff(c) <= SIZE_TOLERANCE)
+                        .collect();
+                    let ts = merge_close(pick.iter().map(|m| m.ts).collect());
+                    if ts.len() < MIN_APP {
+                        continue;
+                    }
+                    let mut sizes: Vec<u32> = pick.iter().map(|m| m.size).collect();
+                    let hb = summarise(HeartbeatKind::App, side, &ts, median_u32(&mut sizes));
+                    if hb.cv >= MAX_APP_CV || hb.interval_median_s < MIN_APP_INTERVAL_S {
+                        continue;
+                    }
+                    let better = match &best {
+                        None => true,
+                        Some((n, first, _)) => {
+                            hb.count > *n || (hb.count == *n && hb.first < *first)
+                        }
+                    };
+                    if better {
+                        best = Some((hb.count, hb.first, hb));
+                    }
+                }
+            }
+            best.map(|(_, _, hb)| hb)
+        }
+
+        /// Interval statistics and stretch detection over sorted beat times (at least 2).
+        fn summarise(
+            kind: HeartbeatKind,
+            side: Side,
+            ts: &[Timestamp],
+            size: Option<u32>,
+        ) -> Heartbeat {
+            let intervals: Vec<f64> = ts
+                .windows(2)
+                .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 1e9)
+                .collect();
+            let mut sorted = intervals.clone();
+            sorted.sort_unstable_by(f64::total_cmp);
+            let median = percentile(&sorted, 0.5);
+            let mut dev: Vec<f64> = intervals.iter().map(|i| (i - median).abs()).collect();
+            dev.sort_unstable_by(f64::total_cmp);
+            let mad = percentile(&dev, 0.5);
+            let cv = if median > 0.0 {
+                1.4826 * mad / median
+            } else {
+                f64::INFINITY
+            };
+            let (stretched, stretch_runs) = find_stretch(ts, &intervals, median);
+            Heartbeat {
+                kind,
+                started_by: side,
+                count: ts.len(),
+                first: ts.first().copied().unwrap_or_default(),
+                last: ts.last().copied().unwrap_or_default(),
+                size,
+                interval_median_s: median,
+                interval_p95_s: percentile(&sorted, 0.95),
+                interval_max_s: sorted.last().copied().unwrap_or(0.0),
+                cv,
+                intervals_truncated: intervals.len() > MAX_INTERVALS,
+                intervals: intervals.into_iter().take(MAX_INTERVALS).collect(),
+                stretched,
+                stretch_runs,
+            }
+        }
+
+        /// Whether one interval is stretched against the base rhythm.
+        fn is_stretched(interval_s: f64, base_s: f64) -> bool {
+            let (lo, hi) = THROTTLE_WINDOW_S;
+            (base_s < THROTTLE_BASE_MAX_S && (lo..=hi).contains(&interval_s))
+                || interval_s > STRETCH_FACTOR * base_s
+        }
+
+        /// Runs of ≥ [`MIN_STRETCH_RUN`] consecutive stretched intervals. The base rhythm is the smaller
+        /// of the overall median and the median of the first 10 intervals: throttling starts only after
+        /// 5 minutes hidden, so the start of a connection shows the unthrottled rhythm even when the
+        /// stretched part is the longer one.
+        fn find_stretch(
+            ts: &[Timestamp],
+            intervals: &[f64],
+            median: f64,
+        ) -> (Option<Stretch>, usize) {
+            let mut head: Vec<f64> = intervals.iter().take(10).copied().collect();
+            head.sort_unstable_by(f64::total_cmp);
+            let base = median.min(percentile(&head, 0.5));
+            if base <= 0.0 {
+                return (None, 0);
+            }
+            let mut best: Option<Stretch> = None;
+            let mut runs = 0;
+            let mut i = 0;
+            while i < intervals.len() {
+                if !intervals.get(i).is_some_and(|&iv| is_stretched(iv, base)) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while intervals.get(i).is_some_and(|&iv| is_stretched(iv, base)) {
+                    i += 1;
+                }
+                let count = i - start;
+                if count < MIN_STRETCH_RUN {
+                    continue;
+                }
+                runs += 1;
+                if best.as_ref().is_some_and(|b| b.count > count) {
+                    continue;
+                }
+                let mut run: Vec<f64> = intervals.get(start..i).unwrap_or(&[]).to_vec();
+                run.sort_unstable_by(f64::total_cmp);
+                best = Some(Stretch {
+                    from: ts.get(start).copied().unwrap_or_default(),
+                    to: ts.get(i).copied().unwrap_or_default(),
+                    count,
+                    interval_median_s: percentile(&run, 0.5),
+                });
+            }
+            (best, runs)
+        }
+
+        /// Nearest-rank percentile of sorted values (0 for none); the median of an even count is the
+        /// mean of the two middle values.
+        fn percentile(sorted: &[f64], p: f64) -> f64 {
+            let n = sorted.len();
+            if n == 0 {
+                return 0.0;
+            }
+            if p == 0.5 && n.is_multiple_of(2) {
+                let a = sorted.get(n / 2 - 1).copied().unwrap_or(0.0);
+                let b = sorted.get(n / 2).copied().unwrap_or(0.0);
+                return (a + b) / 2.0;
+            }
+            let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
+            sorted.get(rank - 1).copied().unwrap_or(0.0)
+        }
+
+        fn median_u32(v: &mut [u32]) -> Option<u32> {
+            v.sort_unstable();
+            v.get(v.len() / 2).copied()
+        }
+    }
+
+    const KINDS: [HbKind; 6] = [
+        HbKind::WsPing,
+        HbKind::WsPong,
+        HbKind::CrlfPing,
+        HbKind::CrlfPong,
+        HbKind::App,
+        HbKind::TcpKeepalive,
+    ];
+
+    /// What the log should give back for an event: sizes only where the analysis reads them.
+    fn expected(e: &HbEvent) -> (usize, Timestamp, u32) {
+        let k = kind_index(e.kind);
+        let size = if k == APP { e.size } else { 0 };
+        (2 * k + side_index(e.from_client), e.ts, size)
+    }
+
+    #[test]
+    fn log_round_trip_zero_negative_and_huge_deltas() {
+        let times = [
+            0,
+            0,                     // zero delta
+            1_700_000_000_000_000, // an absolute µs-aligned time
+            1_700_000_000_000_001, // +1 ns
+            1_699_999_999_999_000, // backwards, µs-aligned
+            1_700_000_025_000_000, // +25 s exactly: the `s` unit
+            1_700_000_025_050_000, // +50 ms
+            1_700_000_025_050_000,
+            i64::MAX, // huge gaps both ways: the delta wraps
+            i64::MIN,
+            i64::MAX,
+            -1,
+            i64::MIN + 999,
+            1_000_000_000_000,
+        ];
+        let mut log = HbLog::default();
+        let mut want = Vec::new();
+        for (i, &t) in times.iter().enumerate() {
+            let e = HbEvent {
+                ts: Timestamp(t),
+                kind: KINDS[i % KINDS.len()],
+                from_client: i % 3 == 0,
+                size: [0, 1, 127, 128, u32::MAX][i % 5],
+            };
+            log.event(e.ts, e.kind, e.from_client, e.size);
+            want.push(expected(&e));
+            let size = [0, 256, 128, 5][i % 4];
+            log.small(Timestamp(t ^ 0x5555), i % 2 == 0, size);
+            want.push((
+                2 * SMALL + usize::from(i % 2 != 0),
+                Timestamp(t ^ 0x5555),
+                size,
+            ));
+        }
+        let got: Vec<_> = log.records().collect();
+        assert_eq!(got, want);
+        // A zero delta and a whole-second one cost a tag and one byte.
+        let mut log = HbLog::default();
+        log.event(Timestamp(0), HbKind::WsPing, true, 0);
+        log.event(Timestamp(0), HbKind::WsPing, true, 0);
+        log.event(Timestamp(25_000_000_000), HbKind::WsPing, true, 0);
+        assert_eq!(log.bytes.len(), 6);
+    }
+
+    #[test]
+    fn log_keeps_the_first_events_of_each_budget() {
+        let mut log = HbLog::default();
+        for i in 0..MAX_LOG_EVENTS as i64 + 10 {
+            log.event(Timestamp(i * 1_000), HbKind::CrlfPing, true, 4);
+            log.small(Timestamp(-i), false, 40);
+        }
+        // Past the cap of one budget, the other still fills.
+        log.small(Timestamp(7), true, 1);
+        log.event(Timestamp(7), HbKind::App, false, 9);
+        let recs: Vec<_> = log.records().collect();
+        let events: Vec<_> = recs.iter().filter(|r| r.0 / 2 != SMALL).collect();
+        let small: Vec<_> = recs.iter().filter(|r| r.0 / 2 == SMALL).collect();
+        assert_eq!((events.len(), small.len()), (MAX_LOG_EVENTS, MAX_LOG_SMALL));
+        assert_eq!(
+            events.last().map(|r| r.1),
+            Some(Timestamp((MAX_LOG_EVENTS as i64 - 1) * 1_000))
+        );
+        assert_eq!(
+            small.last().map(|r| r.1),
+            Some(Timestamp(-(MAX_LOG_SMALL as i64 - 1)))
+        );
+    }
+
+    #[test]
+    fn log_of_a_30_minute_crlf_heartbeat_is_small() {
+        // Client CRLF ping every 25 s with µs jitter, the server's pong ~50 ms later, pcap µs
+        // times: 144 of each.
+        let mut log = HbLog::default();
+        let mut t = 1_700_000_000_000_000i64;
+        for i in 0..144 {
+            t += 25_000_000_000 + (jitter(i, 0.3) * 1e6) as i64 * 1_000;
+            log.event(Timestamp(t), HbKind::CrlfPing, true, 4);
+            let rtt = 50_000_000 + (jitter(i + 7, 0.01) * 1e6) as i64 * 1_000;
+            log.event(Timestamp(t + rtt), HbKind::CrlfPong, false, 2);
+        }
+        let (len, cap) = (log.bytes.len(), log.heap_bytes());
+        // Before: two Vec<HbEvent> of 144 → 2 × 256 × 16 = 8 KB of capacity.
+        assert!(len <= 288 * 5, "{len} bytes for 288 events");
+        assert!(
+            cap <= len + len / 4 + GROW_MIN,
+            "{cap} capacity for {len} bytes"
+        );
+        let hb = log.analyse().unwrap();
+        assert_eq!((hb.kind, hb.count), (HeartbeatKind::Crlf, 144));
+    }
+
+    #[test]
+    fn stretched_runs_and_truncated_intervals_match_the_reference() {
+        // 1500 beats: intervals truncated at 1000, several stretched runs of different lengths.
+        let mut t = 0.0;
+        let mut e = vec![ev(t, HbKind::WsPing, true, 0)];
+        for k in 0..1500 {
+            t += match k % 97 {
+                10..=13 => 60.0,
+                40..=41 => 90.0,
+                _ => 25.0 + jitter(k, 0.5),
+            };
+            e.push(ev(t, HbKind::WsPing, true, 0));
+        }
+        let all = analyse_all(&e, &[]);
+        assert_eq!(all, reference::analyse_all(&e, &[]));
+        assert!(all[0].intervals_truncated);
+        assert_eq!(all[0].intervals.len(), MAX_INTERVALS);
+        assert!(all[0].stretch_runs > 1);
+    }
+
+    #[test]
+    fn boundaries_match_the_reference() {
+        // Beats every 30 s, each followed by one exactly MIN_SPACING_S later (kept) and one just
+        // under it (merged); two sizes with the same count and the same first time (a tie).
+        let mut small = Vec::new();
+        let mut events = Vec::new();
+        for i in 0..12 {
+            let t = 1_700_000_000_000_000_000 + i * 30_000_000_000;
+            for (dt, size) in [
+                (0, 39),
+                (0, 90),
+                (1, 90),
+                (0, 150),
+                (100_000_000, 150),
+                (99_999_999, 150),
+            ] {
+                small.push(SmallMsg {
+                    ts: Timestamp(t + dt),
+                    from_client: i % 5 != 0,
+                    size,
+                });
+            }
+            events.push(HbEvent {
+                ts: Timestamp(t + 100_000_000 * (i % 2)),
+                kind: HbKind::TcpKeepalive,
+                from_client: true,
+                size: 0,
+            });
+        }
+        let want = reference::analyse_all(&events, &small);
+        assert_eq!(want.len(), 2);
+        assert_eq!(analyse_all(&events, &small), want);
+        let mut log = HbLog::default();
+        for m in &small {
+            log.small(m.ts, m.from_client, m.size);
+        }
+        for e in &events {
+            log.event(e.ts, e.kind, e.from_client, e.size);
+        }
+        assert_eq!(log.analyse(), want.into_iter().next());
+    }
+
+    /// Times that look like traffic: mostly regular gaps, some bursts, some steps backwards.
+    fn gaps() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            4 => (24_000_000i64..26_000_000).prop_map(|us| us * 1_000),
+            2 => (0i64..200_000).prop_map(|us| us * 1_000),
+            1 => Just(60_000_000_000i64),
+            1 => -2_000_000_000i64..0,
+            1 => any::<i64>().prop_map(|v| v % 100_000_000_000),
+        ]
+    }
+
+    fn events_strategy(max: usize) -> impl Strategy<Value = (Vec<HbEvent>, Vec<SmallMsg>)> {
+        proptest::collection::vec(
+            (
+                gaps(),
+                0u8..8,
+                any::<bool>(),
+                prop_oneof![0u32..8, 36u32..44, any::<u32>()],
+            ),
+            0..max,
+        )
+        .prop_map(|raw| {
+            let (mut events, mut small) = (Vec::new(), Vec::new());
+            let mut t = 1_700_000_000_000_000_000i64;
+            for (gap, k, client, size) in raw {
+                t = t.saturating_add(gap);
+                match KINDS.get(usize::from(k)) {
+                    Some(&kind) => events.push(HbEvent {
+                        ts: Timestamp(t),
+                        kind,
+                        from_client: client,
+                        size,
+                    }),
+                    None => small.push(SmallMsg {
+                        ts: Timestamp(t),
+                        from_client: client,
+                        size: size % (MAX_SMALL + 1),
+                    }),
+                }
+            }
+            (events, small)
+        })
+    }
+
+    /// Small messages with a rhythm: beats of about `centre` bytes every `period` ms with
+    /// jitter, mostly from the client, some answered, some chatter between them.
+    fn rhythm_strategy() -> impl Strategy<Value = Vec<SmallMsg>> {
+        (
+            1_000i64..70_000,
+            0i64..10_000,
+            0u32..=MAX_SMALL,
+            proptest::collection::vec((any::<u16>(), 0u32..8, any::<u8>()), 0..120),
+        )
+            .prop_map(|(period_ms, jitter_ms, centre, raw)| {
+                let mut out = Vec::new();
+                let mut t = 1_700_000_000_000_000_000i64;
+                for (j, dsize, k) in raw {
+                    let jit = i64::from(j) % (2 * jitter_ms + 1) - jitter_ms;
+                    t += (period_ms + jit) * 1_000_000;
+                    let size = (centre + dsize).saturating_sub(3).min(MAX_SMALL);
+                    out.push(SmallMsg {
+                        ts: Timestamp(t),
+                        from_client: k % 7 != 0,
+                        size,
+                    });
+                    if k % 3 == 0 {
+                        out.push(SmallMsg {
+                            ts: Timestamp(t + 80_000_000),
+                            from_client: k % 7 == 0,
+                            size: (size + 2) % (MAX_SMALL + 1),
+                        });
+                    }
+                    if k % 5 == 0 {
+                        out.push(SmallMsg {
+                            ts: Timestamp(t + i64::from(k) * 100_000_000),
+                            from_client: k % 2 == 0,
+                            size: u32::from(k),
+                        });
+                    }
+                }
+                out
+            })
+    }
+
     proptest! {
+        /// Inferred app heartbeats (candidate sizes, ties, CV and interval limits) as the
+        /// reference finds them.
+        #[test]
+        fn inferred_app_matches_the_reference(small in rhythm_strategy()) {
+            let want = reference::analyse_all(&[], &small);
+            prop_assert_eq!(analyse_all(&[], &small), want.clone());
+            let mut log = HbLog::default();
+            for m in &small {
+                log.small(m.ts, m.from_client, m.size);
+            }
+            prop_assert_eq!(log.analyse(), want.into_iter().next());
+        }
+
+        /// The rewritten analysis gives exactly what the reference gives, for every mechanism.
+        #[test]
+        fn analysis_matches_the_reference((events, small) in events_strategy(300)) {
+            let want = reference::analyse_all(&events, &small);
+            prop_assert_eq!(analyse_all(&events, &small), want.clone());
+            prop_assert_eq!(analyse(&events, &small), want.into_iter().next());
+        }
+
+        /// Through the log (in arrival order, with the caps), the same heartbeat as the
+        /// reference over the events kept.
+        #[test]
+        fn log_analysis_matches_the_reference((events, small) in events_strategy(300)) {
+            let mut log = HbLog::default();
+            let mut order: Vec<(Timestamp, Option<HbEvent>, Option<SmallMsg>)> = events
+                .iter()
+                .map(|e| (e.ts, Some(*e), None))
+                .chain(small.iter().map(|m| (m.ts, None, Some(*m))))
+                .collect();
+            // Interleave the two kinds of record the way a connection would.
+            order.sort_by_key(|o| o.0 .0 % 7);
+            for (_, e, m) in &order {
+                if let Some(e) = e {
+                    log.event(e.ts, e.kind, e.from_client, e.size);
+                }
+                if let Some(m) = m {
+                    log.small(m.ts, m.from_client, m.size);
+                }
+            }
+            let want: Vec<(usize, Timestamp, u32)> = order
+                .iter()
+                .filter_map(|(_, e, m)| match (e, m) {
+                    (Some(e), _) => Some(expected(e)),
+                    (_, Some(m)) => Some((2 * SMALL + side_index(m.from_client), m.ts, m.size)),
+                    _ => None,
+                })
+                .collect();
+            prop_assert_eq!(log.records().collect::<Vec<_>>(), want);
+            prop_assert_eq!(log.analyse(), reference::analyse_all(&events, &small).into_iter().next());
+        }
+
+        #[test]
+        fn log_round_trips_any_times(
+            raw in proptest::collection::vec((any::<i64>(), 0u8..7, any::<bool>(), any::<u32>()), 0..200),
+        ) {
+            let mut log = HbLog::default();
+            let mut want = Vec::new();
+            for &(t, k, client, size) in &raw {
+                match KINDS.get(usize::from(k)) {
+                    Some(&kind) => {
+                        let e = HbEvent { ts: Timestamp(t), kind, from_client: client, size };
+                        log.event(e.ts, kind, client, size);
+                        want.push(expected(&e));
+                    }
+                    None => {
+                        log.small(Timestamp(t), client, size);
+                        want.push((2 * SMALL + side_index(client), Timestamp(t), size));
+                    }
+                }
+            }
+            prop_assert_eq!(log.records().collect::<Vec<_>>(), want);
+            prop_assert!(log.heap_bytes() <= log.bytes.len() + log.bytes.len() / 4 + GROW_MIN);
+        }
+
         #[test]
         fn never_panics(
             raw in proptest::collection::vec((any::<i64>(), 0u8..6, any::<bool>(), any::<u32>()), 0..60),

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use super::heartbeat::{self, HbEvent, HbKind, Heartbeat, SmallMsg};
+use super::heartbeat::{self, HbKind, HbLog, Heartbeat};
 use super::http::{self, UpgradeOutcome, UpgradeRequest, UpgradeResponse};
 use super::sip::{self, KeepAlive, SipDialogs};
 use super::tls::{self, ClientHello, TlsRecord, TlsRecordScanner};
@@ -81,10 +81,6 @@ pub struct AppSummary {
     pub events: Vec<AppEvent>,
 }
 
-/// Heartbeat candidates and small messages kept per connection: enough for hours of a 25 s
-/// heartbeat, bounded for hostile captures.
-const MAX_HB_EVENTS: usize = 4096;
-const MAX_SMALL: usize = 4096;
 /// Application events kept per connection for `--detail`.
 pub const MAX_EVENTS: usize = 2000;
 /// WebSocket anomalies listed per connection (all are counted in `WsStats`).
@@ -119,8 +115,9 @@ pub struct Session {
     /// After a 101 with `Upgrade: websocket`.
     ws: Option<Box<WsState>>,
     tls_scan: Option<Box<(TlsRecordScanner, TlsRecordScanner)>>,
-    hb: Vec<HbEvent>,
-    small: Vec<SmallMsg>,
+    /// Heartbeat candidates and small messages, byte-encoded until [`Session::finish`]
+    /// (bounded by [`heartbeat::MAX_LOG_EVENTS`] and [`heartbeat::MAX_LOG_SMALL`]).
+    hb: HbLog,
     found: Found,
     /// The request waiting for its final response (HTTP mode only).
     pending_request: Option<Box<UpgradeRequest>>,
@@ -211,8 +208,7 @@ impl Session {
             server_buf: Vec::new(),
             ws: None,
             tls_scan: None,
-            hb: Vec::new(),
-            small: Vec::new(),
+            hb: HbLog::default(),
             found: Found::default(),
             pending_request: None,
         }
@@ -236,23 +232,12 @@ impl Session {
     }
 
     fn hb(&mut self, ts: Timestamp, kind: HbKind, from_client: bool, size: u32) {
-        if self.hb.len() < MAX_HB_EVENTS {
-            self.hb.push(HbEvent {
-                ts,
-                kind,
-                from_client,
-                size,
-            });
-        }
+        self.hb.event(ts, kind, from_client, size);
     }
 
     fn small_msg(&mut self, ts: Timestamp, from_client: bool, size: u64) {
-        if size <= heartbeat::MAX_SMALL as u64 && self.small.len() < MAX_SMALL {
-            self.small.push(SmallMsg {
-                ts,
-                from_client,
-                size: size as u32,
-            });
+        if size <= u64::from(heartbeat::MAX_SMALL) {
+            self.hb.small(ts, from_client, size as u32);
         }
     }
 
@@ -753,9 +738,7 @@ impl Session {
     }
 
     /// Ends the session: the heartbeat analysis and the WebSocket summary.
-    pub fn finish(mut self) -> AppSummary {
-        self.hb.sort_by_key(|e| e.ts);
-        self.small.sort_by_key(|m| m.ts);
+    pub fn finish(self) -> AppSummary {
         let found = self.found;
         AppSummary {
             service: found.service,
@@ -764,7 +747,7 @@ impl Session {
             ws_anomalies: found.ws_anomalies,
             sip: found.sip.map(|s| *s),
             tls: found.tls.map(|t| *t),
-            heartbeat: heartbeat::analyse(&self.hb, &self.small),
+            heartbeat: self.hb.analyse(),
             stream_gaps: found.stream_gaps,
             events: found.events,
         }
