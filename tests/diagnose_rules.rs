@@ -4,9 +4,10 @@
 mod common;
 
 use common::{track_named, AGENT, P, VIP};
+use vantage::align::Alignment;
 use vantage::align::{align, AlignOptions, Vantage};
 use vantage::capture::Format;
-use vantage::diagnose::diagnose;
+use vantage::diagnose::{diagnose, diagnose_with, rules::FILTER_CONNECTIONS, Lang};
 use vantage::pipeline::{CaptureFlows, CaptureSummary};
 
 /// One connection from `sport` starting at `t0`: handshake, a request and its answer, then
@@ -33,44 +34,33 @@ fn one_agent_two_outages_is_one_finding() {
     packets.extend(killed(40001, 31.0, 40.0, 9000));
     // A third connection lives on: its RST (the last packet) is left out.
     packets.extend(killed(40002, 72.0, 1.0, 20000));
-    let conns = track_named("agent.pcap", &packets[..packets.len() - 1]);
-    let flows = CaptureFlows {
-        summary: CaptureSummary {
-            path: "agent.pcap".into(),
-            format: Format::Pcap,
-            gzip: false,
-            packets: packets.len() as u64 - 1,
-            first_ts: None,
-            last_ts: None,
-            link_types: vec![],
-            not_ip: 0,
-            malformed: 0,
-            ip_fragments: 0,
-            filtered_out: 0,
-            warnings: vec![],
-        },
-        connections: conns,
-        error: None,
-    };
-    let al = align(
-        vec![Vantage {
-            name: "agent".into(),
-            flows,
-        }],
-        &AlignOptions::default(),
-    );
+    let al = one_capture(&packets[..packets.len() - 1]);
     let d = diagnose(&al);
     let resets: Vec<_> = d
         .findings
         .iter()
         .filter(|f| f.kind.name() == "middlebox_reset")
         .collect();
+    // Both resets tell the same story at the same place: one finding naming both connections,
+    // with the range of their silences.
     assert_eq!(
         resets.len(),
-        2,
+        1,
         "{:#?}",
         d.findings.iter().map(|f| &f.summary).collect::<Vec<_>>()
     );
+    assert_eq!(
+        resets[0].connections,
+        vec!["L1".to_string(), "L2".to_string()]
+    );
+    assert_eq!(resets[0].evidence.len(), 4, "two items per connection");
+    assert!(
+        resets[0].summary.starts_with("2 connections"),
+        "{}",
+        resets[0].summary
+    );
+    assert_eq!(resets[0].numbers.silence_s, Some(30.0));
+    assert_eq!(resets[0].numbers.silence_max_s, Some(40.0));
     let outages: Vec<_> = d
         .findings
         .iter()
@@ -92,4 +82,149 @@ fn one_agent_two_outages_is_one_finding() {
         .find(|f| f.kind.name() == "idle_timeout")
         .unwrap();
     assert_eq!(idle.numbers.upper_s, Some(30.0));
+}
+
+/// The packets as the agent's capture, lined up on their own.
+fn one_capture(packets: &[(f64, P)]) -> Alignment {
+    let conns = track_named("agent.pcap", packets);
+    let flows = CaptureFlows {
+        summary: CaptureSummary {
+            path: "agent.pcap".into(),
+            format: Format::Pcap,
+            gzip: false,
+            packets: packets.len() as u64,
+            first_ts: None,
+            last_ts: None,
+            link_types: vec![],
+            not_ip: 0,
+            malformed: 0,
+            ip_fragments: 0,
+            filtered_out: 0,
+            warnings: vec![],
+        },
+        connections: conns,
+        error: None,
+    };
+    align(
+        vec![Vantage {
+            name: "agent".into(),
+            flows,
+        }],
+        &AlignOptions::default(),
+    )
+}
+
+/// Sixty connections reset the same way by the same NAT, as on a busy capture: one
+/// middlebox_reset finding that names every connection, with evidence from the first ones in
+/// time up to the cap, Wireshark filters for the first few, and the silences as a range. The
+/// deaths behind the other rules stay one per connection.
+#[test]
+fn connections_reset_alike_are_one_finding() {
+    let n: u16 = 60;
+    let mut packets = Vec::new();
+    let mut t0 = 0.0;
+    for i in 0..n {
+        // Silences of 30 to 89 s: every one fatal, none survived.
+        let silence = 30.0 + f64::from(i);
+        packets.extend(killed(41000 + i, t0, silence, 1000 + u32::from(i) * 5000));
+        t0 += silence + 1.0;
+    }
+    let al = one_capture(&packets);
+    let ids: Vec<String> = (1..=n).map(|i| format!("L{i}")).collect();
+    // A cap of 10 evidence items: whole connections of two items each, the first five.
+    let d = diagnose_with(&al, 10, Lang::En);
+    let resets: Vec<_> = d
+        .findings
+        .iter()
+        .filter(|f| f.kind.name() == "middlebox_reset")
+        .collect();
+    assert_eq!(resets.len(), 1, "{:#?}", resets);
+    let f = resets[0];
+    assert_eq!(f.connections, ids);
+    assert!(f.single_vantage);
+    assert_eq!(f.evidence.len(), 10);
+    // Each connection is seven frames in a row: the first five connections are frames 1..=35.
+    assert!(f.evidence.iter().all(|e| e.frame <= 35), "{:?}", f.evidence);
+    assert!(f.summary.starts_with("60 connections"), "{}", f.summary);
+    assert!(f.summary.contains("30.000 to 89.000 s"), "{}", f.summary);
+    assert!(
+        f.explanation.contains("first 5 connections"),
+        "{}",
+        f.explanation
+    );
+    assert_eq!(f.numbers.silence_s, Some(30.0));
+    assert_eq!(f.numbers.silence_max_s, Some(89.0));
+    // For the one capture: a filter naming only the first few connections, and one on what the
+    // middlebox's RSTs share (nftables' TTL 64 and IP ID 0), which shows them all.
+    assert_eq!(f.display_filters.len(), 2, "{:?}", f.display_filters);
+    assert_eq!(
+        f.display_filters[1].filter,
+        "tcp.flags.reset == 1 && ip.ttl == 64 && ip.id == 0"
+    );
+    let filter = &f.display_filters[0].filter;
+    assert_eq!(
+        filter.matches("tcp.port==8080").count(),
+        FILTER_CONNECTIONS,
+        "{filter}"
+    );
+    assert!(filter.contains("tcp.port==41000") && !filter.contains("tcp.port==41003"));
+    // The verdict still counts disconnects, not findings.
+    assert_eq!(d.verdict.kind, "middlebox_reset");
+    assert!(
+        d.verdict.summary.contains("60 of 60 disconnects"),
+        "{}",
+        d.verdict.summary
+    );
+    // The idle timeout and the agent's outage still see every death.
+    let idle = d
+        .findings
+        .iter()
+        .find(|f| f.kind.name() == "idle_timeout")
+        .unwrap();
+    assert_eq!(idle.connections, ids);
+    assert_eq!(idle.numbers.upper_s, Some(30.0));
+    let outage = d
+        .findings
+        .iter()
+        .find(|f| f.kind.name() == "agent_outage")
+        .unwrap();
+    // Every death but the last: nothing follows it, and this built capture has no end time to
+    // close its window.
+    assert_eq!(outage.connections, ids[..ids.len() - 1]);
+    // The same finding in Chinese counts the connections too.
+    let zh = diagnose_with(&al, 10, Lang::ZhCn);
+    let f = zh
+        .findings
+        .iter()
+        .find(|f| f.kind.name() == "middlebox_reset")
+        .unwrap();
+    assert!(f.summary.starts_with("60 条连接"), "{}", f.summary);
+    assert!(f.summary.contains("30.000 至 89.000 秒"), "{}", f.summary);
+    // The reports stay bounded: the findings table names the first ten connections, the
+    // lined-up connections table shows the first fifty rows, and both say how many more.
+    for text in [
+        vantage::report::diagnose_text(&d, &al),
+        vantage::report::diagnose_markdown(&d, &al),
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.contains("middlebox_reset") && l.contains("60 connections"))
+            .unwrap_or_else(|| panic!("no findings row in {text}"));
+        assert!(
+            row.contains("L1 L2 L3 L4 L5 L6 L7 L8 L9 L10 … and 50 more"),
+            "{row}"
+        );
+        assert!(!row.contains("L11"), "{row}");
+        // Rows of the lined-up table start with the id: "│ L50 ┆" or "| L50 |".
+        let rows = |id: &str| {
+            text.lines()
+                .filter(|l| l.split(['│', '┆', '|']).nth(1).map(str::trim) == Some(id))
+                .count()
+        };
+        assert_eq!(rows("L50"), 1, "{text}");
+        assert_eq!(rows("L51"), 0, "{text}");
+        assert!(text.contains("… and 10 more (see --format json)"), "{text}");
+    }
+    let text = vantage::report::diagnose_text(&zh, &al);
+    assert!(text.contains("… 另有 10 条（见 --format json）"), "{text}");
 }

@@ -115,15 +115,20 @@ pub struct Numbers {
     /// Where on the path: "between agent and softswitch".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hop: Option<String>,
-    /// Silence before the end, seconds.
+    /// Silence before the end, seconds. A finding that groups several connections gives the
+    /// shortest of their silences here and the longest in `silence_max_s`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silence_s: Option<f64>,
+    /// Grouped findings only (more than one connection): the longest silence before the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_max_s: Option<f64>,
     /// half_open: how long each side believed in the connection after it died.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_believed_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_believed_s: Option<f64>,
-    /// silent_drop / weak_network: retransmissions and lost segments.
+    /// silent_drop / weak_network: retransmissions and lost segments (a silent_drop finding that
+    /// groups several connections: their retransmissions in all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retransmissions: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,7 +145,9 @@ pub struct Numbers {
     pub detection_delay_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backoff_s: Vec<f64>,
-    /// heartbeat_too_slow: the heartbeat's rhythm next to the timeout.
+    /// heartbeat_too_slow: the heartbeat's rhythm next to the timeout. A finding that groups
+    /// several connections gives the median of their medians, the largest p95 and the largest
+    /// interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_median_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,8 +179,9 @@ pub struct Finding {
 }
 
 /// A finding's sentences as catalog messages: `diagnose_with` renders them into `summary`,
-/// `explanation` and `recommendation` in the chosen language.
-#[derive(Clone, Debug, Default)]
+/// `explanation` and `recommendation` in the chosen language. Equal texts, before a group's
+/// numbers are added, are what groups per-connection findings (`rules::group`).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FindingText {
     pub summary: Option<Msg>,
     /// Sentences, joined by the language's sentence separator.
@@ -428,7 +436,7 @@ pub fn diagnose(al: &Alignment) -> Diagnosis {
 /// items it left out in its explanation), its sentences in `lang`.
 pub fn diagnose_with(al: &Alignment, max_evidence: usize, lang: Lang) -> Diagnosis {
     let ctx = Ctx::new(al);
-    let mut findings = rules::run_all(&ctx);
+    let mut findings = rules::run_all(&ctx, max_evidence);
     for f in &mut findings {
         if f.evidence.len() > max_evidence {
             let left = f.evidence.len() - max_evidence;

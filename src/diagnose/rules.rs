@@ -42,9 +42,14 @@ pub struct Death {
     pub last_good: Timestamp,
 }
 
-/// Runs every rule.
-pub fn run_all(ctx: &Ctx<'_>) -> Vec<Finding> {
-    let mut findings = run_rules(ctx);
+/// Wireshark filters of a finding that groups connections cover this many of them (the first in
+/// time): enough to open the story in Wireshark, short enough to paste.
+pub const FILTER_CONNECTIONS: usize = 3;
+
+/// Runs every rule; `max_evidence` is the cap on evidence items per finding, which a finding
+/// that groups connections fills with whole connections.
+pub fn run_all(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
+    let mut findings = run_rules(ctx, max_evidence);
     for f in &mut findings {
         f.evidence
             .sort_by(|a, b| a.ts.cmp(&b.ts).then(a.vantage.cmp(&b.vantage)));
@@ -52,24 +57,28 @@ pub fn run_all(ctx: &Ctx<'_>) -> Vec<Finding> {
     findings
 }
 
-fn run_rules(ctx: &Ctx<'_>) -> Vec<Finding> {
-    let mut findings = Vec::new();
+fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
+    let mut ends = Vec::new();
     let mut deaths = Vec::new();
     for p in &ctx.paths {
-        if let Some((f, d)) = middlebox_end(ctx, p) {
-            findings.push(f);
-            deaths.push(d);
-        } else if let Some((f, d)) = middlebox_reset_single(ctx, p) {
-            findings.push(f);
-            deaths.push(d);
-        } else if let Some((f, d)) = silent_drop(ctx, p) {
-            findings.push(f);
+        let end = middlebox_end(ctx, p)
+            .or_else(|| middlebox_reset_single(ctx, p))
+            .or_else(|| silent_drop(ctx, p));
+        if let Some((m, d)) = end {
+            ends.push(m);
             deaths.push(d);
         }
     }
+    // The deaths stay one per connection (the rules below reason on each); only the findings
+    // that describe them are grouped.
+    let mut findings = group(ctx, ends, max_evidence);
     let idle = idle_timeout(ctx, &deaths);
     if let Some(f) = &idle {
-        findings.extend(heartbeat_too_slow(ctx, &deaths, f));
+        findings.extend(group(
+            ctx,
+            heartbeat_too_slow(ctx, &deaths, f),
+            max_evidence,
+        ));
     }
     if let Some(f) = idle {
         findings.push(f);
@@ -82,6 +91,230 @@ fn run_rules(ctx: &Ctx<'_>) -> Vec<Finding> {
     }
     findings.extend(agent_outage(ctx, &deaths));
     findings
+}
+
+/// A finding about one connection, before grouping: the finding as it reads for that connection
+/// alone, and what a group of such connections says.
+struct Member {
+    /// The finding for this connection alone (a group of one is this, unchanged).
+    finding: Finding,
+    /// When the connection died (reference clock): a group shows the first ones in time.
+    at: Timestamp,
+    /// The silence that ended it.
+    silence_s: f64,
+    /// heartbeat_too_slow: the median a stretched heartbeat reached (a throttled tab).
+    stretch_s: Option<f64>,
+    /// The group's sentences without the group's numbers: connections whose texts are equal
+    /// (same kind of end, same place, same side...) are one story and one finding. `group` adds
+    /// `n`, `silence`, `retrans`, `median`, `slowest` and `max` to every message.
+    many: FindingText,
+}
+
+/// Groups per-connection findings that tell the same story about the same place into one
+/// finding each: on a busy capture a thousand connections reset by one NAT are one finding for
+/// an incident ticket, not a thousand copies of the same sentence. Groups come in the order of
+/// their first connection, so the first finding is still the first connection's.
+fn group(ctx: &Ctx<'_>, members: Vec<Member>, max_evidence: usize) -> Vec<Finding> {
+    let mut groups: Vec<Vec<Member>> = Vec::new();
+    for m in members {
+        let f = &m.finding;
+        let same = groups.iter_mut().find(|g| {
+            let h = &g[0].finding;
+            h.kind == f.kind
+                && h.single_vantage == f.single_vantage
+                && h.numbers.hop == f.numbers.hop
+                && h.numbers.acts == f.numbers.acts
+                && g[0].many == m.many
+        });
+        match same {
+            Some(g) => g.push(m),
+            None => groups.push(vec![m]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| merge(ctx, g, max_evidence))
+        .collect()
+}
+
+/// A RST's TTL and IP ID: what the middlebox's resets share.
+type RstMark = (u8, Option<u16>);
+
+/// For a group of resets, per capture, a filter on what the middlebox's RSTs share, which shows
+/// every one of them at once where a filter per connection could not: the RST flag, and their
+/// TTL and IP ID when all of the group's agree (nftables' `reject with tcp reset`: TTL 64,
+/// IP ID 0). No filter for a capture where they differ.
+fn common_rst_filters(ctx: &Ctx<'_>, g: &[Member]) -> Vec<super::DisplayFilter> {
+    // (vantage, file) -> the TTLs and IP IDs of the RSTs cited as evidence there.
+    let mut seen: std::collections::BTreeMap<(String, String), Vec<RstMark>> = Default::default();
+    for m in g {
+        let Some(p) = m.finding.connections.first().and_then(|c| ctx.path(c)) else {
+            continue;
+        };
+        for leg in &p.legs {
+            let Some(t) = ctx.conn(leg).termination.as_ref() else {
+                continue;
+            };
+            let cited = m
+                .finding
+                .evidence
+                .iter()
+                .any(|e| e.vantage == leg.vantage && e.frame == t.frame);
+            if t.kind == TerminationKind::Rst && cited {
+                seen.entry((leg.vantage.clone(), ctx.file(leg)))
+                    .or_default()
+                    .push((t.ttl, t.ip_id));
+            }
+        }
+    }
+    seen.into_iter()
+        .filter_map(|((vantage, file), rsts)| {
+            let (ttl, id) = rsts[0];
+            if rsts.iter().any(|r| r.0 != ttl) {
+                return None;
+            }
+            let mut filter = format!("tcp.flags.reset == 1 && ip.ttl == {ttl}");
+            if let Some(id) = id.filter(|_| rsts.iter().all(|r| r.1 == id)) {
+                filter.push_str(&format!(" && ip.id == {id}"));
+            }
+            Some(super::DisplayFilter {
+                vantage,
+                file,
+                filter,
+            })
+        })
+        .collect()
+}
+
+/// "8.006" or "8.006 to 133.407": a number that was one connection's, as a group's range.
+fn range(min: f64, max: f64, digits: usize) -> Msg {
+    let (a, b) = (fixed(min, digits), fixed(max, digits));
+    if a == b {
+        Msg::new("raw").s("v", a)
+    } else {
+        Msg::new("range").s("min", a).s("max", b)
+    }
+}
+
+fn min_max(xs: impl Iterator<Item = f64>) -> (f64, f64) {
+    xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    })
+}
+
+/// One finding for a group: every connection listed, evidence from whole connections, the first
+/// in time, up to `max_evidence` items, Wireshark filters for the first few, and the numbers
+/// that were per connection as ranges.
+fn merge(ctx: &Ctx<'_>, mut g: Vec<Member>, max_evidence: usize) -> Finding {
+    if g.len() == 1 {
+        return g.pop().expect("one").finding;
+    }
+    let n = g.len();
+    let mut by_time: Vec<&Member> = g.iter().collect();
+    by_time.sort_by_key(|m| m.at);
+    // Whole connections, so that each one shown tells its story (the first packet after the
+    // silence and the RST answering it); at least one, which diagnose_with cuts if it must.
+    let mut evidence: Vec<Evidence> = Vec::new();
+    let mut shown = 0;
+    for m in &by_time {
+        if shown > 0 && evidence.len() + m.finding.evidence.len() > max_evidence {
+            break;
+        }
+        evidence.extend(m.finding.evidence.iter().cloned());
+        shown += 1;
+    }
+    let first: Vec<&Member> = by_time
+        .iter()
+        .take(shown.min(FILTER_CONNECTIONS))
+        .copied()
+        .collect();
+    let filter_evidence: Vec<Evidence> = first
+        .iter()
+        .flat_map(|m| m.finding.evidence.iter().cloned())
+        .collect();
+    let legs: Vec<&Leg> = first
+        .iter()
+        .filter_map(|m| ctx.path(m.finding.connections.first()?))
+        .flat_map(|p| p.legs.iter().copied())
+        .collect();
+    let mut display_filters = display_filters(ctx, &filter_evidence, &legs);
+    if g[0].finding.kind == FindingKind::MiddleboxReset {
+        display_filters.extend(common_rst_filters(ctx, &g));
+    }
+
+    let (smin, smax) = min_max(g.iter().map(|m| m.silence_s));
+    let retrans: u64 = g
+        .iter()
+        .filter_map(|m| m.finding.numbers.retransmissions)
+        .sum();
+    let mut medians: Vec<f64> = g
+        .iter()
+        .filter_map(|m| m.finding.numbers.heartbeat_median_s)
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    let (med_lo, med_hi) = min_max(medians.iter().copied());
+    let p95 = g
+        .iter()
+        .filter_map(|m| m.finding.numbers.heartbeat_p95_s)
+        .reduce(f64::max);
+    let slowest = g
+        .iter()
+        .filter_map(|m| m.finding.numbers.heartbeat_max_s)
+        .reduce(f64::max);
+    let with_numbers = |msg: &Msg| {
+        msg.clone()
+            .n("n", n)
+            .m("silence", range(smin, smax, 3))
+            .n("retrans", retrans)
+            .m("median", range(med_lo, med_hi, 1))
+            .s("slowest", fixed(slowest.unwrap_or(0.0), 1))
+    };
+    let many = &g[0].many;
+    let mut explanation: Vec<Msg> = many.explanation.iter().map(with_numbers).collect();
+    let stretched: Vec<f64> = g.iter().filter_map(|m| m.stretch_s).collect();
+    if !stretched.is_empty() {
+        let (lo, hi) = min_max(stretched.iter().copied());
+        explanation.push(
+            Msg::new("hb-stretch-many")
+                .n("stretched", stretched.len())
+                .m("median", range(lo, hi, 1)),
+        );
+    }
+    if shown < n {
+        explanation.push(Msg::new("group-evidence-first").n("shown", shown).n("n", n));
+    }
+    let head = &g[0].finding;
+    let numbers = Numbers {
+        silence_s: head.numbers.silence_s.map(|_| round3(smin)),
+        silence_max_s: head.numbers.silence_s.map(|_| round3(smax)),
+        retransmissions: head.numbers.retransmissions.map(|_| retrans),
+        heartbeat_median_s: (!medians.is_empty()).then(|| medians[medians.len() / 2]),
+        heartbeat_p95_s: p95,
+        heartbeat_max_s: slowest,
+        ..head.numbers.clone()
+    };
+    Finding {
+        id: String::new(),
+        kind: head.kind,
+        severity: head.severity,
+        summary: String::new(),
+        explanation: String::new(),
+        connections: g
+            .iter()
+            .flat_map(|m| m.finding.connections.iter().cloned())
+            .collect(),
+        evidence,
+        display_filters,
+        recommendation: String::new(),
+        single_vantage: head.single_vantage,
+        numbers,
+        text: FindingText {
+            summary: many.summary.as_ref().map(with_numbers),
+            explanation,
+            recommendation: many.recommendation.clone(),
+            hop: many.hop.clone(),
+        },
+    }
 }
 
 fn other(s: Side) -> Side {
@@ -147,7 +380,7 @@ fn survived(c: &Connection, fatal: &Gap) -> Option<f64> {
 /// proxy closing on its own timer (it closes both legs: the other leg's first FIN comes from
 /// the proxy's side); a RST is a NAT, firewall or balancer that forgot the flow
 /// (RFC 9293 §3.10.7.1: a RST answers a segment of an unknown connection).
-fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
+fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
     if p.legs.len() < 2 {
         return None;
     }
@@ -307,6 +540,11 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
             .s("silence", fixed(silence, 3))
             .m("side", side_msg(sender))
             .s("kind", kind_word(t0.kind));
+        let summary_many = Msg::new("mb-summary-many")
+            .m("hop", hop_msg.clone())
+            .m("word", Msg::new(word))
+            .m("side", side_msg(sender))
+            .s("kind", kind_word(t0.kind));
         let mut explanation = vec![Msg::new("mb-explain")
             .s("kind", kind_word(t0.kind))
             .s("vantage", &order[0].vantage)
@@ -318,14 +556,15 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
             MatchMethod::L7Proxy => explanation.push(Msg::new("mb-proxy-l7")),
             _ => {}
         }
-        explanation.push(
-            Msg::new(if at_timer {
-                "mb-at-timer"
-            } else {
-                "mb-next-packet"
-            })
-            .s("silence", fixed(silence, 3)),
-        );
+        let how = Msg::new(if at_timer {
+            "mb-at-timer"
+        } else {
+            "mb-next-packet"
+        });
+        // A group says the same, with its range of silences.
+        let mut explanation_many = explanation.clone();
+        explanation_many.push(how.clone());
+        explanation.push(how.s("silence", fixed(silence, 3)));
         let legs: Vec<&Leg> = p.legs.clone();
         let display_filters = display_filters(ctx, &evidence, &legs);
         let f = Finding {
@@ -352,6 +591,18 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
                 hop: Some(hop_msg.clone()),
             },
         };
+        let m = Member {
+            finding: f,
+            at: t0_ref,
+            silence_s: silence,
+            stretch_s: None,
+            many: FindingText {
+                summary: Some(summary_many),
+                explanation: explanation_many,
+                recommendation: Some(Msg::new("mb-rec")),
+                hop: Some(hop_msg.clone()),
+            },
+        };
         let d = Death {
             conn: p.lined.id.clone(),
             silence_s: silence,
@@ -362,7 +613,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
             at: t0_ref,
             last_good,
         };
-        return Some((f, d));
+        return Some((m, d));
     }
     None
 }
@@ -381,7 +632,7 @@ fn bound_of(ctx: &Ctx<'_>, leg: &Leg) -> f64 {
 /// `reject with tcp reset` sends IP ID 0 and TTL 64), and its timing fits an idle expiry (it
 /// answers the first packet after a silence). Either alone is too weak: TTLs change with routes,
 /// and endpoints do reset idle connections.
-fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
+fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
     if p.legs.len() > 1 {
         return None;
     }
@@ -457,6 +708,20 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death
             hop: Some(hop_msg.clone()),
         },
     };
+    let m = Member {
+        finding: f,
+        at,
+        silence_s: fatal.secs,
+        stretch_s: None,
+        many: FindingText {
+            summary: Some(Msg::new("single-summary-many").m("side", side_msg(t.by))),
+            explanation: vec![Msg::new("single-explain-many")
+                .s("vantage", &leg.vantage)
+                .m("side", side_msg(t.by))],
+            recommendation: Some(Msg::new("single-rec")),
+            hop: Some(hop_msg.clone()),
+        },
+    };
     let d = Death {
         conn: p.lined.id.clone(),
         silence_s: fatal.secs,
@@ -467,14 +732,14 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death
         at,
         last_good: ctx.reference_ts(leg, fatal.from_ts),
     };
-    Some((f, d))
+    Some((m, d))
 }
 
 /// **silent_drop.** After a silence, one end sends, retransmits (Wireshark's rule), and hears
 /// nothing back until it gives up or resets: the middlebox forgot the connection without a word
 /// (nftables `drop`, many cloud NATs). With a capture downstream, the retransmissions are shown
 /// never to arrive there.
-fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
+fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
     for (idx, leg) in p.legs.iter().enumerate() {
         let c = ctx.conn(leg);
         for sender in [Side::Orig, Side::Resp] {
@@ -574,6 +839,27 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
                 None => Msg::new("sd-end-capture"),
             };
             let display_filters = display_filters(ctx, &evidence, &p.legs);
+            let confirmed_msg = Msg::new(if confirmed.is_some() {
+                "sd-confirmed"
+            } else {
+                "sd-unconfirmed"
+            });
+            let many = FindingText {
+                summary: Some(
+                    Msg::new("sd-summary-many")
+                        .m("side", side_msg(sender))
+                        .m("hop", hop_msg.clone()),
+                ),
+                explanation: vec![
+                    Msg::new("sd-explain-many")
+                        .s("vantage", &leg.vantage)
+                        .m("side", side_msg(sender))
+                        .m("end", end.clone()),
+                    confirmed_msg.clone(),
+                ],
+                recommendation: Some(Msg::new("sd-rec")),
+                hop: Some(hop_msg.clone()),
+            };
             let f = Finding {
                 id: String::new(),
                 kind: FindingKind::SilentDrop,
@@ -608,11 +894,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
                             .s("silence", fixed(fatal.secs, 3))
                             .n("n", after.len())
                             .m("end", end),
-                        Msg::new(if confirmed.is_some() {
-                            "sd-confirmed"
-                        } else {
-                            "sd-unconfirmed"
-                        }),
+                        confirmed_msg,
                     ],
                     recommendation: Some(Msg::new("sd-rec")),
                     hop: Some(hop_msg.clone()),
@@ -628,7 +910,14 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Finding, Death)> {
                 at: silence_end_ref,
                 last_good: ctx.reference_ts(leg, fatal.from_ts),
             };
-            return Some((f, d));
+            let m = Member {
+                finding: f,
+                at: silence_end_ref,
+                silence_s: fatal.secs,
+                stretch_s: None,
+                many,
+            };
+            return Some((m, d));
         }
     }
     None
@@ -1295,7 +1584,7 @@ fn recovery(k: &Connection) -> Option<(Timestamp, u64)> {
 /// Chrome 88, developer.chrome.com/blog/timer-throttling-in-chrome-88), which turns a 25 s
 /// heartbeat into a 60 s one. The silence that killed the connection counts as a heartbeat
 /// interval that did not come in time.
-fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Finding> {
+fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Member> {
     let n = &idle.numbers;
     let timer = n.acts == Some("timer");
     // The timeout's best guess and the line a heartbeat must stay under.
@@ -1361,7 +1650,30 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Fi
                 .s("max", fixed(hb.interval_max_s, 3)),
         )];
         let display_filters = display_filters(ctx, &evidence, &p.legs);
-        out.push(Finding {
+        let recommendation = Msg::new("hb-rec").s(
+            "secs",
+            fixed(
+                (if timer {
+                    timeout
+                } else {
+                    n.lower_s.unwrap_or(timeout)
+                } / 2.0)
+                    .max(1.0)
+                    .floor(),
+                0,
+            ),
+        );
+        let many = FindingText {
+            summary: Some(
+                Msg::new("hb-summary-many")
+                    .s("kind", &kind)
+                    .m("timeout", timeout_words.clone()),
+            ),
+            explanation: vec![Msg::new("hb-explain-many").m("timeout", timeout_words.clone())],
+            recommendation: Some(recommendation.clone()),
+            hop: None,
+        };
+        let finding = Finding {
             id: String::new(),
             kind: FindingKind::HeartbeatTooSlow,
             severity: Severity::Warning,
@@ -1386,21 +1698,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Fi
                 )
                 .chain(stretch)
                 .collect(),
-                recommendation: Some(
-                    Msg::new("hb-rec").s(
-                        "secs",
-                        fixed(
-                            (if timer {
-                                timeout
-                            } else {
-                                n.lower_s.unwrap_or(timeout)
-                            } / 2.0)
-                                .max(1.0)
-                                .floor(),
-                            0,
-                        ),
-                    ),
-                ),
+                recommendation: Some(recommendation),
                 hop: None,
             },
             connections: vec![d.conn.clone()],
@@ -1417,6 +1715,13 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Fi
                 heartbeat_max_s: Some(round3(slowest)),
                 ..Numbers::default()
             },
+        };
+        out.push(Member {
+            finding,
+            at: d.at,
+            silence_s: d.silence_s,
+            stretch_s: hb.stretched.as_ref().map(|s| s.interval_median_s),
+            many,
         });
     }
     out
@@ -1552,6 +1857,8 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
             )
         })
         .collect();
+    // Findings group connections: the count is of connections, as it was before grouping.
+    let died: usize = deaths.iter().map(|f| f.connections.len()).sum();
     let disconnects = ctx
         .paths
         .iter()
@@ -1560,7 +1867,7 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
             c.proto == crate::tcp::Proto::Tcp && c.termination.is_some()
         })
         .count()
-        .max(deaths.len());
+        .max(died);
     if let Some(idle) = findings.iter().find(|f| f.kind == FindingKind::IdleTimeout) {
         let n = &idle.numbers;
         let hop = idle
@@ -1602,7 +1909,7 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
                 summary
                     .m("hop", hop)
                     .m("what", what)
-                    .n("deaths", deaths.len())
+                    .n("deaths", died)
                     .n("disconnects", disconnects)
                     .s("keep", fixed(keep, 0)),
             ),

@@ -692,6 +692,13 @@ fn timelines<'a>(
     ctx: &'a Ctx<'a>,
     cat: &Catalog,
 ) -> Vec<Timeline<'a>> {
+    // The findings of each connection, looked up once: a finding may group a thousand.
+    let mut by_conn: std::collections::HashMap<&str, Vec<&Finding>> = Default::default();
+    for f in &d.findings {
+        for c in &f.connections {
+            by_conn.entry(c.as_str()).or_default().push(f);
+        }
+    }
     let mut out = Vec::new();
     for p in &ctx.paths {
         if p.legs.is_empty() || p.legs.iter().all(|l| l.proto != Proto::Tcp) {
@@ -778,11 +785,10 @@ fn timelines<'a>(
             ),
             None => cat.render(&Msg::new("t-end-open").s("vantage", &p.legs[0].vantage)),
         };
-        let findings = d
-            .findings
-            .iter()
-            .filter(|f| f.connections.iter().any(|c| c == &p.lined.id))
-            .collect();
+        let findings = by_conn
+            .get(p.lined.id.as_str())
+            .cloned()
+            .unwrap_or_default();
         out.push(Timeline {
             lined: p.lined,
             lanes,
@@ -1253,13 +1259,16 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let mut all = timelines(d, al, &ctx, &cat);
     let total_tcp = all.len();
     // Connections with findings first in importance, but pages read in id order: keep the
-    // order, drop the quiet ones past the cap.
+    // order, keep the first connections with findings up to the cap (a grouped finding may name
+    // thousands), then quiet ones in the room left.
     let mut quiet_kept = 0;
+    let mut found_kept = 0;
     let with_findings = all.iter().filter(|t| !t.findings.is_empty()).count();
     let room = MAX_TIMELINES.saturating_sub(with_findings);
     all.retain(|t| {
         if !t.findings.is_empty() {
-            return true;
+            found_kept += 1;
+            return found_kept <= MAX_TIMELINES;
         }
         quiet_kept += 1;
         quiet_kept <= room
@@ -1323,9 +1332,12 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                                         td { span class=(format!("sev {}", severity_word(f.severity))) { (super::severity_words(&cat, f.severity)) } }
                                         td { code { (f.kind.name()) } }
                                         td {
-                                            @for (i, c) in f.connections.iter().enumerate() {
+                                            @for (i, c) in f.connections.iter().take(super::MAX_IDS).enumerate() {
                                                 @if i > 0 { " " }
                                                 a href=(format!("#conn-{c}")) { (c) }
+                                            }
+                                            @if f.connections.len() > super::MAX_IDS {
+                                                " " (cat.render(&Msg::new("r-more-ids").n("n", f.connections.len() - super::MAX_IDS)))
                                             }
                                         }
                                         td { (f.summary) }
@@ -1376,7 +1388,7 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                     table.connections {
                         thead { tr { th { (cat.get("r-col-id")) } th { (cat.get("r-col-start")) } th { (cat.get("r-col-legs")) } th { (cat.get("r-col-match")) } } }
                         tbody {
-                            @for l in &d.connections {
+                            @for l in d.connections.iter().take(super::MAX_ROWS) {
                                 tr {
                                     td {
                                         @if all.iter().any(|t| t.lined.id == l.id) {
@@ -1395,6 +1407,9 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                                 }
                             }
                         }
+                    }
+                    @if d.connections.len() > super::MAX_ROWS {
+                        p.muted { (cat.render(&Msg::new("r-more-rows").n("n", d.connections.len() - super::MAX_ROWS))) }
                     }
                     h2 { (cat.get("r-captures")) }
                     table.captures {

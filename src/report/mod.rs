@@ -495,14 +495,49 @@ pub fn align_table(al: &Alignment) -> String {
     align_table_in(al, &Catalog::new(Lang::En))
 }
 
+/// Rows of the lined-up connections table in the text and Markdown reports (and the HTML's):
+/// a reader skims the first ones; a busy capture's 26k rows belong in the JSON.
+pub const MAX_ROWS: usize = 50;
+
+/// Connection ids in a findings-table cell: a finding that groups a thousand connections names
+/// the first ones; the finding's section and the JSON list them all.
+pub const MAX_IDS: usize = 10;
+
+/// "L1 L2 L3 … and 1132 more": at most `MAX_IDS` connection ids.
+fn ids_cell(cat: &Catalog, ids: &[String]) -> String {
+    let mut s = ids
+        .iter()
+        .take(MAX_IDS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if ids.len() > MAX_IDS {
+        s.push(' ');
+        s.push_str(&cat.render(&Msg::new("r-more-ids").n("n", ids.len() - MAX_IDS)));
+    }
+    s
+}
+
+/// "… and 26457 more (see --format json)" after a table cut at `MAX_ROWS`.
+fn more_rows(cat: &Catalog, total: usize, shown: usize) -> Option<String> {
+    (total > shown).then(|| cat.render(&Msg::new("r-more-rows").n("n", total - shown)))
+}
+
 /// `align_table` with headings and sentences in the catalog's language.
 pub fn align_table_in(al: &Alignment, cat: &Catalog) -> String {
+    let mut out = lined_up_table(al, cat, usize::MAX);
+    out.push_str(&align_extras(al, cat));
+    out
+}
+
+/// The lined-up connections, one row each up to `max_rows`, then how many more there are.
+fn lined_up_table(al: &Alignment, cat: &Catalog, max_rows: usize) -> String {
     let mut t = table();
     let mut header = vec![cat.get("r-col-id"), cat.get("r-col-start")];
     header.extend(al.vantages.iter().map(|v| v.name.clone()));
     header.push(cat.get("r-col-match"));
     t.set_header(header);
-    for l in &al.connections {
+    for l in al.connections.iter().take(max_rows) {
         let mut row = vec![Cell::new(&l.id), Cell::new(l.ts.tcpdump())];
         for (v, _) in al.vantages.iter().enumerate() {
             let cell = l
@@ -533,7 +568,16 @@ pub fn align_table_in(al: &Alignment, cat: &Catalog) -> String {
         t.add_row(row);
     }
     let mut out = format!("{t}\n");
-    out.push_str(&offsets_table_in(al, cat));
+    if let Some(more) = more_rows(cat, al.connections.len(), max_rows) {
+        out.push_str(&more);
+        out.push('\n');
+    }
+    out
+}
+
+/// What `vantage align` shows after the lined-up connections: offsets, losses, ambiguity.
+fn align_extras(al: &Alignment, cat: &Catalog) -> String {
+    let mut out = offsets_table_in(al, cat);
     if !al.losses.is_empty() {
         let mut t = table();
         t.set_header(vec![
@@ -664,7 +708,7 @@ pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
                 Cell::new(&f.id),
                 Cell::new(severity_word(&cat, f)),
                 Cell::new(kind_cell(f)),
-                Cell::new(f.connections.join(" ")),
+                Cell::new(ids_cell(&cat, &f.connections)),
                 Cell::new(&f.summary),
             ]);
         }
@@ -697,7 +741,7 @@ pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
     out.push_str(&format!("{}\n", cat.get("r-clock-offsets")));
     out.push_str(&offsets_table_in(al, &cat));
     out.push_str(&format!("\n{}\n", cat.get("r-lined-up")));
-    out.push_str(&align_table_rows(al, &cat));
+    out.push_str(&lined_up_table(al, &cat, MAX_ROWS));
     out.push_str(&format!("\n{}\n", cat.get("r-captures")));
     let mut t = table();
     t.set_header(vec![
@@ -728,16 +772,6 @@ pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
         }
     }
     out
-}
-
-/// Only the lined-up connections table (no offsets).
-fn align_table_rows(al: &Alignment, cat: &Catalog) -> String {
-    let full = align_table_in(al, cat);
-    // align_table appends the offsets and losses after the first table; keep the first.
-    match full.find("\n┌") {
-        Some(i) => full[..i + 1].to_string(),
-        None => full,
-    }
 }
 
 /// Markdown for a ticket: the same content, evidence as tables, filters in code spans.
@@ -780,7 +814,7 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
                 f.id,
                 severity_word(&cat, f),
                 f.kind.name(),
-                f.connections.join(" "),
+                ids_cell(&cat, &f.connections),
                 md_escape(&f.summary)
             ));
         }
@@ -849,7 +883,7 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
         "r-col-legs",
         "r-col-match",
     ]));
-    for l in &d.connections {
+    for l in d.connections.iter().take(MAX_ROWS) {
         let legs: Vec<String> = l
             .legs
             .iter()
@@ -873,6 +907,9 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
                 .unwrap_or_default(),
             l.matched.confidence
         ));
+    }
+    if let Some(more) = more_rows(&cat, d.connections.len(), MAX_ROWS) {
+        out.push_str(&format!("\n{more}\n"));
     }
     out.push_str(&format!("\n## {}\n\n", cat.get("r-captures")));
     out.push_str(&head(&[

@@ -52,6 +52,8 @@ r-reference = { $name } (reference)
 r-offset-unknown = unknown
 r-offset-no-traffic = no traffic shared with another capture
 r-ambiguous = { $n } connection(s) had two equally good matches and were left apart.
+r-more-ids = … and { $n } more
+r-more-rows = … and { $n } more (see --format json)
 
 ## HTML page
 
@@ -65,7 +67,7 @@ h-udp-listed = { $n ->
        *[other] { $n } UDP flows (SIP trunk, RTP) are
     } listed under lined-up connections, not drawn.
 h-no-tcp = No TCP connection to draw.
-h-left-out = { $n } more connections without findings are not drawn (at most { $max } timelines);
+h-left-out = { $n } more connections are not drawn (at most { $max } timelines, those with findings first);
 h-left-out-after = shows any of them.
 h-evidence = Evidence
 h-match = Match

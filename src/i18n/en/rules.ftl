@@ -22,6 +22,11 @@ hop-between = between { $a } and { $b }
 hop-between-side = between { $vantage } and the { $side }
 hop-beyond = beyond { $vantage }, toward the { $side }
 evidence-left-out = ({ $left } more evidence items left out: --max-evidence.)
+range = { $min } to { $max }
+group-evidence-first = Evidence for the { $shown ->
+        [one] first connection
+       *[other] first { $shown } connections
+    } in time of these { $n } (--max-evidence shows more; the JSON lists every connection).
 
 ## Evidence
 
@@ -49,6 +54,7 @@ ev-gateway-bye = BYE on the gateway leg (call { $call }){ $reason }
 mb-word-closed = closed
 mb-word-reset = reset
 mb-summary = { $conn }: a middlebox { $hop } { $word } the connection after { $silence } s of silence; the { $side } never sent that { $kind }
+mb-summary-many = { $n } connections: a middlebox { $hop } { $word } each after { $silence } s of silence; the { $side } never sent those { $kind }s
 mb-instead-received = at { $vantage } the { $side } instead received a { $kind } from the middlebox
 mb-instead-quiet = { $vantage } shows no { $kind } from the { $side }: the connection simply goes quiet there
 mb-explain = The { $kind } at { $vantage } arrived as if from the { $side }, but { $instead }. It was made { $hop }.
@@ -62,6 +68,8 @@ mb-rec = Keep connections through this middlebox busier than its idle timeout (a
 
 single-summary = { $conn }: a RST after { $silence } s of silence does not fit the { $side }'s other packets: likely built by a middlebox
 single-explain = Only { $vantage } saw this connection, so the RST's origin rests on its fingerprint and timing: it answered the first packet after { $silence } s of silence, and its TTL/IP ID do not match what the { $side } sends. A capture nearer the { $side } would show whether it ever left there.
+single-summary-many = { $n } connections: a RST after { $silence } s of silence that does not fit the { $side }'s other packets: likely built by a middlebox
+single-explain-many = Only { $vantage } saw these connections, so the RSTs' origin rests on their fingerprint and timing: each answered the first packet after { $silence } s of silence, and their TTL/IP ID do not match what the { $side } sends. A capture nearer the { $side } would show whether they ever left there.
 single-rec = Capture at the other end at the same time to confirm; meanwhile keep the connection busier than the suspected idle timeout.
 
 ## silent_drop
@@ -71,6 +79,8 @@ sd-end-arrived = then a { $kind } arrived
 sd-end-capture = and the capture ends
 sd-summary = { $conn }: after { $silence } s of silence the { $side }'s packets vanish { $hop }: { $n } retransmissions, no answer
 sd-explain = At { $vantage } the { $side } sent after { $silence } s of silence and retransmitted { $n } times without any answer, { $end }.
+sd-summary-many = { $n } connections: after { $silence } s of silence the { $side }'s packets vanish { $hop }: { $retrans } retransmissions in all, no answer
+sd-explain-many = At { $vantage } the { $side } sent after { $silence } s of silence and retransmitted ({ $retrans } times on the { $n } connections) without any answer, { $end }.
 sd-confirmed = The capture downstream shows that none of it arrived: a middlebox dropped the packets of a flow it had forgotten, without a RST.
 sd-unconfirmed = No capture downstream confirms where the packets were lost; the lack of any answer, even a RST, points to a middlebox that forgot the flow and drops its packets.
 sd-rec = A middlebox that drops silently makes the client wait for its own heartbeat check: keep connections busier than its idle timeout, and make the client's dead-connection check short.
@@ -102,6 +112,9 @@ hb-timeout-between = between { $lower } and { $upper } s
 hb-summary = { $conn }: the { $kind } heartbeat (median { $median } s) went { $slowest } s without a beat; the middlebox's idle timeout is { $timeout }
 hb-explain = Heartbeat median { $median } s, p95 { $p95 } s, longest interval between beats { $max } s; the silence that ended the connection lasted { $silence } s. The idle timeout is { $timeout }.
 hb-stretch = It stretched to a median of { $median } s for { $count } beats from { $from }.
+hb-summary-many = { $n } connections: the { $kind } heartbeat (median { $median } s) went up to { $slowest } s without a beat; the middlebox's idle timeout is { $timeout }
+hb-explain-many = Heartbeat medians { $median } s; the silences that ended the connections lasted { $silence } s, the longest interval between beats { $slowest } s. The idle timeout is { $timeout }.
+hb-stretch-many = On { $stretched } of them it stretched to a median of { $median } s for a run of beats (a throttled background tab).
 hb-rec = Beat at most every { $secs } s (about half the timeout) from a timer that background throttling does not stretch (a Web Worker or the server side), or raise the balancer's layer-4 idle timeout above the slowest heartbeat.
 
 ## call_cut

@@ -52,6 +52,8 @@ r-reference = { $name }（参考时钟）
 r-offset-unknown = 未知
 r-offset-no-traffic = 与其他抓包没有共同流量
 r-ambiguous = 有 { $n } 条连接存在两个同样好的匹配，未予合并。
+r-more-ids = … 另有 { $n } 条
+r-more-rows = … 另有 { $n } 条（见 --format json）
 
 ## HTML 页面
 
@@ -62,7 +64,7 @@ h-timelines = 时间线
 h-timelines-intro = 每条对齐后的 TCP 连接按抓包点各占一条泳道，时间均为参考时钟（{ $reference }）。有发现的连接默认展开；点击标题行可展开或收起。
 h-udp-listed = 另有 { $n } 条 UDP 流（SIP 中继、RTP）只列在“跨抓包点对齐的连接”中，不画时间线。
 h-no-tcp = 没有可绘制的 TCP 连接。
-h-left-out = 另有 { $n } 条没有发现的连接未绘制（最多 { $max } 条时间线）；
+h-left-out = 另有 { $n } 条连接未绘制（最多 { $max } 条时间线，有发现的连接优先）；
 h-left-out-after = 可查看其中任意一条。
 h-evidence = 证据
 h-match = 匹配方式

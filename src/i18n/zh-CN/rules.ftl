@@ -21,6 +21,8 @@ hop-between = { $a } 与 { $b } 之间
 hop-between-side = { $vantage } 与{ $side }之间
 hop-beyond = { $vantage } 之后、朝{ $side }方向的路径上
 evidence-left-out = （另有 { $left } 条证据未列出：见 --max-evidence。）
+range = { $min } 至 { $max }
+group-evidence-first = 证据只列出这 { $n } 条连接中时间最早的 { $shown } 条（用 --max-evidence 可列出更多；JSON 中列有全部连接）。
 
 ## 证据
 
@@ -48,6 +50,7 @@ ev-gateway-bye = 语音网关侧的 BYE（呼叫 { $call }）{ $reason }
 mb-word-closed = 关闭
 mb-word-reset = 重置
 mb-summary = { $conn }：{ $hop }的中间设备在连接静默 { $silence } 秒后将其{ $word }；{ $side }从未发出过这个 { $kind }
+mb-summary-many = { $n } 条连接：{ $hop }的中间设备在连接静默 { $silence } 秒后将其{ $word }；{ $side }从未发出过这些 { $kind }
 mb-instead-received = 在 { $vantage } 处，{ $side }反而收到了中间设备发来的 { $kind }
 mb-instead-quiet = 在 { $vantage } 处看不到来自{ $side }的 { $kind }：连接在那里只是没了动静
 mb-explain = { $vantage } 处的 { $kind } 看起来来自{ $side }，但{ $instead }。它是在 { $hop }产生的。
@@ -61,6 +64,8 @@ mb-rec = 让经过该中间设备的连接保持比其空闲超时更频繁的�
 
 single-summary = { $conn }：静默 { $silence } 秒后出现的 RST 与{ $side }其他报文的特征不符，很可能是中间设备构造的
 single-explain = 只有 { $vantage } 抓到了这条连接，因此 RST 的来源只能依据其指纹和时序判断：它响应的是静默 { $silence } 秒后的第一个报文，且其 TTL/IP ID 与{ $side }发出的报文不符。在更靠近{ $side }的位置抓包，即可确认它是否真的从那里发出。
+single-summary-many = { $n } 条连接：静默 { $silence } 秒后出现的 RST 与{ $side }其他报文的特征不符，很可能是中间设备构造的
+single-explain-many = 只有 { $vantage } 抓到了这些连接，因此这些 RST 的来源只能依据其指纹和时序判断：每个 RST 响应的都是静默 { $silence } 秒后的第一个报文，且其 TTL/IP ID 与{ $side }发出的报文不符。在更靠近{ $side }的位置抓包，即可确认它们是否真的从那里发出。
 single-rec = 请在另一端同时抓包加以确认；在此之前，让连接的流量间隔小于疑似的空闲超时。
 
 ## silent_drop
@@ -70,6 +75,8 @@ sd-end-arrived = 随后收到了一个 { $kind }
 sd-end-capture = 直到抓包结束
 sd-summary = { $conn }：静默 { $silence } 秒后，{ $side }的报文在 { $hop }消失：重传 { $n } 次，无应答
 sd-explain = 在 { $vantage } 处，{ $side }在静默 { $silence } 秒后发送报文，重传 { $n } 次仍无任何应答，{ $end }。
+sd-summary-many = { $n } 条连接：静默 { $silence } 秒后，{ $side }的报文在 { $hop }消失：共重传 { $retrans } 次，无应答
+sd-explain-many = 在 { $vantage } 处，{ $side }在静默 { $silence } 秒后发送报文，并不断重传（这 { $n } 条连接共重传 { $retrans } 次）仍无任何应答，{ $end }。
 sd-confirmed = 下游抓包显示这些报文一个也没有到达：中间设备已删除该会话表项，直接丢弃了其报文，也没有回 RST。
 sd-unconfirmed = 没有下游抓包可以确认报文在哪里丢失；但连 RST 都没有收到，说明很可能是某个中间设备删除了该会话表项并丢弃其报文。
 sd-rec = 静默丢包的中间设备会让客户端一直等到自己的心跳检测超时才发现断连：请让连接的流量间隔小于其空闲超时，并缩短客户端的死连接检测时间。
@@ -95,6 +102,9 @@ hb-timeout-between = { $lower } 到 { $upper } 秒之间
 hb-summary = { $conn }：{ $kind } 心跳（间隔中位数 { $median } 秒）曾有 { $slowest } 秒没有发出；而中间设备的空闲超时为 { $timeout }
 hb-explain = 心跳间隔中位数 { $median } 秒，p95 { $p95 } 秒，两次心跳之间的最长间隔 { $max } 秒；导致连接结束的那次静默持续了 { $silence } 秒。空闲超时为 { $timeout }。
 hb-stretch = 从 { $from } 起，连续 { $count } 次心跳的间隔中位数被拉长到 { $median } 秒。
+hb-summary-many = { $n } 条连接：{ $kind } 心跳（间隔中位数 { $median } 秒）最长曾有 { $slowest } 秒没有发出；而中间设备的空闲超时为 { $timeout }
+hb-explain-many = 心跳间隔中位数为 { $median } 秒；导致各连接结束的静默持续了 { $silence } 秒，两次心跳之间的最长间隔为 { $slowest } 秒。空闲超时为 { $timeout }。
+hb-stretch-many = 其中 { $stretched } 条连接的心跳曾被拉长，一段时间内的间隔中位数达到 { $median } 秒（浏览器后台标签页被节流）。
 hb-rec = 心跳间隔不超过 { $secs } 秒（约为超时的一半），并使用不会被浏览器后台节流拉长的计时器（Web Worker 或由服务端发送），或把负载均衡（SLB）的四层空闲超时调大到超过最慢的心跳间隔。
 
 ## call_cut
