@@ -86,7 +86,9 @@ pub struct TcpSegment<'a> {
     pub ack: u32,
     pub flags: TcpFlags,
     pub window: u16,
-    pub options: TcpOptions,
+    /// The option bytes (after the fixed 20-byte header): parsed only when asked for, with
+    /// `options()`, since the analysis reads only their length.
+    pub options_raw: &'a [u8],
     /// The segment's payload length from the IP header, even where the capture kept less.
     pub payload_len: u32,
     /// The payload bytes that were captured (may be shorter than `payload_len`).
@@ -386,27 +388,34 @@ fn is_ip_ethertype(p: &LaxSlicedPacket<'_>) -> bool {
     }
 }
 
+impl TcpSegment<'_> {
+    /// The options the analysis may use, parsed from `options_raw`.
+    pub fn options(&self) -> TcpOptions {
+        let mut options = TcpOptions {
+            len: self.options_raw.len().min(40) as u8,
+            ..TcpOptions::default()
+        };
+        for o in etherparse::TcpOptionsIterator::from_slice(self.options_raw) {
+            match o {
+                Ok(TcpOptionElement::MaximumSegmentSize(m)) => options.mss = Some(m),
+                Ok(TcpOptionElement::WindowScale(w)) => options.window_scale = Some(w),
+                Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
+                    options.sack_permitted = true
+                }
+                Ok(TcpOptionElement::SelectiveAcknowledgement(_, rest)) => {
+                    options.sack_blocks = 1 + rest.iter().filter(|b| b.is_some()).count() as u8
+                }
+                Ok(TcpOptionElement::Timestamp(v, e)) => options.timestamp = Some((v, e)),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        options
+    }
+}
+
 fn tcp_segment<'a>(t: &TcpSlice<'a>, ip_payload_len: u32) -> TcpSegment<'a> {
     let header_len = t.data_offset() as u32 * 4;
-    let mut options = TcpOptions {
-        len: header_len.saturating_sub(20).min(40) as u8,
-        ..TcpOptions::default()
-    };
-    for o in t.options_iterator() {
-        match o {
-            Ok(TcpOptionElement::MaximumSegmentSize(m)) => options.mss = Some(m),
-            Ok(TcpOptionElement::WindowScale(w)) => options.window_scale = Some(w),
-            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
-                options.sack_permitted = true
-            }
-            Ok(TcpOptionElement::SelectiveAcknowledgement(_, rest)) => {
-                options.sack_blocks = 1 + rest.iter().filter(|b| b.is_some()).count() as u8
-            }
-            Ok(TcpOptionElement::Timestamp(v, e)) => options.timestamp = Some((v, e)),
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
     TcpSegment {
         src_port: t.source_port(),
         dst_port: t.destination_port(),
@@ -414,7 +423,8 @@ fn tcp_segment<'a>(t: &TcpSlice<'a>, ip_payload_len: u32) -> TcpSegment<'a> {
         ack: t.acknowledgment_number(),
         flags: TcpFlags(t.header_slice()[13] & 0x3f),
         window: t.window_size(),
-        options,
+        // The header slice is the fixed 20 bytes and the options (etherparse checked its length).
+        options_raw: t.header_slice().get(20..).unwrap_or(&[]),
         payload_len: ip_payload_len.saturating_sub(header_len),
         payload: t.payload(),
     }
@@ -463,10 +473,11 @@ mod tests {
             panic!("not tcp")
         };
         assert!(t.flags.syn() && !t.flags.ack());
-        assert_eq!(t.options.mss, Some(1460));
-        assert_eq!(t.options.window_scale, Some(7));
-        assert!(t.options.sack_permitted);
-        assert_eq!(t.options.timestamp, Some((7, 0)));
+        assert_eq!(t.options().mss, Some(1460));
+        assert_eq!(t.options().window_scale, Some(7));
+        assert!(t.options().sack_permitted);
+        assert_eq!(t.options().len, 20);
+        assert_eq!(t.options().timestamp, Some((7, 0)));
         assert_eq!(t.flags.tcpdump(), "S");
     }
 

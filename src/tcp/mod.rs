@@ -1240,7 +1240,7 @@ fn termination(
         window: t.window,
         ack_flag: t.flags.ack(),
         seq: t.seq,
-        options_len: t.options.len,
+        options_len: t.options_raw.len().min(40) as u8,
         idle_before_s,
         sender_usual: *usual,
         ttl_fits,
