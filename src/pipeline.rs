@@ -198,11 +198,17 @@ fn read_capture(
         ));
     }
     summary.ip_fragments = tracker.fragments;
-    let (mut connections, warnings) = tracker.finish_with_warnings();
-    summary.warnings.extend(warnings);
-    if let Some(emit) = emit {
-        connections.drain(..).for_each(emit);
-    }
+    let connections = match emit {
+        Some(emit) => {
+            summary.warnings.extend(tracker.finish_streaming(emit));
+            Vec::new()
+        }
+        None => {
+            let (connections, warnings) = tracker.finish_with_warnings();
+            summary.warnings.extend(warnings);
+            connections
+        }
+    };
     Ok((CaptureRun { summary, error }, connections))
 }
 

@@ -195,6 +195,11 @@ fn stream_writes_each_connection_when_it_ends() {
     };
     let sorted = lines(&["flows", "--format", "json", FTP6]);
     let streamed = lines(&["flows", "--format", "json", "--stream", FTP6]);
+    assert_eq!(
+        streamed,
+        lines(&["flows", "--format", "json", "--stream", FTP6]),
+        "the same order every run"
+    );
     assert_eq!(sorted.len(), 6);
     let mut a = sorted.clone();
     let mut b = streamed.clone();

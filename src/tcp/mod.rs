@@ -703,6 +703,31 @@ impl Tracker {
         (self.done, warnings)
     }
 
+    /// Ends tracking, handing each connection still live to `emit` as it is summarised (not
+    /// all at once: at the end of a long capture that is every long-lived connection, and
+    /// holding their summaries together was the streaming run's peak). Returns the warnings.
+    pub fn finish_streaming(
+        mut self,
+        emit: &mut dyn FnMut(Connection),
+    ) -> Vec<crate::capture::Warning> {
+        self.peak_live = self.peak_live.max(self.live.len());
+        self.done.drain(..).for_each(&mut *emit);
+        // In start order, as the sorted output would have them: the table's own order changes
+        // from run to run (its hasher is seeded at random).
+        let mut keys: Vec<(Timestamp, u64, FlowKey)> = self
+            .live
+            .iter()
+            .map(|(k, l)| (l.conn.ts, l.conn.first_frame, *k))
+            .collect();
+        keys.sort_unstable();
+        for (_, _, k) in keys {
+            if let Some(l) = self.live.remove(&k) {
+                emit(finish_live(l));
+            }
+        }
+        self.warnings()
+    }
+
     /// Ends tracking and returns every connection, sorted by start time (then frame).
     pub fn finish(self) -> Vec<Connection> {
         self.finish_with_warnings().0
