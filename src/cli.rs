@@ -322,6 +322,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Diagnose(args) => match lined_up(
             &args.vantages,
             args.vantages.captures.len() > 1 || args.format == ReportFormat::Html,
+            args.format == ReportFormat::Html,
         ) {
             Ok((al, failed)) => {
                 let d = crate::diagnose::diagnose_with(
@@ -357,7 +358,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
-        Command::Extract(args) => match lined_up(&args.vantages, true) {
+        Command::Extract(args) => match lined_up(&args.vantages, true, true) {
             Ok((al, failed)) => {
                 let paths = args.vantages.paths();
                 let d = args
@@ -412,7 +413,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => error(e.into()),
             }
         }
-        Command::Align(args) => match lined_up(&args.vantages, true) {
+        Command::Align(args) => match lined_up(&args.vantages, true, true) {
             Ok((al, failed)) => {
                 let out = match args.format {
                     FlowsFormat::Table => report::align_table_in(
@@ -428,7 +429,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
-        Command::Timeline(args) => match lined_up(&args.vantages, true) {
+        Command::Timeline(args) => match lined_up(&args.vantages, true, true) {
             Ok((al, failed)) => {
                 let paths = args.vantages.paths();
                 match crate::align::timeline(&al, &args.conn, &paths) {
@@ -473,6 +474,7 @@ fn error(e: anyhow::Error) -> ExitCode {
 fn lined_up(
     args: &VantageArgs,
     keep_samples: bool,
+    timeline: bool,
 ) -> anyhow::Result<(crate::align::Alignment, bool)> {
     let mut names = std::collections::HashSet::new();
     for c in &args.captures {
@@ -482,6 +484,7 @@ fn lined_up(
     }
     let opts = crate::tcp::TrackerOptions {
         keep_samples,
+        timeline,
         ..args.limits.tracker()
     };
     let (vantages, errors) = read_vantages_filtered(&args.captures, opts, args.limits.filter());
@@ -566,6 +569,7 @@ fn flows(args: FlowsArgs) -> ExitCode {
     let opts = crate::tcp::TrackerOptions {
         detail: args.detail.is_some(),
         keep_samples: false,
+        timeline: false,
         ..args.limits.tracker()
     };
     for path in &args.captures {

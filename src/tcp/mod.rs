@@ -495,6 +495,9 @@ pub struct TrackerOptions {
     /// Keep each connection's packet samples (alignment and timelines need them; `flows` does
     /// not).
     pub keep_samples: bool,
+    /// Keep what only the HTML timeline draws: every heartbeat interval (up to 1000 a
+    /// connection, 8 bytes each, where the report uses the median, p95 and maximum).
+    pub timeline: bool,
 }
 
 /// Defaults: 100 000 live connections (about 5x the busiest softswitch we have seen) cost a few
@@ -508,6 +511,7 @@ impl Default for TrackerOptions {
             max_live: 100_000,
             max_summaries: 1_000_000,
             keep_samples: true,
+            timeline: true,
         }
     }
 }
@@ -570,6 +574,18 @@ impl Tracker {
 
     /// Keeps a finished connection's summary, within `max_summaries`.
     fn keep(&mut self, mut c: Connection) {
+        if let Some(app) = c.app.as_deref_mut() {
+            if !self.opts.timeline {
+                if let Some(hb) = app.heartbeat.as_mut() {
+                    hb.intervals = Vec::new();
+                }
+            }
+            // Kept until the report: no growth slack (a Vec that doubled is up to half empty).
+            if let Some(sip) = app.sip.as_mut() {
+                sip.dialogs.shrink_to_fit();
+                sip.registrations.shrink_to_fit();
+            }
+        }
         if !self.opts.keep_samples {
             // Only alignment and the HTML timeline use the packet samples (2 x 48 of them,
             // about 4.6 KiB a connection). Nothing was stored; this is for evicted ones.
