@@ -535,11 +535,12 @@ fn flows_stream(args: FlowsArgs) -> ExitCode {
     };
     let mut failed = false;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    for path in &args.captures {
-        let run = crate::pipeline::stream_capture(path, opts, args.limits.filter(), |c| {
-            // A closed pipe (`| head`) is not an error worth a message.
-            let _ = writeln!(out, "{}", report::flow_json_line(&c));
-        });
+    // One thread per capture, merged by the time each connection ended (a closed pipe, `| head`,
+    // is not an error worth a message).
+    let runs = crate::pipeline::merge_streams(&args.captures, opts, args.limits.filter(), |c| {
+        let _ = writeln!(out, "{}", report::flow_json_line(&c));
+    });
+    for (path, run) in args.captures.iter().zip(runs) {
         match run {
             Ok(run) => {
                 for w in &run.summary.warnings {

@@ -79,13 +79,64 @@ pub struct CaptureRun {
 /// Reads one capture and hands each connection to `emit` as soon as it is summarised: when it
 /// has ended and stayed quiet (Zeek's conn.log order), or at the end of the capture. Nothing is
 /// kept, so memory follows the connections alive at a time, not the length of the capture.
+/// `emit` also gets the capture time at which the connection was handed over (the packet that
+/// made it due, or the last packet of the capture): what `merge_streams` orders captures by.
 pub fn stream_capture(
     path: &Path,
     opts: TrackerOptions,
     filter: Option<&str>,
-    mut emit: impl FnMut(Connection),
+    mut emit: impl FnMut(Timestamp, Connection),
 ) -> anyhow::Result<CaptureRun> {
     read_capture(path, opts, filter, Some(&mut emit)).map(|(run, _)| run)
+}
+
+/// Several captures streamed at once, one thread per file, merged by the capture time at which
+/// each connection was handed over (ties: the order of `paths`). Each thread is at most
+/// `AHEAD` connections ahead of the merge, so memory stays bounded too. Returns each capture's
+/// run, in the order of `paths`.
+pub fn merge_streams(
+    paths: &[std::path::PathBuf],
+    opts: TrackerOptions,
+    filter: Option<&str>,
+    mut emit: impl FnMut(Connection),
+) -> Vec<anyhow::Result<CaptureRun>> {
+    const AHEAD: usize = 1024;
+    std::thread::scope(|scope| {
+        let (handles, receivers): (Vec<_>, Vec<_>) = paths
+            .iter()
+            .map(|path| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<(Timestamp, Connection)>(AHEAD);
+                let h = scope.spawn(move || {
+                    stream_capture(path, opts, filter, |ts, c| {
+                        // The merge stopped early only if the receiver is gone; nothing to do.
+                        let _ = tx.send((ts, c));
+                    })
+                });
+                (h, rx)
+            })
+            .unzip();
+        // The next connection of each capture; None once its thread is done.
+        let mut heads: Vec<Option<(Timestamp, Connection)>> =
+            receivers.iter().map(|r| r.recv().ok()).collect();
+        while let Some(i) = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.as_ref().map(|(ts, _)| (*ts, i)))
+            .min()
+            .map(|(_, i)| i)
+        {
+            let (_, c) = heads[i].take().expect("a head");
+            emit(c);
+            heads[i] = receivers[i].recv().ok();
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a reader thread panicked")))
+            })
+            .collect()
+    })
 }
 
 /// The one reading loop: with `emit`, connections are handed over as they end; without, the
@@ -94,7 +145,7 @@ fn read_capture(
     path: &Path,
     opts: TrackerOptions,
     filter: Option<&str>,
-    mut emit: Option<&mut dyn FnMut(Connection)>,
+    mut emit: Option<&mut dyn FnMut(Timestamp, Connection)>,
 ) -> anyhow::Result<(CaptureRun, Vec<Connection>)> {
     #[cfg(feature = "libpcap")]
     let mut bpf = filter.map(crate::filter::BpfFilter::new).transpose()?;
@@ -155,7 +206,8 @@ fn read_capture(
                         tracker.packet(&frame, &p);
                         if let Some(emit) = emit.as_mut() {
                             if tracker.has_finished() {
-                                tracker.drain_finished().for_each(&mut *emit);
+                                let ts = frame.ts;
+                                tracker.drain_finished().for_each(|c| emit(ts, c));
                             }
                         }
                     }
@@ -200,7 +252,10 @@ fn read_capture(
     summary.ip_fragments = tracker.fragments;
     let connections = match emit {
         Some(emit) => {
-            summary.warnings.extend(tracker.finish_streaming(emit));
+            let end = summary.last_ts.unwrap_or_default();
+            summary
+                .warnings
+                .extend(tracker.finish_streaming(&mut |c| emit(end, c)));
             Vec::new()
         }
         None => {

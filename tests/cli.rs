@@ -218,3 +218,48 @@ fn stream_writes_each_connection_when_it_ends() {
         .code(2)
         .stderr(predicate::str::contains("--format json"));
 }
+
+/// `flows --stream` with several captures reads them in parallel and merges by the time each
+/// connection was handed over: every capture's lines, each capture's own order kept, the same
+/// order every run, and the gateway capture (which ends first) before the agent's although it
+/// is named last.
+#[test]
+fn stream_merges_captures_by_time() {
+    let dir = "fixtures/conntrack-reject";
+    let (agent, softswitch, gateway) = (
+        format!("{dir}/agent.pcapng"),
+        format!("{dir}/softswitch.pcap"),
+        format!("{dir}/gateway.pcap"),
+    );
+    let lines = |files: &[&str]| -> Vec<String> {
+        let mut args = vec!["flows", "--format", "json", "--stream"];
+        args.extend_from_slice(files);
+        let out = vantage().args(&args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let merged = lines(&[&agent, &softswitch, &gateway]);
+    assert_eq!(merged, lines(&[&agent, &softswitch, &gateway]));
+    let mut total = 0;
+    for f in [&agent, &softswitch, &gateway] {
+        let alone = lines(&[f]);
+        assert!(!alone.is_empty());
+        total += alone.len();
+        let mine: Vec<&String> = merged.iter().filter(|l| alone.contains(l)).collect();
+        assert_eq!(mine, alone.iter().collect::<Vec<_>>(), "{f}: its own order");
+    }
+    assert_eq!(merged.len(), total);
+    let first_of = |f: &str| {
+        let name = std::path::Path::new(f)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        merged.iter().position(|l| l.contains(name)).unwrap()
+    };
+    assert!(first_of(&gateway) < first_of(&agent));
+}
