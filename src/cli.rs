@@ -601,14 +601,16 @@ fn flows(args: FlowsArgs) -> ExitCode {
         print(&report::detail(c, args.format));
         return exit(failed);
     }
-    let out = match args.format {
-        FlowsFormat::Table => report::flows_table(&conns, args.captures.len() > 1),
-        FlowsFormat::Json => report::flows_json(&conns),
+    // Written as it is formatted, not gathered into one String first (tens of MB on a large
+    // capture). A closed pipe (`| head`) is not an error worth a message.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let _ = match args.format {
+        FlowsFormat::Table => report::write_flows_table(&mut out, &conns, args.captures.len() > 1),
+        FlowsFormat::Json => conns
+            .iter()
+            .try_for_each(|c| writeln!(out, "{}", report::flow_json_line(c))),
     };
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`| head`) is not an error worth a message.
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
+    let _ = out.flush();
     if failed {
         ExitCode::from(2)
     } else {
