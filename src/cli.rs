@@ -323,6 +323,9 @@ pub fn run(cli: Cli) -> ExitCode {
             &args.vantages,
             args.vantages.captures.len() > 1 || args.format == ReportFormat::Html,
             args.format == ReportFormat::Html,
+            // No report of the diagnosis prints HTTP headers: it reads whether and when the
+            // upgrade succeeded.
+            false,
         ) {
             Ok((al, failed)) => {
                 let d = crate::diagnose::diagnose_with(
@@ -358,7 +361,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
-        Command::Extract(args) => match lined_up(&args.vantages, true, true) {
+        Command::Extract(args) => match lined_up(&args.vantages, true, true, true) {
             Ok((al, failed)) => {
                 let paths = args.vantages.paths();
                 let d = args
@@ -413,7 +416,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => error(e.into()),
             }
         }
-        Command::Align(args) => match lined_up(&args.vantages, true, true) {
+        Command::Align(args) => match lined_up(&args.vantages, true, true, true) {
             Ok((al, failed)) => {
                 let out = match args.format {
                     FlowsFormat::Table => report::align_table_in(
@@ -429,7 +432,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
-        Command::Timeline(args) => match lined_up(&args.vantages, true, true) {
+        Command::Timeline(args) => match lined_up(&args.vantages, true, true, true) {
             Ok((al, failed)) => {
                 let paths = args.vantages.paths();
                 match crate::align::timeline(&al, &args.conn, &paths) {
@@ -475,6 +478,7 @@ fn lined_up(
     args: &VantageArgs,
     keep_samples: bool,
     timeline: bool,
+    http_heads: bool,
 ) -> anyhow::Result<(crate::align::Alignment, bool)> {
     let mut names = std::collections::HashSet::new();
     for c in &args.captures {
@@ -487,6 +491,7 @@ fn lined_up(
         timeline,
         ..args.limits.tracker()
     };
+    let opts = crate::tcp::TrackerOptions { http_heads, ..opts };
     let (vantages, errors) = read_vantages_filtered(&args.captures, opts, args.limits.filter());
     let failed = !errors.is_empty();
     for e in &errors {

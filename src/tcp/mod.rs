@@ -498,6 +498,9 @@ pub struct TrackerOptions {
     /// Keep what only the HTML timeline draws: every heartbeat interval (up to 1000 a
     /// connection, 8 bytes each, where the report uses the median, p95 and maximum).
     pub timeline: bool,
+    /// Keep the HTTP request and response heads (every header `flows` prints). The diagnosis
+    /// reads only the outcome (upgraded, failed status, when), not the header strings.
+    pub http_heads: bool,
 }
 
 /// Defaults: 100 000 live connections (about 5x the busiest softswitch we have seen) cost a few
@@ -512,6 +515,7 @@ impl Default for TrackerOptions {
             max_summaries: 1_000_000,
             keep_samples: true,
             timeline: true,
+            http_heads: true,
         }
     }
 }
@@ -578,6 +582,13 @@ impl Tracker {
             if !self.opts.timeline {
                 if let Some(hb) = app.heartbeat.as_mut() {
                     hb.intervals = Vec::new();
+                }
+            }
+            if !self.opts.http_heads {
+                if let Some(h) = app.http.as_mut() {
+                    // A dozen header strings, ~700 bytes a connection on the heap.
+                    h.request = Default::default();
+                    h.response = None;
                 }
             }
             // Kept until the report: no growth slack (a Vec that doubled is up to half empty).
