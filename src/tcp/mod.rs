@@ -715,10 +715,8 @@ impl Tracker {
     /// Ends tracking: every connection, and the warnings about what the caps cost.
     pub fn finish_with_warnings(mut self) -> (Vec<Connection>, Vec<crate::capture::Warning>) {
         self.peak_live = self.peak_live.max(self.live.len());
-        // Every live connection is summarised now: grow the list once, to its final length,
-        // instead of doubling (which could leave half of a large list unused).
-        let room = self.opts.max_summaries.saturating_sub(self.done.len());
-        self.done.reserve_exact(self.live.len().min(room));
+        // No reserve for all of them up front: that array would sit beside every live state at
+        // once (massif: the run's peak). Grown as it goes, it grows while live states are freed.
         let live: Vec<Box<Live>> = self.live.drain().map(|(_, l)| l).collect();
         for l in live {
             let c = finish_live(l);
