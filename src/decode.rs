@@ -500,23 +500,7 @@ mod tests {
     /// (the lab's captures and the public corpus), field for field.
     #[test]
     fn fast_path_agrees_with_etherparse_on_every_fixture_frame() {
-        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else if p.extension().is_some_and(|x| {
-                    ["pcap", "pcapng", "cap", "trace", "gz"].contains(&x.to_str().unwrap())
-                }) {
-                    out.push(p);
-                }
-            }
-        }
-        let mut files = Vec::new();
-        walk(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-            &mut files,
-        );
+        let files = crate::testing::fixture_captures();
         let (mut fast, mut frames) = (0, 0);
         for f in &files {
             let Ok(mut r) = crate::capture::CaptureReader::open(f) else {

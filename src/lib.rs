@@ -5,13 +5,17 @@
 //! boundary:
 //!
 //! ```text
-//! capture  (files -> Frame)            capture.rs
-//! decode   (Frame -> Packet)           decode.rs
-//! tcp      (Packet -> Connection)      tcp.rs
-//! report   (Connection -> table, JSON) report.rs
+//! capture   (files -> Frame)                      capture.rs
+//! decode    (Frame -> Packet)                     decode.rs
+//! tcp       (Packet -> Connection)                tcp/
+//! app       (stream bytes -> AppSummary)          app/     (run by tcp, per connection)
+//! align     (Connections of each capture -> Alignment)  align.rs
+//! diagnose  (Alignment -> Diagnosis: findings, verdict) diagnose/
+//! report    (Diagnosis, Connections -> table, JSON, Markdown, HTML)  report/
 //! ```
 //!
-//! `pipeline` drives the stages over one capture; `cli` is the command line.
+//! `pipeline` drives the first stages over one capture, streaming (`stream_capture`, one thread
+//! per file in `merge_streams`) or collecting (`track_capture`); `cli` is the command line.
 
 pub mod align;
 pub mod app;
@@ -31,3 +35,30 @@ pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod tcp;
+
+/// Helpers for the unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Every capture file under `fixtures/` (the lab's and the public corpus), sorted.
+    pub fn fixture_captures() -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| {
+                    ["pcap", "pcapng", "cap", "trace", "gz"].contains(&x.to_str().unwrap_or(""))
+                }) {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+            &mut files,
+        );
+        files.sort();
+        files
+    }
+}

@@ -184,15 +184,6 @@ fn gzip_is_read_transparently() {
 /// connections it opened. Without `--format json` it is refused.
 #[test]
 fn stream_writes_each_connection_when_it_ends() {
-    let lines = |args: &[&str]| -> Vec<String> {
-        let out = vantage().args(args).output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
     let sorted = lines(&["flows", "--format", "json", FTP6]);
     let streamed = lines(&["flows", "--format", "json", "--stream", FTP6]);
     assert_eq!(
@@ -234,13 +225,7 @@ fn stream_merges_captures_by_time() {
     let lines = |files: &[&str]| -> Vec<String> {
         let mut args = vec!["flows", "--format", "json", "--stream"];
         args.extend_from_slice(files);
-        let out = vantage().args(&args).output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        lines(&args)
     };
     let merged = lines(&[&agent, &softswitch, &gateway]);
     assert_eq!(merged, lines(&[&agent, &softswitch, &gateway]));
@@ -262,4 +247,15 @@ fn stream_merges_captures_by_time() {
         merged.iter().position(|l| l.contains(name)).unwrap()
     };
     assert!(first_of(&gateway) < first_of(&agent));
+}
+
+/// The lines a successful run prints.
+fn lines(args: &[&str]) -> Vec<String> {
+    let out = vantage().args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

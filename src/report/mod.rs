@@ -556,24 +556,7 @@ mod flows_table_tests {
     /// capture (with and without the capture column), and on no connections at all.
     #[test]
     fn same_table_as_comfy_table() {
-        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else if p
-                    .extension()
-                    .is_some_and(|x| ["pcap", "pcapng", "cap", "gz"].contains(&x.to_str().unwrap()))
-                {
-                    out.push(p);
-                }
-            }
-        }
-        let mut files = Vec::new();
-        walk(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-            &mut files,
-        );
+        let files = crate::testing::fixture_captures();
         let mut rows = 0;
         for f in &files {
             let Ok(flows) = crate::pipeline::track_capture(f) else {

@@ -113,6 +113,19 @@ pub fn track(packets: &[(f64, P)]) -> Vec<Connection> {
 }
 
 pub fn track_named(name: &str, packets: &[(f64, P)]) -> Vec<Connection> {
+    feed(name, packets, |_| {}).finish()
+}
+
+/// Feeds (seconds, packet) pairs to a tracker and returns how many connections were live after
+/// each packet (the table that memory follows), then the finished connections.
+pub fn track_live(packets: &[(f64, P)]) -> (Vec<usize>, Vec<Connection>) {
+    let mut live = Vec::new();
+    let t = feed("built.pcap", packets, |t| live.push(t.live_connections()));
+    (live, t.finish())
+}
+
+/// A tracker fed the packets (times from 1.7e9 s), `after` called after each one.
+fn feed(name: &str, packets: &[(f64, P)], mut after: impl FnMut(&Tracker)) -> Tracker {
     let mut t = Tracker::new(name);
     for (i, (secs, p)) in packets.iter().enumerate() {
         let data = p.bytes();
@@ -129,31 +142,7 @@ pub fn track_named(name: &str, packets: &[(f64, P)]) -> Vec<Connection> {
             Decoded::Ip(pkt) => t.packet(&frame, &pkt),
             other => panic!("not decoded: {other:?}"),
         }
+        after(&t);
     }
-    t.finish()
-}
-
-/// Feeds (seconds, packet) pairs to a tracker and returns how many connections were live after
-/// each packet (the table that memory follows), then the finished connections.
-pub fn track_live(packets: &[(f64, P)]) -> (Vec<usize>, Vec<Connection>) {
-    let mut t = Tracker::new("built.pcap");
-    let mut live = Vec::new();
-    for (i, (secs, p)) in packets.iter().enumerate() {
-        let data = p.bytes();
-        let frame = Frame {
-            number: i as u64 + 1,
-            ts: Timestamp((secs * 1e9) as i64 + 1_700_000_000_000_000_000),
-            link: LinkType::ETHERNET,
-            interface: 0,
-            orig_len: data.len() as u32,
-            offset: 0,
-            data: &data,
-        };
-        match decode(&frame) {
-            Decoded::Ip(pkt) => t.packet(&frame, &pkt),
-            other => panic!("not decoded: {other:?}"),
-        }
-        live.push(t.live_connections());
-    }
-    (live, t.finish())
+    t
 }
