@@ -573,6 +573,11 @@ fn flows(args: FlowsArgs) -> ExitCode {
     let mut failed = false;
     let mut all = Vec::new();
     let opts = crate::tcp::TrackerOptions {
+        // The table prints only what TCP tracking finds (state, history, counters, the end):
+        // no stream reassembly or WebSocket/SIP/heartbeat parsing for it, which is a third of
+        // the time and most of a live connection's memory. JSON and --detail print the
+        // application layer.
+        app: args.format == FlowsFormat::Json || args.detail.is_some(),
         detail: args.detail.is_some(),
         keep_samples: false,
         timeline: false,

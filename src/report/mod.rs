@@ -574,6 +574,23 @@ mod flows_table_tests {
             }
         }
         assert!(rows > 150, "{rows} rows compared");
+        // The table shows only what TCP tracking finds: the same without the application
+        // layer, which `vantage flows` skips for it.
+        for f in &files {
+            let run = |app: bool| {
+                let opts = crate::tcp::TrackerOptions {
+                    app,
+                    ..Default::default()
+                };
+                crate::pipeline::track_capture_with(f, opts).map(|t| {
+                    let conns: Vec<&Connection> = t.connections.iter().collect();
+                    flows_table(&conns, true)
+                })
+            };
+            if let (Ok(with), Ok(without)) = (run(true), run(false)) {
+                assert_eq!(with, without, "{}", f.display());
+            }
+        }
         assert_eq!(flows_table(&[], true), comfy_flows_table(&[], true));
         // Wide characters in a file name take two columns each, as comfy-table counts them.
         let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
