@@ -227,4 +227,27 @@ fn connections_reset_alike_are_one_finding() {
     }
     let text = vantage::report::diagnose_text(&zh, &al);
     assert!(text.contains("… 另有 10 条（见 --format json）"), "{text}");
+
+    // Findings of one kind past MAX_PER_KIND (one agent_outage per agent on a busy capture)
+    // are counted in one line, not printed; the JSON keeps them all.
+    let mut many = d.clone();
+    let outage = outage.clone();
+    for i in 0..25 {
+        let mut f = outage.clone();
+        f.id = format!("X{i}");
+        many.findings.push(f);
+    }
+    let cap = vantage::report::MAX_PER_KIND;
+    for text in [
+        vantage::report::diagnose_text(&many, &al),
+        vantage::report::diagnose_markdown(&many, &al),
+    ] {
+        assert!(
+            text.contains(&format!("… and {} more agent_outage findings", 26 - cap)),
+            "{text}"
+        );
+        assert!(text.contains(&format!("X{}", cap - 2)), "{text}");
+        assert!(!text.contains(&format!("X{}", cap - 1)), "{text}");
+    }
+    assert!(vantage::report::diagnose_json(&many).contains("\"X24\""));
 }

@@ -695,6 +695,46 @@ pub fn align_table(al: &Alignment) -> String {
 /// a reader skims the first ones; a busy capture's 26k rows belong in the JSON.
 pub const MAX_ROWS: usize = 50;
 
+/// Findings of one kind shown in full in the text and Markdown reports; past it, one line says
+/// how many more (the JSON keeps every one). A busy capture gives one agent_outage per agent:
+/// a thousand of them would bury the verdict in a ticket.
+pub const MAX_PER_KIND: usize = 20;
+
+/// The findings the text and Markdown reports show, and per kind how many are left out (in the
+/// order the kinds first appear).
+fn shown_findings(d: &Diagnosis) -> (Vec<&Finding>, Vec<(&'static str, usize)>) {
+    let mut count: Vec<(&'static str, usize)> = Vec::new();
+    let mut shown = Vec::new();
+    for f in &d.findings {
+        let name = f.kind.name();
+        let n = match count.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, n)) => n,
+            None => {
+                count.push((name, 0));
+                &mut count.last_mut().expect("just pushed").1
+            }
+        };
+        *n += 1;
+        if *n <= MAX_PER_KIND {
+            shown.push(f);
+        }
+    }
+    let hidden = count
+        .into_iter()
+        .filter(|(_, n)| *n > MAX_PER_KIND)
+        .map(|(k, n)| (k, n - MAX_PER_KIND))
+        .collect();
+    (shown, hidden)
+}
+
+/// "… and 1097 more agent_outage findings (see --format json)", one line per kind cut.
+fn hidden_lines(cat: &Catalog, hidden: &[(&'static str, usize)]) -> String {
+    hidden
+        .iter()
+        .map(|(k, n)| cat.render(&Msg::new("r-more-findings").n("n", *n).s("kind", *k)) + "\n")
+        .collect()
+}
+
 /// Connection ids in a findings-table cell: a finding that groups a thousand connections names
 /// the first ones; the finding's section and the JSON list them all.
 pub const MAX_IDS: usize = 10;
@@ -899,7 +939,8 @@ pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
             cat.get("r-col-connections"),
             cat.get("r-col-summary"),
         ]);
-        for f in &d.findings {
+        let (shown, hidden) = shown_findings(d);
+        for f in &shown {
             t.add_row(vec![
                 Cell::new(&f.id),
                 Cell::new(severity_word(&cat, f)),
@@ -908,8 +949,10 @@ pub fn diagnose_text(d: &Diagnosis, al: &Alignment) -> String {
                 Cell::new(&f.summary),
             ]);
         }
-        out.push_str(&format!("{t}\n\n"));
-        for f in &d.findings {
+        out.push_str(&format!("{t}\n"));
+        out.push_str(&hidden_lines(&cat, &hidden));
+        out.push('\n');
+        for f in &shown {
             let head = Msg::new("r-finding-head")
                 .s("id", &f.id)
                 .s("kind", f.kind.name())
@@ -1004,7 +1047,8 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
             "r-col-connections",
             "r-col-summary",
         ]));
-        for f in &d.findings {
+        let (shown, hidden) = shown_findings(d);
+        for f in &shown {
             out.push_str(&format!(
                 "| {} | {} | `{}` | {} | {} |\n",
                 f.id,
@@ -1015,7 +1059,11 @@ pub fn diagnose_markdown(d: &Diagnosis, al: &Alignment) -> String {
             ));
         }
         out.push('\n');
-        for f in &d.findings {
+        if !hidden.is_empty() {
+            out.push_str(&hidden_lines(&cat, &hidden));
+            out.push('\n');
+        }
+        for f in &shown {
             out.push_str(&format!(
                 "### {} `{}`\n\n{}\n\n",
                 f.id,

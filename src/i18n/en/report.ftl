@@ -53,6 +53,7 @@ r-offset-unknown = unknown
 r-offset-no-traffic = no traffic shared with another capture
 r-ambiguous = { $n } connection(s) had two equally good matches and were left apart.
 r-more-ids = … and { $n } more
+r-more-findings = … and { $n } more { $kind } findings (see --format json)
 r-more-rows = … and { $n } more (see --format json)
 
 ## HTML page

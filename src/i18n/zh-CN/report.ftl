@@ -53,6 +53,7 @@ r-offset-unknown = 未知
 r-offset-no-traffic = 与其他抓包没有共同流量
 r-ambiguous = 有 { $n } 条连接存在两个同样好的匹配，未予合并。
 r-more-ids = … 另有 { $n } 条
+r-more-findings = … 另有 { $n } 条 { $kind } 结论（见 --format json）
 r-more-rows = … 另有 { $n } 条（见 --format json）
 
 ## HTML 页面
