@@ -253,3 +253,24 @@ fn quiet_udp_flows_leave_the_live_table() {
     assert_eq!(conns.len(), 2);
     assert_eq!(conns[1].orig.pkts, 4);
 }
+
+/// The silence list keeps the six longest silences, longest first, whatever order they came in
+/// (it holds exactly six: a longer one replaces the shortest).
+#[test]
+fn the_six_longest_silences_are_kept_longest_first() {
+    let mut p = handshake(40000, 0.0);
+    let c = P::new(AGENT, 40000, VIP, 8080);
+    let mut t = 0.004;
+    for gap in [1.0, 5.0, 2.0, 8.0, 3.0, 9.0, 0.7, 4.0, 7.0, 0.2, 6.0] {
+        t += gap;
+        p.push((t, c.seq(1101).ack(5001).len(1)));
+    }
+    let conns = track(&p);
+    let secs: Vec<f64> = conns[0]
+        .silences
+        .iter()
+        .map(|g| (g.secs * 10.0).round() / 10.0)
+        .collect();
+    assert_eq!(secs, vec![9.0, 8.0, 7.0, 6.0, 5.0, 4.0]);
+    assert_eq!(conns[0].max_idle.unwrap().secs.round(), 9.0);
+}

@@ -108,14 +108,16 @@ pub enum IpIdPattern {
 /// Small running profile behind a `Fingerprint`: at most four distinct TTLs are counted (a
 /// path's TTL seldom changes; four covers route flaps without growing).
 #[derive(Clone, Debug, Default)]
+/// Counters are u32 (saturating): two profiles sit in every live connection, and no connection
+/// of a capture carries 4 billion packets one way.
 struct Profile {
-    packets: u64,
-    ttls: [(u8, u64); 4],
+    packets: u32,
+    ttls: [(u8, u32); 4],
     ttl_min: u8,
     ttl_max: u8,
-    ip_ids: u64,
-    ip_id_zero: u64,
-    ip_id_small_step: u64,
+    ip_ids: u32,
+    ip_id_zero: u32,
+    ip_id_small_step: u32,
     ip_id_last: Option<u16>,
 }
 
@@ -130,23 +132,23 @@ impl Profile {
             self.ttl_min = ttl;
             self.ttl_max = ttl;
         }
-        self.packets += 1;
+        self.packets = self.packets.saturating_add(1);
         self.ttl_min = self.ttl_min.min(ttl);
         self.ttl_max = self.ttl_max.max(ttl);
         if let Some(slot) = self.ttls.iter_mut().find(|(t, n)| *n > 0 && *t == ttl) {
-            slot.1 += 1;
+            slot.1 = slot.1.saturating_add(1);
         } else if let Some(slot) = self.ttls.iter_mut().find(|(_, n)| *n == 0) {
             *slot = (ttl, 1);
         }
         if let Some(id) = ip_id {
-            self.ip_ids += 1;
+            self.ip_ids = self.ip_ids.saturating_add(1);
             if id == 0 {
-                self.ip_id_zero += 1;
+                self.ip_id_zero = self.ip_id_zero.saturating_add(1);
             }
             if let Some(last) = self.ip_id_last {
                 let step = id.wrapping_sub(last);
                 if step > 0 && step <= IP_ID_STEP {
-                    self.ip_id_small_step += 1;
+                    self.ip_id_small_step = self.ip_id_small_step.saturating_add(1);
                 }
             }
             self.ip_id_last = Some(id);
@@ -164,15 +166,15 @@ impl Profile {
             IpIdPattern::None
         } else if self.ip_id_zero == self.ip_ids {
             IpIdPattern::Zero
-        } else if self.ip_id_small_step * 10 >= (self.ip_ids - 1) * 8 {
+        } else if u64::from(self.ip_id_small_step) * 10 >= (u64::from(self.ip_ids) - 1) * 8 {
             IpIdPattern::Incrementing
         } else {
             IpIdPattern::Random
         };
         Fingerprint {
-            packets: self.packets,
+            packets: u64::from(self.packets),
             ttl_usual,
-            ttl_usual_count,
+            ttl_usual_count: u64::from(ttl_usual_count),
             ttl_min: self.ttl_min,
             ttl_max: self.ttl_max,
             ip_id_pattern: pattern,
@@ -451,7 +453,7 @@ struct Live {
     /// Zeek's endpoint states, history and byte counts.
     zeek: Option<ZeekTcp>,
     /// Stream reassembly and the application parsers (TCP), or SIP over UDP.
-    app: Option<AppState>,
+    app: Option<Box<AppState>>,
     conn: Connection,
 }
 
@@ -921,10 +923,12 @@ fn new_live(
     opts: &TrackerOptions,
 ) -> Box<Live> {
     let uid = make_uid(capture, proto, orig, resp, frame.ts);
-    let app = (opts.app && proto == Proto::Tcp).then(|| AppState {
-        client: Reassembler::new(opts.reassembly_cap),
-        server: Reassembler::new(opts.reassembly_cap),
-        session: Session::new(opts.detail),
+    let app = (opts.app && proto == Proto::Tcp).then(|| {
+        Box::new(AppState {
+            client: Reassembler::new(opts.reassembly_cap),
+            server: Reassembler::new(opts.reassembly_cap),
+            session: Session::new(opts.detail),
+        })
     });
     Box::new(Live {
         app,
@@ -1033,13 +1037,16 @@ fn touch(live: &mut Live, frame: &Frame<'_>, by: Side) -> f64 {
             to_frame: frame.number,
             from_ts: last,
         };
-        let at = c.silences.partition_point(|x| x.secs >= gap);
         if c.silences.capacity() == 0 {
-            // Exactly what the list can hold (one over, before the truncate), not Vec's 4 then 8.
-            c.silences.reserve_exact(TOP_GAPS + 1);
+            // Exactly what the list holds, not Vec's 4 then 8.
+            c.silences.reserve_exact(TOP_GAPS);
         }
+        if c.silences.len() == TOP_GAPS {
+            // Full, and this gap is longer than the shortest kept: that one goes.
+            c.silences.pop();
+        }
+        let at = c.silences.partition_point(|x| x.secs >= gap);
         c.silences.insert(at, g);
-        c.silences.truncate(TOP_GAPS);
     }
     if frame.ts > last {
         live.seen_last_ts = frame.ts;
@@ -1236,7 +1243,7 @@ fn track_tcp(
         }
     }
 
-    if let Some(app) = live.app.as_mut() {
+    if let Some(app) = live.app.as_deref_mut() {
         feed_app(app, from_orig, frame, t, keepalive);
     }
 
@@ -1402,7 +1409,7 @@ fn finish_live(mut l: Box<Live>) -> Connection {
             mut client,
             mut server,
             mut session,
-        } = app;
+        } = *app;
         client.flush(&mut Sink {
             session: &mut session,
             from_client: true,
