@@ -1,13 +1,9 @@
 //! The real binary, run as an engineer or a CI job would: output formats, exit codes, errors.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 
-fn vantage() -> Command {
-    let mut c = Command::cargo_bin("vantage").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
+mod common;
+use common::vantage;
 
 const FAST009: &str = "fixtures/corpus/zeek/testing/btest/Traces/tcp/retransmit-fast009.pcap";
 const FTP6: &str = "fixtures/corpus/zeek/testing/btest/Traces/ftp/ipv6.pcap";

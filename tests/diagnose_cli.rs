@@ -1,21 +1,8 @@
 //! `vantage diagnose` as CI and engineers run it: the three report formats (snapshots) on two
 //! lab scenarios, `--fail-on` exit codes, and `-o` written whole.
 
-use assert_cmd::Command;
-
-fn vantage() -> Command {
-    let mut c = Command::cargo_bin("vantage").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn three(s: &str) -> Vec<String> {
-    vec![
-        format!("agent=fixtures/{s}/agent.pcapng"),
-        format!("softswitch=fixtures/{s}/softswitch.pcap"),
-        format!("gateway=fixtures/{s}/gateway.pcap"),
-    ]
-}
+mod common;
+use common::{three, vantage};
 
 fn run(format: &str, s: &str) -> String {
     let out = vantage()

@@ -1,14 +1,10 @@
 //! `vantage extract`: evidence packets from every capture in one pcapng, checked with our own
 //! reader always and with tshark where it is installed. Also the completions and the man page.
 
-use assert_cmd::Command;
 use vantage::capture::CaptureReader;
 
-fn vantage() -> Command {
-    let mut c = Command::cargo_bin("vantage").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
+mod common;
+use common::vantage;
 
 const THREE: [&str; 3] = [
     "agent=fixtures/conntrack-reject/agent.pcapng",

@@ -10,21 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-
-fn vantage() -> Command {
-    let mut c = Command::cargo_bin("vantage").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn three(s: &str) -> Vec<String> {
-    vec![
-        format!("agent=fixtures/{s}/agent.pcapng"),
-        format!("softswitch=fixtures/{s}/softswitch.pcap"),
-        format!("gateway=fixtures/{s}/gateway.pcap"),
-    ]
-}
+mod common;
+use common::{three, vantage};
 
 fn html(s: &str) -> String {
     let out = vantage()

@@ -9,6 +9,8 @@ use std::path::Path;
 use assert_cmd::Command;
 use vantage::i18n::{keys, Catalog, Lang, Msg};
 
+mod common;
+
 const CONNTRACK: [&str; 3] = [
     "agent=fixtures/conntrack-reject/agent.pcapng",
     "softswitch=fixtures/conntrack-reject/softswitch.pcap",
@@ -16,8 +18,7 @@ const CONNTRACK: [&str; 3] = [
 ];
 
 fn vantage() -> Command {
-    let mut c = Command::cargo_bin("vantage").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut c = common::vantage();
     for k in ["LC_ALL", "LC_MESSAGES", "LANG"] {
         c.env_remove(k);
     }

@@ -1,6 +1,7 @@
 //! Packets built with etherparse for rule tests: a small builder and a tracker driver.
 #![allow(dead_code)] // each test crate uses a part
 
+use assert_cmd::Command;
 use etherparse::PacketBuilder;
 use vantage::capture::{Frame, LinkType, Timestamp};
 use vantage::decode::{decode, Decoded};
@@ -145,4 +146,20 @@ fn feed(name: &str, packets: &[(f64, P)], mut after: impl FnMut(&Tracker)) -> Tr
         after(&t);
     }
     t
+}
+
+/// The `vantage` binary, run from the crate root (where `fixtures/` is).
+pub fn vantage() -> Command {
+    let mut c = Command::cargo_bin("vantage").unwrap();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// A lab scenario's three vantages as `NAME=FILE` arguments.
+pub fn three(s: &str) -> Vec<String> {
+    vec![
+        format!("agent=fixtures/{s}/agent.pcapng"),
+        format!("softswitch=fixtures/{s}/softswitch.pcap"),
+        format!("gateway=fixtures/{s}/gateway.pcap"),
+    ]
 }
