@@ -528,6 +528,24 @@ fn warn(msg: &str) {
     eprintln!("vantage: warning: {msg}");
 }
 
+/// A capture's warnings, and the error that stopped reading it if any; true when there was one.
+fn print_read(
+    path: &std::path::Path,
+    summary: &crate::pipeline::CaptureSummary,
+    error: Option<&anyhow::Error>,
+) -> bool {
+    for w in &summary.warnings {
+        warn(&format!("{}: {w}", path.display()));
+    }
+    error.is_some_and(print_read_error)
+}
+
+/// An error reading a capture (it names the file); always true, for `failed |= ...`.
+fn print_read_error(e: &anyhow::Error) -> bool {
+    eprintln!("vantage: error: {e:#}");
+    true
+}
+
 /// `flows --stream`: every connection printed as it is summarised.
 fn flows_stream(args: FlowsArgs) -> ExitCode {
     if args.format != FlowsFormat::Json {
@@ -546,21 +564,10 @@ fn flows_stream(args: FlowsArgs) -> ExitCode {
         let _ = writeln!(out, "{}", report::flow_json_line(&c));
     });
     for (path, run) in args.captures.iter().zip(runs) {
-        match run {
-            Ok(run) => {
-                for w in &run.summary.warnings {
-                    warn(&format!("{}: {w}", path.display()));
-                }
-                if let Some(e) = &run.error {
-                    eprintln!("vantage: error: {e:#}");
-                    failed = true;
-                }
-            }
-            Err(e) => {
-                eprintln!("vantage: error: {e:#}");
-                failed = true;
-            }
-        }
+        failed |= match run {
+            Ok(run) => print_read(path, &run.summary, run.error.as_ref()),
+            Err(e) => print_read_error(&e),
+        };
     }
     let _ = out.flush();
     exit(failed)
@@ -586,19 +593,10 @@ fn flows(args: FlowsArgs) -> ExitCode {
     for path in &args.captures {
         match crate::pipeline::track_capture_filtered(path, opts, args.limits.filter()) {
             Ok(flows) => {
-                for w in &flows.summary.warnings {
-                    warn(&format!("{}: {w}", path.display()));
-                }
-                if let Some(e) = &flows.error {
-                    eprintln!("vantage: error: {e:#}");
-                    failed = true;
-                }
+                failed |= print_read(path, &flows.summary, flows.error.as_ref());
                 all.push(flows);
             }
-            Err(e) => {
-                eprintln!("vantage: error: {e:#}");
-                failed = true;
-            }
+            Err(e) => failed |= print_read_error(&e),
         }
     }
     let mut conns: Vec<_> = all.iter().flat_map(|f| f.connections.iter()).collect();

@@ -133,13 +133,7 @@ pub fn merge_streams(
             emit(c);
             heads[i] = receivers[i].recv().ok();
         }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a reader thread panicked")))
-            })
-            .collect()
+        handles.into_iter().map(joined).collect()
     })
 }
 
@@ -336,13 +330,7 @@ pub fn read_vantages_filtered(
             .iter()
             .map(|s| scope.spawn(move || track_capture_filtered(&s.path, opts, filter)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a reader thread panicked")))
-            })
-            .collect()
+        handles.into_iter().map(joined).collect()
     });
     let mut vantages = Vec::new();
     let mut errors = Vec::new();
@@ -361,6 +349,12 @@ pub fn read_vantages_filtered(
         }
     }
     (vantages, errors)
+}
+
+/// A reader thread's result; a panic in it is an error like the others, not the end of the run.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
+    h.join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a reader thread panicked")))
 }
 
 /// The catalog message for a decoder's reason (decode.rs keeps plain `&'static str` reasons).

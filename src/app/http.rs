@@ -102,10 +102,13 @@ pub fn parse_request(buf: &[u8]) -> Parse<UpgradeRequest> {
         version: req.version.unwrap_or(1),
         ..Default::default()
     };
+    let mut name = [0u8; NAME_BUF];
     for h in req.headers.iter() {
         let v = h.value;
-        // Header names are case-insensitive (RFC 7230 §3.2).
-        let slot = match h.name.to_ascii_lowercase().as_str() {
+        if framing(h.name, v, &mut r.content_length, &mut r.chunked) {
+            continue;
+        }
+        let slot = match lower(h.name, &mut name) {
             "host" => &mut r.host,
             "origin" => &mut r.origin,
             "user-agent" => &mut r.user_agent,
@@ -118,19 +121,38 @@ pub fn parse_request(buf: &[u8]) -> Parse<UpgradeRequest> {
             "x-forwarded-for" => &mut r.x_forwarded_for,
             "x-real-ip" => &mut r.x_real_ip,
             "forwarded" => &mut r.forwarded,
-            "content-length" => {
-                r.content_length = parse_content_length(v);
-                continue;
-            }
-            "transfer-encoding" => {
-                r.chunked = is_chunked(v);
-                continue;
-            }
             _ => continue,
         };
         join_value(slot, v);
     }
     Parse::Complete { value: r, consumed }
+}
+
+/// Room for the longest header name we look for (`sec-websocket-extensions`, 24 bytes).
+const NAME_BUF: usize = 32;
+
+/// A header name lower-cased into `buf` (names are case-insensitive, RFC 7230 §3.2), without
+/// allocating per header; a name too long for `buf` is none we look for, and comes back empty.
+fn lower<'a>(name: &str, buf: &'a mut [u8; NAME_BUF]) -> &'a str {
+    let Some(out) = buf.get_mut(..name.len()) else {
+        return "";
+    };
+    out.copy_from_slice(name.as_bytes());
+    out.make_ascii_lowercase();
+    std::str::from_utf8(out).unwrap_or("")
+}
+
+/// Content-Length and Transfer-Encoding, which frame requests and responses alike (RFC 7230
+/// §3.3): recorded, and true when `name` was one of them.
+fn framing(name: &str, v: &[u8], content_length: &mut Option<u64>, chunked: &mut bool) -> bool {
+    if name.eq_ignore_ascii_case("content-length") {
+        *content_length = parse_content_length(v);
+    } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        *chunked = is_chunked(v);
+    } else {
+        return false;
+    }
+    true
 }
 
 /// Parses a response head at the start of `buf`.
@@ -154,9 +176,13 @@ pub fn parse_response(buf: &[u8]) -> Parse<UpgradeResponse> {
         version: resp.version.unwrap_or(1),
         ..Default::default()
     };
+    let mut name = [0u8; NAME_BUF];
     for h in resp.headers.iter() {
         let v = h.value;
-        let slot = match h.name.to_ascii_lowercase().as_str() {
+        if framing(h.name, v, &mut r.content_length, &mut r.chunked) {
+            continue;
+        }
+        let slot = match lower(h.name, &mut name) {
             "upgrade" => &mut r.upgrade,
             "connection" => &mut r.connection,
             "sec-websocket-accept" => &mut r.sec_websocket_accept,
@@ -164,14 +190,6 @@ pub fn parse_response(buf: &[u8]) -> Parse<UpgradeResponse> {
             "sec-websocket-extensions" => &mut r.sec_websocket_extensions,
             "server" => &mut r.server,
             "location" => &mut r.location,
-            "content-length" => {
-                r.content_length = parse_content_length(v);
-                continue;
-            }
-            "transfer-encoding" => {
-                r.chunked = is_chunked(v);
-                continue;
-            }
             _ => continue,
         };
         join_value(slot, v);
