@@ -288,16 +288,6 @@ fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-/// JSON lines, one connection per line.
-pub fn flows_json(conns: &[&Connection]) -> String {
-    let mut out = String::new();
-    for c in conns {
-        out.push_str(&flow_json_line(c));
-        out.push('\n');
-    }
-    out
-}
-
 /// One connection as a line of `vantage flows --format json` (without the newline).
 pub fn flow_json_line(c: &Connection) -> String {
     serde_json::to_string(&FlowRecord::from(c)).expect("serializable")
