@@ -336,15 +336,23 @@ pub fn run(cli: Cli) -> ExitCode {
                 let out = match args.format {
                     ReportFormat::Text => report::diagnose_text(&d, &al),
                     ReportFormat::Markdown => report::diagnose_markdown(&d, &al),
-                    ReportFormat::Json => report::diagnose_json(&d),
+                    // Written as it is formatted (the other reports are capped in size).
+                    ReportFormat::Json => String::new(),
                     ReportFormat::Html => report::html::render(&d, &al),
                 };
+                let write = |w: &mut dyn Write| match args.format {
+                    ReportFormat::Json => report::write_diagnose_json(&d, w),
+                    _ => w.write_all(out.as_bytes()),
+                };
                 if let Some(path) = &args.output {
-                    if let Err(e) = crate::report::write_atomically(path, out.as_bytes()) {
+                    if let Err(e) = crate::report::write_atomically_with(path, write) {
                         return error(e);
                     }
                 } else {
-                    print(&out);
+                    let mut stdout = std::io::stdout().lock();
+                    // A closed pipe (`| head`) is not an error worth a message.
+                    let _ = write(&mut stdout);
+                    let _ = stdout.flush();
                 }
                 if failed {
                     return ExitCode::from(2);

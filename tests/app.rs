@@ -258,6 +258,42 @@ fn as_list(v: Option<&str>) -> Option<String> {
     })
 }
 
+/// Without heads (what `diagnose` asks for) the summary keeps the upgrade's outcome, time and
+/// frame, and none of the header strings, on every WebSocket trace of Zeek's.
+#[test]
+fn upgrade_outcome_without_heads() {
+    for trace in [
+        "websocket/jupyter-websocket.pcap",
+        "websocket/wrong-accept-header.pcap",
+        "websocket/wstunnel-http.pcap",
+        "http/websocket.pcap",
+    ] {
+        let path = corpus(&zeek_trace(trace));
+        let with = read_path(&path);
+        let opts = vantage::tcp::TrackerOptions {
+            http_heads: false,
+            ..Default::default()
+        };
+        let without = vantage::pipeline::track_capture_with(&path, opts).unwrap();
+        let (c1, h1, _) = one_ws(&with, trace);
+        let (c2, h2, _) = one_ws(&without, trace);
+        assert_eq!(c1.uid, c2.uid, "{trace}");
+        assert!(h1.request.is_some() && h1.response.is_some(), "{trace}");
+        assert!(h2.request.is_none() && h2.response.is_none(), "{trace}");
+        assert_eq!(
+            (h1.upgraded, h1.accept_ok, h1.failed_status, h1.requests),
+            (h2.upgraded, h2.accept_ok, h2.failed_status, h2.requests),
+            "{trace}"
+        );
+        assert_eq!(
+            (h1.upgrade_ts, h1.upgrade_frame),
+            (h2.upgrade_ts, h2.upgrade_frame),
+            "{trace}"
+        );
+        assert!(h2.upgraded && h2.upgrade_frame.is_some(), "{trace}");
+    }
+}
+
 #[test]
 fn websocket_log_agrees_with_zeek() {
     // Baseline folder (btest name) -> trace. The btest files themselves are not in the corpus;
@@ -290,7 +326,7 @@ fn websocket_log_agrees_with_zeek() {
         assert_eq!(z["id.resp_p"], c.resp_p.to_string(), "{trace}");
         assert_eq!(z["id.orig_h"], c.orig_h.to_string(), "{trace}");
         assert_eq!(z["id.resp_h"], c.resp_h.to_string(), "{trace}");
-        let req = &h.request;
+        let req = h.request.as_deref().expect("request head");
         let resp = h.response.as_ref().expect("a 101");
         assert_eq!(resp.status, 101, "{trace}");
         assert!(h.upgraded, "{trace}");
@@ -423,7 +459,11 @@ fn websocket_events_agree_with_zeek() {
         let flows = read_path(&path);
         let (_, h, s) = one_ws(&flows, trace);
         if let Some(key) = &z.client_key {
-            assert_eq!(h.request.sec_websocket_key.as_ref(), Some(key), "{trace}");
+            assert_eq!(
+                h.request.as_deref().unwrap().sec_websocket_key.as_ref(),
+                Some(key),
+                "{trace}"
+            );
         }
         if let Some(accept) = &z.server_accept {
             let resp = h.response.as_ref().unwrap();
@@ -565,7 +605,14 @@ fn wrong_accept_header_is_flagged() {
         Some("N8ntNYkX6Qerw4tK3s/CYzpSZNc=-wrong")
     );
     assert_eq!(
-        vantage::app::http::expected_accept(h.request.sec_websocket_key.as_deref().unwrap()),
+        vantage::app::http::expected_accept(
+            h.request
+                .as_deref()
+                .unwrap()
+                .sec_websocket_key
+                .as_deref()
+                .unwrap()
+        ),
         "N8ntNYkX6Qerw4tK3s/CYzpSZNc="
     );
     // Every other upgrade in the corpus has a correct accept.
@@ -832,19 +879,49 @@ fn nginx_inside_leg_carries_x_forwarded_for() {
     for (ac, sc) in a.iter().zip(&s) {
         let ah = app(ac).http.as_ref().unwrap();
         let sh = app(sc).http.as_ref().unwrap();
-        assert_eq!(ah.request.x_forwarded_for, None, "the agent sends none");
-        let xff = sh.request.x_forwarded_for.as_deref().unwrap_or("");
+        assert_eq!(
+            ah.request.as_deref().unwrap().x_forwarded_for,
+            None,
+            "the agent sends none"
+        );
+        let xff = sh
+            .request
+            .as_deref()
+            .unwrap()
+            .x_forwarded_for
+            .as_deref()
+            .unwrap_or("");
         assert!(xff.split(',').any(|p| p.trim() == agent_ip), "{xff}");
         // nginx passes the key through: the two legs are one WebSocket (RFC 6455 §4.1).
-        assert!(ah.request.sec_websocket_key.is_some());
-        assert_eq!(ah.request.sec_websocket_key, sh.request.sec_websocket_key);
-        assert_eq!(sh.request.sec_websocket_protocol.as_deref(), Some("sip"));
+        assert!(ah.request.as_deref().unwrap().sec_websocket_key.is_some());
+        assert_eq!(
+            ah.request.as_deref().unwrap().sec_websocket_key,
+            sh.request.as_deref().unwrap().sec_websocket_key
+        );
+        assert_eq!(
+            sh.request
+                .as_deref()
+                .unwrap()
+                .sec_websocket_protocol
+                .as_deref(),
+            Some("sip")
+        );
         assert_eq!((ah.accept_ok, sh.accept_ok), (Some(true), Some(true)));
     }
     // Conntrack and HAProxy in TCP mode add nothing.
     let flows = lab("conntrack-reject", "softswitch.pcap");
     for c in lab_ws(&flows) {
-        assert_eq!(app(c).http.as_ref().unwrap().request.x_forwarded_for, None);
+        assert_eq!(
+            app(c)
+                .http
+                .as_ref()
+                .unwrap()
+                .request
+                .as_deref()
+                .unwrap()
+                .x_forwarded_for,
+            None
+        );
     }
 }
 
@@ -886,7 +963,10 @@ fn flows_json_carries_the_websocket() {
 fn fragmented_http_reply_inside_the_tunnel() {
     let flows = read(&zeek_trace("websocket/fragmented-http-reply.pcap"));
     let (_, h, s) = one_ws(&flows, "fragmented-http-reply");
-    assert_eq!(h.request.host.as_deref(), Some("localhost:8080"));
+    assert_eq!(
+        h.request.as_deref().unwrap().host.as_deref(),
+        Some("localhost:8080")
+    );
     let resp = h.response.as_ref().unwrap();
     assert_eq!((resp.status, resp.server.as_deref()), (101, None));
     assert_eq!(h.accept_ok, Some(true));

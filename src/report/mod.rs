@@ -237,7 +237,7 @@ impl<'a> FlowRecord<'a> {
                 h.response
                     .as_ref()
                     .and_then(|r| r.sec_websocket_protocol.as_deref())
-                    .or(h.request.sec_websocket_protocol.as_deref())
+                    .or_else(|| h.request.as_ref()?.sec_websocket_protocol.as_deref())
             }),
             ws_frames: c
                 .app
@@ -879,7 +879,19 @@ pub fn catalog_of(d: &Diagnosis) -> Catalog {
 }
 
 pub fn diagnose_json(d: &Diagnosis) -> String {
-    serde_json::to_string_pretty(d).expect("serializable") + "\n"
+    let mut out = Vec::new();
+    write_diagnose_json(d, &mut out).expect("a Vec takes every write");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// `diagnose_json` written as it is formatted: on a capture of 10 000 connections the document
+/// is ~10 MB, which a `String` would hold on top of the diagnosis at the run's peak.
+pub fn write_diagnose_json(d: &Diagnosis, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, w);
+    serde_json::to_writer_pretty(&mut w, d)?;
+    w.write_all(b"\n")?;
+    w.flush()
 }
 
 fn kind_cell(f: &Finding) -> String {
@@ -1192,7 +1204,14 @@ fn md_escape(s: &str) -> String {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
 /// a crash or Ctrl-C never leaves half a report, and an existing report is replaced whole.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
+    write_atomically_with(path, |f| f.write_all(bytes))
+}
+
+/// `write_atomically` for a report written as it is formatted.
+pub fn write_atomically_with(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -1207,7 +1226,7 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<
     ));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        write(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -586,13 +586,6 @@ impl Tracker {
                     hb.intervals = Vec::new();
                 }
             }
-            if !self.opts.http_heads {
-                if let Some(h) = app.http.as_mut() {
-                    // A dozen header strings, ~700 bytes a connection on the heap.
-                    h.request = Default::default();
-                    h.response = None;
-                }
-            }
             // Kept until the report: no growth slack (a Vec that doubled is up to half empty).
             if let Some(sip) = app.sip.as_mut() {
                 sip.dialogs.shrink_to_fit();
@@ -927,7 +920,7 @@ fn new_live(
         Box::new(AppState {
             client: Reassembler::new(opts.reassembly_cap),
             server: Reassembler::new(opts.reassembly_cap),
-            session: Session::new(opts.detail),
+            session: Session::new(opts.detail).keep_heads(opts.http_heads),
         })
     });
     Box::new(Live {
