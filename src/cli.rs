@@ -124,6 +124,10 @@ pub struct Limits {
     /// Bytes held out of order per connection direction for stream reassembly
     #[arg(long, value_name = "BYTES", default_value_t = crate::tcp::reassembly::DEFAULT_CAP)]
     pub reassembly_cap: usize,
+    /// Threads that track connections, shared among the captures (default: one per core, at
+    /// most 8). The output does not depend on it unless a cap above is reached
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl VantageArgs {
@@ -146,6 +150,9 @@ impl Limits {
             max_live: self.max_connections.max(1),
             max_summaries: self.max_summaries,
             reassembly_cap: self.reassembly_cap,
+            shards: self.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+            }),
             ..Default::default()
         }
     }
@@ -312,6 +319,7 @@ pub enum FlowsFormat {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    crate::pipeline::one_malloc_arena();
     crate::progress::configure(cli.color);
     match cli.command {
         Command::Flows(args) => flows(args),

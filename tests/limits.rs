@@ -76,6 +76,35 @@ fn syn_flood_stays_within_the_caps_and_says_so() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Tracked on three threads, the flood stays within the same caps (each shard holds its share
+/// of them) and the warnings name the capture's caps, not a shard's.
+#[test]
+fn syn_flood_on_shards_stays_within_the_caps() {
+    // Its own file: the other flood test writes one of 30 000 at the same time.
+    let (dir, path) = flood_file(29_999);
+    let opts = TrackerOptions {
+        max_live: 1000,
+        max_summaries: 5000,
+        shards: 3,
+        ..Default::default()
+    };
+    let flows = track_capture_with(&path, opts).unwrap();
+    assert_eq!(flows.summary.packets, 29_999);
+    assert_eq!(flows.connections.len(), 5000);
+    let w = flows.summary.warnings.join("\n");
+    assert!(
+        w.contains("the connection table was full (1000 live)"),
+        "{w}"
+    );
+    assert!(
+        w.contains("24999 connections were counted but not kept"),
+        "{w}"
+    );
+    // Kept: the earliest-starting ones, in start order.
+    assert!(flows.connections.windows(2).all(|p| p[0].ts <= p[1].ts));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn without_pressure_nothing_is_evicted() {
     let (dir, path) = flood_file(2000);

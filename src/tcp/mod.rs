@@ -503,6 +503,10 @@ pub struct TrackerOptions {
     /// Keep the HTTP request and response heads (every header `flows` prints). The diagnosis
     /// reads only the outcome (upgraded, failed status, when), not the header strings.
     pub http_heads: bool,
+    /// Threads that track one capture between them (`pipeline::read_capture`), each the
+    /// connections `shard_of` gives it; 1 tracks on the reading thread. The tracker itself
+    /// does not read it.
+    pub shards: usize,
 }
 
 /// Defaults: 100 000 live connections (about 5x the busiest softswitch we have seen) cost a few
@@ -518,6 +522,7 @@ impl Default for TrackerOptions {
             keep_samples: true,
             timeline: true,
             http_heads: true,
+            shards: 1,
         }
     }
 }
@@ -541,14 +546,61 @@ pub struct Tracker {
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
     pub fragments: u64,
-    /// Capture time of the last sweep of ended connections.
-    last_sweep: Timestamp,
+    /// When the last sweep of ended connections ran.
+    clock: SweepClock,
     /// The most connections live at once.
     pub peak_live: usize,
     /// Connections summarised early because the live table was full.
     pub evicted: u64,
     /// Connections counted but not kept because `max_summaries` was reached.
     pub dropped: u64,
+}
+
+/// When a tracker looks for connections that have ended: once a second of capture time, at the
+/// first packet a second or more after the last look.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepClock {
+    last: Timestamp,
+}
+
+impl Default for SweepClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SweepClock {
+    pub fn new() -> Self {
+        SweepClock {
+            last: Timestamp(i64::MIN),
+        }
+    }
+
+    /// Whether to sweep at a packet of time `now` (and, if so, the sweep counts as done).
+    pub fn tick(&mut self, now: Timestamp) -> bool {
+        if self.last.0 == i64::MIN {
+            self.last = now;
+            return false;
+        }
+        if now.0 - self.last.0 < SWEEP_EVERY_NS {
+            return false;
+        }
+        self.last = now;
+        true
+    }
+}
+
+/// Which of `n` shards tracks a packet's connection: both directions of a connection, and
+/// every later connection on its 5-tuple, land on the same one. Packets that are neither TCP
+/// nor UDP (counted only) go to the first.
+pub fn shard_of(p: &Packet<'_>, n: usize) -> usize {
+    use std::hash::BuildHasher as _;
+    let key = match &p.transport {
+        Transport::Tcp(t) => FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp),
+        Transport::Udp(u) => FlowKey::new(p, u.src_port, u.dst_port, Proto::Udp),
+        Transport::Other { .. } => return 0,
+    };
+    (foldhash::fast::FixedState::default().hash_one(key) % n as u64) as usize
 }
 
 /// Zeek keeps a closed connection for `tcp_close_delay` (5 s, init-bare.zeek) so that late
@@ -571,7 +623,7 @@ impl Tracker {
             done: Vec::new(),
             other_ip: 0,
             fragments: 0,
-            last_sweep: Timestamp(i64::MIN),
+            clock: SweepClock::new(),
             peak_live: 0,
             evicted: 0,
             dropped: 0,
@@ -663,14 +715,16 @@ impl Tracker {
     /// second of capture time; a connection leaves at the first sweep after it has been quiet
     /// for `TCP_CLOSE_DELAY_NS` since closing (TCP) or `UDP_INACTIVITY_NS` (UDP).
     fn sweep(&mut self, now: Timestamp) {
-        if self.last_sweep.0 == i64::MIN {
-            self.last_sweep = now;
-            return;
+        if self.clock.tick(now) {
+            self.sweep_now(now);
         }
-        if now.0 - self.last_sweep.0 < SWEEP_EVERY_NS {
-            return;
-        }
-        self.last_sweep = now;
+    }
+
+    /// The sweep itself, at `now`. A shard (`shard_of`) is told when to sweep by the thread
+    /// that reads the capture, which keeps the one `SweepClock`: every shard then sweeps at
+    /// the same points of the capture as a single tracker would, and summarises the same
+    /// connections with the same packets.
+    pub fn sweep_now(&mut self, now: Timestamp) {
         self.peak_live = self.peak_live.max(self.live.len());
         while let Some(&std::cmp::Reverse((at, key))) = self.due.peek() {
             if at >= now.0 {
@@ -697,6 +751,11 @@ impl Tracker {
     /// Feeds one decoded packet.
     pub fn packet(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
         self.sweep(frame.ts);
+        self.packet_unswept(frame, p);
+    }
+
+    /// `packet` without the sweep: for a shard, whose sweeps come from `sweep_now`.
+    pub fn packet_unswept(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
         if p.fragment != crate::decode::Fragment::No {
             self.fragments += 1;
         }
@@ -707,8 +766,59 @@ impl Tracker {
         }
     }
 
-    /// Ends tracking: every connection, and the warnings about what the caps cost.
-    pub fn finish_with_warnings(mut self) -> (Vec<Connection>, Vec<crate::capture::Warning>) {
+    /// The options a shard runs with when `n` shards share a capture: the caps divided, so
+    /// that together they hold what one tracker would.
+    pub fn shard_options(opts: TrackerOptions, n: usize) -> TrackerOptions {
+        TrackerOptions {
+            max_live: opts.max_live.div_ceil(n),
+            max_summaries: opts.max_summaries.div_ceil(n),
+            ..opts
+        }
+    }
+
+    /// One tracker holding what shards of a capture tracked (`shard_of`), their live
+    /// connections summarised, under the capture's own options (`opts`, for the caps the
+    /// warnings name). Without a cap reached, `finish_with_warnings` on it gives exactly what
+    /// one tracker fed every packet gives: a connection's packets all went to one shard, and
+    /// the shards swept when it would have. With a cap reached, each shard held its share of
+    /// it, so which connections were evicted or dropped can differ.
+    pub fn merge_shards(shards: Vec<Tracker>, opts: TrackerOptions) -> Tracker {
+        let mut shards: Vec<Tracker> = shards.into_iter().collect();
+        shards.iter_mut().for_each(|s| s.summarise_live());
+        // The largest shard's list takes the others' connections, which are moved over from
+        // their end and freed as they go: two whole copies at once were the run's peak
+        // (massif, flows on the 200 MB synth: 43 of 58 MB).
+        shards.sort_by_key(|s| std::cmp::Reverse(s.done.len()));
+        let mut shards = shards.into_iter();
+        let Some(mut all) = shards.next() else {
+            return Tracker::with_options(String::new(), opts);
+        };
+        for mut s in shards {
+            all.done.reserve_exact(s.done.len());
+            while let Some(c) = s.done.pop() {
+                all.done.push(c);
+                if s.done.len() < s.done.capacity() / 2 {
+                    s.done.shrink_to_fit();
+                }
+            }
+            all.other_ip += s.other_ip;
+            all.fragments += s.fragments;
+            // An upper bound: the shards' peaks need not fall on the same second.
+            all.peak_live += s.peak_live;
+            all.evicted += s.evicted;
+            all.dropped += s.dropped;
+        }
+        all.opts = opts;
+        if all.done.len() > opts.max_summaries {
+            all.sort_done();
+            all.dropped += (all.done.len() - opts.max_summaries) as u64;
+            all.done.truncate(opts.max_summaries);
+        }
+        all
+    }
+
+    /// Summarises every live connection into `done`.
+    fn summarise_live(&mut self) {
         self.peak_live = self.peak_live.max(self.live.len());
         // No reserve for all of them up front: that array would sit beside every live state at
         // once (massif: the run's peak). Grown as it goes, it grows while live states are freed.
@@ -717,9 +827,18 @@ impl Tracker {
             let c = finish_live(l);
             self.keep(c);
         }
-        let warnings = self.warnings();
+    }
+
+    fn sort_done(&mut self) {
         self.done
             .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
+    }
+
+    /// Ends tracking: every connection, and the warnings about what the caps cost.
+    pub fn finish_with_warnings(mut self) -> (Vec<Connection>, Vec<crate::capture::Warning>) {
+        self.summarise_live();
+        let warnings = self.warnings();
+        self.sort_done();
         (self.done, warnings)
     }
 

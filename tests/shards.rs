@@ -1,0 +1,89 @@
+//! One capture tracked on several threads (`TrackerOptions::shards`) gives what one thread
+//! gives, on every capture in `fixtures/`: the same connections, each the same in every field
+//! (application layer and packet samples included), and the same capture summary.
+
+use std::path::{Path, PathBuf};
+
+use vantage::pipeline::track_capture_with;
+use vantage::tcp::TrackerOptions;
+
+fn captures() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| ["pcap", "pcapng", "cap", "trace", "gz"].contains(&x))
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+        &mut out,
+    );
+    out.sort();
+    out
+}
+
+fn tracked(path: &Path, shards: usize) -> (String, Vec<String>) {
+    let opts = TrackerOptions {
+        shards,
+        ..TrackerOptions::default()
+    };
+    let flows = track_capture_with(path, opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let summary = serde_json::to_string(&flows.summary).unwrap();
+    let conns = flows.connections.iter().map(|c| format!("{c:?}")).collect();
+    (summary, conns)
+}
+
+#[test]
+fn shards_change_nothing_on_any_fixture() {
+    let files = captures();
+    assert!(files.len() > 50, "fixtures found: {}", files.len());
+    let mut connections = 0;
+    for path in &files {
+        let (s1, c1) = tracked(path, 1);
+        for shards in [2, 3] {
+            let (s, c) = tracked(path, shards);
+            assert_eq!(s1, s, "{}: summary, {shards} shards", path.display());
+            assert_eq!(c1.len(), c.len(), "{}: {shards} shards", path.display());
+            for (a, b) in c1.iter().zip(&c) {
+                assert_eq!(a, b, "{}: {shards} shards", path.display());
+            }
+        }
+        connections += c1.len();
+    }
+    // The fixtures hold enough connections for the shards to have split them.
+    assert!(connections > 150, "{connections} connections");
+}
+
+/// The command line: `--threads` does not change a report, on the three captures of a lab
+/// scenario (three threads each, shared among them) or on one.
+#[test]
+fn threads_flag_changes_no_report() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nginx-ws");
+    let caps: Vec<String> = ["agent.pcapng", "gateway.pcap", "softswitch.pcap"]
+        .iter()
+        .map(|f| dir.join(f).display().to_string())
+        .collect();
+    for set in [&caps[..], &caps[2..]] {
+        let run = |threads: &str| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"))
+                .args(["diagnose", "--format", "json", "--threads", threads])
+                .args(set)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let one = run("1");
+        assert!(one.contains("\"findings\""));
+        assert_eq!(one, run("9"), "{set:?}");
+    }
+}
