@@ -125,6 +125,9 @@ measure "vantage flows" "$SMALL" "$VANTAGE" flows "$SMALL"
 measure "vantage flows --format json" "$SMALL" "$VANTAGE" flows --format json "$SMALL"
 measure "vantage flows --format json --stream" "$SMALL" "$VANTAGE" flows --format json --stream "$SMALL"
 measure "vantage diagnose" "$SMALL" "$VANTAGE" diagnose "$SMALL"
+# One core, for issue 8's "1 GB/s on one core" (the rows above use --threads' default).
+measure "vantage flows --threads 1" "$SMALL" "$VANTAGE" flows --threads 1 "$SMALL"
+measure "vantage diagnose --threads 1" "$SMALL" "$VANTAGE" diagnose --threads 1 "$SMALL"
 if command -v tshark >/dev/null; then
     measure "tshark -q -z conv,tcp" "$SMALL" tshark -q -z conv,tcp -r "$SMALL"
 fi
@@ -148,6 +151,7 @@ if [ "$BIG" != 0 ]; then
     REPEAT=1 measure "vantage flows" "$LARGE" "$VANTAGE" flows "$LARGE"
     REPEAT=1 measure "vantage flows --format json --stream" "$LARGE" "$VANTAGE" flows --format json --stream "$LARGE"
     REPEAT=1 measure "vantage diagnose" "$LARGE" "$VANTAGE" diagnose "$LARGE"
+    REPEAT=1 measure "vantage diagnose --threads 1" "$LARGE" "$VANTAGE" diagnose --threads 1 "$LARGE"
     echo
 fi
 
