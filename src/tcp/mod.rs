@@ -783,24 +783,30 @@ impl Tracker {
     /// the shards swept when it would have. With a cap reached, each shard held its share of
     /// it, so which connections were evicted or dropped can differ.
     pub fn merge_shards(shards: Vec<Tracker>, opts: TrackerOptions) -> Tracker {
-        let mut shards: Vec<Tracker> = shards.into_iter().collect();
+        let mut shards = shards;
+        // Done on the shards' threads already (`summarise_live`); here for any that was not.
         shards.iter_mut().for_each(|s| s.summarise_live());
-        // The largest shard's list takes the others' connections, which are moved over from
-        // their end and freed as they go: two whole copies at once were the run's peak
-        // (massif, flows on the 200 MB synth: 43 of 58 MB).
-        shards.sort_by_key(|s| std::cmp::Reverse(s.done.len()));
+        // A list with room for every connection, filled from the shards' lists, which shrink as
+        // they empty. Room not yet written to is not resident, so no connection is held twice:
+        // appended to the largest list, two copies at once were the run's peak (massif, flows
+        // on the 200 MB synth).
+        let total = shards.iter().map(|s| s.done.len()).sum();
+        let mut done = Vec::with_capacity(total);
+        for s in &mut shards {
+            while let Some(c) = s.done.pop() {
+                done.push(c);
+                // Every 1024 moved: a shrink is a cheap realloc (mremap for a large block).
+                if s.done.capacity() - s.done.len() >= 1024 {
+                    s.done.shrink_to_fit();
+                }
+            }
+        }
         let mut shards = shards.into_iter();
         let Some(mut all) = shards.next() else {
             return Tracker::with_options(String::new(), opts);
         };
-        for mut s in shards {
-            all.done.reserve_exact(s.done.len());
-            while let Some(c) = s.done.pop() {
-                all.done.push(c);
-                if s.done.len() < s.done.capacity() / 2 {
-                    s.done.shrink_to_fit();
-                }
-            }
+        all.done = done;
+        for s in shards {
             all.other_ip += s.other_ip;
             all.fragments += s.fragments;
             // An upper bound: the shards' peaks need not fall on the same second.
@@ -817,8 +823,9 @@ impl Tracker {
         all
     }
 
-    /// Summarises every live connection into `done`.
-    fn summarise_live(&mut self) {
+    /// Summarises every live connection into `done` (a shard, on its own thread, before
+    /// `merge_shards`).
+    pub fn summarise_live(&mut self) {
         self.peak_live = self.peak_live.max(self.live.len());
         // No reserve for all of them up front: that array would sit beside every live state at
         // once (massif: the run's peak). Grown as it goes, it grows while live states are freed.
