@@ -126,8 +126,8 @@ pub struct Limits {
     pub reassembly_cap: usize,
     /// Threads that track connections, shared among the captures (default: one per core, at
     /// most 8). The output does not depend on it unless a cap above is reached
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
 }
 
 impl VantageArgs {
@@ -150,9 +150,10 @@ impl Limits {
             max_live: self.max_connections.max(1),
             max_summaries: self.max_summaries,
             reassembly_cap: self.reassembly_cap,
-            shards: self.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
-            }),
+            shards: self.threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+                usize::from,
+            ),
             ..Default::default()
         }
     }

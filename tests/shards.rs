@@ -87,3 +87,16 @@ fn threads_flag_changes_no_report() {
         assert_eq!(one, run("9"), "{set:?}");
     }
 }
+
+/// No thread is no tracking: `--threads 0` is refused, with the exit code of a usage error.
+#[test]
+fn zero_threads_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .args(["flows", "--threads", "0"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nginx-ws/agent.pcapng"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--threads"), "{err}");
+}

@@ -760,7 +760,11 @@ impl Session {
             http: found.http.map(|h| *h),
             websocket: self.ws.map(|w| w.stats),
             ws_anomalies: found.ws_anomalies,
-            sip: found.sip.map(|s| *s),
+            sip: found.sip.map(|s| {
+                let mut s = *s;
+                s.finish();
+                s
+            }),
             tls: found.tls.map(|t| *t),
             heartbeat: self.hb.analyse(),
             stream_gaps: found.stream_gaps,

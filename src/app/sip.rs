@@ -1055,6 +1055,12 @@ impl SipDialogs {
         }
     }
 
+    /// The connection is over: no message will look a dialog up by Call-ID again, so the index
+    /// goes (a key string and a slot per call, kept until the report otherwise).
+    pub fn finish(&mut self) {
+        self.index = HashMap::new();
+    }
+
     /// The connection died at `ts`: every dialog that was up (Confirmed) or early (Proceeding)
     /// and never saw a BYE is a call cut by transport loss; pending INVITEs and REGISTERs are
     /// marked lost too.
