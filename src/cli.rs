@@ -335,6 +335,9 @@ pub fn run(cli: Cli) -> ExitCode {
             // No report of the diagnosis prints HTTP headers: it reads whether and when the
             // upgrade succeeded.
             false,
+            // The HTML report draws registrations and calls on its timeline; the others print
+            // findings, which read only what `TrackerOptions::app_details` keeps.
+            args.format == ReportFormat::Html,
         ) {
             Ok((al, failed)) => {
                 let d = crate::diagnose::diagnose_with(
@@ -378,7 +381,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
-        Command::Extract(args) => match lined_up(&args.vantages, true, true, true) {
+        Command::Extract(args) => match lined_up(&args.vantages, true, true, true, true) {
             Ok((al, failed)) => {
                 let paths = args.vantages.paths();
                 let d = args
@@ -433,7 +436,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => error(e.into()),
             }
         }
-        Command::Align(args) => match lined_up(&args.vantages, true, true, true) {
+        Command::Align(args) => match lined_up(&args.vantages, true, true, true, true) {
             Ok((al, failed)) => {
                 let out = match args.format {
                     FlowsFormat::Table => report::align_table_in(
@@ -449,7 +452,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => error(e),
         },
-        Command::Timeline(args) => match lined_up(&args.vantages, true, true, true) {
+        Command::Timeline(args) => match lined_up(&args.vantages, true, true, true, true) {
             Ok((al, failed)) => {
                 let paths = args.vantages.paths();
                 match crate::align::timeline(&al, &args.conn, &paths) {
@@ -496,6 +499,7 @@ fn lined_up(
     keep_samples: bool,
     timeline: bool,
     http_heads: bool,
+    app_details: bool,
 ) -> anyhow::Result<(crate::align::Alignment, bool)> {
     let mut names = std::collections::HashSet::new();
     for c in &args.captures {
@@ -508,7 +512,11 @@ fn lined_up(
         timeline,
         ..args.limits.tracker()
     };
-    let opts = crate::tcp::TrackerOptions { http_heads, ..opts };
+    let opts = crate::tcp::TrackerOptions {
+        http_heads,
+        app_details,
+        ..opts
+    };
     let (vantages, errors) = read_vantages_filtered(&args.captures, opts, args.limits.filter());
     let failed = !errors.is_empty();
     for e in &errors {

@@ -68,7 +68,9 @@ pub struct AppSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub websocket: Option<WsStats>,
+    /// Boxed: 320 bytes that only `flows` and the HTML report print, dropped from the
+    /// summaries the diagnosis keeps (`TrackerOptions::app_details`).
+    pub websocket: Option<Box<WsStats>>,
     /// WebSocket protocol violations: (frame number, kind).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ws_anomalies: Vec<(u64, AnomalyKind)>,
@@ -758,7 +760,7 @@ impl Session {
         AppSummary {
             service: found.service,
             http: found.http.map(|h| *h),
-            websocket: self.ws.map(|w| w.stats),
+            websocket: self.ws.map(|w| Box::new(w.stats)),
             ws_anomalies: found.ws_anomalies,
             sip: found.sip.map(|s| {
                 let mut s = *s;

@@ -242,7 +242,7 @@ impl<'a> FlowRecord<'a> {
             ws_frames: c
                 .app
                 .as_ref()
-                .and_then(|a| a.websocket.as_ref())
+                .and_then(|a| a.websocket.as_deref())
                 .map(ws_frames),
             ws_close: c
                 .app

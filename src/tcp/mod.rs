@@ -503,6 +503,12 @@ pub struct TrackerOptions {
     /// Keep the HTTP request and response heads (every header `flows` prints). The diagnosis
     /// reads only the outcome (upgraded, failed status, when), not the header strings.
     pub http_heads: bool,
+    /// Keep the application details that only `flows` and the HTML report print: WebSocket
+    /// frame counts and anomalies, the TLS ClientHello, every registration, calls never
+    /// answered. Without them a finished connection keeps what the rules read: the upgrade's
+    /// outcome, the first accepted registration (`recovery`), the answered calls
+    /// (`call_cut`), the heartbeat.
+    pub app_details: bool,
     /// Threads that track one capture between them (`pipeline::read_capture`), each the
     /// connections `shard_of` gives it; 1 tracks on the reading thread. The tracker itself
     /// does not read it.
@@ -522,6 +528,7 @@ impl Default for TrackerOptions {
             keep_samples: true,
             timeline: true,
             http_heads: true,
+            app_details: true,
             shards: 1,
         }
     }
@@ -636,6 +643,27 @@ impl Tracker {
             if !self.opts.timeline {
                 if let Some(hb) = app.heartbeat.as_mut() {
                     hb.intervals = Vec::new();
+                }
+            }
+            if !self.opts.app_details {
+                app.websocket = None;
+                app.ws_anomalies = Vec::new();
+                app.tls = None;
+                if let Some(sip) = app.sip.as_mut() {
+                    // A REGISTER refresh every ~10 min is ~170 bytes each on a long connection;
+                    // the rules read the first one the registrar accepted.
+                    let first_ok = sip
+                        .registrations
+                        .iter()
+                        .position(|r| r.response_code.is_some_and(|c| (200..300).contains(&c)));
+                    match first_ok {
+                        Some(i) => {
+                            sip.registrations.swap(0, i);
+                            sip.registrations.truncate(1);
+                        }
+                        None => sip.registrations.clear(),
+                    }
+                    sip.dialogs.retain(|d| d.ok_ts.is_some());
                 }
             }
             // Kept until the report: no growth slack (a Vec that doubled is up to half empty).
