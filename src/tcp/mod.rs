@@ -10,7 +10,6 @@
 //! Memory: one small state per live connection. A connection that has ended (both FINs, or a RST)
 //! and stayed quiet, or one that was replaced by port reuse, is turned into its summary.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -65,15 +64,92 @@ struct FlowKey {
 
 impl FlowKey {
     fn new(p: &Packet<'_>, sport: u16, dport: u16, proto: Proto) -> Self {
-        let a = (p.src, sport);
-        let b = (p.dst, dport);
+        Self::of((p.src, sport), (p.dst, dport), p.vlan, proto)
+    }
+
+    fn of(a: (IpAddr, u16), b: (IpAddr, u16), vlan: [u16; 2], proto: Proto) -> Self {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         FlowKey {
             lo,
             hi,
-            vlan: p.vlan,
+            vlan,
             proto,
         }
+    }
+}
+
+/// The live connections by key. A table of pointers, each found by its hash and checked against
+/// the key the connection holds in its first cache line: a bucket is 8 bytes instead of the
+/// key's 48 plus the pointer, so the table is a sixth of the size and stays in the cache, and
+/// the key is compared where the packet is about to read anyway (the profile had the probe of
+/// a key-and-pointer table as 7.5 % of the run, most of it a cache miss).
+struct LiveTable {
+    table: hashbrown::HashTable<Box<Live>>,
+    /// Keyed with foldhash: SipHash's DoS resistance buys nothing for a capture's own flows,
+    /// and its cost showed in the profile (benches/RESULTS.md).
+    hasher: foldhash::fast::RandomState,
+}
+
+impl LiveTable {
+    fn new() -> Self {
+        LiveTable {
+            table: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn hash(&self, k: &FlowKey) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(k)
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn get(&self, k: &FlowKey) -> Option<&Live> {
+        self.table.find(self.hash(k), |l| l.key == *k).map(|l| &**l)
+    }
+
+    fn contains_key(&self, k: &FlowKey) -> bool {
+        self.get(k).is_some()
+    }
+
+    fn remove(&mut self, k: &FlowKey) -> Option<Box<Live>> {
+        let h = self.hash(k);
+        self.table
+            .find_entry(h, |l| l.key == *k)
+            .ok()
+            .map(|e| e.remove().0)
+    }
+
+    /// The connection with this key, or `new()` put in its place; and whether it was there.
+    fn get_or_insert_with(
+        &mut self,
+        k: FlowKey,
+        new: impl FnOnce() -> Box<Live>,
+    ) -> (&mut Box<Live>, bool) {
+        let h = self.hash(&k);
+        let hasher = &self.hasher;
+        match self.table.entry(
+            h,
+            |l| l.key == k,
+            |l| {
+                use std::hash::BuildHasher as _;
+                hasher.hash_one(l.key)
+            },
+        ) {
+            hashbrown::hash_table::Entry::Occupied(o) => (o.into_mut(), true),
+            hashbrown::hash_table::Entry::Vacant(v) => (v.insert(new()).into_mut(), false),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Live> {
+        self.table.iter().map(|l| &**l)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Box<Live>> + '_ {
+        self.table.drain()
     }
 }
 
@@ -442,6 +518,8 @@ fn seq_lt(a: u32, b: u32) -> bool {
 #[derive(Debug)]
 #[repr(C)]
 struct Live {
+    /// The table's key, compared on lookup (`LiveTable`).
+    key: FlowKey,
     /// Orig address and port, to tell directions apart.
     orig_key: (IpAddr, u16),
     /// Last packet seen (Zeek's `last_time` stops at the close; silences need every packet).
@@ -538,11 +616,9 @@ impl Default for TrackerOptions {
 pub struct Tracker {
     capture: std::sync::Arc<str>,
     opts: TrackerOptions,
-    /// Keyed with foldhash: SipHash's DoS resistance buys nothing for a capture's own flows,
-    /// and its cost showed in the profile (benches/RESULTS.md).
     /// Each `Live` is boxed: it is over a kilobyte, and an inline table wastes its free buckets'
     /// share of that and copies it on every resize (massif showed the table at half the heap).
-    live: HashMap<FlowKey, Box<Live>, foldhash::fast::RandomState>,
+    live: LiveTable,
     /// When each connection that may be over should be looked at again: (capture time in ns
     /// after which it has been quiet long enough, key). A TCP connection enters when it closes,
     /// a UDP flow when it starts; one that has since seen packets goes back in with its new last
@@ -625,7 +701,7 @@ impl Tracker {
         Tracker {
             capture: std::sync::Arc::from(capture.into()),
             opts,
-            live: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            live: LiveTable::new(),
             due: std::collections::BinaryHeap::new(),
             done: Vec::new(),
             other_ip: 0,
@@ -689,11 +765,8 @@ impl Tracker {
     /// are dropped (they cannot be lined up), which keeps a flood's summaries small.
     fn evict(&mut self) {
         let n = (self.live.len() / 8).max(1);
-        let mut by_age: Vec<(Timestamp, FlowKey)> = self
-            .live
-            .iter()
-            .map(|(k, l)| (l.seen_last_ts, *k))
-            .collect();
+        let mut by_age: Vec<(Timestamp, FlowKey)> =
+            self.live.iter().map(|l| (l.seen_last_ts, l.key)).collect();
         by_age.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
         for (_, k) in by_age.into_iter().take(n) {
             if let Some(l) = self.live.remove(&k) {
@@ -857,7 +930,7 @@ impl Tracker {
         self.peak_live = self.peak_live.max(self.live.len());
         // No reserve for all of them up front: that array would sit beside every live state at
         // once (massif: the run's peak). Grown as it goes, it grows while live states are freed.
-        let live: Vec<Box<Live>> = self.live.drain().map(|(_, l)| l).collect();
+        let live: Vec<Box<Live>> = self.live.drain().collect();
         for l in live {
             let c = finish_live(l);
             self.keep(c);
@@ -891,7 +964,7 @@ impl Tracker {
         let mut keys: Vec<(Timestamp, u64, FlowKey)> = self
             .live
             .iter()
-            .map(|(k, l)| (l.conn.ts, l.conn.first_frame, *k))
+            .map(|l| (l.conn.ts, l.conn.first_frame, l.key))
             .collect();
         keys.sort_unstable();
         for (_, _, k) in keys {
@@ -923,7 +996,6 @@ impl Tracker {
     }
 
     fn tcp(&mut self, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<'_>) {
-        use std::collections::hash_map::Entry;
         let key = FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp);
         let src = (p.src, t.src_port);
         let flags = t.flags;
@@ -945,9 +1017,14 @@ impl Tracker {
         };
         // One hash lookup per packet: the entry is either the connection or where it goes.
         let mut replaced = None;
-        let live = match self.live.entry(key) {
-            Entry::Occupied(o) => {
-                let l = o.into_mut();
+        let (live, existed) = self
+            .live
+            .get_or_insert_with(key, || new(&self.capture, &self.opts));
+        let live = if !existed {
+            live
+        } else {
+            {
+                let l = live;
                 // Port reuse: Zeek's IsReuse (a SYN after a close or RST, or with a new ISN),
                 // or a SYN after a silence longer than Zeek's inactivity timeout.
                 let from_orig = src == l.orig_key;
@@ -963,7 +1040,6 @@ impl Tracker {
                 }
                 l
             }
-            Entry::Vacant(v) => v.insert(new(&self.capture, &self.opts)),
         };
         let was_closed = ended_at(live).is_some();
         track_tcp(live, frame, p, t, self.opts.keep_samples);
@@ -994,7 +1070,7 @@ impl Tracker {
         let capture = &self.capture;
         let opts = self.opts;
         let due = &mut self.due;
-        let live = self.live.entry(key).or_insert_with(|| {
+        let (live, _) = self.live.get_or_insert_with(key, || {
             let l = new_live(
                 capture,
                 Proto::Udp,
@@ -1111,6 +1187,7 @@ fn new_live(
         syn_ts: None,
         synack_ts: None,
         seen_last_ts: frame.ts,
+        key: FlowKey::of(orig, resp, vlan, proto),
         orig_key: orig,
     })
 }
