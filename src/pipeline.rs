@@ -257,7 +257,7 @@ fn read_capture(
     }
     let tracker = match tracking {
         Tracking::One(tracker) => tracker,
-        Tracking::Sharded(shards) => shards.finish(opts)?,
+        Tracking::Sharded(shards) => shards.finish(opts, &summary.path)?,
     };
     summary.ip_fragments = tracker.fragments;
     let connections = match emit {
@@ -442,8 +442,9 @@ impl Shards {
         let _ = self.senders[i].send(b);
     }
 
-    /// Hands over what is left, waits for every shard, and merges what they tracked.
-    fn finish(mut self, opts: TrackerOptions) -> anyhow::Result<Tracker> {
+    /// Hands over what is left, waits for every shard, and merges what they tracked. A shard
+    /// that panicked (a bug) makes it an error naming the capture.
+    fn finish(mut self, opts: TrackerOptions, name: &str) -> anyhow::Result<Tracker> {
         for i in 0..self.batches.len() {
             self.send(i);
         }
@@ -452,7 +453,7 @@ impl Shards {
         for w in self.workers {
             trackers.push(
                 w.join()
-                    .map_err(|_| anyhow::anyhow!("a tracking thread panicked"))?,
+                    .map_err(|_| anyhow::anyhow!("{name}: a tracking thread panicked"))?,
             );
         }
         Ok(Tracker::merge_shards(trackers, opts))
