@@ -111,6 +111,8 @@ pub struct Session {
     detail: bool,
     /// Keep the HTTP request and response heads in the summary (see [`Session::keep_heads`]).
     heads: bool,
+    /// Keep what only `flows` and the HTML report print (see [`Session::keep_details`]).
+    details: bool,
     sip_over_ws: bool,
     ws_extensions: bool,
     /// A hole stopped that direction's WebSocket parser (client, server): parse again from the
@@ -147,7 +149,9 @@ struct Found {
 #[derive(Debug)]
 struct WsState {
     parsers: [WsParser; 2],
-    stats: WsStats,
+    /// Frame counts and sizes, which only `flows` and the HTML report print: not kept (nor
+    /// counted) without [`Session::keep_details`].
+    stats: Option<Box<WsStats>>,
     /// A fragmented data message being put together (RFC 6455 §5.4).
     msg: [Option<WsMessage>; 2],
 }
@@ -155,7 +159,7 @@ struct WsState {
 /// Handles one direction's WebSocket frames as the parser finds them (no event list).
 struct WsEvents<'a> {
     session: &'a mut Session,
-    stats: &'a mut WsStats,
+    stats: Option<&'a mut WsStats>,
     msg: &'a mut [Option<WsMessage>; 2],
     from_client: bool,
     /// Time of the segment being parsed.
@@ -164,17 +168,21 @@ struct WsEvents<'a> {
 
 impl WsSink for WsEvents<'_> {
     fn frame(&mut self, f: &WsFrame) {
-        self.stats.add_frame(self.from_client, f);
+        if let Some(stats) = self.stats.as_deref_mut() {
+            stats.add_frame(self.from_client, f);
+        }
         self.session.ws_frame(self.from_client, f, self.msg);
     }
 
     fn anomaly(&mut self, _ts: Timestamp, frame_no: u64, kind: AnomalyKind) {
-        self.stats.add_anomaly(self.from_client);
+        if let Some(stats) = self.stats.as_deref_mut() {
+            stats.add_anomaly(self.from_client);
+        }
         let s = &mut *self.session;
         s.event(self.ts, frame_no, self.from_client, || {
             format!("WebSocket anomaly: {kind:?}")
         });
-        if s.found.ws_anomalies.len() < MAX_ANOMALIES {
+        if s.details && s.found.ws_anomalies.len() < MAX_ANOMALIES {
             s.found.ws_anomalies.push((frame_no, kind));
         }
     }
@@ -209,6 +217,7 @@ impl Session {
             mode: Mode::Detect,
             detail,
             heads: true,
+            details: true,
             sip_over_ws: false,
             ws_extensions: false,
             ws_resync: [false, false],
@@ -227,6 +236,14 @@ impl Session {
     /// WebSocket connection holds ~700 bytes less, for as long as it lives.
     pub fn keep_heads(mut self, heads: bool) -> Self {
         self.heads = heads;
+        self
+    }
+
+    /// Whether the summary keeps the WebSocket frame counts and anomalies, which only `flows`
+    /// and the HTML report print (`TrackerOptions::app_details`). Without them a live
+    /// WebSocket connection holds 320 bytes less, and no frame is counted.
+    pub fn keep_details(mut self, details: bool) -> Self {
+        self.details = details;
         self
     }
 
@@ -504,7 +521,7 @@ impl Session {
         }
         self.ws = Some(Box::new(WsState {
             parsers: [c, s],
-            stats: WsStats::default(),
+            stats: self.details.then(Box::default),
             msg: [None, None],
         }));
         let client_rest = std::mem::take(&mut self.client_buf);
@@ -543,7 +560,7 @@ impl Session {
         }
         let mut sink = WsEvents {
             session: self,
-            stats,
+            stats: stats.as_deref_mut(),
             msg,
             from_client,
             ts,
@@ -760,7 +777,7 @@ impl Session {
         AppSummary {
             service: found.service,
             http: found.http.map(|h| *h),
-            websocket: self.ws.map(|w| Box::new(w.stats)),
+            websocket: self.ws.and_then(|w| w.stats),
             ws_anomalies: found.ws_anomalies,
             sip: found.sip.map(|s| {
                 let mut s = *s;

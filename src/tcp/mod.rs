@@ -1150,7 +1150,9 @@ fn new_live(
         Box::new(AppState {
             client: Reassembler::new(opts.reassembly_cap),
             server: Reassembler::new(opts.reassembly_cap),
-            session: Session::new(opts.detail).keep_heads(opts.http_heads),
+            session: Session::new(opts.detail)
+                .keep_heads(opts.http_heads)
+                .keep_details(opts.app_details),
         })
     });
     Box::new(Live {
