@@ -112,7 +112,8 @@ pub struct Alignment {
     pub vantages: Vec<Vantage>,
     pub reference: usize,
     pub clock_offsets: Vec<ClockOffset>,
-    pub connections: Vec<LinedUp>,
+    /// Shared with the diagnosis that lists them (`Diagnosis::connections`), not copied.
+    pub connections: std::sync::Arc<[LinedUp]>,
     pub losses: Vec<HopLoss>,
     /// Pairs left apart because two candidates matched equally well.
     pub ambiguous: usize,
@@ -388,7 +389,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
         vantages,
         reference,
         clock_offsets,
-        connections: Vec::new(),
+        connections: std::sync::Arc::from([]),
         losses: Vec::new(),
         ambiguous,
     };
@@ -461,7 +462,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     for (k, l) in lined.iter_mut().enumerate() {
         l.id = format!("L{}", k + 1);
     }
-    al.connections = lined;
+    al.connections = lined.into();
     al.losses = localise_losses(&al);
     al
 }
@@ -737,7 +738,7 @@ fn round_us(x: f64) -> f64 {
 /// downstream lost `u - d` copies on that hop.
 fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
     let mut acc: HashMap<(String, String, &'static str), (u64, Vec<String>)> = HashMap::new();
-    for l in &al.connections {
+    for l in al.connections.iter() {
         if l.legs.len() < 2
             || !matches!(
                 l.matched.method,

@@ -226,7 +226,7 @@ pub struct Diagnosis {
     pub reference: String,
     pub captures: Vec<CaptureReport>,
     pub clock_offsets: Vec<ClockOffset>,
-    pub connections: Vec<LinedUp>,
+    pub connections: std::sync::Arc<[LinedUp]>,
     pub findings: Vec<Finding>,
 }
 
