@@ -110,7 +110,7 @@ pub fn decode_any(data: &[u8]) {
 }
 
 /// Checks what must hold of any tracker output.
-pub fn check_connections(conns: &[vantage::tcp::Connection]) {
+pub fn check_connections(conns: &[Box<vantage::tcp::Connection>]) {
     for c in conns {
         if c.proto == Proto::Tcp {
             let st = c.conn_state.expect("TCP connections have a conn_state");

@@ -469,7 +469,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
 
 /// All candidate pairs between two captures, found through indexes rather than by comparing
 /// every pair: by originator ISN, by 5-tuple, and by payload hash.
-fn candidates(ci: &[Connection], cj: &[Connection]) -> Vec<(usize, usize, Candidate)> {
+fn candidates(ci: &[Box<Connection>], cj: &[Box<Connection>]) -> Vec<(usize, usize, Candidate)> {
     let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::new();
     let mut by_hash: HashMap<(u64, u32), Vec<usize>> = HashMap::new();
     let mut by_tuple: HashMap<(IpAddr, u16, IpAddr, u16), Vec<usize>> = HashMap::new();

@@ -624,7 +624,10 @@ fn flows(args: FlowsArgs) -> ExitCode {
             Err(e) => failed |= print_read_error(&e),
         }
     }
-    let mut conns: Vec<_> = all.iter().flat_map(|f| f.connections.iter()).collect();
+    let mut conns: Vec<&crate::tcp::Connection> = all
+        .iter()
+        .flat_map(|f| f.connections.iter().map(|c| &**c))
+        .collect();
     conns.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
     if let Some(uid) = &args.detail {
         let Some(c) = conns.iter().find(|c| &c.uid == uid) else {

@@ -37,7 +37,9 @@ pub struct CaptureSummary {
 /// One capture, read to its end (or to its first fatal error).
 pub struct CaptureFlows {
     pub summary: CaptureSummary,
-    pub connections: Vec<Connection>,
+    /// Boxed as the tracker made them (`Tracker::done`): each summary took the place its live
+    /// state left, where one list of them inline needed fresh pages for all at the end.
+    pub connections: Vec<Box<Connection>>,
     /// A fatal error that stopped reading; what came before it is still above.
     pub error: Option<anyhow::Error>,
 }
@@ -139,12 +141,13 @@ pub fn merge_streams(
 
 /// The one reading loop: with `emit`, connections are handed over as they end; without, the
 /// tracker keeps them (within `max_summaries`) and they come back sorted by start time.
+#[allow(clippy::vec_box)] // the tracker's boxed summaries (`Tracker::done`), handed on
 fn read_capture(
     path: &Path,
     opts: TrackerOptions,
     filter: Option<&str>,
     mut emit: Option<&mut dyn FnMut(Timestamp, Connection)>,
-) -> anyhow::Result<(CaptureRun, Vec<Connection>)> {
+) -> anyhow::Result<(CaptureRun, Vec<Box<Connection>>)> {
     #[cfg(feature = "libpcap")]
     let mut bpf = filter.map(crate::filter::BpfFilter::new).transpose()?;
     #[cfg(not(feature = "libpcap"))]
@@ -211,7 +214,7 @@ fn read_capture(
                             if let Some(emit) = emit.as_mut() {
                                 if tracker.has_finished() {
                                     let ts = frame.ts;
-                                    tracker.drain_finished().for_each(|c| emit(ts, c));
+                                    tracker.drain_finished().for_each(|c| emit(ts, *c));
                                 }
                             }
                         }

@@ -56,6 +56,7 @@ fn app(c: &Connection) -> &AppSummary {
 fn ws_conns(f: &CaptureFlows) -> Vec<&Connection> {
     f.connections
         .iter()
+        .map(|c| &**c)
         .filter(|c| c.proto == Proto::Tcp)
         .filter(|c| c.app.as_ref().is_some_and(|a| a.websocket.is_some()))
         .collect()
@@ -848,6 +849,7 @@ fn sip_over_udp_to_the_gateway() {
         let legs: Vec<&Connection> = flows
             .connections
             .iter()
+            .map(|c| &**c)
             .filter(|c| c.proto == Proto::Udp && c.app.as_ref().is_some_and(|a| a.sip.is_some()))
             .collect();
         assert_eq!(legs.len(), 1, "{name}");

@@ -20,6 +20,7 @@ fn read(rel: &str) -> CaptureFlows {
 fn tcp(f: &CaptureFlows) -> Vec<&Connection> {
     f.connections
         .iter()
+        .map(|c| &**c)
         .filter(|c| c.proto == Proto::Tcp)
         .collect()
 }

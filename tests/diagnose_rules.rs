@@ -102,7 +102,7 @@ fn one_capture(packets: &[(f64, P)]) -> Alignment {
             filtered_out: 0,
             warnings: vec![],
         },
-        connections: conns,
+        connections: conns.into_iter().map(Box::new).collect(),
         error: None,
     };
     align(

@@ -217,7 +217,7 @@ fn track(segs: &[Seg], n: usize) -> Vec<Connection> {
             other => panic!("frame {i} did not decode: {other:?}"),
         }
     }
-    t.finish()
+    t.finish().into_iter().map(|c| *c).collect()
 }
 
 /// ISNs anywhere, often just below the 2^32 wrap.

@@ -552,7 +552,7 @@ mod flows_table_tests {
             let Ok(flows) = crate::pipeline::track_capture(f) else {
                 continue;
             };
-            let conns: Vec<&Connection> = flows.connections.iter().collect();
+            let conns: Vec<&Connection> = flows.connections.iter().map(|c| &**c).collect();
             rows += conns.len();
             for show in [false, true] {
                 assert_eq!(
@@ -573,7 +573,7 @@ mod flows_table_tests {
                     ..Default::default()
                 };
                 crate::pipeline::track_capture_with(f, opts).map(|t| {
-                    let conns: Vec<&Connection> = t.connections.iter().collect();
+                    let conns: Vec<&Connection> = t.connections.iter().map(|c| &**c).collect();
                     flows_table(&conns, true)
                 })
             };
@@ -587,7 +587,7 @@ mod flows_table_tests {
             .join("fixtures/conntrack-reject/softswitch.pcap");
         let mut c = crate::pipeline::track_capture(&f).unwrap().connections;
         c[0].capture = "/captures/坐席-北京.pcap".into();
-        let conns: Vec<&Connection> = c.iter().collect();
+        let conns: Vec<&Connection> = c.iter().map(|c| &**c).collect();
         assert_eq!(flows_table(&conns, true), comfy_flows_table(&conns, true));
     }
 }

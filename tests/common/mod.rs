@@ -114,7 +114,11 @@ pub fn track(packets: &[(f64, P)]) -> Vec<Connection> {
 }
 
 pub fn track_named(name: &str, packets: &[(f64, P)]) -> Vec<Connection> {
-    feed(name, packets, |_| {}).finish()
+    feed(name, packets, |_| {})
+        .finish()
+        .into_iter()
+        .map(|c| *c)
+        .collect()
 }
 
 /// Feeds (seconds, packet) pairs to a tracker and returns how many connections were live after
@@ -122,7 +126,7 @@ pub fn track_named(name: &str, packets: &[(f64, P)]) -> Vec<Connection> {
 pub fn track_live(packets: &[(f64, P)]) -> (Vec<usize>, Vec<Connection>) {
     let mut live = Vec::new();
     let t = feed("built.pcap", packets, |t| live.push(t.live_connections()));
-    (live, t.finish())
+    (live, t.finish().into_iter().map(|c| *c).collect())
 }
 
 /// A tracker fed the packets (times from 1.7e9 s), `after` called after each one.
