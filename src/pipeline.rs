@@ -139,8 +139,10 @@ pub fn merge_streams(
     })
 }
 
-/// The one reading loop: with `emit`, connections are handed over as they end; without, the
-/// tracker keeps them (within `max_summaries`) and they come back sorted by start time.
+/// Reads a capture and tracks its connections: on one thread, or on `opts.shards` threads
+/// (`read_sharded`). With `emit`, connections are handed over as they end (in capture order,
+/// which one thread keeps); without, the tracker keeps them (within `max_summaries`) and they
+/// come back sorted by start time.
 #[allow(clippy::vec_box)] // the tracker's boxed summaries (`Tracker::done`), handed on
 fn read_capture(
     path: &Path,
@@ -148,6 +150,91 @@ fn read_capture(
     filter: Option<&str>,
     mut emit: Option<&mut dyn FnMut(Timestamp, Connection)>,
 ) -> anyhow::Result<(CaptureRun, Vec<Box<Connection>>)> {
+    // Each shard reads the file: a gzip capture would be decompressed once per shard.
+    let sharded = opts.shards > 1 && emit.is_none() && !CaptureReader::open(path)?.gzip;
+    let (mut run, tracker) = if sharded {
+        read_sharded(path, opts, filter)?
+    } else {
+        read_frames(path, opts, filter, emit.as_deref_mut(), None)?
+    };
+    let summary = &mut run.summary;
+    summary.ip_fragments = tracker.fragments;
+    let connections = match emit {
+        Some(emit) => {
+            let end = summary.last_ts.unwrap_or_default();
+            summary
+                .warnings
+                .extend(tracker.finish_streaming(&mut |c| emit(end, c)));
+            Vec::new()
+        }
+        None => {
+            let (connections, warnings) = tracker.finish_with_warnings();
+            summary.warnings.extend(warnings);
+            connections
+        }
+    };
+    Ok((run, connections))
+}
+
+/// One capture tracked on `opts.shards` threads. Each reads and decodes the whole file (3 GB/s
+/// and ~12 ns a frame: a small part of tracking's ~1 µs a packet) and tracks only the
+/// connections `tcp::shard_of` gives it. Each also sweeps at every IP packet, so its sweeps
+/// fall where one tracker's would, and it summarises its connections exactly as that tracker
+/// would (`Tracker::merge_shards`). Nothing crosses between the threads until the end: an
+/// earlier version had one thread read and hand the frames over in batches, and moving them
+/// to the other core cost more CPU time than the second read does.
+fn read_sharded(
+    path: &Path,
+    opts: TrackerOptions,
+    filter: Option<&str>,
+) -> anyhow::Result<(CaptureRun, Tracker)> {
+    let n = opts.shards;
+    let shard_opts = Tracker::shard_options(opts, n);
+    let results: Vec<anyhow::Result<(CaptureRun, Tracker)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                scope.spawn(move || {
+                    let (run, mut tracker) =
+                        read_frames(path, shard_opts, filter, None, Some((i, n)))?;
+                    // The shards summarise their last connections side by side.
+                    tracker.summarise_live();
+                    Ok((run, tracker))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "{}: a tracking thread panicked",
+                        path.display()
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut runs = Vec::with_capacity(n);
+    let mut trackers = Vec::with_capacity(n);
+    for r in results {
+        let (run, tracker) = r?;
+        runs.push(run);
+        trackers.push(tracker);
+    }
+    // Every shard read the same frames: the first one's summary, warnings and error stand.
+    let run = runs.swap_remove(0);
+    Ok((run, Tracker::merge_shards(trackers, opts)))
+}
+
+/// The one reading loop. `shard`: (this shard, shards), for `read_sharded`; the first shows
+/// the progress bar.
+fn read_frames<'e>(
+    path: &Path,
+    opts: TrackerOptions,
+    filter: Option<&str>,
+    mut emit: Option<&mut (dyn FnMut(Timestamp, Connection) + 'e)>,
+    shard: Option<(usize, usize)>,
+) -> anyhow::Result<(CaptureRun, Tracker)> {
     #[cfg(feature = "libpcap")]
     let mut bpf = filter.map(crate::filter::BpfFilter::new).transpose()?;
     #[cfg(not(feature = "libpcap"))]
@@ -157,13 +244,11 @@ fn read_capture(
     let mut reader = CaptureReader::open(path)?;
     let name = path.display().to_string();
     let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-    let bar = crate::progress::for_file(&name, (!reader.gzip).then_some(file_bytes), file_bytes);
-    // Connections end (and are handed to `emit`) in capture order only on one thread.
-    let mut tracking = if opts.shards > 1 && emit.is_none() {
-        Tracking::Sharded(Shards::start(&name, opts))
-    } else {
-        Tracking::One(Tracker::with_options(name.clone(), opts))
-    };
+    let bar = shard
+        .is_none_or(|(i, _)| i == 0)
+        .then(|| crate::progress::for_file(&name, (!reader.gzip).then_some(file_bytes), file_bytes))
+        .flatten();
+    let mut tracker = Tracker::with_options(name.clone(), opts);
     let mut summary = CaptureSummary {
         path: name,
         format: reader.format,
@@ -208,8 +293,8 @@ fn read_capture(
                     }
                 }
                 match decode(&frame) {
-                    Decoded::Ip(p) => match &mut tracking {
-                        Tracking::One(tracker) => {
+                    Decoded::Ip(p) => match shard {
+                        None => {
                             tracker.packet(&frame, &p);
                             if let Some(emit) = emit.as_mut() {
                                 if tracker.has_finished() {
@@ -218,7 +303,12 @@ fn read_capture(
                                 }
                             }
                         }
-                        Tracking::Sharded(shards) => shards.packet(&frame, &p),
+                        Some((i, n)) => {
+                            tracker.sweep(frame.ts);
+                            if crate::tcp::shard_of(&p, n) == i {
+                                tracker.packet_unswept(&frame, &p);
+                            }
+                        }
                     },
                     Decoded::NotIp => summary.not_ip += 1,
                     Decoded::Malformed(why) => {
@@ -258,26 +348,7 @@ fn read_capture(
             Msg::new("w-out-of-order").s("n", out_of_order),
         ));
     }
-    let tracker = match tracking {
-        Tracking::One(tracker) => tracker,
-        Tracking::Sharded(shards) => shards.finish(opts, &summary.path)?,
-    };
-    summary.ip_fragments = tracker.fragments;
-    let connections = match emit {
-        Some(emit) => {
-            let end = summary.last_ts.unwrap_or_default();
-            summary
-                .warnings
-                .extend(tracker.finish_streaming(&mut |c| emit(end, c)));
-            Vec::new()
-        }
-        None => {
-            let (connections, warnings) = tracker.finish_with_warnings();
-            summary.warnings.extend(warnings);
-            connections
-        }
-    };
-    Ok((CaptureRun { summary, error }, connections))
+    Ok((CaptureRun { summary, error }, tracker))
 }
 
 /// Asks glibc's malloc for one arena for the whole process. By default each thread that
@@ -293,173 +364,6 @@ pub fn one_malloc_arena() {
     // ours starts, and M_ARENA_MAX is one glibc documents (mallopt(3)).
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-/// Where `read_capture` hands its packets: one tracker on the reading thread, or shards.
-enum Tracking {
-    One(Tracker),
-    Sharded(Shards),
-}
-
-/// One capture tracked on several threads. The reading thread decodes each frame once to find
-/// its connection's shard (`tcp::shard_of`), copies it into that shard's next batch, and keeps
-/// the one `SweepClock`: a sweep goes to every shard at the point of the capture where a single
-/// tracker would have swept, so each shard summarises its connections exactly as that tracker
-/// would (`Tracker::merge_shards`). Each shard decodes its frames again (~12 ns a frame, next
-/// to ~1 µs of tracking). Memory: the shards' live connections, which are the capture's, plus
-/// `QUEUED` batches per shard.
-struct Shards {
-    clock: crate::tcp::SweepClock,
-    batches: Vec<Batch>,
-    senders: Vec<std::sync::mpsc::SyncSender<Batch>>,
-    /// Batches a shard is done with, emptied, to be filled again: a new 150 kB buffer per
-    /// batch, freed on another thread, fragmented the heap (flows on the 200 MB synth: 76 MB
-    /// peak instead of 62).
-    returned: Vec<std::sync::mpsc::Receiver<Batch>>,
-    workers: Vec<std::thread::JoinHandle<Tracker>>,
-}
-
-/// Frames in a batch before it is handed over, and batches queued per shard. Measured on the
-/// 200 MB synth (flows, two shards): 1024 x 4 held 5 MB of batches (69 MB peak, against 62 on
-/// one thread), 512 x 2 about 1 MB (65 MB) at the same speed, 128 x 2 64 MB but 25 % slower
-/// (a hand-over per 128 frames).
-const BATCH_FRAMES: usize = 512;
-const QUEUED: usize = 2;
-
-/// Frames for one shard, in capture order, with the sweeps between them.
-#[derive(Default)]
-struct Batch {
-    bytes: Vec<u8>,
-    items: Vec<Item>,
-}
-
-enum Item {
-    Sweep(Timestamp),
-    Frame {
-        number: u64,
-        ts: Timestamp,
-        link: crate::capture::LinkType,
-        interface: u32,
-        orig_len: u32,
-        offset: u64,
-        at: std::ops::Range<usize>,
-    },
-}
-
-impl Shards {
-    fn start(name: &str, opts: TrackerOptions) -> Self {
-        let n = opts.shards;
-        let shard_opts = Tracker::shard_options(opts, n);
-        let mut senders = Vec::with_capacity(n);
-        let mut returned = Vec::with_capacity(n);
-        let mut workers = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUED);
-            let (back, back_rx) = std::sync::mpsc::channel::<Batch>();
-            let mut tracker = Tracker::with_options(name.to_string(), shard_opts);
-            senders.push(tx);
-            returned.push(back_rx);
-            workers.push(std::thread::spawn(move || {
-                for mut batch in rx {
-                    for item in &batch.items {
-                        match item {
-                            Item::Sweep(now) => tracker.sweep_now(*now),
-                            Item::Frame {
-                                number,
-                                ts,
-                                link,
-                                interface,
-                                orig_len,
-                                offset,
-                                at,
-                            } => {
-                                let frame = crate::capture::Frame {
-                                    number: *number,
-                                    ts: *ts,
-                                    link: *link,
-                                    interface: *interface,
-                                    orig_len: *orig_len,
-                                    offset: *offset,
-                                    data: &batch.bytes[at.clone()],
-                                };
-                                // The reader decoded it as IP already.
-                                if let Decoded::Ip(p) = decode(&frame) {
-                                    tracker.packet_unswept(&frame, &p);
-                                }
-                            }
-                        }
-                    }
-                    batch.bytes.clear();
-                    batch.items.clear();
-                    // The reader may have stopped taking them back (it is finishing).
-                    let _ = back.send(batch);
-                }
-                // The shards summarise their last live connections side by side.
-                tracker.summarise_live();
-                tracker
-            }));
-        }
-        Shards {
-            clock: crate::tcp::SweepClock::new(),
-            batches: (0..n).map(|_| Batch::default()).collect(),
-            senders,
-            returned,
-            workers,
-        }
-    }
-
-    fn packet(&mut self, frame: &crate::capture::Frame<'_>, p: &crate::decode::Packet<'_>) {
-        if self.clock.tick(frame.ts) {
-            for i in 0..self.batches.len() {
-                self.batches[i].items.push(Item::Sweep(frame.ts));
-                self.send_if_full(i);
-            }
-        }
-        let i = crate::tcp::shard_of(p, self.batches.len());
-        let b = &mut self.batches[i];
-        let start = b.bytes.len();
-        b.bytes.extend_from_slice(frame.data);
-        b.items.push(Item::Frame {
-            number: frame.number,
-            ts: frame.ts,
-            link: frame.link,
-            interface: frame.interface,
-            orig_len: frame.orig_len,
-            offset: frame.offset,
-            at: start..b.bytes.len(),
-        });
-        self.send_if_full(i);
-    }
-
-    fn send_if_full(&mut self, i: usize) {
-        if self.batches[i].items.len() >= BATCH_FRAMES {
-            self.send(i);
-        }
-    }
-
-    fn send(&mut self, i: usize) {
-        let empty = self.returned[i].try_recv().unwrap_or_default();
-        let b = std::mem::replace(&mut self.batches[i], empty);
-        // A shard that has stopped (it panicked) shows when it is joined.
-        let _ = self.senders[i].send(b);
-    }
-
-    /// Hands over what is left, waits for every shard, and merges what they tracked. A shard
-    /// that panicked (a bug) makes it an error naming the capture.
-    fn finish(mut self, opts: TrackerOptions, name: &str) -> anyhow::Result<Tracker> {
-        for i in 0..self.batches.len() {
-            self.send(i);
-        }
-        self.senders.clear();
-        let mut trackers = Vec::with_capacity(self.workers.len());
-        for w in self.workers {
-            trackers.push(
-                w.join()
-                    .map_err(|_| anyhow::anyhow!("{name}: a tracking thread panicked"))?,
-            );
-        }
-        Ok(Tracker::merge_shards(trackers, opts))
     }
 }
 

@@ -819,7 +819,9 @@ impl Tracker {
     /// follows the connections alive at a time, not the length of the capture. Runs once a
     /// second of capture time; a connection leaves at the first sweep after it has been quiet
     /// for `TCP_CLOSE_DELAY_NS` since closing (TCP) or `UDP_INACTIVITY_NS` (UDP).
-    fn sweep(&mut self, now: Timestamp) {
+    /// Sweeps if a second of capture time has passed since the last sweep (`packet` does it
+    /// first thing; a shard calls it for every packet, its own or not).
+    pub fn sweep(&mut self, now: Timestamp) {
         if self.clock.tick(now) {
             self.sweep_now(now);
         }
