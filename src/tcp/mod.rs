@@ -588,8 +588,8 @@ pub struct TrackerOptions {
     /// (`call_cut`), the heartbeat.
     pub app_details: bool,
     /// Threads that track one capture between them (`pipeline::read_capture`), each the
-    /// connections `shard_of` gives it; 1 tracks on the reading thread. The tracker itself
-    /// does not read it.
+    /// connections `shard_of` gives it; 1 tracks on one thread. The tracker itself does not
+    /// read it.
     pub shards: usize,
 }
 
