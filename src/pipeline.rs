@@ -180,9 +180,10 @@ fn read_capture(
 /// and ~12 ns a frame: a small part of tracking's ~1 µs a packet) and tracks only the
 /// connections `tcp::shard_of` gives it. Each also sweeps at every IP packet, so its sweeps
 /// fall where one tracker's would, and it summarises its connections exactly as that tracker
-/// would (`Tracker::merge_shards`). Nothing crosses between the threads until the end: an
-/// earlier version had one thread read and hand the frames over in batches, and moving them
-/// to the other core cost more CPU time than the second read does.
+/// would (`Tracker::merge_shards`). Nothing crosses between the threads until the end. An
+/// earlier version had one thread read and hand the frames over in batches: it measured the
+/// same on two cores (moving the frames between cores cost what the second read does), and
+/// its one reader would have been what eight shards wait on.
 fn read_sharded(
     path: &Path,
     opts: TrackerOptions,
