@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::capture::{CaptureReader, Format, Timestamp, Warning};
 use crate::decode::{decode, Decoded};
 use crate::i18n::Msg;
-use crate::tcp::{Connection, Tracker, TrackerOptions};
+use crate::tcp::{Connection, StreamTag, Tracker, TrackerOptions};
 
 /// What a capture held, for the capture summary of every report.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -103,6 +103,11 @@ pub fn merge_streams(
     mut emit: impl FnMut(Connection),
 ) -> Vec<anyhow::Result<CaptureRun>> {
     const AHEAD: usize = 1024;
+    // The tracking threads are shared among the captures.
+    let opts = TrackerOptions {
+        shards: (opts.shards / paths.len().max(1)).max(1),
+        ..opts
+    };
     if let [path] = paths {
         // One capture: no thread and no channel (their hand-off cost ~10 % on 2 GB).
         return vec![stream_capture(path, opts, filter, |_, c| emit(c))];
@@ -151,11 +156,17 @@ fn read_capture(
     mut emit: Option<&mut dyn FnMut(Timestamp, Connection)>,
 ) -> anyhow::Result<(CaptureRun, Vec<Box<Connection>>)> {
     // Each shard reads the file: a gzip capture would be decompressed once per shard.
-    let sharded = opts.shards > 1 && emit.is_none() && !CaptureReader::open(path)?.gzip;
+    let sharded = opts.shards > 1 && !CaptureReader::open(path)?.gzip;
+    if let (true, Some(emit)) = (sharded, emit.as_mut()) {
+        return Ok((stream_sharded(path, opts, filter, &mut **emit)?, Vec::new()));
+    }
     let (mut run, tracker) = if sharded {
         read_sharded(path, opts, filter)?
     } else {
-        read_frames(path, opts, filter, emit.as_deref_mut(), None)?
+        match emit.as_mut() {
+            Some(emit) => read_frames(path, opts, filter, Some(&mut |_, ts, c| emit(ts, c)), None)?,
+            None => read_frames(path, opts, filter, None, None)?,
+        }
     };
     let summary = &mut run.summary;
     summary.ip_fragments = tracker.fragments;
@@ -227,13 +238,85 @@ fn read_sharded(
     Ok((run, Tracker::merge_shards(trackers, opts)))
 }
 
+/// `read_sharded` for `stream_capture`: each shard sends its connections as it summarises
+/// them, tagged with their place in one tracker's order (`StreamTag`), and they are merged
+/// back into that order as they come. Each shard is at most `AHEAD` connections ahead.
+fn stream_sharded(
+    path: &Path,
+    opts: TrackerOptions,
+    filter: Option<&str>,
+    emit: &mut dyn FnMut(Timestamp, Connection),
+) -> anyhow::Result<CaptureRun> {
+    const AHEAD: usize = 1024;
+    let n = opts.shards;
+    let shard_opts = Tracker::shard_options(opts, n);
+    let results: Vec<anyhow::Result<(CaptureRun, Tracker)>> = std::thread::scope(|scope| {
+        let (handles, receivers): (Vec<_>, Vec<_>) = (0..n)
+            .map(|i| {
+                let (tx, rx) =
+                    std::sync::mpsc::sync_channel::<(StreamTag, Timestamp, Connection)>(AHEAD);
+                let h = scope.spawn(move || {
+                    // The merge stopped early only if the receiver is gone; nothing to do.
+                    let mut send = |tag, ts, c| {
+                        let _ = tx.send((tag, ts, c));
+                    };
+                    let (run, mut tracker) =
+                        read_frames(path, shard_opts, filter, Some(&mut send), Some((i, n)))?;
+                    let end = run.summary.last_ts.unwrap_or_default();
+                    tracker.stream_rest(&mut |tag, c| send(tag, end, c));
+                    Ok((run, tracker))
+                });
+                (h, rx)
+            })
+            .unzip();
+        // The next connection of each shard; None once the shard is done.
+        let mut heads: Vec<Option<(StreamTag, Timestamp, Connection)>> =
+            receivers.iter().map(|r| r.recv().ok()).collect();
+        while let Some(i) = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.as_ref().map(|(tag, _, _)| (*tag, i)))
+            .min()
+            .map(|(_, i)| i)
+        {
+            let (_, ts, c) = heads[i].take().expect("a head");
+            emit(ts, c);
+            heads[i] = receivers[i].recv().ok();
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "{}: a tracking thread panicked",
+                        path.display()
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut runs = Vec::with_capacity(n);
+    let mut trackers = Vec::with_capacity(n);
+    for r in results {
+        let (run, tracker) = r?;
+        runs.push(run);
+        trackers.push(tracker);
+    }
+    // Every shard read the same frames: the first one's summary, warnings and error stand.
+    let mut run = runs.swap_remove(0);
+    let merged = Tracker::merge_shards(trackers, opts);
+    run.summary.ip_fragments = merged.fragments;
+    run.summary.warnings.extend(merged.warnings());
+    Ok(run)
+}
+
 /// The one reading loop. `shard`: (this shard, shards), for `read_sharded`; the first shows
 /// the progress bar.
 fn read_frames<'e>(
     path: &Path,
     opts: TrackerOptions,
     filter: Option<&str>,
-    mut emit: Option<&mut (dyn FnMut(Timestamp, Connection) + 'e)>,
+    mut emit: Option<&mut (dyn FnMut(StreamTag, Timestamp, Connection) + 'e)>,
     shard: Option<(usize, usize)>,
 ) -> anyhow::Result<(CaptureRun, Tracker)> {
     #[cfg(feature = "libpcap")]
@@ -250,6 +333,9 @@ fn read_frames<'e>(
         .then(|| crate::progress::for_file(&name, (!reader.gzip).then_some(file_bytes), file_bytes))
         .flatten();
     let mut tracker = Tracker::with_options(name.clone(), opts);
+    if emit.is_some() {
+        tracker.tag_stream();
+    }
     let mut summary = CaptureSummary {
         path: name,
         format: reader.format,
@@ -294,23 +380,25 @@ fn read_frames<'e>(
                     }
                 }
                 match decode(&frame) {
-                    Decoded::Ip(p) => match shard {
-                        None => {
-                            tracker.packet(&frame, &p);
-                            if let Some(emit) = emit.as_mut() {
-                                if tracker.has_finished() {
-                                    let ts = frame.ts;
-                                    tracker.drain_finished().for_each(|c| emit(ts, *c));
+                    Decoded::Ip(p) => {
+                        match shard {
+                            None => tracker.packet(&frame, &p),
+                            Some((i, n)) => {
+                                tracker.sweep(&frame);
+                                if crate::tcp::shard_of(&p, n) == i {
+                                    tracker.packet_unswept(&frame, &p);
                                 }
                             }
                         }
-                        Some((i, n)) => {
-                            tracker.sweep(frame.ts);
-                            if crate::tcp::shard_of(&p, n) == i {
-                                tracker.packet_unswept(&frame, &p);
+                        if let Some(emit) = emit.as_mut() {
+                            if tracker.has_finished() {
+                                let ts = frame.ts;
+                                for (tag, c) in tracker.drain_finished_tagged() {
+                                    emit(tag, ts, *c);
+                                }
                             }
                         }
-                    },
+                    }
                     Decoded::NotIp => summary.not_ip += 1,
                     Decoded::Malformed(why) => {
                         summary.malformed += 1;

@@ -63,6 +63,33 @@ fn shards_change_nothing_on_any_fixture() {
     assert!(connections > 150, "{connections} connections");
 }
 
+fn streamed(path: &Path, shards: usize) -> (String, Vec<String>) {
+    let opts = TrackerOptions {
+        shards,
+        ..TrackerOptions::default()
+    };
+    let mut out = Vec::new();
+    let run = vantage::pipeline::stream_capture(path, opts, None, |ts, c| {
+        out.push(format!("{ts:?} {c:?}"));
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    (serde_json::to_string(&run.summary).unwrap(), out)
+}
+
+/// Streamed (`flows --stream`), the shards' connections are merged back into the order one
+/// tracker hands them over, each with the same hand-over time: on every fixture.
+#[test]
+fn shards_stream_in_the_order_of_one_tracker() {
+    for path in &captures() {
+        let (s1, c1) = streamed(path, 1);
+        for shards in [2, 3] {
+            let (s, c) = streamed(path, shards);
+            assert_eq!(s1, s, "{}: summary, {shards} shards", path.display());
+            assert_eq!(c1, c, "{}: {shards} shards", path.display());
+        }
+    }
+}
+
 /// The command line: `--threads` does not change a report, on the three captures of a lab
 /// scenario (three threads each, shared among them) or on one.
 #[test]

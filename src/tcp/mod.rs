@@ -641,6 +641,10 @@ pub struct Tracker {
     pub evicted: u64,
     /// Connections counted but not kept because `max_summaries` was reached.
     pub dropped: u64,
+    /// With `tag_stream`: each summary's place in the order (`StreamTag`), beside `done`.
+    tags: Option<Vec<StreamTag>>,
+    /// The place the next summary takes.
+    tag: StreamTag,
 }
 
 /// When a tracker looks for connections that have ended: once a second of capture time, at the
@@ -675,6 +679,37 @@ impl SweepClock {
         self.last = now;
         true
     }
+}
+
+/// Where in one tracker's order a connection was summarised, so that the streams of shards
+/// (`shard_of`) can be merged back into exactly that order (`pipeline::stream_capture`). A
+/// tracker summarises at a packet: first what the sweep before it found over, in (due time,
+/// key) order; then what the packet itself ended (port reuse, a full table), in order; at the
+/// end of the capture, what is left, by start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamTag {
+    /// The packet's frame number; `u64::MAX` at the end.
+    frame: u64,
+    /// 0: the sweep, 1: the packet, 2: the end.
+    phase: u8,
+    /// Sweep: the due time; end: the start time.
+    at: i64,
+    /// End: the first frame.
+    first_frame: u64,
+    key: Option<FlowKey>,
+    /// Order within one shard's summaries at one packet.
+    seq: u64,
+}
+
+impl StreamTag {
+    const START: StreamTag = StreamTag {
+        frame: 0,
+        phase: 0,
+        at: 0,
+        first_frame: 0,
+        key: None,
+        seq: 0,
+    };
 }
 
 /// Which of `n` shards tracks a packet's connection: both directions of a connection, and
@@ -714,7 +749,15 @@ impl Tracker {
             peak_live: 0,
             evicted: 0,
             dropped: 0,
+            tags: None,
+            tag: StreamTag::START,
         }
+    }
+
+    /// Tags each summary with its place in the order summaries are made (`StreamTag`), for
+    /// `drain_finished_tagged` and `stream_rest`.
+    pub fn tag_stream(&mut self) {
+        self.tags = Some(Vec::new());
     }
 
     /// Keeps a finished connection's summary, within `max_summaries`.
@@ -760,6 +803,10 @@ impl Tracker {
         }
         if self.done.len() < self.opts.max_summaries {
             self.done.push(Box::new(c));
+            if let Some(tags) = self.tags.as_mut() {
+                tags.push(self.tag);
+                self.tag.seq += 1;
+            }
         } else {
             self.dropped += 1;
         }
@@ -821,9 +868,10 @@ impl Tracker {
     /// for `TCP_CLOSE_DELAY_NS` since closing (TCP) or `UDP_INACTIVITY_NS` (UDP).
     /// Sweeps if a second of capture time has passed since the last sweep (`packet` does it
     /// first thing; a shard calls it for every packet, its own or not).
-    pub fn sweep(&mut self, now: Timestamp) {
-        if self.clock.tick(now) {
-            self.sweep_now(now);
+    pub fn sweep(&mut self, frame: &Frame<'_>) {
+        if self.clock.tick(frame.ts) {
+            self.tag.frame = frame.number;
+            self.sweep_now(frame.ts);
         }
     }
 
@@ -842,9 +890,15 @@ impl Tracker {
                 continue; // already summarised (port reuse, eviction)
             };
             match ended_at(l) {
-                Some(at) if at < now.0 => {
+                Some(due) if due < now.0 => {
                     let l = self.live.remove(&key).expect("present");
                     let c = finish_live(l);
+                    self.tag = StreamTag {
+                        phase: 0,
+                        at,
+                        key: Some(key),
+                        ..self.tag
+                    };
                     self.keep(c);
                 }
                 // Packets came since: look again when it has been quiet long enough.
@@ -857,12 +911,17 @@ impl Tracker {
 
     /// Feeds one decoded packet.
     pub fn packet(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
-        self.sweep(frame.ts);
+        self.sweep(frame);
         self.packet_unswept(frame, p);
     }
 
     /// `packet` without the sweep: for a shard, whose sweeps come from `sweep_now`.
     pub fn packet_unswept(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
+        self.tag = StreamTag {
+            frame: frame.number,
+            phase: 1,
+            ..StreamTag::START
+        };
         if p.fragment != crate::decode::Fragment::No {
             self.fragments += 1;
         }
@@ -963,8 +1022,16 @@ impl Tracker {
         mut self,
         emit: &mut dyn FnMut(Connection),
     ) -> Vec<crate::capture::Warning> {
+        self.stream_rest(&mut |_, c| emit(c));
+        self.warnings()
+    }
+
+    /// `finish_streaming` with each connection's place (`StreamTag`), leaving the tracker empty
+    /// (for `merge_shards` and its warnings).
+    pub fn stream_rest(&mut self, emit: &mut dyn FnMut(StreamTag, Connection)) {
         self.peak_live = self.peak_live.max(self.live.len());
-        self.done.drain(..).for_each(|c| emit(*c));
+        let done: Vec<(StreamTag, Box<Connection>)> = self.drain_finished_tagged().collect();
+        done.into_iter().for_each(|(t, c)| emit(t, *c));
         // In start order, as the sorted output would have them: the table's own order changes
         // from run to run (its hasher is seeded at random).
         let mut keys: Vec<(Timestamp, u64, FlowKey)> = self
@@ -973,12 +1040,19 @@ impl Tracker {
             .map(|l| (l.conn.ts, l.conn.first_frame, l.key))
             .collect();
         keys.sort_unstable();
-        for (_, _, k) in keys {
+        for (ts, first_frame, k) in keys {
             if let Some(l) = self.live.remove(&k) {
-                emit(finish_live(l));
+                let tag = StreamTag {
+                    frame: u64::MAX,
+                    phase: 2,
+                    at: ts.0,
+                    first_frame,
+                    key: Some(k),
+                    seq: 0,
+                };
+                emit(tag, finish_live(l));
             }
         }
-        self.warnings()
     }
 
     /// Ends tracking and returns every connection, sorted by start time (then frame).
@@ -994,7 +1068,20 @@ impl Tracker {
     /// The connections summarised so far, in the order they ended, handed over instead of kept
     /// (`pipeline::stream_capture`). `max_summaries` counts only what stays.
     pub fn drain_finished(&mut self) -> std::vec::Drain<'_, Box<Connection>> {
+        if let Some(tags) = self.tags.as_mut() {
+            tags.clear();
+        }
         self.done.drain(..)
+    }
+
+    /// `drain_finished` with each summary's place (`StreamTag`; `tag_stream` first, else
+    /// every tag is the same).
+    pub fn drain_finished_tagged(
+        &mut self,
+    ) -> impl Iterator<Item = (StreamTag, Box<Connection>)> + '_ {
+        let tags = self.tags.get_or_insert_with(Vec::new);
+        tags.resize(self.done.len(), StreamTag::START);
+        tags.drain(..).zip(self.done.drain(..))
     }
 
     pub fn live_connections(&self) -> usize {
