@@ -875,11 +875,10 @@ impl Tracker {
         }
     }
 
-    /// The sweep itself, at `now`. A shard (`shard_of`) is told when to sweep by the thread
-    /// that reads the capture, which keeps the one `SweepClock`: every shard then sweeps at
-    /// the same points of the capture as a single tracker would, and summarises the same
-    /// connections with the same packets.
-    pub fn sweep_now(&mut self, now: Timestamp) {
+    /// The sweep itself, at `now`. A shard (`shard_of`) calls `sweep` at every packet of the
+    /// capture, its own or not, so its clock ticks where a single tracker's would: it sweeps at
+    /// the same points and summarises its connections with the same packets.
+    fn sweep_now(&mut self, now: Timestamp) {
         self.peak_live = self.peak_live.max(self.live.len());
         while let Some(&std::cmp::Reverse((at, key))) = self.due.peek() {
             if at >= now.0 {
