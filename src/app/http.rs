@@ -98,7 +98,7 @@ pub fn parse_request(buf: &[u8]) -> Parse<UpgradeRequest> {
     };
     let mut r = UpgradeRequest {
         method: req.method.unwrap_or("").to_string(),
-        path: lossy_capped(req.path.unwrap_or("").as_bytes(), MAX_VALUE),
+        path: lossy_capped(req.path.unwrap_or("").as_bytes(), MAX_VALUE).into_owned(),
         version: req.version.unwrap_or(1),
         ..Default::default()
     };
@@ -172,7 +172,7 @@ pub fn parse_response(buf: &[u8]) -> Parse<UpgradeResponse> {
     };
     let mut r = UpgradeResponse {
         status: resp.code.unwrap_or(0),
-        reason: lossy_capped(resp.reason.unwrap_or("").as_bytes(), MAX_VALUE),
+        reason: lossy_capped(resp.reason.unwrap_or("").as_bytes(), MAX_VALUE).into_owned(),
         version: resp.version.unwrap_or(1),
         ..Default::default()
     };

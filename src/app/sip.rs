@@ -547,7 +547,7 @@ fn parse_start(line: &str) -> Result<Start<'_>, String> {
 fn cap(s: &str) -> Cow<'_, str> {
     match s.get(..MAX_VALUE.min(s.len())) {
         Some(head) => Cow::Borrowed(head),
-        None => Cow::Owned(lossy_capped(s.as_bytes(), MAX_VALUE)),
+        None => lossy_capped(s.as_bytes(), MAX_VALUE),
     }
 }
 
