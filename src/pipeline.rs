@@ -155,8 +155,12 @@ fn read_capture(
     filter: Option<&str>,
     mut emit: Option<&mut dyn FnMut(Timestamp, Connection)>,
 ) -> anyhow::Result<(CaptureRun, Vec<Box<Connection>>)> {
-    // Each shard reads the file: a gzip capture would be decompressed once per shard.
-    let sharded = opts.shards > 1 && !CaptureReader::open(path)?.gzip;
+    // Each shard reads the file itself: only a regular file can be read more than once (not a
+    // pipe: `vantage flows <(zcat x.pcap.gz)`), and a gzip capture would be decompressed once
+    // per shard.
+    let sharded = opts.shards > 1
+        && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        && !CaptureReader::open(path)?.gzip;
     if let (true, Some(emit)) = (sharded, emit.as_mut()) {
         return Ok((stream_sharded(path, opts, filter, &mut **emit)?, Vec::new()));
     }

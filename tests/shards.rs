@@ -127,3 +127,44 @@ fn zero_threads_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--threads"), "{err}");
 }
+
+/// A pipe can be read once: `vantage flows <(zcat capture.pcap.gz)` reads it on one thread,
+/// whatever `--threads` says, and prints what the same bytes in a file give.
+#[test]
+fn a_pipe_is_read_once() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nginx-ws/agent.pcapng");
+    let dir = std::env::temp_dir().join(format!("vantage-fifo-{}", std::process::id()));
+    // The same file name in both places: a uid is made from it.
+    let (fifo, file) = (dir.join("pipe/agent.pcapng"), dir.join("file/agent.pcapng"));
+    for p in [&fifo, &file] {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    }
+    std::fs::copy(&fixture, &file).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(&fixture).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes))
+    };
+    let run = |path: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage"))
+            .args(["flows", "--format", "json", "--threads", "4"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .replace(&path.display().to_string(), "CAPTURE")
+    };
+    let piped = run(&fifo);
+    writer.join().unwrap().unwrap();
+    let direct = run(&file);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(direct.contains("\"uid\""));
+    assert_eq!(piped, direct);
+}
