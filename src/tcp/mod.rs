@@ -650,7 +650,7 @@ pub struct Tracker {
 /// When a tracker looks for connections that have ended: once a second of capture time, at the
 /// first packet a second or more after the last look.
 #[derive(Clone, Copy, Debug)]
-pub struct SweepClock {
+struct SweepClock {
     last: Timestamp,
 }
 
