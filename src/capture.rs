@@ -313,12 +313,26 @@ enum Next {
     TooSmall,
 }
 
+/// The first two bytes of a gzip file (RFC 1952 §2.3.1).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+fn open_file(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", path.display()))
+}
+
+/// Whether the capture at `path` is gzip-compressed, from its first two bytes (the same test
+/// `CaptureReader::open` makes).
+pub fn is_gzip_file(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 2];
+    let n = read_up_to(&mut open_file(path)?, &mut head)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    Ok(head[..n] == GZIP_MAGIC)
+}
+
 impl CaptureReader {
     /// Opens a capture read-only. Gzip is recognised by its magic, not by the file name.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path)
-            .map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", path.display()))?;
-        Self::from_reader(path, file)
+        Self::from_reader(path, open_file(path)?)
     }
 
     /// Reads a capture from any byte source; `name` is what messages call it (usually its path).
@@ -330,7 +344,7 @@ impl CaptureReader {
         let mut head = [0u8; 2];
         let n = read_up_to(&mut source, &mut head)
             .map_err(|e| anyhow::anyhow!("{shown}: cannot read: {e}"))?;
-        let gzip = n == 2 && head == [0x1f, 0x8b];
+        let gzip = head[..n] == GZIP_MAGIC;
         let io_error = Rc::new(RefCell::new(None));
         let rest = io::Cursor::new(head[..n].to_vec()).chain(source);
         let raw: Box<dyn Read> = if gzip {

@@ -126,21 +126,12 @@ pub fn merge_streams(
                 (h, rx)
             })
             .unzip();
-        // The next connection of each capture; None once its thread is done.
-        let mut heads: Vec<Option<(Timestamp, Connection)>> =
-            receivers.iter().map(|r| r.recv().ok()).collect();
-        while let Some(i) = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| h.as_ref().map(|(ts, _)| (*ts, i)))
-            .min()
-            .map(|(_, i)| i)
-        {
-            let (_, c) = heads[i].take().expect("a head");
-            emit(c);
-            heads[i] = receivers[i].recv().ok();
-        }
-        handles.into_iter().map(joined).collect()
+        merge_sorted(&receivers, |(ts, _)| *ts, |(_, c)| emit(c));
+        handles
+            .into_iter()
+            .zip(paths)
+            .map(|(h, path)| joined(h, path))
+            .collect()
     })
 }
 
@@ -160,7 +151,7 @@ fn read_capture(
     // per shard.
     let sharded = opts.shards > 1
         && std::fs::metadata(path).is_ok_and(|m| m.is_file())
-        && !CaptureReader::open(path)?.gzip;
+        && !crate::capture::is_gzip_file(path)?;
     if let (true, Some(emit)) = (sharded, emit.as_mut()) {
         return Ok((stream_sharded(path, opts, filter, &mut **emit)?, Vec::new()));
     }
@@ -218,28 +209,48 @@ fn read_sharded(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!(
-                        "{}: a tracking thread panicked",
-                        path.display()
-                    ))
-                })
-            })
-            .collect()
+        handles.into_iter().map(|h| joined(h, path)).collect()
     });
-    let mut runs = Vec::with_capacity(n);
-    let mut trackers = Vec::with_capacity(n);
+    let (run, trackers) = gather(results)?;
+    Ok((run, Tracker::merge_shards(trackers, opts)))
+}
+
+/// The shards' results: the first one's run (every shard read the same frames, so its summary,
+/// warnings and error stand) and every shard's tracker; the first error, if one failed.
+fn gather(
+    results: Vec<anyhow::Result<(CaptureRun, Tracker)>>,
+) -> anyhow::Result<(CaptureRun, Vec<Tracker>)> {
+    let mut first = None;
+    let mut trackers = Vec::with_capacity(results.len());
     for r in results {
         let (run, tracker) = r?;
-        runs.push(run);
+        first.get_or_insert(run);
         trackers.push(tracker);
     }
-    // Every shard read the same frames: the first one's summary, warnings and error stand.
-    let run = runs.swap_remove(0);
-    Ok((run, Tracker::merge_shards(trackers, opts)))
+    let run = first.ok_or_else(|| anyhow::anyhow!("no shard ran"))?;
+    Ok((run, trackers))
+}
+
+/// Merges streams that each arrive in order into one in order, by `key` (ties: the earlier
+/// stream first), as they come: each stream's next item waits while the others catch up.
+fn merge_sorted<T, K: Ord>(
+    receivers: &[std::sync::mpsc::Receiver<T>],
+    key: impl Fn(&T) -> K,
+    mut emit: impl FnMut(T),
+) {
+    let mut heads: Vec<Option<T>> = receivers.iter().map(|r| r.recv().ok()).collect();
+    while let Some(i) = heads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.as_ref().map(|x| (key(x), i)))
+        .min()
+        .map(|(_, i)| i)
+    {
+        if let Some(x) = heads[i].take() {
+            emit(x);
+        }
+        heads[i] = receivers[i].recv().ok();
+    }
 }
 
 /// `read_sharded` for `stream_capture`: each shard sends its connections as it summarises
@@ -273,41 +284,10 @@ fn stream_sharded(
                 (h, rx)
             })
             .unzip();
-        // The next connection of each shard; None once the shard is done.
-        let mut heads: Vec<Option<(StreamTag, Timestamp, Connection)>> =
-            receivers.iter().map(|r| r.recv().ok()).collect();
-        while let Some(i) = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| h.as_ref().map(|(tag, _, _)| (*tag, i)))
-            .min()
-            .map(|(_, i)| i)
-        {
-            let (_, ts, c) = heads[i].take().expect("a head");
-            emit(ts, c);
-            heads[i] = receivers[i].recv().ok();
-        }
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!(
-                        "{}: a tracking thread panicked",
-                        path.display()
-                    ))
-                })
-            })
-            .collect()
+        merge_sorted(&receivers, |(tag, _, _)| *tag, |(_, ts, c)| emit(ts, c));
+        handles.into_iter().map(|h| joined(h, path)).collect()
     });
-    let mut runs = Vec::with_capacity(n);
-    let mut trackers = Vec::with_capacity(n);
-    for r in results {
-        let (run, tracker) = r?;
-        runs.push(run);
-        trackers.push(tracker);
-    }
-    // Every shard read the same frames: the first one's summary, warnings and error stand.
-    let mut run = runs.swap_remove(0);
+    let (mut run, trackers) = gather(results)?;
     let merged = Tracker::merge_shards(trackers, opts);
     run.summary.ip_fragments = merged.fragments;
     run.summary.warnings.extend(merged.warnings());
@@ -525,24 +505,19 @@ pub fn read_vantages_filtered(
         shards: (opts.shards / specs.len().max(1)).max(1),
         ..opts
     };
-    let results: Vec<anyhow::Result<CaptureFlows>> = if let [s] = specs {
-        // One capture is read on this thread. Its connections are freed (live state) and
-        // allocated (summaries, then the rules' findings) in the same malloc arena: read on a
-        // thread of its own, glibc gives that thread a second arena whose freed memory the
-        // rules on the main thread cannot reuse (p200 diagnose: 129 -> 114 MB peak RSS).
-        vec![std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            track_capture_filtered(&s.path, opts, filter)
-        }))
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("a reader thread panicked")))]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = specs
-                .iter()
-                .map(|s| scope.spawn(move || track_capture_filtered(&s.path, opts, filter)))
-                .collect();
-            handles.into_iter().map(joined).collect()
-        })
-    };
+    // Each thread's freed memory is reused by the next phase because the process has one
+    // malloc arena (`one_malloc_arena`).
+    let results: Vec<anyhow::Result<CaptureFlows>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|s| scope.spawn(move || track_capture_filtered(&s.path, opts, filter)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(specs)
+            .map(|(h, s)| joined(h, &s.path))
+            .collect()
+    });
     let mut vantages = Vec::new();
     let mut errors = Vec::new();
     for (spec, r) in specs.iter().zip(results) {
@@ -562,10 +537,18 @@ pub fn read_vantages_filtered(
     (vantages, errors)
 }
 
-/// A reader thread's result; a panic in it is an error like the others, not the end of the run.
-fn joined<T>(h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
-    h.join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("a reader thread panicked")))
+/// A reading or tracking thread's result; a panic in it (a bug) is an error naming its capture,
+/// not the end of the run.
+fn joined<T>(
+    h: std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>,
+    path: &Path,
+) -> anyhow::Result<T> {
+    h.join().unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "{}: a reader thread panicked",
+            path.display()
+        ))
+    })
 }
 
 /// The catalog message for a decoder's reason (decode.rs keeps plain `&'static str` reasons).

@@ -428,28 +428,33 @@ fn flow_cells(c: &Connection, show_capture: bool, cells: &mut [String]) {
         c.orig.retransmissions + c.resp.retransmissions
     );
     next().push_str(&c.max_idle.map_or("-".into(), |g| secs(g.secs)));
-    let ended = next();
-    match &c.termination {
-        Some(t) => {
-            let _ = write!(
-                ended,
-                "{} {} after {} s idle (#{})",
-                match t.by {
-                    crate::tcp::Side::Orig => "orig",
-                    crate::tcp::Side::Resp => "resp",
-                },
-                match t.kind {
-                    crate::tcp::TerminationKind::Fin => "FIN",
-                    crate::tcp::TerminationKind::Rst => "RST",
-                },
-                secs(t.idle_before_s),
-                t.frame
-            );
-            if t.ttl_fits == Some(false) || t.ip_id_fits == Some(false) {
-                ended.push_str(" [fingerprint differs]");
-            }
-        }
-        None => ended.push('-'),
+    write_ended(next(), c.termination.as_ref());
+}
+
+/// The table's "ended by" cell: who ended the connection, how, after how long a silence, in
+/// which frame, and whether the packet's fingerprint differs from its sender's.
+fn write_ended(out: &mut String, termination: Option<&crate::tcp::Termination>) {
+    use std::fmt::Write as _;
+    let Some(t) = termination else {
+        out.push('-');
+        return;
+    };
+    let _ = write!(
+        out,
+        "{} {} after {} s idle (#{})",
+        match t.by {
+            crate::tcp::Side::Orig => "orig",
+            crate::tcp::Side::Resp => "resp",
+        },
+        match t.kind {
+            crate::tcp::TerminationKind::Fin => "FIN",
+            crate::tcp::TerminationKind::Rst => "RST",
+        },
+        secs(t.idle_before_s),
+        t.frame
+    );
+    if t.ttl_fits == Some(false) || t.ip_id_fits == Some(false) {
+        out.push_str(" [fingerprint differs]");
     }
 }
 
@@ -494,28 +499,8 @@ mod flows_table_tests {
             if c.mid_stream {
                 orig.push_str(" (mid-stream)");
             }
-            let ended = match &c.termination {
-                Some(t) => {
-                    let mut s = format!(
-                        "{} {} after {} s idle (#{})",
-                        match t.by {
-                            crate::tcp::Side::Orig => "orig",
-                            crate::tcp::Side::Resp => "resp",
-                        },
-                        match t.kind {
-                            crate::tcp::TerminationKind::Fin => "FIN",
-                            crate::tcp::TerminationKind::Rst => "RST",
-                        },
-                        secs(t.idle_before_s),
-                        t.frame
-                    );
-                    if t.ttl_fits == Some(false) || t.ip_id_fits == Some(false) {
-                        s.push_str(" [fingerprint differs]");
-                    }
-                    s
-                }
-                None => "-".into(),
-            };
+            let mut ended = String::new();
+            write_ended(&mut ended, c.termination.as_ref());
             row.extend([
                 Cell::new(c.ts.tcpdump()),
                 Cell::new(match c.proto {

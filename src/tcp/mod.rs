@@ -916,11 +916,13 @@ impl Tracker {
 
     /// `packet` without the sweep: for a shard, whose sweeps come from `sweep_now`.
     pub fn packet_unswept(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
-        self.tag = StreamTag {
-            frame: frame.number,
-            phase: 1,
-            ..StreamTag::START
-        };
+        if self.tags.is_some() {
+            self.tag = StreamTag {
+                frame: frame.number,
+                phase: 1,
+                ..StreamTag::START
+            };
+        }
         if p.fragment != crate::decode::Fragment::No {
             self.fragments += 1;
         }
