@@ -664,9 +664,10 @@ impl Session {
         if self.found.service.is_none() {
             self.found.service = Some(Service::Sip);
         }
+        let details = self.details;
         self.found
             .sip
-            .get_or_insert_with(|| Box::new(SipDialogs::new()))
+            .get_or_insert_with(|| Box::new(SipDialogs::new().keep_details(details)))
             .add(ts, frame, from_client, m);
     }
 

@@ -767,6 +767,16 @@ fn in_dialog_request(
     }
 }
 
+/// Pushes with capacity 1, 2, 4, ... where `Vec::push` starts at 4: most connections see one
+/// registration and a call or two, and 20 000 of them pay for every empty slot (a `Dialog` is
+/// over 300 bytes).
+fn push_small<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len().max(1));
+    }
+    v.push(x);
+}
+
 /// A copy of a message's field, for the records that outlive the message.
 fn owned(v: &Option<Cow<'_, str>>) -> Option<String> {
     v.as_deref().map(str::to_owned)
@@ -791,6 +801,9 @@ pub struct SipDialogs {
     max_dialogs: usize,
     #[serde(skip)]
     max_registrations: usize,
+    /// Keep what only `flows` prints (see [`SipDialogs::keep_details`]).
+    #[serde(skip)]
+    details: bool,
 }
 
 impl Default for SipDialogs {
@@ -816,7 +829,20 @@ impl SipDialogs {
             index: HashMap::new(),
             max_dialogs,
             max_registrations,
+            details: true,
         }
+    }
+
+    /// Whether to keep what only `flows` prints (`TrackerOptions::app_details`): every
+    /// registration and each call's From/To URIs and tags. Without them the diagnosis still
+    /// gets what its rules read: the first registration the registrar accepted (`recovery`)
+    /// and each call's Call-ID, times and BYE (`call_cut`). A connection that lives for hours
+    /// refreshes its registration every few minutes (RFC 3261 §10.2.1.1: 3600 s by default,
+    /// often far less behind NAT); kept whole, that is ~170 bytes a refresh, for as long as it
+    /// lives.
+    pub fn keep_details(mut self, details: bool) -> Self {
+        self.details = details;
+        self
     }
 
     /// Feeds one message, sent by the client side of the connection (`from_client_side`) or the
@@ -901,35 +927,39 @@ impl SipDialogs {
             return;
         }
         self.index.insert(call_id.to_string(), self.dialogs.len());
-        self.dialogs.push(Dialog {
-            call_id: call_id.to_string(),
-            from_tag: owned(&msg.from_tag),
-            to_tag: owned(&msg.to_tag),
-            from_uri: owned(&msg.from_uri),
-            to_uri: owned(&msg.to_uri),
-            caller: side,
-            state: DialogState::Calling,
-            end: None,
-            invite_cseq: Some(cseq),
-            invite_ts: ts,
-            invite_frame: frame_no,
-            first_1xx_ts: None,
-            ringing_ts: None,
-            ok_ts: None,
-            final_code: None,
-            final_ts: None,
-            ack_ts: None,
-            cancel_ts: None,
-            bye_ts: None,
-            bye_frame: None,
-            bye_by: None,
-            bye_reason: None,
-            bye_ok_ts: None,
-            bye_response_code: None,
-            reinvites: 0,
-            cut_by_transport_loss: false,
-            cut_ts: None,
-        });
+        let detail = |v: &Option<Cow<'_, str>>| if self.details { owned(v) } else { None };
+        push_small(
+            &mut self.dialogs,
+            Dialog {
+                call_id: call_id.to_string(),
+                from_tag: detail(&msg.from_tag),
+                to_tag: detail(&msg.to_tag),
+                from_uri: detail(&msg.from_uri),
+                to_uri: detail(&msg.to_uri),
+                caller: side,
+                state: DialogState::Calling,
+                end: None,
+                invite_cseq: Some(cseq),
+                invite_ts: ts,
+                invite_frame: frame_no,
+                first_1xx_ts: None,
+                ringing_ts: None,
+                ok_ts: None,
+                final_code: None,
+                final_ts: None,
+                ack_ts: None,
+                cancel_ts: None,
+                bye_ts: None,
+                bye_frame: None,
+                bye_by: None,
+                bye_reason: None,
+                bye_ok_ts: None,
+                bye_response_code: None,
+                reinvites: 0,
+                cut_by_transport_loss: false,
+                cut_ts: None,
+            },
+        );
     }
 
     fn on_invite_response(
@@ -940,6 +970,7 @@ impl SipDialogs {
         code: u16,
         msg: &SipMessage<'_>,
     ) {
+        let details = self.details;
         let Some(d) = self.dialog_mut(call_id) else {
             return;
         };
@@ -947,7 +978,7 @@ impl SipDialogs {
         if d.invite_cseq != Some(cseq) {
             return;
         }
-        if d.to_tag.is_none() && code > 100 {
+        if d.to_tag.is_none() && code > 100 && details {
             d.to_tag = owned(&msg.to_tag);
         }
         match code {
@@ -1011,19 +1042,22 @@ impl SipDialogs {
             self.registrations_overflow = self.registrations_overflow.saturating_add(1);
             return;
         }
-        self.registrations.push(Registration {
-            call_id: call_id.to_string(),
-            cseq_num: cseq,
-            by: side,
-            ts,
-            frame_no,
-            expires_requested: msg.expires,
-            is_unregister: msg.contact.as_deref() == Some("*") || msg.expires == Some(0),
-            response_code: None,
-            response_ts: None,
-            expires_granted: None,
-            lost: false,
-        });
+        push_small(
+            &mut self.registrations,
+            Registration {
+                call_id: call_id.to_string(),
+                cseq_num: cseq,
+                by: side,
+                ts,
+                frame_no,
+                expires_requested: msg.expires,
+                is_unregister: msg.contact.as_deref() == Some("*") || msg.expires == Some(0),
+                response_code: None,
+                response_ts: None,
+                expires_granted: None,
+                lost: false,
+            },
+        );
     }
 
     fn on_register_response(
@@ -1046,13 +1080,33 @@ impl SipDialogs {
         else {
             return;
         };
-        if r.response_code.is_none() {
-            r.response_code = Some(code);
-            r.response_ts = Some(ts);
-            if (200..300).contains(&code) {
-                r.expires_granted = msg.expires;
-            }
+        if r.response_code.is_some() {
+            return;
         }
+        r.response_code = Some(code);
+        r.response_ts = Some(ts);
+        if (200..300).contains(&code) {
+            r.expires_granted = msg.expires;
+        }
+        if !self.details {
+            self.forget_answered_registrations(call_id, cseq);
+        }
+    }
+
+    /// Without details: drops the answered registrations except the first one accepted and the
+    /// one just answered (which a retransmitted REGISTER is matched against, §17.1.2.2).
+    /// Pending ones stay, to be answered.
+    fn forget_answered_registrations(&mut self, call_id: &str, cseq: u32) {
+        let accepted = |r: &Registration| r.response_code.is_some_and(|c| (200..300).contains(&c));
+        let first_ok = self.registrations.iter().position(accepted);
+        let mut i = 0;
+        self.registrations.retain(|r| {
+            let keep = r.response_code.is_none()
+                || Some(i) == first_ok
+                || (r.cseq_num == cseq && r.call_id == call_id);
+            i += 1;
+            keep
+        });
     }
 
     /// The connection is over: no message will look a dialog up by Call-ID again, so the index
@@ -1496,6 +1550,58 @@ Content-Length: 0\r\n\
         d.mark_connection_died(Timestamp(700_000_000_000));
         assert!(d.registrations[2].lost);
         assert!(!d.registrations[1].lost);
+    }
+
+    /// Without details a long connection keeps the first accepted registration, the last one
+    /// answered and the pending ones, not one record per refresh; calls keep no From/To.
+    #[test]
+    fn slim_registrations_keep_first_accepted_and_pending() {
+        let mut d = SipDialogs::new().keep_details(false);
+        // CSeq 1 is refused (401 challenge), 2..=5 accepted, 6 never answered.
+        for k in 1..=6u32 {
+            let cseq = format!("CSeq: {k}");
+            let r = String::from_utf8_lossy(REGISTER).replace("CSeq: 1", &cseq);
+            let mut ok = String::from_utf8_lossy(REGISTER_OK).replace("CSeq: 1", &cseq);
+            if k == 1 {
+                ok = ok.replace("200 OK", "401 Unauthorized");
+            }
+            let t = i64::from(k) * 300_000_000_000;
+            d.add(Timestamp(t), u64::from(k) * 2, true, &parse(r.as_bytes()));
+            if k < 6 {
+                d.add(
+                    Timestamp(t + 1),
+                    u64::from(k) * 2 + 1,
+                    false,
+                    &parse(ok.as_bytes()),
+                );
+            }
+        }
+        let cseqs: Vec<u32> = d.registrations.iter().map(|r| r.cseq_num).collect();
+        assert_eq!(cseqs, vec![2, 5, 6]);
+        assert_eq!(d.registrations[0].response_code, Some(200));
+        assert_eq!(d.registrations[2].response_code, None);
+        // The same exchange with details keeps every refresh.
+        let mut full = SipDialogs::new();
+        for k in 1..=3u32 {
+            let cseq = format!("CSeq: {k}");
+            let r = String::from_utf8_lossy(REGISTER).replace("CSeq: 1", &cseq);
+            let ok = String::from_utf8_lossy(REGISTER_OK).replace("CSeq: 1", &cseq);
+            full.add(Timestamp(0), 1, true, &parse(r.as_bytes()));
+            full.add(Timestamp(1), 2, false, &parse(ok.as_bytes()));
+        }
+        assert_eq!(full.registrations.len(), 3);
+
+        let invite = msg("INVITE sip:2000@pbx SIP/2.0", "c1", "1 INVITE", None, SDP);
+        let ok = msg("SIP/2.0 200 OK", "c1", "1 INVITE", Some("tt"), SDP);
+        for details in [true, false] {
+            let mut d = SipDialogs::new().keep_details(details);
+            d.add(Timestamp(0), 1, true, &parse(&invite));
+            d.add(Timestamp(1), 2, false, &parse(&ok));
+            let dl = &d.dialogs[0];
+            assert_eq!(dl.ok_ts, Some(Timestamp(1)));
+            assert_eq!(dl.to_tag.is_some(), details);
+            assert_eq!(dl.from_uri.is_some(), details);
+        }
     }
 
     proptest::proptest! {
