@@ -11,6 +11,7 @@ use super::{
     Numbers, Path, Severity, Verdict,
 };
 use crate::i18n::{empty, fixed, Msg};
+use std::collections::BTreeMap;
 
 /// A silence shorter than this is ordinary traffic, not an idle period a middlebox would act
 /// on: the shortest documented default we know is 15 s, the lab scales to 5 s; 1 s keeps
@@ -58,27 +59,25 @@ pub fn run_all(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
 }
 
 fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
-    let mut ends = Vec::new();
+    let mut ends = Grouper::new(max_evidence);
     let mut deaths = Vec::new();
     for p in &ctx.paths {
         let end = middlebox_end(ctx, p)
             .or_else(|| middlebox_reset_single(ctx, p))
             .or_else(|| silent_drop(ctx, p));
         if let Some((m, d)) = end {
-            ends.push(m);
+            ends.push(ctx, m);
             deaths.push(d);
         }
     }
     // The deaths stay one per connection (the rules below reason on each); only the findings
     // that describe them are grouped.
-    let mut findings = group(ctx, ends, max_evidence);
+    let mut findings = ends.finish(ctx);
     let idle = idle_timeout(ctx, &deaths);
     if let Some(f) = &idle {
-        findings.extend(group(
-            ctx,
-            heartbeat_too_slow(ctx, &deaths, f),
-            max_evidence,
-        ));
+        let mut slow = Grouper::new(max_evidence);
+        heartbeat_too_slow(ctx, &deaths, f, &mut slow);
+        findings.extend(slow.finish(ctx));
     }
     if let Some(f) = idle {
         findings.push(f);
@@ -111,79 +110,308 @@ struct Member {
 }
 
 /// Groups per-connection findings that tell the same story about the same place into one
-/// finding each: on a busy capture a thousand connections reset by one NAT are one finding for
-/// an incident ticket, not a thousand copies of the same sentence. Groups come in the order of
-/// their first connection, so the first finding is still the first connection's.
-fn group(ctx: &Ctx<'_>, members: Vec<Member>, max_evidence: usize) -> Vec<Finding> {
-    let mut groups: Vec<Vec<Member>> = Vec::new();
-    for m in members {
-        let f = &m.finding;
-        let same = groups.iter_mut().find(|g| {
-            let h = &g[0].finding;
-            h.kind == f.kind
-                && h.single_vantage == f.single_vantage
-                && h.numbers.hop == f.numbers.hop
-                && h.numbers.acts == f.numbers.acts
-                && g[0].many == m.many
-        });
-        match same {
-            Some(g) => g.push(m),
-            None => groups.push(vec![m]),
-        }
-    }
-    groups
-        .into_iter()
-        .map(|g| merge(ctx, g, max_evidence))
-        .collect()
+/// finding each, as the rules make them: on a busy capture a thousand connections reset by one
+/// NAT are one finding for an incident ticket, not a thousand copies of the same sentence.
+/// Groups come in the order of their first connection, so the first finding is still the first
+/// connection's.
+///
+/// A group keeps whole only the members a report can show (the first in time, as many as
+/// `max_evidence` allows) and sums up the rest as they come: with every member kept, the 2 GB
+/// synth's 50 000 deaths held ~80 MB of sentences and evidence that the merge then dropped.
+struct Grouper {
+    max_evidence: usize,
+    groups: Vec<Group>,
 }
+
+/// One group so far.
+struct Group {
+    /// What the first member said: the story every member shares.
+    kind: FindingKind,
+    single_vantage: bool,
+    numbers: Numbers,
+    severity: Severity,
+    many: FindingText,
+    /// Members so far.
+    n: usize,
+    /// The members whose evidence is shown, by time (ties in the order they came): those
+    /// that fit in `max_evidence` (at least one). `cutoff` is the first one that did not fit:
+    /// a member after it in time can never be shown, since members that come later only add
+    /// evidence before it.
+    shown: Vec<(MemberKey, Member)>,
+    cutoff: Option<MemberKey>,
+    /// Every member's connections, in the order they came.
+    connections: Vec<String>,
+    silence: (f64, f64),
+    retransmissions: u64,
+    medians: Vec<f64>,
+    p95: Option<f64>,
+    slowest: Option<f64>,
+    /// heartbeat_too_slow: how many heartbeats were stretched, and their medians' range.
+    stretched: (usize, f64, f64),
+    /// middlebox_reset: per capture (vantage, file), what the cited RSTs share.
+    rst_marks: BTreeMap<(String, String), RstAgreement>,
+}
+
+/// When a member's connection died, and the order it came in.
+type MemberKey = (Timestamp, usize);
 
 /// A RST's TTL and IP ID: what the middlebox's resets share.
 type RstMark = (u8, Option<u16>);
 
-/// For a group of resets, per capture, a filter on what the middlebox's RSTs share, which shows
-/// every one of them at once where a filter per connection could not: the RST flag, and their
-/// TTL and IP ID when all of the group's agree (nftables' `reject with tcp reset`: TTL 64,
-/// IP ID 0). No filter for a capture where they differ.
-fn common_rst_filters(ctx: &Ctx<'_>, g: &[Member]) -> Vec<super::DisplayFilter> {
-    // (vantage, file) -> the TTLs and IP IDs of the RSTs cited as evidence there.
-    let mut seen: std::collections::BTreeMap<(String, String), Vec<RstMark>> = Default::default();
-    for m in g {
-        let Some(p) = m.finding.connections.first().and_then(|c| ctx.path(c)) else {
-            continue;
+/// The first RST's TTL and IP ID in a capture, and whether every other RST there had the same.
+struct RstAgreement {
+    first: RstMark,
+    same_ttl: bool,
+    same_id: bool,
+}
+
+impl Grouper {
+    fn new(max_evidence: usize) -> Self {
+        Grouper {
+            max_evidence,
+            groups: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, ctx: &Ctx<'_>, m: Member) {
+        let f = &m.finding;
+        let at = self.groups.iter().position(|g| {
+            g.kind == f.kind
+                && g.single_vantage == f.single_vantage
+                && g.numbers.hop == f.numbers.hop
+                && g.numbers.acts == f.numbers.acts
+                && g.many == m.many
+        });
+        let g = match at {
+            Some(i) => &mut self.groups[i],
+            None => {
+                self.groups.push(Group::new(&m));
+                self.groups.last_mut().expect("just pushed")
+            }
         };
-        for leg in &p.legs {
-            let Some(t) = ctx.conn(leg).termination.as_ref() else {
-                continue;
-            };
+        let rsts = if m.finding.kind == FindingKind::MiddleboxReset {
+            cited_rsts(ctx, &m)
+        } else {
+            Vec::new()
+        };
+        g.add(m, rsts, self.max_evidence);
+    }
+
+    fn finish(self, ctx: &Ctx<'_>) -> Vec<Finding> {
+        self.groups.into_iter().map(|g| g.merge(ctx)).collect()
+    }
+}
+
+impl Group {
+    /// An empty group for the story `m` tells.
+    fn new(m: &Member) -> Self {
+        let f = &m.finding;
+        Group {
+            kind: f.kind,
+            single_vantage: f.single_vantage,
+            numbers: f.numbers.clone(),
+            severity: f.severity,
+            many: m.many.clone(),
+            n: 0,
+            shown: Vec::new(),
+            cutoff: None,
+            connections: Vec::new(),
+            silence: (f64::INFINITY, f64::NEG_INFINITY),
+            retransmissions: 0,
+            medians: Vec::new(),
+            p95: None,
+            slowest: None,
+            stretched: (0, f64::INFINITY, f64::NEG_INFINITY),
+            rst_marks: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a member, and the RSTs its evidence cites (`cited_rsts`).
+    fn add(&mut self, m: Member, rsts: Vec<((String, String), RstMark)>, max_evidence: usize) {
+        let key = (m.at, self.n);
+        self.n += 1;
+        let f = &m.finding;
+        self.connections.extend(f.connections.iter().cloned());
+        self.silence = (
+            self.silence.0.min(m.silence_s),
+            self.silence.1.max(m.silence_s),
+        );
+        self.retransmissions += f.numbers.retransmissions.unwrap_or(0);
+        self.medians.extend(f.numbers.heartbeat_median_s);
+        self.p95 = max_of(self.p95, f.numbers.heartbeat_p95_s);
+        self.slowest = max_of(self.slowest, f.numbers.heartbeat_max_s);
+        if let Some(s) = m.stretch_s {
+            let (k, lo, hi) = self.stretched;
+            self.stretched = (k + 1, lo.min(s), hi.max(s));
+        }
+        for (place, mark) in rsts {
+            self.rst_marks
+                .entry(place)
+                .and_modify(|a| {
+                    a.same_ttl &= a.first.0 == mark.0;
+                    a.same_id &= a.first.1 == mark.1;
+                })
+                .or_insert(RstAgreement {
+                    first: mark,
+                    same_ttl: true,
+                    same_id: true,
+                });
+        }
+        if self.cutoff.is_some_and(|c| key > c) {
+            return;
+        }
+        let i = self.shown.partition_point(|(k, _)| *k < key);
+        self.shown.insert(i, (key, m));
+        // Whole connections, so that each one shown tells its story (the first packet after
+        // the silence and the RST answering it); at least one, which diagnose_with cuts if it
+        // must.
+        let mut items = 0;
+        let fits = self.shown.iter().position(|(_, m)| {
+            items += m.finding.evidence.len();
+            items > max_evidence
+        });
+        if let Some(cut) = fits.map(|i| i.max(1)).filter(|&i| i < self.shown.len()) {
+            let first_out = self.shown[cut].0;
+            self.cutoff = Some(self.cutoff.map_or(first_out, |c| c.min(first_out)));
+            self.shown.truncate(cut);
+        }
+    }
+
+    /// One finding for the group: every connection listed, evidence from whole connections,
+    /// the first in time, up to `max_evidence` items, Wireshark filters for the first few, and
+    /// the numbers that were per connection as ranges.
+    fn merge(mut self, ctx: &Ctx<'_>) -> Finding {
+        if self.n == 1 {
+            return self.shown.pop().expect("a group has a member").1.finding;
+        }
+        let n = self.n;
+        let shown = self.shown.len();
+        let evidence: Vec<Evidence> = self
+            .shown
+            .iter()
+            .flat_map(|(_, m)| m.finding.evidence.iter().cloned())
+            .collect();
+        let first = &self.shown[..shown.min(FILTER_CONNECTIONS)];
+        let filter_evidence: Vec<Evidence> = first
+            .iter()
+            .flat_map(|(_, m)| m.finding.evidence.iter().cloned())
+            .collect();
+        let legs: Vec<&Leg> = first
+            .iter()
+            .filter_map(|(_, m)| ctx.path(m.finding.connections.first()?))
+            .flat_map(|p| p.legs.iter().copied())
+            .collect();
+        let mut display_filters = display_filters(ctx, &filter_evidence, &legs);
+        display_filters.extend(rst_filters(std::mem::take(&mut self.rst_marks)));
+
+        let (smin, smax) = self.silence;
+        let retrans = self.retransmissions;
+        let mut medians = self.medians;
+        medians.sort_by(f64::total_cmp);
+        let (med_lo, med_hi) = min_max(medians.iter().copied());
+        let slowest = self.slowest;
+        let with_numbers = |msg: &Msg| {
+            msg.clone()
+                .n("n", n)
+                .m("silence", range(smin, smax, 3))
+                .n("retrans", retrans)
+                .m("median", range(med_lo, med_hi, 1))
+                .s("slowest", fixed(slowest.unwrap_or(0.0), 1))
+        };
+        let many = &self.many;
+        let mut explanation: Vec<Msg> = many.explanation.iter().map(with_numbers).collect();
+        let (stretched, lo, hi) = self.stretched;
+        if stretched > 0 {
+            explanation.push(
+                Msg::new("hb-stretch-many")
+                    .n("stretched", stretched)
+                    .m("median", range(lo, hi, 1)),
+            );
+        }
+        if shown < n {
+            explanation.push(Msg::new("group-evidence-first").n("shown", shown).n("n", n));
+        }
+        let head = &self.numbers;
+        let numbers = Numbers {
+            silence_s: head.silence_s.map(|_| round3(smin)),
+            silence_max_s: head.silence_s.map(|_| round3(smax)),
+            retransmissions: head.retransmissions.map(|_| retrans),
+            heartbeat_median_s: (!medians.is_empty()).then(|| medians[medians.len() / 2]),
+            heartbeat_p95_s: self.p95,
+            heartbeat_max_s: slowest,
+            ..head.clone()
+        };
+        Finding {
+            id: String::new(),
+            kind: self.kind,
+            severity: self.severity,
+            summary: String::new(),
+            explanation: String::new(),
+            connections: self.connections,
+            evidence,
+            display_filters,
+            recommendation: String::new(),
+            single_vantage: self.single_vantage,
+            numbers,
+            text: FindingText {
+                summary: many.summary.as_ref().map(with_numbers),
+                explanation,
+                recommendation: many.recommendation.clone(),
+                hop: many.hop.clone(),
+            },
+        }
+    }
+}
+
+fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// A member's RSTs that its evidence cites, by capture.
+fn cited_rsts(ctx: &Ctx<'_>, m: &Member) -> Vec<((String, String), RstMark)> {
+    let Some(p) = m.finding.connections.first().and_then(|c| ctx.path(c)) else {
+        return Vec::new();
+    };
+    p.legs
+        .iter()
+        .filter_map(|leg| {
+            let t = ctx.conn(leg).termination.as_ref()?;
             let cited = m
                 .finding
                 .evidence
                 .iter()
                 .any(|e| e.vantage == leg.vantage && e.frame == t.frame);
-            if t.kind == TerminationKind::Rst && cited {
-                seen.entry((leg.vantage.clone(), ctx.file(leg)))
-                    .or_default()
-                    .push((t.ttl, t.ip_id));
-            }
-        }
-    }
-    seen.into_iter()
-        .filter_map(|((vantage, file), rsts)| {
-            let (ttl, id) = rsts[0];
-            if rsts.iter().any(|r| r.0 != ttl) {
-                return None;
-            }
-            let mut filter = format!("tcp.flags.reset == 1 && ip.ttl == {ttl}");
-            if let Some(id) = id.filter(|_| rsts.iter().all(|r| r.1 == id)) {
-                filter.push_str(&format!(" && ip.id == {id}"));
-            }
-            Some(super::DisplayFilter {
-                vantage,
-                file,
-                filter,
-            })
+            (t.kind == TerminationKind::Rst && cited)
+                .then(|| ((leg.vantage.clone(), ctx.file(leg)), (t.ttl, t.ip_id)))
         })
         .collect()
+}
+
+/// For a group of resets, per capture, a filter on what the middlebox's RSTs share, which shows
+/// every one of them at once where a filter per connection could not: the RST flag, and their
+/// TTL and IP ID when all of the group's agree (nftables' `reject with tcp reset`: TTL 64,
+/// IP ID 0). No filter for a capture where they differ.
+fn rst_filters(
+    marks: BTreeMap<(String, String), RstAgreement>,
+) -> impl Iterator<Item = super::DisplayFilter> {
+    marks.into_iter().filter_map(|((vantage, file), a)| {
+        if !a.same_ttl {
+            return None;
+        }
+        let (ttl, id) = a.first;
+        let mut filter = format!("tcp.flags.reset == 1 && ip.ttl == {ttl}");
+        if let Some(id) = id.filter(|_| a.same_id) {
+            filter.push_str(&format!(" && ip.id == {id}"));
+        }
+        Some(super::DisplayFilter {
+            vantage,
+            file,
+            filter,
+        })
+    })
 }
 
 /// "8.006" or "8.006 to 133.407": a number that was one connection's, as a group's range.
@@ -200,121 +428,6 @@ fn min_max(xs: impl Iterator<Item = f64>) -> (f64, f64) {
     xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
         (lo.min(x), hi.max(x))
     })
-}
-
-/// One finding for a group: every connection listed, evidence from whole connections, the first
-/// in time, up to `max_evidence` items, Wireshark filters for the first few, and the numbers
-/// that were per connection as ranges.
-fn merge(ctx: &Ctx<'_>, mut g: Vec<Member>, max_evidence: usize) -> Finding {
-    if g.len() == 1 {
-        return g.pop().expect("one").finding;
-    }
-    let n = g.len();
-    let mut by_time: Vec<&Member> = g.iter().collect();
-    by_time.sort_by_key(|m| m.at);
-    // Whole connections, so that each one shown tells its story (the first packet after the
-    // silence and the RST answering it); at least one, which diagnose_with cuts if it must.
-    let mut evidence: Vec<Evidence> = Vec::new();
-    let mut shown = 0;
-    for m in &by_time {
-        if shown > 0 && evidence.len() + m.finding.evidence.len() > max_evidence {
-            break;
-        }
-        evidence.extend(m.finding.evidence.iter().cloned());
-        shown += 1;
-    }
-    let first: Vec<&Member> = by_time
-        .iter()
-        .take(shown.min(FILTER_CONNECTIONS))
-        .copied()
-        .collect();
-    let filter_evidence: Vec<Evidence> = first
-        .iter()
-        .flat_map(|m| m.finding.evidence.iter().cloned())
-        .collect();
-    let legs: Vec<&Leg> = first
-        .iter()
-        .filter_map(|m| ctx.path(m.finding.connections.first()?))
-        .flat_map(|p| p.legs.iter().copied())
-        .collect();
-    let mut display_filters = display_filters(ctx, &filter_evidence, &legs);
-    if g[0].finding.kind == FindingKind::MiddleboxReset {
-        display_filters.extend(common_rst_filters(ctx, &g));
-    }
-
-    let (smin, smax) = min_max(g.iter().map(|m| m.silence_s));
-    let retrans: u64 = g
-        .iter()
-        .filter_map(|m| m.finding.numbers.retransmissions)
-        .sum();
-    let mut medians: Vec<f64> = g
-        .iter()
-        .filter_map(|m| m.finding.numbers.heartbeat_median_s)
-        .collect();
-    medians.sort_by(f64::total_cmp);
-    let (med_lo, med_hi) = min_max(medians.iter().copied());
-    let p95 = g
-        .iter()
-        .filter_map(|m| m.finding.numbers.heartbeat_p95_s)
-        .reduce(f64::max);
-    let slowest = g
-        .iter()
-        .filter_map(|m| m.finding.numbers.heartbeat_max_s)
-        .reduce(f64::max);
-    let with_numbers = |msg: &Msg| {
-        msg.clone()
-            .n("n", n)
-            .m("silence", range(smin, smax, 3))
-            .n("retrans", retrans)
-            .m("median", range(med_lo, med_hi, 1))
-            .s("slowest", fixed(slowest.unwrap_or(0.0), 1))
-    };
-    let many = &g[0].many;
-    let mut explanation: Vec<Msg> = many.explanation.iter().map(with_numbers).collect();
-    let stretched: Vec<f64> = g.iter().filter_map(|m| m.stretch_s).collect();
-    if !stretched.is_empty() {
-        let (lo, hi) = min_max(stretched.iter().copied());
-        explanation.push(
-            Msg::new("hb-stretch-many")
-                .n("stretched", stretched.len())
-                .m("median", range(lo, hi, 1)),
-        );
-    }
-    if shown < n {
-        explanation.push(Msg::new("group-evidence-first").n("shown", shown).n("n", n));
-    }
-    let head = &g[0].finding;
-    let numbers = Numbers {
-        silence_s: head.numbers.silence_s.map(|_| round3(smin)),
-        silence_max_s: head.numbers.silence_s.map(|_| round3(smax)),
-        retransmissions: head.numbers.retransmissions.map(|_| retrans),
-        heartbeat_median_s: (!medians.is_empty()).then(|| medians[medians.len() / 2]),
-        heartbeat_p95_s: p95,
-        heartbeat_max_s: slowest,
-        ..head.numbers.clone()
-    };
-    Finding {
-        id: String::new(),
-        kind: head.kind,
-        severity: head.severity,
-        summary: String::new(),
-        explanation: String::new(),
-        connections: g
-            .iter()
-            .flat_map(|m| m.finding.connections.iter().cloned())
-            .collect(),
-        evidence,
-        display_filters,
-        recommendation: String::new(),
-        single_vantage: head.single_vantage,
-        numbers,
-        text: FindingText {
-            summary: many.summary.as_ref().map(with_numbers),
-            explanation,
-            recommendation: many.recommendation.clone(),
-            hop: many.hop.clone(),
-        },
-    }
 }
 
 fn other(s: Side) -> Side {
@@ -1589,7 +1702,7 @@ fn recovery(k: &Connection) -> Option<(Timestamp, u64)> {
 /// Chrome 88, developer.chrome.com/blog/timer-throttling-in-chrome-88), which turns a 25 s
 /// heartbeat into a 60 s one. The silence that killed the connection counts as a heartbeat
 /// interval that did not come in time.
-fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Member> {
+fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut Grouper) {
     let n = &idle.numbers;
     let timer = n.acts == Some("timer");
     // The timeout's best guess and the line a heartbeat must stay under.
@@ -1603,7 +1716,6 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Me
     } else {
         n.lower_s.unwrap_or(0.0)
     };
-    let mut out = Vec::new();
     for d in deaths {
         let Some(p) = ctx.path(&d.conn) else {
             continue;
@@ -1721,15 +1833,17 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding) -> Vec<Me
                 ..Numbers::default()
             },
         };
-        out.push(Member {
-            finding,
-            at: d.at,
-            silence_s: d.silence_s,
-            stretch_s: hb.stretched.as_ref().map(|s| s.interval_median_s),
-            many,
-        });
+        out.push(
+            ctx,
+            Member {
+                finding,
+                at: d.at,
+                silence_s: d.silence_s,
+                stretch_s: hb.stretched.as_ref().map(|s| s.interval_median_s),
+                many,
+            },
+        );
     }
-    out
 }
 
 /// **call_cut.** SIP dialogs that were up (2xx seen, no BYE) when their signalling connection
@@ -1982,4 +2096,91 @@ fn round3(x: f64) -> f64 {
 
 fn secs3(x: f64) -> String {
     format!("{x:.3}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member whose connection `L{id}` died at `at` with `items` evidence items.
+    fn member(id: usize, at: i64, items: usize) -> Member {
+        let evidence = (0..items)
+            .map(|k| Evidence {
+                vantage: "a".into(),
+                file: "a.pcap".into(),
+                frame: (id * 10 + k) as u64,
+                ts: Timestamp(at),
+                what: String::new(),
+                what_msg: None,
+            })
+            .collect();
+        Member {
+            finding: Finding {
+                id: String::new(),
+                kind: FindingKind::HeartbeatTooSlow,
+                severity: Severity::Warning,
+                summary: String::new(),
+                explanation: String::new(),
+                connections: vec![format!("L{id}")],
+                evidence,
+                display_filters: Vec::new(),
+                recommendation: String::new(),
+                single_vantage: true,
+                numbers: Numbers::default(),
+                text: FindingText::default(),
+            },
+            at: Timestamp(at),
+            silence_s: at as f64,
+            stretch_s: None,
+            many: FindingText::default(),
+        }
+    }
+
+    /// The members a group shows, chosen with all of them at hand: sorted by death (ties in the
+    /// order they came), whole members while their evidence fits, at least one.
+    fn shown_from_all(members: &[(i64, usize)], max_evidence: usize) -> Vec<String> {
+        let mut order: Vec<usize> = (0..members.len()).collect();
+        order.sort_by_key(|&i| members[i].0);
+        let (mut shown, mut items) = (Vec::new(), 0);
+        for i in order {
+            if !shown.is_empty() && items + members[i].1 > max_evidence {
+                break;
+            }
+            items += members[i].1;
+            shown.push(format!("L{i}"));
+        }
+        shown
+    }
+
+    proptest::proptest! {
+        /// A group that keeps only what it can show, as members come, shows what it would have
+        /// shown with every member kept; and it still lists and counts every member.
+        #[test]
+        fn group_keeps_what_all_members_would_show(
+            members in proptest::collection::vec((0i64..12, 1usize..5), 1..40),
+            max_evidence in 1usize..14,
+        ) {
+            let ms: Vec<Member> = members
+                .iter()
+                .enumerate()
+                .map(|(i, &(at, items))| member(i, at, items))
+                .collect();
+            let mut g = Group::new(&ms[0]);
+            for m in ms {
+                g.add(m, Vec::new(), max_evidence);
+            }
+            let shown: Vec<String> = g
+                .shown
+                .iter()
+                .map(|(_, m)| m.finding.connections[0].clone())
+                .collect();
+            proptest::prop_assert_eq!(shown, shown_from_all(&members, max_evidence));
+            proptest::prop_assert_eq!(g.n, members.len());
+            let all: Vec<String> = (0..members.len()).map(|i| format!("L{i}")).collect();
+            proptest::prop_assert_eq!(&g.connections, &all);
+            let lo = members.iter().map(|m| m.0).min().unwrap_or(0) as f64;
+            let hi = members.iter().map(|m| m.0).max().unwrap_or(0) as f64;
+            proptest::prop_assert_eq!(g.silence, (lo, hi));
+        }
+    }
 }
