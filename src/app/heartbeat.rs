@@ -76,7 +76,8 @@ pub struct Heartbeat {
     pub kind: HeartbeatKind,
     /// The side that sends the beats (the pinger; for pongs-only evidence, the other side).
     pub started_by: Side,
-    /// Beats counted (after merging events closer than [`MIN_SPACING_S`]).
+    /// Beats counted (after merging events closer than [`MIN_SPACING_S`]), of those the
+    /// connection's log kept: its latest [`MAX_LOG_EVENTS`] / 2 to [`MAX_LOG_EVENTS`].
     pub count: usize,
     pub first: Timestamp,
     pub last: Timestamp,
@@ -134,11 +135,15 @@ pub fn analyse_all(events: &[HbEvent], small: &[SmallMsg]) -> Vec<Heartbeat> {
     analyse_series(Series::from_slices(events, small), true)
 }
 
-/// Heartbeat candidates kept per connection: enough for hours of a 25 s heartbeat, bounded for
-/// hostile captures. The first ones seen are kept.
-pub const MAX_LOG_EVENTS: usize = 4096;
-/// Small messages kept per connection (a separate budget: chatter must not crowd out beats).
-pub const MAX_LOG_SMALL: usize = 4096;
+/// Heartbeat candidates kept per connection. When the log is full its older half goes, so the
+/// analysis reads the latest 1024 to 2048: at least 3.5 hours of a 25 s CRLF heartbeat (ping
+/// and pong) before the connection ended. A web-phone's connection lives all day, and what
+/// killed it is in its last hours: keeping the first events instead (as before) analysed the
+/// morning of a connection that died in the evening, and held 4096 of them (~18 KB) per agent.
+pub const MAX_LOG_EVENTS: usize = 2048;
+/// Small messages kept per connection, the same way (a separate budget: chatter must not crowd
+/// out beats).
+pub const MAX_LOG_SMALL: usize = 2048;
 
 /// Streams of a log: `2 × kind + side` (side: client 0, server 1), kinds in [`kind_index`]
 /// order, then the small messages.
@@ -187,10 +192,10 @@ pub struct HbLog {
 }
 
 impl HbLog {
-    /// A heartbeat candidate; ignored past [`MAX_LOG_EVENTS`].
+    /// A heartbeat candidate; past [`MAX_LOG_EVENTS`] the older half of them goes first.
     pub fn event(&mut self, ts: Timestamp, kind: HbKind, from_client: bool, size: u32) {
         if usize::from(self.events) >= MAX_LOG_EVENTS {
-            return;
+            self.forget_older_half(false);
         }
         self.events += 1;
         let k = kind_index(kind);
@@ -201,10 +206,11 @@ impl HbLog {
         );
     }
 
-    /// A small message (the caller keeps to [`MAX_SMALL`] bytes); ignored past [`MAX_LOG_SMALL`].
+    /// A small message (the caller keeps to [`MAX_SMALL`] bytes); past [`MAX_LOG_SMALL`] the
+    /// older half of them goes first.
     pub fn small(&mut self, ts: Timestamp, from_client: bool, size: u32) {
         if usize::from(self.small) >= MAX_LOG_SMALL {
-            return;
+            self.forget_older_half(true);
         }
         self.small += 1;
         self.record(2 * SMALL + side_index(from_client), ts, Some(size));
@@ -238,6 +244,34 @@ impl HbLog {
         push_varint(&mut self.bytes, z);
         if let Some(v) = size {
             push_varint(&mut self.bytes, u64::from(v));
+        }
+    }
+
+    /// Writes the log again without the older half of one budget's records (the small
+    /// messages, or the heartbeat candidates), in the order they came: the other budget's stay.
+    /// Each budget drops half its cap at a time, so the rewrite costs O(1) a record.
+    fn forget_older_half(&mut self, small: bool) {
+        let old = std::mem::take(&mut self.bytes);
+        let mut drop = usize::from(if small { self.small } else { self.events }) / 2;
+        (self.last, self.events, self.small) = (0, 0, 0);
+        let records = Records {
+            bytes: &old,
+            at: 0,
+            last: 0,
+        };
+        for (stream, ts, size) in records {
+            let is_small = stream / 2 == SMALL;
+            if is_small == small && drop > 0 {
+                drop -= 1;
+                continue;
+            }
+            if is_small {
+                self.small += 1;
+            } else {
+                self.events += 1;
+            }
+            let sized = is_small || stream / 2 == APP;
+            self.record(stream, ts, sized.then_some(size));
         }
     }
 
@@ -1265,27 +1299,82 @@ mod tests {
     }
 
     #[test]
-    fn log_keeps_the_first_events_of_each_budget() {
+    fn log_keeps_the_latest_events_of_each_budget() {
         let mut log = HbLog::default();
-        for i in 0..MAX_LOG_EVENTS as i64 + 10 {
+        let n = MAX_LOG_EVENTS as i64 + 10;
+        for i in 0..n {
             log.event(Timestamp(i * 1_000), HbKind::CrlfPing, true, 4);
             log.small(Timestamp(-i), false, 40);
         }
-        // Past the cap of one budget, the other still fills.
+        // Past the cap of one budget, the other's records stay.
         log.small(Timestamp(7), true, 1);
         log.event(Timestamp(7), HbKind::App, false, 9);
         let recs: Vec<_> = log.records().collect();
         let events: Vec<_> = recs.iter().filter(|r| r.0 / 2 != SMALL).collect();
         let small: Vec<_> = recs.iter().filter(|r| r.0 / 2 == SMALL).collect();
-        assert_eq!((events.len(), small.len()), (MAX_LOG_EVENTS, MAX_LOG_SMALL));
+        // The cap was reached once: half of it went, the oldest first.
+        let kept = MAX_LOG_EVENTS - MAX_LOG_EVENTS / 2 + 11;
+        assert_eq!((events.len(), small.len()), (kept, kept));
         assert_eq!(
-            events.last().map(|r| r.1),
-            Some(Timestamp((MAX_LOG_EVENTS as i64 - 1) * 1_000))
+            events.first().map(|r| r.1),
+            Some(Timestamp((n - 10 - (kept as i64 - 11)) * 1_000))
         );
         assert_eq!(
-            small.last().map(|r| r.1),
-            Some(Timestamp(-(MAX_LOG_SMALL as i64 - 1)))
+            events.get(kept - 2).map(|r| r.1),
+            Some(Timestamp((n - 1) * 1_000))
         );
+        assert_eq!(
+            events.last().map(|r| (r.0, r.1, r.2)),
+            Some((2 * APP + 1, Timestamp(7), 9))
+        );
+        assert_eq!(
+            small.first().map(|r| (r.1, r.2)),
+            Some((Timestamp(-(n - kept as i64 + 1)), 40))
+        );
+        assert_eq!(
+            small.last().map(|r| (r.0, r.1, r.2)),
+            Some((2 * SMALL, Timestamp(7), 1))
+        );
+        assert_eq!(
+            (usize::from(log.events), usize::from(log.small)),
+            (kept, kept)
+        );
+    }
+
+    /// A connection up all day whose page was throttled in its last hour: the heartbeat
+    /// analysed is the one before the end, stretched to a minute.
+    #[test]
+    fn a_day_long_connection_shows_the_stretch_of_its_last_hour() {
+        let mut log = HbLog::default();
+        let mut t = 0i64;
+        let beat = |log: &mut HbLog, t: i64| {
+            log.event(Timestamp(t), HbKind::CrlfPing, true, 4);
+            log.event(Timestamp(t + 40_000_000), HbKind::CrlfPong, false, 2);
+        };
+        // 23 hours of a 25 s heartbeat, then 60 s beats (Chrome's intensive throttling).
+        for i in 0..(23 * 3600 / 25) {
+            t += 25_000_000_000 + (jitter(i, 0.3) * 1e9) as i64;
+            beat(&mut log, t);
+        }
+        for _ in 0..60 {
+            t += 60_000_000_000;
+            beat(&mut log, t);
+        }
+        assert!(
+            log.heap_bytes() <= 2 * MAX_LOG_EVENTS * 5,
+            "{}",
+            log.heap_bytes()
+        );
+        let hb = log.analyse().unwrap();
+        assert_eq!(hb.kind, HeartbeatKind::Crlf);
+        assert!(
+            (MAX_LOG_EVENTS / 4..=MAX_LOG_EVENTS / 2).contains(&hb.count),
+            "{}",
+            hb.count
+        );
+        assert_eq!(hb.interval_max_s, 60.0);
+        let s = hb.stretched.expect("the last hour is stretched");
+        assert_eq!((s.count, s.interval_median_s), (60, 60.0));
     }
 
     #[test]
