@@ -19,6 +19,10 @@ const MAX_VALUE: usize = 512;
 /// Default caps of [`SipDialogs`].
 pub const MAX_DIALOGS: usize = 10_000;
 pub const MAX_REGISTRATIONS: usize = 10_000;
+/// Without details (`SipDialogs::keep_details`), a call is forgotten this long after it ended:
+/// far beyond any SIP transaction timer (Timer B and F: 64 × T1 = 32 s, RFC 3261 §17.1.1.2),
+/// so no late response can still move it.
+pub const FORGET_ENDED_AFTER_S: i64 = 120;
 
 /// Start line (RFC 3261 §7.1 Request-Line, §7.2 Status-Line).
 ///
@@ -834,9 +838,11 @@ impl SipDialogs {
     }
 
     /// Whether to keep what only `flows` prints (`TrackerOptions::app_details`): every
-    /// registration and each call's From/To URIs and tags. Without them the diagnosis still
-    /// gets what its rules read: the first registration the registrar accepted (`recovery`)
-    /// and each call's Call-ID, times and BYE (`call_cut`). A connection that lives for hours
+    /// registration, each call's From/To URIs and tags, and the calls that ended long ago
+    /// ([`SipDialogs::forget_ended_calls`]). Without them the diagnosis still gets what its
+    /// rules read: the first registration the registrar accepted (`recovery`) and each call
+    /// that may have been up when the connection died, with its Call-ID, times and BYE
+    /// (`call_cut`). A connection that lives for hours
     /// refreshes its registration every few minutes (RFC 3261 §10.2.1.1: 3600 s by default,
     /// often far less behind NAT); kept whole, that is ~170 bytes a refresh, for as long as it
     /// lives.
@@ -922,6 +928,7 @@ impl SipDialogs {
             }
             return;
         }
+        self.forget_ended_calls(ts);
         if self.dialogs.len() >= self.max_dialogs {
             self.dialogs_overflow = self.dialogs_overflow.saturating_add(1);
             return;
@@ -1090,6 +1097,43 @@ impl SipDialogs {
         }
         if !self.details {
             self.forget_answered_registrations(call_id, cseq);
+        }
+    }
+
+    /// Without details, when the list is full: drops the calls that ended more than
+    /// [`FORGET_ENDED_AFTER_S`] before `now`. An agent's connection lives all day and carries
+    /// a call every few minutes; the diagnosis reads only the calls that were up when a
+    /// connection died (`call_cut`), and a call whose BYE was answered (§15.1.1) that long ago
+    /// was not (the transport still worked then), nor was a call that never got a 2xx. Only a
+    /// stream's session asks for no details: SIP over UDP keeps every call, since the voice
+    /// gateway's trunk shows the BYEs sent after another connection died.
+    fn forget_ended_calls(&mut self, now: Timestamp) {
+        let full = self.dialogs.len() == self.dialogs.capacity();
+        if self.details || !full || self.dialogs.len() < 8 {
+            return;
+        }
+        let ended_long_ago = |d: &Dialog| {
+            let end = if d.ok_ts.is_some() {
+                d.bye_ok_ts
+            } else if d.state == DialogState::Terminated {
+                d.final_ts.or(d.cancel_ts)
+            } else {
+                None
+            };
+            end.is_some_and(|t| now.0.saturating_sub(t.0) > FORGET_ENDED_AFTER_S * 1_000_000_000)
+        };
+        let before = self.dialogs.len();
+        self.dialogs.retain(|d| !ended_long_ago(d));
+        if self.dialogs.len() < before {
+            self.index.clear();
+            for (i, d) in self.dialogs.iter().enumerate() {
+                self.index.insert(d.call_id.clone(), i);
+            }
+        }
+        // Unless half went, grow as if nothing had: the next pass then comes only after as
+        // many new calls as are kept (O(1) a call).
+        if self.dialogs.len() * 2 > self.dialogs.capacity() {
+            self.dialogs.reserve_exact(self.dialogs.capacity());
         }
     }
 
@@ -1601,6 +1645,75 @@ Content-Length: 0\r\n\
             assert_eq!(dl.ok_ts, Some(Timestamp(1)));
             assert_eq!(dl.to_tag.is_some(), details);
             assert_eq!(dl.from_uri.is_some(), details);
+        }
+    }
+
+    /// An agent's day: a call every 5 minutes, each ended by a BYE and its 200. Without details
+    /// the calls that ended long ago go; the one up, and one whose BYE was never answered, stay,
+    /// and the call cut when the connection dies is the same as with every call kept.
+    #[test]
+    fn ended_calls_are_forgotten_without_details() {
+        let secs = |s: i64| Timestamp(s * 1_000_000_000);
+        let call = |d: &mut SipDialogs, id: &str, at: i64, bye: Option<bool>| {
+            let m = |start: &str, cseq: &str| parse(&msg(start, id, cseq, Some("tt"), "")).clone();
+            d.add(
+                secs(at),
+                1,
+                false,
+                &m("INVITE sip:1001@x SIP/2.0", "1 INVITE"),
+            );
+            d.add(secs(at + 1), 2, true, &m("SIP/2.0 200 OK", "1 INVITE"));
+            d.add(
+                secs(at + 1),
+                3,
+                false,
+                &m("ACK sip:1001@x SIP/2.0", "1 ACK"),
+            );
+            if let Some(answered) = bye {
+                d.add(
+                    secs(at + 60),
+                    4,
+                    false,
+                    &m("BYE sip:1001@x SIP/2.0", "2 BYE"),
+                );
+                if answered {
+                    d.add(secs(at + 60), 5, true, &m("SIP/2.0 200 OK", "2 BYE"));
+                }
+            }
+        };
+        for details in [true, false] {
+            let mut d = SipDialogs::new().keep_details(details);
+            call(&mut d, "unanswered-bye", 0, Some(false));
+            for k in 1..100 {
+                call(&mut d, &format!("c{k}"), k * 300, Some(true));
+            }
+            call(&mut d, "up", 100 * 300, None);
+            let ids: Vec<&str> = d.dialogs.iter().map(|x| x.call_id.as_str()).collect();
+            if details {
+                assert_eq!(ids.len(), 101);
+            } else {
+                assert!(ids.len() <= 8, "{ids:?}");
+                assert!(
+                    ids.contains(&"unanswered-bye") && ids.contains(&"up"),
+                    "{ids:?}"
+                );
+            }
+            // Messages still find their calls after the list was rewritten.
+            let reinvite = msg(
+                "INVITE sip:1001@x SIP/2.0",
+                "up",
+                "3 INVITE",
+                Some("tt"),
+                "",
+            );
+            d.add(secs(100 * 300 + 5), 6, false, &parse(&reinvite));
+            assert!(d
+                .dialogs
+                .iter()
+                .any(|x| x.call_id == "up" && x.reinvites == 1));
+            d.mark_connection_died(secs(100 * 300 + 10));
+            let cut: Vec<&str> = d.cut_calls().map(|x| x.call_id.as_str()).collect();
+            assert_eq!(cut, vec!["up"]);
         }
     }
 

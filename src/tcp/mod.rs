@@ -1222,6 +1222,8 @@ impl Tracker {
                         ..AppSummary::default()
                     })
                 });
+                // Every call kept, whatever the report: a voice gateway's trunk carries the
+                // BYEs that follow another connection's death (`call_cut`).
                 app.sip
                     .get_or_insert_with(crate::app::sip::SipDialogs::new)
                     .add(frame.ts, frame.number, from_orig, &value);
