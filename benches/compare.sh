@@ -5,7 +5,13 @@
 #   benches/compare.sh                      # 200MB / 20000 connections, and 2GB
 #   SIZE=50MB BIG=500MB REPEAT=1 benches/compare.sh
 #
+# Two kinds of 10x: BIG is ten times the traffic of the same agents, whose connections come and
+# go (so ten times the connections); LONG and LONG_BIG are agents connected all day, so the same
+# connections living ten times longer (what a call centre's capture of a whole shift is).
+#
 # Environment: SIZE (200MB), CONNECTIONS (20000), BIG (2GB; "0" skips the large run), SEED (1),
+# LONG (60MB; "0" skips), LONG_BIG (600MB), LONG_AGENTS (500; their connections live ~55 hours
+# on average, so nearly all of them span the capture),
 # REPEAT (3: the best wall time of REPEAT runs is reported, with the peak RSS of that run),
 # INSTALL (1: apt-get install tshark/tcptrace/tcpdump when missing; skipped when that fails),
 # TMPDIR (where the captures go; they are removed on exit).
@@ -74,14 +80,19 @@ echo "vantage: $(git rev-parse --short HEAD)$(git diff --quiet -- src || echo ' 
 echo '```'
 echo
 
-gen() { # gen SIZE FILE
-    local t0 t1
+gen() { # gen SIZE FILE [AGENTS [SYNTH ARGS...]]: CONNECTIONS agents by default
+    local size=$1 file=$2 agents=${3:-$CONNECTIONS} t0 t1
+    shift $(($# < 3 ? $# : 3))
+    local args=(--size "$size" --connections "$agents" --seed "$SEED" "$@")
     t0=$(date +%s%N)
-    "$SYNTH" --size "$1" --connections "$CONNECTIONS" --seed "$SEED" -o "$2" 2>"$TMP/synth.log"
+    "$SYNTH" "${args[@]}" -o "$file" 2>"$TMP/synth.log"
     t1=$(date +%s%N)
-    echo "synth --size $1 --connections $CONNECTIONS --seed $SEED: $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b-a)/1e9}') s" >&2
+    echo "synth ${args[*]}: $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b-a)/1e9}') s" >&2
     sed 's/^/  /' "$TMP/synth.log" >&2
 }
+
+# Hours of traffic in the capture gen just wrote.
+hours() { awk '/s of traffic/ {printf "%.1f", $2 / 3600}' "$TMP/synth.log"; }
 
 # measure LABEL FILE CMD...: REPEAT runs; prints one table row with the best wall time, the
 # least CPU time (user+sys) and the highest peak RSS of those runs. MB/s is given both per wall
@@ -155,10 +166,32 @@ if [ "$BIG" != 0 ]; then
     echo
 fi
 
+LONG=${LONG:-60MB}
+LONG_BIG=${LONG_BIG:-600MB}
+LONG_AGENTS=${LONG_AGENTS:-500}
+if [ "$LONG" != 0 ]; then
+    echo "## Memory at 10x the duration: $LONG_AGENTS agents connected all day, one run each"
+    echo
+    echo "| tool | hours of traffic | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for size in "$LONG" "$LONG_BIG"; do
+        f=$TMP/long.pcap
+        gen "$size" "$f" "$LONG_AGENTS" --lifetime 200000
+        h=$(hours)
+        for cmd in "diagnose --threads 1" "flows --format json --stream --threads 1"; do
+            # shellcheck disable=SC2086 # cmd is words on purpose
+            REPEAT=1 measure "vantage $cmd | $h h" "$f" "$VANTAGE" $cmd "$f"
+        done
+        rm -f "$f"
+    done
+    echo
+fi
+
 echo "Commands (FILE is the synth capture):"
 echo
 echo '```'
 echo "$SYNTH --size SIZE --connections $CONNECTIONS --seed $SEED -o FILE"
+echo "$SYNTH --size LONG --connections $LONG_AGENTS --seed $SEED --lifetime 200000 -o FILE   # agents connected all day"
 echo "$VANTAGE flows FILE > /dev/null"
 echo "$VANTAGE flows --format json FILE > /dev/null"
 echo "$VANTAGE flows --format json --stream FILE > /dev/null"
