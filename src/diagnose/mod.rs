@@ -180,7 +180,7 @@ pub struct Finding {
 
 /// A finding's sentences as catalog messages: `diagnose_with` renders them into `summary`,
 /// `explanation` and `recommendation` in the chosen language. Equal texts, before a group's
-/// numbers are added, are what groups per-connection findings (`rules::group`).
+/// numbers are added, are what groups per-connection findings (`rules::Grouper`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FindingText {
     pub summary: Option<Msg>,

@@ -104,7 +104,7 @@ struct Member {
     /// heartbeat_too_slow: the median a stretched heartbeat reached (a throttled tab).
     stretch_s: Option<f64>,
     /// The group's sentences without the group's numbers: connections whose texts are equal
-    /// (same kind of end, same place, same side...) are one story and one finding. `group` adds
+    /// (same kind of end, same place, same side...) are one story and one finding. `Group::merge` adds
     /// `n`, `silence`, `retrans`, `median`, `slowest` and `max` to every message.
     many: FindingText,
 }
@@ -116,8 +116,9 @@ struct Member {
 /// connection's.
 ///
 /// A group keeps whole only the members a report can show (the first in time, as many as
-/// `max_evidence` allows) and sums up the rest as they come: with every member kept, the 2 GB
-/// synth's 50 000 deaths held ~80 MB of sentences and evidence that the merge then dropped.
+/// `max_evidence` allows) and sums up the rest as they come: with every member kept until the
+/// merge, the 2 GB synth's deaths held ~80 MB of sentences and evidence (heaptrack) that the
+/// merge then dropped.
 struct Grouper {
     max_evidence: usize,
     groups: Vec<Group>,
