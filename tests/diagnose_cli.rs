@@ -2,20 +2,14 @@
 //! lab scenarios, `--fail-on` exit codes, and `-o` written whole.
 
 mod common;
-use common::{three, vantage};
+use common::{stdout, three, vantage};
 
 fn run(format: &str, s: &str) -> String {
-    let out = vantage()
-        .args(["diagnose", "--format", format])
-        .args(three(s))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout(
+        vantage()
+            .args(["diagnose", "--format", format])
+            .args(three(s)),
+    )
 }
 
 #[test]

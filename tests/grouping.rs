@@ -3,7 +3,7 @@
 //! capture, hold two connections reset by the same conntrack rule (TTL 64, IP ID 0).
 
 mod common;
-use common::vantage;
+use common::{succeed, vantage};
 
 use vantage::capture::{CaptureReader, LinkType, Timestamp};
 use vantage::pcapng_writer::PcapngWriter;
@@ -35,16 +35,11 @@ fn merged(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn diagnose(path: &std::path::Path, max_evidence: usize) -> serde_json::Value {
-    let out = vantage()
-        .args(["diagnose", "--format", "json", "--max-evidence"])
-        .arg(max_evidence.to_string())
-        .arg(format!("agents={}", path.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        vantage()
+            .args(["diagnose", "--format", "json", "--max-evidence"])
+            .arg(max_evidence.to_string())
+            .arg(format!("agents={}", path.display())),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -11,20 +11,14 @@ use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{three, vantage};
+use common::{stdout, three, vantage};
 
 fn html(s: &str) -> String {
-    let out = vantage()
-        .args(["diagnose", "--format", "html"])
-        .args(three(s))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout(
+        vantage()
+            .args(["diagnose", "--format", "html"])
+            .args(three(s)),
+    )
 }
 
 /// The only volatile part: the version in the footer.

@@ -26,17 +26,11 @@ fn vantage() -> Command {
 }
 
 fn diagnose(lang: &str, format: &str) -> String {
-    let out = vantage()
-        .args(["diagnose", "--lang", lang, "--format", format])
-        .args(CONNTRACK)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout(
+        vantage()
+            .args(["diagnose", "--lang", lang, "--format", format])
+            .args(CONNTRACK),
+    )
 }
 
 /// The catalog files on disk, parsed: the keys of each file, per language.
@@ -424,16 +418,11 @@ fn cut_capture() -> std::path::PathBuf {
 
 fn diagnose_cut(lang: &str, format: &str) -> (String, String) {
     let cut = cut_capture();
-    let out = vantage()
-        .args(["diagnose", "--lang", lang, "--format", format])
-        .arg(CONNTRACK[0])
-        .arg(format!("softswitch={}", cut.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeed(
+        vantage()
+            .args(["diagnose", "--lang", lang, "--format", format])
+            .arg(CONNTRACK[0])
+            .arg(format!("softswitch={}", cut.display())),
     );
     (
         String::from_utf8(out.stdout).unwrap(),

@@ -159,6 +159,22 @@ pub fn vantage() -> Command {
     c
 }
 
+/// Runs `cmd`, which must succeed (its stderr is the failure message).
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// What `cmd`, which must succeed, wrote on stdout.
+pub fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8(succeed(cmd).stdout).unwrap()
+}
+
 /// A lab scenario's three vantages as `NAME=FILE` arguments.
 pub fn three(s: &str) -> Vec<String> {
     vec![
