@@ -475,3 +475,48 @@ fn agent_outage_runs_to_the_new_registration() {
     assert_eq!(f.numbers.reconnect_attempts, Some(1));
     assert!(f.numbers.outage_s.unwrap() > check);
 }
+
+/// Every evidence item shows the time of the frame it cites (on the reference clock: the
+/// frame's own time less its capture's clock offset), in every scenario seen from all five
+/// places: an engineer who opens that frame in Wireshark finds it at the time the report gave.
+#[test]
+fn evidence_times_are_their_frames_times() {
+    use std::collections::HashMap;
+    use vantage::capture::CaptureReader;
+    let mut checked = 0;
+    for s in SCENARIOS {
+        let d = diagnose(&lined_up(s, FIVE));
+        let offset: HashMap<&str, f64> = d
+            .clock_offsets
+            .iter()
+            .map(|o| (o.vantage.as_str(), o.offset_s))
+            .collect();
+        let mut frames: HashMap<String, Vec<i64>> = HashMap::new();
+        for f in &d.findings {
+            for e in &f.evidence {
+                let times = frames.entry(e.file.clone()).or_insert_with(|| {
+                    let mut r = CaptureReader::open(Path::new(&e.file)).unwrap();
+                    let mut t = Vec::new();
+                    while let Some(fr) = r.next_frame().unwrap() {
+                        t.push(fr.ts.0);
+                    }
+                    t
+                });
+                let local = times[(e.frame - 1) as usize] as f64 / 1e9;
+                let on_reference = local - offset.get(e.vantage.as_str()).copied().unwrap_or(0.0);
+                // Offsets are given to the microsecond.
+                assert!(
+                    (on_reference - e.ts.as_secs_f64()).abs() < 2e-6,
+                    "{s} {}: {} frame {} is at {on_reference:.6}, the report says {:.6} ({})",
+                    f.kind.name(),
+                    e.vantage,
+                    e.frame,
+                    e.ts.as_secs_f64(),
+                    e.what
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 50, "{checked} evidence items");
+}

@@ -729,6 +729,8 @@ pub struct Registration {
     pub is_unregister: bool,
     pub response_code: Option<u16>,
     pub response_ts: Option<Timestamp>,
+    /// Frame of that final response (evidence cites it with `response_ts`).
+    pub response_frame: Option<u64>,
     /// Expiry granted by the registrar (§10.2.4: in the 200's Contact or Expires).
     pub expires_granted: Option<u32>,
     /// The transport died with no final response (see [`SipDialogs::mark_connection_died`]).
@@ -889,7 +891,7 @@ impl SipDialogs {
                 if is("INVITE") {
                     self.on_invite_response(ts, call_id, cseq, code, msg);
                 } else if is("REGISTER") {
-                    self.on_register_response(ts, call_id, cseq, code, msg);
+                    self.on_register_response(ts, frame_no, call_id, cseq, code, msg);
                 } else if is("BYE") {
                     if let Some(d) = self.dialog_mut(call_id) {
                         // Any final response to BYE ends the dialog (§15.1.1).
@@ -1061,6 +1063,7 @@ impl SipDialogs {
                 is_unregister: msg.contact.as_deref() == Some("*") || msg.expires == Some(0),
                 response_code: None,
                 response_ts: None,
+                response_frame: None,
                 expires_granted: None,
                 lost: false,
             },
@@ -1070,6 +1073,7 @@ impl SipDialogs {
     fn on_register_response(
         &mut self,
         ts: Timestamp,
+        frame_no: u64,
         call_id: &str,
         cseq: u32,
         code: u16,
@@ -1092,6 +1096,7 @@ impl SipDialogs {
         }
         r.response_code = Some(code);
         r.response_ts = Some(ts);
+        r.response_frame = Some(frame_no);
         if (200..300).contains(&code) {
             r.expires_granted = msg.expires;
         }

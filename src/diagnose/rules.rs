@@ -1682,7 +1682,7 @@ fn recovery(k: &Connection) -> Option<(Timestamp, u64)> {
         s.registrations
             .iter()
             .find(|r| r.response_code.is_some_and(|c| (200..300).contains(&c)))
-            .and_then(|r| Some((r.response_ts?, r.frame_no)))
+            .and_then(|r| Some((r.response_ts?, r.response_frame?)))
     });
     let http_failed = app
         .and_then(|a| a.http.as_ref())
@@ -1749,10 +1749,14 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
                 .s("lower", fixed(n.lower_s.unwrap_or(0.0), 1))
                 .s("upper", fixed(n.upper_s.unwrap_or(0.0), 1))
         };
+        // The connection's first packet, at its own time: the log keeps no frame numbers, and
+        // the first beat's time beside the first frame's number sent a reader to a packet
+        // that was not at the time shown (hours apart once the log keeps only its latest beats).
+        let conn = ctx.conn(leg);
         let evidence = vec![ctx.evidence(
             leg,
-            ctx.conn(leg).first_frame,
-            hb.first,
+            conn.first_frame,
+            conn.ts,
             Msg::new("ev-heartbeat")
                 .s("kind", kind.to_lowercase())
                 .m(
