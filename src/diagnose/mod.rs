@@ -390,29 +390,21 @@ pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> V
     for ((vantage, file), mut frames) in by_file {
         frames.sort_unstable();
         frames.dedup();
-        let frames: Vec<String> = frames.iter().map(|f| f.to_string()).collect();
         let conn = legs
             .iter()
             .filter(|l| l.vantage == vantage)
             .map(|l| {
-                let proto = match l.proto {
-                    crate::tcp::Proto::Tcp => "tcp",
-                    crate::tcp::Proto::Udp => "udp",
-                };
                 format!(
-                    "(ip.addr=={} && ip.addr=={} && {proto}.port=={} && {proto}.port=={})",
-                    l.src, l.dst, l.sport, l.dport
+                    "({})",
+                    conversation_filter(l.proto, (l.src, l.sport), (l.dst, l.dport))
                 )
             })
             .collect::<Vec<_>>();
+        let frames = frames_filter(&frames);
         let filter = if conn.is_empty() {
-            format!("frame.number in {{{}}}", frames.join(" "))
+            frames
         } else {
-            format!(
-                "{} || frame.number in {{{}}}",
-                conn.join(" || "),
-                frames.join(" ")
-            )
+            format!("{} || {frames}", conn.join(" || "))
         };
         let _ = ctx;
         out.push(DisplayFilter {
@@ -422,6 +414,39 @@ pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> V
         });
     }
     out
+}
+
+/// A Wireshark display filter for one conversation, both directions: `ip.addr` for IPv4,
+/// `ipv6.addr` for IPv6 (`ip.addr` takes only IPv4 addresses).
+pub fn conversation_filter(
+    proto: crate::tcp::Proto,
+    (a, a_port): (std::net::IpAddr, u16),
+    (b, b_port): (std::net::IpAddr, u16),
+) -> String {
+    let proto = match proto {
+        crate::tcp::Proto::Tcp => "tcp",
+        crate::tcp::Proto::Udp => "udp",
+    };
+    let addr = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(_) => format!("ip.addr=={ip}"),
+        std::net::IpAddr::V6(_) => format!("ipv6.addr=={ip}"),
+    };
+    format!(
+        "{} && {} && {proto}.port=={a_port} && {proto}.port=={b_port}",
+        addr(a),
+        addr(b)
+    )
+}
+
+/// Frames by number, in a form every Wireshark parses: a set (`frame.number in {30 31}`) takes
+/// spaces between its members up to 3.4 and commas from 3.6 on (4.0 refuses the spaces), so a
+/// chain of `==`.
+fn frames_filter(frames: &[u64]) -> String {
+    let each: Vec<String> = frames
+        .iter()
+        .map(|f| format!("frame.number == {f}"))
+        .collect();
+    each.join(" || ")
 }
 
 /// Default cap on evidence items per finding: enough for a ticket, bounded on hostile captures.

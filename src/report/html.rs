@@ -244,14 +244,7 @@ fn label_width(text: &str) -> f64 {
 
 /// Leg filter in the form the findings' display filters use.
 fn leg_filter(c: &Connection) -> String {
-    let proto = match c.proto {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-    };
-    format!(
-        "ip.addr=={} && ip.addr=={} && {proto}.port=={} && {proto}.port=={}",
-        c.orig_h, c.resp_h, c.orig_p, c.resp_p
-    )
+    crate::diagnose::conversation_filter(c.proto, (c.orig_h, c.orig_p), (c.resp_h, c.resp_p))
 }
 
 /// Frame of the sample sent by `side` at exactly `ts` (capture clock), if one was kept.

@@ -1,0 +1,158 @@
+//! The Wireshark display filters the reports give, checked by Wireshark itself: on every lab
+//! scenario seen from all five places, each filter tshark is given must parse, and together a
+//! finding's filters for a capture must show every frame its evidence cites there.
+//!
+//! Skipped, with a message, only when tshark is not installed; with `VANTAGE_REQUIRE_TSHARK=1`
+//! (what `.ci/run` sets, after installing it) it fails instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use vantage::align::{align, AlignOptions};
+use vantage::diagnose::diagnose;
+use vantage::pipeline::{read_vantages, VantageSpec};
+
+const SCENARIOS: &[&str] = &[
+    "conntrack-reject",
+    "conntrack-reject-serverka",
+    "conntrack-drop",
+    "haproxy-fin",
+    "haproxy-nolinger",
+    "nginx-ws",
+    "weak-network",
+    "control-conntrack",
+    "control-haproxy",
+    "control-nginx",
+];
+
+const FIVE: &[(&str, &str)] = &[
+    ("agent", "agent.pcapng"),
+    ("slb-agent-side", "slb-agent-side.pcap"),
+    ("slb-server-side", "slb-server-side.pcap"),
+    ("softswitch", "softswitch.pcap"),
+    ("gateway", "gateway.pcap"),
+];
+
+/// The frames of `file` that `filter` shows, or tshark's complaint.
+fn shown(file: &str, filter: &str) -> Result<BTreeSet<u64>, String> {
+    let out = Command::new("tshark")
+        .args([
+            "-n",
+            "-r",
+            file,
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+#[test]
+fn every_filter_parses_and_shows_its_evidence() {
+    let required = std::env::var_os("VANTAGE_REQUIRE_TSHARK").is_some_and(|v| v != "0");
+    if Command::new("tshark").arg("--version").output().is_err() {
+        assert!(
+            !required,
+            "VANTAGE_REQUIRE_TSHARK is set but tshark is not installed"
+        );
+        eprintln!(
+            "SKIPPED every_filter_parses_and_shows_its_evidence: tshark is not installed \
+             (.ci/run installs it; VANTAGE_REQUIRE_TSHARK=1 makes this a failure)"
+        );
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let (mut filters, mut frames) = (0, 0);
+    for s in SCENARIOS {
+        let specs: Vec<VantageSpec> = FIVE
+            .iter()
+            .map(|(name, file)| VantageSpec {
+                name: name.to_string(),
+                path: root.join(s).join(file),
+            })
+            .collect();
+        let (v, errors) = read_vantages(&specs);
+        assert!(errors.is_empty(), "{s}: {errors:?}");
+        let d = diagnose(&align(v, &AlignOptions::default()));
+        for f in &d.findings {
+            // Per capture: what the finding's filters show, and what its evidence cites.
+            let mut seen: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+            for df in &f.display_filters {
+                let got = shown(&df.file, &df.filter).unwrap_or_else(|e| {
+                    panic!("{s} {}: tshark refuses {:?}: {e}", f.kind.name(), df.filter)
+                });
+                seen.entry(df.file.as_str()).or_default().extend(got);
+                filters += 1;
+            }
+            for e in &f.evidence {
+                let shows = seen
+                    .get(e.file.as_str())
+                    .is_some_and(|s| s.contains(&e.frame));
+                assert!(
+                    shows,
+                    "{s} {}: no filter shows {} frame {} ({})",
+                    f.kind.name(),
+                    e.vantage,
+                    e.frame,
+                    e.what
+                );
+                frames += 1;
+            }
+        }
+    }
+    assert!(
+        filters > 30 && frames > 50,
+        "{filters} filters, {frames} frames"
+    );
+}
+
+/// The conversation filter the reports build (`conversation_filter`) shows in Wireshark exactly
+/// the packets vantage counted on that connection: IPv6 (`ipv6.addr`) and IPv4 (`ip.addr`)
+/// captures of the corpus.
+#[test]
+fn conversation_filters_show_the_connections_packets() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        let required = std::env::var_os("VANTAGE_REQUIRE_TSHARK").is_some_and(|v| v != "0");
+        assert!(!required, "VANTAGE_REQUIRE_TSHARK is set but tshark is not installed");
+        eprintln!("SKIPPED conversation_filters_show_the_connections_packets: no tshark");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut v6 = 0;
+    for file in [
+        "corpus/zeek/testing/btest/Traces/ftp/ipv6.pcap",
+        "conntrack-reject/agent.pcapng",
+    ] {
+        let path = root.join(file);
+        let flows = vantage::pipeline::track_capture(&path).unwrap();
+        for c in flows.connections.iter() {
+            let filter = vantage::diagnose::conversation_filter(
+                c.proto,
+                (c.orig_h, c.orig_p),
+                (c.resp_h, c.resp_p),
+            );
+            let got = shown(path.to_str().unwrap(), &filter)
+                .unwrap_or_else(|e| panic!("{file}: tshark refuses {filter:?}: {e}"));
+            assert_eq!(
+                got.len() as u64,
+                c.orig.pkts + c.resp.pkts,
+                "{file} {}: {filter}",
+                c.uid
+            );
+            v6 += usize::from(c.orig_h.is_ipv6());
+        }
+    }
+    assert!(v6 >= 5, "{v6} IPv6 connections");
+}
