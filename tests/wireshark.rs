@@ -123,10 +123,7 @@ fn every_filter_parses_and_shows_its_evidence() {
 /// captures of the corpus.
 #[test]
 fn conversation_filters_show_the_connections_packets() {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        let required = std::env::var_os("VANTAGE_REQUIRE_TSHARK").is_some_and(|v| v != "0");
-        assert!(!required, "VANTAGE_REQUIRE_TSHARK is set but tshark is not installed");
-        eprintln!("SKIPPED conversation_filters_show_the_connections_packets: no tshark");
+    if !tshark_here("conversation_filters_show_the_connections_packets") {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
