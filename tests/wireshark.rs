@@ -59,18 +59,27 @@ fn shown(file: &str, filter: &str) -> Result<BTreeSet<u64>, String> {
         .collect())
 }
 
+/// Whether tshark runs here; when it does not, `test` is skipped with a message, or fails with
+/// `VANTAGE_REQUIRE_TSHARK=1`.
+fn tshark_here(test: &str) -> bool {
+    if Command::new("tshark").arg("--version").output().is_ok() {
+        return true;
+    }
+    let required = std::env::var_os("VANTAGE_REQUIRE_TSHARK").is_some_and(|v| v != "0");
+    assert!(
+        !required,
+        "VANTAGE_REQUIRE_TSHARK is set but tshark is not installed"
+    );
+    eprintln!(
+        "SKIPPED {test}: tshark is not installed (.ci/run installs it; \
+         VANTAGE_REQUIRE_TSHARK=1 makes this a failure)"
+    );
+    false
+}
+
 #[test]
 fn every_filter_parses_and_shows_its_evidence() {
-    let required = std::env::var_os("VANTAGE_REQUIRE_TSHARK").is_some_and(|v| v != "0");
-    if Command::new("tshark").arg("--version").output().is_err() {
-        assert!(
-            !required,
-            "VANTAGE_REQUIRE_TSHARK is set but tshark is not installed"
-        );
-        eprintln!(
-            "SKIPPED every_filter_parses_and_shows_its_evidence: tshark is not installed \
-             (.ci/run installs it; VANTAGE_REQUIRE_TSHARK=1 makes this a failure)"
-        );
+    if !tshark_here("every_filter_parses_and_shows_its_evidence") {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
