@@ -197,3 +197,77 @@ fn conversation_filters_show_the_connections_packets() {
         "{v6} IPv6 connections, {checked} in all"
     );
 }
+
+/// Each TCP connection's handshake round trip (`rtt_s`) is Wireshark's iRTT
+/// (`tcp.analysis.initial_rtt`), on every lab capture: where Wireshark gives one, vantage gives
+/// the same, and nowhere else.
+#[test]
+fn handshake_rtt_is_wiresharks_irtt() {
+    if !tshark_here("handshake_rtt_is_wiresharks_irtt") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut checked = 0;
+    for s in SCENARIOS {
+        for (_, f) in FIVE {
+            let path = root.join(s).join(f);
+            let out = Command::new("tshark")
+                .args([
+                    "-n",
+                    "-r",
+                    path.to_str().unwrap(),
+                    "-Y",
+                    "tcp.analysis.initial_rtt",
+                ])
+                .args(["-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"])
+                .args(["-e", "tcp.analysis.initial_rtt"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Ports (lower first) -> the iRTT of the first packet that shows one.
+            let mut irtt: BTreeMap<(u16, u16), f64> = BTreeMap::new();
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let v: Vec<&str> = line.split('\t').collect();
+                let (Some(a), Some(b), Some(t)) = (v.first(), v.get(1), v.get(2)) else {
+                    continue;
+                };
+                let (a, b): (u16, u16) = (a.parse().unwrap(), b.parse().unwrap());
+                irtt.entry((a.min(b), a.max(b)))
+                    .or_insert_with(|| t.parse().unwrap());
+            }
+            let flows = vantage::pipeline::track_capture(&path).unwrap();
+            let tcp: Vec<_> = flows
+                .connections
+                .iter()
+                .filter(|c| c.proto == vantage::tcp::Proto::Tcp)
+                .collect();
+            for c in &tcp {
+                let key = (c.orig_p.min(c.resp_p), c.orig_p.max(c.resp_p));
+                match (c.rtt_s, irtt.get(&key)) {
+                    (Some(ours), Some(&theirs)) => {
+                        assert!(
+                            (ours - theirs).abs() < 1e-6,
+                            "{s}/{f} {}: {ours} vs {theirs}",
+                            c.uid
+                        );
+                        checked += 1;
+                    }
+                    (None, None) => {}
+                    (ours, theirs) => {
+                        panic!("{s}/{f} {}: ours {ours:?}, Wireshark's {theirs:?}", c.uid)
+                    }
+                }
+            }
+            assert_eq!(
+                irtt.len(),
+                tcp.iter().filter(|c| c.rtt_s.is_some()).count(),
+                "{s}/{f}"
+            );
+        }
+    }
+    assert!(checked > 50, "{checked} handshakes");
+}
