@@ -406,14 +406,20 @@ fn html_timeline_in_the_report_language() {
     }
 }
 
+/// The softswitch capture cut short, written once: two tests read it, and each writing it
+/// again (truncate, then write) let the other read it half written.
 fn cut_capture() -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let b = std::fs::read(root.join("fixtures/conntrack-reject/softswitch.pcap")).unwrap();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("i18n-warnings");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join("softswitch-cut.pcap");
-    std::fs::write(&p, &b[..b.len() - 10]).unwrap();
-    p
+    static CUT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    CUT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let b = std::fs::read(root.join("fixtures/conntrack-reject/softswitch.pcap")).unwrap();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("i18n-warnings");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("softswitch-cut.pcap");
+        std::fs::write(&p, &b[..b.len() - 10]).unwrap();
+        p
+    })
+    .clone()
 }
 
 fn diagnose_cut(lang: &str, format: &str) -> (String, String) {
