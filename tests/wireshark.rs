@@ -130,6 +130,9 @@ fn every_filter_parses_and_shows_its_evidence() {
 /// How many frames of `file` each filter shows, in one pass (`-z io,stat,0,F1,F2,...`: a
 /// column of counts per filter), or tshark's complaint.
 fn counts(file: &str, filters: &[String]) -> Result<Vec<u64>, String> {
+    if filters.is_empty() {
+        return Ok(Vec::new());
+    }
     let stat = format!("io,stat,0,{}", filters.join(","));
     let out = Command::new("tshark")
         .args(["-q", "-n", "-r", file, "-z", &stat])
@@ -270,4 +273,56 @@ fn handshake_rtt_is_wiresharks_irtt() {
         }
     }
     assert!(checked > 50, "{checked} handshakes");
+}
+
+/// Per connection and direction, the retransmissions, keep-alives, zero windows and "previous
+/// segment not captured" that vantage counts are the frames Wireshark's sequence analysis flags
+/// (`tcp.analysis.*`), on every lab capture: the README names Wireshark's rules for them.
+#[test]
+fn sequence_analysis_counts_are_wiresharks() {
+    if !tshark_here("sequence_analysis_counts_are_wiresharks") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let flags = [
+        "tcp.analysis.retransmission",
+        "tcp.analysis.keep_alive",
+        "tcp.analysis.zero_window",
+        "tcp.analysis.lost_segment",
+    ];
+    let mut flagged = 0;
+    for s in SCENARIOS {
+        for (_, f) in FIVE {
+            let path = root.join(s).join(f);
+            let flows = vantage::pipeline::track_capture(&path).unwrap();
+            let tcp: Vec<_> = flows
+                .connections
+                .iter()
+                .filter(|c| c.proto == vantage::tcp::Proto::Tcp)
+                .collect();
+            let mut filters = Vec::new();
+            for c in &tcp {
+                for (from, to) in [
+                    ((c.orig_h, c.orig_p), (c.resp_h, c.resp_p)),
+                    ((c.resp_h, c.resp_p), (c.orig_h, c.orig_p)),
+                ] {
+                    let one_way = format!(
+                        "ip.src=={} && tcp.srcport=={} && ip.dst=={} && tcp.dstport=={}",
+                        from.0, from.1, to.0, to.1
+                    );
+                    filters.extend(flags.iter().map(|f| format!("{one_way} && {f}")));
+                }
+            }
+            let got = counts(path.to_str().unwrap(), &filters).unwrap();
+            for (c, theirs) in tcp.iter().zip(got.chunks(2 * flags.len())) {
+                let ours: Vec<u64> = [&c.orig, &c.resp]
+                    .iter()
+                    .flat_map(|d| [d.retransmissions, d.keepalives, d.zero_windows, d.gaps])
+                    .collect();
+                assert_eq!(ours, theirs, "{s}/{f} {}: orig then resp, {flags:?}", c.uid);
+                flagged += theirs.iter().sum::<u64>();
+            }
+        }
+    }
+    assert!(flagged > 20, "{flagged} flagged frames");
 }

@@ -331,7 +331,10 @@ pub struct Direction {
     /// Packets kept to line this connection up with other captures: see `Sample`.
     #[serde(skip)]
     pub samples: Samples,
-    /// Retransmitted segments (first `MAX_RETRANS` of them), for placing losses on a hop.
+    /// Segments this capture saw twice: retransmissions of bytes it had seen (first
+    /// `MAX_RETRANS` of them), for placing losses on a hop. A retransmission whose first copy
+    /// never reached this capture (Wireshark counts it, after a pure ACK beyond the last data
+    /// moved its `nextseq`) is counted in `retransmissions` but is not one of these.
     #[serde(skip)]
     pub retransmitted: Vec<Sample>,
     /// Time and frame of the first data segment (TCP), kept even when the samples are not.
@@ -500,8 +503,12 @@ struct SeqState {
     /// Initial sequence number, from the SYN, or the first segment seen.
     isn: Option<u32>,
     saw_syn: bool,
-    /// Next expected sequence number: highest seq + length (+1 for SYN and FIN) seen.
+    /// Next expected sequence number as Wireshark keeps it: the highest seq + length (+1 for
+    /// SYN and FIN) of any segment, a pure ACK's too.
     next: Option<u32>,
+    /// The end of the highest data (or SYN/FIN) this capture saw: below it, a segment is a copy
+    /// of bytes seen here before.
+    seen_end: Option<u32>,
     fin_seen: bool,
     profile: Profile,
 }
@@ -1517,7 +1524,10 @@ fn track_tcp(
     count(d, frame, p);
     d.payload_bytes_sent += t.payload_len as u64;
     seq.profile.add(p.ttl, p.ip_id);
-    let (retransmission, keepalive) = wireshark_analysis(d, seq, t);
+    let Analysis {
+        keepalive,
+        seen_before: retransmission,
+    } = wireshark_analysis(d, seq, t);
     d.isn = seq.isn;
     d.saw_syn = seq.saw_syn;
     let kind = if flags.syn() && flags.ack() {
@@ -1627,13 +1637,23 @@ fn termination(
     }
 }
 
+/// What the sequence analysis found of one segment, beyond its counters.
+struct Analysis {
+    /// A keep-alive (Wireshark's rule).
+    keepalive: bool,
+    /// Data (or SYN/FIN) below the end of what this capture saw from the sender: a copy of a
+    /// segment seen here before.
+    seen_before: bool,
+}
+
 /// Wireshark's sequence analysis (epan/dissectors/packet-tcp.c,
 /// `tcp_analyze_sequence_number`): keep-alive (length 0 or 1, seq = next expected − 1, no
 /// SYN/FIN/RST), retransmission (carries sequence space below the next expected), previous
-/// segment not captured (starts above it), zero window (window 0, no SYN/FIN/RST).
-/// Returns whether the segment is a retransmission, and whether it is a keep-alive.
-fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>) -> (bool, bool) {
-    let mut retransmission = false;
+/// segment not captured (starts above it), zero window (window 0, no SYN/FIN/RST). The next
+/// expected sequence number moves with every segment, a pure ACK's too, as Wireshark's
+/// `nextseq` does: a lab capture on a lossy link (weak-network) has the server's ACK arrive
+/// before the retransmission of the data it follows, which Wireshark flags.
+fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>) -> Analysis {
     let mut keepalive = false;
     let flags = t.flags;
     let seglen = t.payload_len + flags.syn() as u32 + flags.fin() as u32;
@@ -1654,8 +1674,9 @@ fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>)
             keepalive = true;
         } else if seglen > 0 && seq_lt(t.seq, next) && !flags.rst() {
             d.retransmissions += 1;
-            retransmission = true;
-        } else if seglen > 0 && seq_lt(next, t.seq) && !flags.rst() {
+        } else if seq_lt(next, t.seq) && !flags.rst() {
+            // Any segment, a pure ACK too: its sequence number alone shows bytes of the
+            // sender's that the capture missed ("previous segment not captured").
             d.gaps += 1;
         }
     }
@@ -1663,15 +1684,24 @@ fn wireshark_analysis(d: &mut Direction, seq: &mut SeqState, t: &TcpSegment<'_>)
         d.zero_windows += 1;
     }
     let end = t.seq.wrapping_add(seglen);
-    if !flags.rst() && seglen > 0 && seq.next.is_none_or(|n| seq_lt(n, end)) {
+    let seen_before =
+        !keepalive && seglen > 0 && !flags.rst() && seq.seen_end.is_some_and(|e| seq_lt(t.seq, e));
+    if seglen > 0 && !flags.rst() && seq.seen_end.is_none_or(|e| seq_lt(e, end)) {
+        seq.seen_end = Some(end);
+    } else if seq.seen_end.is_none() && !flags.rst() {
+        seq.seen_end = Some(t.seq);
+    }
+    // Wireshark updates `nextseq` so for every segment, RSTs too.
+    if seq.next.is_none_or(|n| seq_lt(n, end)) {
         seq.next = Some(end);
-    } else if seq.next.is_none() && !flags.rst() {
-        seq.next = Some(t.seq);
     }
     if flags.fin() {
         seq.fin_seen = true;
     }
-    (retransmission, keepalive)
+    Analysis {
+        keepalive,
+        seen_before,
+    }
 }
 
 /// Hands a segment to the reassembler of its direction, and its ACK to the other's.
