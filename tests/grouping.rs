@@ -109,6 +109,25 @@ fn resets_by_one_rule_are_one_finding_showing_the_first_deaths() {
             f["explanation"]
         );
     }
+    // Wireshark shows every cited frame with the finding's filters, the shared RST one alone
+    // showing both RSTs.
+    if common::tshark_here("resets_by_one_rule_are_one_finding_showing_the_first_deaths") {
+        let file = path.to_str().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for df in reset["display_filters"].as_array().unwrap() {
+            let filter = df["filter"].as_str().unwrap();
+            let got = common::shown(file, filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
+            if filter.starts_with("tcp.flags.reset == 1") {
+                assert_eq!(got.len(), 2, "{filter}: {got:?}");
+                assert!(every.iter().any(|f| got.contains(f)), "{filter}: {got:?}");
+            }
+            seen.extend(got);
+        }
+        assert!(
+            every.iter().all(|f| seen.contains(f)),
+            "{every:?} not all in {seen:?}"
+        );
+    }
     // The same story about heartbeats is one finding too.
     let slow = finding(&all, "heartbeat_too_slow");
     assert_eq!(slow["connections"].as_array().unwrap().len(), 2, "{slow:#}");

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+use common::{shown, tshark_here};
+
 use vantage::align::{align, AlignOptions};
 use vantage::diagnose::diagnose;
 use vantage::pipeline::{read_vantages, VantageSpec};
@@ -33,49 +36,6 @@ const FIVE: &[(&str, &str)] = &[
     ("softswitch", "softswitch.pcap"),
     ("gateway", "gateway.pcap"),
 ];
-
-/// The frames of `file` that `filter` shows, or tshark's complaint.
-fn shown(file: &str, filter: &str) -> Result<BTreeSet<u64>, String> {
-    let out = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            file,
-            "-Y",
-            filter,
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect())
-}
-
-/// Whether tshark runs here; when it does not, `test` is skipped with a message, or fails with
-/// `VANTAGE_REQUIRE_TSHARK=1`.
-fn tshark_here(test: &str) -> bool {
-    if Command::new("tshark").arg("--version").output().is_ok() {
-        return true;
-    }
-    let required = std::env::var_os("VANTAGE_REQUIRE_TSHARK").is_some_and(|v| v != "0");
-    assert!(
-        !required,
-        "VANTAGE_REQUIRE_TSHARK is set but tshark is not installed"
-    );
-    eprintln!(
-        "SKIPPED {test}: tshark is not installed (.ci/run installs it; \
-         VANTAGE_REQUIRE_TSHARK=1 makes this a failure)"
-    );
-    false
-}
 
 #[test]
 fn every_filter_parses_and_shows_its_evidence() {
