@@ -43,8 +43,9 @@ pub struct Death {
     pub last_good: Timestamp,
 }
 
-/// Wireshark filters of a finding that groups connections cover this many of them (the first in
-/// time): enough to open the story in Wireshark, short enough to paste.
+/// Wireshark filters of a finding that groups connections show this many of them whole (the
+/// first in time): enough to open the story in Wireshark, short enough to paste. Every frame
+/// the finding cites is in its filters all the same, by number.
 pub const FILTER_CONNECTIONS: usize = 3;
 
 /// Runs every rule; `max_evidence` is the cap on evidence items per finding, which a finding
@@ -279,8 +280,9 @@ impl Group {
     }
 
     /// One finding for the group: every connection listed, evidence from whole connections,
-    /// the first in time, up to `max_evidence` items, Wireshark filters for the first few, and
-    /// the numbers that were per connection as ranges.
+    /// the first in time, up to `max_evidence` items, Wireshark filters that show the first few
+    /// connections whole and every cited frame, and the numbers that were per connection as
+    /// ranges.
     fn merge(mut self, ctx: &Ctx<'_>) -> Finding {
         if self.n == 1 {
             return self.shown.pop().expect("a group has a member").1.finding;
@@ -293,16 +295,12 @@ impl Group {
             .flat_map(|(_, m)| m.finding.evidence.iter().cloned())
             .collect();
         let first = &self.shown[..shown.min(FILTER_CONNECTIONS)];
-        let filter_evidence: Vec<Evidence> = first
-            .iter()
-            .flat_map(|(_, m)| m.finding.evidence.iter().cloned())
-            .collect();
         let legs: Vec<&Leg> = first
             .iter()
             .filter_map(|(_, m)| ctx.path(m.finding.connections.first()?))
             .flat_map(|p| p.legs.iter().copied())
             .collect();
-        let mut display_filters = display_filters(ctx, &filter_evidence, &legs);
+        let mut display_filters = display_filters(ctx, &evidence, &legs);
         display_filters.extend(rst_filters(std::mem::take(&mut self.rst_marks)));
 
         let (smin, smax) = self.silence;
