@@ -1526,7 +1526,7 @@ fn track_tcp(
     seq.profile.add(p.ttl, p.ip_id);
     let Analysis {
         keepalive,
-        seen_before: retransmission,
+        seen_before,
     } = wireshark_analysis(d, seq, t);
     d.isn = seq.isn;
     d.saw_syn = seq.saw_syn;
@@ -1546,7 +1546,7 @@ fn track_tcp(
     if kind == Some(SampleKind::Data) && d.first_data.is_none() {
         d.first_data = Some((frame.ts, frame.number));
     }
-    if !keep_samples && !retransmission {
+    if !keep_samples && !seen_before {
         if kind.is_some() {
             d.samples.count();
         }
@@ -1565,7 +1565,7 @@ fn track_tcp(
             ip_id: p.ip_id,
             ttl: p.ttl,
         };
-        if retransmission && d.retransmitted.len() < MAX_RETRANS {
+        if seen_before && d.retransmitted.len() < MAX_RETRANS {
             d.retransmitted.push(sample);
         }
         if keep_samples {
