@@ -1600,6 +1600,55 @@ mod tests {
             prop_assert_eq!(log.analyse(), reference::analyse_all(&events, &small).into_iter().next());
         }
 
+        /// Past its caps, the log holds what a plain model of its window holds: per budget, in
+        /// arrival order, the oldest half dropped whenever the budget is full; and the analysis
+        /// is the reference's over those.
+        #[test]
+        fn log_window_matches_a_model(
+            (events, small) in events_strategy(300),
+            repeat in 1usize..12,
+        ) {
+            // The same records over and over, later each time, to pass the caps.
+            let span = 3_600_000_000_000i64;
+            let mut log = HbLog::default();
+            let (mut kept_e, mut kept_s): (Vec<HbEvent>, Vec<SmallMsg>) = (Vec::new(), Vec::new());
+            for r in 0..repeat {
+                let shift = span * r as i64;
+                for (i, e) in events.iter().enumerate() {
+                    let e = HbEvent { ts: Timestamp(e.ts.0 + shift), ..*e };
+                    if kept_e.len() == MAX_LOG_EVENTS {
+                        kept_e.drain(..MAX_LOG_EVENTS / 2);
+                    }
+                    kept_e.push(e);
+                    log.event(e.ts, e.kind, e.from_client, e.size);
+                    // Interleave: a small message after every event, while there are some.
+                    if let Some(m) = small.get(i) {
+                        let m = SmallMsg { ts: Timestamp(m.ts.0 + shift), ..*m };
+                        if kept_s.len() == MAX_LOG_SMALL {
+                            kept_s.drain(..MAX_LOG_SMALL / 2);
+                        }
+                        kept_s.push(m);
+                        log.small(m.ts, m.from_client, m.size);
+                    }
+                }
+            }
+            let got: Vec<_> = log.records().collect();
+            let events_got: Vec<_> = got.iter().filter(|r| r.0 / 2 != SMALL).copied().collect();
+            let small_got: Vec<_> = got.iter().filter(|r| r.0 / 2 == SMALL).copied().collect();
+            prop_assert_eq!(events_got, kept_e.iter().map(expected).collect::<Vec<_>>());
+            prop_assert_eq!(
+                small_got,
+                kept_s
+                    .iter()
+                    .map(|m| (2 * SMALL + side_index(m.from_client), m.ts, m.size))
+                    .collect::<Vec<_>>()
+            );
+            prop_assert_eq!(
+                log.analyse(),
+                reference::analyse_all(&kept_e, &kept_s).into_iter().next()
+            );
+        }
+
         #[test]
         fn log_round_trips_any_times(
             raw in proptest::collection::vec((any::<i64>(), 0u8..7, any::<bool>(), any::<u32>()), 0..200),
