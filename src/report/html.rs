@@ -242,6 +242,39 @@ fn label_width(text: &str) -> f64 {
         .sum()
 }
 
+/// Heartbeat beats drawn on one lane, at most. A lane is 925 px wide: a day-long connection's
+/// beats (hundreds, each a marker with its tooltip) overlapped into a smear and made a 24-hour
+/// capture's report 116 MB.
+const MAX_BEATS_DRAWN: usize = 80;
+
+/// Which beats of a heartbeat to draw, in order (0 is the first beat, `i` the one after
+/// `intervals[i - 1]`): all when they fit in `cap`; else the first and the last, the beats that
+/// came late (an interval stretched against the median, longest first, up to half the cap:
+/// what the timeline is read for), and beats evenly spaced between.
+fn beats_drawn(intervals: &[f64], median: f64, cap: usize) -> Vec<usize> {
+    let n = intervals.len() + 1;
+    if n <= cap {
+        return (0..n).collect();
+    }
+    let mut keep = vec![false; n];
+    keep[0] = true;
+    keep[n - 1] = true;
+    let mut late: Vec<usize> = (1..n)
+        .filter(|&i| crate::app::heartbeat::is_stretched(intervals[i - 1], median))
+        .collect();
+    late.sort_by(|&a, &b| intervals[b - 1].total_cmp(&intervals[a - 1]));
+    for &i in late.iter().take(cap / 2) {
+        keep[i] = true;
+    }
+    let room = cap
+        .saturating_sub(keep.iter().filter(|k| **k).count())
+        .max(1);
+    for i in (0..n).step_by(n.div_ceil(room)) {
+        keep[i] = true;
+    }
+    (0..n).filter(|&i| keep[i]).collect()
+}
+
 /// Leg filter in the form the findings' display filters use.
 fn leg_filter(c: &Connection) -> String {
     crate::diagnose::conversation_filter(c.proto, (c.orig_h, c.orig_p), (c.resp_h, c.resp_p))
@@ -390,9 +423,13 @@ fn lane(al: &Alignment, leg: &crate::align::Leg, cat: &Catalog) -> Lane {
                 .unwrap_or_default();
             let mut ts = hb.first;
             let n = hb.intervals.len() + 1;
+            let drawn = beats_drawn(&hb.intervals, hb.interval_median_s, MAX_BEATS_DRAWN);
             for i in 0..n {
                 if i > 0 {
                     ts = Timestamp(ts.0 + (hb.intervals[i - 1] * 1e9).round() as i64);
+                }
+                if drawn.binary_search(&i).is_err() {
+                    continue;
                 }
                 let interval = if i > 0 {
                     Msg::new("t-heartbeat-interval").s("secs", dur(cat, hb.intervals[i - 1]))
@@ -1434,4 +1471,30 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let mut s = page.into_string();
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beats_drawn;
+
+    #[test]
+    fn a_long_heartbeat_draws_its_late_beats_within_the_cap() {
+        // 1000 beats 25 s apart, three of them late (60 s: a throttled tab).
+        let mut intervals = vec![25.0; 999];
+        for i in [100, 500, 998] {
+            intervals[i] = 60.0;
+        }
+        let drawn = beats_drawn(&intervals, 25.0, 150);
+        assert!(drawn.len() <= 150, "{}", drawn.len());
+        assert!(drawn.len() > 100, "{}", drawn.len());
+        for i in [0, 101, 501, 999] {
+            assert!(drawn.contains(&i), "beat {i} not drawn");
+        }
+        assert!(drawn.windows(2).all(|w| w[0] < w[1]));
+        // Few beats: every one.
+        assert_eq!(
+            beats_drawn(&[25.0; 9], 25.0, 150),
+            (0..10).collect::<Vec<_>>()
+        );
+    }
 }
