@@ -716,121 +716,125 @@ fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)
     Some((next.0.lined, starts))
 }
 
-fn timelines<'a>(
-    d: &'a Diagnosis,
-    al: &'a Alignment,
-    ctx: &'a Ctx<'a>,
-    cat: &Catalog,
-) -> Vec<Timeline<'a>> {
-    // The findings of each connection, looked up once: a finding may group a thousand.
+/// The findings of each connection, looked up once: a finding may group a thousand.
+fn findings_by_conn(d: &Diagnosis) -> std::collections::HashMap<&str, Vec<&Finding>> {
     let mut by_conn: std::collections::HashMap<&str, Vec<&Finding>> = Default::default();
     for f in &d.findings {
         for c in &f.connections {
             by_conn.entry(c.as_str()).or_default().push(f);
         }
     }
-    let mut out = Vec::new();
-    for p in &ctx.paths {
-        if p.legs.is_empty() || p.legs.iter().all(|l| l.proto != Proto::Tcp) {
-            continue;
-        }
-        let mut lanes: Vec<Lane> = p.legs.iter().map(|l| lane(al, l, cat)).collect();
-        let mut reconnect_words = None;
-        if let Some((next, starts)) = reconnect(ctx, p) {
-            for ln in &mut lanes {
-                if let Some(&(ts, frame)) = starts.get(&ln.vantage) {
-                    ln.markers.push(Marker {
-                        ts,
-                        kind: Kind::Reconnect,
-                        by: Some(Side::Orig),
-                        frame: Some(frame),
-                        label: Some(cat.render(&Msg::new("t-label-reconnect").s("id", &next.id))),
-                        what: cat.render(&Msg::new("t-reconnect").s("id", &next.id)),
-                    });
-                }
+    by_conn
+}
+
+/// Whether a lined-up connection gets a timeline: it carried TCP somewhere.
+fn has_timeline(p: &Path<'_>) -> bool {
+    !p.legs.is_empty() && p.legs.iter().any(|l| l.proto == Proto::Tcp)
+}
+
+/// One connection's timeline: a lane per leg, its markers, its reconnection.
+fn timeline<'a>(
+    p: &'a Path<'a>,
+    by_conn: &std::collections::HashMap<&str, Vec<&'a Finding>>,
+    al: &'a Alignment,
+    ctx: &'a Ctx<'a>,
+    cat: &Catalog,
+) -> Timeline<'a> {
+    let mut lanes: Vec<Lane> = p.legs.iter().map(|l| lane(al, l, cat)).collect();
+    let mut reconnect_words = None;
+    if let Some((next, starts)) = reconnect(ctx, p) {
+        for ln in &mut lanes {
+            if let Some(&(ts, frame)) = starts.get(&ln.vantage) {
+                ln.markers.push(Marker {
+                    ts,
+                    kind: Kind::Reconnect,
+                    by: Some(Side::Orig),
+                    frame: Some(frame),
+                    label: Some(cat.render(&Msg::new("t-label-reconnect").s("id", &next.id))),
+                    what: cat.render(&Msg::new("t-reconnect").s("id", &next.id)),
+                });
             }
-            let first_end = lanes
-                .first()
-                .and_then(|l| {
-                    l.markers
-                        .iter()
-                        .find(|m| matches!(m.kind, Kind::Fin | Kind::Rst))
-                })
-                .map(|m| m.ts)
-                .unwrap_or(lanes[0].life.1);
-            reconnect_words = Some(
-                cat.render(
-                    &Msg::new("t-reconnect-after")
-                        .s("id", &next.id)
-                        .s("secs", dur(cat, next.ts.secs_since(first_end).max(0.0))),
-                ),
-            );
         }
-        // The window: every lane's life, markers and idle stretch; an idle stretch to the
-        // capture end is clipped when it would squash the rest.
-        let t0 = lanes
-            .iter()
-            .flat_map(|l| std::iter::once(l.life.0).chain(l.markers.iter().map(|m| m.ts)))
-            .min()
-            .unwrap();
-        let busy_end = lanes
-            .iter()
-            .flat_map(|l| {
-                std::iter::once(l.life.1)
-                    .chain(l.markers.iter().map(|m| m.ts))
-                    .chain(l.idle.iter().filter(|i| !i.open_at_end).map(|i| i.to))
+        let first_end = lanes
+            .first()
+            .and_then(|l| {
+                l.markers
+                    .iter()
+                    .find(|m| matches!(m.kind, Kind::Fin | Kind::Rst))
             })
-            .max()
-            .unwrap();
-        let span = busy_end.secs_since(t0).max(0.001);
-        let cap = Timestamp(busy_end.0 + (span.max(20.0) * 1e9) as i64);
-        let t1 = lanes
-            .iter()
-            .filter_map(|l| {
-                l.idle
-                    .as_ref()
-                    .filter(|i| i.open_at_end)
-                    .map(|i| i.to.min(cap))
-            })
-            .fold(busy_end, |a, b| a.max(b));
-        let c0 = ctx.conn(p.legs[0]);
-        let client = format!(
-            "{} {} → {}",
-            p.legs[0].vantage,
-            endpoint(c0.orig_h, c0.orig_p),
-            endpoint(c0.resp_h, c0.resp_p)
-        );
-        let end = match &c0.termination {
-            Some(t) => cat.render(
-                &Msg::new("t-end")
-                    .s(
-                        "word",
-                        match t.kind {
-                            TerminationKind::Fin => "FIN",
-                            TerminationKind::Rst => "RST",
-                        },
-                    )
-                    .s("side", side_word(cat, t.by))
-                    .s("vantage", &p.legs[0].vantage),
+            .map(|m| m.ts)
+            .unwrap_or(lanes[0].life.1);
+        reconnect_words = Some(
+            cat.render(
+                &Msg::new("t-reconnect-after")
+                    .s("id", &next.id)
+                    .s("secs", dur(cat, next.ts.secs_since(first_end).max(0.0))),
             ),
-            None => cat.render(&Msg::new("t-end-open").s("vantage", &p.legs[0].vantage)),
-        };
-        let findings = by_conn
-            .get(p.lined.id.as_str())
-            .cloned()
-            .unwrap_or_default();
-        out.push(Timeline {
-            lined: p.lined,
-            lanes,
-            t0,
-            t1,
-            findings,
-            end,
-            client,
-            reconnect: reconnect_words,
-        });
+        );
     }
-    out
+    // The window: every lane's life, markers and idle stretch; an idle stretch to the
+    // capture end is clipped when it would squash the rest.
+    let t0 = lanes
+        .iter()
+        .flat_map(|l| std::iter::once(l.life.0).chain(l.markers.iter().map(|m| m.ts)))
+        .min()
+        .unwrap();
+    let busy_end = lanes
+        .iter()
+        .flat_map(|l| {
+            std::iter::once(l.life.1)
+                .chain(l.markers.iter().map(|m| m.ts))
+                .chain(l.idle.iter().filter(|i| !i.open_at_end).map(|i| i.to))
+        })
+        .max()
+        .unwrap();
+    let span = busy_end.secs_since(t0).max(0.001);
+    let cap = Timestamp(busy_end.0 + (span.max(20.0) * 1e9) as i64);
+    let t1 = lanes
+        .iter()
+        .filter_map(|l| {
+            l.idle
+                .as_ref()
+                .filter(|i| i.open_at_end)
+                .map(|i| i.to.min(cap))
+        })
+        .fold(busy_end, |a, b| a.max(b));
+    let c0 = ctx.conn(p.legs[0]);
+    let client = format!(
+        "{} {} → {}",
+        p.legs[0].vantage,
+        endpoint(c0.orig_h, c0.orig_p),
+        endpoint(c0.resp_h, c0.resp_p)
+    );
+    let end = match &c0.termination {
+        Some(t) => cat.render(
+            &Msg::new("t-end")
+                .s(
+                    "word",
+                    match t.kind {
+                        TerminationKind::Fin => "FIN",
+                        TerminationKind::Rst => "RST",
+                    },
+                )
+                .s("side", side_word(cat, t.by))
+                .s("vantage", &p.legs[0].vantage),
+        ),
+        None => cat.render(&Msg::new("t-end-open").s("vantage", &p.legs[0].vantage)),
+    };
+    let findings = by_conn
+        .get(p.lined.id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    Timeline {
+        lined: p.lined,
+        lanes,
+        t0,
+        t1,
+        findings,
+        end,
+        client,
+        reconnect: reconnect_words,
+    }
 }
 
 /// A round step for about `n` ticks over `span` seconds.
@@ -1286,23 +1290,31 @@ fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Mark
 pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let cat = super::catalog_of(d);
     let ctx = Ctx::new(al);
-    let mut all = timelines(d, al, &ctx, &cat);
-    let total_tcp = all.len();
+    let by_conn = findings_by_conn(d);
+    let eligible: Vec<&Path<'_>> = ctx.paths.iter().filter(|p| has_timeline(p)).collect();
+    let total_tcp = eligible.len();
     // Connections with findings first in importance, but pages read in id order: keep the
     // order, keep the first connections with findings up to the cap (a grouped finding may name
-    // thousands), then quiet ones in the room left.
+    // thousands), then quiet ones in the room left. Chosen before any is drawn: drawing all of
+    // them (26 561 on the 200 MB synth, each looking for its reconnection among all the others)
+    // took 28 s and 500 MB to keep 200.
     let mut quiet_kept = 0;
     let mut found_kept = 0;
-    let with_findings = all.iter().filter(|t| !t.findings.is_empty()).count();
+    let found = |p: &Path<'_>| by_conn.contains_key(p.lined.id.as_str());
+    let with_findings = eligible.iter().filter(|p| found(p)).count();
     let room = MAX_TIMELINES.saturating_sub(with_findings);
-    all.retain(|t| {
-        if !t.findings.is_empty() {
-            found_kept += 1;
-            return found_kept <= MAX_TIMELINES;
-        }
-        quiet_kept += 1;
-        quiet_kept <= room
-    });
+    let all: Vec<Timeline<'_>> = eligible
+        .into_iter()
+        .filter(|p| {
+            if found(p) {
+                found_kept += 1;
+                return found_kept <= MAX_TIMELINES;
+            }
+            quiet_kept += 1;
+            quiet_kept <= room
+        })
+        .map(|p| timeline(p, &by_conn, al, &ctx, &cat))
+        .collect();
     let left_out = total_tcp - all.len();
     let udp = d.connections.len() - total_tcp;
     let mut ev: EvidenceIndex = BTreeMap::new();
