@@ -65,9 +65,12 @@ pub fn extract(
             f.connections.clone()
         }
     };
+    // By id, once: a grouped finding names a thousand connections of 26 000.
+    let by_id: std::collections::HashMap<&str, &crate::align::LinedUp> =
+        al.connections.iter().map(|c| (c.id.as_str(), c)).collect();
     let mut legs: Vec<&Leg> = Vec::new();
     for id in &conn_ids {
-        let Some(l) = al.connections.iter().find(|c| &c.id == id) else {
+        let Some(l) = by_id.get(id.as_str()) else {
             bail!(
                 "no lined-up connection {id} (there are {}: L1..L{})",
                 al.connections.len(),
@@ -80,7 +83,16 @@ pub fn extract(
     let mut interfaces: Vec<(String, LinkType)> = Vec::new();
     let mut packets: Vec<Out> = Vec::new();
     for (v, vant) in al.vantages.iter().enumerate() {
-        let mine: Vec<&&Leg> = legs.iter().filter(|l| l.at.0 == v).collect();
+        // This capture's legs by conversation (endpoints in a fixed order), with the frames
+        // each spans: a frame is decoded once and looked up, not compared with every leg.
+        let mut mine: std::collections::HashMap<Conversation, Vec<(u64, u64)>> =
+            std::collections::HashMap::new();
+        for leg in legs.iter().filter(|l| l.at.0 == v) {
+            let c = al.connection(leg);
+            mine.entry(conversation((c.orig_h, c.orig_p), (c.resp_h, c.resp_p)))
+                .or_default()
+                .push((c.first_frame, c.last_frame));
+        }
         let wanted_frames: Vec<u64> = comments
             .keys()
             .filter(|(name, _)| name == &vant.name)
@@ -91,12 +103,13 @@ pub fn extract(
         }
         let mut r = CaptureReader::open(&paths[v])?;
         while let Some(f) = r.next_frame()? {
-            let in_leg = mine.iter().any(|leg| {
-                let c = al.connection(leg);
-                f.number >= c.first_frame
-                    && f.number <= c.last_frame
-                    && belongs(&f, (c.orig_h, c.orig_p), (c.resp_h, c.resp_p))
-            });
+            let in_leg = endpoints(&f)
+                .and_then(|(s, d)| mine.get(&conversation(s, d)))
+                .is_some_and(|spans| {
+                    spans
+                        .iter()
+                        .any(|&(first, last)| (first..=last).contains(&f.number))
+                });
             let comment = comments.get(&(vant.name.clone(), f.number));
             if !in_leg && comment.is_none() {
                 continue;
@@ -128,21 +141,30 @@ pub fn extract(
 }
 
 /// The frame is a packet between these two endpoints (either direction).
-fn belongs(
+/// Two endpoints, the lower first: the same for both directions of a conversation.
+type Conversation = ((std::net::IpAddr, u16), (std::net::IpAddr, u16));
+
+fn conversation(a: (std::net::IpAddr, u16), b: (std::net::IpAddr, u16)) -> Conversation {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// A TCP or UDP frame's source and destination.
+fn endpoints(
     f: &crate::capture::Frame<'_>,
-    a: (std::net::IpAddr, u16),
-    b: (std::net::IpAddr, u16),
-) -> bool {
+) -> Option<((std::net::IpAddr, u16), (std::net::IpAddr, u16))> {
     let Decoded::Ip(p) = decode(f) else {
-        return false;
+        return None;
     };
     let (sp, dp) = match p.transport {
         Transport::Tcp(t) => (t.src_port, t.dst_port),
         Transport::Udp(u) => (u.src_port, u.dst_port),
-        Transport::Other { .. } => return false,
+        Transport::Other { .. } => return None,
     };
-    let (s, d) = ((p.src, sp), (p.dst, dp));
-    (s == a && d == b) || (s == b && d == a)
+    Some(((p.src, sp), (p.dst, dp)))
 }
 
 /// pcapng, little-endian, one section.
