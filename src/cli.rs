@@ -619,6 +619,7 @@ fn flows(args: FlowsArgs) -> ExitCode {
         // application layer.
         app: args.format == FlowsFormat::Json || args.detail.is_some(),
         detail: args.detail.is_some(),
+        detail_uid: args.detail.as_deref().map(crate::tcp::uid_key),
         keep_samples: false,
         timeline: false,
         ..args.limits.tracker()

@@ -255,3 +255,47 @@ fn lines(args: &[&str]) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `flows --detail UID` prints one connection and its application events in frame order, as a
+/// table and as JSON; an unknown uid is exit 2.
+#[test]
+fn detail_prints_one_connections_events() {
+    const AGENT: &str = "fixtures/conntrack-reject/agent.pcapng";
+    let first = lines(&["flows", "--format", "json", AGENT]).remove(0);
+    let uid = serde_json::from_str::<serde_json::Value>(&first).unwrap()["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let table = common::stdout(vantage().args(["flows", "--detail", &uid, AGENT]));
+    let at = |s: &str| {
+        table
+            .find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in\n{table}"))
+    };
+    assert!(at("HTTP GET /ws") < at("HTTP 101"));
+    assert!(at("HTTP 101") < at("SIP REGISTER"));
+    assert!(at("SIP REGISTER") < at("SIP INVITE"));
+    assert!(table.contains("CRLF keep-alive answer"));
+
+    let json: serde_json::Value = serde_json::from_str(&common::stdout(
+        vantage().args(["flows", "--detail", &uid, "--format", "json", AGENT]),
+    ))
+    .unwrap();
+    assert_eq!(json["connection"]["uid"], uid.as_str());
+    let frames: Vec<u64> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["frame"].as_u64().unwrap())
+        .collect();
+    assert!(frames.len() >= 20, "{frames:?}");
+    assert!(frames.windows(2).all(|w| w[0] <= w[1]), "{frames:?}");
+
+    vantage()
+        .args(["flows", "--detail", "Cnosuchconnection", AGENT])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "no connection with uid Cnosuchconnection",
+        ));
+}
