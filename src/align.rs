@@ -256,7 +256,24 @@ fn compare(a: &Connection, b: &Connection) -> Option<Candidate> {
         .iter()
         .chain(shared_r.iter())
         .all(|(s, t)| s.rel_seq == t.rel_seq);
-    let method = if same_offsets && a.orig.saw_syn && b.orig.saw_syn {
+    // Both seen from the middle of the stream, at the same offsets from the same raw sequence
+    // numbers in both directions: one TCP connection whose sequence numbers a NAT kept, not two
+    // legs of a proxy (a proxy's legs are two connections, with their own ISNs). Called a proxy,
+    // a NAT'd connection captured after it opened had its server's FIN read as the proxy's.
+    let same_raw = same_offsets
+        && !a.orig.saw_syn
+        && !b.orig.saw_syn
+        && a.orig.isn.is_some()
+        && a.orig.isn == b.orig.isn
+        && a.resp.isn.is_some()
+        && a.resp.isn == b.resp.isn;
+    let method = if same_raw {
+        if same_tuple(a, b) {
+            MatchMethod::TupleIsn
+        } else {
+            MatchMethod::NatIsn
+        }
+    } else if same_offsets && a.orig.saw_syn && b.orig.saw_syn {
         MatchMethod::Stream
     } else {
         MatchMethod::L7Proxy

@@ -362,3 +362,29 @@ fn manual_offset_wins_and_is_reported_as_given() {
         (1.5, 0.0, "manual")
     );
 }
+
+/// A connection both captures joined in the middle (no SYN), behind a source NAT that keeps
+/// sequence numbers: the same TCP connection (`NatIsn`), not two legs of a proxy. A proxy's
+/// legs have their own sequence numbers, and stay `L7Proxy`.
+#[test]
+fn mid_stream_connection_behind_a_nat_is_one_connection() {
+    for (seq_shift, want) in [(0, MatchMethod::NatIsn), (77, MatchMethod::L7Proxy)] {
+        let mid_stream = || {
+            let mut p = exchange(AGENT, VIP, 1000, 5000, 0.0, b'm');
+            p.drain(..3); // SYN, SYN-ACK, ACK: before both captures started
+            p
+        };
+        let a = mid_stream();
+        let b = downstream(mid_stream(), 0.001, INSIDE, VIP, seq_shift);
+        let al = align(
+            vec![capture("agent", &a, 0.0), capture("softswitch", &b, 0.0)],
+            &AlignOptions::default(),
+        );
+        assert_eq!(al.connections.len(), 1, "seq shift {seq_shift}");
+        assert_eq!(al.connections[0].legs.len(), 2, "seq shift {seq_shift}");
+        assert_eq!(
+            al.connections[0].matched.method, want,
+            "seq shift {seq_shift}"
+        );
+    }
+}
