@@ -251,3 +251,92 @@ fn connections_reset_alike_are_one_finding() {
     }
     assert!(vantage::report::diagnose_json(&many).contains("\"X24\""));
 }
+
+/// A capture named `name` of `packets`, summarised as covering them.
+fn vantage_of(name: &str, packets: &[(f64, P)]) -> Vantage {
+    let conns = track_named(&format!("{name}.pcap"), packets);
+    // On the clock `track_named` gives the packets.
+    let at = |t: f64| {
+        Some(vantage::capture::Timestamp(
+            (t * 1e9) as i64 + 1_700_000_000_000_000_000,
+        ))
+    };
+    Vantage {
+        name: name.into(),
+        flows: CaptureFlows {
+            summary: CaptureSummary {
+                path: format!("{name}.pcap"),
+                format: Format::Pcap,
+                gzip: false,
+                packets: packets.len() as u64,
+                first_ts: at(packets.first().map_or(0.0, |p| p.0)),
+                last_ts: at(packets.last().map_or(0.0, |p| p.0) + 60.0),
+                link_types: vec![],
+                not_ip: 0,
+                malformed: 0,
+                ip_fragments: 0,
+                filtered_out: 0,
+                warnings: vec![],
+            },
+            connections: conns.into_iter().map(Box::new).collect(),
+            error: None,
+        },
+    }
+}
+
+/// The server's own FIN, seen at the softswitch and 60 ms later at the agent (a WAN hop that
+/// takes 4 ms at best, the FIN queued behind other traffic), is the server's end, not a
+/// middlebox's: nearer the server the same FIN passes earlier, by the hop's transit, which may
+/// well exceed the 50 ms that make two packets one decision.
+#[test]
+fn a_fin_that_crossed_a_slow_hop_is_the_servers() {
+    let (hop, fin_hop) = (0.004, 0.060);
+    let c = P::new(AGENT, 40000, VIP, 8080);
+    let s = P::new(VIP, 8080, AGENT, 40000).ttl(63);
+    // (time at the agent, packet, sent by the client)
+    let conv = [
+        (0.0, c.seq(1000).syn().id(1), true),
+        (0.121, s.seq(5000).syn().ack(1001).id(100), false),
+        (0.122, c.seq(1001).ack(5001).id(2), true),
+        (0.123, c.seq(1001).ack(5001).len(100).id(3), true),
+        (0.244, s.seq(5001).ack(1101).len(20).id(101), false),
+        (5.0, s.seq(5021).ack(1101).fin().id(102), false),
+        (5.001, c.seq(1101).ack(5022).fin().id(4), true),
+        (5.122, s.seq(5022).ack(1102).id(103), false),
+    ];
+    let agent: Vec<(f64, P)> = conv.iter().map(|&(t, p, _)| (t, p)).collect();
+    // At the softswitch: the client's packets a hop later, the server's a hop earlier.
+    let switch: Vec<(f64, P)> = conv
+        .iter()
+        .map(|&(t, p, from_client)| {
+            let transit = if p.is_fin() && !from_client {
+                fin_hop
+            } else {
+                hop
+            };
+            (
+                if from_client {
+                    t + transit
+                } else {
+                    t - transit
+                },
+                p,
+            )
+        })
+        .collect();
+    let al = align(
+        vec![
+            vantage_of("agent", &agent),
+            vantage_of("softswitch", &switch),
+        ],
+        &AlignOptions::default(),
+    );
+    assert_eq!(al.connections.len(), 1);
+    assert_eq!(al.connections[0].legs.len(), 2);
+    let d = diagnose(&al);
+    let kinds: Vec<&str> = d.findings.iter().map(|f| f.kind.name()).collect();
+    assert!(
+        !kinds.contains(&"middlebox_close") && !kinds.contains(&"middlebox_reset"),
+        "{kinds:?}"
+    );
+}

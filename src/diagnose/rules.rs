@@ -509,14 +509,17 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             continue;
         }
         let t0_ref = ctx.reference_ts(order[0], t0.ts);
-        // Walk toward the sender while the legs saw the same end from the sender.
+        // Walk toward the sender while the legs saw the same end from the sender. Nearer the
+        // sender it passed earlier, by the hops' transit: a WAN hop takes tens of milliseconds
+        // each way (55 ms on a synth behind a NAT, where `SAME_DECISION_S` alone took the
+        // server's own FIN for a middlebox's); `PROVOKED_S` bounds any path's.
         let mut last_seen = 0;
         for (i, leg) in order.iter().enumerate().skip(1) {
             let c = ctx.conn(leg);
             let saw = c.termination.as_ref().is_some_and(|t| {
-                t.by == sender
-                    && ctx.reference_ts(leg, t.ts).secs_since(t0_ref).abs()
-                        <= SAME_DECISION_S + bound_of(ctx, leg)
+                let slack = SAME_DECISION_S + bound_of(ctx, leg);
+                let dt = ctx.reference_ts(leg, t.ts).secs_since(t0_ref);
+                t.by == sender && dt <= slack && dt >= -(PROVOKED_S + slack)
             });
             if saw {
                 last_seen = i;

@@ -57,6 +57,10 @@ impl P {
         self.syn = true;
         self
     }
+    pub fn is_fin(&self) -> bool {
+        self.fin
+    }
+
     pub fn fin(mut self) -> Self {
         self.fin = true;
         self
