@@ -86,30 +86,8 @@ fn one_agent_two_outages_is_one_finding() {
 
 /// The packets as the agent's capture, lined up on their own.
 fn one_capture(packets: &[(f64, P)]) -> Alignment {
-    let conns = track_named("agent.pcap", packets);
-    let flows = CaptureFlows {
-        summary: CaptureSummary {
-            path: "agent.pcap".into(),
-            format: Format::Pcap,
-            gzip: false,
-            packets: packets.len() as u64,
-            first_ts: None,
-            last_ts: None,
-            link_types: vec![],
-            not_ip: 0,
-            malformed: 0,
-            ip_fragments: 0,
-            filtered_out: 0,
-            warnings: vec![],
-        },
-        connections: conns.into_iter().map(Box::new).collect(),
-        error: None,
-    };
     align(
-        vec![Vantage {
-            name: "agent".into(),
-            flows,
-        }],
+        vec![vantage_of("agent", packets, None)],
         &AlignOptions::default(),
     )
 }
@@ -252,8 +230,9 @@ fn connections_reset_alike_are_one_finding() {
     assert!(vantage::report::diagnose_json(&many).contains("\"X24\""));
 }
 
-/// A capture named `name` of `packets`, summarised as covering them.
-fn vantage_of(name: &str, packets: &[(f64, P)]) -> Vantage {
+/// A capture named `name` of `packets`; with `covered`, its summary says it went on that many
+/// seconds after the last of them, else it gives no times.
+fn vantage_of(name: &str, packets: &[(f64, P)], covered: Option<f64>) -> Vantage {
     let conns = track_named(&format!("{name}.pcap"), packets);
     // On the clock `track_named` gives the packets.
     let at = |t: f64| {
@@ -269,8 +248,8 @@ fn vantage_of(name: &str, packets: &[(f64, P)]) -> Vantage {
                 format: Format::Pcap,
                 gzip: false,
                 packets: packets.len() as u64,
-                first_ts: at(packets.first().map_or(0.0, |p| p.0)),
-                last_ts: at(packets.last().map_or(0.0, |p| p.0) + 60.0),
+                first_ts: covered.and_then(|_| at(packets.first().map_or(0.0, |p| p.0))),
+                last_ts: covered.and_then(|s| at(packets.last().map_or(0.0, |p| p.0) + s)),
                 link_types: vec![],
                 not_ip: 0,
                 malformed: 0,
@@ -326,8 +305,8 @@ fn a_fin_that_crossed_a_slow_hop_is_the_servers() {
         .collect();
     let al = align(
         vec![
-            vantage_of("agent", &agent),
-            vantage_of("softswitch", &switch),
+            vantage_of("agent", &agent, Some(60.0)),
+            vantage_of("softswitch", &switch, Some(60.0)),
         ],
         &AlignOptions::default(),
     );

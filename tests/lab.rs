@@ -12,18 +12,8 @@ use vantage::diagnose::{diagnose, Diagnosis};
 use vantage::pipeline::{read_vantages, track_capture, VantageSpec};
 use vantage::tcp::{Proto, Side, TerminationKind};
 
-const SCENARIOS: &[&str] = &[
-    "conntrack-reject",
-    "conntrack-reject-serverka",
-    "conntrack-drop",
-    "haproxy-fin",
-    "haproxy-nolinger",
-    "nginx-ws",
-    "weak-network",
-    "control-conntrack",
-    "control-haproxy",
-    "control-nginx",
-];
+mod common;
+use common::SCENARIOS;
 
 fn dir(s: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,24 +10,11 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{shown, tshark_here};
+use common::{shown, tshark_here, SCENARIOS};
 
 use vantage::align::{align, AlignOptions};
 use vantage::diagnose::diagnose;
 use vantage::pipeline::{read_vantages, VantageSpec};
-
-const SCENARIOS: &[&str] = &[
-    "conntrack-reject",
-    "conntrack-reject-serverka",
-    "conntrack-drop",
-    "haproxy-fin",
-    "haproxy-nolinger",
-    "nginx-ws",
-    "weak-network",
-    "control-conntrack",
-    "control-haproxy",
-    "control-nginx",
-];
 
 const FIVE: &[(&str, &str)] = &[
     ("agent", "agent.pcapng"),

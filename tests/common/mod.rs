@@ -156,6 +156,20 @@ fn feed(name: &str, packets: &[(f64, P)], mut after: impl FnMut(&Tracker)) -> Tr
     t
 }
 
+/// The lab's scenarios (fixtures/<scenario>/, made by fixtures/lab/run.sh).
+pub const SCENARIOS: &[&str] = &[
+    "conntrack-reject",
+    "conntrack-reject-serverka",
+    "conntrack-drop",
+    "haproxy-fin",
+    "haproxy-nolinger",
+    "nginx-ws",
+    "weak-network",
+    "control-conntrack",
+    "control-haproxy",
+    "control-nginx",
+];
+
 /// The `vantage` binary, run from the crate root (where `fixtures/` is).
 pub fn vantage() -> Command {
     let mut c = Command::cargo_bin("vantage").unwrap();
