@@ -2,10 +2,11 @@
 //! within a capture, and two look-alike connections (ambiguous, not guessed).
 
 use etherparse::PacketBuilder;
+
+mod common;
 use vantage::align::{align, AlignOptions, MatchMethod, Vantage};
-use vantage::capture::{Format, Frame, LinkType, Timestamp};
+use vantage::capture::{Frame, LinkType, Timestamp};
 use vantage::decode::{decode, Decoded};
-use vantage::pipeline::{CaptureFlows, CaptureSummary};
 use vantage::tcp::Tracker;
 
 type Addr = ([u8; 4], u16);
@@ -60,27 +61,7 @@ fn capture(name: &str, pkts: &[Pkt], shift: f64) -> Vantage {
         };
         t.packet(&frame, &pkt);
     }
-    Vantage {
-        name: name.into(),
-        flows: CaptureFlows {
-            summary: CaptureSummary {
-                path: format!("{name}.pcap"),
-                format: Format::Pcap,
-                gzip: false,
-                packets: pkts.len() as u64,
-                first_ts: None,
-                last_ts: None,
-                link_types: vec![],
-                not_ip: 0,
-                malformed: 0,
-                ip_fragments: 0,
-                filtered_out: 0,
-                warnings: vec![],
-            },
-            connections: t.finish(),
-            error: None,
-        },
-    }
+    common::built_vantage(name, pkts.len() as u64, None, t.finish())
 }
 
 /// One WebSocket-ish exchange: handshake, a request, a reply, two more messages.

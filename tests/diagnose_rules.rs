@@ -6,9 +6,7 @@ mod common;
 use common::{track_named, AGENT, P, VIP};
 use vantage::align::Alignment;
 use vantage::align::{align, AlignOptions, Vantage};
-use vantage::capture::Format;
 use vantage::diagnose::{diagnose, diagnose_with, rules::FILTER_CONNECTIONS, Lang};
-use vantage::pipeline::{CaptureFlows, CaptureSummary};
 
 /// One connection from `sport` starting at `t0`: handshake, a request and its answer, then
 /// `silence` seconds of nothing, the agent's keep-alive, and a RST "from the VIP" built like
@@ -235,32 +233,18 @@ fn connections_reset_alike_are_one_finding() {
 fn vantage_of(name: &str, packets: &[(f64, P)], covered: Option<f64>) -> Vantage {
     let conns = track_named(&format!("{name}.pcap"), packets);
     // On the clock `track_named` gives the packets.
-    let at = |t: f64| {
-        Some(vantage::capture::Timestamp(
-            (t * 1e9) as i64 + 1_700_000_000_000_000_000,
-        ))
-    };
-    Vantage {
-        name: name.into(),
-        flows: CaptureFlows {
-            summary: CaptureSummary {
-                path: format!("{name}.pcap"),
-                format: Format::Pcap,
-                gzip: false,
-                packets: packets.len() as u64,
-                first_ts: covered.and_then(|_| at(packets.first().map_or(0.0, |p| p.0))),
-                last_ts: covered.and_then(|s| at(packets.last().map_or(0.0, |p| p.0) + s)),
-                link_types: vec![],
-                not_ip: 0,
-                malformed: 0,
-                ip_fragments: 0,
-                filtered_out: 0,
-                warnings: vec![],
-            },
-            connections: conns.into_iter().map(Box::new).collect(),
-            error: None,
-        },
-    }
+    let at = |t: f64| vantage::capture::Timestamp((t * 1e9) as i64 + 1_700_000_000_000_000_000);
+    let span = covered.map(|secs| {
+        let first = packets.first().map_or(0.0, |p| p.0);
+        let last = packets.last().map_or(0.0, |p| p.0);
+        (at(first), at(last + secs))
+    });
+    common::built_vantage(
+        name,
+        packets.len() as u64,
+        span,
+        conns.into_iter().map(Box::new),
+    )
 }
 
 /// The server's own FIN, seen at the softswitch and 60 ms later at the agent (a WAN hop that

@@ -24,6 +24,27 @@ const FIVE: &[(&str, &str)] = &[
     ("gateway", "gateway.pcap"),
 ];
 
+/// Every capture of every lab scenario: (scenario/file, path).
+fn lab_files() -> impl Iterator<Item = (String, std::path::PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    SCENARIOS.iter().flat_map(move |s| {
+        let root = root.clone();
+        FIVE.iter()
+            .map(move |(_, f)| (format!("{s}/{f}"), root.join(s).join(f)))
+    })
+}
+
+/// A capture's TCP connections, as vantage tracks them.
+fn tcp_connections(path: &Path) -> Vec<vantage::tcp::Connection> {
+    let flows = vantage::pipeline::track_capture(path).unwrap();
+    flows
+        .connections
+        .into_iter()
+        .filter(|c| c.proto == vantage::tcp::Proto::Tcp)
+        .map(|c| *c)
+        .collect()
+}
+
 #[test]
 fn every_filter_parses_and_shows_its_evidence() {
     if !tshark_here("every_filter_parses_and_shows_its_evidence") {
@@ -115,13 +136,9 @@ fn conversation_filters_show_the_connections_packets() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let lab = SCENARIOS
-        .iter()
-        .flat_map(|s| FIVE.iter().map(move |(_, f)| format!("{s}/{f}")));
+    let ipv6 = "corpus/zeek/testing/btest/Traces/ftp/ipv6.pcap";
     let (mut v6, mut checked) = (0, 0);
-    for file in std::iter::once("corpus/zeek/testing/btest/Traces/ftp/ipv6.pcap".into()).chain(lab)
-    {
-        let path = root.join(&file);
+    for (file, path) in std::iter::once((ipv6.to_string(), root.join(ipv6))).chain(lab_files()) {
         let flows = vantage::pipeline::track_capture(&path).unwrap();
         let filters: Vec<String> = flows
             .connections
@@ -156,68 +173,59 @@ fn handshake_rtt_is_wiresharks_irtt() {
     if !tshark_here("handshake_rtt_is_wiresharks_irtt") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let mut checked = 0;
-    for s in SCENARIOS {
-        for (_, f) in FIVE {
-            let path = root.join(s).join(f);
-            let out = Command::new("tshark")
-                .args([
-                    "-n",
-                    "-r",
-                    path.to_str().unwrap(),
-                    "-Y",
-                    "tcp.analysis.initial_rtt",
-                ])
-                .args(["-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"])
-                .args(["-e", "tcp.analysis.initial_rtt"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            // Ports (lower first) -> the iRTT of the first packet that shows one.
-            let mut irtt: BTreeMap<(u16, u16), f64> = BTreeMap::new();
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                let v: Vec<&str> = line.split('\t').collect();
-                let (Some(a), Some(b), Some(t)) = (v.first(), v.get(1), v.get(2)) else {
-                    continue;
-                };
-                let (a, b): (u16, u16) = (a.parse().unwrap(), b.parse().unwrap());
-                irtt.entry((a.min(b), a.max(b)))
-                    .or_insert_with(|| t.parse().unwrap());
-            }
-            let flows = vantage::pipeline::track_capture(&path).unwrap();
-            let tcp: Vec<_> = flows
-                .connections
-                .iter()
-                .filter(|c| c.proto == vantage::tcp::Proto::Tcp)
-                .collect();
-            for c in &tcp {
-                let key = (c.orig_p.min(c.resp_p), c.orig_p.max(c.resp_p));
-                match (c.rtt_s, irtt.get(&key)) {
-                    (Some(ours), Some(&theirs)) => {
-                        assert!(
-                            (ours - theirs).abs() < 1e-6,
-                            "{s}/{f} {}: {ours} vs {theirs}",
-                            c.uid
-                        );
-                        checked += 1;
-                    }
-                    (None, None) => {}
-                    (ours, theirs) => {
-                        panic!("{s}/{f} {}: ours {ours:?}, Wireshark's {theirs:?}", c.uid)
-                    }
+    for (file, path) in lab_files() {
+        let out = Command::new("tshark")
+            .args([
+                "-n",
+                "-r",
+                path.to_str().unwrap(),
+                "-Y",
+                "tcp.analysis.initial_rtt",
+            ])
+            .args(["-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"])
+            .args(["-e", "tcp.analysis.initial_rtt"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Ports (lower first) -> the iRTT of the first packet that shows one.
+        let mut irtt: BTreeMap<(u16, u16), f64> = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let v: Vec<&str> = line.split('\t').collect();
+            let (Some(a), Some(b), Some(t)) = (v.first(), v.get(1), v.get(2)) else {
+                continue;
+            };
+            let (a, b): (u16, u16) = (a.parse().unwrap(), b.parse().unwrap());
+            irtt.entry((a.min(b), a.max(b)))
+                .or_insert_with(|| t.parse().unwrap());
+        }
+        let tcp = tcp_connections(&path);
+        for c in &tcp {
+            let key = (c.orig_p.min(c.resp_p), c.orig_p.max(c.resp_p));
+            match (c.rtt_s, irtt.get(&key)) {
+                (Some(ours), Some(&theirs)) => {
+                    assert!(
+                        (ours - theirs).abs() < 1e-6,
+                        "{file} {}: {ours} vs {theirs}",
+                        c.uid
+                    );
+                    checked += 1;
+                }
+                (None, None) => {}
+                (ours, theirs) => {
+                    panic!("{file} {}: ours {ours:?}, Wireshark's {theirs:?}", c.uid)
                 }
             }
-            assert_eq!(
-                irtt.len(),
-                tcp.iter().filter(|c| c.rtt_s.is_some()).count(),
-                "{s}/{f}"
-            );
         }
+        assert_eq!(
+            irtt.len(),
+            tcp.iter().filter(|c| c.rtt_s.is_some()).count(),
+            "{file}"
+        );
     }
     assert!(checked > 50, "{checked} handshakes");
 }
@@ -230,7 +238,6 @@ fn sequence_analysis_counts_are_wiresharks() {
     if !tshark_here("sequence_analysis_counts_are_wiresharks") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let flags = [
         "tcp.analysis.retransmission",
         "tcp.analysis.keep_alive",
@@ -238,37 +245,29 @@ fn sequence_analysis_counts_are_wiresharks() {
         "tcp.analysis.lost_segment",
     ];
     let mut flagged = 0;
-    for s in SCENARIOS {
-        for (_, f) in FIVE {
-            let path = root.join(s).join(f);
-            let flows = vantage::pipeline::track_capture(&path).unwrap();
-            let tcp: Vec<_> = flows
-                .connections
+    for (file, path) in lab_files() {
+        let tcp = tcp_connections(&path);
+        let mut filters = Vec::new();
+        for c in &tcp {
+            for (from, to) in [
+                ((c.orig_h, c.orig_p), (c.resp_h, c.resp_p)),
+                ((c.resp_h, c.resp_p), (c.orig_h, c.orig_p)),
+            ] {
+                let one_way = format!(
+                    "ip.src=={} && tcp.srcport=={} && ip.dst=={} && tcp.dstport=={}",
+                    from.0, from.1, to.0, to.1
+                );
+                filters.extend(flags.iter().map(|f| format!("{one_way} && {f}")));
+            }
+        }
+        let got = counts(path.to_str().unwrap(), &filters).unwrap();
+        for (c, theirs) in tcp.iter().zip(got.chunks(2 * flags.len())) {
+            let ours: Vec<u64> = [&c.orig, &c.resp]
                 .iter()
-                .filter(|c| c.proto == vantage::tcp::Proto::Tcp)
+                .flat_map(|d| [d.retransmissions, d.keepalives, d.zero_windows, d.gaps])
                 .collect();
-            let mut filters = Vec::new();
-            for c in &tcp {
-                for (from, to) in [
-                    ((c.orig_h, c.orig_p), (c.resp_h, c.resp_p)),
-                    ((c.resp_h, c.resp_p), (c.orig_h, c.orig_p)),
-                ] {
-                    let one_way = format!(
-                        "ip.src=={} && tcp.srcport=={} && ip.dst=={} && tcp.dstport=={}",
-                        from.0, from.1, to.0, to.1
-                    );
-                    filters.extend(flags.iter().map(|f| format!("{one_way} && {f}")));
-                }
-            }
-            let got = counts(path.to_str().unwrap(), &filters).unwrap();
-            for (c, theirs) in tcp.iter().zip(got.chunks(2 * flags.len())) {
-                let ours: Vec<u64> = [&c.orig, &c.resp]
-                    .iter()
-                    .flat_map(|d| [d.retransmissions, d.keepalives, d.zero_windows, d.gaps])
-                    .collect();
-                assert_eq!(ours, theirs, "{s}/{f} {}: orig then resp, {flags:?}", c.uid);
-                flagged += theirs.iter().sum::<u64>();
-            }
+            assert_eq!(ours, theirs, "{file} {}: orig then resp, {flags:?}", c.uid);
+            flagged += theirs.iter().sum::<u64>();
         }
     }
     assert!(flagged > 20, "{flagged} flagged frames");

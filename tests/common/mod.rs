@@ -156,6 +156,37 @@ fn feed(name: &str, packets: &[(f64, P)], mut after: impl FnMut(&Tracker)) -> Tr
     t
 }
 
+/// A capture built in a test, as the alignment takes it: `connections` tracked from `packets`
+/// packets, and the times it covered when the test gives them.
+pub fn built_vantage(
+    name: &str,
+    packets: u64,
+    span: Option<(Timestamp, Timestamp)>,
+    connections: impl IntoIterator<Item = Box<Connection>>,
+) -> vantage::align::Vantage {
+    vantage::align::Vantage {
+        name: name.into(),
+        flows: vantage::pipeline::CaptureFlows {
+            summary: vantage::pipeline::CaptureSummary {
+                path: format!("{name}.pcap"),
+                format: vantage::capture::Format::Pcap,
+                gzip: false,
+                packets,
+                first_ts: span.map(|s| s.0),
+                last_ts: span.map(|s| s.1),
+                link_types: vec![],
+                not_ip: 0,
+                malformed: 0,
+                ip_fragments: 0,
+                filtered_out: 0,
+                warnings: vec![],
+            },
+            connections: connections.into_iter().collect(),
+            error: None,
+        },
+    }
+}
+
 /// The lab's scenarios (fixtures/<scenario>/, made by fixtures/lab/run.sh).
 pub const SCENARIOS: &[&str] = &[
     "conntrack-reject",
