@@ -166,15 +166,101 @@ fn tier_rank(m: MatchMethod) -> u8 {
     }
 }
 
-/// Data-carrying samples of one direction: (hash, len) -> first sample.
-fn content(samples: &crate::tcp::Samples) -> HashMap<(u64, u32), Sample> {
-    let mut m = HashMap::new();
-    for s in samples.iter() {
-        if s.hash != 0 && s.len > 0 {
-            m.entry((s.hash, s.len)).or_insert(*s);
+/// What the comparison reads of a data-carrying sample: its payload's (hash, len) and where
+/// it sits in the stream. 16 bytes, where a `Sample` is 48.
+#[derive(Clone, Copy)]
+struct Item {
+    hash: u64,
+    len: u32,
+    rel_seq: u32,
+}
+
+/// The distinct payloads of each direction of one capture's connections: the first
+/// data-carrying sample of each (hash, len), sorted by (hash, len) so that two connections'
+/// meet in one merge pass, all in one allocation. Built once a connection, not once a
+/// comparison: a heartbeat's payload is shared by thousands of connections, so each is
+/// compared with up to 64 others (`candidates`), and hashing every sample into a map for each
+/// comparison was most of a two-capture alignment.
+#[derive(Default)]
+struct Contents {
+    items: Vec<Item>,
+    /// Per connection: where its originator's items start, how many, then the responder's.
+    spans: Vec<(u32, u16, u16)>,
+}
+
+impl Contents {
+    fn of(conns: &[Box<Connection>]) -> Self {
+        let mut k = Contents::default();
+        for c in conns {
+            k.push(c);
+        }
+        k
+    }
+
+    fn push(&mut self, c: &Connection) {
+        let start = self.items.len();
+        let o = self.push_side(&c.orig.samples);
+        let r = self.push_side(&c.resp.samples);
+        self.spans.push((start as u32, o, r));
+    }
+
+    fn push_side(&mut self, samples: &crate::tcp::Samples) -> u16 {
+        let start = self.items.len();
+        self.items.extend(
+            samples
+                .iter()
+                .filter(|s| s.hash != 0 && s.len > 0)
+                .map(|s| Item {
+                    hash: s.hash,
+                    len: s.len,
+                    rel_seq: s.rel_seq,
+                }),
+        );
+        let side = &mut self.items[start..];
+        // Stable: of equal keys the first in capture order stays first, and dedup keeps it.
+        side.sort_by_key(|s| (s.hash, s.len));
+        let mut n = 0;
+        for i in 0..side.len() {
+            if n == 0 || (side[n - 1].hash, side[n - 1].len) != (side[i].hash, side[i].len) {
+                side[n] = side[i];
+                n += 1;
+            }
+        }
+        self.items.truncate(start + n);
+        n as u16
+    }
+
+    /// Connection `k`'s (originator, responder) items.
+    fn get(&self, k: usize) -> (&[Item], &[Item]) {
+        let (start, o, r) = self.spans[k];
+        let (start, o, r) = (start as usize, o as usize, r as usize);
+        (
+            &self.items[start..start + o],
+            &self.items[start + o..start + o + r],
+        )
+    }
+}
+
+/// The items of `a` and `b` with the same payload, in (hash, len) order.
+fn shared_items(a: &[Item], b: &[Item], mut each: impl FnMut(&Item, &Item)) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match (a[i].hash, a[i].len).cmp(&(b[j].hash, b[j].len)) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                each(&a[i], &b[j]);
+                i += 1;
+                j += 1;
+            }
         }
     }
-    m
+}
+
+fn overlap(a: &[Item], b: &[Item]) -> usize {
+    let mut n = 0;
+    shared_items(a, b, |_, _| n += 1);
+    n
 }
 
 fn same_tuple(a: &Connection, b: &Connection) -> bool {
@@ -182,8 +268,14 @@ fn same_tuple(a: &Connection, b: &Connection) -> bool {
         || (a.orig_h, a.orig_p, a.resp_h, a.resp_p) == (b.resp_h, b.resp_p, b.orig_h, b.orig_p)
 }
 
-/// How well two connections at two vantages look like the same one.
-fn compare(a: &Connection, b: &Connection) -> Option<Candidate> {
+/// How well two connections at two vantages look like the same one (`ka`, `kb`: their
+/// originator's and responder's `Contents`).
+fn compare(
+    a: &Connection,
+    ka: (&[Item], &[Item]),
+    b: &Connection,
+    kb: (&[Item], &[Item]),
+) -> Option<Candidate> {
     if a.proto != b.proto {
         return None;
     }
@@ -191,13 +283,12 @@ fn compare(a: &Connection, b: &Connection) -> Option<Candidate> {
         if !same_tuple(a, b) {
             return None;
         }
-        let (ca, cb) = (content(&a.orig.samples), content(&b.orig.samples));
-        let (ra, rb) = (content(&a.resp.samples), content(&b.resp.samples));
+        let ((ca, ra), (cb, rb)) = (ka, kb);
         let flip = a.orig_h != b.orig_h || a.orig_p != b.orig_p;
         let shared = if flip {
-            overlap(&ca, &rb) + overlap(&ra, &cb)
+            overlap(ca, rb) + overlap(ra, cb)
         } else {
-            overlap(&ca, &cb) + overlap(&ra, &rb)
+            overlap(ca, cb) + overlap(ra, rb)
         };
         let total = (ca.len() + ra.len()).min(cb.len() + rb.len()).max(1);
         return (shared > 0).then(|| Candidate {
@@ -220,8 +311,7 @@ fn compare(a: &Connection, b: &Connection) -> Option<Candidate> {
     }
     if same_tuple(a, b) && !a.orig.saw_syn && !b.orig.saw_syn {
         // Both mid-stream: the tuple and the data must agree.
-        let shared = overlap(&content(&a.orig.samples), &content(&b.orig.samples))
-            + overlap(&content(&a.resp.samples), &content(&b.resp.samples));
+        let shared = overlap(ka.0, kb.0) + overlap(ka.1, kb.1);
         if shared > 0 {
             return Some(Candidate {
                 method: MatchMethod::TupleIsn,
@@ -230,32 +320,22 @@ fn compare(a: &Connection, b: &Connection) -> Option<Candidate> {
         }
     }
     // Content: the same payloads in the same direction.
-    let (ao, bo) = (content(&a.orig.samples), content(&b.orig.samples));
-    let (ar, br) = (content(&a.resp.samples), content(&b.resp.samples));
-    let shared_o: Vec<(Sample, Sample)> = ao
-        .iter()
-        .filter_map(|(k, s)| bo.get(k).map(|t| (*s, *t)))
-        .collect();
-    let shared_r: Vec<(Sample, Sample)> = ar
-        .iter()
-        .filter_map(|(k, s)| br.get(k).map(|t| (*s, *t)))
-        .collect();
-    let shared = shared_o.len() + shared_r.len();
-    let long = shared_o
-        .iter()
-        .chain(shared_r.iter())
-        .any(|(s, _)| s.len >= 100);
+    let ((ao, ar), (bo, br)) = (ka, kb);
+    let (mut shared, mut long, mut same_offsets) = (0, false, true);
+    let mut tally = |s: &Item, t: &Item| {
+        shared += 1;
+        long |= s.len >= 100;
+        // Same stream offsets: the byte stream is the same from its start (a TCP proxy or a
+        // sequence-randomising NAT). Other offsets: the stream was rewritten (an L7 proxy).
+        same_offsets &= s.rel_seq == t.rel_seq;
+    };
+    shared_items(ao, bo, &mut tally);
+    shared_items(ar, br, &mut tally);
     if shared < 2 && !(shared == 1 && long) {
         return None;
     }
     let total = (ao.len() + ar.len()).min(bo.len() + br.len()).max(1);
     let score = (shared as f64 / total as f64).min(1.0);
-    // Same stream offsets: the byte stream is the same from its start (a TCP proxy or a
-    // sequence-randomising NAT). Other offsets: the stream was rewritten (an L7 proxy).
-    let same_offsets = shared_o
-        .iter()
-        .chain(shared_r.iter())
-        .all(|(s, t)| s.rel_seq == t.rel_seq);
     // Both seen from the middle of the stream, at the same offsets from the same raw sequence
     // numbers in both directions: one TCP connection whose sequence numbers a NAT kept, not two
     // legs of a proxy (a proxy's legs are two connections, with their own ISNs). Called a proxy,
@@ -282,10 +362,6 @@ fn compare(a: &Connection, b: &Connection) -> Option<Candidate> {
         method,
         score: score * 0.9,
     })
-}
-
-fn overlap(a: &HashMap<(u64, u32), Sample>, b: &HashMap<(u64, u32), Sample>) -> usize {
-    a.keys().filter(|k| b.contains_key(k)).count()
 }
 
 /// Union-find over (vantage, connection) nodes.
@@ -505,9 +581,14 @@ fn candidates(ci: &[Box<Connection>], cj: &[Box<Connection>]) -> Vec<(usize, usi
             }
         }
     }
+    let kj = Contents::of(cj);
+    let mut ka = Contents::default();
     let mut out = Vec::new();
     let mut seen: Vec<usize> = Vec::new();
     for (a, c) in ci.iter().enumerate() {
+        ka.items.clear();
+        ka.spans.clear();
+        ka.push(c);
         seen.clear();
         if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
             seen.extend(by_isn.get(&isn).into_iter().flatten());
@@ -521,7 +602,7 @@ fn candidates(ci: &[Box<Connection>], cj: &[Box<Connection>]) -> Vec<(usize, usi
         seen.sort_unstable();
         seen.dedup();
         for &b in &seen {
-            if let Some(cand) = compare(c, &cj[b]) {
+            if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
                 out.push((a, b, cand));
             }
         }
