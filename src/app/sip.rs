@@ -715,6 +715,21 @@ pub struct Dialog {
     pub cut_ts: Option<Timestamp>,
 }
 
+impl Dialog {
+    /// The call ended over [`FORGET_ENDED_AFTER_S`] before `now`: its BYE was answered
+    /// (§15.1.1), or it never got a 2xx and is over.
+    fn ended_long_before(&self, now: Timestamp) -> bool {
+        let end = if self.ok_ts.is_some() {
+            self.bye_ok_ts
+        } else if self.state == DialogState::Terminated {
+            self.final_ts.or(self.cancel_ts)
+        } else {
+            None
+        };
+        end.is_some_and(|t| now.0.saturating_sub(t.0) > FORGET_ENDED_AFTER_S * 1_000_000_000)
+    }
+}
+
 /// One REGISTER transaction (RFC 3261 §10.2) and its final response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Registration {
@@ -1118,18 +1133,8 @@ impl SipDialogs {
         if self.details || !full || self.dialogs.len() < 8 {
             return;
         }
-        let ended_long_ago = |d: &Dialog| {
-            let end = if d.ok_ts.is_some() {
-                d.bye_ok_ts
-            } else if d.state == DialogState::Terminated {
-                d.final_ts.or(d.cancel_ts)
-            } else {
-                None
-            };
-            end.is_some_and(|t| now.0.saturating_sub(t.0) > FORGET_ENDED_AFTER_S * 1_000_000_000)
-        };
         let before = self.dialogs.len();
-        self.dialogs.retain(|d| !ended_long_ago(d));
+        self.dialogs.retain(|d| !d.ended_long_before(now));
         if self.dialogs.len() < before {
             self.index.clear();
             for (i, d) in self.dialogs.iter().enumerate() {
@@ -1140,6 +1145,23 @@ impl SipDialogs {
         // many new calls as are kept (O(1) a call).
         if self.dialogs.len() * 2 > self.dialogs.capacity() {
             self.dialogs.reserve_exact(self.dialogs.capacity());
+        }
+    }
+
+    /// Without details, once the connection has ended (`end`: its last packet): the same rule
+    /// as while it lived (`forget_ended_calls`), applied to the whole list. Kept connections
+    /// wait for the rules with their calls; on an agent's long connection most ended long
+    /// before it did.
+    pub fn forget_ended_calls_at_end(&mut self, end: Timestamp) {
+        if self.details {
+            return;
+        }
+        self.dialogs.retain(|d| !d.ended_long_before(end));
+        if !self.index.is_empty() {
+            self.index.clear();
+            for (i, d) in self.dialogs.iter().enumerate() {
+                self.index.insert(d.call_id.clone(), i);
+            }
         }
     }
 
@@ -1720,6 +1742,53 @@ Content-Length: 0\r\n\
             d.mark_connection_died(secs(100 * 300 + 10));
             let cut: Vec<&str> = d.cut_calls().map(|x| x.call_id.as_str()).collect();
             assert_eq!(cut, vec!["up"]);
+        }
+    }
+
+    #[test]
+    fn a_finished_connection_forgets_the_calls_that_ended_long_before_it() {
+        let secs = |s: i64| Timestamp(s * 1_000_000_000);
+        let m = |start: &str, id: &str, cseq: &str| parse(&msg(start, id, cseq, Some("tt"), ""));
+        // Three calls, too few for the pass made while the connection lives (8): one ended
+        // 10 minutes before the end, one 100 s before it, one still up.
+        for details in [true, false] {
+            let mut d = SipDialogs::new().keep_details(details);
+            for (id, at, bye) in [("old", 0, true), ("recent", 500, true), ("up", 550, false)] {
+                d.add(
+                    secs(at),
+                    1,
+                    false,
+                    &m("INVITE sip:1@x SIP/2.0", id, "1 INVITE"),
+                );
+                d.add(secs(at + 1), 2, true, &m("SIP/2.0 200 OK", id, "1 INVITE"));
+                if bye {
+                    d.add(
+                        secs(at + 60),
+                        3,
+                        false,
+                        &m("BYE sip:1@x SIP/2.0", id, "2 BYE"),
+                    );
+                    d.add(secs(at + 60), 4, true, &m("SIP/2.0 200 OK", id, "2 BYE"));
+                }
+            }
+            d.forget_ended_calls_at_end(secs(660));
+            let ids: Vec<&str> = d.dialogs.iter().map(|x| x.call_id.as_str()).collect();
+            if details {
+                assert_eq!(ids, ["old", "recent", "up"]);
+            } else {
+                assert_eq!(ids, ["recent", "up"]);
+            }
+            // The index still leads to the calls kept.
+            d.add(
+                secs(661),
+                5,
+                false,
+                &m("BYE sip:1@x SIP/2.0", "up", "2 BYE"),
+            );
+            assert!(d
+                .dialogs
+                .iter()
+                .any(|x| x.call_id == "up" && x.bye_ts.is_some()));
         }
     }
 

@@ -799,6 +799,7 @@ impl Tracker {
                         None => sip.registrations.clear(),
                     }
                     sip.dialogs.retain(|d| d.ok_ts.is_some());
+                    sip.forget_ended_calls_at_end(c.last_ts);
                 }
             }
             // Kept until the report: no growth slack (a Vec that doubled is up to half empty).
