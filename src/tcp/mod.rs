@@ -1321,27 +1321,42 @@ fn make_uid(
     resp: (IpAddr, u16),
     ts: Timestamp,
 ) -> String {
-    // FNV-1a, 64 bit: tiny, stable across platforms and versions.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
+    use std::fmt::Write as _;
+    /// FNV-1a, 64 bit: tiny, stable across platforms and versions. Fed byte by byte, so the
+    /// addresses are hashed as they are formatted, with no string made for them: this ran
+    /// once a connection and made eight allocations (benches/RESULTS.md).
+    struct Fnv(u64);
+    impl Fnv {
+        fn feed(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 ^= *b as u64;
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
         }
-    };
+    }
+    impl std::fmt::Write for Fnv {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.feed(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
     let name = std::path::Path::new(capture)
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    feed(name.as_bytes());
-    feed(&[proto as u8]);
-    feed(orig.0.to_string().as_bytes());
-    feed(&orig.1.to_be_bytes());
-    feed(resp.0.to_string().as_bytes());
-    feed(&resp.1.to_be_bytes());
-    feed(&ts.0.to_be_bytes());
+    fnv.feed(name.as_bytes());
+    fnv.feed(&[proto as u8]);
+    // Writing into `Fnv` cannot fail.
+    let _ = write!(fnv, "{}", orig.0);
+    fnv.feed(&orig.1.to_be_bytes());
+    let _ = write!(fnv, "{}", resp.0);
+    fnv.feed(&resp.1.to_be_bytes());
+    fnv.feed(&ts.0.to_be_bytes());
+    let mut h = fnv.0;
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut s = String::from("C");
+    let mut s = String::with_capacity(18);
+    s.push('C');
     for _ in 0..17 {
         s.push(ALPHABET[(h % 62) as usize] as char);
         h /= 62;
