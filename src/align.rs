@@ -415,14 +415,13 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
                 &vantages[i].flows.connections,
                 &vantages[j].flows.connections,
             );
-            let cands = candidates(ci, cj);
             // Best candidate of each side; a link needs mutual best, and no tie.
             let mut best_i: HashMap<usize, Vec<(usize, Candidate)>> = HashMap::new();
             let mut best_j: HashMap<usize, Vec<(usize, Candidate)>> = HashMap::new();
-            for &(a, b, c) in &cands {
+            candidates(ci, cj, |a, b, c| {
                 keep_best(best_i.entry(a).or_default(), b, c);
                 keep_best(best_j.entry(b).or_default(), a, c);
-            }
+            });
             for (&a, bests) in &best_i {
                 if bests.len() > 1 {
                     ambiguous += 1;
@@ -560,11 +559,17 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     al
 }
 
-/// All candidate pairs between two captures, found through indexes rather than by comparing
-/// every pair: by originator ISN, by 5-tuple, and by payload hash.
-fn candidates(ci: &[Box<Connection>], cj: &[Box<Connection>]) -> Vec<(usize, usize, Candidate)> {
+/// Every candidate pair between two captures, handed to `each` (by `ci`'s index, then `cj`'s),
+/// found through indexes rather than by comparing every pair: by originator ISN, by 5-tuple,
+/// and by payload hash. Not collected: a heartbeat's payload makes each connection a weak
+/// candidate of 64 others, and the list of them was 68 MB of the NAT synth's peak; the caller
+/// keeps only the best of each side.
+fn candidates(
+    ci: &[Box<Connection>],
+    cj: &[Box<Connection>],
+    mut each: impl FnMut(usize, usize, Candidate),
+) {
     let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::new();
-    let mut by_hash: HashMap<(u64, u32), Vec<usize>> = HashMap::new();
     let mut by_tuple: HashMap<(IpAddr, u16, IpAddr, u16), Vec<usize>> = HashMap::new();
     for (k, c) in cj.iter().enumerate() {
         if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
@@ -572,18 +577,10 @@ fn candidates(ci: &[Box<Connection>], cj: &[Box<Connection>]) -> Vec<(usize, usi
         }
         let key = tuple_key(c);
         by_tuple.entry(key).or_default().push(k);
-        for s in c.orig.samples.iter().chain(c.resp.samples.iter()) {
-            if s.hash != 0 {
-                let v = by_hash.entry((s.hash, s.len)).or_default();
-                if v.last() != Some(&k) && v.len() < 64 {
-                    v.push(k);
-                }
-            }
-        }
     }
+    let by_hash = PayloadIndex::of(cj);
     let kj = Contents::of(cj);
     let mut ka = Contents::default();
-    let mut out = Vec::new();
     let mut seen: Vec<usize> = Vec::new();
     for (a, c) in ci.iter().enumerate() {
         ka.items.clear();
@@ -596,18 +593,70 @@ fn candidates(ci: &[Box<Connection>], cj: &[Box<Connection>]) -> Vec<(usize, usi
         seen.extend(by_tuple.get(&tuple_key(c)).into_iter().flatten());
         for s in c.orig.samples.iter().chain(c.resp.samples.iter()) {
             if s.hash != 0 {
-                seen.extend(by_hash.get(&(s.hash, s.len)).into_iter().flatten());
+                seen.extend(by_hash.get(s.hash, s.len));
             }
         }
         seen.sort_unstable();
         seen.dedup();
         for &b in &seen {
             if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
-                out.push((a, b, cand));
+                each(a, b, cand);
             }
         }
     }
-    out
+}
+
+/// The connections of one capture by the payloads they carried: (hash, len, connection) for
+/// every payload-carrying sample, sorted, so that the connections sharing a payload are one
+/// run; at most `PER_PAYLOAD` of them (the first in the capture's order) per payload. A flat
+/// list of 16-byte entries: as a map of lists it was 108 MB of the two-capture NAT synth's
+/// 157 MB peak (heaptrack), a map entry and a list for nearly every SIP message.
+struct PayloadIndex(Vec<(u64, u32, u32)>);
+
+impl PayloadIndex {
+    /// More connections than this carrying one payload say nothing about which is the match
+    /// (a heartbeat everyone sends); the ISN and the tuple still find it.
+    const PER_PAYLOAD: usize = 64;
+
+    fn of(conns: &[Box<Connection>]) -> Self {
+        fn payloads(c: &Connection) -> impl Iterator<Item = &crate::tcp::Sample> {
+            c.orig
+                .samples
+                .iter()
+                .chain(c.resp.samples.iter())
+                .filter(|s| s.hash != 0)
+        }
+        // Counted first: the list is allocated once, at its size.
+        let n = conns.iter().map(|c| payloads(c).count()).sum();
+        let mut v = Vec::with_capacity(n);
+        for (k, c) in conns.iter().enumerate() {
+            v.extend(payloads(c).map(|s| (s.hash, s.len, k as u32)));
+        }
+        v.sort_unstable();
+        v.dedup();
+        let (mut kept, mut run) = (0, 0);
+        for i in 0..v.len() {
+            if i == 0 || (v[i].0, v[i].1) != (v[i - 1].0, v[i - 1].1) {
+                run = kept;
+            }
+            if kept - run < Self::PER_PAYLOAD {
+                v[kept] = v[i];
+                kept += 1;
+            }
+        }
+        v.truncate(kept);
+        v.shrink_to_fit();
+        PayloadIndex(v)
+    }
+
+    /// The connections that carried this payload.
+    fn get(&self, hash: u64, len: u32) -> impl Iterator<Item = usize> + '_ {
+        let from = self.0.partition_point(|e| (e.0, e.1) < (hash, len));
+        self.0[from..]
+            .iter()
+            .take_while(move |e| (e.0, e.1) == (hash, len))
+            .map(|e| e.2 as usize)
+    }
 }
 
 fn tuple_key(c: &Connection) -> (IpAddr, u16, IpAddr, u16) {
