@@ -320,7 +320,7 @@ pub enum FlowsFormat {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    crate::pipeline::one_malloc_arena();
+    crate::pipeline::two_malloc_arenas();
     crate::progress::configure(cli.color);
     match cli.command {
         Command::Flows(args) => flows(args),

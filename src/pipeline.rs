@@ -424,19 +424,29 @@ fn read_frames<'e>(
     Ok((CaptureRun { summary, error }, tracker))
 }
 
-/// Asks glibc's malloc for one arena for the whole process. By default each thread that
-/// allocates gets an arena of its own (up to 8 per core), and memory freed in one is reused
-/// only there: the tracking threads' live connections, freed as they end, stayed resident
-/// while the rules allocated their findings in the main thread's arena. On the 200 MB synth,
-/// diagnose with two tracking threads peaked at 145 MB with per-thread arenas and 118 MB with
-/// one (the same as one thread), at the same speed: the threads allocate per connection, not
-/// per packet, so they seldom wait on the arena's lock. Other C libraries: nothing to do.
-pub fn one_malloc_arena() {
+/// Asks glibc's malloc for two arenas for the whole process: the main thread's and one more,
+/// which the tracking threads share with it (glibc hands out arenas round-robin once the cap
+/// is reached). By default each thread that allocates gets an arena of its own (up to 8 per
+/// core), and memory freed in one is reused only there: the tracking threads' live
+/// connections, freed as they end, stayed resident while the rules allocated their findings in
+/// the main thread's arena. With one arena, the threads waited on its lock (futex wake-ups in
+/// the profile: a connection makes ~70 allocations). Measured on the 2-vCPU VM, diagnose with
+/// two tracking threads (benches/RESULTS.md):
+///
+/// | arenas | 200 MB synth | 2 GB synth | two 100 MB captures |
+/// |---|---|---|---|
+/// | 1 | 1.27 s, 88 MB | 12.8 s, 285 MB | 2.75 s, 174 MB |
+/// | 2 | 0.95 s, 89 MB | 9.5 s, 317 MB | 2.0 s, 175 MB |
+/// | 8 | 0.95 s, 100 MB | 9.1 s, 349 MB | 2.3 s, 180 MB |
+///
+/// One core (`--threads 1`) tracks on the main thread and is not affected. Other C libraries:
+/// nothing to do.
+pub fn two_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a tunable of the allocator; it is called before any thread of
     // ours starts, and M_ARENA_MAX is one glibc documents (mallopt(3)).
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
@@ -505,8 +515,8 @@ pub fn read_vantages_filtered(
         shards: (opts.shards / specs.len().max(1)).max(1),
         ..opts
     };
-    // Each thread's freed memory is reused by the next phase because the process has one
-    // malloc arena (`one_malloc_arena`).
+    // Each thread's freed memory is reused by the next phase where it shares the main thread's
+    // malloc arena (`two_malloc_arenas`).
     let results: Vec<anyhow::Result<CaptureFlows>> = std::thread::scope(|scope| {
         let handles: Vec<_> = specs
             .iter()
