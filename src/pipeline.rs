@@ -436,11 +436,11 @@ fn read_frames<'e>(
 /// | arenas | 200 MB synth | 2 GB synth | two 100 MB captures |
 /// |---|---|---|---|
 /// | 1 | 1.27 s, 88 MB | 12.8 s, 285 MB | 2.75 s, 174 MB |
-/// | 2 | 0.95 s, 89 MB | 9.5 s, 317 MB | 2.0 s, 175 MB |
+/// | 2 | 0.95 s, 89 MB | 9.7 s, 312 MB | 2.0 s, 175 MB |
 /// | 8 | 0.95 s, 100 MB | 9.1 s, 349 MB | 2.3 s, 180 MB |
 ///
-/// One core (`--threads 1`) tracks on the main thread and is not affected. Other C libraries:
-/// nothing to do.
+/// One core (`--threads 1`) tracks one capture on the main thread (`read_vantages_filtered`)
+/// and is not affected. Other C libraries: nothing to do.
 pub fn two_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a tunable of the allocator; it is called before any thread of
