@@ -167,7 +167,7 @@ fn tier_rank(m: MatchMethod) -> u8 {
 }
 
 /// What the comparison reads of a data-carrying sample: its payload's (hash, len) and where
-/// it sits in the stream. 16 bytes, where a `Sample` is 48.
+/// it sits in the stream. 16 bytes, where a `Sample` is 40.
 #[derive(Clone, Copy)]
 struct Item {
     hash: u64,

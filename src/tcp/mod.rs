@@ -1305,15 +1305,41 @@ fn new_live(
     })
 }
 
-/// A stable, Zeek-looking uid ("C" + base62), derived from the capture name, the 5-tuple and the
-/// start time, so that the same capture always yields the same uids (snapshots, tickets).
-/// A uid as `TrackerOptions::detail_uid` names it (FNV-1a: the options stay `Copy`).
-pub fn uid_key(uid: &str) -> u64 {
-    uid.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// FNV-1a, 64 bit: tiny, stable across platforms and versions. Fed byte by byte, so a value
+/// can be hashed as it is formatted (`write!`), with no string made for it.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.feed(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A uid as `TrackerOptions::detail_uid` names it (a hash: the options stay `Copy`).
+pub fn uid_key(uid: &str) -> u64 {
+    let mut fnv = Fnv::new();
+    fnv.feed(uid.as_bytes());
+    fnv.0
+}
+
+/// A stable, Zeek-looking uid ("C" + base62), derived from the capture name, the 5-tuple and the
+/// start time, so that the same capture always yields the same uids (snapshots, tickets). Made
+/// once a connection: the addresses are hashed as they are formatted, where they were made
+/// into strings first (eight allocations a connection, benches/RESULTS.md).
 fn make_uid(
     capture: &str,
     proto: Proto,
@@ -1322,25 +1348,7 @@ fn make_uid(
     ts: Timestamp,
 ) -> String {
     use std::fmt::Write as _;
-    /// FNV-1a, 64 bit: tiny, stable across platforms and versions. Fed byte by byte, so the
-    /// addresses are hashed as they are formatted, with no string made for them: this ran
-    /// once a connection and made eight allocations (benches/RESULTS.md).
-    struct Fnv(u64);
-    impl Fnv {
-        fn feed(&mut self, bytes: &[u8]) {
-            for b in bytes {
-                self.0 ^= *b as u64;
-                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-    }
-    impl std::fmt::Write for Fnv {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.feed(s.as_bytes());
-            Ok(())
-        }
-    }
-    let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut fnv = Fnv::new();
     let name = std::path::Path::new(capture)
         .file_name()
         .map(|n| n.to_string_lossy())
