@@ -1369,6 +1369,30 @@ pub fn generate(
     run(cfg, true)
 }
 
+/// The same traffic as two captures inside (`a`) and outside (`b`) the NAT, `b`'s clock 1.75 s
+/// ahead, written quietly: for the alignment bench.
+pub fn generate_pair(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    size: u64,
+    connections: u32,
+    seed: u64,
+) -> std::io::Result<()> {
+    let cfg = Args {
+        size,
+        connections,
+        outputs: vec![a.to_path_buf(), b.to_path_buf()],
+        vantages: 2,
+        offset: 1.75,
+        seed,
+        heartbeat: 25.0,
+        lifetime: 1800.0,
+        loss: 0.002,
+        start: 1_772_438_400,
+    };
+    run(cfg, true)
+}
+
 fn run(cfg: Args, quiet: bool) -> std::io::Result<()> {
     let started = Instant::now();
     let start = cfg.start * NS;

@@ -40,6 +40,26 @@ pub fn capture() -> PathBuf {
     path
 }
 
+/// Two captures of the same traffic either side of a NAT (`synth --vantages 2`), made once.
+pub fn capture_pair() -> (PathBuf, PathBuf) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).expect("create target/bench-data");
+    let name = |side: &str| {
+        dir.join(format!(
+            "synth-{}B-{}c-seed1-{side}.pcap",
+            BENCH_BYTES, BENCH_CONNECTIONS
+        ))
+    };
+    let (a, b) = (name("a"), name("b"));
+    if !a.exists() || !b.exists() {
+        let (ta, tb) = (a.with_extension("tmp"), b.with_extension("tmp"));
+        synth::generate_pair(&ta, &tb, BENCH_BYTES, BENCH_CONNECTIONS, 1).expect("synth pair");
+        std::fs::rename(&tb, &b).expect("rename synth capture");
+        std::fs::rename(&ta, &a).expect("rename synth capture");
+    }
+    (a, b)
+}
+
 /// A frame copied out of the reader's window.
 pub struct OwnedFrame {
     pub number: u64,
