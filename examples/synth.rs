@@ -1366,18 +1366,30 @@ pub fn generate(
         loss: 0.002,
         start: 1_772_438_400,
     };
-    run(cfg, true)
+    run(cfg, true).map(|_| ())
+}
+
+/// What a generated pair of captures holds, for a test to check a diagnosis against.
+pub struct PairTruth {
+    /// Clock of `b` minus clock of `a`.
+    pub offset_s: f64,
+    /// The middlebox's idle timeout between them.
+    pub idle_timeout_s: f64,
+    /// Connections the middlebox reset after that timeout.
+    pub resets: u64,
+    /// Connections opened (or up at the start).
+    pub connections: u64,
 }
 
 /// The same traffic as two captures inside (`a`) and outside (`b`) the NAT, `b`'s clock 1.75 s
-/// ahead, written quietly: for the alignment bench.
+/// ahead, written quietly: for the alignment bench and test.
 pub fn generate_pair(
     a: &std::path::Path,
     b: &std::path::Path,
     size: u64,
     connections: u32,
     seed: u64,
-) -> std::io::Result<()> {
+) -> std::io::Result<PairTruth> {
     let cfg = Args {
         size,
         connections,
@@ -1390,10 +1402,17 @@ pub fn generate_pair(
         loss: 0.002,
         start: 1_772_438_400,
     };
-    run(cfg, true)
+    let offset_s = cfg.offset;
+    let s = run(cfg, true)?;
+    Ok(PairTruth {
+        offset_s,
+        idle_timeout_s: MIDDLEBOX_IDLE_S,
+        resets: s.resets,
+        connections: s.opened,
+    })
 }
 
-fn run(cfg: Args, quiet: bool) -> std::io::Result<()> {
+fn run(cfg: Args, quiet: bool) -> std::io::Result<Stats> {
     let started = Instant::now();
     let start = cfg.start * NS;
     let size = cfg.size;
@@ -1466,7 +1485,7 @@ fn run(cfg: Args, quiet: bool) -> std::io::Result<()> {
     if !quiet {
         eprint!("{report}");
     }
-    Ok(())
+    Ok(sim.stats)
 }
 
 fn main() {

@@ -1,0 +1,106 @@
+//! Two captures of the same traffic either side of a NAT, written by `examples/synth.rs` with
+//! its ground truth (the clock offset, the middlebox's idle timeout, the connections it reset),
+//! lined up and diagnosed: alignment at a scale the lab's captures do not reach (a thousand
+//! agents whose heartbeats share payloads, half of them joined mid-stream), checked against
+//! what the generator did.
+
+use std::path::PathBuf;
+
+use vantage::align::{align, AlignOptions, MatchMethod};
+use vantage::diagnose::{diagnose_with, FindingKind, Lang, MAX_EVIDENCE};
+use vantage::pipeline::{read_vantages_with, VantageSpec};
+use vantage::tcp::TrackerOptions;
+
+#[allow(dead_code, clippy::all)]
+#[path = "../examples/synth.rs"]
+mod synth;
+
+#[test]
+fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
+    let dir = std::env::temp_dir().join(format!("vantage-synth-nat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b): (PathBuf, PathBuf) = (dir.join("a.pcap"), dir.join("b.pcap"));
+    let truth = synth::generate_pair(&a, &b, 4_000_000, 1000, 3).unwrap();
+    assert!(truth.resets >= 5, "the synth should reset some connections");
+
+    let specs = [
+        VantageSpec {
+            name: "a".into(),
+            path: a,
+        },
+        VantageSpec {
+            name: "b".into(),
+            path: b,
+        },
+    ];
+    let opts = TrackerOptions {
+        keep_samples: true,
+        ..TrackerOptions::default()
+    };
+    let (vantages, errors) = read_vantages_with(&specs, opts);
+    assert!(errors.is_empty(), "{errors:?}");
+    let al = align(
+        vantages,
+        &AlignOptions {
+            reference: 0,
+            offsets: Vec::new(),
+        },
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    // The clock offset, from the packets both saw.
+    let off = al
+        .clock_offsets
+        .iter()
+        .find(|o| o.vantage == "b")
+        .expect("b's offset");
+    assert!(
+        (off.offset_s - truth.offset_s).abs() < 0.01,
+        "offset {} s, the synth's {} s",
+        off.offset_s,
+        truth.offset_s
+    );
+
+    // Nearly every connection is seen on both sides and lined up as one NAT'd connection
+    // (the same ISNs): none as two legs of a proxy, though half were joined mid-stream.
+    let both: Vec<_> = al
+        .connections
+        .iter()
+        .filter(|l| l.legs.len() == 2)
+        .collect();
+    assert!(
+        both.len() as f64 >= 0.97 * truth.connections as f64,
+        "{} of {} connections lined up",
+        both.len(),
+        truth.connections
+    );
+    for l in &both {
+        assert_eq!(l.matched.method, MatchMethod::NatIsn, "{}", l.id);
+    }
+    assert!(al
+        .connections
+        .iter()
+        .all(|l| l.matched.method != MatchMethod::L7Proxy));
+
+    // The middlebox's resets, and its idle timeout bracketed around the synth's.
+    let d = diagnose_with(&al, MAX_EVIDENCE, Lang::En);
+    let resets: usize = d
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::MiddleboxReset)
+        .map(|f| f.connections.len())
+        .sum();
+    assert_eq!(resets as u64, truth.resets, "{:#?}", d.verdict);
+    let idle = d
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::IdleTimeout)
+        .expect("an idle timeout finding");
+    let (lo, hi) = (idle.numbers.lower_s.unwrap(), idle.numbers.upper_s.unwrap());
+    assert!(
+        lo <= truth.idle_timeout_s && truth.idle_timeout_s <= hi,
+        "idle timeout between {lo} and {hi} s, the synth's {} s",
+        truth.idle_timeout_s
+    );
+    assert_eq!(d.verdict.kind, "middlebox_reset");
+}
