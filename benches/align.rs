@@ -56,6 +56,7 @@ fn bench_align(c: &mut Criterion) {
                     &AlignOptions {
                         reference: 0,
                         offsets: Vec::new(),
+                        threads: 2,
                     },
                 );
                 black_box(al.connections.len())

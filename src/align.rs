@@ -146,6 +146,9 @@ pub struct AlignOptions {
     pub reference: usize,
     /// Manual offsets (vantage name, seconds): they win, and are reported as given.
     pub offsets: Vec<(String, f64)>,
+    /// Threads that compare candidate pairs (0 and 1: the calling thread). The alignment does
+    /// not depend on it.
+    pub threads: usize,
 }
 
 /// Candidate match between two connections.
@@ -416,12 +419,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
                 &vantages[j].flows.connections,
             );
             // Best candidate of each side; a link needs mutual best, and no tie.
-            let mut best_i: HashMap<usize, Vec<(usize, Candidate)>> = HashMap::new();
-            let mut best_j: HashMap<usize, Vec<(usize, Candidate)>> = HashMap::new();
-            candidates(ci, cj, |a, b, c| {
-                keep_best(best_i.entry(a).or_default(), b, c);
-                keep_best(best_j.entry(b).or_default(), a, c);
-            });
+            let (best_i, best_j) = best_candidates(ci, cj, opts.threads);
             for (&a, bests) in &best_i {
                 if bests.len() > 1 {
                     ambiguous += 1;
@@ -559,16 +557,20 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     al
 }
 
-/// Every candidate pair between two captures, handed to `each` (by `ci`'s index, then `cj`'s),
-/// found through indexes rather than by comparing every pair: by originator ISN, by 5-tuple,
-/// and by payload hash. Not collected: a heartbeat's payload makes each connection a weak
-/// candidate of 64 others, and the list of them was 68 MB of the NAT synth's peak; the caller
-/// keeps only the best of each side.
-fn candidates(
+/// Each connection's best candidates (ties included) among the other capture's: of `ci`'s
+/// connections by index, and of `cj`'s. Candidates are found through indexes rather than by
+/// comparing every pair (by originator ISN, by 5-tuple, and by payload hash) and kept as they
+/// are found: a heartbeat's payload makes each connection a weak candidate of 64 others, and
+/// the list of them all was 68 MB of the NAT synth's peak.
+///
+/// `threads` share `ci` in contiguous parts. Each keeps its own best; `cj`'s are then merged
+/// part by part in order, which keeps what one pass in `ci`'s order keeps (the best of the
+/// parts' best, ties in the same order).
+fn best_candidates(
     ci: &[Box<Connection>],
     cj: &[Box<Connection>],
-    mut each: impl FnMut(usize, usize, Candidate),
-) {
+    threads: usize,
+) -> (Bests, Bests) {
     let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::new();
     let mut by_tuple: HashMap<(IpAddr, u16, IpAddr, u16), Vec<usize>> = HashMap::new();
     for (k, c) in cj.iter().enumerate() {
@@ -580,31 +582,70 @@ fn candidates(
     }
     let by_hash = PayloadIndex::of(cj);
     let kj = Contents::of(cj);
-    let mut ka = Contents::default();
-    let mut seen: Vec<usize> = Vec::new();
-    for (a, c) in ci.iter().enumerate() {
-        ka.items.clear();
-        ka.spans.clear();
-        ka.push(c);
-        seen.clear();
-        if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
-            seen.extend(by_isn.get(&isn).into_iter().flatten());
-        }
-        seen.extend(by_tuple.get(&tuple_key(c)).into_iter().flatten());
-        for s in c.orig.samples.iter().chain(c.resp.samples.iter()) {
-            if s.hash != 0 {
-                seen.extend(by_hash.get(s.hash, s.len));
+    let part = |first: usize, part: &[Box<Connection>]| -> (Bests, Bests) {
+        let (mut best_i, mut best_j) = (Bests::new(), Bests::new());
+        let mut ka = Contents::default();
+        let mut seen: Vec<usize> = Vec::new();
+        for (k, c) in part.iter().enumerate() {
+            let a = first + k;
+            ka.items.clear();
+            ka.spans.clear();
+            ka.push(c);
+            seen.clear();
+            if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
+                seen.extend(by_isn.get(&isn).into_iter().flatten());
+            }
+            seen.extend(by_tuple.get(&tuple_key(c)).into_iter().flatten());
+            for s in c.orig.samples.iter().chain(c.resp.samples.iter()) {
+                if s.hash != 0 {
+                    seen.extend(by_hash.get(s.hash, s.len));
+                }
+            }
+            seen.sort_unstable();
+            seen.dedup();
+            for &b in &seen {
+                if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
+                    keep_best(best_i.entry(a).or_default(), b, cand);
+                    keep_best(best_j.entry(b).or_default(), a, cand);
+                }
             }
         }
-        seen.sort_unstable();
-        seen.dedup();
-        for &b in &seen {
-            if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
-                each(a, b, cand);
+        (best_i, best_j)
+    };
+    // Parts of at least 512 connections: fewer are not worth a thread.
+    let size = ci.len().div_ceil(threads.max(1)).max(512);
+    if ci.len() <= size {
+        return part(0, ci);
+    }
+    let parts: Vec<(Bests, Bests)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ci
+            .chunks(size)
+            .enumerate()
+            .map(|(n, p)| {
+                let part = &part;
+                scope.spawn(move || part(n * size, p))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let (mut best_i, mut best_j) = (Bests::new(), Bests::new());
+    for (pi, pj) in parts {
+        best_i.extend(pi);
+        for (b, cands) in pj {
+            let best = best_j.entry(b).or_default();
+            for (a, c) in cands {
+                keep_best(best, a, c);
             }
         }
     }
+    (best_i, best_j)
 }
+
+/// A connection's best candidates in the other capture (ties included), by connection.
+type Bests = HashMap<usize, Vec<(usize, Candidate)>>;
 
 /// The connections of one capture by the payloads they carried: (hash, len, connection) for
 /// every payload-carrying sample, sorted, so that the connections sharing a payload are one

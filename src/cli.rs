@@ -124,8 +124,9 @@ pub struct Limits {
     /// Bytes held out of order per connection direction for stream reassembly
     #[arg(long, value_name = "BYTES", default_value_t = crate::tcp::reassembly::DEFAULT_CAP)]
     pub reassembly_cap: usize,
-    /// Threads that track connections, shared among the captures (default: one per core, at
-    /// most 8). The output does not depend on it unless a cap above is reached
+    /// Threads that track connections, shared among the captures, and that then compare them
+    /// to line them up (default: one per core, at most 8). The output does not depend on it
+    /// unless a cap above is reached
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
 }
@@ -553,6 +554,7 @@ fn lined_up(
     let opts = crate::align::AlignOptions {
         reference,
         offsets: args.offsets.clone(),
+        threads: args.limits.tracker().shards,
     };
     Ok((crate::align::align(vantages, &opts), failed))
 }

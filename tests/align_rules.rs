@@ -335,6 +335,7 @@ fn manual_offset_wins_and_is_reported_as_given() {
         &AlignOptions {
             reference: 0,
             offsets: vec![("softswitch".into(), 1.5)],
+            threads: 1,
         },
     );
     let off = &al.clock_offsets[0];

@@ -19,6 +19,7 @@ fn report(specs: &[VantageSpec], opts: TrackerOptions) -> String {
         &AlignOptions {
             reference: 0,
             offsets: Vec::new(),
+            threads: 1,
         },
     );
     diagnose_json(&diagnose_with(&al, MAX_EVIDENCE, Lang::En))

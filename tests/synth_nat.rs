@@ -44,6 +44,7 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
         &AlignOptions {
             reference: 0,
             offsets: Vec::new(),
+            threads: 2,
         },
     );
     std::fs::remove_dir_all(&dir).ok();
