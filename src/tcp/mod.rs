@@ -531,6 +531,13 @@ struct Live {
     orig_key: (IpAddr, u16),
     /// Last packet seen (Zeek's `last_time` stops at the close; silences need every packet).
     seen_last_ts: Timestamp,
+    /// How many of `silences` are set.
+    n_silences: u8,
+    /// The longest silences so far, longest first (`touch`), moved into `conn.silences` when
+    /// the connection is summarised. Inline beside `seen_last_ts`: the first packet after a
+    /// silence reads them, and in a list of their own that read was a cache miss on about
+    /// half the packets (half of `touch`, 9 % of a diagnosis, in the profile).
+    silences: [Gap; TOP_GAPS],
     syn_ts: Option<Timestamp>,
     synack_ts: Option<Timestamp>,
     orig_seq: SeqState,
@@ -1300,6 +1307,14 @@ fn new_live(
         syn_ts: None,
         synack_ts: None,
         seen_last_ts: frame.ts,
+        n_silences: 0,
+        silences: [Gap {
+            secs: 0.0,
+            by: Side::Orig,
+            from_frame: 0,
+            to_frame: 0,
+            from_ts: Timestamp(0),
+        }; TOP_GAPS],
         key: FlowKey::of(orig, resp, vlan, proto),
         orig_key: orig,
     })
@@ -1394,9 +1409,8 @@ fn touch(live: &mut Live, frame: &Frame<'_>, by: Side) -> f64 {
             from_ts: last,
         });
     }
-    if gap >= MIN_SILENCE_S
-        && (c.silences.len() < TOP_GAPS || c.silences.last().is_some_and(|g| gap > g.secs))
-    {
+    let n = live.n_silences as usize;
+    if gap >= MIN_SILENCE_S && (n < TOP_GAPS || gap > live.silences[n - 1].secs) {
         let g = Gap {
             secs: gap,
             by,
@@ -1404,16 +1418,12 @@ fn touch(live: &mut Live, frame: &Frame<'_>, by: Side) -> f64 {
             to_frame: frame.number,
             from_ts: last,
         };
-        if c.silences.capacity() == 0 {
-            // Exactly what the list holds, not Vec's 4 then 8.
-            c.silences.reserve_exact(TOP_GAPS);
-        }
-        if c.silences.len() == TOP_GAPS {
-            // Full, and this gap is longer than the shortest kept: that one goes.
-            c.silences.pop();
-        }
-        let at = c.silences.partition_point(|x| x.secs >= gap);
-        c.silences.insert(at, g);
+        // Full, and this gap is longer than the shortest kept: that one goes.
+        let n = n.min(TOP_GAPS - 1);
+        let at = live.silences[..n].partition_point(|x| x.secs >= gap);
+        live.silences.copy_within(at..n, at + 1);
+        live.silences[at] = g;
+        live.n_silences = (n + 1) as u8;
     }
     if frame.ts > last {
         live.seen_last_ts = frame.ts;
@@ -1820,6 +1830,7 @@ fn finish_live(mut l: Box<Live>) -> Connection {
     if l.conn.last_ts < l.conn.ts {
         l.conn.last_ts = l.conn.ts;
     }
+    l.conn.silences = l.silences[..usize::from(l.n_silences)].to_vec();
     l.conn.orig.fingerprint = l.orig_seq.profile.fingerprint();
     l.conn.resp.fingerprint = l.resp_seq.profile.fingerprint();
     l.conn
