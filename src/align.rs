@@ -582,11 +582,12 @@ fn best_candidates(
     }
     let by_hash = PayloadIndex::of(cj);
     let kj = Contents::of(cj);
-    let part = |first: usize, part: &[Box<Connection>]| -> (Bests, Bests) {
+    // The best candidates of `conns`, the part of `ci` that starts at index `first`.
+    let part = |first: usize, conns: &[Box<Connection>]| -> (Bests, Bests) {
         let (mut best_i, mut best_j) = (Bests::new(), Bests::new());
         let mut ka = Contents::default();
         let mut seen: Vec<usize> = Vec::new();
-        for (k, c) in part.iter().enumerate() {
+        for (k, c) in conns.iter().enumerate() {
             let a = first + k;
             ka.items.clear();
             ka.spans.clear();
