@@ -188,7 +188,10 @@ pub enum IpIdPattern {
 /// of a capture carries 4 billion packets one way.
 struct Profile {
     packets: u32,
-    ttls: [(u8, u32); 4],
+    /// Up to four TTLs seen and how many packets carried each (two arrays: as pairs, padding
+    /// made them 32 bytes instead of 20, twice a live connection).
+    ttl_values: [u8; 4],
+    ttl_counts: [u32; 4],
     ttl_min: u8,
     ttl_max: u8,
     ip_ids: u32,
@@ -211,10 +214,11 @@ impl Profile {
         self.packets = self.packets.saturating_add(1);
         self.ttl_min = self.ttl_min.min(ttl);
         self.ttl_max = self.ttl_max.max(ttl);
-        if let Some(slot) = self.ttls.iter_mut().find(|(t, n)| *n > 0 && *t == ttl) {
-            slot.1 = slot.1.saturating_add(1);
-        } else if let Some(slot) = self.ttls.iter_mut().find(|(_, n)| *n == 0) {
-            *slot = (ttl, 1);
+        let slots = || 0..self.ttl_values.len();
+        if let Some(i) = slots().find(|&i| self.ttl_counts[i] > 0 && self.ttl_values[i] == ttl) {
+            self.ttl_counts[i] = self.ttl_counts[i].saturating_add(1);
+        } else if let Some(i) = slots().find(|&i| self.ttl_counts[i] == 0) {
+            (self.ttl_values[i], self.ttl_counts[i]) = (ttl, 1);
         }
         if let Some(id) = ip_id {
             self.ip_ids = self.ip_ids.saturating_add(1);
@@ -233,9 +237,10 @@ impl Profile {
 
     fn fingerprint(&self) -> Fingerprint {
         let (ttl_usual, ttl_usual_count) = self
-            .ttls
+            .ttl_values
             .iter()
             .copied()
+            .zip(self.ttl_counts)
             .max_by_key(|(_, n)| *n)
             .unwrap_or((0, 0));
         let pattern = if self.ip_ids < 2 {

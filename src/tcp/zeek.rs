@@ -45,10 +45,12 @@ struct Endpoint {
     hist_last_syn: i64,
     hist_last_fin: i64,
     hist_last_rst: i64,
-    /// (count, threshold) for T, W, G.
-    retrans: (u64, u64),
-    zero_win: (u64, u64),
-    gaps: (u64, u64),
+    /// (count, threshold) for T, W, G: 32 bits, as Zeek's `rxmt_cnt`/`rxmt_thresh`,
+    /// `win0_cnt`/`win0_thresh` and `gap_cnt`/`gap_thresh` (TCP_Endpoint.h). Every live
+    /// connection holds two endpoints.
+    retrans: (u32, u32),
+    zero_win: (u32, u32),
+    gaps: (u32, u32),
     /// Content-gap bookkeeping (Reassem.cc), ranges only, no bytes: next relative seq expected,
     /// the highest acked offset already trimmed, and out-of-order ranges seen beyond.
     last_reassem: i64,
@@ -114,8 +116,8 @@ impl Endpoint {
 }
 
 /// Zeek's ScaledHistoryEntry: the letter at counts 1, 10, 100, ...
-fn scaled(counter: &mut (u64, u64)) -> bool {
-    counter.0 += 1;
+fn scaled(counter: &mut (u32, u32)) -> bool {
+    counter.0 = counter.0.saturating_add(1);
     if counter.0 == counter.1 {
         counter.1 = counter.1.saturating_mul(10);
         true
