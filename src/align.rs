@@ -572,7 +572,7 @@ fn best_candidates(
     threads: usize,
 ) -> (Bests, Bests) {
     let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::new();
-    let mut by_tuple: HashMap<(IpAddr, u16, IpAddr, u16), Vec<usize>> = HashMap::new();
+    let mut by_tuple: HashMap<crate::tcp::Conversation, Vec<usize>> = HashMap::new();
     for (k, c) in cj.iter().enumerate() {
         if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
             by_isn.entry(isn).or_default().push(k);
@@ -701,11 +701,8 @@ impl PayloadIndex {
     }
 }
 
-fn tuple_key(c: &Connection) -> (IpAddr, u16, IpAddr, u16) {
-    let a = (c.orig_h, c.orig_p);
-    let b = (c.resp_h, c.resp_p);
-    let (x, y) = if a <= b { (a, b) } else { (b, a) };
-    (x.0, x.1, y.0, y.1)
+fn tuple_key(c: &Connection) -> crate::tcp::Conversation {
+    crate::tcp::conversation((c.orig_h, c.orig_p), (c.resp_h, c.resp_p))
 }
 
 /// Keeps the best candidates (ties included).

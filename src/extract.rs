@@ -15,6 +15,7 @@ use crate::capture::{CaptureReader, LinkType, Timestamp};
 use crate::decode::{decode, Decoded, Transport};
 use crate::diagnose::Diagnosis;
 use crate::pcapng_writer::PcapngWriter;
+use crate::tcp::{conversation, Conversation};
 
 /// What to extract.
 pub enum Selection<'a> {
@@ -93,24 +94,25 @@ pub fn extract(
                 .or_default()
                 .push((c.first_frame, c.last_frame));
         }
-        let wanted_frames: Vec<u64> = comments
-            .keys()
-            .filter(|(name, _)| name == &vant.name)
-            .map(|(_, f)| *f)
+        // This capture's commented frames, by number (looked up for every frame read).
+        let wanted: BTreeMap<u64, &Vec<String>> = comments
+            .iter()
+            .filter(|((name, _), _)| name == &vant.name)
+            .map(|((_, f), c)| (*f, c))
             .collect();
-        if mine.is_empty() && wanted_frames.is_empty() {
+        if mine.is_empty() && wanted.is_empty() {
             continue;
         }
         let mut r = CaptureReader::open(&paths[v])?;
         while let Some(f) = r.next_frame()? {
-            let in_leg = endpoints(&f)
-                .and_then(|(s, d)| mine.get(&conversation(s, d)))
+            let in_leg = conversation_of(&f)
+                .and_then(|c| mine.get(&c))
                 .is_some_and(|spans| {
                     spans
                         .iter()
                         .any(|&(first, last)| (first..=last).contains(&f.number))
                 });
-            let comment = comments.get(&(vant.name.clone(), f.number));
+            let comment = wanted.get(&f.number);
             if !in_leg && comment.is_none() {
                 continue;
             }
@@ -140,22 +142,8 @@ pub fn extract(
     Ok(packets.len())
 }
 
-/// The frame is a packet between these two endpoints (either direction).
-/// Two endpoints, the lower first: the same for both directions of a conversation.
-type Conversation = ((std::net::IpAddr, u16), (std::net::IpAddr, u16));
-
-fn conversation(a: (std::net::IpAddr, u16), b: (std::net::IpAddr, u16)) -> Conversation {
-    if a <= b {
-        (a, b)
-    } else {
-        (b, a)
-    }
-}
-
-/// A TCP or UDP frame's source and destination.
-fn endpoints(
-    f: &crate::capture::Frame<'_>,
-) -> Option<((std::net::IpAddr, u16), (std::net::IpAddr, u16))> {
+/// The conversation a TCP or UDP frame belongs to.
+fn conversation_of(f: &crate::capture::Frame<'_>) -> Option<Conversation> {
     let Decoded::Ip(p) = decode(f) else {
         return None;
     };
@@ -164,7 +152,7 @@ fn endpoints(
         Transport::Udp(u) => (u.src_port, u.dst_port),
         Transport::Other { .. } => return None,
     };
-    Some(((p.src, sp), (p.dst, dp)))
+    Some(conversation((p.src, sp), (p.dst, dp)))
 }
 
 /// pcapng, little-endian, one section.

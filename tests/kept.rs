@@ -14,14 +14,7 @@ use vantage::tcp::TrackerOptions;
 fn report(specs: &[VantageSpec], opts: TrackerOptions) -> String {
     let (vantages, errors) = read_vantages_with(specs, opts);
     assert!(errors.is_empty(), "{errors:?}");
-    let al = align(
-        vantages,
-        &AlignOptions {
-            reference: 0,
-            offsets: Vec::new(),
-            threads: 1,
-        },
-    );
+    let al = align(vantages, &AlignOptions::default());
     diagnose_json(&diagnose_with(&al, MAX_EVIDENCE, Lang::En))
 }
 

@@ -41,10 +41,10 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
     assert!(errors.is_empty(), "{errors:?}");
     let al = align(
         vantages,
+        // Two threads: the comparison's parts and their merge are under test too.
         &AlignOptions {
-            reference: 0,
-            offsets: Vec::new(),
             threads: 2,
+            ..AlignOptions::default()
         },
     );
     std::fs::remove_dir_all(&dir).ok();

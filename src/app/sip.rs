@@ -1133,14 +1133,7 @@ impl SipDialogs {
         if self.details || !full || self.dialogs.len() < 8 {
             return;
         }
-        let before = self.dialogs.len();
-        self.dialogs.retain(|d| !d.ended_long_before(now));
-        if self.dialogs.len() < before {
-            self.index.clear();
-            for (i, d) in self.dialogs.iter().enumerate() {
-                self.index.insert(d.call_id.clone(), i);
-            }
-        }
+        self.drop_ended_calls(now);
         // Unless half went, grow as if nothing had: the next pass then comes only after as
         // many new calls as are kept (O(1) a call).
         if self.dialogs.len() * 2 > self.dialogs.capacity() {
@@ -1153,11 +1146,17 @@ impl SipDialogs {
     /// wait for the rules with their calls; on an agent's long connection most ended long
     /// before it did.
     pub fn forget_ended_calls_at_end(&mut self, end: Timestamp) {
-        if self.details {
-            return;
+        if !self.details {
+            self.drop_ended_calls(end);
         }
-        self.dialogs.retain(|d| !d.ended_long_before(end));
-        if !self.index.is_empty() {
+    }
+
+    /// Drops the calls that ended long before `now` (`Dialog::ended_long_before`); the Call-ID
+    /// index, where there still is one, follows.
+    fn drop_ended_calls(&mut self, now: Timestamp) {
+        let before = self.dialogs.len();
+        self.dialogs.retain(|d| !d.ended_long_before(now));
+        if self.dialogs.len() < before && !self.index.is_empty() {
             self.index.clear();
             for (i, d) in self.dialogs.iter().enumerate() {
                 self.index.insert(d.call_id.clone(), i);

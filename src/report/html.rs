@@ -729,7 +729,7 @@ fn findings_by_conn(d: &Diagnosis) -> std::collections::HashMap<&str, Vec<&Findi
 
 /// Whether a lined-up connection gets a timeline: it carried TCP somewhere.
 fn has_timeline(p: &Path<'_>) -> bool {
-    !p.legs.is_empty() && p.legs.iter().any(|l| l.proto == Proto::Tcp)
+    p.legs.iter().any(|l| l.proto == Proto::Tcp)
 }
 
 /// One connection's timeline: a lane per leg, its markers, its reconnection.

@@ -52,6 +52,19 @@ pub enum Side {
 
 pub use zeek::EndpointState;
 
+/// Two endpoints (address, port) of a conversation, the lower first: the same for both
+/// directions.
+pub type Conversation = ((IpAddr, u16), (IpAddr, u16));
+
+/// The conversation between `a` and `b`, whichever sent.
+pub fn conversation(a: (IpAddr, u16), b: (IpAddr, u16)) -> Conversation {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
 /// Connection key: the 5-tuple (addresses and ports ordered so both directions map to one key)
 /// plus VLAN ids, as Zeek's `vlan_fivetuple` conn key does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,7 +81,7 @@ impl FlowKey {
     }
 
     fn of(a: (IpAddr, u16), b: (IpAddr, u16), vlan: [u16; 2], proto: Proto) -> Self {
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let (lo, hi) = conversation(a, b);
         FlowKey {
             lo,
             hi,
