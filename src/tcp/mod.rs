@@ -545,12 +545,13 @@ fn seq_lt(a: u32, b: u32) -> bool {
 struct Live {
     /// The table's key, compared on lookup (`LiveTable`).
     key: FlowKey,
-    /// Orig address and port, to tell directions apart.
-    orig_key: (IpAddr, u16),
     /// Last packet seen (Zeek's `last_time` stops at the close; silences need every packet).
     seen_last_ts: Timestamp,
     /// How many of `silences` are set.
     n_silences: u8,
+    /// Whether the originator is the key's `lo` end (the key holds both ends; this tells
+    /// directions apart).
+    orig_is_lo: bool,
     /// The longest silences so far, longest first (`touch`), moved into `conn.silences` when
     /// the connection is summarised. Inline beside `seen_last_ts`: the first packet after a
     /// silence reads them, and in a list of their own that read was a cache miss on about
@@ -564,7 +565,45 @@ struct Live {
     zeek: Option<ZeekTcp>,
     /// Stream reassembly and the application parsers (TCP), or SIP over UDP.
     app: Option<Box<AppState>>,
-    conn: Connection,
+    conn: LiveConn,
+}
+
+impl Live {
+    /// Whether a packet from `src` goes orig -> resp.
+    fn sent_by_orig(&self, src: (IpAddr, u16)) -> bool {
+        (src == self.key.lo) == self.orig_is_lo
+    }
+
+    /// (originator, responder).
+    fn endpoints(&self) -> ((IpAddr, u16), (IpAddr, u16)) {
+        if self.orig_is_lo {
+            (self.key.lo, self.key.hi)
+        } else {
+            (self.key.hi, self.key.lo)
+        }
+    }
+}
+
+/// The part of a `Connection` that packets change. The rest (uid, capture, addresses, Zeek's
+/// state and history, silences, fingerprints) is known from the key and the tracking state, so
+/// `finish_live` writes it once, at the end: kept in every live connection, it cost ~260 bytes
+/// and an allocation (the uid) each, 20 000 times over on a busy capture.
+#[derive(Debug)]
+struct LiveConn {
+    ts: Timestamp,
+    last_ts: Timestamp,
+    first_frame: u64,
+    last_frame: u64,
+    orig: Direction,
+    resp: Direction,
+    rtt_s: Option<f64>,
+    max_idle: Option<Gap>,
+    /// Boxed: set once, by the first FIN or RST, and most live connections have none yet.
+    termination: Option<Box<Termination>>,
+    /// SIP over UDP (TCP's application summary comes from `Live::app` at the end).
+    app: Option<Box<AppSummary>>,
+    mid_stream: bool,
+    reused_port: bool,
 }
 
 /// Per-connection application state: one reassembler per direction feeding the session.
@@ -859,7 +898,7 @@ impl Tracker {
         by_age.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
         for (_, k) in by_age.into_iter().take(n) {
             if let Some(l) = self.live.remove(&k) {
-                let mut c = finish_live(l);
+                let mut c = finish_live(l, &self.capture);
                 c.orig.samples.drop_kept();
                 c.resp.samples.drop_kept();
                 c.orig.retransmitted = Vec::new();
@@ -929,7 +968,7 @@ impl Tracker {
             match ended_at(l) {
                 Some(due) if due < now.0 => {
                     let l = self.live.remove(&key).expect("present");
-                    let c = finish_live(l);
+                    let c = finish_live(l, &self.capture);
                     self.tag = StreamTag {
                         phase: 0,
                         at,
@@ -1036,7 +1075,7 @@ impl Tracker {
         // once (massif: the run's peak). Grown as it goes, it grows while live states are freed.
         let live: Vec<Box<Live>> = self.live.drain().collect();
         for l in live {
-            let c = finish_live(l);
+            let c = finish_live(l, &self.capture);
             self.keep(c);
         }
     }
@@ -1089,7 +1128,7 @@ impl Tracker {
                     key: Some(k),
                     seq: 0,
                 };
-                emit(tag, finish_live(l));
+                emit(tag, finish_live(l, &self.capture));
             }
         }
     }
@@ -1159,7 +1198,7 @@ impl Tracker {
                 let l = live;
                 // Port reuse: Zeek's IsReuse (a SYN after a close or RST, or with a new ISN),
                 // or a SYN after a silence longer than Zeek's inactivity timeout.
-                let from_orig = src == l.orig_key;
+                let from_orig = l.sent_by_orig(src);
                 let zeek_reuse = l
                     .zeek
                     .as_ref()
@@ -1181,7 +1220,7 @@ impl Tracker {
             }
         }
         if let Some(old) = replaced {
-            let c = finish_live(old);
+            let c = finish_live(old, &self.capture);
             self.keep(c);
         }
     }
@@ -1191,7 +1230,7 @@ impl Tracker {
         if let Some(l) = self.live.get(&key) {
             if frame.ts.0 - l.seen_last_ts.0 > UDP_INACTIVITY_NS {
                 let old = self.live.remove(&key).expect("present");
-                let c = finish_live(old);
+                let c = finish_live(old, &self.capture);
                 self.keep(c);
             }
         }
@@ -1218,7 +1257,7 @@ impl Tracker {
             )));
             l
         });
-        let from_orig = src == live.orig_key;
+        let from_orig = live.sent_by_orig(src);
         touch(live, frame, if from_orig { Side::Orig } else { Side::Resp });
         live.conn.last_ts = live.seen_last_ts;
         let d = if from_orig {
@@ -1279,44 +1318,34 @@ fn new_live(
     mid_stream: bool,
     opts: &TrackerOptions,
 ) -> Box<Live> {
-    let uid = make_uid(capture, proto, orig, resp, frame.ts);
+    // The uid is made at the end (`finish_live`), unless `--detail` must know it now.
+    let detailed = opts.detail
+        && opts
+            .detail_uid
+            .is_none_or(|k| uid_key(&make_uid(capture, proto, orig, resp, frame.ts)) == k);
     let app = (opts.app && proto == Proto::Tcp).then(|| {
         Box::new(AppState {
             client: Reassembler::new(opts.reassembly_cap),
             server: Reassembler::new(opts.reassembly_cap),
-            session: Session::new(
-                opts.detail && opts.detail_uid.is_none_or(|k| uid_key(&uid) == k),
-            )
-            .keep_heads(opts.http_heads)
-            .keep_details(opts.app_details),
+            session: Session::new(detailed)
+                .keep_heads(opts.http_heads)
+                .keep_details(opts.app_details),
         })
     });
     Box::new(Live {
         app,
-        conn: Connection {
-            uid,
-            capture: capture.clone(),
-            proto,
-            orig_h: orig.0,
-            orig_p: orig.1,
-            resp_h: resp.0,
-            resp_p: resp.1,
-            vlan: (vlan != [0, 0]).then_some(vlan),
+        conn: LiveConn {
             ts: frame.ts,
             last_ts: frame.ts,
             first_frame: frame.number,
             last_frame: frame.number,
-            conn_state: None,
-            history: (proto == Proto::Tcp).then(String::new),
-            mid_stream,
             orig: Direction::default(),
             resp: Direction::default(),
             rtt_s: None,
             max_idle: None,
-            silences: Vec::new(),
             termination: None,
-            missed_bytes: 0,
             app: None,
+            mid_stream,
             reused_port: false,
         },
         zeek: (proto == Proto::Tcp).then(ZeekTcp::default),
@@ -1334,7 +1363,7 @@ fn new_live(
             from_ts: Timestamp(0),
         }; TOP_GAPS],
         key: FlowKey::of(orig, resp, vlan, proto),
-        orig_key: orig,
+        orig_is_lo: conversation(orig, resp).0 == orig,
     })
 }
 
@@ -1549,7 +1578,7 @@ fn track_tcp(
     t: &TcpSegment<'_>,
     keep_samples: bool,
 ) {
-    let from_orig = (p.src, t.src_port) == live.orig_key;
+    let from_orig = live.sent_by_orig((p.src, t.src_port));
     let side = if from_orig { Side::Orig } else { Side::Resp };
     let gap = touch(live, frame, side);
     let flags = t.flags;
@@ -1572,14 +1601,14 @@ fn track_tcp(
         } else {
             &live.resp_seq
         };
-        live.conn.termination = Some(termination(
+        live.conn.termination = Some(Box::new(termination(
             &seq_state.profile.fingerprint(),
             side,
             frame,
             p,
             t,
             gap,
-        ));
+        )));
     }
 
     let (d, seq) = if from_orig {
@@ -1821,13 +1850,17 @@ fn feed_app(
     }
 }
 
-fn finish_live(mut l: Box<Live>) -> Connection {
-    if let Some(app) = l.app.take() {
+fn finish_live(mut l: Box<Live>, capture: &std::sync::Arc<str>) -> Connection {
+    let (orig, resp) = l.endpoints();
+    let proto = l.key.proto;
+    let vlan = l.key.vlan;
+    let mut app = l.conn.app.take();
+    if let Some(state) = l.app.take() {
         let AppState {
             mut client,
             mut server,
             mut session,
-        } = *app;
+        } = *state;
         client.flush(&mut Sink {
             session: &mut session,
             from_client: true,
@@ -1836,20 +1869,56 @@ fn finish_live(mut l: Box<Live>) -> Connection {
             session: &mut session,
             from_client: false,
         });
-        l.conn.app = Some(Box::new(session.finish()));
+        app = Some(Box::new(session.finish()));
     }
+    let LiveConn {
+        ts,
+        last_ts,
+        first_frame,
+        last_frame,
+        orig: mut orig_dir,
+        resp: mut resp_dir,
+        rtt_s,
+        max_idle,
+        termination: end,
+        app: _,
+        mid_stream,
+        reused_port,
+    } = l.conn;
+    orig_dir.fingerprint = l.orig_seq.profile.fingerprint();
+    resp_dir.fingerprint = l.resp_seq.profile.fingerprint();
+    let mut c = Connection {
+        uid: make_uid(capture, proto, orig, resp, ts),
+        capture: capture.clone(),
+        proto,
+        orig_h: orig.0,
+        orig_p: orig.1,
+        resp_h: resp.0,
+        resp_p: resp.1,
+        vlan: (vlan != [0, 0]).then_some(vlan),
+        ts,
+        last_ts: last_ts.max(ts),
+        first_frame,
+        last_frame,
+        conn_state: None,
+        history: None,
+        mid_stream,
+        orig: orig_dir,
+        resp: resp_dir,
+        rtt_s,
+        max_idle,
+        silences: l.silences[..usize::from(l.n_silences)].to_vec(),
+        termination: end.map(|t| *t),
+        missed_bytes: 0,
+        app,
+        reused_port,
+    };
     if let Some(z) = &l.zeek {
-        l.conn.conn_state = Some(z.conn_state());
-        l.conn.history = Some(z.history().to_string());
-        l.conn.orig.bytes = z.size(true);
-        l.conn.resp.bytes = z.size(false);
-        l.conn.missed_bytes = z.missed_bytes();
+        c.conn_state = Some(z.conn_state());
+        c.history = Some(z.history().to_string());
+        c.orig.bytes = z.size(true);
+        c.resp.bytes = z.size(false);
+        c.missed_bytes = z.missed_bytes();
     }
-    if l.conn.last_ts < l.conn.ts {
-        l.conn.last_ts = l.conn.ts;
-    }
-    l.conn.silences = l.silences[..usize::from(l.n_silences)].to_vec();
-    l.conn.orig.fingerprint = l.orig_seq.profile.fingerprint();
-    l.conn.resp.fingerprint = l.resp_seq.profile.fingerprint();
-    l.conn
+    c
 }
