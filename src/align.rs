@@ -453,15 +453,16 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
         let v = base.partition_point(|&b| b <= node) - 1;
         (v, node - base[v])
     };
-    let mut by_root: HashMap<usize, Vec<usize>> = HashMap::new();
-    for node in 0..total {
-        let r = groups.find(node);
-        by_root.entry(r).or_default().push(node);
-    }
-    let mut raw_groups: Vec<Vec<usize>> = by_root.into_values().collect();
-    for g in &mut raw_groups {
-        g.sort_unstable();
-    }
+    // Nodes by group, each group's in order: one sorted list (a map with a list per group was
+    // ~100 bytes a connection, for groups that are mostly of one).
+    let mut by_root: Vec<(usize, usize)> = (0..total).map(|n| (groups.find(n), n)).collect();
+    by_root.sort_unstable();
+    let grouped: Vec<usize> = by_root.iter().map(|&(_, n)| n).collect();
+    let raw_groups = by_root.chunk_by(|a, b| a.0 == b.0).scan(0, |at, g| {
+        let span = *at..*at + g.len();
+        *at = span.end;
+        Some(&grouped[span])
+    });
 
     // Clock offsets from the links.
     let mut pair_deltas: HashMap<(usize, usize), PairDeltas> = HashMap::new();
@@ -487,67 +488,66 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     // Lined-up connections, in reference time.
     let link_of: HashMap<(usize, usize), Candidate> =
         links.iter().map(|&(a, b, c)| ((a, b), c)).collect();
-    let mut lined: Vec<LinedUp> = raw_groups
-        .iter()
-        .map(|g| {
-            let legs: Vec<Leg> = g
-                .iter()
-                .map(|&node| {
-                    let (v, i) = node_at(node);
-                    let c = &al.vantages[v].flows.connections[i];
-                    Leg {
-                        vantage: al.vantages[v].name.clone(),
-                        src: c.orig_h,
-                        sport: c.orig_p,
-                        dst: c.resp_h,
-                        dport: c.resp_p,
-                        proto: c.proto,
-                        uid: c.uid.clone(),
-                        first_frame: c.first_frame,
-                        last_frame: c.last_frame,
-                        at: (v, i),
-                    }
-                })
-                .collect();
-            let mut weakest: Option<Candidate> = None;
-            for (x, &a) in g.iter().enumerate() {
-                for &b in &g[x + 1..] {
-                    if let Some(c) = link_of.get(&(a, b)).or_else(|| link_of.get(&(b, a))) {
-                        if weakest.is_none_or(|w| {
-                            (tier_rank(c.method), c.score) < (tier_rank(w.method), w.score)
-                        }) {
-                            weakest = Some(*c);
-                        }
+    // Sized up front: grown by doubling, the list was up to twice its size.
+    let mut lined: Vec<LinedUp> = Vec::with_capacity(by_root.chunk_by(|a, b| a.0 == b.0).count());
+    lined.extend(raw_groups.map(|g| {
+        let legs: Vec<Leg> = g
+            .iter()
+            .map(|&node| {
+                let (v, i) = node_at(node);
+                let c = &al.vantages[v].flows.connections[i];
+                Leg {
+                    vantage: al.vantages[v].name.clone(),
+                    src: c.orig_h,
+                    sport: c.orig_p,
+                    dst: c.resp_h,
+                    dport: c.resp_p,
+                    proto: c.proto,
+                    uid: c.uid.clone(),
+                    first_frame: c.first_frame,
+                    last_frame: c.last_frame,
+                    at: (v, i),
+                }
+            })
+            .collect();
+        let mut weakest: Option<Candidate> = None;
+        for (x, &a) in g.iter().enumerate() {
+            for &b in &g[x + 1..] {
+                if let Some(c) = link_of.get(&(a, b)).or_else(|| link_of.get(&(b, a))) {
+                    if weakest.is_none_or(|w| {
+                        (tier_rank(c.method), c.score) < (tier_rank(w.method), w.score)
+                    }) {
+                        weakest = Some(*c);
                     }
                 }
             }
-            let matched = match weakest {
-                Some(c) => Match {
-                    method: c.method,
-                    confidence: (c.score * 100.0).round() / 100.0,
-                },
-                None if g.iter().any(|&n| ambiguous_nodes[n]) => Match {
-                    method: MatchMethod::Ambiguous,
-                    confidence: 0.0,
-                },
-                None => Match {
-                    method: MatchMethod::Unmatched,
-                    confidence: 0.0,
-                },
-            };
-            let ts = legs
-                .iter()
-                .map(|l| al.to_reference(l.at.0, al.connection(l).ts))
-                .min()
-                .unwrap_or_default();
-            LinedUp {
-                id: String::new(),
-                legs,
-                matched,
-                ts,
-            }
-        })
-        .collect();
+        }
+        let matched = match weakest {
+            Some(c) => Match {
+                method: c.method,
+                confidence: (c.score * 100.0).round() / 100.0,
+            },
+            None if g.iter().any(|&n| ambiguous_nodes[n]) => Match {
+                method: MatchMethod::Ambiguous,
+                confidence: 0.0,
+            },
+            None => Match {
+                method: MatchMethod::Unmatched,
+                confidence: 0.0,
+            },
+        };
+        let ts = legs
+            .iter()
+            .map(|l| al.to_reference(l.at.0, al.connection(l).ts))
+            .min()
+            .unwrap_or_default();
+        LinedUp {
+            id: String::new(),
+            legs,
+            matched,
+            ts,
+        }
+    }));
     lined.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.legs[0].at.cmp(&b.legs[0].at)));
     for (k, l) in lined.iter_mut().enumerate() {
         l.id = format!("L{}", k + 1);

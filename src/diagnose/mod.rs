@@ -242,16 +242,20 @@ pub struct Path<'a> {
 pub struct Ctx<'a> {
     pub al: &'a Alignment,
     pub paths: Vec<Path<'a>>,
-    /// Path index by lined-up connection id.
-    by_id: std::collections::HashMap<&'a str, usize>,
-    /// Client-side legs of TCP paths by (vantage, client address, server address, server
-    /// port), in start order: a client's connections to one service, for reconnects.
-    by_client: std::collections::HashMap<ClientKey, Vec<usize>>,
+    /// TCP paths sorted by their client-side leg's (vantage, client address, server address,
+    /// server port), then start: a client's connections to one service, for reconnects. One
+    /// list of indexes: a map with a list per client was ~120 bytes a connection.
+    by_client: Vec<usize>,
     /// UDP legs that carry SIP (the voice gateway's leg of calls).
     pub sip_udp_legs: Vec<&'a Leg>,
 }
 
 type ClientKey = (usize, std::net::IpAddr, std::net::IpAddr, u16);
+
+fn client_key(al: &Alignment, leg: &Leg) -> ClientKey {
+    let c = al.connection(leg);
+    (leg.at.0, c.orig_h, c.resp_h, c.resp_p)
+}
 
 impl<'a> Ctx<'a> {
     pub fn new(al: &'a Alignment) -> Self {
@@ -270,21 +274,11 @@ impl<'a> Ctx<'a> {
                 Path { lined: l, legs }
             })
             .collect::<Vec<_>>();
-        let by_id = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.lined.id.as_str(), i))
-            .collect();
-        let mut by_client: std::collections::HashMap<ClientKey, Vec<usize>> = Default::default();
+        let mut by_client = Vec::new();
         let mut sip_udp_legs = Vec::new();
         for (i, p) in paths.iter().enumerate() {
-            let leg = p.legs[0];
-            let c = al.connection(leg);
-            if c.proto == crate::tcp::Proto::Tcp {
-                by_client
-                    .entry((leg.at.0, c.orig_h, c.resp_h, c.resp_p))
-                    .or_default()
-                    .push(i);
+            if al.connection(p.legs[0]).proto == crate::tcp::Proto::Tcp {
+                by_client.push(i);
             }
             for leg in &p.legs {
                 let c = al.connection(leg);
@@ -295,13 +289,13 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        for v in by_client.values_mut() {
-            v.sort_by_key(|&i| al.connection(paths[i].legs[0]).ts);
-        }
+        by_client.sort_unstable_by_key(|&i| {
+            let leg = paths[i].legs[0];
+            (client_key(al, leg), al.connection(leg).ts, i)
+        });
         Ctx {
             al,
             paths,
-            by_id,
             by_client,
             sip_udp_legs,
         }
@@ -309,16 +303,26 @@ impl<'a> Ctx<'a> {
 
     /// The path of a lined-up connection.
     pub fn path(&self, id: &str) -> Option<&Path<'a>> {
-        self.by_id.get(id).map(|&i| &self.paths[i])
+        // `align` numbers lined-up connections L1, L2, ... in the order `paths` has them: the
+        // number is the index (a map from id to index cost ~40 bytes a connection).
+        let at = id
+            .strip_prefix('L')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1));
+        match at.and_then(|i| self.paths.get(i)) {
+            Some(p) if p.lined.id == id => Some(p),
+            _ => self.paths.iter().find(|p| p.lined.id == id),
+        }
     }
 
     /// The same client's connections to the same service at the same vantage, in start order.
     pub fn client_connections(&self, leg: &Leg) -> impl Iterator<Item = &Path<'a>> {
-        let c = self.al.connection(leg);
-        self.by_client
-            .get(&(leg.at.0, c.orig_h, c.resp_h, c.resp_p))
-            .into_iter()
-            .flatten()
+        let key = client_key(self.al, leg);
+        let of = |i: usize| client_key(self.al, self.paths[i].legs[0]);
+        let from = self.by_client.partition_point(|&i| of(i) < key);
+        self.by_client[from..]
+            .iter()
+            .take_while(move |&&i| of(i) == key)
             .map(|&i| &self.paths[i])
     }
 
