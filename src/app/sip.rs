@@ -19,6 +19,10 @@ const MAX_VALUE: usize = 512;
 /// Default caps of [`SipDialogs`].
 pub const MAX_DIALOGS: usize = 10_000;
 pub const MAX_REGISTRATIONS: usize = 10_000;
+/// Dialogs are found by Call-ID through a map only from this many on; fewer are scanned. An
+/// agent's connection has a call or two at a time, and the map with its copy of each Call-ID
+/// was ~200 bytes of every live connection that had one.
+const INDEX_FROM: usize = 16;
 /// Without details (`SipDialogs::keep_details`), a call is forgotten this long after it ended:
 /// far beyond any SIP transaction timer (Timer B and F: 64 × T1 = 32 s, RFC 3261 §17.1.1.2),
 /// so no late response can still move it.
@@ -925,7 +929,11 @@ impl SipDialogs {
     }
 
     fn dialog_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
-        let i = *self.index.get(call_id)?;
+        let i = if self.index.is_empty() {
+            self.dialogs.iter().position(|d| d.call_id == call_id)?
+        } else {
+            *self.index.get(call_id)?
+        };
         self.dialogs.get_mut(i)
     }
 
@@ -950,7 +958,12 @@ impl SipDialogs {
             self.dialogs_overflow = self.dialogs_overflow.saturating_add(1);
             return;
         }
-        self.index.insert(call_id.to_string(), self.dialogs.len());
+        if self.dialogs.len() + 1 >= INDEX_FROM {
+            if self.index.len() != self.dialogs.len() {
+                self.reindex();
+            }
+            self.index.insert(call_id.to_string(), self.dialogs.len());
+        }
         let detail = |v: &Option<Cow<'_, str>>| if self.details { owned(v) } else { None };
         push_small(
             &mut self.dialogs,
@@ -1157,10 +1170,19 @@ impl SipDialogs {
         let before = self.dialogs.len();
         self.dialogs.retain(|d| !d.ended_long_before(now));
         if self.dialogs.len() < before && !self.index.is_empty() {
-            self.index.clear();
-            for (i, d) in self.dialogs.iter().enumerate() {
-                self.index.insert(d.call_id.clone(), i);
+            if self.dialogs.len() >= INDEX_FROM {
+                self.reindex();
+            } else {
+                self.index = HashMap::new();
             }
+        }
+    }
+
+    /// The Call-ID index rebuilt from the dialogs (without one, `dialog_mut` scans them).
+    fn reindex(&mut self) {
+        self.index.clear();
+        for (i, d) in self.dialogs.iter().enumerate() {
+            self.index.insert(d.call_id.clone(), i);
         }
     }
 
@@ -1672,6 +1694,55 @@ Content-Length: 0\r\n\
             assert_eq!(dl.ok_ts, Some(Timestamp(1)));
             assert_eq!(dl.to_tag.is_some(), details);
             assert_eq!(dl.from_uri.is_some(), details);
+        }
+    }
+
+    /// Calls are found by Call-ID by a scan while they are few and through the index from
+    /// `INDEX_FROM` on: every BYE finds its call on either side of the switch, and a retransmitted
+    /// INVITE is not a second call.
+    #[test]
+    fn calls_are_found_with_and_without_the_index() {
+        let secs = |s: i64| Timestamp(s * 1_000_000_000);
+        let m = |start: &str, id: &str, cseq: &str| parse(&msg(start, id, cseq, Some("tt"), ""));
+        for n in [INDEX_FROM - 1, INDEX_FROM, 3 * INDEX_FROM] {
+            let mut d = SipDialogs::new();
+            for k in 0..n {
+                let id = format!("call-{k}");
+                d.add(
+                    secs(k as i64),
+                    1,
+                    false,
+                    &m("INVITE sip:1@x SIP/2.0", &id, "1 INVITE"),
+                );
+                d.add(
+                    secs(k as i64),
+                    2,
+                    true,
+                    &m("SIP/2.0 200 OK", &id, "1 INVITE"),
+                );
+            }
+            // The first call's INVITE again: a retransmission.
+            d.add(
+                secs(1000),
+                3,
+                false,
+                &m("INVITE sip:1@x SIP/2.0", "call-0", "1 INVITE"),
+            );
+            assert_eq!(d.dialogs.len(), n);
+            assert_eq!(d.index.is_empty(), n < INDEX_FROM, "{n}");
+            for k in (0..n).rev() {
+                let id = format!("call-{k}");
+                d.add(
+                    secs(2000),
+                    4,
+                    false,
+                    &m("BYE sip:1@x SIP/2.0", &id, "2 BYE"),
+                );
+            }
+            assert!(
+                d.dialogs.iter().all(|x| x.bye_ts == Some(secs(2000))),
+                "{n}"
+            );
         }
     }
 
