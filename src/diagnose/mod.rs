@@ -242,15 +242,21 @@ pub struct Path<'a> {
 pub struct Ctx<'a> {
     pub al: &'a Alignment,
     pub paths: Vec<Path<'a>>,
-    /// TCP paths sorted by their client-side leg's (vantage, client address, server address,
-    /// server port), then start: a client's connections to one service, for reconnects. One
-    /// list of indexes: a map with a list per client was ~120 bytes a connection.
-    by_client: Vec<usize>,
+    /// TCP paths by a hash of their client-side leg's (vantage, client address, server
+    /// address, server port), then start and index: a client's connections to one service,
+    /// for reconnects. One sorted list: a map with a list per client was ~120 bytes a
+    /// connection. (hash, start, path index).
+    by_client: Vec<(u64, Timestamp, usize)>,
     /// UDP legs that carry SIP (the voice gateway's leg of calls).
     pub sip_udp_legs: Vec<&'a Leg>,
 }
 
 type ClientKey = (usize, std::net::IpAddr, std::net::IpAddr, u16);
+
+fn client_hash(k: &ClientKey) -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::quality::FixedState::with_seed(0).hash_one(k)
+}
 
 fn client_key(al: &Alignment, leg: &Leg) -> ClientKey {
     let c = al.connection(leg);
@@ -277,8 +283,9 @@ impl<'a> Ctx<'a> {
         let mut by_client = Vec::new();
         let mut sip_udp_legs = Vec::new();
         for (i, p) in paths.iter().enumerate() {
-            if al.connection(p.legs[0]).proto == crate::tcp::Proto::Tcp {
-                by_client.push(i);
+            let c = al.connection(p.legs[0]);
+            if c.proto == crate::tcp::Proto::Tcp {
+                by_client.push((client_hash(&client_key(al, p.legs[0])), c.ts, i));
             }
             for leg in &p.legs {
                 let c = al.connection(leg);
@@ -289,10 +296,7 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        by_client.sort_unstable_by_key(|&i| {
-            let leg = paths[i].legs[0];
-            (client_key(al, leg), al.connection(leg).ts, i)
-        });
+        by_client.sort_unstable();
         Ctx {
             al,
             paths,
@@ -318,12 +322,14 @@ impl<'a> Ctx<'a> {
     /// The same client's connections to the same service at the same vantage, in start order.
     pub fn client_connections(&self, leg: &Leg) -> impl Iterator<Item = &Path<'a>> {
         let key = client_key(self.al, leg);
-        let of = |i: usize| client_key(self.al, self.paths[i].legs[0]);
-        let from = self.by_client.partition_point(|&i| of(i) < key);
+        let h = client_hash(&key);
+        let from = self.by_client.partition_point(|&(x, _, _)| x < h);
+        // Another client with the same hash would be mixed in, in time order: left out.
         self.by_client[from..]
             .iter()
-            .take_while(move |&&i| of(i) == key)
-            .map(|&i| &self.paths[i])
+            .take_while(move |&&(x, _, _)| x == h)
+            .map(|&(_, _, i)| &self.paths[i])
+            .filter(move |p| client_key(self.al, p.legs[0]) == key)
     }
 
     pub fn conn(&self, leg: &Leg) -> &'a Connection {
