@@ -138,11 +138,15 @@ pub struct Session {
 struct Found {
     service: Option<Service>,
     http: Option<Box<HttpSummary>>,
-    ws_anomalies: Vec<(u64, AnomalyKind)>,
+    /// Only with details (`flows`, HTML), like `events` with `detail`. Boxed lists: the slot is
+    /// 8 bytes instead of 24 in every live session, and nearly all stay empty.
+    #[allow(clippy::box_collection)]
+    ws_anomalies: Option<Box<Vec<(u64, AnomalyKind)>>>,
     sip: Option<Box<SipDialogs>>,
     tls: Option<Box<ClientHello>>,
     stream_gaps: u64,
-    events: Vec<AppEvent>,
+    #[allow(clippy::box_collection)]
+    events: Option<Box<Vec<AppEvent>>>,
 }
 
 /// The WebSocket state of an upgraded connection, per direction (client, server).
@@ -182,8 +186,11 @@ impl WsSink for WsEvents<'_> {
         s.event(self.ts, frame_no, self.from_client, || {
             format!("WebSocket anomaly: {kind:?}")
         });
-        if s.details && s.found.ws_anomalies.len() < MAX_ANOMALIES {
-            s.found.ws_anomalies.push((frame_no, kind));
+        if s.details {
+            let list = s.found.ws_anomalies.get_or_insert_with(Box::default);
+            if list.len() < MAX_ANOMALIES {
+                list.push((frame_no, kind));
+            }
         }
     }
 }
@@ -254,8 +261,12 @@ impl Session {
         from_client: bool,
         what: impl FnOnce() -> String,
     ) {
-        if self.detail && self.found.events.len() < MAX_EVENTS {
-            self.found.events.push(AppEvent {
+        if !self.detail {
+            return;
+        }
+        let events = self.found.events.get_or_insert_with(Box::default);
+        if events.len() < MAX_EVENTS {
+            events.push(AppEvent {
                 ts,
                 frame,
                 dir: if from_client { ">" } else { "<" },
@@ -779,7 +790,7 @@ impl Session {
             service: found.service,
             http: found.http.map(|h| *h),
             websocket: self.ws.and_then(|w| w.stats),
-            ws_anomalies: found.ws_anomalies,
+            ws_anomalies: found.ws_anomalies.map(|a| *a).unwrap_or_default(),
             sip: found.sip.map(|s| {
                 let mut s = *s;
                 s.finish();
@@ -788,7 +799,7 @@ impl Session {
             tls: found.tls.map(|t| *t),
             heartbeat: self.hb.analyse(),
             stream_gaps: found.stream_gaps,
-            events: found.events,
+            events: found.events.map(|e| *e).unwrap_or_default(),
         }
     }
 }

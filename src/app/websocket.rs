@@ -25,6 +25,7 @@ pub const MAX_CONTROL_TIMES: usize = 10_000;
 
 // Compile-time check that a prefix never exceeds what callers expect of a "head".
 const _: () = assert!(PREFIX_CAP <= MAX_PREFIX_CAP);
+const _: () = assert!(MAX_PREFIX_CAP <= u32::MAX as usize);
 
 /// Frame opcode (RFC 6455 §5.2, "Opcode: 4 bits"; registry in §11.8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -211,8 +212,8 @@ struct Current {
     opcode: Opcode,
     masked: bool,
     header_len: u8,
-    /// Prefix cap for this frame.
-    cap: usize,
+    /// Prefix cap for this frame (at most `MAX_PREFIX_CAP`).
+    cap: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,7 +262,7 @@ pub struct WsParser {
     /// The prefix so far of a frame cut by the end of a push (empty otherwise).
     partial: Vec<u8>,
     hdr: [u8; 14],
-    hdr_len: usize,
+    hdr_len: u8,
     /// A fragmented data message is open (§5.4).
     in_message: bool,
     /// After a resync we don't know whether a message was open: don't flag the first
@@ -272,7 +273,8 @@ pub struct WsParser {
     offset: u64,
     frames: u64,
     ignored_bytes: u64,
-    lost: Option<LostSync>,
+    /// Boxed: rare, and every parser holds the slot (two a WebSocket connection).
+    lost: Option<Box<LostSync>>,
 }
 
 impl WsParser {
@@ -295,7 +297,7 @@ impl WsParser {
                 opcode: Opcode::Continuation,
                 masked: false,
                 header_len: 0,
-                cap: PREFIX_CAP,
+                cap: PREFIX_CAP as u32,
             },
             partial: Vec::new(),
             hdr: [0; 14],
@@ -350,7 +352,7 @@ impl WsParser {
 
     /// Set once the framing is lost.
     pub fn lost_sync(&self) -> Option<&LostSync> {
-        self.lost.as_ref()
+        self.lost.as_deref()
     }
 
     /// Whether a frame is half read (header or payload).
@@ -366,11 +368,11 @@ impl WsParser {
     /// ignored (counted in [`ignored_bytes`](Self::ignored_bytes)) until [`resync`](Self::resync).
     pub fn gap(&mut self) {
         if self.lost.is_none() {
-            self.lost = Some(LostSync {
+            self.lost = Some(Box::new(LostSync {
                 reason: LostReason::Gap,
                 stream_offset: self.offset,
                 in_frame: self.current_opcode(),
-            });
+            }));
         }
         self.state = State::Lost;
         self.hdr_len = 0;
@@ -430,16 +432,18 @@ impl WsParser {
                         self.cur.first_frame_no = frame_no;
                     }
                     let need = self.header_need();
-                    let take = need.saturating_sub(self.hdr_len).min(rest.len());
+                    let have = usize::from(self.hdr_len);
+                    let take = need.saturating_sub(have).min(rest.len());
                     let (head, tail) = rest.split_at(take);
-                    if let Some(dst) = self.hdr.get_mut(self.hdr_len..self.hdr_len + take) {
+                    if let Some(dst) = self.hdr.get_mut(have..have + take) {
                         dst.copy_from_slice(head);
                     }
-                    self.hdr_len += take;
+                    // At most the 14 bytes of `hdr`.
+                    self.hdr_len += take as u8;
                     self.offset = self.offset.saturating_add(take as u64);
                     rest = tail;
                     // With the first two bytes in, the full header length is known (§5.2).
-                    if self.hdr_len >= 2 && self.hdr_len == self.header_need() {
+                    if self.hdr_len >= 2 && usize::from(self.hdr_len) == self.header_need() {
                         self.header_complete(ts, frame_no, out, scratch);
                     }
                 }
@@ -451,7 +455,7 @@ impl WsParser {
                         .min(rest.len());
                     let (chunk, tail) = rest.split_at(take);
                     // Keep (unmasked, §5.3) only what still fits in the prefix.
-                    let room = cur.cap.saturating_sub(scratch.len());
+                    let room = (cur.cap as usize).saturating_sub(scratch.len());
                     let kept = chunk.get(..room.min(chunk.len())).unwrap_or(chunk);
                     match cur.mask {
                         Some(key) => {
@@ -526,11 +530,11 @@ impl WsParser {
         };
         if payload_len >> 63 != 0 {
             self.anomaly(out, ts, frame_no, AnomalyKind::LengthMsbSet);
-            self.lost = Some(LostSync {
+            self.lost = Some(Box::new(LostSync {
                 reason: LostReason::BadHeader,
                 stream_offset: self.offset,
                 in_frame: Some(opcode),
-            });
+            }));
             self.state = State::Lost;
             return;
         }
@@ -614,8 +618,8 @@ impl WsParser {
             rsv,
             opcode,
             masked,
-            header_len: header_len as u8,
-            cap: self.prefix_cap,
+            header_len,
+            cap: self.prefix_cap as u32,
         };
         self.state = State::Payload;
         if payload_len == 0 {
