@@ -65,7 +65,8 @@ pub struct Leg {
     pub dst: IpAddr,
     pub dport: u16,
     pub proto: Proto,
-    pub uid: String,
+    #[schemars(with = "String")]
+    pub uid: crate::tcp::Uid,
     pub first_frame: u64,
     pub last_frame: u64,
     /// Index of the vantage and of the connection in its capture's list.
@@ -503,7 +504,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
                     dst: c.resp_h,
                     dport: c.resp_p,
                     proto: c.proto,
-                    uid: c.uid.clone(),
+                    uid: c.uid,
                     first_frame: c.first_frame,
                     last_frame: c.last_frame,
                     at: (v, i),

@@ -641,7 +641,7 @@ fn flows(args: FlowsArgs) -> ExitCode {
         .collect();
     conns.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
     if let Some(uid) = &args.detail {
-        let Some(c) = conns.iter().find(|c| &c.uid == uid) else {
+        let Some(c) = conns.iter().find(|c| c.uid.as_str() == uid) else {
             eprintln!("vantage: error: no connection with uid {uid} in these captures");
             return ExitCode::from(2);
         };

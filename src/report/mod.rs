@@ -200,7 +200,7 @@ impl<'a> FlowRecord<'a> {
     pub fn from(c: &'a Connection) -> Self {
         FlowRecord {
             ts: c.ts,
-            uid: &c.uid,
+            uid: c.uid.as_str(),
             orig_h: c.orig_h,
             orig_p: c.orig_p,
             resp_h: c.resp_h,

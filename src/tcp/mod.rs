@@ -512,7 +512,7 @@ pub fn payload_hash(payload: &[u8]) -> u64 {
 /// Field names follow Zeek's conn.log where the meaning is the same.
 #[derive(Clone, Debug, Serialize)]
 pub struct Connection {
-    pub uid: String,
+    pub uid: Uid,
     /// The capture file it was seen in (shared by all of a capture's connections).
     pub capture: std::sync::Arc<str>,
     pub proto: Proto,
@@ -1454,7 +1454,7 @@ fn make_uid(
     orig: (IpAddr, u16),
     resp: (IpAddr, u16),
     ts: Timestamp,
-) -> String {
+) -> Uid {
     use std::fmt::Write as _;
     let mut fnv = Fnv::new();
     let name = std::path::Path::new(capture)
@@ -1471,16 +1471,61 @@ fn make_uid(
     fnv.feed(&ts.0.to_be_bytes());
     let mut h = fnv.0;
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut s = String::with_capacity(18);
-    s.push('C');
-    for _ in 0..17 {
-        s.push(ALPHABET[(h % 62) as usize] as char);
+    let mut s = [b'C'; UID_LEN];
+    for c in &mut s[1..] {
+        *c = ALPHABET[(h % 62) as usize];
         h /= 62;
         if h == 0 {
             h = 0x9e37_79b9_7f4a_7c15;
         }
     }
-    s
+    Uid(s)
+}
+
+const UID_LEN: usize = 18;
+
+/// A connection's uid: "C" and 17 base-62 digits (`make_uid`), kept inline. As a `String` it
+/// was an allocation of its own in every summary and in every leg of the alignment, ~40 bytes
+/// each with the allocator's header.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uid([u8; UID_LEN]);
+
+impl Uid {
+    pub fn as_str(&self) -> &str {
+        // Made of ASCII only (`make_uid`).
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for Uid {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Uid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Uid {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
 }
 
 /// Connection-level bookkeeping common to TCP and UDP: last seen, longest silence. Returns the
