@@ -321,7 +321,7 @@ pub enum FlowsFormat {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    crate::pipeline::two_malloc_arenas();
+    crate::pipeline::tune_malloc();
     crate::progress::configure(cli.color);
     match cli.command {
         Command::Flows(args) => flows(args),

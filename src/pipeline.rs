@@ -440,13 +440,21 @@ fn read_frames<'e>(
 /// | 8 | 0.95 s, 100 MB | 9.1 s, 349 MB | 2.3 s, 180 MB |
 ///
 /// One core (`--threads 1`) tracks one capture on the main thread (`read_vantages_filtered`)
-/// and is not affected. Other C libraries: nothing to do.
-pub fn two_malloc_arenas() {
+/// and is not affected.
+///
+/// It also fixes glibc's mmap threshold at its default, 128 KiB. Left alone, glibc raises it
+/// each time a mapped block is freed (up to 32 MiB, mallopt(3)), so whether a large block is
+/// mapped depends on what was freed before it. Fixed, the live table's chunks (`tcp`) and the
+/// large lists are always mapped, and their pages go back to the system when they are freed.
+///
+/// Other C libraries: nothing to do.
+pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator; it is called before any thread of
-    // ours starts, and M_ARENA_MAX is one glibc documents (mallopt(3)).
+    // SAFETY: mallopt only sets tunables of the allocator; it is called before any thread of
+    // ours starts, and M_ARENA_MAX and M_MMAP_THRESHOLD are ones glibc documents (mallopt(3)).
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
@@ -516,7 +524,7 @@ pub fn read_vantages_filtered(
         ..opts
     };
     // Each thread's freed memory is reused by the next phase where it shares the main thread's
-    // malloc arena (`two_malloc_arenas`). One capture is read here, on this thread, so that
+    // malloc arena (`tune_malloc`). One capture is read here, on this thread, so that
     // with one tracking thread all of it is: spawned, its thread had the other arena, and the
     // 2 GB synth's diagnosis with `--threads 1` peaked at 349 MB instead of 280.
     let results: Vec<anyhow::Result<CaptureFlows>> = if let [s] = specs {

@@ -91,22 +91,49 @@ impl FlowKey {
     }
 }
 
-/// The live connections by key. A table of pointers, each found by its hash and checked against
-/// the key the connection holds in its first cache line: a bucket is 8 bytes instead of the
-/// key's 48 plus the pointer, so the table is a sixth of the size and stays in the cache, and
-/// the key is compared where the packet is about to read anyway (the profile had the probe of
-/// a key-and-pointer table as 7.5 % of the run, most of it a cache miss).
+/// The live connections by key. A table of slot numbers, each found by its hash and checked
+/// against the key the connection holds in its first cache line: a bucket is 4 bytes instead of
+/// the key's 48 plus a pointer, so the table stays in the cache, and the key is compared where
+/// the packet is about to read anyway (the profile had the probe of a key-and-pointer table as
+/// 7.5 % of the run, most of it a cache miss).
+///
+/// The connections themselves sit in chunks of `SLOTS` slots, ~150 KB each, which glibc maps
+/// on their own (`pipeline::tune_malloc` fixes its threshold at 128 KiB). When tracking ends
+/// and the chunks go, their pages go back to the system whole. Allocated one by one, each
+/// freed state left a ~1.2 KB hole between the summaries kept, which the alignment's and the
+/// rules' lists could not use: they grew the heap by ~6 MB past the tracking's own peak on the
+/// 200 MB synth.
 struct LiveTable {
-    table: hashbrown::HashTable<Box<Live>>,
+    table: hashbrown::HashTable<u32>,
+    chunks: Vec<Box<[Option<Live>]>>,
+    /// Empty slots, the last freed on top.
+    free: Vec<u32>,
     /// Keyed with foldhash: SipHash's DoS resistance buys nothing for a capture's own flows,
     /// and its cost showed in the profile (benches/RESULTS.md).
     hasher: foldhash::fast::RandomState,
+}
+
+/// Slots in a chunk of `LiveTable`: 128 x ~1.2 KB, above glibc's mmap threshold.
+const SLOTS: usize = 128;
+
+fn slot(chunks: &[Box<[Option<Live>]>], i: u32) -> &Live {
+    chunks[i as usize / SLOTS][i as usize % SLOTS]
+        .as_ref()
+        .expect("the table names occupied slots only")
+}
+
+fn slot_mut(chunks: &mut [Box<[Option<Live>]>], i: u32) -> &mut Live {
+    chunks[i as usize / SLOTS][i as usize % SLOTS]
+        .as_mut()
+        .expect("the table names occupied slots only")
 }
 
 impl LiveTable {
     fn new() -> Self {
         LiveTable {
             table: hashbrown::HashTable::new(),
+            chunks: Vec::new(),
+            free: Vec::new(),
             hasher: foldhash::fast::RandomState::default(),
         }
     }
@@ -121,48 +148,78 @@ impl LiveTable {
     }
 
     fn get(&self, k: &FlowKey) -> Option<&Live> {
-        self.table.find(self.hash(k), |l| l.key == *k).map(|l| &**l)
+        let chunks = &self.chunks;
+        self.table
+            .find(self.hash(k), |&i| slot(chunks, i).key == *k)
+            .map(|&i| slot(chunks, i))
     }
 
     fn contains_key(&self, k: &FlowKey) -> bool {
         self.get(k).is_some()
     }
 
-    fn remove(&mut self, k: &FlowKey) -> Option<Box<Live>> {
+    fn remove(&mut self, k: &FlowKey) -> Option<Live> {
         let h = self.hash(k);
-        self.table
-            .find_entry(h, |l| l.key == *k)
-            .ok()
-            .map(|e| e.remove().0)
+        let chunks = &self.chunks;
+        let i = self
+            .table
+            .find_entry(h, |&i| slot(chunks, i).key == *k)
+            .ok()?
+            .remove()
+            .0;
+        self.free.push(i);
+        self.chunks[i as usize / SLOTS][i as usize % SLOTS].take()
     }
 
     /// The connection with this key, or `new()` put in its place; and whether it was there.
-    fn get_or_insert_with(
-        &mut self,
-        k: FlowKey,
-        new: impl FnOnce() -> Box<Live>,
-    ) -> (&mut Box<Live>, bool) {
+    fn get_or_insert_with(&mut self, k: FlowKey, new: impl FnOnce() -> Live) -> (&mut Live, bool) {
         let h = self.hash(&k);
-        let hasher = &self.hasher;
-        match self.table.entry(
+        let LiveTable {
+            table,
+            chunks,
+            free,
+            hasher,
+        } = self;
+        let entry = table.entry(
             h,
-            |l| l.key == k,
-            |l| {
+            |&i| slot(chunks, i).key == k,
+            |&i| {
                 use std::hash::BuildHasher as _;
-                hasher.hash_one(l.key)
+                hasher.hash_one(slot(chunks, i).key)
             },
-        ) {
-            hashbrown::hash_table::Entry::Occupied(o) => (o.into_mut(), true),
-            hashbrown::hash_table::Entry::Vacant(v) => (v.insert(new()).into_mut(), false),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => (slot_mut(chunks, *o.get()), true),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let i = match free.pop() {
+                    Some(i) => i,
+                    None => {
+                        let base = chunks.len() * SLOTS;
+                        chunks.push((0..SLOTS).map(|_| None).collect());
+                        // Handed out from the chunk's first slot up.
+                        free.extend((base + 1..base + SLOTS).rev().map(|i| i as u32));
+                        base as u32
+                    }
+                };
+                v.insert(i);
+                let at = &mut chunks[i as usize / SLOTS][i as usize % SLOTS];
+                (at.insert(new()), false)
+            }
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = &Live> {
-        self.table.iter().map(|l| &**l)
+        self.table.iter().map(|&i| slot(&self.chunks, i))
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = Box<Live>> + '_ {
-        self.table.drain()
+    /// Every live connection, chunk by chunk; each chunk is freed once its connections are
+    /// handed out.
+    fn drain(&mut self) -> impl Iterator<Item = Live> {
+        self.table.clear();
+        self.free.clear();
+        std::mem::take(&mut self.chunks)
+            .into_iter()
+            .flat_map(|c| c.into_vec().into_iter().flatten())
     }
 }
 
@@ -1119,8 +1176,8 @@ impl Tracker {
         self.peak_live = self.peak_live.max(self.live.len());
         // No reserve for all of them up front: that array would sit beside every live state at
         // once (massif: the run's peak). Grown as it goes, it grows while live states are freed.
-        let live: Vec<Box<Live>> = self.live.drain().collect();
-        for l in live {
+        let mut live = std::mem::replace(&mut self.live, LiveTable::new());
+        for l in live.drain() {
             let c = finish_live(l, &self.capture);
             self.keep(c);
         }
@@ -1363,7 +1420,7 @@ fn new_live(
     vlan: [u16; 2],
     mid_stream: bool,
     opts: &TrackerOptions,
-) -> Box<Live> {
+) -> Live {
     // The uid is made at the end (`finish_live`), unless `--detail` must know it now.
     let detailed = opts.detail
         && opts
@@ -1378,7 +1435,7 @@ fn new_live(
                 .keep_details(opts.app_details),
         })
     });
-    Box::new(Live {
+    Live {
         app,
         conn: LiveConn {
             ts: frame.ts,
@@ -1410,7 +1467,7 @@ fn new_live(
         }; TOP_GAPS],
         key: FlowKey::of(orig, resp, vlan, proto),
         orig_is_lo: conversation(orig, resp).0 == orig,
-    })
+    }
 }
 
 /// FNV-1a, 64 bit: tiny, stable across platforms and versions. Fed byte by byte, so a value
@@ -1939,7 +1996,7 @@ fn feed_app(
     }
 }
 
-fn finish_live(mut l: Box<Live>, capture: &std::sync::Arc<str>) -> Connection {
+fn finish_live(mut l: Live, capture: &std::sync::Arc<str>) -> Connection {
     let (orig, resp) = l.endpoints();
     let proto = l.key.proto;
     let vlan = l.key.vlan;
