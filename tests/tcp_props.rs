@@ -443,3 +443,83 @@ fn reassembly_two_waiting_segments_across_the_wrap() {
     assert_eq!(sink.gaps, 0);
     assert_eq!(sink.bytes, data);
 }
+
+/// A connection's silences and `max_idle` against a model: every gap between two packets,
+/// by the side that broke it; `max_idle` the first longest of all, `silences` the longest of
+/// those at least `MIN_SILENCE_S` long (at most `TOP_GAPS`, longest first, ties in time
+/// order). The tracker keeps them as it goes, each side in a bit of its own.
+fn silences_match_model(gaps_ms: &[(u32, bool)]) -> Result<(), TestCaseError> {
+    use vantage::tcp::{Side, MIN_SILENCE_S, TOP_GAPS};
+    let mut t = Tracker::new("silences");
+    let mut ts = 1_700_000_000_000_000_000i64;
+    // (ns, by, from_frame, to_frame, from_ts) of every gap.
+    let mut model: Vec<(i64, Side, u64, u64, i64)> = Vec::new();
+    // Mid-stream: ACKs both ways on one 4-tuple, the client first.
+    let sides = std::iter::once(true).chain(gaps_ms.iter().map(|g| g.1));
+    let steps = std::iter::once(0).chain(gaps_ms.iter().map(|g| g.0));
+    for (i, (from_client, step)) in sides.zip(steps).enumerate() {
+        let prev = ts;
+        ts += i64::from(step) * 1_000_000;
+        let mut g = Seg::new(from_client, 1000 + i as u32);
+        g.ack = Some(5000);
+        let bytes = frame_bytes(&g, i as u16);
+        let number = i as u64 + 1;
+        if i > 0 && ts > prev {
+            let by = if from_client { Side::Orig } else { Side::Resp };
+            model.push((ts - prev, by, number - 1, number, prev));
+        }
+        let frame = Frame {
+            number,
+            ts: Timestamp(ts),
+            link: LinkType::ETHERNET,
+            interface: 0,
+            orig_len: bytes.len() as u32,
+            offset: 0,
+            data: &bytes,
+        };
+        match decode(&frame) {
+            Decoded::Ip(p) => t.packet(&frame, &p),
+            other => panic!("frame {i} did not decode: {other:?}"),
+        }
+    }
+    let conns = t.finish();
+    prop_assert_eq!(conns.len(), 1);
+    let c = &conns[0];
+    let as_tuple = |g: &vantage::tcp::Gap| (g.secs, g.by, g.from_frame, g.to_frame, g.from_ts.0);
+    let secs = |ns: i64| ns as f64 / 1e9;
+    let mut first_longest: Option<&(i64, Side, u64, u64, i64)> = None;
+    for g in &model {
+        if first_longest.is_none_or(|m| g.0 > m.0) {
+            first_longest = Some(g);
+        }
+    }
+    prop_assert_eq!(
+        c.max_idle.as_ref().map(as_tuple),
+        first_longest.map(|g| (secs(g.0), g.1, g.2, g.3, g.4))
+    );
+    let mut long: Vec<_> = model
+        .iter()
+        .filter(|g| secs(g.0) >= MIN_SILENCE_S)
+        .collect();
+    long.sort_by_key(|g| std::cmp::Reverse(g.0)); // stable: ties stay in time order
+    long.truncate(TOP_GAPS);
+    let want: Vec<_> = long
+        .iter()
+        .map(|g| (secs(g.0), g.1, g.2, g.3, g.4))
+        .collect();
+    let got: Vec<_> = c.silences.iter().map(as_tuple).collect();
+    prop_assert_eq!(got, want);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn silences_and_max_idle_follow_the_model(
+        gaps in prop::collection::vec(
+            (prop_oneof![0u32..400, 400u32..3000, Just(2000u32), 3000u32..60_000], any::<bool>()),
+            0..40,
+        )
+    ) {
+        silences_match_model(&gaps)?;
+    }
+}

@@ -368,6 +368,42 @@ pub enum TerminationKind {
     Rst,
 }
 
+/// A `Gap` as a live connection keeps it: 32 bytes, not 40. Its length stays the nanoseconds
+/// `Timestamp::secs_since` divides, so `secs` is the same number; its side is a bit in
+/// `Live::broken_by_resp`.
+#[derive(Clone, Copy, Debug, Default)]
+struct LiveGap {
+    from_ts: Timestamp,
+    ns: i64,
+    from_frame: u64,
+    to_frame: u64,
+}
+
+impl LiveGap {
+    fn secs(&self) -> f64 {
+        self.ns as f64 / 1e9
+    }
+
+    /// The `Gap`, broken by the responder if `resp` is 1.
+    fn gap(&self, resp: u8) -> Gap {
+        Gap {
+            secs: self.secs(),
+            by: if resp & 1 == 1 {
+                Side::Resp
+            } else {
+                Side::Orig
+            },
+            from_frame: self.from_frame,
+            to_frame: self.to_frame,
+            from_ts: self.from_ts,
+        }
+    }
+}
+
+/// Bits of `Live::broken_by_resp` that belong to `silences`.
+const SILENCE_BITS: u8 = (1 << TOP_GAPS) - 1;
+const _: () = assert!(TOP_GAPS < 8);
+
 /// A silence on the connection: no packet in either direction between two frames.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
 pub struct Gap {
@@ -393,13 +429,17 @@ struct LiveDir {
     payload_bytes_sent: u64,
     first_ts: Timestamp,
     last_ts: Timestamp,
-    retransmissions: u64,
-    keepalives: u64,
-    zero_windows: u64,
-    gaps: u64,
+    /// Counted in 32 bits (saturating) while live: 4 billion retransmissions on one
+    /// connection would take a capture of hundreds of GB.
+    retransmissions: u32,
+    keepalives: u32,
+    zero_windows: u32,
+    gaps: u32,
     samples: Samples,
     retransmitted: Vec<Sample>,
-    first_data: Option<(Timestamp, u64)>,
+    /// Time and frame of the first data segment; frame 0 (frames count from 1) for none.
+    first_data_ts: Timestamp,
+    first_data_frame: u64,
 }
 
 impl LiveDir {
@@ -412,16 +452,17 @@ impl LiveDir {
             payload_bytes_sent: self.payload_bytes_sent,
             first_ts: seen.then_some(self.first_ts),
             last_ts: seen.then_some(self.last_ts),
-            retransmissions: self.retransmissions,
-            keepalives: self.keepalives,
-            zero_windows: self.zero_windows,
-            gaps: self.gaps,
+            retransmissions: self.retransmissions.into(),
+            keepalives: self.keepalives.into(),
+            zero_windows: self.zero_windows.into(),
+            gaps: self.gaps.into(),
             fingerprint: seq.profile.fingerprint(),
             isn: seq.isn,
             saw_syn: seq.saw_syn,
             samples: self.samples,
             retransmitted: self.retransmitted,
-            first_data: self.first_data,
+            first_data: (self.first_data_frame > 0)
+                .then_some((self.first_data_ts, self.first_data_frame)),
         }
     }
 }
@@ -655,11 +696,16 @@ struct Live {
     /// Whether the originator is the key's `lo` end (the key holds both ends; this tells
     /// directions apart).
     orig_is_lo: bool,
+    /// Which side broke each silence: bit `i` for `silences[i]`, bit 7 for `max_idle`; set
+    /// for the responder (`LiveGap` has no room for it).
+    broken_by_resp: u8,
     /// The longest silences so far, longest first (`touch`), moved into `conn.silences` when
     /// the connection is summarised. Inline beside `seen_last_ts`: the first packet after a
     /// silence reads them, and in a list of their own that read was a cache miss on about
     /// half the packets (half of `touch`, 9 % of a diagnosis, in the profile).
-    silences: [Gap; TOP_GAPS],
+    silences: [LiveGap; TOP_GAPS],
+    /// The longest silence of any length (`Connection::max_idle`); `from_frame` 0 for none.
+    max_idle: LiveGap,
     syn_ts: Option<Timestamp>,
     synack_ts: Option<Timestamp>,
     orig_seq: SeqState,
@@ -700,7 +746,6 @@ struct LiveConn {
     orig: LiveDir,
     resp: LiveDir,
     rtt_s: Option<f64>,
-    max_idle: Option<Gap>,
     /// Boxed: set once, by the first FIN or RST, and most live connections have none yet.
     termination: Option<Box<Termination>>,
     /// SIP over UDP (TCP's application summary comes from `Live::app` at the end).
@@ -1445,7 +1490,6 @@ fn new_live(
             orig: LiveDir::default(),
             resp: LiveDir::default(),
             rtt_s: None,
-            max_idle: None,
             termination: None,
             app: None,
             mid_stream,
@@ -1458,13 +1502,9 @@ fn new_live(
         synack_ts: None,
         seen_last_ts: frame.ts,
         n_silences: 0,
-        silences: [Gap {
-            secs: 0.0,
-            by: Side::Orig,
-            from_frame: 0,
-            to_frame: 0,
-            from_ts: Timestamp(0),
-        }; TOP_GAPS],
+        broken_by_resp: 0,
+        silences: [LiveGap::default(); TOP_GAPS],
+        max_idle: LiveGap::default(),
         key: FlowKey::of(orig, resp, vlan, proto),
         orig_is_lo: conversation(orig, resp).0 == orig,
     }
@@ -1595,29 +1635,29 @@ fn touch(live: &mut Live, frame: &Frame<'_>, by: Side) -> f64 {
     } else {
         0.0
     };
-    if gap > 0.0 && c.max_idle.is_none_or(|g| gap > g.secs) {
-        c.max_idle = Some(Gap {
-            secs: gap,
-            by,
-            from_frame: c.last_frame,
-            to_frame: frame.number,
-            from_ts: last,
-        });
+    let resp_bit = u8::from(by == Side::Resp);
+    let here = LiveGap {
+        from_ts: last,
+        ns: frame.ts.0.wrapping_sub(last.0),
+        from_frame: c.last_frame,
+        to_frame: frame.number,
+    };
+    if gap > 0.0 && (live.max_idle.from_frame == 0 || gap > live.max_idle.secs()) {
+        live.max_idle = here;
+        live.broken_by_resp = (live.broken_by_resp & 0x7f) | (resp_bit << 7);
     }
     let n = live.n_silences as usize;
-    if gap >= MIN_SILENCE_S && (n < TOP_GAPS || gap > live.silences[n - 1].secs) {
-        let g = Gap {
-            secs: gap,
-            by,
-            from_frame: c.last_frame,
-            to_frame: frame.number,
-            from_ts: last,
-        };
+    if gap >= MIN_SILENCE_S && (n < TOP_GAPS || gap > live.silences[n - 1].secs()) {
         // Full, and this gap is longer than the shortest kept: that one goes.
         let n = n.min(TOP_GAPS - 1);
-        let at = live.silences[..n].partition_point(|x| x.secs >= gap);
+        let at = live.silences[..n].partition_point(|x| x.secs() >= gap);
         live.silences.copy_within(at..n, at + 1);
-        live.silences[at] = g;
+        live.silences[at] = here;
+        // The side bits move with their silences.
+        let bits = live.broken_by_resp;
+        let below = bits & ((1u8 << at) - 1);
+        let above = ((bits & SILENCE_BITS) >> at << (at + 1)) & SILENCE_BITS;
+        live.broken_by_resp = (bits & !SILENCE_BITS) | above | (resp_bit << at) | below;
         live.n_silences = (n + 1) as u8;
     }
     if frame.ts > last {
@@ -1784,8 +1824,9 @@ fn track_tcp(
     } else {
         None
     };
-    if kind == Some(SampleKind::Data) && d.first_data.is_none() {
-        d.first_data = Some((frame.ts, frame.number));
+    if kind == Some(SampleKind::Data) && d.first_data_frame == 0 {
+        d.first_data_ts = frame.ts;
+        d.first_data_frame = frame.number;
     }
     if !keep_samples && !seen_before {
         if kind.is_some() {
@@ -1911,18 +1952,18 @@ fn wireshark_analysis(d: &mut LiveDir, seq: &mut SeqState, t: &TcpSegment<'_>) -
             && !flags.rst()
             && t.seq == next.wrapping_sub(1)
         {
-            d.keepalives += 1;
+            d.keepalives = d.keepalives.saturating_add(1);
             keepalive = true;
         } else if seglen > 0 && seq_lt(t.seq, next) && !flags.rst() {
-            d.retransmissions += 1;
+            d.retransmissions = d.retransmissions.saturating_add(1);
         } else if seq_lt(next, t.seq) && !flags.rst() {
             // Any segment, a pure ACK too: its sequence number alone shows bytes of the
             // sender's that the capture missed ("previous segment not captured").
-            d.gaps += 1;
+            d.gaps = d.gaps.saturating_add(1);
         }
     }
     if t.window == 0 && !flags.syn() && !flags.fin() && !flags.rst() {
-        d.zero_windows += 1;
+        d.zero_windows = d.zero_windows.saturating_add(1);
     }
     let end = t.seq.wrapping_add(seglen);
     let seen_before =
@@ -2025,7 +2066,6 @@ fn finish_live(mut l: Live, capture: &std::sync::Arc<str>) -> Connection {
         orig: orig_dir,
         resp: resp_dir,
         rtt_s,
-        max_idle,
         termination: end,
         app: _,
         mid_stream,
@@ -2050,8 +2090,12 @@ fn finish_live(mut l: Live, capture: &std::sync::Arc<str>) -> Connection {
         orig: orig_dir.finish(&l.orig_seq),
         resp: resp_dir.finish(&l.resp_seq),
         rtt_s,
-        max_idle,
-        silences: l.silences[..usize::from(l.n_silences)].to_vec(),
+        max_idle: (l.max_idle.from_frame > 0).then(|| l.max_idle.gap(l.broken_by_resp >> 7 & 1)),
+        silences: l.silences[..usize::from(l.n_silences)]
+            .iter()
+            .enumerate()
+            .map(|(i, g)| g.gap(l.broken_by_resp >> i & 1))
+            .collect(),
         termination: end.map(|t| *t),
         missed_bytes: 0,
         app,
