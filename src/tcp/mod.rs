@@ -400,6 +400,11 @@ impl LiveGap {
     }
 }
 
+/// `Live::handshake`: the SYN was seen, a SYN-ACK was seen, the iRTT is known.
+const HS_SYN: u8 = 1;
+const HS_SYNACK: u8 = 2;
+const HS_RTT: u8 = 4;
+
 /// Bits of `Live::broken_by_resp` that belong to `silences`.
 const SILENCE_BITS: u8 = (1 << TOP_GAPS) - 1;
 const _: () = assert!(TOP_GAPS < 8);
@@ -699,6 +704,8 @@ struct Live {
     /// Which side broke each silence: bit `i` for `silences[i]`, bit 7 for `max_idle`; set
     /// for the responder (`LiveGap` has no room for it).
     broken_by_resp: u8,
+    /// The handshake so far (`HS_*` bits).
+    handshake: u8,
     /// The longest silences so far, longest first (`touch`), moved into `conn.silences` when
     /// the connection is summarised. Inline beside `seen_last_ts`: the first packet after a
     /// silence reads them, and in a list of their own that read was a cache miss on about
@@ -706,8 +713,10 @@ struct Live {
     silences: [LiveGap; TOP_GAPS],
     /// The longest silence of any length (`Connection::max_idle`); `from_frame` 0 for none.
     max_idle: LiveGap,
-    syn_ts: Option<Timestamp>,
-    synack_ts: Option<Timestamp>,
+    /// For the iRTT: the SYN's time, and the handshake's last ACK's nanoseconds after it
+    /// once `handshake` has `HS_RTT`.
+    syn_ts: Timestamp,
+    rtt_ns: i64,
     orig_seq: SeqState,
     resp_seq: SeqState,
     /// Zeek's endpoint states, history and byte counts.
@@ -745,7 +754,6 @@ struct LiveConn {
     last_frame: u64,
     orig: LiveDir,
     resp: LiveDir,
-    rtt_s: Option<f64>,
     /// Boxed: set once, by the first FIN or RST, and most live connections have none yet.
     termination: Option<Box<Termination>>,
     /// SIP over UDP (TCP's application summary comes from `Live::app` at the end).
@@ -1489,7 +1497,6 @@ fn new_live(
             last_frame: frame.number,
             orig: LiveDir::default(),
             resp: LiveDir::default(),
-            rtt_s: None,
             termination: None,
             app: None,
             mid_stream,
@@ -1498,8 +1505,9 @@ fn new_live(
         zeek: (proto == Proto::Tcp).then(ZeekTcp::default),
         orig_seq: SeqState::default(),
         resp_seq: SeqState::default(),
-        syn_ts: None,
-        synack_ts: None,
+        handshake: 0,
+        syn_ts: Timestamp(0),
+        rtt_ns: 0,
         seen_last_ts: frame.ts,
         n_silences: 0,
         broken_by_resp: 0,
@@ -1772,14 +1780,19 @@ fn track_tcp(
     let flags = t.flags;
 
     // Handshake timing (Wireshark's iRTT: SYN to the ACK that completes the handshake).
-    if flags.syn() && !flags.ack() && from_orig && live.syn_ts.is_none() {
-        live.syn_ts = Some(frame.ts);
-    } else if flags.syn() && flags.ack() && !from_orig && live.synack_ts.is_none() {
-        live.synack_ts = Some(frame.ts);
-    } else if !flags.syn() && flags.ack() && from_orig && live.conn.rtt_s.is_none() {
-        if let (Some(s), Some(_)) = (live.syn_ts, live.synack_ts) {
-            live.conn.rtt_s = Some(frame.ts.secs_since(s));
-        }
+    if flags.syn() && !flags.ack() && from_orig && live.handshake & HS_SYN == 0 {
+        live.handshake |= HS_SYN;
+        live.syn_ts = frame.ts;
+    } else if flags.syn() && flags.ack() && !from_orig {
+        live.handshake |= HS_SYNACK;
+    } else if !flags.syn()
+        && flags.ack()
+        && from_orig
+        && live.handshake & (HS_SYN | HS_SYNACK | HS_RTT) == HS_SYN | HS_SYNACK
+    {
+        live.handshake |= HS_RTT;
+        // What `Timestamp::secs_since` divides.
+        live.rtt_ns = frame.ts.0.wrapping_sub(live.syn_ts.0);
     }
 
     // The first FIN or RST: record it, with the sender's fingerprint from before it.
@@ -2065,7 +2078,6 @@ fn finish_live(mut l: Live, capture: &std::sync::Arc<str>) -> Connection {
         last_frame,
         orig: orig_dir,
         resp: resp_dir,
-        rtt_s,
         termination: end,
         app: _,
         mid_stream,
@@ -2089,7 +2101,7 @@ fn finish_live(mut l: Live, capture: &std::sync::Arc<str>) -> Connection {
         mid_stream,
         orig: orig_dir.finish(&l.orig_seq),
         resp: resp_dir.finish(&l.resp_seq),
-        rtt_s,
+        rtt_s: (l.handshake & HS_RTT != 0).then(|| l.rtt_ns as f64 / 1e9),
         max_idle: (l.max_idle.from_frame > 0).then(|| l.max_idle.gap(l.broken_by_resp >> 7 & 1)),
         silences: l.silences[..usize::from(l.n_silences)]
             .iter()
