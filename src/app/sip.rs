@@ -821,7 +821,10 @@ pub struct SipDialogs {
     /// OPTIONS requests (often used as an application keep-alive).
     pub options: u64,
     #[serde(skip)]
-    index: HashMap<String, usize>,
+    /// Boxed: 8 bytes in every SIP session instead of 48, and built only from `INDEX_FROM`
+    /// dialogs on.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<String, usize>>>,
     #[serde(skip)]
     max_dialogs: usize,
     #[serde(skip)]
@@ -851,7 +854,7 @@ impl SipDialogs {
             messages: 0,
             untrackable: 0,
             options: 0,
-            index: HashMap::new(),
+            index: None,
             max_dialogs,
             max_registrations,
             details: true,
@@ -929,10 +932,9 @@ impl SipDialogs {
     }
 
     fn dialog_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
-        let i = if self.index.is_empty() {
-            self.dialogs.iter().position(|d| d.call_id == call_id)?
-        } else {
-            *self.index.get(call_id)?
+        let i = match &self.index {
+            None => self.dialogs.iter().position(|d| d.call_id == call_id)?,
+            Some(index) => *index.get(call_id)?,
         };
         self.dialogs.get_mut(i)
     }
@@ -959,10 +961,17 @@ impl SipDialogs {
             return;
         }
         if self.dialogs.len() + 1 >= INDEX_FROM {
-            if self.index.len() != self.dialogs.len() {
+            if self
+                .index
+                .as_ref()
+                .is_none_or(|i| i.len() != self.dialogs.len())
+            {
                 self.reindex();
             }
-            self.index.insert(call_id.to_string(), self.dialogs.len());
+            let at = self.dialogs.len();
+            self.index
+                .get_or_insert_with(Box::default)
+                .insert(call_id.to_string(), at);
         }
         let detail = |v: &Option<Cow<'_, str>>| if self.details { owned(v) } else { None };
         push_small(
@@ -1169,20 +1178,21 @@ impl SipDialogs {
     fn drop_ended_calls(&mut self, now: Timestamp) {
         let before = self.dialogs.len();
         self.dialogs.retain(|d| !d.ended_long_before(now));
-        if self.dialogs.len() < before && !self.index.is_empty() {
+        if self.dialogs.len() < before && self.index.is_some() {
             if self.dialogs.len() >= INDEX_FROM {
                 self.reindex();
             } else {
-                self.index = HashMap::new();
+                self.index = None;
             }
         }
     }
 
     /// The Call-ID index rebuilt from the dialogs (without one, `dialog_mut` scans them).
     fn reindex(&mut self) {
-        self.index.clear();
+        let index = self.index.get_or_insert_with(Box::default);
+        index.clear();
         for (i, d) in self.dialogs.iter().enumerate() {
-            self.index.insert(d.call_id.clone(), i);
+            index.insert(d.call_id.clone(), i);
         }
     }
 
@@ -1205,7 +1215,7 @@ impl SipDialogs {
     /// The connection is over: no message will look a dialog up by Call-ID again, so the index
     /// goes (a key string and a slot per call, kept until the report otherwise).
     pub fn finish(&mut self) {
-        self.index = HashMap::new();
+        self.index = None;
     }
 
     /// The connection died at `ts`: every dialog that was up (Confirmed) or early (Proceeding)
@@ -1729,7 +1739,7 @@ Content-Length: 0\r\n\
                 &m("INVITE sip:1@x SIP/2.0", "call-0", "1 INVITE"),
             );
             assert_eq!(d.dialogs.len(), n);
-            assert_eq!(d.index.is_empty(), n < INDEX_FROM, "{n}");
+            assert_eq!(d.index.is_none(), n < INDEX_FROM, "{n}");
             for k in (0..n).rev() {
                 let id = format!("call-{k}");
                 d.add(
