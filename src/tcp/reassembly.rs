@@ -27,8 +27,9 @@ pub struct Reassembler {
     next: Option<u32>,
     /// Early segments: seq -> (bytes, ts, frame).
     pending: BTreeMap<u32, (Vec<u8>, Timestamp, u64)>,
-    pending_bytes: usize,
-    cap: usize,
+    /// 32 bits (the cap is clamped to them): two reassemblers sit in every live connection.
+    pending_bytes: u32,
+    cap: u32,
     /// Bytes skipped over holes, and holes declared.
     pub missed_bytes: u64,
     pub holes: u64,
@@ -48,7 +49,7 @@ fn diff(a: u32, b: u32) -> i64 {
 impl Reassembler {
     pub fn new(cap: usize) -> Self {
         Reassembler {
-            cap,
+            cap: u32::try_from(cap).unwrap_or(u32::MAX),
             ..Default::default()
         }
     }
@@ -101,13 +102,14 @@ impl Reassembler {
             let skip = (-d) as usize;
             self.deliver(payload, skip, seg_len, next, ts, frame, sink);
             self.drain(sink);
-        } else if self.pending_bytes + payload.len() > self.cap {
+        } else if self.pending_bytes as usize + payload.len() > self.cap as usize {
             // Too much waiting: give up on the hole before it.
             self.hole_to(seq, sink);
             self.deliver(payload, 0, seg_len, seq, ts, frame, sink);
             self.drain(sink);
         } else if !self.pending.contains_key(&seq) {
-            self.pending_bytes += payload.len();
+            // At most the cap (just checked), so within 32 bits.
+            self.pending_bytes += payload.len() as u32;
             // A short capture of a long segment: remember the true length through a hole later.
             let mut v = payload.to_vec();
             v.truncate(seg_len as usize);
@@ -207,7 +209,7 @@ impl Reassembler {
                 break;
             }
             let (bytes, ts, frame) = self.pending.remove(&seq).expect("present");
-            self.pending_bytes -= bytes.len();
+            self.pending_bytes -= bytes.len() as u32;
             let seg_len = bytes.len() as u32;
             let d = diff(seq, next);
             let skip = (-d) as usize;
