@@ -103,6 +103,55 @@ enum Mode {
     Opaque,
 }
 
+/// Bytes held per direction until a head or message is whole (HTTP, SIP over TCP, a TLS
+/// ClientHello). Boxed, and gone once both are empty: after the upgrade a WebSocket connection
+/// holds nothing here for the rest of its life, and two empty lists were 48 bytes of it.
+#[derive(Debug, Default)]
+struct Held(Option<Box<[Vec<u8>; 2]>>);
+
+impl Held {
+    fn get(&self, from_client: bool) -> &[u8] {
+        self.0
+            .as_deref()
+            .map_or(&[], |h| h[usize::from(!from_client)].as_slice())
+    }
+
+    fn get_mut(&mut self, from_client: bool) -> &mut Vec<u8> {
+        &mut self.0.get_or_insert_with(Box::default)[usize::from(!from_client)]
+    }
+
+    /// One direction's bytes, taken out (the box goes when both are empty).
+    fn take(&mut self, from_client: bool) -> Vec<u8> {
+        let Some(h) = self.0.as_deref_mut() else {
+            return Vec::new();
+        };
+        let v = std::mem::take(&mut h[usize::from(!from_client)]);
+        self.drop_if_empty();
+        v
+    }
+
+    fn put(&mut self, from_client: bool, v: Vec<u8>) {
+        if v.capacity() > 0 || self.0.is_some() {
+            *self.get_mut(from_client) = v;
+            self.drop_if_empty();
+        }
+    }
+
+    fn drop_if_empty(&mut self) {
+        if self
+            .0
+            .as_deref()
+            .is_some_and(|h| h.iter().all(|b| b.capacity() == 0))
+        {
+            self.0 = None;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// The per-connection state. Every byte here is paid per live connection (20k and more), so
 /// the parts that only some connections need are boxed, and buffers are released once empty.
 #[derive(Debug)]
@@ -119,8 +168,7 @@ pub struct Session {
     /// next segment that starts with a plausible frame.
     ws_resync: [bool; 2],
     /// Bytes held per direction while a head (HTTP, SIP) is incomplete.
-    client_buf: Vec<u8>,
-    server_buf: Vec<u8>,
+    held: Held,
     /// After a 101 with `Upgrade: websocket`.
     ws: Option<Box<WsState>>,
     tls_scan: Option<Box<(TlsRecordScanner, TlsRecordScanner)>>,
@@ -228,8 +276,7 @@ impl Session {
             sip_over_ws: false,
             ws_extensions: false,
             ws_resync: [false, false],
-            client_buf: Vec::new(),
-            server_buf: Vec::new(),
+            held: Held::default(),
             ws: None,
             tls_scan: None,
             hb: HbLog::default(),
@@ -294,17 +341,13 @@ impl Session {
     pub fn data(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
         if let Mode::Detect = self.mode {
             // A first segment cut inside the first word ("GE" + "T /ws ..."): wait for more.
-            let held = if from_client {
-                &mut self.client_buf
-            } else {
-                &mut self.server_buf
-            };
-            if !held.is_empty() || undecided(bytes) {
+            if !self.held.get(from_client).is_empty() || undecided(bytes) {
+                let held = self.held.get_mut(from_client);
                 held.extend_from_slice(bytes);
                 if undecided(held) {
                     return;
                 }
-                let joined = std::mem::take(held);
+                let joined = self.held.take(from_client);
                 self.detect(from_client, &joined);
                 return self.dispatch(from_client, &joined, ts, frame);
             }
@@ -347,8 +390,7 @@ impl Session {
             }
             Mode::Http | Mode::SipStream | Mode::Detect => {
                 // A head with a hole in it cannot be parsed: stop looking at this connection.
-                self.client_buf = Vec::new();
-                self.server_buf = Vec::new();
+                self.held.clear();
                 self.mode = Mode::Opaque;
             }
             Mode::Opaque => {}
@@ -375,15 +417,10 @@ impl Session {
     }
 
     fn http(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
-        let buf = if from_client {
-            &mut self.client_buf
-        } else {
-            &mut self.server_buf
-        };
+        let buf = self.held.get_mut(from_client);
         if buf.len() + bytes.len() > MAX_HEAD * 2 {
             self.mode = Mode::Opaque;
-            self.client_buf = Vec::new();
-            self.server_buf = Vec::new();
+            self.held.clear();
             return;
         }
         buf.extend_from_slice(bytes);
@@ -392,11 +429,11 @@ impl Session {
                 if self.pending_request.is_some() {
                     break; // wait for its response; the client may pipeline frames
                 }
-                match http::parse_request(&self.client_buf) {
+                match http::parse_request(self.held.get(true)) {
                     Parse::Complete { value, consumed } => {
                         let body = http::request_body_len(&value).unwrap_or(0) as usize;
-                        let take = (consumed + body).min(self.client_buf.len());
-                        self.client_buf.drain(..take);
+                        let take = (consumed + body).min(self.held.get(true).len());
+                        self.held.get_mut(true).drain(..take);
                         let line = format!("{} {}", value.method, value.path);
                         self.event(ts, frame, true, || format!("HTTP {line}"));
                         let head = self.heads.then(|| Box::new(value.clone()));
@@ -420,7 +457,7 @@ impl Session {
                         }
                         self.pending_request = Some(Box::new(value));
                         // Responses may already wait.
-                        if !self.server_buf.is_empty() {
+                        if !self.held.get(false).is_empty() {
                             self.http(false, &[], ts, frame);
                         }
                         return;
@@ -436,7 +473,7 @@ impl Session {
                 let Some(req) = self.pending_request.take() else {
                     break;
                 };
-                match http::parse_response(&self.server_buf) {
+                match http::parse_response(self.held.get(false)) {
                     Parse::Complete { value, consumed } => {
                         let outcome = http::upgrade_outcome(&value);
                         let status = value.status;
@@ -446,7 +483,7 @@ impl Session {
                         let h = self.found.http.as_mut().expect("request seen");
                         match outcome {
                             UpgradeOutcome::Interim { .. } => {
-                                self.server_buf.drain(..consumed);
+                                self.held.get_mut(false).drain(..consumed);
                                 self.pending_request = Some(req);
                                 continue;
                             }
@@ -459,13 +496,12 @@ impl Session {
                                 h.upgrade_ts = Some(ts);
                                 h.upgrade_frame = Some(frame);
                                 h.response = self.heads.then(|| Box::new(value.clone()));
-                                self.server_buf.drain(..consumed);
+                                self.held.get_mut(false).drain(..consumed);
                                 if outcome == UpgradeOutcome::WebSocket {
                                     self.start_websocket(&req, &value, ts, frame);
                                 } else {
                                     self.mode = Mode::Opaque;
-                                    self.client_buf = Vec::new();
-                                    self.server_buf = Vec::new();
+                                    self.held.clear();
                                 }
                                 return;
                             }
@@ -480,11 +516,12 @@ impl Session {
                                     self.mode = Mode::Opaque;
                                     return;
                                 }
-                                let take = (consumed + body as usize).min(self.server_buf.len());
-                                self.server_buf.drain(..take);
+                                let take =
+                                    (consumed + body as usize).min(self.held.get(false).len());
+                                self.held.get_mut(false).drain(..take);
                                 self.pending_request = None;
                                 // The next request may already be buffered.
-                                if !self.client_buf.is_empty() {
+                                if !self.held.get(true).is_empty() {
                                     self.http(true, &[], ts, frame);
                                 }
                                 return;
@@ -535,8 +572,8 @@ impl Session {
             stats: self.details.then(Box::default),
             msg: [None, None],
         }));
-        let client_rest = std::mem::take(&mut self.client_buf);
-        let server_rest = std::mem::take(&mut self.server_buf);
+        let client_rest = self.held.take(true);
+        let server_rest = self.held.take(false);
         if !server_rest.is_empty() {
             self.websocket(false, &server_rest, ts, frame);
         }
@@ -686,11 +723,7 @@ impl Session {
     /// between them. Bytes are held only while a message is incomplete; a segment that carries
     /// whole messages is parsed where it lies.
     fn sip_stream(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
-        let mut held = std::mem::take(if from_client {
-            &mut self.client_buf
-        } else {
-            &mut self.server_buf
-        });
+        let mut held = self.held.take(from_client);
         if held.len() + bytes.len() > MAX_HEAD * 4 {
             return; // dropped with what was held
         }
@@ -712,11 +745,7 @@ impl Session {
             held.drain(..used.min(held.len()));
             held
         };
-        if from_client {
-            self.client_buf = rest;
-        } else {
-            self.server_buf = rest;
-        }
+        self.held.put(from_client, rest);
     }
 
     /// The messages at the start of `data`: how many bytes they took, or `None` when the rest
@@ -755,15 +784,15 @@ impl Session {
     }
 
     fn tls(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
-        if from_client && self.found.tls.is_none() && self.client_buf.len() < MAX_HEAD {
-            self.client_buf.extend_from_slice(bytes);
-            if let Some(h) = tls::client_hello(&self.client_buf) {
+        if from_client && self.found.tls.is_none() && self.held.get(true).len() < MAX_HEAD {
+            self.held.get_mut(true).extend_from_slice(bytes);
+            if let Some(h) = tls::client_hello(self.held.get(true)) {
                 let sni = h.sni.clone();
                 self.event(ts, frame, true, || {
                     format!("TLS ClientHello SNI {}", sni.unwrap_or_else(|| "-".into()))
                 });
                 self.found.tls = Some(Box::new(h));
-                self.client_buf = Vec::new();
+                self.held.take(true);
             }
         }
         let Some((c, s)) = self.tls_scan.as_deref_mut() else {
@@ -1020,7 +1049,7 @@ mod tests {
             s.pending_request.is_none(),
             "the request is not kept after the upgrade"
         );
-        assert_eq!(s.client_buf.capacity() + s.server_buf.capacity(), 0);
+        assert!(s.held.0.is_none());
         // A frame cut by a segment boundary keeps its bytes so far, then lets them go.
         let frame = client_frame(true, 1, b"REGISTER sip:x SIP/2.0\r\n\r\n");
         s.data(true, &frame[..10], Timestamp(4), 4);
