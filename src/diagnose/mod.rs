@@ -235,7 +235,43 @@ pub struct Diagnosis {
 pub struct Path<'a> {
     pub lined: &'a LinedUp,
     /// Legs ordered from the originator's side to the responder's.
-    pub legs: Vec<&'a Leg>,
+    pub legs: Legs<'a>,
+}
+
+/// A path's legs: up to two inline (one capture, or two), more in a list. A list for every
+/// path was an allocation per connection of the capture, made after tracking where the
+/// tracker's freed memory could not always take it.
+pub enum Legs<'a> {
+    Few(usize, [&'a Leg; 2]),
+    Many(Vec<&'a Leg>),
+}
+
+impl<'a> Legs<'a> {
+    fn of(legs: Vec<&'a Leg>) -> Self {
+        match legs[..] {
+            [a] => Legs::Few(1, [a, a]),
+            [a, b] => Legs::Few(2, [a, b]),
+            _ => Legs::Many(legs),
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for Legs<'a> {
+    type Target = [&'a Leg];
+    fn deref(&self) -> &[&'a Leg] {
+        match self {
+            Legs::Few(n, legs) => &legs[..*n],
+            Legs::Many(legs) => legs,
+        }
+    }
+}
+
+impl<'b, 'a> IntoIterator for &'b Legs<'a> {
+    type Item = &'b &'a Leg;
+    type IntoIter = std::slice::Iter<'b, &'a Leg>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 /// What the rules see.
@@ -277,7 +313,10 @@ impl<'a> Ctx<'a> {
                     let first = c.orig.first_ts.unwrap_or(c.ts);
                     (al.to_reference(leg.at.0, first), leg.at.0)
                 });
-                Path { lined: l, legs }
+                Path {
+                    lined: l,
+                    legs: Legs::of(legs),
+                }
             })
             .collect::<Vec<_>>();
         let mut by_client = Vec::new();

@@ -500,7 +500,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
     // or the last leg (server side) with a termination by orig.
     for sender in [Side::Resp, Side::Orig] {
         let order: Vec<&Leg> = match sender {
-            Side::Resp => p.legs.clone(),
+            Side::Resp => p.legs.to_vec(),
             Side::Orig => p.legs.iter().rev().copied().collect(),
         };
         // `order[0]` is the far end from the supposed sender, `order.last()` the sender's.
@@ -680,7 +680,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
         let mut explanation_many = explanation.clone();
         explanation_many.push(how.clone());
         explanation.push(how.s("silence", fixed(silence, 3)));
-        let legs: Vec<&Leg> = p.legs.clone();
+        let legs: Vec<&Leg> = p.legs.to_vec();
         let display_filters = display_filters(ctx, &evidence, &legs);
         let f = Finding {
             id: String::new(),
@@ -1931,7 +1931,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 }
             }
         }
-        let mut legs: Vec<&Leg> = p.legs.clone();
+        let mut legs: Vec<&Leg> = p.legs.to_vec();
         legs.extend(udp_legs);
         let display_filters = display_filters(ctx, &evidence, &legs)
             .into_iter()
