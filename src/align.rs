@@ -59,7 +59,10 @@ pub struct Match {
 /// A connection's leg at one vantage.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Leg {
-    pub vantage: String,
+    // Shared by every leg of the vantage (a copy of the name each was an allocation per
+    // connection).
+    #[schemars(with = "String")]
+    pub vantage: std::sync::Arc<str>,
     pub src: IpAddr,
     pub sport: u16,
     pub dst: IpAddr,
@@ -487,6 +490,11 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     };
 
     // Lined-up connections, in reference time.
+    let names: Vec<std::sync::Arc<str>> = al
+        .vantages
+        .iter()
+        .map(|v| std::sync::Arc::from(v.name.as_str()))
+        .collect();
     let link_of: HashMap<(usize, usize), Candidate> =
         links.iter().map(|&(a, b, c)| ((a, b), c)).collect();
     // Sized up front: grown by doubling, the list was up to twice its size.
@@ -498,7 +506,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
                 let (v, i) = node_at(node);
                 let c = &al.vantages[v].flows.connections[i];
                 Leg {
-                    vantage: al.vantages[v].name.clone(),
+                    vantage: names[v].clone(),
                     src: c.orig_h,
                     sport: c.orig_p,
                     dst: c.resp_h,
@@ -982,7 +990,7 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
                 }
                 if lost > 0 {
                     let e = acc
-                        .entry((up.vantage.clone(), down.vantage.clone(), dir))
+                        .entry((up.vantage.to_string(), down.vantage.to_string(), dir))
                         .or_default();
                     e.0 += lost;
                     e.1.push(l.id.clone());
@@ -1101,7 +1109,7 @@ pub fn timeline(
             };
             out.push(TimelineEvent {
                 ts: al.to_reference(leg.at.0, f.ts),
-                vantage: leg.vantage.clone(),
+                vantage: leg.vantage.to_string(),
                 frame: f.number,
                 capture_ts: f.ts,
                 src: p.src,

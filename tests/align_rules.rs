@@ -247,7 +247,7 @@ fn port_reuse_legs_pair_one_to_one() {
     for (l, port) in al.connections.iter().zip([20001, 20002]) {
         assert_eq!(l.matched.method, MatchMethod::NatIsn);
         assert_eq!(l.legs.len(), 2);
-        let sw = l.legs.iter().find(|g| g.vantage == "softswitch").unwrap();
+        let sw = l.legs.iter().find(|g| &*g.vantage == "softswitch").unwrap();
         assert_eq!(sw.sport, port);
     }
     assert!(al.connection(&al.connections[1].legs[0]).reused_port);

@@ -147,7 +147,7 @@ fn proxies_close_both_legs_within_milliseconds_after_the_timeout() {
                 let c = al.connection(leg);
                 let t = c.termination.as_ref().unwrap();
                 (
-                    leg.vantage.as_str(),
+                    &*leg.vantage,
                     t.by,
                     al.to_reference(leg.at.0, t.ts),
                     t.idle_before_s,
@@ -213,7 +213,7 @@ fn nat_legs_match_one_to_one() {
         for l in tcp {
             assert_eq!(l.legs.len(), 4, "{s} {}: {:?}", l.id, l.legs);
             assert_eq!(l.matched.method, MatchMethod::NatIsn, "{s}");
-            let names: BTreeSet<&str> = l.legs.iter().map(|g| g.vantage.as_str()).collect();
+            let names: BTreeSet<&str> = l.legs.iter().map(|g| &*g.vantage).collect();
             assert_eq!(names.len(), 4, "{s}: a vantage twice in one group");
         }
         assert_eq!(al.ambiguous, 0);

@@ -385,7 +385,7 @@ impl<'a> Ctx<'a> {
 
     pub fn evidence(&self, leg: &Leg, frame: u64, ts: Timestamp, what: Msg) -> Evidence {
         Evidence {
-            vantage: leg.vantage.clone(),
+            vantage: leg.vantage.to_string(),
             file: self.file(leg),
             frame,
             ts: self.reference_ts(leg, ts),
@@ -441,7 +441,7 @@ pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> V
         frames.dedup();
         let conn = legs
             .iter()
-            .filter(|l| l.vantage == vantage)
+            .filter(|l| *l.vantage == *vantage)
             .map(|l| {
                 format!(
                     "({})",

@@ -382,9 +382,9 @@ fn cited_rsts(ctx: &Ctx<'_>, m: &Member) -> Vec<((String, String), RstMark)> {
                 .finding
                 .evidence
                 .iter()
-                .any(|e| e.vantage == leg.vantage && e.frame == t.frame);
+                .any(|e| *e.vantage == *leg.vantage && e.frame == t.frame);
             (t.kind == TerminationKind::Rst && cited)
-                .then(|| ((leg.vantage.clone(), ctx.file(leg)), (t.ttl, t.ip_id)))
+                .then(|| ((leg.vantage.to_string(), ctx.file(leg)), (t.ttl, t.ip_id)))
         })
         .collect()
 }
@@ -737,7 +737,7 @@ fn bound_of(ctx: &Ctx<'_>, leg: &Leg) -> f64 {
     ctx.al
         .clock_offsets
         .iter()
-        .find(|o| o.vantage == leg.vantage)
+        .find(|o| *o.vantage == *leg.vantage)
         .map_or(0.0, |o| o.bound_s)
 }
 
@@ -1551,7 +1551,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
         )];
         if let Some((t, l, frame)) = recovered {
             evidence.push(Evidence {
-                vantage: l.vantage.clone(),
+                vantage: l.vantage.to_string(),
                 file: ctx.file(l),
                 frame,
                 ts: t,
@@ -1907,7 +1907,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                     let Some(bye) = dl.bye_ts else { continue };
                     let bye_ref = ctx.reference_ts(leg, bye);
                     let up_before = dl.ok_ts.is_some_and(|t| ctx.reference_ts(leg, t) <= d.at);
-                    let key = (leg.vantage.clone(), dl.call_id.clone());
+                    let key = (leg.vantage.to_string(), dl.call_id.clone());
                     if up_before && bye_ref >= d.last_good && !seen.contains(&key) {
                         seen.push(key);
                         udp_legs.push(leg);

@@ -619,7 +619,7 @@ fn lane(al: &Alignment, leg: &crate::align::Leg, cat: &Catalog) -> Lane {
     markers.retain(|m| m.kind != Kind::Data || m.frame.is_none_or(|f| !told.contains(&f)));
     markers.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.kind.cmp(&b.kind)));
     Lane {
-        vantage: leg.vantage.clone(),
+        vantage: leg.vantage.to_string(),
         file: al.vantages[v].flows.summary.path.clone(),
         endpoints: format!(
             "{} → {}",
@@ -708,7 +708,7 @@ fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)
         .map(|l| {
             let k = ctx.conn(l);
             (
-                l.vantage.clone(),
+                l.vantage.to_string(),
                 (ctx.reference_ts(l, k.ts), k.first_frame),
             )
         })
