@@ -171,8 +171,10 @@ pub struct Finding {
     pub recommendation: String,
     /// Evidence from one capture only: weaker, and said so.
     pub single_vantage: bool,
+    // Boxed: most of its fields are for other kinds than the finding's, and the list of
+    // findings (an agent outage each) was allocated whole after tracking.
     #[serde(flatten)]
-    pub numbers: Numbers,
+    pub numbers: Box<Numbers>,
     /// The sentences before a language was chosen.
     #[serde(skip)]
     pub text: FindingText,

@@ -211,7 +211,7 @@ impl Group {
         Group {
             kind: f.kind,
             single_vantage: f.single_vantage,
-            numbers: f.numbers.clone(),
+            numbers: (*f.numbers).clone(),
             severity: f.severity,
             many: m.many.clone(),
             n: 0,
@@ -351,7 +351,7 @@ impl Group {
             display_filters,
             recommendation: String::new(),
             single_vantage: self.single_vantage,
-            numbers,
+            numbers: Box::new(numbers),
             text: FindingText {
                 summary: many.summary.as_ref().map(with_numbers),
                 explanation,
@@ -693,12 +693,12 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             display_filters,
             recommendation: String::new(),
             single_vantage: false,
-            numbers: Numbers {
+            numbers: Box::new(Numbers {
                 hop: Some(hop.clone()),
                 silence_s: Some(round3(silence)),
                 acts: Some(if at_timer { "timer" } else { "next_packet" }),
                 ..Numbers::default()
-            },
+            }),
             text: FindingText {
                 summary: Some(summary),
                 explanation,
@@ -802,12 +802,12 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
         display_filters,
         recommendation: String::new(),
         single_vantage: true,
-        numbers: Numbers {
+        numbers: Box::new(Numbers {
             hop: Some(hop.clone()),
             silence_s: Some(round3(fatal.secs)),
             acts: Some("next_packet"),
             ..Numbers::default()
-        },
+        }),
         text: FindingText {
             summary: Some(
                 Msg::new("single-summary")
@@ -986,13 +986,13 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
                 display_filters,
                 recommendation: String::new(),
                 single_vantage: confirmed.is_none(),
-                numbers: Numbers {
+                numbers: Box::new(Numbers {
                     hop: Some(hop.clone()),
                     silence_s: Some(round3(fatal.secs)),
                     retransmissions: Some(after.len() as u64),
                     acts: Some("next_packet"),
                     ..Numbers::default()
-                },
+                }),
                 text: FindingText {
                     summary: Some(
                         Msg::new("sd-summary")
@@ -1178,7 +1178,7 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
             hop: Some(hop_msg),
         },
         single_vantage: !ctx.multi_vantage(),
-        numbers: Numbers {
+        numbers: Box::new(Numbers {
             estimate_s: Some(round3(estimate)),
             lower_s: Some(round3(lower)),
             upper_s: Some(round3(upper)),
@@ -1188,7 +1188,7 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
             known_defaults: known,
             hop: Some(hop),
             ..Numbers::default()
-        },
+        }),
     })
 }
 
@@ -1273,11 +1273,11 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             display_filters,
             recommendation: String::new(),
             single_vantage: false,
-            numbers: Numbers {
+            numbers: Box::new(Numbers {
                 client_believed_s: Some(round3(client_believed)),
                 server_believed_s: Some(round3(server_believed)),
                 ..Numbers::default()
-            },
+            }),
         });
     }
     out
@@ -1346,7 +1346,7 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
         display_filters,
         recommendation: String::new(),
         single_vantage: false,
-        numbers: Numbers::default(),
+        numbers: Box::default(),
     })
 }
 
@@ -1469,11 +1469,11 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         display_filters,
         recommendation: String::new(),
         single_vantage: !ctx.multi_vantage(),
-        numbers: Numbers {
+        numbers: Box::new(Numbers {
             retransmissions: Some(retrans),
             lost_segments: (lost > 0).then_some(lost),
             ..Numbers::default()
-        },
+        }),
     })
 }
 
@@ -1600,14 +1600,14 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
             display_filters,
             recommendation: String::new(),
             single_vantage: !ctx.multi_vantage(),
-            numbers: Numbers {
+            numbers: Box::new(Numbers {
                 outage_s: Some(round3(outage)),
                 reconnect_attempts: Some(attempts),
                 failed_handshakes: Some(failed),
                 detection_delay_s: detection.map(round3),
                 backoff_s: backoff,
                 ..Numbers::default()
-            },
+            }),
         };
         let next = agents.len();
         let rank = *agents.entry((leg.at.0, c.orig_h)).or_insert(next);
@@ -1665,7 +1665,7 @@ fn merge_outages(
     merged.display_filters = display_filters(ctx, &merged.evidence, legs);
     let sum =
         |get: fn(&Numbers) -> Option<usize>| group.iter().filter_map(|f| get(&f.numbers)).sum();
-    merged.numbers = Numbers {
+    *merged.numbers = Numbers {
         outage_s: Some(round3(total)),
         reconnect_attempts: Some(sum(|n| n.reconnect_attempts)),
         failed_handshakes: Some(sum(|n| n.failed_handshakes)),
@@ -1837,7 +1837,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
             display_filters,
             recommendation: String::new(),
             single_vantage: !ctx.multi_vantage(),
-            numbers: Numbers {
+            numbers: Box::new(Numbers {
                 estimate_s: n.estimate_s,
                 lower_s: n.lower_s,
                 upper_s: n.upper_s,
@@ -1845,7 +1845,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
                 heartbeat_p95_s: Some(round3(hb.interval_p95_s)),
                 heartbeat_max_s: Some(round3(slowest)),
                 ..Numbers::default()
-            },
+            }),
         };
         out.push(
             ctx,
@@ -1972,7 +1972,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             display_filters,
             recommendation: String::new(),
             single_vantage: !ctx.multi_vantage(),
-            numbers: Numbers::default(),
+            numbers: Box::default(),
         });
     }
     out
@@ -2140,7 +2140,7 @@ mod tests {
                 display_filters: Vec::new(),
                 recommendation: String::new(),
                 single_vantage: true,
-                numbers: Numbers::default(),
+                numbers: Box::default(),
                 text: FindingText::default(),
             },
             at: Timestamp(at),
