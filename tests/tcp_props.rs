@@ -198,26 +198,36 @@ fn frame_bytes(g: &Seg, ip_id: u16) -> Vec<u8> {
     out
 }
 
-/// Feeds the first `n` segments to a fresh tracker.
+/// Feeds the first `n` segments to a fresh tracker, 1 ms apart.
 fn track(segs: &[Seg], n: usize) -> Vec<Connection> {
     let mut t = Tracker::new("props");
     for (i, g) in segs[..n].iter().enumerate() {
-        let bytes = frame_bytes(g, i as u16);
-        let frame = Frame {
-            number: i as u64 + 1,
-            ts: Timestamp(1_700_000_000_000_000_000 + i as i64 * 1_000_000),
-            link: LinkType::ETHERNET,
-            interface: 0,
-            orig_len: bytes.len() as u32,
-            offset: 0,
-            data: &bytes,
-        };
-        match decode(&frame) {
-            Decoded::Ip(p) => t.packet(&frame, &p),
-            other => panic!("frame {i} did not decode: {other:?}"),
-        }
+        feed(
+            &mut t,
+            g,
+            i,
+            1_700_000_000_000_000_000 + i as i64 * 1_000_000,
+        );
     }
     t.finish().into_iter().map(|c| *c).collect()
+}
+
+/// Hands segment `g` to the tracker as frame `i + 1`, at `ts` (ns).
+fn feed(t: &mut Tracker, g: &Seg, i: usize, ts: i64) {
+    let bytes = frame_bytes(g, i as u16);
+    let frame = Frame {
+        number: i as u64 + 1,
+        ts: Timestamp(ts),
+        link: LinkType::ETHERNET,
+        interface: 0,
+        orig_len: bytes.len() as u32,
+        offset: 0,
+        data: &bytes,
+    };
+    match decode(&frame) {
+        Decoded::Ip(p) => t.packet(&frame, &p),
+        other => panic!("frame {i} did not decode: {other:?}"),
+    }
 }
 
 /// ISNs anywhere, often just below the 2^32 wrap.
@@ -462,25 +472,12 @@ fn silences_match_model(gaps_ms: &[(u32, bool)]) -> Result<(), TestCaseError> {
         ts += i64::from(step) * 1_000_000;
         let mut g = Seg::new(from_client, 1000 + i as u32);
         g.ack = Some(5000);
-        let bytes = frame_bytes(&g, i as u16);
         let number = i as u64 + 1;
         if i > 0 && ts > prev {
             let by = if from_client { Side::Orig } else { Side::Resp };
             model.push((ts - prev, by, number - 1, number, prev));
         }
-        let frame = Frame {
-            number,
-            ts: Timestamp(ts),
-            link: LinkType::ETHERNET,
-            interface: 0,
-            orig_len: bytes.len() as u32,
-            offset: 0,
-            data: &bytes,
-        };
-        match decode(&frame) {
-            Decoded::Ip(p) => t.packet(&frame, &p),
-            other => panic!("frame {i} did not decode: {other:?}"),
-        }
+        feed(&mut t, &g, i, ts);
     }
     let conns = t.finish();
     prop_assert_eq!(conns.len(), 1);
