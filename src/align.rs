@@ -77,10 +77,15 @@ pub struct Leg {
     pub at: (usize, usize),
 }
 
+/// A lined-up connection's id: "L" and at most 14 digits.
+pub type LineId = crate::short_str::ShortStr<15>;
+
 /// One connection, lined up across the captures that saw it.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct LinedUp {
-    pub id: String,
+    // L1, L2, ... in start order; inline (an allocation each as a `String`).
+    #[schemars(with = "String")]
+    pub id: LineId,
     pub legs: Vec<Leg>,
     #[serde(rename = "match")]
     pub matched: Match,
@@ -551,7 +556,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
             .min()
             .unwrap_or_default();
         LinedUp {
-            id: String::new(),
+            id: LineId::new(""),
             legs,
             matched,
             ts,
@@ -559,7 +564,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     }));
     lined.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.legs[0].at.cmp(&b.legs[0].at)));
     for (k, l) in lined.iter_mut().enumerate() {
-        l.id = format!("L{}", k + 1);
+        l.id = LineId::new(&format!("L{}", k + 1));
     }
     al.connections = lined.into();
     al.losses = localise_losses(&al);
@@ -993,7 +998,7 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
                         .entry((up.vantage.to_string(), down.vantage.to_string(), dir))
                         .or_default();
                     e.0 += lost;
-                    e.1.push(l.id.clone());
+                    e.1.push(l.id.to_string());
                 }
             }
         }

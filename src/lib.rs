@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod progress;
 pub mod report;
+pub mod short_str;
 pub mod tcp;
 
 /// Helpers for the unit tests.

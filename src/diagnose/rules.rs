@@ -649,7 +649,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             _ => "mb-word-reset",
         };
         let summary = Msg::new("mb-summary")
-            .s("conn", &p.lined.id)
+            .s("conn", p.lined.id)
             .m("hop", hop_msg.clone())
             .m("word", Msg::new(word))
             .s("silence", fixed(silence, 3))
@@ -688,7 +688,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             severity: Severity::Critical,
             summary: String::new(),
             explanation: String::new(),
-            connections: vec![p.lined.id.clone()],
+            connections: vec![p.lined.id.to_string()],
             evidence,
             display_filters,
             recommendation: String::new(),
@@ -719,7 +719,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             },
         };
         let d = Death {
-            conn: p.lined.id.clone(),
+            conn: p.lined.id.to_string(),
             silence_s: silence,
             at_timer,
             survived_s: fatal.and_then(|g| survived(c0, &g)),
@@ -797,7 +797,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
         severity: Severity::Critical,
         summary: String::new(),
         explanation: String::new(),
-        connections: vec![p.lined.id.clone()],
+        connections: vec![p.lined.id.to_string()],
         evidence,
         display_filters,
         recommendation: String::new(),
@@ -811,7 +811,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
         text: FindingText {
             summary: Some(
                 Msg::new("single-summary")
-                    .s("conn", &p.lined.id)
+                    .s("conn", p.lined.id)
                     .s("silence", fixed(fatal.secs, 3))
                     .m("side", side_msg(t.by)),
             ),
@@ -838,7 +838,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
         },
     };
     let d = Death {
-        conn: p.lined.id.clone(),
+        conn: p.lined.id.to_string(),
         silence_s: fatal.secs,
         at_timer: false,
         survived_s: survived(c, &fatal),
@@ -981,7 +981,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
                 severity: Severity::Critical,
                 summary: String::new(),
                 explanation: String::new(),
-                connections: vec![p.lined.id.clone()],
+                connections: vec![p.lined.id.to_string()],
                 evidence,
                 display_filters,
                 recommendation: String::new(),
@@ -996,7 +996,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
                 text: FindingText {
                     summary: Some(
                         Msg::new("sd-summary")
-                            .s("conn", &p.lined.id)
+                            .s("conn", p.lined.id)
                             .s("silence", fixed(fatal.secs, 3))
                             .m("side", side_msg(sender))
                             .m("hop", hop_msg.clone())
@@ -1016,7 +1016,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
                 },
             };
             let d = Death {
-                conn: p.lined.id.clone(),
+                conn: p.lined.id.to_string(),
                 silence_s: fatal.secs,
                 at_timer: false,
                 survived_s: survived(c, &fatal),
@@ -1341,7 +1341,7 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
             recommendation: Some(Msg::new("l7-rec")),
             hop: None,
         },
-        connections: proxied.iter().map(|p| p.lined.id.clone()).collect(),
+        connections: proxied.iter().map(|p| p.lined.id.to_string()).collect(),
         evidence,
         display_filters,
         recommendation: String::new(),
@@ -1374,7 +1374,7 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         data_segments += c.orig.samples.total + c.resp.samples.total;
         if r > 0 {
             retrans += r;
-            conns.push(p.lined.id.clone());
+            conns.push(p.lined.id.to_string());
             for s in c
                 .orig
                 .retransmitted

@@ -750,8 +750,8 @@ fn timeline<'a>(
                     kind: Kind::Reconnect,
                     by: Some(Side::Orig),
                     frame: Some(frame),
-                    label: Some(cat.render(&Msg::new("t-label-reconnect").s("id", &next.id))),
-                    what: cat.render(&Msg::new("t-reconnect").s("id", &next.id)),
+                    label: Some(cat.render(&Msg::new("t-label-reconnect").s("id", next.id))),
+                    what: cat.render(&Msg::new("t-reconnect").s("id", next.id)),
                 });
             }
         }
@@ -767,7 +767,7 @@ fn timeline<'a>(
         reconnect_words = Some(
             cat.render(
                 &Msg::new("t-reconnect-after")
-                    .s("id", &next.id)
+                    .s("id", next.id)
                     .s("secs", dur(cat, next.ts.secs_since(first_end).max(0.0))),
             ),
         );
@@ -1054,7 +1054,7 @@ fn timeline_svg(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Markup {
     let axis_y = TOP + LANE_H * t.lanes.len() as f64;
     html! {
         svg.timeline xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {} {}", W, n1(h))) role="img" data-conn=(t.lined.id) {
-            title { (cat.render(&Msg::new("t-svg-title").s("id", &t.lined.id).s("client", &t.client))) }
+            title { (cat.render(&Msg::new("t-svg-title").s("id", t.lined.id).s("client", &t.client))) }
             @for v in &ticks {
                 @let tx = x(Timestamp(t0.0 + (v * 1e9).round() as i64));
                 line.grid x1=(n1(tx)) x2=(n1(tx)) y1=(n1(TOP)) y2=(n1(axis_y + 4.0)) {}

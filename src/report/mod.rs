@@ -749,7 +749,7 @@ fn lined_up_table(al: &Alignment, cat: &Catalog, max_rows: usize) -> String {
     header.push(cat.get("r-col-match"));
     t.set_header(header);
     for l in al.connections.iter().take(max_rows) {
-        let mut row = vec![Cell::new(&l.id), Cell::new(l.ts.tcpdump())];
+        let mut row = vec![Cell::new(l.id), Cell::new(l.ts.tcpdump())];
         for (v, _) in al.vantages.iter().enumerate() {
             let cell = l
                 .legs

@@ -1586,54 +1586,15 @@ fn make_uid(
             h = 0x9e37_79b9_7f4a_7c15;
         }
     }
-    Uid(s)
+    // ASCII only: the alphabet above.
+    Uid::new(std::str::from_utf8(&s).unwrap_or_default())
 }
 
 const UID_LEN: usize = 18;
 
 /// A connection's uid: "C" and 17 base-62 digits (`make_uid`), kept inline. As a `String` it
-/// was an allocation of its own in every summary and in every leg of the alignment, ~40 bytes
-/// each with the allocator's header.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uid([u8; UID_LEN]);
-
-impl Uid {
-    pub fn as_str(&self) -> &str {
-        // Made of ASCII only (`make_uid`).
-        std::str::from_utf8(&self.0).unwrap_or("")
-    }
-}
-
-impl std::ops::Deref for Uid {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::fmt::Display for Uid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Debug for Uid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl Serialize for Uid {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for Uid {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
+/// was an allocation of its own in every summary and in every leg of the alignment.
+pub type Uid = crate::short_str::ShortStr<UID_LEN>;
 
 /// Connection-level bookkeeping common to TCP and UDP: last seen, longest silence. Returns the
 /// silence just before this packet.
