@@ -76,8 +76,9 @@ pub struct AppSummary {
     pub ws_anomalies: Vec<(u64, AnomalyKind)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipDialogs>,
+    /// Boxed: kept in every summary until the report, and WebSocket/SIP connections have none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ClientHello>,
+    pub tls: Option<Box<ClientHello>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Heartbeat>,
     /// Bytes a parser could not follow (holes in the stream).
@@ -825,7 +826,7 @@ impl Session {
                 s.finish();
                 s
             }),
-            tls: found.tls.map(|t| *t),
+            tls: found.tls,
             heartbeat: self.hb.analyse(),
             stream_gaps: found.stream_gaps,
             events: found.events.map(|e| *e).unwrap_or_default(),

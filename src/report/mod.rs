@@ -279,7 +279,7 @@ impl<'a> FlowRecord<'a> {
                 .as_ref()
                 .and_then(|a| a.sip.as_ref())
                 .map(SipRecord::from),
-            tls: c.app.as_ref().and_then(|a| a.tls.as_ref()),
+            tls: c.app.as_ref().and_then(|a| a.tls.as_deref()),
         }
     }
 }
