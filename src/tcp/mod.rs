@@ -97,7 +97,7 @@ impl FlowKey {
 /// the packet is about to read anyway (the profile had the probe of a key-and-pointer table as
 /// 7.5 % of the run, most of it a cache miss).
 ///
-/// The connections themselves sit in chunks of `SLOTS` slots, ~150 KB each, which glibc maps
+/// The connections themselves sit in chunks of `SLOTS` slots, ~256 KiB each, which glibc maps
 /// on their own (`pipeline::tune_malloc` fixes its threshold at 128 KiB). When tracking ends
 /// and the chunks go, their pages go back to the system whole. Allocated one by one, each
 /// freed state left a ~1.2 KB hole between the summaries kept, which the alignment's and the
@@ -113,8 +113,11 @@ struct LiveTable {
     hasher: foldhash::fast::RandomState,
 }
 
-/// Slots in a chunk of `LiveTable`: 128 x ~1.2 KB, above glibc's mmap threshold.
-const SLOTS: usize = 128;
+/// Slots in a chunk of `LiveTable`: enough for 128 KiB, glibc's mmap threshold
+/// (`pipeline::tune_malloc`), with room to spare whatever size `Live` has (256 slots at its
+/// 1 024 bytes).
+const SLOTS: usize = 256 * 1024 / std::mem::size_of::<Option<Live>>() + 1;
+const _: () = assert!(SLOTS * std::mem::size_of::<Option<Live>>() > 128 * 1024);
 
 fn slot(chunks: &[Box<[Option<Live>]>], i: u32) -> &Live {
     chunks[i as usize / SLOTS][i as usize % SLOTS]
