@@ -354,10 +354,8 @@ impl<'a> Ctx<'a> {
             .strip_prefix('L')
             .and_then(|n| n.parse::<usize>().ok())
             .and_then(|n| n.checked_sub(1));
-        match at.and_then(|i| self.paths.get(i)) {
-            Some(p) if p.lined.id == id => Some(p),
-            _ => self.paths.iter().find(|p| p.lined.id == id),
-        }
+        at.and_then(|i| self.paths.get(i))
+            .filter(|p| p.lined.id == id)
     }
 
     /// The same client's connections to the same service at the same vantage, in start order.

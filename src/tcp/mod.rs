@@ -1603,20 +1603,21 @@ pub type Uid = crate::short_str::ShortStr<UID_LEN>;
 /// silence just before this packet.
 fn touch(live: &mut Live, frame: &Frame<'_>, by: Side) -> f64 {
     let last = live.seen_last_ts;
-    let c = &mut live.conn;
-    let gap = if frame.ts > last {
-        frame.ts.secs_since(last)
-    } else {
-        0.0
-    };
+    let prev_frame = std::mem::replace(&mut live.conn.last_frame, frame.number);
+    if frame.ts <= last {
+        return 0.0;
+    }
+    let gap = frame.ts.secs_since(last);
+    live.seen_last_ts = frame.ts;
     let resp_bit = u8::from(by == Side::Resp);
     let here = LiveGap {
         from_ts: last,
         ns: frame.ts.0.wrapping_sub(last.0),
-        from_frame: c.last_frame,
+        from_frame: prev_frame,
         to_frame: frame.number,
     };
-    if gap > 0.0 && (live.max_idle.from_frame == 0 || gap > live.max_idle.secs()) {
+    // Later than the last packet, so longer than 0: a silence, however short.
+    if live.max_idle.from_frame == 0 || gap > live.max_idle.secs() {
         live.max_idle = here;
         live.broken_by_resp = (live.broken_by_resp & 0x7f) | (resp_bit << 7);
     }
@@ -1634,10 +1635,6 @@ fn touch(live: &mut Live, frame: &Frame<'_>, by: Side) -> f64 {
         live.broken_by_resp = (bits & !SILENCE_BITS) | above | (resp_bit << at) | below;
         live.n_silences = (n + 1) as u8;
     }
-    if frame.ts > last {
-        live.seen_last_ts = frame.ts;
-    }
-    c.last_frame = frame.number;
     gap
 }
 
@@ -2016,27 +2013,10 @@ fn feed_app(
     }
 }
 
-fn finish_live(mut l: Live, capture: &std::sync::Arc<str>) -> Connection {
+fn finish_live(l: Live, capture: &std::sync::Arc<str>) -> Connection {
     let (orig, resp) = l.endpoints();
     let proto = l.key.proto;
     let vlan = l.key.vlan;
-    let mut app = l.conn.app.take();
-    if let Some(state) = l.app.take() {
-        let AppState {
-            mut client,
-            mut server,
-            mut session,
-        } = *state;
-        client.flush(&mut Sink {
-            session: &mut session,
-            from_client: true,
-        });
-        server.flush(&mut Sink {
-            session: &mut session,
-            from_client: false,
-        });
-        app = Some(Box::new(session.finish()));
-    }
     let LiveConn {
         ts,
         last_ts,
@@ -2045,10 +2025,30 @@ fn finish_live(mut l: Live, capture: &std::sync::Arc<str>) -> Connection {
         orig: orig_dir,
         resp: resp_dir,
         termination: end,
-        app: _,
+        app: udp_app,
         mid_stream,
         reused_port,
     } = l.conn;
+    // TCP's summary comes from its session; SIP over UDP's was kept as it went.
+    let app = match l.app {
+        Some(state) => {
+            let AppState {
+                mut client,
+                mut server,
+                mut session,
+            } = *state;
+            client.flush(&mut Sink {
+                session: &mut session,
+                from_client: true,
+            });
+            server.flush(&mut Sink {
+                session: &mut session,
+                from_client: false,
+            });
+            Some(Box::new(session.finish()))
+        }
+        None => udp_app,
+    };
     let mut c = Connection {
         uid: make_uid(capture, proto, orig, resp, ts),
         capture: capture.clone(),
