@@ -59,7 +59,7 @@ pub fn extract(
             };
             for e in &f.evidence {
                 comments
-                    .entry((e.vantage.clone(), e.frame))
+                    .entry((e.vantage.to_string(), e.frame))
                     .or_default()
                     .push(format!("{} {}: {}", f.id, f.kind.name(), e.what));
             }

@@ -446,7 +446,7 @@ fn the_cut_call_names_its_call_id_and_the_gateway_bye() {
     assert!(f
         .evidence
         .iter()
-        .any(|e| e.vantage == "gateway" && e.what.contains("agent transport lost")));
+        .any(|e| &*e.vantage == "gateway" && e.what.contains("agent transport lost")));
 }
 
 #[test]
@@ -484,8 +484,8 @@ fn evidence_times_are_their_frames_times() {
         let mut frames: HashMap<String, Vec<i64>> = HashMap::new();
         for f in &d.findings {
             for e in &f.evidence {
-                let times = frames.entry(e.file.clone()).or_insert_with(|| {
-                    let mut r = CaptureReader::open(Path::new(&e.file)).unwrap();
+                let times = frames.entry(e.file.to_string()).or_insert_with(|| {
+                    let mut r = CaptureReader::open(Path::new(&*e.file)).unwrap();
                     let mut t = Vec::new();
                     while let Some(fr) = r.next_frame().unwrap() {
                         t.push(fr.ts.0);
@@ -493,7 +493,7 @@ fn evidence_times_are_their_frames_times() {
                     t
                 });
                 let local = times[(e.frame - 1) as usize] as f64 / 1e9;
-                let on_reference = local - offset.get(e.vantage.as_str()).copied().unwrap_or(0.0);
+                let on_reference = local - offset.get(&*e.vantage).copied().unwrap_or(0.0);
                 // Offsets are given to the microsecond.
                 assert!(
                     (on_reference - e.ts.as_secs_f64()).abs() < 2e-6,

@@ -70,13 +70,11 @@ fn every_filter_parses_and_shows_its_evidence() {
                 let got = shown(&df.file, &df.filter).unwrap_or_else(|e| {
                     panic!("{s} {}: tshark refuses {:?}: {e}", f.kind.name(), df.filter)
                 });
-                seen.entry(df.file.as_str()).or_default().extend(got);
+                seen.entry(&*df.file).or_default().extend(got);
                 filters += 1;
             }
             for e in &f.evidence {
-                let shows = seen
-                    .get(e.file.as_str())
-                    .is_some_and(|s| s.contains(&e.frame));
+                let shows = seen.get(&*e.file).is_some_and(|s| s.contains(&e.frame));
                 assert!(
                     shows,
                     "{s} {}: no filter shows {} frame {} ({})",

@@ -6,6 +6,7 @@
 //! verdict.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -71,8 +72,12 @@ impl FindingKind {
 /// One packet that shows something.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Evidence {
-    pub vantage: String,
-    pub file: String,
+    // Both shared with the capture's other evidence (`Ctx::files`): two allocations per item,
+    // and an agent outage has two items, ten thousand outages in the 2 GB synth.
+    #[schemars(with = "String")]
+    pub vantage: Arc<str>,
+    #[schemars(with = "String")]
+    pub file: Arc<str>,
     /// Frame number in that file (1-based, as Wireshark counts).
     pub frame: u64,
     /// On the reference clock.
@@ -87,8 +92,11 @@ pub struct Evidence {
 /// A Wireshark display filter that shows a finding's evidence in one capture.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct DisplayFilter {
-    pub vantage: String,
-    pub file: String,
+    // Shared, as `Evidence`'s.
+    #[schemars(with = "String")]
+    pub vantage: Arc<str>,
+    #[schemars(with = "String")]
+    pub file: Arc<str>,
     pub filter: String,
 }
 
@@ -287,6 +295,8 @@ pub struct Ctx<'a> {
     by_client: Vec<(u64, Timestamp, usize)>,
     /// UDP legs that carry SIP (the voice gateway's leg of calls).
     pub sip_udp_legs: Vec<&'a Leg>,
+    /// Each vantage's capture file, shared by the evidence that cites it.
+    files: Vec<Arc<str>>,
 }
 
 type ClientKey = (usize, std::net::IpAddr, std::net::IpAddr, u16);
@@ -338,11 +348,17 @@ impl<'a> Ctx<'a> {
             }
         }
         by_client.sort_unstable();
+        let files = al
+            .vantages
+            .iter()
+            .map(|v| Arc::from(v.flows.summary.path.as_str()))
+            .collect();
         Ctx {
             al,
             paths,
             by_client,
             sip_udp_legs,
+            files,
         }
     }
 
@@ -379,13 +395,13 @@ impl<'a> Ctx<'a> {
         self.al.to_reference(leg.at.0, ts)
     }
 
-    pub fn file(&self, leg: &Leg) -> String {
-        self.al.vantages[leg.at.0].flows.summary.path.clone()
+    pub fn file(&self, leg: &Leg) -> Arc<str> {
+        self.files[leg.at.0].clone()
     }
 
     pub fn evidence(&self, leg: &Leg, frame: u64, ts: Timestamp, what: Msg) -> Evidence {
         Evidence {
-            vantage: leg.vantage.to_string(),
+            vantage: leg.vantage.clone(),
             file: self.file(leg),
             frame,
             ts: self.reference_ts(leg, ts),
@@ -428,7 +444,7 @@ pub fn side_msg(s: Side) -> Msg {
 /// Wireshark display filters for a finding: one per capture, the connection's packets and the
 /// evidence frames.
 pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> Vec<DisplayFilter> {
-    let mut by_file: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    let mut by_file: BTreeMap<(Arc<str>, Arc<str>), Vec<u64>> = BTreeMap::new();
     for e in evidence {
         by_file
             .entry((e.vantage.clone(), e.file.clone()))

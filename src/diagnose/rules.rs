@@ -12,6 +12,7 @@ use super::{
 };
 use crate::i18n::{empty, fixed, Msg};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A silence shorter than this is ordinary traffic, not an idle period a middlebox would act
 /// on: the shortest documented default we know is 15 s, the lab scales to 5 s; 1 s keeps
@@ -151,11 +152,14 @@ struct Group {
     /// heartbeat_too_slow: how many heartbeats were stretched, and their medians' range.
     stretched: (usize, f64, f64),
     /// middlebox_reset: per capture (vantage, file), what the cited RSTs share.
-    rst_marks: BTreeMap<(String, String), RstAgreement>,
+    rst_marks: BTreeMap<CaptureName, RstAgreement>,
 }
 
 /// When a member's connection died, and the order it came in.
 type MemberKey = (Timestamp, usize);
+
+/// A capture as evidence names it: (vantage, file).
+type CaptureName = (Arc<str>, Arc<str>);
 
 /// A RST's TTL and IP ID: what the middlebox's resets share.
 type RstMark = (u8, Option<u16>);
@@ -229,7 +233,7 @@ impl Group {
     }
 
     /// Adds a member, and the RSTs its evidence cites (`cited_rsts`).
-    fn add(&mut self, m: Member, rsts: Vec<((String, String), RstMark)>, max_evidence: usize) {
+    fn add(&mut self, m: Member, rsts: Vec<(CaptureName, RstMark)>, max_evidence: usize) {
         let key = (m.at, self.n);
         self.n += 1;
         let f = &m.finding;
@@ -370,7 +374,7 @@ fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// A member's RSTs that its evidence cites, by capture.
-fn cited_rsts(ctx: &Ctx<'_>, m: &Member) -> Vec<((String, String), RstMark)> {
+fn cited_rsts(ctx: &Ctx<'_>, m: &Member) -> Vec<(CaptureName, RstMark)> {
     let Some(p) = m.finding.connections.first().and_then(|c| ctx.path(c)) else {
         return Vec::new();
     };
@@ -384,7 +388,7 @@ fn cited_rsts(ctx: &Ctx<'_>, m: &Member) -> Vec<((String, String), RstMark)> {
                 .iter()
                 .any(|e| *e.vantage == *leg.vantage && e.frame == t.frame);
             (t.kind == TerminationKind::Rst && cited)
-                .then(|| ((leg.vantage.to_string(), ctx.file(leg)), (t.ttl, t.ip_id)))
+                .then(|| ((leg.vantage.clone(), ctx.file(leg)), (t.ttl, t.ip_id)))
         })
         .collect()
 }
@@ -394,7 +398,7 @@ fn cited_rsts(ctx: &Ctx<'_>, m: &Member) -> Vec<((String, String), RstMark)> {
 /// TTL and IP ID when all of the group's agree (nftables' `reject with tcp reset`: TTL 64,
 /// IP ID 0). No filter for a capture where they differ.
 fn rst_filters(
-    marks: BTreeMap<(String, String), RstAgreement>,
+    marks: BTreeMap<CaptureName, RstAgreement>,
 ) -> impl Iterator<Item = super::DisplayFilter> {
     marks.into_iter().filter_map(|((vantage, file), a)| {
         if !a.same_ttl {
@@ -1551,7 +1555,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
         )];
         if let Some((t, l, frame)) = recovered {
             evidence.push(Evidence {
-                vantage: l.vantage.to_string(),
+                vantage: l.vantage.clone(),
                 file: ctx.file(l),
                 frame,
                 ts: t,

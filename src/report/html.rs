@@ -1320,7 +1320,7 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let mut ev: EvidenceIndex = BTreeMap::new();
     for f in &d.findings {
         for e in &f.evidence {
-            let ids = ev.entry((e.vantage.clone(), e.frame)).or_default();
+            let ids = ev.entry((e.vantage.to_string(), e.frame)).or_default();
             if !ids.contains(&f.id) {
                 ids.push(f.id.clone());
             }
