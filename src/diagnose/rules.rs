@@ -1491,13 +1491,14 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
 fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
     // One window per death, keyed by agent (vantage and client address), then one finding per
     // agent: an agent that lost its connection five times is one story, not five. Agents in
-    // order of their first window, each agent's windows in order: a sort of (agent's rank,
-    // window), not a scan of every window for each agent (quadratic: 10 000 agents in the 2 GB
-    // synth). The windows are moved into the findings, not cloned, and the findings straight
-    // into `out`, in lists allocated at their size.
+    // order of their first window, each agent's windows in order. A later window is folded into
+    // its agent's first as it comes, by a map from agent to rank (a scan of every window for
+    // each agent was quadratic: 10 000 agents in the 2 GB synth). Kept whole until a merge at
+    // the end, the later windows' sentences, filters and numbers, which the merge replaces, were
+    // ~3.5 MB of that synth's peak.
     let mut agents: HashMap<(usize, std::net::IpAddr), usize> = HashMap::new();
-    // (the agent's rank by first window, the window) in death order.
-    let mut windows: Vec<(usize, Option<Finding>, &Leg)> = Vec::with_capacity(deaths.len());
+    // Agents by rank (their first window's order).
+    let mut outages: Vec<AgentOutages> = Vec::new();
     for d in deaths {
         let Some(p) = ctx.path(&d.conn) else {
             continue;
@@ -1615,72 +1616,96 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
         };
         let next = agents.len();
         let rank = *agents.entry((leg.at.0, c.orig_h)).or_insert(next);
-        windows.push((rank, Some(finding), leg));
-    }
-    let mut order: Vec<(usize, usize)> = windows
-        .iter()
-        .enumerate()
-        .map(|(i, (rank, _, _))| (*rank, i))
-        .collect();
-    order.sort_unstable();
-    out.reserve_exact(agents.len());
-    let merged = order.chunk_by(|a, b| a.0 == b.0).map(|one_agent| {
-        let (mut group, legs): (Vec<Finding>, Vec<&Leg>) = one_agent
-            .iter()
-            .map(|&(_, i)| {
-                let (_, f, l) = &mut windows[i];
-                (f.take().expect("each window is taken once"), *l)
-            })
-            .unzip();
-        if group.len() == 1 {
-            return group.pop().expect("one");
+        match outages.get_mut(rank) {
+            Some(agent) => agent.add(finding, leg),
+            None => outages.push(AgentOutages::new(finding, leg)),
         }
-        // The agent: the client address of its windows' connections.
-        merge_outages(ctx, ctx.conn(legs[0]).orig_h, group, &legs)
-    });
-    out.extend(merged);
+    }
+    out.reserve_exact(outages.len());
+    out.extend(outages.into_iter().map(|a| a.finding(ctx)));
 }
 
-/// One agent's outage windows as one finding: the windows' evidence and explanations in order,
-/// the total time without a connection, and the longest window.
-fn merge_outages(
-    ctx: &Ctx<'_>,
-    agent: std::net::IpAddr,
-    group: Vec<Finding>,
-    legs: &[&Leg],
-) -> Finding {
-    let outages: Vec<f64> = group.iter().filter_map(|f| f.numbers.outage_s).collect();
-    let total: f64 = outages.iter().sum();
-    let longest = outages.iter().copied().fold(0.0, f64::max);
-    let mut merged = group[0].clone();
-    merged.connections = group.iter().flat_map(|f| f.connections.clone()).collect();
-    merged.evidence = group.iter().flat_map(|f| f.evidence.clone()).collect();
-    merged.text.explanation = group
-        .iter()
-        .flat_map(|f| f.text.explanation.clone())
-        .collect();
-    merged.text.summary = Some(
-        Msg::new("ao-summary-many")
-            .s("agent", agent)
-            .n("n", group.len())
-            .s("outage", fixed(total, 1))
-            .s("longest", fixed(longest, 1)),
-    );
-    merged.display_filters = display_filters(ctx, &merged.evidence, legs);
-    let sum =
-        |get: fn(&Numbers) -> Option<usize>| group.iter().filter_map(|f| get(&f.numbers)).sum();
-    *merged.numbers = Numbers {
-        outage_s: Some(round3(total)),
-        reconnect_attempts: Some(sum(|n| n.reconnect_attempts)),
-        failed_handshakes: Some(sum(|n| n.failed_handshakes)),
-        detection_delay_s: group
-            .iter()
-            .filter_map(|f| f.numbers.detection_delay_s)
-            .reduce(f64::max),
-        backoff_s: group[0].numbers.backoff_s.clone(),
-        ..Numbers::default()
-    };
-    merged
+/// One agent's outage windows so far: its first window's finding, into which every later
+/// window's connections, evidence and explanations are moved, and each window's numbers.
+struct AgentOutages<'a> {
+    first: Finding,
+    legs: Vec<&'a Leg>,
+    /// Each window's numbers that the merged finding sums up.
+    windows: Vec<WindowNumbers>,
+}
+
+/// A window's `Numbers` that a merge reads.
+struct WindowNumbers {
+    outage_s: Option<f64>,
+    reconnect_attempts: Option<usize>,
+    failed_handshakes: Option<usize>,
+    detection_delay_s: Option<f64>,
+}
+
+impl<'a> AgentOutages<'a> {
+    fn new(first: Finding, leg: &'a Leg) -> Self {
+        let mut a = AgentOutages {
+            windows: Vec::new(),
+            legs: vec![leg],
+            first,
+        };
+        a.windows.push(Self::numbers(&a.first));
+        a
+    }
+
+    fn numbers(f: &Finding) -> WindowNumbers {
+        let n = &f.numbers;
+        WindowNumbers {
+            outage_s: n.outage_s,
+            reconnect_attempts: n.reconnect_attempts,
+            failed_handshakes: n.failed_handshakes,
+            detection_delay_s: n.detection_delay_s,
+        }
+    }
+
+    fn add(&mut self, f: Finding, leg: &'a Leg) {
+        self.windows.push(Self::numbers(&f));
+        self.legs.push(leg);
+        self.first.connections.extend(f.connections);
+        self.first.evidence.extend(f.evidence);
+        self.first.text.explanation.extend(f.text.explanation);
+    }
+
+    /// One window: its finding as it is. More: one finding for all, with the total time
+    /// without a connection, the longest window, and the windows' counts summed.
+    fn finding(self, ctx: &Ctx<'_>) -> Finding {
+        let mut merged = self.first;
+        let group = &self.windows;
+        if group.len() == 1 {
+            return merged;
+        }
+        // The agent: the client address of its windows' connections.
+        let agent = ctx.conn(self.legs[0]).orig_h;
+        let outages: Vec<f64> = group.iter().filter_map(|w| w.outage_s).collect();
+        let total: f64 = outages.iter().sum();
+        let longest = outages.iter().copied().fold(0.0, f64::max);
+        merged.text.summary = Some(
+            Msg::new("ao-summary-many")
+                .s("agent", agent)
+                .n("n", group.len())
+                .s("outage", fixed(total, 1))
+                .s("longest", fixed(longest, 1)),
+        );
+        merged.display_filters = display_filters(ctx, &merged.evidence, &self.legs);
+        let backoff_s = std::mem::take(&mut merged.numbers.backoff_s);
+        *merged.numbers = Numbers {
+            outage_s: Some(round3(total)),
+            reconnect_attempts: Some(group.iter().filter_map(|w| w.reconnect_attempts).sum()),
+            failed_handshakes: Some(group.iter().filter_map(|w| w.failed_handshakes).sum()),
+            detection_delay_s: group
+                .iter()
+                .filter_map(|w| w.detection_delay_s)
+                .reduce(f64::max),
+            backoff_s,
+            ..Numbers::default()
+        };
+        merged
+    }
 }
 
 /// When a new signalling connection works again: its WebSocket 101 and the 200 to its first
