@@ -954,7 +954,10 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
                 } else {
                     &c.resp
                 };
-                (d.samples.iter().copied().collect(), d.retransmitted.clone())
+                (
+                    d.samples.iter().copied().collect(),
+                    d.retransmitted.to_vec(),
+                )
             };
             // Order legs by their first sample of this direction, in reference time.
             let mut order: Vec<(Timestamp, &Leg)> = l

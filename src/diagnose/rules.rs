@@ -1730,7 +1730,7 @@ fn recovery(k: &Connection) -> Option<(Timestamp, u64)> {
         (Some(u), None) => Some(u),
         (None, Some(r)) => Some(r),
         (None, None) if http_failed => None,
-        (None, None) => k.resp.first_data,
+        (None, None) => k.resp.first_data(),
     }
 }
 
