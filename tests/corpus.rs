@@ -158,7 +158,7 @@ fn zeek_ftp_ipv6_conn_log() {
             (
                 c.orig_p,
                 c.resp_p,
-                c.history.clone().unwrap(),
+                c.history.as_deref().unwrap().to_string(),
                 c.conn_state.unwrap(),
                 c.orig.bytes,
                 c.resp.bytes,
@@ -368,7 +368,13 @@ fn summary_of(path: &Path) -> Vec<(u64, u64, Option<String>)> {
     );
     f.connections
         .iter()
-        .map(|c| (c.orig.pkts, c.resp.pkts, c.history.clone()))
+        .map(|c| {
+            (
+                c.orig.pkts,
+                c.resp.pkts,
+                c.history.as_deref().map(str::to_string),
+            )
+        })
         .collect()
 }
 

@@ -372,8 +372,8 @@ proptest! {
         };
         prop_assert!(part.orig.bytes <= span_before(true), "{} > {}", part.orig.bytes, span_before(true));
         prop_assert!(part.resp.bytes <= span_before(false), "{} > {}", part.resp.bytes, span_before(false));
-        let (hp, hf) = (part.history.clone().unwrap_or_default(), full.history.clone().unwrap_or_default());
-        prop_assert!(hf.starts_with(&hp), "history {hp:?} then {hf:?}");
+        let (hp, hf) = (part.history.as_deref().unwrap_or_default(), full.history.as_deref().unwrap_or_default());
+        prop_assert!(hf.starts_with(hp), "history {hp:?} then {hf:?}");
     }
 
     /// The reassembled stream of each direction is exactly the bytes sent, whatever the

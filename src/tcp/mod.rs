@@ -679,8 +679,10 @@ pub struct Connection {
     pub last_frame: u64,
     /// Zeek's conn_state (TCP only).
     pub conn_state: Option<&'static str>,
-    /// Zeek's history letters (TCP only).
-    pub history: Option<String>,
+    /// Zeek's history letters (TCP only). Shared: a capture's summaries have a few dozen
+    /// different ones ("ShADadFf", "DdAfFa"), and a `String` each was 24 bytes and an
+    /// allocation (~32 bytes) in every kept summary (`Histories`). Read with `as_deref`.
+    pub history: Option<std::sync::Arc<str>>,
     /// No SYN was seen: orientation follows Zeek's rule (the lower port is the responder).
     pub mid_stream: bool,
     pub orig: Direction,
@@ -923,10 +925,33 @@ pub struct Tracker {
     pub evicted: u64,
     /// Connections counted but not kept because `max_summaries` was reached.
     pub dropped: u64,
+    /// The history strings the summaries share.
+    histories: Histories,
     /// With `tag_stream`: each summary's place in the order (`StreamTag`), beside `done`.
     tags: Option<Vec<StreamTag>>,
     /// The place the next summary takes.
     tag: StreamTag,
+}
+
+/// Zeek's history strings, one of each, shared by the summaries that have it (a `String` each
+/// was an allocation in every kept summary). Bounded, in case a capture has many different
+/// ones: past `MAX_HISTORIES` a new one is not shared.
+#[derive(Default)]
+struct Histories(std::collections::HashSet<std::sync::Arc<str>>);
+
+const MAX_HISTORIES: usize = 4096;
+
+impl Histories {
+    fn get(&mut self, h: &str) -> std::sync::Arc<str> {
+        if let Some(a) = self.0.get(h) {
+            return a.clone();
+        }
+        let a: std::sync::Arc<str> = h.into();
+        if self.0.len() < MAX_HISTORIES {
+            self.0.insert(a.clone());
+        }
+        a
+    }
 }
 
 /// When a tracker looks for connections that have ended: once a second of capture time, at the
@@ -1031,6 +1056,7 @@ impl Tracker {
             peak_live: 0,
             evicted: 0,
             dropped: 0,
+            histories: Histories::default(),
             tags: None,
             tag: StreamTag::START,
         }
@@ -1104,7 +1130,7 @@ impl Tracker {
         by_age.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
         for (_, k) in by_age.into_iter().take(n) {
             if let Some(l) = self.live.remove(&k) {
-                let mut c = finish_live(l, &self.capture);
+                let mut c = finish_live(l, &self.capture, &mut self.histories);
                 c.orig.samples.drop_kept();
                 c.resp.samples.drop_kept();
                 c.orig.retransmitted = Retransmitted::default();
@@ -1174,7 +1200,7 @@ impl Tracker {
             match ended_at(l) {
                 Some(due) if due < now.0 => {
                     let l = self.live.remove(&key).expect("present");
-                    let c = finish_live(l, &self.capture);
+                    let c = finish_live(l, &self.capture, &mut self.histories);
                     self.tag = StreamTag {
                         phase: 0,
                         at,
@@ -1281,7 +1307,7 @@ impl Tracker {
         // every live state at once (massif: the run's peak, when there was one).
         let mut live = std::mem::replace(&mut self.live, LiveTable::new());
         for l in live.drain() {
-            let c = finish_live(l, &self.capture);
+            let c = finish_live(l, &self.capture, &mut self.histories);
             self.keep(c);
         }
     }
@@ -1334,7 +1360,7 @@ impl Tracker {
                     key: Some(k),
                     seq: 0,
                 };
-                emit(tag, finish_live(l, &self.capture));
+                emit(tag, finish_live(l, &self.capture, &mut self.histories));
             }
         }
     }
@@ -1426,7 +1452,7 @@ impl Tracker {
             }
         }
         if let Some(old) = replaced {
-            let c = finish_live(old, &self.capture);
+            let c = finish_live(old, &self.capture, &mut self.histories);
             self.keep(c);
         }
     }
@@ -1436,7 +1462,7 @@ impl Tracker {
         if let Some(l) = self.live.get(&key) {
             if frame.ts.0 - l.seen_last_ts.0 > UDP_INACTIVITY_NS {
                 let old = self.live.remove(&key).expect("present");
-                let c = finish_live(old, &self.capture);
+                let c = finish_live(old, &self.capture, &mut self.histories);
                 self.keep(c);
             }
         }
@@ -2058,7 +2084,7 @@ fn feed_app(
     }
 }
 
-fn finish_live(l: Live, capture: &std::sync::Arc<str>) -> Connection {
+fn finish_live(l: Live, capture: &std::sync::Arc<str>, histories: &mut Histories) -> Connection {
     let (orig, resp) = l.endpoints();
     let proto = l.key.proto;
     let vlan = l.key.vlan;
@@ -2126,7 +2152,7 @@ fn finish_live(l: Live, capture: &std::sync::Arc<str>) -> Connection {
     };
     if let Some(z) = &l.zeek {
         c.conn_state = Some(z.conn_state());
-        c.history = Some(z.history().to_string());
+        c.history = Some(histories.get(z.history()));
         c.orig.bytes = z.size(true);
         c.resp.bytes = z.size(false);
         c.missed_bytes = z.missed_bytes();
