@@ -13,7 +13,7 @@
 //!
 //! Everything here is a pure function of the event lists.
 
-use super::Side;
+use super::{BoxedList, Side};
 use crate::capture::Timestamp;
 use serde::Serialize;
 
@@ -88,8 +88,10 @@ pub struct Heartbeat {
     pub interval_max_s: f64,
     /// Robust coefficient of variation: 1.4826 × MAD / median.
     pub cv: f64,
-    /// The first [`MAX_INTERVALS`] intervals, in seconds.
-    pub intervals: Vec<f64>,
+    /// The first [`MAX_INTERVALS`] intervals, in seconds. Only the HTML timeline draws them
+    /// (`TrackerOptions::timeline`); the summaries the diagnosis keeps have none, so a
+    /// `BoxedList`: 8 bytes, not 24.
+    pub intervals: BoxedList<f64>,
     pub intervals_truncated: bool,
     /// The longest stretched run (ties: the latest).
     pub stretched: Option<Stretch>,
@@ -656,7 +658,7 @@ fn summarise(kind: HeartbeatKind, side: Side, ts: &[Timestamp], size: Option<u32
         interval_max_s: max,
         cv,
         intervals_truncated,
-        intervals,
+        intervals: intervals.into(),
         stretched,
         stretch_runs,
     }
@@ -1153,7 +1155,11 @@ mod tests {
                 interval_max_s: sorted.last().copied().unwrap_or(0.0),
                 cv,
                 intervals_truncated: intervals.len() > MAX_INTERVALS,
-                intervals: intervals.into_iter().take(MAX_INTERVALS).collect(),
+                intervals: intervals
+                    .into_iter()
+                    .take(MAX_INTERVALS)
+                    .collect::<Vec<_>>()
+                    .into(),
                 stretched,
                 stretch_runs,
             }

@@ -14,7 +14,7 @@ use super::http::{self, UpgradeOutcome, UpgradeRequest, UpgradeResponse};
 use super::sip::{self, KeepAlive, SipDialogs};
 use super::tls::{self, ClientHello, TlsRecord, TlsRecordScanner};
 use super::websocket::{AnomalyKind, Opcode, WsEvent, WsFrame, WsParser, WsSink, WsStats};
-use super::{Parse, MAX_HEAD};
+use super::{BoxedList, Parse, MAX_HEAD};
 use crate::capture::Timestamp;
 
 /// What a connection carries (Zeek's `service` names).
@@ -71,9 +71,11 @@ pub struct AppSummary {
     /// Boxed: 320 bytes that only `flows` and the HTML report print, dropped from the
     /// summaries the diagnosis keeps (`TrackerOptions::app_details`).
     pub websocket: Option<Box<WsStats>>,
-    /// WebSocket protocol violations: (frame number, kind).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ws_anomalies: Vec<(u64, AnomalyKind)>,
+    /// WebSocket protocol violations: (frame number, kind). A `BoxedList` (8 bytes, not 24):
+    /// only `flows` and the HTML report print them, and the summaries the diagnosis keeps have
+    /// none (`TrackerOptions::app_details`).
+    #[serde(skip_serializing_if = "BoxedList::is_empty")]
+    pub ws_anomalies: BoxedList<(u64, AnomalyKind)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipDialogs>,
     /// Boxed: kept in every summary until the report, and WebSocket/SIP connections have none.
@@ -83,8 +85,10 @@ pub struct AppSummary {
     pub heartbeat: Option<Heartbeat>,
     /// Bytes a parser could not follow (holes in the stream).
     pub stream_gaps: u64,
+    /// Only with `TrackerOptions::detail` (`flows --detail`): a `BoxedList`, 8 bytes, not 24, in
+    /// every other summary.
     #[serde(skip)]
-    pub events: Vec<AppEvent>,
+    pub events: BoxedList<AppEvent>,
 }
 
 /// Application events kept per connection for `--detail`.
@@ -820,7 +824,7 @@ impl Session {
             service: found.service,
             http: found.http.map(|h| *h),
             websocket: self.ws.and_then(|w| w.stats),
-            ws_anomalies: found.ws_anomalies.map(|a| *a).unwrap_or_default(),
+            ws_anomalies: found.ws_anomalies.into(),
             sip: found.sip.map(|s| {
                 let mut s = *s;
                 s.finish();
@@ -829,7 +833,7 @@ impl Session {
             tls: found.tls,
             heartbeat: self.hb.analyse(),
             stream_gaps: found.stream_gaps,
-            events: found.events.map(|e| *e).unwrap_or_default(),
+            events: found.events.into(),
         }
     }
 }

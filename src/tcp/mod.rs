@@ -1073,12 +1073,12 @@ impl Tracker {
         if let Some(app) = c.app.as_deref_mut() {
             if !self.opts.timeline {
                 if let Some(hb) = app.heartbeat.as_mut() {
-                    hb.intervals = Vec::new();
+                    hb.intervals = Default::default();
                 }
             }
             if !self.opts.app_details {
                 app.websocket = None;
-                app.ws_anomalies = Vec::new();
+                app.ws_anomalies = Default::default();
                 app.tls = None;
                 if let Some(sip) = app.sip.as_mut() {
                     // A REGISTER refresh every ~10 min is ~170 bytes each on a long connection;
