@@ -19,6 +19,7 @@
 
 pub mod align;
 pub mod app;
+pub mod boxed_list;
 pub mod capture;
 pub mod cli;
 pub mod decode;

@@ -13,7 +13,8 @@
 //!
 //! Everything here is a pure function of the event lists.
 
-use super::{BoxedList, Side};
+use super::Side;
+use crate::boxed_list::BoxedList;
 use crate::capture::Timestamp;
 use serde::Serialize;
 

@@ -14,7 +14,8 @@ use super::http::{self, UpgradeOutcome, UpgradeRequest, UpgradeResponse};
 use super::sip::{self, KeepAlive, SipDialogs};
 use super::tls::{self, ClientHello, TlsRecord, TlsRecordScanner};
 use super::websocket::{AnomalyKind, Opcode, WsEvent, WsFrame, WsParser, WsSink, WsStats};
-use super::{BoxedList, Parse, MAX_HEAD};
+use super::{Parse, MAX_HEAD};
+use crate::boxed_list::BoxedList;
 use crate::capture::Timestamp;
 
 /// What a connection carries (Zeek's `service` names).

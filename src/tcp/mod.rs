@@ -504,9 +504,10 @@ pub struct Direction {
     /// Segments this capture saw twice: retransmissions of bytes it had seen (first
     /// `MAX_RETRANS` of them), for placing losses on a hop. A retransmission whose first copy
     /// never reached this capture (Wireshark counts it, after a pure ACK beyond the last data
-    /// moved its `nextseq`) is counted in `retransmissions` but is not one of these.
+    /// moved its `nextseq`) is counted in `retransmissions` but is not one of these. A
+    /// `BoxedList`: most connections have none.
     #[serde(skip)]
-    pub retransmitted: Retransmitted,
+    pub retransmitted: crate::boxed_list::BoxedList<Sample>,
     /// Time and frame of the first data segment (TCP), kept even when the samples are not
     /// (`first_data`). The frame is never 0 (frames count from 1), so it is 16 bytes, not
     /// 24: twice in every kept summary, and nearly all have one.
@@ -518,42 +519,6 @@ impl Direction {
     /// Time and frame of the first data segment (TCP): the rules' `data_started`.
     pub fn first_data(&self) -> Option<(Timestamp, u64)> {
         self.first_data.map(|(ts, frame)| (ts, frame.get()))
-    }
-}
-
-/// `Direction::retransmitted`: 8 bytes where a `Vec` is 24, twice in every kept summary, and
-/// most connections have no retransmission (84 % of the 2 GB synth's 93 000). Reads as a slice
-/// (the rules, alignment, the HTML timeline); a list is kept without growth slack.
-#[derive(Clone, Debug, Default)]
-pub struct Retransmitted {
-    #[allow(clippy::box_collection)] // one pointer when empty, see above
-    list: Option<Box<Vec<Sample>>>,
-}
-
-impl From<Vec<Sample>> for Retransmitted {
-    fn from(mut v: Vec<Sample>) -> Self {
-        if v.is_empty() {
-            return Retransmitted::default();
-        }
-        v.shrink_to_fit();
-        Retransmitted {
-            list: Some(Box::new(v)),
-        }
-    }
-}
-
-impl std::ops::Deref for Retransmitted {
-    type Target = [Sample];
-    fn deref(&self) -> &[Sample] {
-        self.list.as_deref().map_or(&[], Vec::as_slice)
-    }
-}
-
-impl<'a> IntoIterator for &'a Retransmitted {
-    type Item = &'a Sample;
-    type IntoIter = std::slice::Iter<'a, Sample>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
     }
 }
 
@@ -1133,8 +1098,8 @@ impl Tracker {
                 let mut c = finish_live(l, &self.capture, &mut self.histories);
                 c.orig.samples.drop_kept();
                 c.resp.samples.drop_kept();
-                c.orig.retransmitted = Retransmitted::default();
-                c.resp.retransmitted = Retransmitted::default();
+                c.orig.retransmitted = Default::default();
+                c.resp.retransmitted = Default::default();
                 self.evicted += 1;
                 self.keep(c);
             }
