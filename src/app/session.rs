@@ -92,6 +92,9 @@ pub struct AppSummary {
     pub events: BoxedList<AppEvent>,
 }
 
+// Kept in every summary until the report, like `Connection` (see the size checks beside it).
+const _: () = assert!(std::mem::size_of::<AppSummary>() <= 360);
+
 /// Application events kept per connection for `--detail`.
 pub const MAX_EVENTS: usize = 2000;
 /// WebSocket anomalies listed per connection (all are counted in `WsStats`).
