@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use vantage::align::{align, AlignOptions, MatchMethod};
+use vantage::diagnose::rules::FILTER_CONNECTIONS;
 use vantage::diagnose::{diagnose_with, FindingKind, Lang, MAX_EVIDENCE};
 use vantage::pipeline::{read_vantages_with, VantageSpec};
 use vantage::tcp::TrackerOptions;
@@ -104,4 +105,36 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
         truth.idle_timeout_s
     );
     assert_eq!(d.verdict.kind, "middlebox_reset");
+
+    // Findings that group many connections give filters one can paste into Wireshark: the
+    // first few conversations whole, and the frames the evidence cites (the retransmissions
+    // of every connection were a filter of 85 KB on the 100 MB pair).
+    let weak = d
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::WeakNetwork)
+        .expect("the synth's retransmissions are a weak_network finding");
+    assert!(weak.connections.len() > FILTER_CONNECTIONS);
+    for f in &d.findings {
+        for df in &f.display_filters {
+            let conversations = df.filter.matches(".port==").count() / 2;
+            assert!(
+                conversations <= FILTER_CONNECTIONS,
+                "{:?}: {conversations} conversations in {}",
+                f.kind,
+                df.filter
+            );
+            let frames = df.filter.matches("frame.number == ").count();
+            let cited = f
+                .evidence
+                .iter()
+                .filter(|e| e.vantage == df.vantage)
+                .count();
+            assert!(
+                frames <= cited,
+                "{:?}: {frames} frames, {cited} cited",
+                f.kind
+            );
+        }
+    }
 }

@@ -528,13 +528,7 @@ pub fn diagnose_with(al: &Alignment, max_evidence: usize, lang: Lang) -> Diagnos
     let ctx = Ctx::new(al);
     let mut findings = rules::run_all(&ctx, max_evidence);
     for f in &mut findings {
-        if f.evidence.len() > max_evidence {
-            let left = f.evidence.len() - max_evidence;
-            f.evidence.truncate(max_evidence);
-            f.text
-                .explanation
-                .push(Msg::new("evidence-left-out").n("left", left));
-        }
+        cut_evidence(&mut f.evidence, &mut f.text.explanation, max_evidence);
     }
     // Most severe first, then in rule order; ids follow.
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
@@ -568,6 +562,23 @@ pub fn diagnose_with(al: &Alignment, max_evidence: usize, lang: Lang) -> Diagnos
         clock_offsets: al.clock_offsets.clone(),
         connections: al.connections.clone(),
         findings,
+    }
+}
+
+/// A finding's evidence in report order: by time on the reference clock, then vantage (a stable
+/// sort: a rule's own order stays among equals).
+pub fn sort_evidence(evidence: &mut [Evidence]) {
+    evidence.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.vantage.cmp(&b.vantage)));
+}
+
+/// Keeps a finding's first `max` evidence items (sorted: `sort_evidence`), and says at the end
+/// of its explanation how many it left out.
+pub fn cut_evidence(evidence: &mut Vec<Evidence>, explanation: &mut Vec<Msg>, max: usize) {
+    if evidence.len() > max {
+        let left = evidence.len() - max;
+        evidence.truncate(max);
+        evidence.shrink_to_fit();
+        explanation.push(Msg::new("evidence-left-out").n("left", left));
     }
 }
 
