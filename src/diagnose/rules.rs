@@ -1327,8 +1327,11 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
             );
         }
     }
+    // As a group's (`Grouper`): the first few connections whole, and every cited frame (every
+    // proxied connection's conversation would be a filter as long as the capture is busy).
     let legs: Vec<&Leg> = proxied
         .iter()
+        .take(FILTER_CONNECTIONS)
         .flat_map(|p| p.legs.iter().copied())
         .collect();
     let display_filters = display_filters(ctx, &evidence, &legs);
