@@ -1651,13 +1651,11 @@ struct WindowNumbers {
 
 impl<'a> AgentOutages<'a> {
     fn new(first: Finding, leg: &'a Leg) -> Self {
-        let mut a = AgentOutages {
-            windows: Vec::new(),
+        AgentOutages {
+            windows: vec![Self::numbers(&first)],
             legs: vec![leg],
             first,
-        };
-        a.windows.push(Self::numbers(&a.first));
-        a
+        }
     }
 
     fn numbers(f: &Finding) -> WindowNumbers {
