@@ -76,3 +76,30 @@ impl<T: serde::Serialize> serde::Serialize for BoxedList<T> {
         self.as_slice().serialize(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BoxedList;
+
+    #[test]
+    fn empty_lists_take_no_box_and_read_as_empty() {
+        let none: BoxedList<u32> = Vec::new().into();
+        assert!(none.is_empty() && none.as_slice().is_empty());
+        let dropped: BoxedList<u32> = Some(Box::new(Vec::with_capacity(8))).into();
+        assert!(dropped.is_empty());
+        assert_eq!(std::mem::size_of::<BoxedList<u32>>(), 8);
+    }
+
+    #[test]
+    fn a_list_keeps_its_items_and_writes_as_a_list() {
+        let mut v = Vec::with_capacity(64);
+        v.extend([3u32, 1, 2]);
+        let l: BoxedList<u32> = v.into();
+        assert_eq!(l, vec![3, 1, 2]);
+        assert_eq!(l.iter().sum::<u32>(), 6);
+        assert_eq!(l.list.as_ref().map(|v| v.capacity()), Some(3));
+        assert_eq!(serde_json::to_string(&l).unwrap(), "[3,1,2]");
+        let empty: BoxedList<u32> = BoxedList::default();
+        assert_eq!(serde_json::to_string(&empty).unwrap(), "[]");
+    }
+}
