@@ -94,13 +94,14 @@ pub fn stream_capture(
 
 /// Several captures streamed at once, one thread per file, merged by the capture time at which
 /// each connection was handed over (ties: the order of `paths`). Each thread is at most
-/// `AHEAD` connections ahead of the merge, so memory stays bounded too. Returns each capture's
-/// run, in the order of `paths`.
+/// `AHEAD` connections ahead of the merge, so memory stays bounded too. `emit` gets each
+/// connection with the index of its capture in `paths`. Returns each capture's run, in the
+/// order of `paths`.
 pub fn merge_streams(
     paths: &[std::path::PathBuf],
     opts: TrackerOptions,
     filter: Option<&str>,
-    mut emit: impl FnMut(Connection),
+    mut emit: impl FnMut(usize, Connection),
 ) -> Vec<anyhow::Result<CaptureRun>> {
     const AHEAD: usize = 1024;
     // The tracking threads are shared among the captures.
@@ -110,7 +111,7 @@ pub fn merge_streams(
     };
     if let [path] = paths {
         // One capture: no thread and no channel (their hand-off cost ~10 % on 2 GB).
-        return vec![stream_capture(path, opts, filter, |_, c| emit(c))];
+        return vec![stream_capture(path, opts, filter, |_, c| emit(0, c))];
     }
     std::thread::scope(|scope| {
         let (handles, receivers): (Vec<_>, Vec<_>) = paths
@@ -126,7 +127,7 @@ pub fn merge_streams(
                 (h, rx)
             })
             .unzip();
-        merge_sorted(&receivers, |(ts, _)| *ts, |(_, c)| emit(c));
+        merge_sorted(&receivers, |(ts, _)| *ts, |i, (_, c)| emit(i, c));
         handles
             .into_iter()
             .zip(paths)
@@ -233,10 +234,11 @@ fn gather(
 
 /// Merges streams that each arrive in order into one in order, by `key` (ties: the earlier
 /// stream first), as they come: each stream's next item waits while the others catch up.
+/// `emit` gets each item with the index of its stream.
 fn merge_sorted<T, K: Ord>(
     receivers: &[std::sync::mpsc::Receiver<T>],
     key: impl Fn(&T) -> K,
-    mut emit: impl FnMut(T),
+    mut emit: impl FnMut(usize, T),
 ) {
     let mut heads: Vec<Option<T>> = receivers.iter().map(|r| r.recv().ok()).collect();
     while let Some(i) = heads
@@ -247,7 +249,7 @@ fn merge_sorted<T, K: Ord>(
         .map(|(_, i)| i)
     {
         if let Some(x) = heads[i].take() {
-            emit(x);
+            emit(i, x);
         }
         heads[i] = receivers[i].recv().ok();
     }
@@ -284,7 +286,7 @@ fn stream_sharded(
                 (h, rx)
             })
             .unzip();
-        merge_sorted(&receivers, |(tag, _, _)| *tag, |(_, ts, c)| emit(ts, c));
+        merge_sorted(&receivers, |(tag, _, _)| *tag, |_, (_, ts, c)| emit(ts, c));
         handles.into_iter().map(|h| joined(h, path)).collect()
     });
     let (mut run, trackers) = gather(results)?;

@@ -29,6 +29,96 @@ fn flows_table_snapshot() {
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
 }
 
+/// Every capture under `fixtures/`, sorted.
+fn fixture_captures() -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| ["pcap", "pcapng", "cap", "trace", "gz"].contains(&x))
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+        &mut out,
+    );
+    out.sort();
+    out
+}
+
+/// The table keeps a row per connection, made as the connection is handed over
+/// (`report::FlowRows`), and sorts the rows at the end. It must be the table of the kept
+/// connections, sorted as `flows` sorted them (a stable sort by start time, then first frame,
+/// of every capture's list, one capture after the other), written by
+/// `report::write_flows_table`: on every fixture capture at once, and on one of them again
+/// under two other names, so that rows of different captures tie on (start, first frame)
+/// and only the capture column tells them apart. One thread and several.
+#[test]
+fn flows_table_rows_sort_as_the_kept_connections() {
+    use vantage::tcp::TrackerOptions;
+    let dir = std::env::temp_dir().join(format!("vantage-rows-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = fixture_captures();
+    assert!(files.len() > 50, "fixtures found: {}", files.len());
+    let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/conntrack-reject/softswitch.pcap");
+    for name in ["z-copy.pcap", "a-copy.pcap"] {
+        std::fs::copy(&lab, dir.join(name)).unwrap();
+        files.push(dir.join(name));
+    }
+    let opts = TrackerOptions {
+        app: false,
+        keep_samples: false,
+        timeline: false,
+        ..TrackerOptions::default()
+    };
+    let mut failed = false;
+    let mut kept = Vec::new();
+    for f in &files {
+        match vantage::pipeline::track_capture_with(f, opts) {
+            Ok(flows) => {
+                failed |= flows.error.is_some();
+                kept.push(flows);
+            }
+            Err(_) => failed = true,
+        }
+    }
+    let mut conns: Vec<&vantage::tcp::Connection> = kept
+        .iter()
+        .flat_map(|f| f.connections.iter().map(|c| &**c))
+        .collect();
+    conns.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
+    let key = |c: &vantage::tcp::Connection| (c.ts, c.first_frame);
+    let ties = conns.windows(2).filter(|w| key(w[0]) == key(w[1])).count();
+    assert!(ties >= 6, "{ties} ties");
+    assert!(conns.len() > 150, "{} connections", conns.len());
+    let mut expected = Vec::new();
+    vantage::report::write_flows_table(&mut expected, &conns, true).unwrap();
+    let expected = String::from_utf8(expected).unwrap();
+    for threads in ["1", "2", "5"] {
+        let out = vantage()
+            .args(["flows", "--threads", threads])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(if failed { 2 } else { 0 }));
+        let table = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            table == expected,
+            "--threads {threads}:\n{table}\n{expected}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn flows_json_snapshot() {
     let out = vantage()

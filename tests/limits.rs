@@ -138,6 +138,35 @@ fn caps_are_set_on_the_command_line() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The flows table keeps rows, not summaries, but `--max-summaries` still caps them per
+/// capture: the first ones handed over (here the first SYNs: every connection is live until the
+/// end, then handed over by start time), the rest counted and said, on one thread or two.
+#[test]
+fn max_summaries_caps_the_table_rows() {
+    let (dir, path) = flood_file(2400);
+    for threads in ["1", "2"] {
+        let out = Command::cargo_bin("vantage")
+            .unwrap()
+            .args(["flows", "--max-summaries", "500", "--threads", threads])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let table = String::from_utf8(out.stdout).unwrap();
+        // 500 rows, the header and three rules.
+        assert_eq!(table.lines().count(), 504);
+        // The 500th SYN is kept, the 501st is not (one every 100 µs).
+        assert!(table.contains("2023-11-14 22:13:20.049900"), "{table}");
+        assert!(!table.contains("2023-11-14 22:13:20.050000"), "{table}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("1900 connections were counted but not kept"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn evidence_per_finding_is_capped() {
     let dir = env!("CARGO_MANIFEST_DIR");

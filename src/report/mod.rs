@@ -334,61 +334,154 @@ const FLOW_COLUMNS: [(&str, bool); 12] = [
     ("ended by", false),
 ];
 
-/// The flows table written straight to `out`, in comfy-table's UTF8_FULL_CONDENSED layout: a
-/// first pass sizes the columns, a second writes the rows. comfy-table itself holds every cell
-/// as a String until it prints, which on a 2 GB capture (93 k rows) was hundreds of MB on top
-/// of the connections.
+/// The flows table written straight to `out`, in comfy-table's UTF8_FULL_CONDENSED layout, the
+/// connections in the order given (`FlowRows::write`). comfy-table itself holds every cell as
+/// a String until it prints, which on a 2 GB capture (93 k rows) was hundreds of MB on top of
+/// the connections.
 pub fn write_flows_table(
     out: &mut dyn std::io::Write,
     conns: &[&Connection],
     show_capture: bool,
 ) -> std::io::Result<()> {
-    use unicode_width::UnicodeWidthStr;
-    let columns: Vec<(&str, bool)> = show_capture
-        .then_some(("capture", false))
-        .into_iter()
-        .chain(FLOW_COLUMNS)
-        .collect();
-    let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.width()).collect();
-    let mut cells: Vec<String> = vec![String::new(); columns.len()];
+    let mut rows = FlowRows::new(show_capture);
     for c in conns {
-        flow_cells(c, show_capture, &mut cells);
-        for (w, cell) in widths.iter_mut().zip(&cells) {
-            *w = (*w).max(cell.width());
+        rows.push(c, 0);
+    }
+    rows.write(out)
+}
+
+/// The flows table's rows as text, for `vantage flows`, which keeps a row per finished
+/// connection instead of the connection (`cli::flows_table`): its cells as `flow_cells`
+/// renders them, 143 bytes on average on the 2 GB synth, and a 32-byte `FlowRow`, where a kept
+/// summary was a 672-byte `Connection` in an allocation of its own, with its silences' list and
+/// its pointer in the list of them. On that synth (93 k connections) the table's peak RSS went
+/// from 96.5 to 52.3 MiB (~500 bytes a connection); most of the rest is the 20 000 connections
+/// live at once.
+pub struct FlowRows {
+    show_capture: bool,
+    /// Every row's cells, each row's joined by `FlowRows::SEP`, one row after the other: one
+    /// allocation for them all (a `Box<str>` a row cost its allocator overhead and rounding).
+    text: String,
+    rows: Vec<FlowRow>,
+    /// `flow_cells`' buffers, reused row to row.
+    cells: Vec<String>,
+}
+
+/// A row of `FlowRows`: where its text is, and what it sorts by.
+struct FlowRow {
+    ts: Timestamp,
+    first_frame: u64,
+    /// `text[start..start + len]`.
+    start: usize,
+    len: u32,
+    /// The capture's index on the command line: rows of different captures that tie go in
+    /// its order.
+    capture: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<FlowRow>() <= 32);
+
+impl FlowRows {
+    /// Between a row's cells: no cell holds it (the only free text is the capture's file name,
+    /// and neither a path nor a command-line argument can hold a NUL).
+    const SEP: char = '\0';
+
+    pub fn new(show_capture: bool) -> Self {
+        FlowRows {
+            show_capture,
+            text: String::new(),
+            rows: Vec::new(),
+            cells: vec![String::new(); Self::columns(show_capture).len()],
         }
     }
-    let rule = |out: &mut dyn std::io::Write, l: &str, fill: &str, mid: &str, r: &str| {
-        let parts: Vec<String> = widths.iter().map(|w| fill.repeat(w + 2)).collect();
-        writeln!(out, "{l}{}{r}", parts.join(mid))
-    };
-    let row = |out: &mut dyn std::io::Write, cells: &[&str], right: &[bool]| {
-        let mut line = String::from("│");
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            let pad = " ".repeat(w - cell.width());
+
+    fn columns(show_capture: bool) -> Vec<(&'static str, bool)> {
+        show_capture
+            .then_some(("capture", false))
+            .into_iter()
+            .chain(FLOW_COLUMNS)
+            .collect()
+    }
+
+    /// Adds a connection's row; `capture` is its capture's index among those read.
+    pub fn push(&mut self, c: &Connection, capture: usize) {
+        flow_cells(c, self.show_capture, &mut self.cells);
+        let start = self.text.len();
+        for (i, cell) in self.cells.iter().enumerate() {
+            debug_assert!(!cell.contains(Self::SEP), "{cell:?}");
             if i > 0 {
-                line.push('┆');
+                self.text.push(Self::SEP);
             }
-            if right[i] {
-                line.push_str(&format!(" {pad}{cell} "));
-            } else {
-                line.push_str(&format!(" {cell}{pad} "));
+            self.text.push_str(cell);
+        }
+        self.rows.push(FlowRow {
+            ts: c.ts,
+            first_frame: c.first_frame,
+            start,
+            len: u32::try_from(self.text.len() - start).expect("a row under 4 GB"),
+            capture: u32::try_from(capture).expect("under 2^32 captures"),
+        });
+    }
+
+    /// Sorts the rows by start time, then first frame, then capture: the order `flows` printed
+    /// when it kept the connections (a stable sort by start time and first frame of every
+    /// capture's list, one capture after the other). Within a capture no two rows tie (a frame
+    /// starts at most one connection, so first frames differ), so the order rows are pushed in
+    /// (the merge's, by hand-over time) does not matter; ties between captures go in capture
+    /// order.
+    pub fn sort(&mut self) {
+        self.rows.sort_by_key(|r| (r.ts, r.first_frame, r.capture));
+    }
+
+    fn cells_of(&self, r: &FlowRow) -> std::str::Split<'_, char> {
+        self.text[r.start..r.start + r.len as usize].split(Self::SEP)
+    }
+
+    /// The table, in comfy-table's UTF8_FULL_CONDENSED layout, the rows in their current order:
+    /// a first pass sizes the columns, a second writes the rows.
+    pub fn write(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use unicode_width::UnicodeWidthStr;
+        let columns = Self::columns(self.show_capture);
+        let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.width()).collect();
+        for r in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(self.cells_of(r)) {
+                *w = (*w).max(cell.width());
             }
         }
-        line.push('│');
-        writeln!(out, "{line}")
-    };
-    let left = vec![false; columns.len()];
-    let right: Vec<bool> = columns.iter().map(|(_, r)| *r).collect();
-    rule(out, "┌", "─", "┬", "┐")?;
-    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
-    row(out, &header, &left)?;
-    rule(out, "╞", "═", "╪", "╡")?;
-    for c in conns {
-        flow_cells(c, show_capture, &mut cells);
-        let r: Vec<&str> = cells.iter().map(String::as_str).collect();
-        row(out, &r, &right)?;
+        let rule = |out: &mut dyn std::io::Write, l: &str, fill: &str, mid: &str, r: &str| {
+            let parts: Vec<String> = widths.iter().map(|w| fill.repeat(w + 2)).collect();
+            writeln!(out, "{l}{}{r}", parts.join(mid))
+        };
+        let row = |out: &mut dyn std::io::Write, cells: &[&str], right: &[bool]| {
+            let mut line = String::from("│");
+            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+                let pad = " ".repeat(w - cell.width());
+                if i > 0 {
+                    line.push('┆');
+                }
+                if right[i] {
+                    line.push_str(&format!(" {pad}{cell} "));
+                } else {
+                    line.push_str(&format!(" {cell}{pad} "));
+                }
+            }
+            line.push('│');
+            writeln!(out, "{line}")
+        };
+        let left = vec![false; columns.len()];
+        let right: Vec<bool> = columns.iter().map(|(_, r)| *r).collect();
+        rule(out, "┌", "─", "┬", "┐")?;
+        let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+        row(out, &header, &left)?;
+        rule(out, "╞", "═", "╪", "╡")?;
+        let mut cells: Vec<&str> = Vec::with_capacity(columns.len());
+        for r in &self.rows {
+            cells.clear();
+            cells.extend(self.cells_of(r));
+            row(out, &cells, &right)?;
+        }
+        rule(out, "└", "─", "┴", "┘")
     }
-    rule(out, "└", "─", "┴", "┘")
 }
 
 /// One connection's cells of the flows table, written into `cells` (reused row to row).

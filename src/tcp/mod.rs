@@ -868,6 +868,19 @@ impl Default for TrackerOptions {
     }
 }
 
+/// The warning that `dropped` connections were counted but not kept, past `max_summaries`
+/// (the tracker's, and the flows table's, which keeps rows instead of summaries).
+pub fn summaries_dropped(dropped: u64, max_summaries: usize) -> crate::capture::Warning {
+    crate::capture::Warning::new(
+        format!(
+            "{dropped} connections were counted but not kept: the report keeps at most {max_summaries} connections per capture"
+        ),
+        crate::i18n::Msg::new("w-summaries-dropped")
+            .s("n", dropped)
+            .s("max", max_summaries),
+    )
+}
+
 /// Tracks the connections of one capture.
 pub struct Tracker {
     capture: std::sync::Arc<str>,
@@ -1130,15 +1143,7 @@ impl Tracker {
             ));
         }
         if self.dropped > 0 {
-            w.push(Warning::new(
-                format!(
-                    "{} connections were counted but not kept: the report keeps at most {} connections per capture",
-                    self.dropped, self.opts.max_summaries
-                ),
-                Msg::new("w-summaries-dropped")
-                    .s("n", self.dropped)
-                    .s("max", self.opts.max_summaries),
-            ));
+            w.push(summaries_dropped(self.dropped, self.opts.max_summaries));
         }
         w
     }
