@@ -29,31 +29,6 @@ fn flows_table_snapshot() {
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
 }
 
-/// Every capture under `fixtures/`, sorted.
-fn fixture_captures() -> Vec<std::path::PathBuf> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| ["pcap", "pcapng", "cap", "trace", "gz"].contains(&x))
-            {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-        &mut out,
-    );
-    out.sort();
-    out
-}
-
 /// The table keeps a row per connection, made as the connection is handed over
 /// (`report::FlowRows`), and sorts the rows at the end. It must be the table of the kept
 /// connections, sorted as `flows` sorted them (a stable sort by start time, then first frame,
@@ -66,7 +41,7 @@ fn flows_table_rows_sort_as_the_kept_connections() {
     use vantage::tcp::TrackerOptions;
     let dir = std::env::temp_dir().join(format!("vantage-rows-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut files = fixture_captures();
+    let mut files = common::fixture_captures();
     assert!(files.len() > 50, "fixtures found: {}", files.len());
     let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/conntrack-reject/softswitch.pcap");

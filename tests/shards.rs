@@ -2,34 +2,12 @@
 //! gives, on every capture in `fixtures/`: the same connections, each the same in every field
 //! (application layer and packet samples included), and the same capture summary.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use vantage::pipeline::track_capture_with;
 use vantage::tcp::TrackerOptions;
-
-fn captures() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| ["pcap", "pcapng", "cap", "trace", "gz"].contains(&x))
-            {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-        &mut out,
-    );
-    out.sort();
-    out
-}
 
 fn tracked(path: &Path, shards: usize) -> (String, Vec<String>) {
     let opts = TrackerOptions {
@@ -44,7 +22,7 @@ fn tracked(path: &Path, shards: usize) -> (String, Vec<String>) {
 
 #[test]
 fn shards_change_nothing_on_any_fixture() {
-    let files = captures();
+    let files = common::fixture_captures();
     assert!(files.len() > 50, "fixtures found: {}", files.len());
     let mut connections = 0;
     for path in &files {
@@ -80,7 +58,7 @@ fn streamed(path: &Path, shards: usize) -> (String, Vec<String>) {
 /// tracker hands them over, each with the same hand-over time: on every fixture.
 #[test]
 fn shards_stream_in_the_order_of_one_tracker() {
-    for path in &captures() {
+    for path in &common::fixture_captures() {
         let (s1, c1) = streamed(path, 1);
         for shards in [2, 3] {
             let (s, c) = streamed(path, shards);
