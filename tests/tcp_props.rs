@@ -3,11 +3,12 @@
 //! RST end, or none), built as real Ethernet/IPv4/TCP frames with etherparse, decoded by
 //! `vantage::decode` and fed to `vantage::tcp::Tracker`, whole and cut at random points.
 
+mod common;
+
 use etherparse::PacketBuilder;
 use proptest::prelude::*;
 
-use vantage::capture::{Frame, LinkType, Timestamp};
-use vantage::decode::{decode, Decoded};
+use vantage::capture::Timestamp;
 use vantage::tcp::reassembly::{Reassembler, StreamSink};
 use vantage::tcp::{Connection, Proto, Tracker};
 
@@ -214,20 +215,7 @@ fn track(segs: &[Seg], n: usize) -> Vec<Connection> {
 
 /// Hands segment `g` to the tracker as frame `i + 1`, at `ts` (ns).
 fn feed(t: &mut Tracker, g: &Seg, i: usize, ts: i64) {
-    let bytes = frame_bytes(g, i as u16);
-    let frame = Frame {
-        number: i as u64 + 1,
-        ts: Timestamp(ts),
-        link: LinkType::ETHERNET,
-        interface: 0,
-        orig_len: bytes.len() as u32,
-        offset: 0,
-        data: &bytes,
-    };
-    match decode(&frame) {
-        Decoded::Ip(p) => t.packet(&frame, &p),
-        other => panic!("frame {i} did not decode: {other:?}"),
-    }
+    common::track_frame(t, i as u64 + 1, ts, &frame_bytes(g, i as u16));
 }
 
 /// ISNs anywhere, often just below the 2^32 wrap.

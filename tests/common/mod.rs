@@ -137,23 +137,28 @@ pub fn track_live(packets: &[(f64, P)]) -> (Vec<usize>, Vec<Connection>) {
 fn feed(name: &str, packets: &[(f64, P)], mut after: impl FnMut(&Tracker)) -> Tracker {
     let mut t = Tracker::new(name);
     for (i, (secs, p)) in packets.iter().enumerate() {
-        let data = p.bytes();
-        let frame = Frame {
-            number: i as u64 + 1,
-            ts: Timestamp((secs * 1e9) as i64 + 1_700_000_000_000_000_000),
-            link: LinkType::ETHERNET,
-            interface: 0,
-            orig_len: data.len() as u32,
-            offset: 0,
-            data: &data,
-        };
-        match decode(&frame) {
-            Decoded::Ip(pkt) => t.packet(&frame, &pkt),
-            other => panic!("not decoded: {other:?}"),
-        }
+        let ts = (secs * 1e9) as i64 + 1_700_000_000_000_000_000;
+        track_frame(&mut t, i as u64 + 1, ts, &p.bytes());
         after(&t);
     }
     t
+}
+
+/// Hands an Ethernet frame's bytes to the tracker as frame `number`, at `ts` (ns).
+pub fn track_frame(t: &mut Tracker, number: u64, ts: i64, data: &[u8]) {
+    let frame = Frame {
+        number,
+        ts: Timestamp(ts),
+        link: LinkType::ETHERNET,
+        interface: 0,
+        orig_len: data.len() as u32,
+        offset: 0,
+        data,
+    };
+    match decode(&frame) {
+        Decoded::Ip(pkt) => t.packet(&frame, &pkt),
+        other => panic!("frame {number} did not decode: {other:?}"),
+    }
 }
 
 /// A capture built in a test, as the alignment takes it: `connections` tracked from `packets`
