@@ -45,6 +45,7 @@ fn bench_align(c: &mut Criterion) {
                         flows: CaptureFlows {
                             summary: v.flows.summary.clone(),
                             connections: v.flows.connections.clone(),
+                            digests: v.flows.digests.clone(),
                             error: None,
                         },
                     })

@@ -72,7 +72,8 @@ pub struct Leg {
     pub uid: crate::tcp::Uid,
     pub first_frame: u64,
     pub last_frame: u64,
-    /// Index of the vantage and of the connection in its capture's list.
+    /// Index of the vantage and of the connection in its capture's list: `connections`, then
+    /// `digests` (an index past the connections is a digest's).
     #[serde(skip)]
     pub at: (usize, usize),
 }
@@ -143,9 +144,47 @@ impl Alignment {
         Timestamp(ts.0 - self.offset_ns(vantage))
     }
 
+    /// A leg's connection, kept whole. Panics on a digest's leg: a one-capture diagnosis
+    /// keeps whole the connections its rules read whole (`TrackerOptions::digest`), and reads
+    /// the others through `kept`.
     pub fn connection(&self, leg: &Leg) -> &Connection {
-        &self.vantages[leg.at.0].flows.connections[leg.at.1]
+        match self.kept(leg) {
+            Kept::Whole(c) => c,
+            Kept::Digest(_) => panic!("{}: a digest, not a whole connection", leg.uid),
+        }
     }
+
+    /// A leg's connection, whole or as its digest.
+    pub fn kept(&self, leg: &Leg) -> Kept<'_> {
+        let flows = &self.vantages[leg.at.0].flows;
+        match flows.connections.get(leg.at.1) {
+            Some(c) => Kept::Whole(c),
+            None => Kept::Digest(&flows.digests[leg.at.1 - flows.connections.len()]),
+        }
+    }
+
+    /// When a leg's connection started, on its capture's clock.
+    pub fn leg_ts(&self, leg: &Leg) -> Timestamp {
+        match self.kept(leg) {
+            Kept::Whole(c) => c.ts,
+            Kept::Digest(d) => d.ts,
+        }
+    }
+
+    /// A leg's Zeek conn_state (TCP only).
+    pub fn conn_state(&self, leg: &Leg) -> Option<&'static str> {
+        match self.kept(leg) {
+            Kept::Whole(c) => c.conn_state,
+            Kept::Digest(d) => d.conn_state,
+        }
+    }
+}
+
+/// A finished connection as its capture kept it (`CaptureFlows`).
+#[derive(Clone, Copy, Debug)]
+pub enum Kept<'a> {
+    Whole(&'a Connection),
+    Digest(&'a crate::tcp::Digest),
 }
 
 /// Options for `align`.
@@ -412,7 +451,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     let mut total = 0;
     for v in &vantages {
         base.push(total);
-        total += v.flows.connections.len();
+        total += v.flows.connections.len() + v.flows.digests.len();
     }
     let mut groups = Groups {
         parent: (0..total).collect(),
@@ -509,18 +548,35 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
             .iter()
             .map(|&node| {
                 let (v, i) = node_at(node);
-                let c = &al.vantages[v].flows.connections[i];
-                Leg {
-                    vantage: names[v].clone(),
-                    src: c.orig_h,
-                    sport: c.orig_p,
-                    dst: c.resp_h,
-                    dport: c.resp_p,
-                    proto: c.proto,
-                    uid: c.uid,
-                    first_frame: c.first_frame,
-                    last_frame: c.last_frame,
-                    at: (v, i),
+                let flows = &al.vantages[v].flows;
+                match flows.connections.get(i) {
+                    Some(c) => Leg {
+                        vantage: names[v].clone(),
+                        src: c.orig_h,
+                        sport: c.orig_p,
+                        dst: c.resp_h,
+                        dport: c.resp_p,
+                        proto: c.proto,
+                        uid: c.uid,
+                        first_frame: c.first_frame,
+                        last_frame: c.last_frame,
+                        at: (v, i),
+                    },
+                    None => {
+                        let d = &flows.digests[i - flows.connections.len()];
+                        Leg {
+                            vantage: names[v].clone(),
+                            src: d.orig_h,
+                            sport: d.orig_p,
+                            dst: d.resp_h,
+                            dport: d.resp_p,
+                            proto: d.proto,
+                            uid: d.uid,
+                            first_frame: d.first_frame,
+                            last_frame: d.last_frame,
+                            at: (v, i),
+                        }
+                    }
                 }
             })
             .collect();
@@ -552,7 +608,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
         };
         let ts = legs
             .iter()
-            .map(|l| al.to_reference(l.at.0, al.connection(l).ts))
+            .map(|l| al.to_reference(l.at.0, al.leg_ts(l)))
             .min()
             .unwrap_or_default();
         LinedUp {
@@ -562,7 +618,14 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
             ts,
         }
     }));
-    lined.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.legs[0].at.cmp(&b.legs[0].at)));
+    // Ties by the first leg's place in its capture's start order: its index, where a capture's
+    // list is sorted by (start, first frame) as the tracker leaves it; a digest's index comes
+    // after every whole connection's, so the place is (vantage, start, first frame).
+    let place = |l: &LinedUp| {
+        let leg = &l.legs[0];
+        (l.ts, leg.at.0, al.leg_ts(leg), leg.first_frame, leg.at.1)
+    };
+    lined.sort_by_key(place);
     for (k, l) in lined.iter_mut().enumerate() {
         l.id = LineId::new(&format!("L{}", k + 1));
     }

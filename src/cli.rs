@@ -339,6 +339,11 @@ pub fn run(cli: Cli) -> ExitCode {
             // The HTML report draws registrations and calls on its timeline; the others print
             // findings, which read only what `TrackerOptions::app_details` keeps.
             args.format == ReportFormat::Html,
+            // One capture, not drawn: the connections no rule ends are kept as digests (the
+            // rules decide which as each is summarised). Lining captures up reads every
+            // connection's samples, and the HTML report draws connections whole.
+            (args.vantages.captures.len() == 1 && args.format != ReportFormat::Html)
+                .then_some(crate::diagnose::rules::survivor_digest as _),
         ) {
             Ok((al, failed)) => {
                 let d = crate::diagnose::diagnose_with(
@@ -498,7 +503,7 @@ fn error(e: anyhow::Error) -> ExitCode {
 /// application details. Packet samples line captures up, so one capture needs none: on the
 /// 200 MB synth, keeping them anyway cost ~110 MB.
 fn lined_up_bare(args: &VantageArgs) -> anyhow::Result<(crate::align::Alignment, bool)> {
-    lined_up(args, args.captures.len() > 1, false, false, false)
+    lined_up(args, args.captures.len() > 1, false, false, false, None)
 }
 
 /// Reads the vantages and lines them up. Errors reading a capture are printed and make the exit
@@ -509,6 +514,7 @@ fn lined_up(
     timeline: bool,
     http_heads: bool,
     app_details: bool,
+    digest: Option<fn(&crate::tcp::Connection) -> Option<crate::tcp::Digest>>,
 ) -> anyhow::Result<(crate::align::Alignment, bool)> {
     let mut names = std::collections::HashSet::new();
     for c in &args.captures {
@@ -524,6 +530,7 @@ fn lined_up(
     let opts = crate::tcp::TrackerOptions {
         http_heads,
         app_details,
+        digest,
         ..opts
     };
     let (vantages, errors) = read_vantages_filtered(&args.captures, opts, args.limits.filter());

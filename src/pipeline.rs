@@ -40,6 +40,9 @@ pub struct CaptureFlows {
     /// Boxed as the tracker made them (`Tracker::done`): each summary took the place its live
     /// state left, where one list of them inline needed fresh pages for all at the end.
     pub connections: Vec<Box<Connection>>,
+    /// With `TrackerOptions::digest` (a one-capture diagnosis): the connections no rule ends,
+    /// as digests, sorted as `connections` is. `align` lines them up with the others.
+    pub digests: Vec<crate::tcp::Digest>,
     /// A fatal error that stopped reading; what came before it is still above.
     pub error: Option<anyhow::Error>,
 }
@@ -63,10 +66,11 @@ pub fn track_capture_filtered(
     opts: TrackerOptions,
     filter: Option<&str>,
 ) -> anyhow::Result<CaptureFlows> {
-    let (run, connections) = read_capture(path, opts, filter, None)?;
+    let (run, (connections, digests)) = read_capture(path, opts, filter, None)?;
     Ok(CaptureFlows {
         summary: run.summary,
         connections,
+        digests,
         error: run.error,
     })
 }
@@ -146,7 +150,7 @@ fn read_capture(
     opts: TrackerOptions,
     filter: Option<&str>,
     mut emit: Option<&mut dyn FnMut(Timestamp, Connection)>,
-) -> anyhow::Result<(CaptureRun, Vec<Box<Connection>>)> {
+) -> anyhow::Result<(CaptureRun, crate::tcp::Kept)> {
     // Each shard reads the file itself: only a regular file can be read more than once (not a
     // pipe: `vantage flows <(zcat x.pcap.gz)`), and a gzip capture would be decompressed once
     // per shard.
@@ -154,7 +158,10 @@ fn read_capture(
         && std::fs::metadata(path).is_ok_and(|m| m.is_file())
         && !crate::capture::is_gzip_file(path)?;
     if let (true, Some(emit)) = (sharded, emit.as_mut()) {
-        return Ok((stream_sharded(path, opts, filter, &mut **emit)?, Vec::new()));
+        return Ok((
+            stream_sharded(path, opts, filter, &mut **emit)?,
+            Default::default(),
+        ));
     }
     let (mut run, tracker) = if sharded {
         read_sharded(path, opts, filter)?
@@ -166,21 +173,21 @@ fn read_capture(
     };
     let summary = &mut run.summary;
     summary.ip_fragments = tracker.fragments;
-    let connections = match emit {
+    let kept = match emit {
         Some(emit) => {
             let end = summary.last_ts.unwrap_or_default();
             summary
                 .warnings
                 .extend(tracker.finish_streaming(&mut |c| emit(end, c)));
-            Vec::new()
+            Default::default()
         }
         None => {
-            let (connections, warnings) = tracker.finish_with_warnings();
+            let (kept, warnings) = tracker.finish_kept();
             summary.warnings.extend(warnings);
-            connections
+            kept
         }
     };
-    Ok((run, connections))
+    Ok((run, kept))
 }
 
 /// One capture tracked on `opts.shards` threads. Each reads and decodes the whole file (3 GB/s

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::align::{Alignment, ClockOffset, Leg, LinedUp};
+use crate::align::{Alignment, ClockOffset, Kept, Leg, LinedUp};
 use crate::capture::Timestamp;
 use crate::pipeline::CaptureSummary;
 use crate::tcp::{Connection, Side};
@@ -306,9 +306,9 @@ fn client_hash(k: &ClientKey) -> u64 {
     foldhash::quality::FixedState::with_seed(0).hash_one(k)
 }
 
-fn client_key(al: &Alignment, leg: &Leg) -> ClientKey {
-    let c = al.connection(leg);
-    (leg.at.0, c.orig_h, c.resp_h, c.resp_p)
+// A leg's addresses are its connection's: the originator's, then the responder's.
+fn client_key(leg: &Leg) -> ClientKey {
+    (leg.at.0, leg.src, leg.dst, leg.dport)
 }
 
 impl<'a> Ctx<'a> {
@@ -319,12 +319,15 @@ impl<'a> Ctx<'a> {
             .map(|l| {
                 let mut legs: Vec<&Leg> = l.legs.iter().collect();
                 // Order along the path by when each leg saw the originator's first packet (on
-                // the reference clock): the originator's side sees it first.
-                legs.sort_by_key(|leg| {
-                    let c = al.connection(leg);
-                    let first = c.orig.first_ts.unwrap_or(c.ts);
-                    (al.to_reference(leg.at.0, first), leg.at.0)
-                });
+                // the reference clock): the originator's side sees it first. (Only paths of
+                // several legs, which are whole: a digest is one capture's.)
+                if legs.len() > 1 {
+                    legs.sort_by_key(|leg| {
+                        let c = al.connection(leg);
+                        let first = c.orig.first_ts.unwrap_or(c.ts);
+                        (al.to_reference(leg.at.0, first), leg.at.0)
+                    });
+                }
                 Path {
                     lined: l,
                     legs: Legs::of(legs),
@@ -334,16 +337,18 @@ impl<'a> Ctx<'a> {
         let mut by_client = Vec::new();
         let mut sip_udp_legs = Vec::new();
         for (i, p) in paths.iter().enumerate() {
-            let c = al.connection(p.legs[0]);
-            if c.proto == crate::tcp::Proto::Tcp {
-                by_client.push((client_hash(&client_key(al, p.legs[0])), c.ts, i));
+            let leg = p.legs[0];
+            if leg.proto == crate::tcp::Proto::Tcp {
+                by_client.push((client_hash(&client_key(leg)), al.leg_ts(leg), i));
             }
             for leg in &p.legs {
-                let c = al.connection(leg);
-                if c.proto == crate::tcp::Proto::Udp
-                    && c.app.as_ref().is_some_and(|a| a.sip.is_some())
-                {
-                    sip_udp_legs.push(*leg);
+                // A UDP flow that carries SIP is kept whole (`rules::survivor_digest`).
+                if let Kept::Whole(c) = al.kept(leg) {
+                    if c.proto == crate::tcp::Proto::Udp
+                        && c.app.as_ref().is_some_and(|a| a.sip.is_some())
+                    {
+                        sip_udp_legs.push(*leg);
+                    }
                 }
             }
         }
@@ -376,7 +381,7 @@ impl<'a> Ctx<'a> {
 
     /// The same client's connections to the same service at the same vantage, in start order.
     pub fn client_connections(&self, leg: &Leg) -> impl Iterator<Item = &Path<'a>> {
-        let key = client_key(self.al, leg);
+        let key = client_key(leg);
         let h = client_hash(&key);
         let from = self.by_client.partition_point(|&(x, _, _)| x < h);
         // Another client with the same hash would be mixed in, in time order: left out.
@@ -384,11 +389,25 @@ impl<'a> Ctx<'a> {
             .iter()
             .take_while(move |&&(x, _, _)| x == h)
             .map(|&(_, _, i)| &self.paths[i])
-            .filter(move |p| client_key(self.al, p.legs[0]) == key)
+            .filter(move |p| client_key(p.legs[0]) == key)
     }
 
+    /// A leg's connection kept whole: a path `whole` says is, or a dead one's (the tracker
+    /// keeps whole every connection a rule may end, `rules::survivor_digest`).
     pub fn conn(&self, leg: &Leg) -> &'a Connection {
         self.al.connection(leg)
+    }
+
+    /// What the rules read from a leg's connection whatever its fate, kept whole or not.
+    pub fn reads(&self, leg: &Leg) -> rules::Reads<'a> {
+        rules::Reads(self.al.kept(leg))
+    }
+
+    /// Whether every leg of a path is kept whole (else it is a digest's).
+    pub fn whole(&self, p: &Path<'_>) -> bool {
+        p.legs
+            .iter()
+            .all(|leg| matches!(self.al.kept(leg), Kept::Whole(_)))
     }
 
     pub fn reference_ts(&self, leg: &Leg, ts: Timestamp) -> Timestamp {

@@ -1,9 +1,11 @@
 //! The diagnosis rules, one small function each: evidence in, findings out. Each doc comment
 //! says what the rule looks for, why that points where it does, and the source of any default.
 
-use crate::align::{Leg, MatchMethod};
+use crate::align::{Kept, Leg, MatchMethod};
 use crate::capture::Timestamp;
-use crate::tcp::{Connection, Gap, Side, TerminationKind};
+use crate::tcp::{
+    Connection, Digest, Gap, Proto, Sample, Side, Termination, TerminationKind, TOP_GAPS,
+};
 
 use super::defaults;
 use super::{
@@ -63,6 +65,10 @@ fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
     let mut ends = Grouper::new(max_evidence);
     let mut deaths = Vec::new();
     for p in &ctx.paths {
+        // A digest's path: no per-path rule ends it (`survivor_digest`).
+        if !ctx.whole(p) {
+            continue;
+        }
         let end = middlebox_end(ctx, p)
             .or_else(|| middlebox_reset_single(ctx, p))
             .or_else(|| silent_drop(ctx, p));
@@ -91,6 +97,138 @@ fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
     }
     agent_outage(ctx, &deaths, &mut findings);
     findings
+}
+
+/// The connections a one-capture diagnosis keeps whole: those its per-path rules end
+/// (`middlebox_reset_single`, `silent_drop`: they read only the path's own connection, so the
+/// tracker can ask as each connection is summarised), and the UDP flows that carry SIP
+/// (`call_cut` reads their calls). Every other connection is read only through `Reads`, so the
+/// tracker keeps its digest (`TrackerOptions::digest`): on the 2 GB synth, ~1.4 KB a
+/// connection became ~200 bytes. `run_rules` skips the paths of digests: by this test, none of
+/// the per-path rules would end them.
+pub fn survivor_digest(c: &Connection) -> Option<Digest> {
+    let ended = reset_after_silence(c).is_some()
+        || [Side::Orig, Side::Resp]
+            .into_iter()
+            .any(|sender| unanswered_after_silence(c, sender).is_some());
+    let sip_udp = c.proto == Proto::Udp && c.app.as_ref().is_some_and(|a| a.sip.is_some());
+    (!ended && !sip_udp).then(|| digest_of(c))
+}
+
+/// A connection's `Digest`: what `Reads` reads from it whole.
+pub fn digest_of(c: &Connection) -> Digest {
+    let whole = Reads(Kept::Whole(c));
+    let mut survived = [0.0; TOP_GAPS];
+    let mut n = 0;
+    // The tracker keeps at most `TOP_GAPS` silences a connection.
+    for (slot, s) in survived.iter_mut().zip(whole.survived()) {
+        *slot = s;
+        n += 1;
+    }
+    Digest {
+        uid: c.uid,
+        proto: c.proto,
+        orig_h: c.orig_h,
+        orig_p: c.orig_p,
+        resp_h: c.resp_h,
+        resp_p: c.resp_p,
+        ts: c.ts,
+        first_frame: c.first_frame,
+        last_frame: c.last_frame,
+        conn_state: c.conn_state,
+        ended_by: whole.ended_by(),
+        survived,
+        survived_n: n,
+        retransmissions: whole.retransmissions(),
+        data_segments: whole.data_segments(),
+        retransmitted: whole.retransmitted().collect::<Vec<_>>().into(),
+        recovery: whole.recovery(),
+    }
+}
+
+/// What the rules read from a connection whatever its fate (`idle_timeout`, `weak_network`,
+/// `agent_outage`'s reconnects, the verdict): the same from the connection kept whole as from
+/// its digest, which `digest_of` fills from these.
+#[derive(Clone, Copy)]
+pub struct Reads<'a>(pub Kept<'a>);
+
+impl<'a> Reads<'a> {
+    pub fn proto(self) -> Proto {
+        match self.0 {
+            Kept::Whole(c) => c.proto,
+            Kept::Digest(d) => d.proto,
+        }
+    }
+
+    pub fn ts(self) -> Timestamp {
+        match self.0 {
+            Kept::Whole(c) => c.ts,
+            Kept::Digest(d) => d.ts,
+        }
+    }
+
+    /// Who sent the FIN or RST that ended it.
+    pub fn ended_by(self) -> Option<Side> {
+        match self.0 {
+            Kept::Whole(c) => c.termination.as_ref().map(|t| t.by),
+            Kept::Digest(d) => d.ended_by,
+        }
+    }
+
+    /// The silences it lived through: those that ended before its last packet.
+    pub fn survived(self) -> impl Iterator<Item = f64> + 'a {
+        let (whole, digest) = match self.0 {
+            Kept::Whole(c) => (Some(c), &[][..]),
+            Kept::Digest(d) => (None, d.survived()),
+        };
+        let whole = whole.into_iter().flat_map(|c| {
+            c.silences
+                .iter()
+                .filter(|g| g.to_frame < c.last_frame)
+                .map(|g| g.secs)
+        });
+        whole.chain(digest.iter().copied())
+    }
+
+    /// Retransmissions, both directions.
+    pub fn retransmissions(self) -> u64 {
+        match self.0 {
+            Kept::Whole(c) => c.orig.retransmissions + c.resp.retransmissions,
+            Kept::Digest(d) => d.retransmissions,
+        }
+    }
+
+    /// Data segments, both directions.
+    pub fn data_segments(self) -> u64 {
+        match self.0 {
+            Kept::Whole(c) => c.orig.samples.total + c.resp.samples.total,
+            Kept::Digest(d) => d.data_segments,
+        }
+    }
+
+    /// The first five retransmissions (time, frame): the originator's, then the responder's.
+    pub fn retransmitted(self) -> impl Iterator<Item = (Timestamp, u64)> + 'a {
+        let (whole, digest) = match self.0 {
+            Kept::Whole(c) => (Some(c), &[][..]),
+            Kept::Digest(d) => (None, d.retransmitted.as_slice()),
+        };
+        let whole = whole.into_iter().flat_map(|c| {
+            c.orig
+                .retransmitted
+                .iter()
+                .chain(c.resp.retransmitted.iter())
+                .map(|s| (s.ts, s.frame))
+        });
+        whole.chain(digest.iter().copied()).take(5)
+    }
+
+    /// When it worked again for its client (`recovery`).
+    pub fn recovery(self) -> Option<(Timestamp, u64)> {
+        match self.0 {
+            Kept::Whole(c) => recovery(c),
+            Kept::Digest(d) => d.recovery,
+        }
+    }
 }
 
 /// A finding about one connection, before grouping: the finding as it reads for that connection
@@ -756,15 +894,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
     }
     let leg = p.legs[0];
     let c = ctx.conn(leg);
-    let t = c.termination.as_ref()?;
-    if t.kind != TerminationKind::Rst {
-        return None;
-    }
-    let misfit = t.ttl_fits == Some(false) || t.ip_id_fits == Some(false);
-    let fatal = silence_before(c, t.frame, t.ts)?;
-    if !misfit || fatal.by == t.by {
-        return None;
-    }
+    let (t, fatal) = reset_after_silence(c)?;
     let at = ctx.reference_ts(leg, t.ts);
     let evidence = vec![
         ctx.evidence(
@@ -853,6 +983,21 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
     Some((m, d))
 }
 
+/// The RST `middlebox_reset_single` blames on a middlebox, and the silence it answered: a
+/// fingerprint that does not fit its sender, after a silence the other side broke.
+fn reset_after_silence(c: &Connection) -> Option<(&Termination, Gap)> {
+    let t = c.termination.as_ref()?;
+    if t.kind != TerminationKind::Rst {
+        return None;
+    }
+    let misfit = t.ttl_fits == Some(false) || t.ip_id_fits == Some(false);
+    let fatal = silence_before(c, t.frame, t.ts)?;
+    if !misfit || fatal.by == t.by {
+        return None;
+    }
+    Some((t, fatal))
+}
+
 /// **silent_drop.** After a silence, one end sends, retransmits (Wireshark's rule), and hears
 /// nothing back until it gives up or resets: the middlebox forgot the connection without a word
 /// (nftables `drop`, many cloud NATs). With a capture downstream, the retransmissions are shown
@@ -861,28 +1006,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
     for (idx, leg) in p.legs.iter().enumerate() {
         let c = ctx.conn(leg);
         for sender in [Side::Orig, Side::Resp] {
-            let (mine, theirs) = match sender {
-                Side::Orig => (&c.orig, &c.resp),
-                Side::Resp => (&c.resp, &c.orig),
-            };
-            // A silence broken by this side, followed by retransmissions of what it sent after
-            // it, and by nothing at all from the other side.
-            let mut silences: Vec<Gap> = c
-                .silences
-                .iter()
-                .filter(|g| g.by == sender && g.secs >= MIN_IDLE_S)
-                .copied()
-                .collect();
-            silences.sort_by_key(|g| g.to_frame);
-            let Some((fatal, after)) = silences.iter().find_map(|g| {
-                let after: Vec<_> = mine
-                    .retransmitted
-                    .iter()
-                    .filter(|s| s.frame >= g.to_frame)
-                    .collect();
-                let unanswered = theirs.last_ts.is_none_or(|t| t <= g.from_ts);
-                (after.len() >= 2 && unanswered).then_some((*g, after))
-            }) else {
+            let Some((fatal, after)) = unanswered_after_silence(c, sender) else {
                 continue;
             };
             // Downstream (toward the other side), did anything arrive after the silence?
@@ -1041,6 +1165,32 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
     None
 }
 
+/// `silent_drop`'s pattern at one leg: a silence broken by `sender`, followed by
+/// retransmissions of what it sent after it, and by nothing at all from the other side. The
+/// silence, and those retransmissions.
+fn unanswered_after_silence(c: &Connection, sender: Side) -> Option<(Gap, Vec<&Sample>)> {
+    let (mine, theirs) = match sender {
+        Side::Orig => (&c.orig, &c.resp),
+        Side::Resp => (&c.resp, &c.orig),
+    };
+    let mut silences: Vec<Gap> = c
+        .silences
+        .iter()
+        .filter(|g| g.by == sender && g.secs >= MIN_IDLE_S)
+        .copied()
+        .collect();
+    silences.sort_by_key(|g| g.to_frame);
+    silences.iter().find_map(|g| {
+        let after: Vec<_> = mine
+            .retransmitted
+            .iter()
+            .filter(|s| s.frame >= g.to_frame)
+            .collect();
+        let unanswered = theirs.last_ts.is_none_or(|t| t <= g.from_ts);
+        (after.len() >= 2 && unanswered).then_some((*g, after))
+    })
+}
+
 /// **idle_timeout.** Clusters the fatal silences of the connections a middlebox ended and
 /// estimates its idle timeout. A middlebox that acts when its timer fires (a proxy closing both
 /// legs) gives a sharp estimate: the silences themselves. One that acts on the next packet (a
@@ -1071,16 +1221,11 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
             continue;
         }
         for leg in &p.legs {
-            let c = ctx.conn(leg);
-            if c.proto != crate::tcp::Proto::Tcp {
+            let c = ctx.reads(leg);
+            if c.proto() != Proto::Tcp {
                 continue;
             }
-            survived.extend(
-                c.silences
-                    .iter()
-                    .filter(|g| g.to_frame < c.last_frame)
-                    .map(|g| g.secs),
-            );
+            survived.extend(c.survived());
         }
     }
     let lower_survived = survived
@@ -1372,23 +1517,17 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
         }
         // The client-side leg is the one the users' experience is measured at.
         let leg = p.legs[0];
-        let c = ctx.conn(leg);
-        if c.proto != crate::tcp::Proto::Tcp {
+        let c = ctx.reads(leg);
+        if c.proto() != Proto::Tcp {
             continue;
         }
-        let r = c.orig.retransmissions + c.resp.retransmissions;
-        data_segments += c.orig.samples.total + c.resp.samples.total;
+        let r = c.retransmissions();
+        data_segments += c.data_segments();
         if r > 0 {
             retrans += r;
             conns.push(p.lined.id.to_string());
-            for s in c
-                .orig
-                .retransmitted
-                .iter()
-                .chain(c.resp.retransmitted.iter())
-                .take(5)
-            {
-                evidence.push(ctx.evidence(leg, s.frame, s.ts, Msg::new("ev-retransmission")));
+            for (ts, frame) in c.retransmitted() {
+                evidence.push(ctx.evidence(leg, frame, ts, Msg::new("ev-retransmission")));
             }
         }
     }
@@ -1513,10 +1652,10 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
         let leg = p.legs[0];
         let c = ctx.conn(leg);
         // The same client's later connections to the same server, at the same vantage.
-        let later: Vec<(&Leg, &Connection)> = ctx
+        let later: Vec<(&Leg, Reads<'_>)> = ctx
             .client_connections(leg)
-            .map(|q| (q.legs[0], ctx.conn(q.legs[0])))
-            .filter(|(_, k)| k.ts > c.ts)
+            .map(|q| (q.legs[0], ctx.reads(q.legs[0])))
+            .filter(|(_, k)| k.ts() > c.ts)
             .collect();
         // Detection: the client's first reaction after the middlebox acted.
         let own_end = c
@@ -1524,7 +1663,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
             .as_ref()
             .filter(|t| t.by == Side::Orig)
             .map(|t| ctx.reference_ts(leg, t.ts));
-        let first_syn = later.first().map(|(l, k)| ctx.reference_ts(l, k.ts));
+        let first_syn = later.first().map(|(l, k)| ctx.reference_ts(l, k.ts()));
         let reaction = match (own_end, first_syn) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1536,8 +1675,8 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
         let mut recovered: Option<(Timestamp, &Leg, u64)> = None;
         for (l, k) in &later {
             attempts += 1;
-            syns.push(ctx.reference_ts(l, k.ts));
-            match recovery(k) {
+            syns.push(ctx.reference_ts(l, k.ts()));
+            match k.recovery() {
                 Some((ts, frame)) => {
                     recovered = Some((ctx.reference_ts(l, ts), l, frame));
                     break;
@@ -2030,8 +2169,8 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
         .paths
         .iter()
         .filter(|p| {
-            let c = ctx.conn(p.legs[0]);
-            c.proto == crate::tcp::Proto::Tcp && c.termination.is_some()
+            let c = ctx.reads(p.legs[0]);
+            c.proto() == Proto::Tcp && c.ended_by().is_some()
         })
         .count()
         .max(died);
@@ -2114,10 +2253,7 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
         let ended_far = ctx
             .paths
             .iter()
-            .filter(|p| {
-                let c = ctx.conn(p.legs[0]);
-                c.termination.as_ref().is_some_and(|t| t.by == Side::Resp)
-            })
+            .filter(|p| ctx.reads(p.legs[0]).ended_by() == Some(Side::Resp))
             .count();
         return Verdict {
             kind: "healthy".into(),

@@ -849,12 +849,11 @@ fn lined_up_table(al: &Alignment, cat: &Catalog, max_rows: usize) -> String {
                 .iter()
                 .filter(|leg| leg.at.0 == v)
                 .map(|leg| {
-                    let c = al.connection(leg);
                     format!(
                         "{} > {} {}",
                         endpoint(leg.src, leg.sport),
                         endpoint(leg.dst, leg.dport),
-                        c.conn_state.unwrap_or("udp")
+                        al.conn_state(leg).unwrap_or("udp")
                     )
                 })
                 .collect::<Vec<_>>()

@@ -17,8 +17,11 @@ use serde::Serialize;
 use crate::capture::{Frame, Timestamp};
 use crate::decode::{Packet, TcpSegment, Transport, UdpDatagram};
 
+pub mod digest;
 pub mod reassembly;
 pub mod zeek;
+
+pub use digest::Digest;
 
 use zeek::{Seg, ZeekTcp};
 
@@ -846,6 +849,10 @@ pub struct TrackerOptions {
     /// connections `shard_of` gives it; 1 tracks on one thread. The tracker itself does not
     /// read it.
     pub shards: usize,
+    /// A one-capture diagnosis: keeps a finished connection whole only when this gives no
+    /// digest (a rule may end it), else its `Digest` (`Tracker::keep`). The rules decide
+    /// (`diagnose::rules::survivor_digest`); the tracker only stores.
+    pub digest: Option<fn(&Connection) -> Option<Digest>>,
 }
 
 /// Defaults: 100 000 live connections (about 5x the busiest softswitch we have seen) cost a few
@@ -864,6 +871,7 @@ impl Default for TrackerOptions {
             http_heads: true,
             app_details: true,
             shards: 1,
+            digest: None,
         }
     }
 }
@@ -899,6 +907,9 @@ pub struct Tracker {
     /// Sorting and merging move pointers.
     #[allow(clippy::vec_box)] // boxed on purpose, see above
     done: Vec<Box<Connection>>,
+    /// With `TrackerOptions::digest`: the finished connections kept as digests, beside `done`.
+    /// `max_summaries` counts both.
+    digests: Vec<Digest>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
     pub fragments: u64,
@@ -916,6 +927,22 @@ pub struct Tracker {
     tags: Option<Vec<StreamTag>>,
     /// The place the next summary takes.
     tag: StreamTag,
+}
+
+/// The connections a tracker kept: whole, and as digests (`TrackerOptions::digest`).
+pub type Kept = (Vec<Box<Connection>>, Vec<Digest>);
+
+/// Moves `from`'s items to `to` (in reverse order), giving `from`'s room back as it empties, so
+/// that no item is held twice: appended whole, two copies at once were the run's peak (massif,
+/// flows on the 200 MB synth).
+fn move_shrinking<T>(from: &mut Vec<T>, to: &mut Vec<T>) {
+    while let Some(x) = from.pop() {
+        to.push(x);
+        // Every 1024 moved: a shrink is a cheap realloc (mremap for a large block).
+        if from.capacity() - from.len() >= 1024 {
+            from.shrink_to_fit();
+        }
+    }
 }
 
 /// Zeek's history strings, one of each, shared by the summaries that have it (a `String` each
@@ -1035,6 +1062,7 @@ impl Tracker {
             live: LiveTable::new(),
             due: std::collections::BinaryHeap::new(),
             done: Vec::new(),
+            digests: Vec::new(),
             other_ip: 0,
             fragments: 0,
             clock: SweepClock::new(),
@@ -1095,7 +1123,13 @@ impl Tracker {
             c.orig.samples.drop_kept();
             c.resp.samples.drop_kept();
         }
-        if self.done.len() < self.opts.max_summaries {
+        if self.done.len() + self.digests.len() < self.opts.max_summaries {
+            // Taken after the trimming above: the digest holds what the rules would have read
+            // from the summary kept.
+            if let Some(d) = self.opts.digest.and_then(|digest| digest(&c)) {
+                self.digests.push(d);
+                return;
+            }
             self.done.push(Box::new(c));
             if let Some(tags) = self.tags.as_mut() {
                 tags.push(self.tag);
@@ -1243,22 +1277,18 @@ impl Tracker {
         // they empty. Room not yet written to is not resident, so no connection is held twice:
         // appended to the largest list, two copies at once were the run's peak (massif, flows
         // on the 200 MB synth).
-        let total = shards.iter().map(|s| s.done.len()).sum();
-        let mut done = Vec::with_capacity(total);
+        let mut done = Vec::with_capacity(shards.iter().map(|s| s.done.len()).sum());
+        let mut digests = Vec::with_capacity(shards.iter().map(|s| s.digests.len()).sum());
         for s in &mut shards {
-            while let Some(c) = s.done.pop() {
-                done.push(c);
-                // Every 1024 moved: a shrink is a cheap realloc (mremap for a large block).
-                if s.done.capacity() - s.done.len() >= 1024 {
-                    s.done.shrink_to_fit();
-                }
-            }
+            move_shrinking(&mut s.done, &mut done);
+            move_shrinking(&mut s.digests, &mut digests);
         }
         let mut shards = shards.into_iter();
         let Some(mut all) = shards.next() else {
             return Tracker::with_options(String::new(), opts);
         };
         all.done = done;
+        all.digests = digests;
         for s in shards {
             all.other_ip += s.other_ip;
             all.fragments += s.fragments;
@@ -1268,12 +1298,33 @@ impl Tracker {
             all.dropped += s.dropped;
         }
         all.opts = opts;
-        if all.done.len() > opts.max_summaries {
-            all.sort_done();
-            all.dropped += (all.done.len() - opts.max_summaries) as u64;
-            all.done.truncate(opts.max_summaries);
-        }
+        all.cap_kept();
         all
+    }
+
+    /// Keeps the first `max_summaries` connections in start order, whole or digests; counts
+    /// the rest as dropped.
+    fn cap_kept(&mut self) {
+        let max = self.opts.max_summaries;
+        let total = self.done.len() + self.digests.len();
+        if total <= max {
+            return;
+        }
+        self.sort_done();
+        // The first `max` of the two sorted lists, as one list in start order would have them.
+        let (mut whole, mut digests) = (0, 0);
+        while whole + digests < max {
+            let next_whole = self.done.get(whole).map(|c| (c.ts, c.first_frame));
+            let next_digest = self.digests.get(digests).map(|d| (d.ts, d.first_frame));
+            match (next_whole, next_digest) {
+                (Some(w), Some(d)) if d < w => digests += 1,
+                (Some(_), _) => whole += 1,
+                (None, _) => digests += 1,
+            }
+        }
+        self.dropped += (total - max) as u64;
+        self.done.truncate(whole);
+        self.digests.truncate(digests);
     }
 
     /// Summarises every live connection into `done` (a shard, on its own thread, before
@@ -1292,14 +1343,25 @@ impl Tracker {
     fn sort_done(&mut self) {
         self.done
             .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
+        self.digests
+            .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
     }
 
-    /// Ends tracking: every connection, and the warnings about what the caps cost.
-    pub fn finish_with_warnings(mut self) -> (Vec<Box<Connection>>, Vec<crate::capture::Warning>) {
+    /// Ends tracking: every connection, and the warnings about what the caps cost. Without
+    /// `TrackerOptions::digest` (else `finish_kept`).
+    pub fn finish_with_warnings(self) -> (Vec<Box<Connection>>, Vec<crate::capture::Warning>) {
+        let ((done, digests), warnings) = self.finish_kept();
+        debug_assert!(digests.is_empty(), "digests need finish_kept");
+        (done, warnings)
+    }
+
+    /// Ends tracking: the connections kept whole and the digests, each sorted by start time
+    /// (then frame), and the warnings about what the caps cost.
+    pub fn finish_kept(mut self) -> (Kept, Vec<crate::capture::Warning>) {
         self.summarise_live();
         let warnings = self.warnings();
         self.sort_done();
-        (self.done, warnings)
+        ((self.done, self.digests), warnings)
     }
 
     /// Ends tracking, handing each connection still live to `emit` as it is summarised (not

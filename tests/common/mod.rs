@@ -187,6 +187,7 @@ pub fn built_vantage(
                 warnings: vec![],
             },
             connections: connections.into_iter().collect(),
+            digests: vec![],
             error: None,
         },
     }

@@ -1,0 +1,98 @@
+//! A one-capture diagnosis keeps whole only the connections a rule may end, and a digest of
+//! the others (`TrackerOptions::digest`, `rules::survivor_digest`). On every capture under
+//! `fixtures/`, its reports (JSON, text) are the same byte for byte as with every connection
+//! kept whole, on one thread and on two, and with `--max-summaries` cutting the list. A rule
+//! that read a digest's connection whole would panic here (`Alignment::connection`).
+
+mod common;
+
+use vantage::align::{align, AlignOptions, Alignment};
+use vantage::diagnose::{diagnose_with, rules, FindingKind, Lang, MAX_EVIDENCE};
+use vantage::pipeline::{read_vantages_with, VantageSpec};
+use vantage::report::{diagnose_json, diagnose_text};
+use vantage::tcp::TrackerOptions;
+
+/// What `vantage diagnose FILE` keeps, with or without digests.
+fn options(digest: bool, shards: usize, max_summaries: usize) -> TrackerOptions {
+    TrackerOptions {
+        keep_samples: false,
+        timeline: false,
+        http_heads: false,
+        app_details: false,
+        shards,
+        max_summaries,
+        digest: digest.then_some(rules::survivor_digest as _),
+        ..TrackerOptions::default()
+    }
+}
+
+fn lined_up(path: &std::path::Path, opts: TrackerOptions) -> Alignment {
+    let spec = VantageSpec {
+        name: "v".into(),
+        path: path.to_path_buf(),
+    };
+    let (vantages, _errors) = read_vantages_with(&[spec], opts);
+    align(vantages, &AlignOptions::default())
+}
+
+fn reports(al: &Alignment) -> (String, String) {
+    let d = diagnose_with(al, MAX_EVIDENCE, Lang::En);
+    (diagnose_json(&d), diagnose_text(&d, al))
+}
+
+#[test]
+fn digests_change_no_report() {
+    let (mut digests, mut deaths_beside_digests) = (0, 0);
+    for path in common::fixture_captures() {
+        for (shards, max_summaries) in [(1, 1_000_000), (2, 1_000_000), (1, 7), (2, 7)] {
+            let whole = lined_up(&path, options(false, shards, max_summaries));
+            let slim = lined_up(&path, options(true, shards, max_summaries));
+            let what = format!(
+                "{} ({shards} threads, {max_summaries} kept)",
+                path.display()
+            );
+            assert!(whole.vantages[0].flows.digests.is_empty(), "{what}");
+            assert_eq!(reports(&whole), reports(&slim), "{what}");
+            // The same connections kept, whatever the form.
+            let uids = |al: &Alignment| {
+                let mut u: Vec<String> = al
+                    .connections
+                    .iter()
+                    .map(|l| l.legs[0].uid.to_string())
+                    .collect();
+                u.sort();
+                u
+            };
+            assert_eq!(uids(&whole), uids(&slim), "{what}");
+            let flows = &slim.vantages[0].flows;
+            digests += flows.digests.len();
+            // Every connection a rule ended is kept whole: the rules read it so.
+            let d = diagnose_with(&slim, MAX_EVIDENCE, Lang::En);
+            let died: Vec<&String> = d
+                .findings
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.kind,
+                        FindingKind::MiddleboxReset | FindingKind::SilentDrop
+                    )
+                })
+                .flat_map(|f| &f.connections)
+                .collect();
+            for id in &died {
+                let l = slim
+                    .connections
+                    .iter()
+                    .find(|l| l.id == id.as_str())
+                    .unwrap();
+                assert!(l.legs[0].at.1 < flows.connections.len(), "{what}: {id}");
+            }
+            if !died.is_empty() && !flows.digests.is_empty() {
+                deaths_beside_digests += 1;
+            }
+        }
+    }
+    // Not vacuous: digests were made, and beside connections a rule ended.
+    assert!(digests > 100, "{digests}");
+    assert!(deaths_beside_digests >= 2, "{deaths_beside_digests}");
+}
