@@ -571,7 +571,21 @@ pub fn read_vantages_filtered(
             Err(e) => errors.push(e),
         }
     }
+    release_freed();
     (vantages, errors)
+}
+
+/// Gives the pages malloc holds free back to the system, in every arena (malloc_trim(3); glibc
+/// releases whole free pages inside an arena too, not only at its top). Called once tracking
+/// is over: what the live connections took is free by then, but a tracking thread's share of
+/// it sits in the other arena (`tune_malloc`), where the main thread's alignment and rules
+/// cannot reuse it.
+fn release_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it takes every arena's lock.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A reading or tracking thread's result; a panic in it (a bug) is an error naming its capture,
