@@ -1641,7 +1641,9 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
     // its agent's first as it comes, by a map from agent to rank (a scan of every window for
     // each agent was quadratic: 10 000 agents in the 2 GB synth). Kept whole until a merge at
     // the end, the later windows' sentences, filters and numbers, which the merge replaces, were
-    // ~3.5 MB of that synth's peak.
+    // ~3.5 MB of that synth's peak. The first window's finding goes into `out` as it comes: kept
+    // aside until the end and then moved, every agent's finding was in two lists at once
+    // (~3 MB more at that synth's peak).
     let mut agents: HashMap<(usize, std::net::IpAddr), usize> = HashMap::new();
     // Agents by rank (their first window's order).
     let mut outages: Vec<AgentOutages> = Vec::new();
@@ -1763,21 +1765,30 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
         let next = agents.len();
         let rank = *agents.entry((leg.at.0, c.orig_h)).or_insert(next);
         match outages.get_mut(rank) {
-            Some(agent) => agent.add(finding, leg),
-            None => outages.push(AgentOutages::new(finding, leg)),
+            Some(agent) => agent.add(&mut out[agent.at], finding, leg),
+            None => {
+                outages.push(AgentOutages {
+                    at: out.len(),
+                    leg,
+                    later: Vec::new(),
+                });
+                out.push(finding);
+            }
         }
     }
-    out.reserve_exact(outages.len());
-    out.extend(outages.into_iter().map(|a| a.finding(ctx)));
+    for agent in outages {
+        let first = &mut out[agent.at];
+        agent.merge(ctx, first);
+    }
 }
 
-/// One agent's outage windows so far: its first window's finding, into which every later
-/// window's connections, evidence and explanations are moved, and each window's numbers.
+/// One agent's outage windows so far: where its first window's finding is in the findings,
+/// into which every later window's connections, evidence and explanations are moved, and the
+/// later windows' legs and numbers (none for most agents: no allocation).
 struct AgentOutages<'a> {
-    first: Finding,
-    legs: Vec<&'a Leg>,
-    /// Each window's numbers that the merged finding sums up.
-    windows: Vec<WindowNumbers>,
+    at: usize,
+    leg: &'a Leg,
+    later: Vec<(&'a Leg, WindowNumbers)>,
 }
 
 /// A window's `Numbers` that a merge reads.
@@ -1789,14 +1800,6 @@ struct WindowNumbers {
 }
 
 impl<'a> AgentOutages<'a> {
-    fn new(first: Finding, leg: &'a Leg) -> Self {
-        AgentOutages {
-            windows: vec![Self::numbers(&first)],
-            legs: vec![leg],
-            first,
-        }
-    }
-
     fn numbers(f: &Finding) -> WindowNumbers {
         let n = &f.numbers;
         WindowNumbers {
@@ -1807,24 +1810,27 @@ impl<'a> AgentOutages<'a> {
         }
     }
 
-    fn add(&mut self, f: Finding, leg: &'a Leg) {
-        self.windows.push(Self::numbers(&f));
-        self.legs.push(leg);
-        self.first.connections.extend(f.connections);
-        self.first.evidence.extend(f.evidence);
-        self.first.text.explanation.extend(f.text.explanation);
+    fn add(&mut self, first: &mut Finding, f: Finding, leg: &'a Leg) {
+        self.later.push((leg, Self::numbers(&f)));
+        first.connections.extend(f.connections);
+        first.evidence.extend(f.evidence);
+        first.text.explanation.extend(f.text.explanation);
     }
 
     /// One window: its finding as it is. More: one finding for all, with the total time
     /// without a connection, the longest window, and the windows' counts summed.
-    fn finding(self, ctx: &Ctx<'_>) -> Finding {
-        let mut merged = self.first;
-        let group = &self.windows;
-        if group.len() == 1 {
-            return merged;
+    fn merge(self, ctx: &Ctx<'_>, merged: &mut Finding) {
+        if self.later.is_empty() {
+            return;
+        }
+        let mut group = vec![Self::numbers(merged)];
+        let mut legs = vec![self.leg];
+        for (leg, numbers) in self.later {
+            legs.push(leg);
+            group.push(numbers);
         }
         // The agent: the client address of its windows' connections.
-        let agent = ctx.conn(self.legs[0]).orig_h;
+        let agent = ctx.conn(self.leg).orig_h;
         let outages: Vec<f64> = group.iter().filter_map(|w| w.outage_s).collect();
         let total: f64 = outages.iter().sum();
         let longest = outages.iter().copied().fold(0.0, f64::max);
@@ -1835,7 +1841,7 @@ impl<'a> AgentOutages<'a> {
                 .s("outage", fixed(total, 1))
                 .s("longest", fixed(longest, 1)),
         );
-        merged.display_filters = display_filters(ctx, &merged.evidence, &self.legs);
+        merged.display_filters = display_filters(ctx, &merged.evidence, &legs);
         let backoff_s = std::mem::take(&mut merged.numbers.backoff_s);
         *merged.numbers = Numbers {
             outage_s: Some(round3(total)),
@@ -1848,7 +1854,6 @@ impl<'a> AgentOutages<'a> {
             backoff_s,
             ..Numbers::default()
         };
-        merged
     }
 }
 
