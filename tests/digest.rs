@@ -96,3 +96,45 @@ fn digests_change_no_report() {
     assert!(digests > 100, "{digests}");
     assert!(deaths_beside_digests >= 2, "{deaths_beside_digests}");
 }
+
+/// `rules::Reads` reads the same from a connection kept whole as from its digest, on every
+/// connection of every fixture (those a rule ends included: the digest is defined for all).
+#[test]
+fn a_digest_reads_as_its_connection() {
+    use vantage::align::Kept;
+    use vantage::diagnose::rules::{digest_of, Reads};
+    let mut compared = 0;
+    let mut with_retransmissions = 0;
+    let mut with_recovery = 0;
+    for path in common::fixture_captures() {
+        let al = lined_up(&path, options(false, 1, 1_000_000));
+        for c in &al.vantages[0].flows.connections {
+            let digest = digest_of(c);
+            let (w, d) = (Reads(Kept::Whole(c)), Reads(Kept::Digest(&digest)));
+            let what = format!("{}: {}", path.display(), c.uid);
+            assert_eq!(w.proto(), d.proto(), "{what}");
+            assert_eq!(w.ts(), d.ts(), "{what}");
+            assert_eq!(w.ended_by(), d.ended_by(), "{what}");
+            assert_eq!(
+                w.survived().collect::<Vec<_>>(),
+                d.survived().collect::<Vec<_>>(),
+                "{what}"
+            );
+            assert_eq!(w.retransmissions(), d.retransmissions(), "{what}");
+            assert_eq!(w.data_segments(), d.data_segments(), "{what}");
+            assert_eq!(
+                w.retransmitted().collect::<Vec<_>>(),
+                d.retransmitted().collect::<Vec<_>>(),
+                "{what}"
+            );
+            assert_eq!(w.recovery(), d.recovery(), "{what}");
+            compared += 1;
+            with_retransmissions += usize::from(w.retransmissions() > 0);
+            with_recovery += usize::from(w.recovery().is_some());
+        }
+    }
+    assert!(
+        compared > 200 && with_retransmissions >= 5 && with_recovery > 50,
+        "{compared} {with_retransmissions} {with_recovery}"
+    );
+}
