@@ -33,6 +33,8 @@ pub mod heartbeat;
 pub mod http;
 pub mod session;
 pub mod sip;
+#[cfg(test)]
+mod sip_reference;
 pub mod tls;
 pub mod websocket;
 
