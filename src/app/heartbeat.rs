@@ -127,15 +127,62 @@ pub const MIN_STRETCH_RUN: usize = 2;
 
 /// The connection's heartbeat: the preferred mechanism among [`analyse_all`]'s.
 pub fn analyse(events: &[HbEvent], small: &[SmallMsg]) -> Option<Heartbeat> {
-    analyse_series(Series::from_slices(events, small), false)
-        .into_iter()
-        .next()
+    with_scratch(|sc| {
+        let s = Series::from_slices(events, small, std::mem::take(&mut sc.recs));
+        let mut found = None;
+        analyse_series(&s, sc, |hb| {
+            found = Some(hb);
+            false
+        });
+        sc.recs = s.recs;
+        found
+    })
 }
 
 /// Every mechanism found, most preferred first: the larger of WS ping / CRLF, the other, app
 /// (explicit `App` events, else inferred from small messages), TCP keep-alive.
 pub fn analyse_all(events: &[HbEvent], small: &[SmallMsg]) -> Vec<Heartbeat> {
-    analyse_series(Series::from_slices(events, small), true)
+    with_scratch(|sc| {
+        let s = Series::from_slices(events, small, std::mem::take(&mut sc.recs));
+        let mut all = Vec::new();
+        analyse_series(&s, sc, |hb| {
+            all.push(hb);
+            true
+        });
+        sc.recs = s.recs;
+        all
+    })
+}
+
+/// The lists an analysis works in, kept from one connection's analysis to the next (one per
+/// thread): an analysis made ~10 short-lived lists (the grouped records, each series' merged
+/// times, intervals and their sorted copies, the size counts), ~25 % of a diagnosis' allocations
+/// on the synth capture. Bounded by the log's caps ([`MAX_LOG_EVENTS`], [`MAX_LOG_SMALL`]):
+/// at most ~4 000 records of 16 bytes.
+#[derive(Default)]
+struct Scratch {
+    /// The records grouped by stream ([`Series::recs`]).
+    recs: Vec<(Timestamp, u32)>,
+    /// Beat times of the mechanism being summarised.
+    ts: Vec<Timestamp>,
+    /// Intervals, then a sorted copy.
+    intervals: Vec<f64>,
+    sorted: Vec<f64>,
+    sizes: Vec<u32>,
+    freq: Vec<(usize, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch lists (fresh ones if they are in use, which no caller
+/// does: the analysis does not nest).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut sc) => f(&mut sc),
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 /// Heartbeat candidates kept per connection. When the log is full its older half goes, so the
@@ -292,22 +339,30 @@ impl HbLog {
         }
     }
 
-    fn series(&self) -> Series {
+    fn series(&self, recs: Vec<(Timestamp, u32)>) -> Series {
         let mut counts = [0usize; STREAMS];
         for (stream, _, _) in self.records() {
             if let Some(c) = counts.get_mut(stream) {
                 *c += 1;
             }
         }
-        Series::build(counts, self.records())
+        Series::build(counts, self.records(), recs)
     }
 
     /// The connection's heartbeat, as [`analyse`] gives it for the events and small messages
     /// kept; the log is freed.
     pub fn analyse(self) -> Option<Heartbeat> {
-        let series = self.series();
-        drop(self);
-        analyse_series(series, false).into_iter().next()
+        with_scratch(|sc| {
+            let series = self.series(std::mem::take(&mut sc.recs));
+            drop(self);
+            let mut found = None;
+            analyse_series(&series, sc, |hb| {
+                found = Some(hb);
+                false
+            });
+            sc.recs = series.recs;
+            found
+        })
     }
 }
 
@@ -387,10 +442,12 @@ struct Series {
 }
 
 impl Series {
-    /// From the records (stream, time, size) and the count of each stream.
+    /// From the records (stream, time, size) and the count of each stream, in `recs` (a
+    /// scratch list, cleared here).
     fn build(
         counts: [usize; STREAMS],
         records: impl Iterator<Item = (usize, Timestamp, u32)>,
+        mut recs: Vec<(Timestamp, u32)>,
     ) -> Self {
         let mut starts = [0usize; STREAMS + 1];
         for (i, c) in counts.iter().enumerate() {
@@ -400,7 +457,8 @@ impl Series {
             }
         }
         let total = starts.last().copied().unwrap_or(0);
-        let mut recs = vec![(Timestamp(0), 0u32); total];
+        recs.clear();
+        recs.resize(total, (Timestamp(0), 0u32));
         let mut fill = starts;
         for (stream, ts, size) in records {
             let Some(at) = fill.get_mut(stream) else {
@@ -418,7 +476,7 @@ impl Series {
         s
     }
 
-    fn from_slices(events: &[HbEvent], small: &[SmallMsg]) -> Self {
+    fn from_slices(events: &[HbEvent], small: &[SmallMsg], recs: Vec<(Timestamp, u32)>) -> Self {
         let records = events
             .iter()
             .map(|e| {
@@ -436,7 +494,7 @@ impl Series {
                 *c += 1;
             }
         }
-        Series::build(counts, records)
+        Series::build(counts, records, recs)
     }
 
     fn range(&self, stream: usize) -> std::ops::Range<usize> {
@@ -455,43 +513,71 @@ impl Series {
         self.recs.get_mut(r).unwrap_or(&mut [])
     }
 
-    /// Merged times of `kind` from the side with more of them (client on a tie); `None` below
-    /// [`MIN_EXPLICIT`].
-    fn side_series(&self, kind: HbKind) -> Option<(Side, Vec<Timestamp>)> {
+    /// Number of times [`merge_close`] keeps from one stream.
+    fn merged_len(&self, stream: usize) -> usize {
+        let min = (MIN_SPACING_S * 1e9) as i64;
+        let mut n = 0;
+        let mut prev: Option<Timestamp> = None;
+        for r in self.stream(stream) {
+            if prev.is_none_or(|p| r.0 .0.saturating_sub(p.0) >= min) {
+                n += 1;
+                prev = Some(r.0);
+            }
+        }
+        n
+    }
+
+    /// The stream of `kind` from the side with more merged times (client on a tie), and that
+    /// number; `None` below [`MIN_EXPLICIT`]. The times themselves are merged only for the
+    /// mechanism summarised ([`Series::merged`]).
+    fn side_series(&self, kind: HbKind) -> Option<(Side, usize, usize)> {
         let k = kind_index(kind);
-        let c = merge_close(self.stream(2 * k).iter().map(|r| r.0));
-        let s = merge_close(self.stream(2 * k + 1).iter().map(|r| r.0));
-        let (side, ts) = if c.len() >= s.len() {
-            (Side::Client, c)
+        let c = self.merged_len(2 * k);
+        let s = self.merged_len(2 * k + 1);
+        let (side, stream, n) = if c >= s {
+            (Side::Client, 2 * k, c)
         } else {
-            (Side::Server, s)
+            (Side::Server, 2 * k + 1, s)
         };
-        (ts.len() >= MIN_EXPLICIT).then_some((side, ts))
+        (n >= MIN_EXPLICIT).then_some((side, stream, n))
+    }
+
+    /// One stream's times, merged ([`merge_close`]), into `out`.
+    fn merged(&self, stream: usize, out: &mut Vec<Timestamp>) {
+        merge_close(self.stream(stream).iter().map(|r| r.0), out);
     }
 
     /// Pings of one kind (from the side that sends more), else its pongs (the pinger is then
-    /// the other side): (pinger, beat times).
-    fn explicit(&self, ping: HbKind, pong: HbKind) -> Option<(Side, Vec<Timestamp>)> {
+    /// the other side): (pinger, stream of the beats, beat count).
+    fn explicit(&self, ping: HbKind, pong: HbKind) -> Option<(Side, usize, usize)> {
         if let Some(found) = self.side_series(ping) {
             return Some(found);
         }
-        let (side, ts) = self.side_series(pong)?;
+        let (side, stream, n) = self.side_series(pong)?;
         let pinger = match side {
             Side::Client => Side::Server,
             Side::Server => Side::Client,
         };
-        Some((pinger, ts))
+        Some((pinger, stream, n))
     }
 
-    fn app_events(&self) -> Option<Heartbeat> {
-        let (side, ts) = self.side_series(HbKind::App)?;
-        let mut sizes: Vec<u32> = self
-            .stream(2 * APP + side_index(side == Side::Client))
-            .iter()
-            .map(|r| r.1)
-            .collect();
-        let size = median_u32(&mut sizes);
-        Some(summarise(HeartbeatKind::App, side, &ts, size))
+    fn app_events(&self, sc: &mut Scratch) -> Option<Heartbeat> {
+        let (side, stream, _) = self.side_series(HbKind::App)?;
+        self.merged(stream, &mut sc.ts);
+        sc.sizes.clear();
+        sc.sizes.extend(
+            self.stream(2 * APP + side_index(side == Side::Client))
+                .iter()
+                .map(|r| r.1),
+        );
+        let size = median_u32(&mut sc.sizes);
+        Some(summarise(
+            HeartbeatKind::App,
+            side,
+            &sc.ts,
+            size,
+            (&mut sc.intervals, &mut sc.sorted),
+        ))
     }
 
     /// Finds periodic small messages of a repeating size from one side: for each side, the
@@ -499,10 +585,9 @@ impl Series {
     /// heartbeat when it has ≥ [`MIN_APP`] occurrences, a median interval ≥
     /// [`MIN_APP_INTERVAL_S`] and a robust CV below [`MAX_APP_CV`]. The candidate with most
     /// occurrences wins; on a tie (request and response), the one that starts first.
-    fn infer_app(&self) -> Option<Heartbeat> {
+    fn infer_app(&self, sc: &mut Scratch) -> Option<Heartbeat> {
         let mut best: Option<(usize, Timestamp, Heartbeat)> = None;
         let min = (MIN_SPACING_S * 1e9) as i64;
-        let (mut ts, mut sizes): (Vec<Timestamp>, Vec<u32>) = (Vec::new(), Vec::new());
         for client in [true, false] {
             let msgs = self.stream(2 * SMALL + side_index(client));
             if msgs.len() < MIN_APP {
@@ -512,42 +597,51 @@ impl Series {
             // Occurrences per size (sizes above MAX_SMALL are not candidates), counted by
             // sorting: a side has few small messages, and a 257-entry histogram cost more to
             // clear and scan than the sort.
-            sizes.clear();
-            sizes.extend(msgs.iter().map(|m| m.1).filter(|&s| s <= MAX_SMALL));
-            sizes.sort_unstable();
-            let mut freq: Vec<(usize, u32)> = sizes
-                .chunk_by(|a, b| a == b)
-                .filter(|run| run.len() >= MIN_APP)
-                .filter_map(|run| Some((run.len(), *run.first()?)))
-                .collect();
-            if freq.is_empty() {
+            sc.sizes.clear();
+            sc.sizes
+                .extend(msgs.iter().map(|m| m.1).filter(|&s| s <= MAX_SMALL));
+            sc.sizes.sort_unstable();
+            sc.freq.clear();
+            sc.freq.extend(
+                sc.sizes
+                    .chunk_by(|a, b| a == b)
+                    .filter(|run| run.len() >= MIN_APP)
+                    .filter_map(|run| Some((run.len(), *run.first()?))),
+            );
+            if sc.freq.is_empty() {
                 continue;
             }
-            freq.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            let mut centres: Vec<u32> = Vec::new();
-            for (_, s) in freq {
-                if centres.len() >= 8 {
+            sc.freq
+                .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut centres = [0u32; 8];
+            let mut n_centres = 0;
+            for &(_, s) in &sc.freq {
+                if n_centres >= centres.len() {
                     break;
                 }
-                if centres.iter().all(|c| c.abs_diff(s) > SIZE_TOLERANCE) {
-                    centres.push(s);
+                let chosen = centres.get(..n_centres).unwrap_or(&[]);
+                if chosen.iter().all(|c| c.abs_diff(s) > SIZE_TOLERANCE) {
+                    if let Some(slot) = centres.get_mut(n_centres) {
+                        *slot = s;
+                    }
+                    n_centres += 1;
                 }
             }
             // The stream is sorted, so each candidate's times come out sorted and merge as they
             // go (what `merge_close` does).
-            for c in centres {
-                ts.clear();
-                sizes.clear();
+            for &c in centres.get(..n_centres).unwrap_or(&[]) {
+                sc.ts.clear();
+                sc.sizes.clear();
                 for &(t, size) in msgs.iter() {
                     if size.abs_diff(c) > SIZE_TOLERANCE {
                         continue;
                     }
-                    sizes.push(size);
-                    if ts.last().is_none_or(|p| t.0.saturating_sub(p.0) >= min) {
-                        ts.push(t);
+                    sc.sizes.push(size);
+                    if sc.ts.last().is_none_or(|p| t.0.saturating_sub(p.0) >= min) {
+                        sc.ts.push(t);
                     }
                 }
-                let (Some(&first), count) = (ts.first(), ts.len()) else {
+                let (Some(&first), count) = (sc.ts.first(), sc.ts.len()) else {
                     continue;
                 };
                 if count < MIN_APP {
@@ -560,7 +654,14 @@ impl Series {
                 {
                     continue;
                 }
-                let hb = summarise(HeartbeatKind::App, side, &ts, median_u32(&mut sizes));
+                let size = median_u32(&mut sc.sizes);
+                let hb = summarise(
+                    HeartbeatKind::App,
+                    side,
+                    &sc.ts,
+                    size,
+                    (&mut sc.intervals, &mut sc.sorted),
+                );
                 if hb.cv >= MAX_APP_CV || hb.interval_median_s < MIN_APP_INTERVAL_S {
                     continue;
                 }
@@ -571,44 +672,56 @@ impl Series {
     }
 }
 
-/// The mechanisms in order of preference (see [`analyse_all`]); with `all` false, only the
-/// first, and the others are not computed.
-fn analyse_series(s: Series, all: bool) -> Vec<Heartbeat> {
-    let mut explicit: Vec<(HeartbeatKind, Side, Vec<Timestamp>)> = [
+/// The mechanisms in order of preference (see [`analyse_all`]), each handed to `found`, which
+/// says whether to go on: [`analyse`] stops at the first, and the others are not computed.
+fn analyse_series(s: &Series, sc: &mut Scratch, mut found: impl FnMut(Heartbeat) -> bool) {
+    let mut explicit = [
         s.explicit(HbKind::WsPing, HbKind::WsPong)
-            .map(|(side, ts)| (HeartbeatKind::WsPing, side, ts)),
+            .map(|(side, stream, n)| (HeartbeatKind::WsPing, side, stream, n)),
         s.explicit(HbKind::CrlfPing, HbKind::CrlfPong)
-            .map(|(side, ts)| (HeartbeatKind::Crlf, side, ts)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    // More beats first (a beat count is its number of merged times); stable sort keeps WS ping
-    // first on a tie.
-    explicit.sort_by_key(|e| std::cmp::Reverse(e.2.len()));
-    let mut out = Vec::new();
-    for (kind, side, ts) in explicit {
-        out.push(summarise(kind, side, &ts, None));
-        if !all {
-            return out;
+            .map(|(side, stream, n)| (HeartbeatKind::Crlf, side, stream, n)),
+    ];
+    // More beats first (a beat count is its number of merged times); WS ping first on a tie.
+    if let [Some(a), Some(b)] = &explicit {
+        if b.3 > a.3 {
+            explicit.swap(0, 1);
         }
     }
-    if let Some(app) = s.app_events().or_else(|| s.infer_app()) {
-        out.push(app);
-        if !all {
-            return out;
+    for (kind, side, stream, _) in explicit.into_iter().flatten() {
+        s.merged(stream, &mut sc.ts);
+        let hb = summarise(
+            kind,
+            side,
+            &sc.ts,
+            None,
+            (&mut sc.intervals, &mut sc.sorted),
+        );
+        if !found(hb) {
+            return;
         }
     }
-    if let Some((side, ts)) = s.side_series(HbKind::TcpKeepalive) {
-        out.push(summarise(HeartbeatKind::TcpKeepalive, side, &ts, None));
+    if let Some(app) = s.app_events(sc).or_else(|| s.infer_app(sc)) {
+        if !found(app) {
+            return;
+        }
     }
-    out
+    if let Some((side, stream, _)) = s.side_series(HbKind::TcpKeepalive) {
+        s.merged(stream, &mut sc.ts);
+        found(summarise(
+            HeartbeatKind::TcpKeepalive,
+            side,
+            &sc.ts,
+            None,
+            (&mut sc.intervals, &mut sc.sorted),
+        ));
+    }
 }
 
-/// Drops events closer than [`MIN_SPACING_S`] to the previous kept one, from sorted times.
-fn merge_close(ts: impl Iterator<Item = Timestamp>) -> Vec<Timestamp> {
+/// Drops events closer than [`MIN_SPACING_S`] to the previous kept one, from sorted times, into
+/// `out` (cleared first).
+fn merge_close(ts: impl Iterator<Item = Timestamp>, out: &mut Vec<Timestamp>) {
     let min = (MIN_SPACING_S * 1e9) as i64;
-    let mut out: Vec<Timestamp> = Vec::with_capacity(ts.size_hint().0);
+    out.clear();
     for t in ts {
         if out
             .last()
@@ -617,36 +730,45 @@ fn merge_close(ts: impl Iterator<Item = Timestamp>) -> Vec<Timestamp> {
             out.push(t);
         }
     }
-    out
 }
 
-/// Interval statistics and stretch detection over sorted beat times (at least 2).
-fn summarise(kind: HeartbeatKind, side: Side, ts: &[Timestamp], size: Option<u32>) -> Heartbeat {
-    let mut intervals: Vec<f64> = ts
-        .windows(2)
-        .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 1e9)
-        .collect();
+/// Interval statistics and stretch detection over sorted beat times (at least 2), in the
+/// scratch lists `intervals` and `sorted`.
+fn summarise(
+    kind: HeartbeatKind,
+    side: Side,
+    ts: &[Timestamp],
+    size: Option<u32>,
+    (intervals, sorted): (&mut Vec<f64>, &mut Vec<f64>),
+) -> Heartbeat {
+    intervals.clear();
+    intervals.extend(
+        ts.windows(2)
+            .map(|w| w[1].0.saturating_sub(w[0].0) as f64 / 1e9),
+    );
     // One scratch buffer for every sorted copy (intervals, deviations, a stretched run).
-    let mut scratch = intervals.clone();
-    scratch.sort_unstable_by(f64::total_cmp);
-    let median = percentile(&scratch, 0.5);
-    let p95 = percentile(&scratch, 0.95);
-    let max = scratch.last().copied().unwrap_or(0.0);
-    scratch.clear();
-    scratch.extend(intervals.iter().map(|i| (i - median).abs()));
-    scratch.sort_unstable_by(f64::total_cmp);
-    let mad = percentile(&scratch, 0.5);
+    sorted.clear();
+    sorted.extend_from_slice(intervals);
+    sorted.sort_unstable_by(f64::total_cmp);
+    let median = percentile(sorted, 0.5);
+    let p95 = percentile(sorted, 0.95);
+    let max = sorted.last().copied().unwrap_or(0.0);
+    sorted.clear();
+    sorted.extend(intervals.iter().map(|i| (i - median).abs()));
+    sorted.sort_unstable_by(f64::total_cmp);
+    let mad = percentile(sorted, 0.5);
     let cv = if median > 0.0 {
         1.4826 * mad / median
     } else {
         f64::INFINITY
     };
-    let (stretched, stretch_runs) = find_stretch(ts, &intervals, median, &mut scratch);
+    let (stretched, stretch_runs) = find_stretch(ts, intervals, median, sorted);
     let intervals_truncated = intervals.len() > MAX_INTERVALS;
-    if intervals_truncated {
-        intervals.truncate(MAX_INTERVALS);
-        intervals.shrink_to_fit();
-    }
+    // A list of its own, exactly as long as what is kept.
+    let kept = intervals
+        .get(..intervals.len().min(MAX_INTERVALS))
+        .unwrap_or(&[])
+        .to_vec();
     Heartbeat {
         kind,
         started_by: side,
@@ -659,7 +781,7 @@ fn summarise(kind: HeartbeatKind, side: Side, ts: &[Timestamp], size: Option<u32
         interval_max_s: max,
         cv,
         intervals_truncated,
-        intervals: intervals.into(),
+        intervals: kept.into(),
         stretched,
         stretch_runs,
     }
