@@ -21,12 +21,15 @@ pub trait StreamSink {
     fn gap(&mut self, missing: u64);
 }
 
+/// 64 bytes: two sit in every live connection's application state, and a packet reads both
+/// (its own direction's segment, the other's ACK).
 #[derive(Debug, Default)]
 pub struct Reassembler {
     /// Next sequence number to deliver; `None` until the first segment (or SYN) fixes it.
     next: Option<u32>,
-    /// Early segments: seq -> (bytes, ts, frame).
-    pending: BTreeMap<u32, (Vec<u8>, Timestamp, u64)>,
+    /// Early segments: seq -> (bytes, ts, frame). Boxed, and only while some wait: in order
+    /// streams never have any, and the empty map was 24 bytes of every reassembler.
+    pending: Option<Box<Pending>>,
     /// 32 bits (the cap is clamped to them): two reassemblers sit in every live connection.
     pending_bytes: u32,
     cap: u32,
@@ -40,6 +43,8 @@ pub struct Reassembler {
     /// Sequence number of the FIN, which takes one number but carries no byte.
     fin: Option<u32>,
 }
+
+type Pending = BTreeMap<u32, (Vec<u8>, Timestamp, u64)>;
 
 /// RFC 9293 §3.4: sequence arithmetic modulo 2^32.
 fn diff(a: u32, b: u32) -> i64 {
@@ -69,7 +74,7 @@ impl Reassembler {
     /// Stops delivery for good (the consumer gave up on this direction).
     pub fn stop(&mut self) {
         self.stopped = true;
-        self.pending.clear();
+        self.pending = None;
         self.pending_bytes = 0;
     }
 
@@ -107,13 +112,15 @@ impl Reassembler {
             self.hole_to(seq, sink);
             self.deliver(payload, 0, seg_len, seq, ts, frame, sink);
             self.drain(sink);
-        } else if !self.pending.contains_key(&seq) {
+        } else if !self.pending.as_ref().is_some_and(|p| p.contains_key(&seq)) {
             // At most the cap (just checked), so within 32 bits.
             self.pending_bytes += payload.len() as u32;
             // A short capture of a long segment: remember the true length through a hole later.
             let mut v = payload.to_vec();
             v.truncate(seg_len as usize);
-            self.pending.insert(seq, (v, ts, frame));
+            self.pending
+                .get_or_insert_with(Box::default)
+                .insert(seq, (v, ts, frame));
         }
     }
 
@@ -129,12 +136,12 @@ impl Reassembler {
             _ => ack,
         };
         let Some(next) = self.next else { return };
-        if diff(ack, next) > 0 && !self.pending.is_empty() {
+        if diff(ack, next) > 0 && self.pending.is_some() {
             let first = self.first_waiting(next).expect("non-empty");
             let target = if diff(first, ack) <= 0 { first } else { ack };
             self.hole_to(target, sink);
             self.drain(sink);
-        } else if diff(ack, next) > 0 && self.pending.is_empty() {
+        } else if diff(ack, next) > 0 && self.pending.is_none() {
             // Acked data we never saw and nothing waiting: a hole up to the ACK.
             self.hole_to(ack, sink);
         }
@@ -155,6 +162,7 @@ impl Reassembler {
     /// across the wrap: the map's own order is by raw value).
     fn first_waiting(&self, next: u32) -> Option<u32> {
         self.pending
+            .as_deref()?
             .keys()
             .copied()
             .min_by_key(|k| k.wrapping_sub(next).wrapping_add(1 << 31))
@@ -208,7 +216,13 @@ impl Reassembler {
             if diff(seq, next) > 0 {
                 break;
             }
-            let (bytes, ts, frame) = self.pending.remove(&seq).expect("present");
+            let Some(pending) = self.pending.as_deref_mut() else {
+                break;
+            };
+            let (bytes, ts, frame) = pending.remove(&seq).expect("present");
+            if pending.is_empty() {
+                self.pending = None;
+            }
             self.pending_bytes -= bytes.len() as u32;
             let seg_len = bytes.len() as u32;
             let d = diff(seq, next);
