@@ -163,6 +163,8 @@ pub fn analyse_all(events: &[HbEvent], small: &[SmallMsg]) -> Vec<Heartbeat> {
 struct Scratch {
     /// The records grouped by stream ([`Series::recs`]).
     recs: Vec<(Timestamp, u32)>,
+    /// A log's records decoded, in the order they came ([`HbLog::series`]).
+    decoded: Vec<(usize, Timestamp, u32)>,
     /// Beat times of the mechanism being summarised.
     ts: Vec<Timestamp>,
     /// Intervals, then a sorted copy.
@@ -339,21 +341,30 @@ impl HbLog {
         }
     }
 
-    fn series(&self, recs: Vec<(Timestamp, u32)>) -> Series {
+    /// The records grouped by stream, in `recs`; the log is decoded once, into `decoded` (the
+    /// varints cost more than the copy: decoding twice, to count then to place, was half the
+    /// analysis).
+    fn series(
+        &self,
+        recs: Vec<(Timestamp, u32)>,
+        decoded: &mut Vec<(usize, Timestamp, u32)>,
+    ) -> Series {
+        decoded.clear();
+        decoded.extend(self.records());
         let mut counts = [0usize; STREAMS];
-        for (stream, _, _) in self.records() {
+        for &(stream, _, _) in decoded.iter() {
             if let Some(c) = counts.get_mut(stream) {
                 *c += 1;
             }
         }
-        Series::build(counts, self.records(), recs)
+        Series::build(counts, decoded.iter().copied(), recs)
     }
 
     /// The connection's heartbeat, as [`analyse`] gives it for the events and small messages
     /// kept; the log is freed.
     pub fn analyse(self) -> Option<Heartbeat> {
         with_scratch(|sc| {
-            let series = self.series(std::mem::take(&mut sc.recs));
+            let series = self.series(std::mem::take(&mut sc.recs), &mut sc.decoded);
             drop(self);
             let mut found = None;
             analyse_series(&series, sc, |hb| {
