@@ -591,7 +591,7 @@ fn apply_str<'a, 'b>(
 
 /// Request-Line `Method SP Request-URI SP SIP-Version` (§7.1) or Status-Line
 /// `SIP-Version SP Status-Code SP Reason-Phrase` (§7.2).
-fn parse_start(line: &str) -> Result<Start<'_>, String> {
+pub(super) fn parse_start(line: &str) -> Result<Start<'_>, String> {
     let short = || cap(line).into_owned();
     if let Some(rest) = line.strip_prefix("SIP/") {
         let (_version, rest) = rest
@@ -628,14 +628,14 @@ fn parse_start(line: &str) -> Result<Start<'_>, String> {
 
 /// At most [`MAX_VALUE`] bytes of a value: borrowed unless the cut falls inside a character
 /// (then lossy, as [`lossy_capped`]).
-fn cap(s: &str) -> Cow<'_, str> {
+pub(super) fn cap(s: &str) -> Cow<'_, str> {
     match s.get(..MAX_VALUE.min(s.len())) {
         Some(head) => Cow::Borrowed(head),
         None => lossy_capped(s.as_bytes(), MAX_VALUE),
     }
 }
 
-fn set_once<'a, 'b>(
+pub(super) fn set_once<'a, 'b>(
     slot: &mut Option<Cow<'a, str>>,
     v: &'b str,
     keep: fn(&'b str) -> Cow<'a, str>,
@@ -679,7 +679,7 @@ fn name_addr(v: &str) -> (&str, &str) {
 /// Byte index of the quote that closes the quoted string starting at 0 (backslash escapes,
 /// §25.1 quoted-pair). Scans bytes: the delimiters are ASCII, and UTF-8 continuation bytes never
 /// equal an ASCII byte, so this finds what a scan by characters finds.
-fn closing_quote(v: &str) -> Option<usize> {
+pub(super) fn closing_quote(v: &str) -> Option<usize> {
     let mut escaped = false;
     for (i, &c) in v.as_bytes().iter().enumerate().skip(1) {
         match c {

@@ -5,8 +5,8 @@
 
 #![allow(dead_code)]
 
-use super::sip::{SipMessage, Start};
-use super::{lossy_capped, MAX_HEAD};
+use super::sip::{cap, closing_quote, parse_start, set_once, SipMessage};
+use super::MAX_HEAD;
 use std::borrow::Cow;
 
 const MAX_VALUE: usize = 512;
@@ -45,12 +45,6 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
         }
     }
     None
-}
-
-fn first_line(buf: &[u8]) -> Option<&[u8]> {
-    let end = buf.iter().position(|&b| b == b'\n')?;
-    let line = buf.get(..end)?;
-    Some(line.strip_suffix(b"\r").unwrap_or(line))
 }
 
 /// The header fields [`parse_head`] keeps. Compact names (RFC 3261 §7.3.3) are expanded, and
@@ -276,62 +270,6 @@ fn apply_str<'a, 'b>(
     Ok(())
 }
 
-/// Request-Line `Method SP Request-URI SP SIP-Version` (§7.1) or Status-Line
-/// `SIP-Version SP Status-Code SP Reason-Phrase` (§7.2).
-fn parse_start(line: &str) -> Result<Start<'_>, String> {
-    let short = || cap(line).into_owned();
-    if let Some(rest) = line.strip_prefix("SIP/") {
-        let (_version, rest) = rest
-            .split_once(' ')
-            .ok_or_else(|| format!("bad status line {:?}", short()))?;
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-        let code: u16 = code
-            .trim()
-            .parse()
-            .ok()
-            .filter(|c| (100..=699).contains(c))
-            .ok_or_else(|| format!("bad status code in {:?}", short()))?;
-        return Ok(Start::Response {
-            code,
-            reason: cap(reason.trim()),
-        });
-    }
-    let mut parts = line.split(' ').filter(|p| !p.is_empty());
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(format!("not a SIP start line: {:?}", short()));
-    };
-    // Method is a token (§25.1).
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
-    if !version.starts_with("SIP/") || !method.bytes().all(token) {
-        return Err(format!("not a SIP start line: {:?}", short()));
-    }
-    Ok(Start::Request {
-        method: Cow::Borrowed(method),
-        uri: cap(uri),
-    })
-}
-
-/// At most [`MAX_VALUE`] bytes of a value: borrowed unless the cut falls inside a character
-/// (then lossy, as [`lossy_capped`]).
-fn cap(s: &str) -> Cow<'_, str> {
-    match s.get(..MAX_VALUE.min(s.len())) {
-        Some(head) => Cow::Borrowed(head),
-        None => lossy_capped(s.as_bytes(), MAX_VALUE),
-    }
-}
-
-fn set_once<'a, 'b>(
-    slot: &mut Option<Cow<'a, str>>,
-    v: &'b str,
-    keep: fn(&'b str) -> Cow<'a, str>,
-) {
-    if slot.is_none() {
-        *slot = Some(keep(v));
-    }
-}
-
 /// delta-seconds (§20.19, §25.1); values too large for 32 bits are clamped.
 fn parse_delta(v: &str) -> Option<u32> {
     let v = v.trim().trim_matches('"');
@@ -362,22 +300,6 @@ fn name_addr(v: &str) -> (&str, &str) {
         let (uri, params) = after_name.split_once(';').unwrap_or((after_name, ""));
         (uri.trim(), params)
     }
-}
-
-/// Byte index of the quote that closes the quoted string starting at 0 (backslash escapes,
-/// §25.1 quoted-pair). Scans bytes: the delimiters are ASCII, and UTF-8 continuation bytes never
-/// equal an ASCII byte, so this finds what a scan by characters finds.
-fn closing_quote(v: &str) -> Option<usize> {
-    let mut escaped = false;
-    for (i, &c) in v.as_bytes().iter().enumerate().skip(1) {
-        match c {
-            _ if escaped => escaped = false,
-            b'\\' => escaped = true,
-            b'"' => return Some(i),
-            _ => {}
-        }
-    }
-    None
 }
 
 /// First value of a comma-separated header (§7.3.1), ignoring commas in quotes or `<...>`.
