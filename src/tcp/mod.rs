@@ -790,8 +790,13 @@ struct LiveConn {
     reused_port: bool,
 }
 
-/// Per-connection application state: one reassembler per direction feeding the session.
+/// Per-connection application state: one reassembler per direction feeding the session. In
+/// this order (`repr(C)`): a packet reads its direction's reassembler (64 bytes, a cache line
+/// each), then the session's per-packet fields, which come first in `Session`. Left to the
+/// compiler, the fields were laid out so that a packet touched one more line (cachegrind on
+/// the 200 MB synth: last-level misses 6.85 M -> 6.06 M with this order).
 #[derive(Debug)]
+#[repr(C)]
 struct AppState {
     client: Reassembler,
     server: Reassembler,
