@@ -138,3 +138,45 @@ fn a_digest_reads_as_its_connection() {
         "{compared} {with_retransmissions} {with_recovery}"
     );
 }
+
+/// `vantage diagnose` on one capture keeps digests, and says what a diagnosis of every
+/// connection kept whole says; the HTML report, which draws connections whole, keeps them so
+/// (a digest read whole would panic).
+#[test]
+fn the_cli_diagnoses_one_capture_as_if_whole() {
+    for rel in [
+        "fixtures/conntrack-reject/agent.pcapng",
+        "fixtures/conntrack-drop/agent.pcapng",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        let spec = VantageSpec {
+            name: "agent".into(),
+            path: path.clone(),
+        };
+        let (vantages, errors) = read_vantages_with(&[spec], options(false, 1, 1_000_000));
+        assert!(errors.is_empty(), "{errors:?}");
+        let whole = align(vantages, &AlignOptions::default());
+        let expected = diagnose_json(&diagnose_with(&whole, MAX_EVIDENCE, Lang::En));
+        let cli = common::stdout(common::vantage().args([
+            "diagnose",
+            "--format",
+            "json",
+            "--lang",
+            "en",
+            path.to_str().unwrap(),
+        ]));
+        assert_eq!(cli.trim_end(), expected.trim_end(), "{rel}");
+        assert!(
+            expected.contains("\"kind\": \"middlebox_reset\"")
+                || expected.contains("\"kind\": \"silent_drop\""),
+            "{rel}"
+        );
+        let html = common::stdout(common::vantage().args([
+            "diagnose",
+            "--format",
+            "html",
+            path.to_str().unwrap(),
+        ]));
+        assert!(html.contains("<html"), "{rel}");
+    }
+}
