@@ -671,20 +671,69 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
     exit(failed)
 }
 
+/// `flows --format json`: each connection's line is written as it is summarised
+/// (`pipeline::merge_streams`) to a temporary file (`report::sorted_lines`), and the lines are
+/// then printed in start order, as the kept connections were. Peak RSS (KB/1000), two threads:
+/// 2 GB synth 361 -> 143, 200 MB 87 -> 77; what is left is the connections live at once.
+fn flows_json(args: FlowsArgs) -> ExitCode {
+    let opts = crate::tcp::TrackerOptions {
+        keep_samples: false,
+        timeline: false,
+        ..args.limits.tracker()
+    };
+    let mut lines = report::sorted_lines::SortedLines::new();
+    let mut write_error = None;
+    // `--max-summaries` caps the lines kept per capture, as the flows table's rows.
+    let max = opts.max_summaries;
+    let mut kept = vec![0usize; args.captures.len()];
+    let mut dropped = vec![0u64; args.captures.len()];
+    let mut runs =
+        crate::pipeline::merge_streams(&args.captures, opts, args.limits.filter(), |i, c| {
+            if kept[i] < max {
+                kept[i] += 1;
+                if let Err(e) = lines.push(c.ts, c.first_frame, i, &report::flow_json_line(&c)) {
+                    write_error.get_or_insert(e);
+                }
+            } else {
+                dropped[i] += 1;
+            }
+        });
+    for (run, &n) in runs.iter_mut().zip(&dropped) {
+        if let (Ok(run), true) = (run, n > 0) {
+            run.summary
+                .warnings
+                .push(crate::tcp::summaries_dropped(n, max));
+        }
+    }
+    let failed = print_runs(&args.captures, runs);
+    if let Some(e) = write_error {
+        return error(anyhow::anyhow!("writing to a temporary file: {e}"));
+    }
+    // A closed pipe (`| head`) is not an error worth a message.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let _ = lines.write(&mut out);
+    let _ = out.flush();
+    exit(failed)
+}
+
 fn flows(args: FlowsArgs) -> ExitCode {
     if args.stream {
         return flows_stream(args);
     }
-    if args.format == FlowsFormat::Table && args.detail.is_none() {
-        return flows_table(args);
-    }
+    let Some(uid) = args.detail.clone() else {
+        return match args.format {
+            FlowsFormat::Table => flows_table(args),
+            FlowsFormat::Json => flows_json(args),
+        };
+    };
+    // `--detail UID`: one connection's events.
     let mut failed = false;
     let mut all = Vec::new();
     let opts = crate::tcp::TrackerOptions {
-        // JSON prints the application layer; a table with --detail prints its events.
+        // The connection's application events, which `--detail` prints.
         app: true,
-        detail: args.detail.is_some(),
-        detail_uid: args.detail.as_deref().map(crate::tcp::uid_key),
+        detail: true,
+        detail_uid: Some(crate::tcp::uid_key(&uid)),
         keep_samples: false,
         timeline: false,
         ..args.limits.tracker()
@@ -703,21 +752,10 @@ fn flows(args: FlowsArgs) -> ExitCode {
         .flat_map(|f| f.connections.iter().map(|c| &**c))
         .collect();
     conns.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
-    if let Some(uid) = &args.detail {
-        let Some(c) = conns.iter().find(|c| c.uid.as_str() == uid) else {
-            eprintln!("vantage: error: no connection with uid {uid} in these captures");
-            return ExitCode::from(2);
-        };
-        print(&report::detail(c, args.format));
-        return exit(failed);
-    }
-    // JSON lines (the table went to `flows_table`), written as they are formatted, not gathered
-    // into one String first (tens of MB on a large capture). A closed pipe (`| head`) is not an
-    // error worth a message.
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let _ = conns
-        .iter()
-        .try_for_each(|c| writeln!(out, "{}", report::flow_json_line(c)));
-    let _ = out.flush();
+    let Some(c) = conns.iter().find(|c| c.uid.as_str() == uid) else {
+        eprintln!("vantage: error: no connection with uid {uid} in these captures");
+        return ExitCode::from(2);
+    };
+    print(&report::detail(c, args.format));
     exit(failed)
 }

@@ -29,18 +29,20 @@ fn flows_table_snapshot() {
     insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
 }
 
-/// The table keeps a row per connection, made as the connection is handed over
-/// (`report::FlowRows`), and sorts the rows at the end. It must be the table of the kept
-/// connections, sorted as `flows` sorted them (a stable sort by start time, then first frame,
-/// of every capture's list, one capture after the other), written by
-/// `report::write_flows_table`: on every fixture capture at once, and on one of them again
-/// under two other names, so that rows of different captures tie on (start, first frame)
-/// and only the capture column tells them apart. One thread and several.
-#[test]
-fn flows_table_rows_sort_as_the_kept_connections() {
-    use vantage::tcp::TrackerOptions;
-    let dir = std::env::temp_dir().join(format!("vantage-rows-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// Every fixture capture, and one of them again under two other names (in `dir`), so that
+/// connections of different captures tie on (start, first frame) and only the capture tells
+/// them apart; whether one of them fails to read; the connections `flows` kept of them with
+/// `opts`, sorted as it sorted them (a stable sort by start time, then first frame, of every
+/// capture's list, one capture after the other).
+fn every_fixture_kept(
+    dir: &std::path::Path,
+    opts: vantage::tcp::TrackerOptions,
+) -> (
+    Vec<std::path::PathBuf>,
+    bool,
+    Vec<vantage::pipeline::CaptureFlows>,
+) {
+    std::fs::create_dir_all(dir).unwrap();
     let mut files = common::fixture_captures();
     assert!(files.len() > 50, "fixtures found: {}", files.len());
     let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,12 +51,6 @@ fn flows_table_rows_sort_as_the_kept_connections() {
         std::fs::copy(&lab, dir.join(name)).unwrap();
         files.push(dir.join(name));
     }
-    let opts = TrackerOptions {
-        app: false,
-        keep_samples: false,
-        timeline: false,
-        ..TrackerOptions::default()
-    };
     let mut failed = false;
     let mut kept = Vec::new();
     for f in &files {
@@ -66,6 +62,10 @@ fn flows_table_rows_sort_as_the_kept_connections() {
             Err(_) => failed = true,
         }
     }
+    (files, failed, kept)
+}
+
+fn sorted(kept: &[vantage::pipeline::CaptureFlows]) -> Vec<&vantage::tcp::Connection> {
     let mut conns: Vec<&vantage::tcp::Connection> = kept
         .iter()
         .flat_map(|f| f.connections.iter().map(|c| &**c))
@@ -75,8 +75,26 @@ fn flows_table_rows_sort_as_the_kept_connections() {
     let ties = conns.windows(2).filter(|w| key(w[0]) == key(w[1])).count();
     assert!(ties >= 6, "{ties} ties");
     assert!(conns.len() > 150, "{} connections", conns.len());
+    conns
+}
+
+/// The table keeps a row per connection, made as the connection is handed over
+/// (`report::FlowRows`), and sorts the rows at the end. It must be the table of the kept
+/// connections (`every_fixture_kept`), written by `report::write_flows_table`, with one thread
+/// and several.
+#[test]
+fn flows_table_rows_sort_as_the_kept_connections() {
+    use vantage::tcp::TrackerOptions;
+    let dir = std::env::temp_dir().join(format!("vantage-rows-{}", std::process::id()));
+    let opts = TrackerOptions {
+        app: false,
+        keep_samples: false,
+        timeline: false,
+        ..TrackerOptions::default()
+    };
+    let (files, failed, kept) = every_fixture_kept(&dir, opts);
     let mut expected = Vec::new();
-    vantage::report::write_flows_table(&mut expected, &conns, true).unwrap();
+    vantage::report::write_flows_table(&mut expected, &sorted(&kept), true).unwrap();
     let expected = String::from_utf8(expected).unwrap();
     for threads in ["1", "2", "5"] {
         let out = vantage()
@@ -90,6 +108,37 @@ fn flows_table_rows_sort_as_the_kept_connections() {
             table == expected,
             "--threads {threads}:\n{table}\n{expected}"
         );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `flows --format json` writes each connection's line to a temporary file as it is handed
+/// over (`report::sorted_lines`) and prints them sorted at the end: the lines of the kept
+/// connections, in their order, with one thread and several.
+#[test]
+fn flows_json_lines_sort_as_the_kept_connections() {
+    use vantage::tcp::TrackerOptions;
+    let dir = std::env::temp_dir().join(format!("vantage-lines-{}", std::process::id()));
+    let opts = TrackerOptions {
+        keep_samples: false,
+        timeline: false,
+        ..TrackerOptions::default()
+    };
+    let (files, failed, kept) = every_fixture_kept(&dir, opts);
+    let mut expected = String::new();
+    for c in sorted(&kept) {
+        expected.push_str(&vantage::report::flow_json_line(c));
+        expected.push('\n');
+    }
+    for threads in ["1", "2", "5"] {
+        let out = vantage()
+            .args(["flows", "--format", "json", "--threads", threads])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(if failed { 2 } else { 0 }));
+        let lines = String::from_utf8(out.stdout).unwrap();
+        assert!(lines == expected, "--threads {threads}");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -4,6 +4,7 @@
 //! conn.log names where the meaning is the same, ours beside them.
 
 pub mod html;
+pub mod sorted_lines;
 
 use std::net::IpAddr;
 

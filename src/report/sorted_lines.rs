@@ -1,0 +1,166 @@
+//! Lines written in the order their connections end, printed in the order they started: the
+//! text goes to an unnamed temporary file as it comes, and only a 32-byte key a line stays in
+//! memory (`flows --format json`). Kept in memory, the connections (or their lines: ~2 KB of
+//! JSON each) grew with the capture: 360 MiB for the 2 GB synth's 93 000 connections, against
+//! 137 for the same lines streamed (`--stream`). This is what `sort` does with more input
+//! than memory.
+//!
+//! Without a temporary file (no writable `TMPDIR`), the text stays in memory instead, and the
+//! output is the same.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+
+use crate::capture::Timestamp;
+
+/// The lines so far, and where each one's text is.
+pub struct SortedLines {
+    store: Store,
+    /// Bytes written so far: the next line's offset.
+    len: u64,
+    lines: Vec<Line>,
+}
+
+enum Store {
+    File(BufWriter<File>),
+    Memory(Vec<u8>),
+}
+
+/// A line: what it sorts by, and where its text is.
+struct Line {
+    ts: Timestamp,
+    first_frame: u64,
+    offset: u64,
+    len: u32,
+    /// The capture's index on the command line: lines of different captures that tie go in its
+    /// order.
+    capture: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Line>() <= 32);
+
+impl Default for SortedLines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SortedLines {
+    pub fn new() -> Self {
+        let store = match tempfile::tempfile() {
+            Ok(f) => Store::File(BufWriter::with_capacity(1 << 16, f)),
+            Err(_) => Store::Memory(Vec::new()),
+        };
+        SortedLines {
+            store,
+            len: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    /// The text kept in memory, as without a temporary file.
+    pub fn in_memory() -> Self {
+        SortedLines {
+            store: Store::Memory(Vec::new()),
+            len: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Adds a line (without its newline) of a connection that started at `ts` in frame
+    /// `first_frame` of capture `capture`.
+    pub fn push(
+        &mut self,
+        ts: Timestamp,
+        first_frame: u64,
+        capture: usize,
+        line: &str,
+    ) -> io::Result<()> {
+        let len = u32::try_from(line.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a line over 4 GB"))?;
+        match &mut self.store {
+            Store::File(f) => f.write_all(line.as_bytes())?,
+            Store::Memory(v) => v.extend_from_slice(line.as_bytes()),
+        }
+        self.lines.push(Line {
+            ts,
+            first_frame,
+            offset: self.len,
+            len,
+            capture: capture as u32,
+        });
+        self.len += u64::from(len);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Writes every line to `out`, each followed by a newline, by start time, then first frame,
+    /// then capture.
+    pub fn write(self, out: &mut dyn Write) -> io::Result<()> {
+        let SortedLines {
+            store, mut lines, ..
+        } = self;
+        // Stable: lines that tie on all three (none should) keep the order they came in.
+        lines.sort_by_key(|l| (l.ts, l.first_frame, l.capture));
+        match store {
+            Store::Memory(text) => {
+                for l in &lines {
+                    let at = l.offset as usize;
+                    out.write_all(&text[at..at + l.len as usize])?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            Store::File(f) => {
+                let mut f = f.into_inner().map_err(|e| e.into_error())?;
+                let mut buf = Vec::new();
+                for l in &lines {
+                    buf.resize(l.len as usize, 0);
+                    f.seek(SeekFrom::Start(l.offset))?;
+                    f.read_exact(&mut buf)?;
+                    out.write_all(&buf)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(mut s: SortedLines, items: &[(i64, u64, usize, &str)]) -> String {
+        for &(ts, frame, capture, text) in items {
+            s.push(Timestamp(ts), frame, capture, text).unwrap();
+        }
+        let mut out = Vec::new();
+        s.write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// By start, then first frame, then capture; the same from the file and from memory.
+    #[test]
+    fn lines_come_out_in_start_order_from_the_file_or_memory() {
+        let items = [
+            (30, 1, 0, "c"),
+            (10, 9, 1, "b, capture 1"),
+            (10, 9, 0, "b, capture 0"),
+            (10, 2, 0, "a"),
+            (40, 5, 0, ""),
+            (20, 3, 1, "é, not ASCII"),
+        ];
+        let want = "a\nb, capture 0\nb, capture 1\né, not ASCII\nc\n\n";
+        let file = SortedLines::new();
+        assert!(matches!(file.store, Store::File(_)), "a temporary file");
+        assert_eq!(lines(file, &items), want);
+        assert_eq!(lines(SortedLines::in_memory(), &items), want);
+    }
+}
