@@ -641,6 +641,7 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
         ..args.limits.tracker()
     };
     let mut rows = report::FlowRows::new(args.captures.len() > 1);
+    let mut write_error = None;
     // `--max-summaries` caps the rows kept per capture, as it capped the summaries: the first
     // ones handed over stay, the rest are counted and said.
     let max = opts.max_summaries;
@@ -650,7 +651,9 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
         crate::pipeline::merge_streams(&args.captures, opts, args.limits.filter(), |i, c| {
             if kept[i] < max {
                 kept[i] += 1;
-                rows.push(&c, i);
+                if let Err(e) = rows.push(&c, i) {
+                    write_error.get_or_insert(e);
+                }
             } else {
                 dropped[i] += 1;
             }
@@ -663,6 +666,9 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
         }
     }
     let failed = print_runs(&args.captures, runs);
+    if let Some(e) = write_error {
+        return error(anyhow::anyhow!("writing to a temporary file: {e}"));
+    }
     rows.sort();
     // A closed pipe (`| head`) is not an error worth a message.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());

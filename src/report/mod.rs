@@ -344,55 +344,59 @@ pub fn write_flows_table(
     conns: &[&Connection],
     show_capture: bool,
 ) -> std::io::Result<()> {
-    let mut rows = FlowRows::new(show_capture);
+    let mut rows = FlowRows::in_memory(show_capture);
     for c in conns {
-        rows.push(c, 0);
+        rows.push(c, 0)?;
     }
     rows.write(out)
 }
 
 /// The flows table's rows as text, for `vantage flows`, which keeps a row per finished
 /// connection instead of the connection (`cli::flows_table`): its cells as `flow_cells`
-/// renders them, 143 bytes on average on the 2 GB synth, and a 32-byte `FlowRow`, where a kept
-/// summary was a 672-byte `Connection` in an allocation of its own, with its silences' list and
-/// its pointer in the list of them. On that synth (93 k connections) the table's peak RSS went
-/// from 96.5 to 52.3 MiB (~500 bytes a connection); most of the rest is the 20 000 connections
-/// live at once.
+/// renders them (143 bytes on average on the 2 GB synth) in a temporary file
+/// (`sorted_lines::SortedLines`), a 32-byte key each in memory, and each column's width so
+/// far. A kept summary was a 672-byte `Connection` in an allocation of its own, with its
+/// silences' list and its pointer in the list of them: on that synth (93 k connections) the
+/// table's peak went from 96.5 to 52.3 MiB with the rows' text in memory, and from 54.5 to
+/// 41.7 MB (KB/1000) with it in the file; the rest is the 20 000 connections live at once.
 pub struct FlowRows {
     show_capture: bool,
-    /// Every row's cells, each row's joined by `FlowRows::SEP`, one row after the other: one
-    /// allocation for them all (a `Box<str>` a row cost its allocator overhead and rounding).
-    text: String,
-    rows: Vec<FlowRow>,
-    /// `flow_cells`' buffers, reused row to row.
+    /// Every row's cells, joined by `FlowRows::SEP`.
+    rows: sorted_lines::SortedLines,
+    /// Each column's width so far (the header's at first).
+    widths: Vec<usize>,
+    /// Whether `write` sorts the rows.
+    sort: bool,
+    /// `flow_cells`' buffers, and the row being joined, reused row to row.
     cells: Vec<String>,
+    row: String,
 }
-
-/// A row of `FlowRows`: where its text is, and what it sorts by.
-struct FlowRow {
-    ts: Timestamp,
-    first_frame: u64,
-    /// `text[start..start + len]`.
-    start: usize,
-    len: u32,
-    /// The capture's index on the command line: rows of different captures that tie go in
-    /// its order.
-    capture: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<FlowRow>() <= 32);
 
 impl FlowRows {
     /// Between a row's cells: no cell holds it (the only free text is the capture's file name,
     /// and neither a path nor a command-line argument can hold a NUL).
     const SEP: char = '\0';
 
+    /// Rows kept in a temporary file (in memory without one).
     pub fn new(show_capture: bool) -> Self {
+        Self::with(show_capture, sorted_lines::SortedLines::new())
+    }
+
+    /// Rows kept in memory.
+    pub fn in_memory(show_capture: bool) -> Self {
+        Self::with(show_capture, sorted_lines::SortedLines::in_memory())
+    }
+
+    fn with(show_capture: bool, rows: sorted_lines::SortedLines) -> Self {
+        use unicode_width::UnicodeWidthStr;
+        let columns = Self::columns(show_capture);
         FlowRows {
             show_capture,
-            text: String::new(),
-            rows: Vec::new(),
-            cells: vec![String::new(); Self::columns(show_capture).len()],
+            rows,
+            widths: columns.iter().map(|(h, _)| h.width()).collect(),
+            sort: false,
+            cells: vec![String::new(); columns.len()],
+            row: String::new(),
         }
     }
 
@@ -405,50 +409,37 @@ impl FlowRows {
     }
 
     /// Adds a connection's row; `capture` is its capture's index among those read.
-    pub fn push(&mut self, c: &Connection, capture: usize) {
+    pub fn push(&mut self, c: &Connection, capture: usize) -> std::io::Result<()> {
+        use unicode_width::UnicodeWidthStr;
         flow_cells(c, self.show_capture, &mut self.cells);
-        let start = self.text.len();
+        self.row.clear();
         for (i, cell) in self.cells.iter().enumerate() {
             debug_assert!(!cell.contains(Self::SEP), "{cell:?}");
             if i > 0 {
-                self.text.push(Self::SEP);
+                self.row.push(Self::SEP);
             }
-            self.text.push_str(cell);
+            self.row.push_str(cell);
+            self.widths[i] = self.widths[i].max(cell.width());
         }
-        self.rows.push(FlowRow {
-            ts: c.ts,
-            first_frame: c.first_frame,
-            start,
-            len: u32::try_from(self.text.len() - start).expect("a row under 4 GB"),
-            capture: u32::try_from(capture).expect("under 2^32 captures"),
-        });
+        self.rows.push(c.ts, c.first_frame, capture, &self.row)
     }
 
-    /// Sorts the rows by start time, then first frame, then capture: the order `flows` printed
-    /// when it kept the connections (a stable sort by start time and first frame of every
-    /// capture's list, one capture after the other). Within a capture no two rows tie (a frame
-    /// starts at most one connection, so first frames differ), so the order rows are pushed in
-    /// (the merge's, by hand-over time) does not matter; ties between captures go in capture
-    /// order.
+    /// Has `write` sort the rows by start time, then first frame, then capture: the order
+    /// `flows` printed when it kept the connections (a stable sort by start time and first
+    /// frame of every capture's list, one capture after the other). Within a capture no two
+    /// rows tie (a frame starts at most one connection, so first frames differ), so the order
+    /// rows are pushed in (the merge's, by hand-over time) does not matter; ties between
+    /// captures go in capture order.
     pub fn sort(&mut self) {
-        self.rows.sort_by_key(|r| (r.ts, r.first_frame, r.capture));
+        self.sort = true;
     }
 
-    fn cells_of(&self, r: &FlowRow) -> std::str::Split<'_, char> {
-        self.text[r.start..r.start + r.len as usize].split(Self::SEP)
-    }
-
-    /// The table, in comfy-table's UTF8_FULL_CONDENSED layout, the rows in their current order:
-    /// a first pass sizes the columns, a second writes the rows.
-    pub fn write(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    /// The table, in comfy-table's UTF8_FULL_CONDENSED layout, the columns as wide as their
+    /// widest cell, the rows sorted (`sort`) or in the order they came.
+    pub fn write(self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         use unicode_width::UnicodeWidthStr;
         let columns = Self::columns(self.show_capture);
-        let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.width()).collect();
-        for r in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(self.cells_of(r)) {
-                *w = (*w).max(cell.width());
-            }
-        }
+        let widths = self.widths;
         let rule = |out: &mut dyn std::io::Write, l: &str, fill: &str, mid: &str, r: &str| {
             let parts: Vec<String> = widths.iter().map(|w| fill.repeat(w + 2)).collect();
             writeln!(out, "{l}{}{r}", parts.join(mid))
@@ -475,12 +466,11 @@ impl FlowRows {
         let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
         row(out, &header, &left)?;
         rule(out, "╞", "═", "╪", "╡")?;
-        let mut cells: Vec<&str> = Vec::with_capacity(columns.len());
-        for r in &self.rows {
-            cells.clear();
-            cells.extend(self.cells_of(r));
-            row(out, &cells, &right)?;
-        }
+        self.rows.for_each(self.sort, &mut |line| {
+            let line = std::str::from_utf8(line).map_err(std::io::Error::other)?;
+            let cells: Vec<&str> = line.split(Self::SEP).collect();
+            row(out, &cells, &right)
+        })?;
         rule(out, "└", "─", "┴", "┘")
     }
 }
