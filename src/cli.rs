@@ -623,11 +623,51 @@ fn print_runs(paths: &[PathBuf], runs: Vec<anyhow::Result<crate::pipeline::Captu
     failed
 }
 
+/// `pipeline::merge_streams` over `flows`' captures: each connection is handed to `keep` as
+/// it is summarised, within `--max-summaries` a capture (the first ones handed over stay, the
+/// rest are counted and said in their capture's warnings, as the tracker did when it kept the
+/// summaries). Prints the captures' warnings and errors. Whether one could not be read, or
+/// the first error `keep` met.
+fn merge_capped(
+    args: &FlowsArgs,
+    opts: crate::tcp::TrackerOptions,
+    mut keep: impl FnMut(usize, &crate::tcp::Connection) -> std::io::Result<()>,
+) -> anyhow::Result<bool> {
+    let max = opts.max_summaries;
+    let mut kept = vec![0usize; args.captures.len()];
+    let mut dropped = vec![0u64; args.captures.len()];
+    let mut keep_error = None;
+    let mut runs =
+        crate::pipeline::merge_streams(&args.captures, opts, args.limits.filter(), |i, c| {
+            if kept[i] < max {
+                kept[i] += 1;
+                if let Err(e) = keep(i, &c) {
+                    keep_error.get_or_insert(e);
+                }
+            } else {
+                dropped[i] += 1;
+            }
+        });
+    for (run, &n) in runs.iter_mut().zip(&dropped) {
+        if let (Ok(run), true) = (run, n > 0) {
+            run.summary
+                .warnings
+                .push(crate::tcp::summaries_dropped(n, max));
+        }
+    }
+    let failed = print_runs(&args.captures, runs);
+    match keep_error {
+        Some(e) => Err(anyhow::anyhow!("writing to a temporary file: {e}")),
+        None => Ok(failed),
+    }
+}
+
 /// `flows` as a table: each connection becomes its row (`report::FlowRows`) as it is
-/// summarised (`pipeline::merge_streams`) and is dropped, instead of every summary being kept
-/// until the end (`track_capture_filtered`), and the rows are then sorted as the connections
-/// were. Peak RSS on the synths (MiB), two threads / one: 2 GB 96.5 / 96.1 -> 52.3 / 49.9;
-/// 200 MB, where the connections live at once are most of it, 34.6 / 33.1 -> 33.7 / 31.8.
+/// summarised (`merge_capped`) and is dropped, instead of every summary being kept until the
+/// end (`track_capture_filtered`), and the rows are then sorted as the connections were. Peak
+/// RSS on the synths (MiB), two threads / one: 2 GB 96.5 / 96.1 -> 52.3 / 49.9; 200 MB, where
+/// the connections live at once are most of it, 34.6 / 33.1 -> 33.7 / 31.8. The rows' text in
+/// a temporary file since: 2 GB 54.5 -> 41.7 MB (KB/1000).
 fn flows_table(args: FlowsArgs) -> ExitCode {
     // The table prints only what TCP tracking finds (state, history, counters, the end): no
     // stream reassembly or WebSocket/SIP/heartbeat parsing for it, which is a third of the time
@@ -641,34 +681,10 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
         ..args.limits.tracker()
     };
     let mut rows = report::FlowRows::new(args.captures.len() > 1);
-    let mut write_error = None;
-    // `--max-summaries` caps the rows kept per capture, as it capped the summaries: the first
-    // ones handed over stay, the rest are counted and said.
-    let max = opts.max_summaries;
-    let mut kept = vec![0usize; args.captures.len()];
-    let mut dropped = vec![0u64; args.captures.len()];
-    let mut runs =
-        crate::pipeline::merge_streams(&args.captures, opts, args.limits.filter(), |i, c| {
-            if kept[i] < max {
-                kept[i] += 1;
-                if let Err(e) = rows.push(&c, i) {
-                    write_error.get_or_insert(e);
-                }
-            } else {
-                dropped[i] += 1;
-            }
-        });
-    for (run, &n) in runs.iter_mut().zip(&dropped) {
-        if let (Ok(run), true) = (run, n > 0) {
-            run.summary
-                .warnings
-                .push(crate::tcp::summaries_dropped(n, max));
-        }
-    }
-    let failed = print_runs(&args.captures, runs);
-    if let Some(e) = write_error {
-        return error(anyhow::anyhow!("writing to a temporary file: {e}"));
-    }
+    let failed = match merge_capped(&args, opts, |i, c| rows.push(c, i)) {
+        Ok(failed) => failed,
+        Err(e) => return error(e),
+    };
     rows.sort();
     // A closed pipe (`| head`) is not an error worth a message.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -678,8 +694,8 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
 }
 
 /// `flows --format json`: each connection's line is written as it is summarised
-/// (`pipeline::merge_streams`) to a temporary file (`report::sorted_lines`), and the lines are
-/// then printed in start order, as the kept connections were. Peak RSS (KB/1000), two threads:
+/// (`merge_capped`) to a temporary file (`report::sorted_lines`), and the lines are then
+/// printed in start order, as the kept connections were. Peak RSS (KB/1000), two threads:
 /// 2 GB synth 361 -> 143, 200 MB 87 -> 77; what is left is the connections live at once.
 fn flows_json(args: FlowsArgs) -> ExitCode {
     let opts = crate::tcp::TrackerOptions {
@@ -688,33 +704,13 @@ fn flows_json(args: FlowsArgs) -> ExitCode {
         ..args.limits.tracker()
     };
     let mut lines = report::sorted_lines::SortedLines::new();
-    let mut write_error = None;
-    // `--max-summaries` caps the lines kept per capture, as the flows table's rows.
-    let max = opts.max_summaries;
-    let mut kept = vec![0usize; args.captures.len()];
-    let mut dropped = vec![0u64; args.captures.len()];
-    let mut runs =
-        crate::pipeline::merge_streams(&args.captures, opts, args.limits.filter(), |i, c| {
-            if kept[i] < max {
-                kept[i] += 1;
-                if let Err(e) = lines.push(c.ts, c.first_frame, i, &report::flow_json_line(&c)) {
-                    write_error.get_or_insert(e);
-                }
-            } else {
-                dropped[i] += 1;
-            }
-        });
-    for (run, &n) in runs.iter_mut().zip(&dropped) {
-        if let (Ok(run), true) = (run, n > 0) {
-            run.summary
-                .warnings
-                .push(crate::tcp::summaries_dropped(n, max));
-        }
-    }
-    let failed = print_runs(&args.captures, runs);
-    if let Some(e) = write_error {
-        return error(anyhow::anyhow!("writing to a temporary file: {e}"));
-    }
+    let keep = |i, c: &crate::tcp::Connection| {
+        lines.push(c.ts, c.first_frame, i, &report::flow_json_line(c))
+    };
+    let failed = match merge_capped(&args, opts, keep) {
+        Ok(failed) => failed,
+        Err(e) => return error(e),
+    };
     // A closed pipe (`| head`) is not an error worth a message.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let _ = lines.write(&mut out);
