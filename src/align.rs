@@ -156,11 +156,7 @@ impl Alignment {
 
     /// A leg's connection, whole or as its digest.
     pub fn kept(&self, leg: &Leg) -> Kept<'_> {
-        let flows = &self.vantages[leg.at.0].flows;
-        match flows.connections.get(leg.at.1) {
-            Some(c) => Kept::Whole(c),
-            None => Kept::Digest(&flows.digests[leg.at.1 - flows.connections.len()]),
-        }
+        self.vantages[leg.at.0].flows.kept(leg.at.1)
     }
 
     /// When a leg's connection started, on its capture's clock.
@@ -185,6 +181,56 @@ impl Alignment {
 pub enum Kept<'a> {
     Whole(&'a Connection),
     Digest(&'a crate::tcp::Digest),
+}
+
+impl CaptureFlows {
+    /// The `i`th connection: `connections`, then `digests`.
+    pub fn kept(&self, i: usize) -> Kept<'_> {
+        match self.connections.get(i) {
+            Some(c) => Kept::Whole(c),
+            None => Kept::Digest(&self.digests[i - self.connections.len()]),
+        }
+    }
+}
+
+impl Kept<'_> {
+    /// Its leg at vantage `vantage`, where it is connection `at`.
+    fn leg(self, vantage: std::sync::Arc<str>, at: (usize, usize)) -> Leg {
+        let (src, sport, dst, dport, proto, uid, first_frame, last_frame) = match self {
+            Kept::Whole(c) => (
+                c.orig_h,
+                c.orig_p,
+                c.resp_h,
+                c.resp_p,
+                c.proto,
+                c.uid,
+                c.first_frame,
+                c.last_frame,
+            ),
+            Kept::Digest(d) => (
+                d.orig_h,
+                d.orig_p,
+                d.resp_h,
+                d.resp_p,
+                d.proto,
+                d.uid,
+                d.first_frame,
+                d.last_frame,
+            ),
+        };
+        Leg {
+            vantage,
+            src,
+            sport,
+            dst,
+            dport,
+            proto,
+            uid,
+            first_frame,
+            last_frame,
+            at,
+        }
+    }
 }
 
 /// Options for `align`.
@@ -548,36 +594,7 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
             .iter()
             .map(|&node| {
                 let (v, i) = node_at(node);
-                let flows = &al.vantages[v].flows;
-                match flows.connections.get(i) {
-                    Some(c) => Leg {
-                        vantage: names[v].clone(),
-                        src: c.orig_h,
-                        sport: c.orig_p,
-                        dst: c.resp_h,
-                        dport: c.resp_p,
-                        proto: c.proto,
-                        uid: c.uid,
-                        first_frame: c.first_frame,
-                        last_frame: c.last_frame,
-                        at: (v, i),
-                    },
-                    None => {
-                        let d = &flows.digests[i - flows.connections.len()];
-                        Leg {
-                            vantage: names[v].clone(),
-                            src: d.orig_h,
-                            sport: d.orig_p,
-                            dst: d.resp_h,
-                            dport: d.resp_p,
-                            proto: d.proto,
-                            uid: d.uid,
-                            first_frame: d.first_frame,
-                            last_frame: d.last_frame,
-                            at: (v, i),
-                        }
-                    }
-                }
+                al.vantages[v].flows.kept(i).leg(names[v].clone(), (v, i))
             })
             .collect();
         let mut weakest: Option<Candidate> = None;

@@ -38,9 +38,10 @@ pub mod report;
 pub mod short_str;
 pub mod tcp;
 
-/// Helpers for the unit tests.
-#[cfg(test)]
-pub(crate) mod testing {
+/// Helpers for the tests, the unit tests and `tests/` alike (one walker of `fixtures/`, where
+/// each had its own). Not part of the API.
+#[doc(hidden)]
+pub mod testing {
     /// Every capture file under `fixtures/` (the lab's and the public corpus), sorted.
     pub fn fixture_captures() -> Vec<std::path::PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

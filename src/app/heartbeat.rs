@@ -125,15 +125,21 @@ pub const STRETCH_FACTOR: f64 = 1.5;
 /// A stretch is at least this many consecutive stretched intervals.
 pub const MIN_STRETCH_RUN: usize = 2;
 
+/// The preferred mechanism of a series: the first `analyse_series` finds (it stops there).
+fn first_heartbeat(s: &Series, sc: &mut Scratch) -> Option<Heartbeat> {
+    let mut found = None;
+    analyse_series(s, sc, |hb| {
+        found = Some(hb);
+        false
+    });
+    found
+}
+
 /// The connection's heartbeat: the preferred mechanism among [`analyse_all`]'s.
 pub fn analyse(events: &[HbEvent], small: &[SmallMsg]) -> Option<Heartbeat> {
     with_scratch(|sc| {
         let s = Series::from_slices(events, small, std::mem::take(&mut sc.recs));
-        let mut found = None;
-        analyse_series(&s, sc, |hb| {
-            found = Some(hb);
-            false
-        });
+        let found = first_heartbeat(&s, sc);
         sc.recs = s.recs;
         found
     })
@@ -366,11 +372,7 @@ impl HbLog {
         with_scratch(|sc| {
             let series = self.series(std::mem::take(&mut sc.recs), &mut sc.decoded);
             drop(self);
-            let mut found = None;
-            analyse_series(&series, sc, |hb| {
-                found = Some(hb);
-                false
-            });
+            let found = first_heartbeat(&series, sc);
             sc.recs = series.recs;
             found
         })

@@ -93,14 +93,6 @@ impl SortedLines {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
     /// Writes every line to `out`, each followed by a newline, by start time, then first frame,
     /// then capture.
     pub fn write(self, out: &mut dyn Write) -> io::Result<()> {

@@ -286,27 +286,7 @@ pub fn tshark_here(test: &str) -> bool {
     false
 }
 
-/// Every capture under `fixtures/`, sorted.
-pub fn fixture_captures() -> Vec<std::path::PathBuf> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| ["pcap", "pcapng", "cap", "trace", "gz"].contains(&x))
-            {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-        &mut out,
-    );
-    out.sort();
-    out
-}
+/// Every capture under `fixtures/`, sorted (the library's walker, which its unit tests use).
+// Not every test file uses it (`dead_code` does not cover a re-export).
+#[allow(unused_imports)]
+pub use vantage::testing::fixture_captures;
