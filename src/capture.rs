@@ -137,7 +137,7 @@ impl fmt::Display for Timestamp {
 }
 
 /// A link-layer header type, as numbered by tcpdump.org's LINKTYPE_ registry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct LinkType(pub u32);
 
 impl LinkType {

@@ -274,6 +274,13 @@ impl HbLog {
         self.record(2 * SMALL + side_index(from_client), ts, Some(size));
     }
 
+    /// Fetches the line the next record goes to.
+    pub fn prefetch(&self) {
+        if let Some(last) = self.bytes.last() {
+            crate::tcp::prefetch_lines(last);
+        }
+    }
+
     fn record(&mut self, stream: usize, ts: Timestamp, size: Option<u32>) {
         // Wrapping: exact for any pair of times, undone by the wrapping add of the decode.
         let delta = ts.0.wrapping_sub(self.last);

@@ -621,6 +621,14 @@ impl Session {
         }
     }
 
+    /// Fetches the WebSocket state and the heartbeat log's end into the cache.
+    pub fn prefetch(&self) {
+        if let Some(ws) = self.ws.as_deref() {
+            crate::tcp::prefetch_lines(ws);
+        }
+        self.hb.prefetch();
+    }
+
     fn websocket(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
         // Out of `self` while the parser runs, so that its frames can be handled in place.
         let Some(mut ws) = self.ws.take() else {

@@ -70,7 +70,7 @@ pub fn conversation(a: (IpAddr, u16), b: (IpAddr, u16)) -> Conversation {
 
 /// Connection key: the 5-tuple (addresses and ports ordered so both directions map to one key)
 /// plus VLAN ids, as Zeek's `vlan_fivetuple` conn key does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct FlowKey {
     lo: (IpAddr, u16),
     hi: (IpAddr, u16),
@@ -92,6 +92,46 @@ impl FlowKey {
             proto,
         }
     }
+
+    /// The key's hash under `seed`: the words of the key folded by multiplication
+    /// (foldhash's mix, `folded_multiply`). The derived `Hash` fed `IpAddr`'s discriminant and
+    /// bytes piece by piece through a `Hasher`, ~75 instructions a key, and every packet hashes
+    /// its key at least twice (the prefetch and the lookup; a shard's choice too); an IPv4 key
+    /// is three words here, a handful of instructions.
+    fn hash_with(&self, seed: u64) -> u64 {
+        fn mix(a: u64, b: u64) -> u64 {
+            let full = u128::from(a) * u128::from(b);
+            (full as u64) ^ ((full >> 64) as u64)
+        }
+        fn v6(a: IpAddr) -> u128 {
+            match a {
+                IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+                IpAddr::V6(a) => u128::from(a),
+            }
+        }
+        // The digits of pi, as foldhash's seeds are.
+        const K: [u64; 4] = [
+            0x243f_6a88_85a3_08d3,
+            0x1319_8a2e_0370_7344,
+            0xa409_3822_299f_31d0,
+            0x082e_fa98_ec4e_6c89,
+        ];
+        let ports = u64::from(self.lo.1) << 48
+            | u64::from(self.hi.1) << 32
+            | u64::from(self.vlan[0]) << 16
+            | u64::from(self.vlan[1]);
+        let addrs = match (self.lo.0, self.hi.0) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                u64::from(u32::from(a)) << 32 | u64::from(u32::from(b))
+            }
+            (a, b) => {
+                let (a, b) = (v6(a), v6(b));
+                mix((a as u64) ^ K[2], (a >> 64) as u64 ^ seed)
+                    ^ mix((b as u64) ^ K[3], (b >> 64) as u64 ^ seed)
+            }
+        };
+        mix(addrs ^ seed ^ K[0], ports ^ K[1] ^ (self.proto as u64) << 1)
+    }
 }
 
 /// The live connections by key. A table of slot numbers, each found by its hash and checked
@@ -111,9 +151,10 @@ struct LiveTable {
     chunks: Vec<Box<[Option<Live>]>>,
     /// Empty slots, the last freed on top.
     free: Vec<u32>,
-    /// Keyed with foldhash: SipHash's DoS resistance buys nothing for a capture's own flows,
-    /// and its cost showed in the profile (benches/RESULTS.md).
-    hasher: foldhash::fast::RandomState,
+    /// The seed of `FlowKey::hash_with`, random per table as foldhash's `RandomState` is, so
+    /// that a capture cannot be made to collide. SipHash's stronger guarantee bought nothing
+    /// for a capture's own flows, and its cost showed in the profile (benches/RESULTS.md).
+    seed: u64,
 }
 
 /// Slots in a chunk of `LiveTable`: enough for 128 KiB, glibc's mmap threshold
@@ -140,13 +181,15 @@ impl LiveTable {
             table: hashbrown::HashTable::new(),
             chunks: Vec::new(),
             free: Vec::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            seed: {
+                use std::hash::BuildHasher as _;
+                foldhash::fast::RandomState::default().hash_one(0x0076_616e_7461_6765_u64)
+            },
         }
     }
 
     fn hash(&self, k: &FlowKey) -> u64 {
-        use std::hash::BuildHasher as _;
-        self.hasher.hash_one(k)
+        k.hash_with(self.seed)
     }
 
     fn len(&self) -> usize {
@@ -158,6 +201,27 @@ impl LiveTable {
         self.table
             .find(self.hash(k), |&i| slot(chunks, i).key == *k)
             .map(|&i| slot(chunks, i))
+    }
+
+    /// Asks the CPU to fetch the connection with this key into the cache, if there is one,
+    /// and returns its slot: the table (small, in the cache) is probed, the connection itself
+    /// not read.
+    fn prefetch(&self, k: &FlowKey) -> Option<u32> {
+        let chunks = &self.chunks;
+        self.table
+            .find(self.hash(k), |&i| {
+                prefetch_lines(&chunks[i as usize / SLOTS][i as usize % SLOTS]);
+                true
+            })
+            .copied()
+    }
+
+    /// The connection in a slot, if there is one still.
+    fn at(&self, i: u32) -> Option<&Live> {
+        self.chunks
+            .get(i as usize / SLOTS)
+            .and_then(|c| c.get(i as usize % SLOTS))
+            .and_then(|l| l.as_ref())
     }
 
     fn contains_key(&self, k: &FlowKey) -> bool {
@@ -184,15 +248,12 @@ impl LiveTable {
             table,
             chunks,
             free,
-            hasher,
+            seed,
         } = self;
         let entry = table.entry(
             h,
             |&i| slot(chunks, i).key == k,
-            |&i| {
-                use std::hash::BuildHasher as _;
-                hasher.hash_one(slot(chunks, i).key)
-            },
+            |&i| slot(chunks, i).key.hash_with(*seed),
         );
         match entry {
             hashbrown::hash_table::Entry::Occupied(o) => (slot_mut(chunks, *o.get()), true),
@@ -226,6 +287,22 @@ impl LiveTable {
         std::mem::take(&mut self.chunks)
             .into_iter()
             .flat_map(|c| c.into_vec().into_iter().flatten())
+    }
+}
+
+/// Asks the CPU to fetch every cache line of `v` (a hint: no fault whatever the address).
+pub(crate) fn prefetch_lines<T>(v: &T) {
+    let at = v as *const T as *const i8;
+    let mut off = 0;
+    while off < std::mem::size_of::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint: it reads nothing the program sees, and does not fault.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                at.wrapping_add(off),
+            );
+        }
+        off += 64;
     }
 }
 
@@ -859,7 +936,18 @@ pub struct TrackerOptions {
     /// digest (a rule may end it), else its `Digest` (`Tracker::keep`). The rules decide
     /// (`diagnose::rules::survivor_digest`); the tracker only stores.
     pub digest: Option<fn(&Connection) -> Option<Digest>>,
+    /// From how many live connections the reader holds frames back while it fetches their
+    /// state into the cache (`pipeline::Lookahead`); `usize::MAX` never, 0 always. The tracker
+    /// itself does not read it.
+    pub prefetch_from: usize,
 }
+
+/// `TrackerOptions::prefetch_from`'s default. Below it the connections' state (~2 KB each) fits
+/// the cache, and holding frames back only costs: a copy, a second decode and a hash, ~250
+/// instructions a packet. On the 2-vCPU EPYC VM (1 MiB of L2 a core, 32 MiB of L3), the 200 MB
+/// synth's diagnosis with 1 000 agents took the same time with and without; with 20 000, 24 %
+/// less (benches/RESULTS.md).
+pub const PREFETCH_FROM: usize = 4096;
 
 /// Defaults: 100 000 live connections (about 5x the busiest softswitch we have seen) cost a few
 /// hundred MB at most; a million summaries about 1 GB, after their packet samples are dropped.
@@ -878,6 +966,7 @@ impl Default for TrackerOptions {
             app_details: true,
             shards: 1,
             digest: None,
+            prefetch_from: PREFETCH_FROM,
         }
     }
 }
@@ -1041,13 +1130,13 @@ impl StreamTag {
 /// every later connection on its 5-tuple, land on the same one. Packets that are neither TCP
 /// nor UDP (counted only) go to the first.
 pub fn shard_of(p: &Packet<'_>, n: usize) -> usize {
-    use std::hash::BuildHasher as _;
     let key = match &p.transport {
         Transport::Tcp(t) => FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp),
         Transport::Udp(u) => FlowKey::new(p, u.src_port, u.dst_port, Proto::Udp),
         Transport::Other { .. } => return 0,
     };
-    (foldhash::fast::FixedState::default().hash_one(key) % n as u64) as usize
+    // A fixed seed: every shard must reach the same answer.
+    (key.hash_with(0) % n as u64) as usize
 }
 
 /// Zeek keeps a closed connection for `tcp_close_delay` (5 s, init-bare.zeek) so that late
@@ -1238,6 +1327,30 @@ impl Tracker {
     pub fn packet(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
         self.sweep(frame);
         self.packet_unswept(frame, p);
+    }
+
+    /// Fetches the packet's connection into the cache, for a packet tracked soon after; its
+    /// slot is for `prefetch_deeper`.
+    pub fn prefetch(&self, p: &Packet<'_>) -> Option<u32> {
+        let key = match &p.transport {
+            Transport::Tcp(t) => FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp),
+            Transport::Udp(u) => FlowKey::new(p, u.src_port, u.dst_port, Proto::Udp),
+            Transport::Other { .. } => return None,
+        };
+        self.live.prefetch(&key)
+    }
+
+    /// What the connection in `slot` points to, a level at a time: 1 its application state,
+    /// 2 the session's WebSocket state and heartbeat log. Each level reads what the one before
+    /// fetched, a packet earlier.
+    pub fn prefetch_deeper(&self, slot: u32, level: u8) {
+        let Some(app) = self.live.at(slot).and_then(|l| l.app.as_deref()) else {
+            return;
+        };
+        match level {
+            1 => prefetch_lines(app),
+            _ => app.session.prefetch(),
+        }
     }
 
     /// `packet` without the sweep: for a shard, whose sweeps come from `sweep_now`.
