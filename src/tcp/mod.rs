@@ -942,12 +942,12 @@ pub struct TrackerOptions {
     pub prefetch_from: usize,
 }
 
-/// `TrackerOptions::prefetch_from`'s default. Below it the connections' state (~2 KB each) fits
-/// the cache, and holding frames back only costs: a copy, a second decode and a hash, ~250
-/// instructions a packet. On the 2-vCPU EPYC VM (1 MiB of L2 a core, 32 MiB of L3), the 200 MB
-/// synth's diagnosis with 1 000 agents took the same time with and without; with 20 000, 24 %
-/// less (benches/RESULTS.md).
-pub const PREFETCH_FROM: usize = 4096;
+/// `TrackerOptions::prefetch_from`'s default. Below it the connections' state (~2 KB each) is
+/// mostly in the cache, and holding frames back only costs: a copy, a second decode and a
+/// probe, ~250 instructions a packet. On the 2-vCPU EPYC VM (1 MiB of L2 a core, 32 MiB of
+/// L3), the 200 MB synth's diagnosis, one thread, held back from the start: 1 000 agents ~5 %
+/// slower, 3 000 ~12 % faster, 20 000 24 % faster (benches/RESULTS.md).
+pub const PREFETCH_FROM: usize = 2048;
 
 /// Defaults: 100 000 live connections (about 5x the busiest softswitch we have seen) cost a few
 /// hundred MB at most; a million summaries about 1 GB, after their packet samples are dropped.
