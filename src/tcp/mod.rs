@@ -1004,7 +1004,9 @@ pub struct Tracker {
     done: Vec<Box<Connection>>,
     /// With `TrackerOptions::digest`: the finished connections kept as digests, beside `done`.
     /// `max_summaries` counts both.
-    digests: Vec<Digest>,
+    digests: digest::DigestStore,
+    /// Why digests were lost: the temporary file could not be read back (a warning says so).
+    digests_lost: Option<std::io::Error>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
     pub fragments: u64,
@@ -1157,13 +1159,19 @@ impl Tracker {
             live: LiveTable::new(),
             due: std::collections::BinaryHeap::new(),
             done: Vec::new(),
-            digests: Vec::new(),
+            // Only a diagnosis keeps digests, and only it needs the temporary file.
+            digests: if opts.digest.is_some() {
+                digest::DigestStore::new()
+            } else {
+                digest::DigestStore::in_memory()
+            },
             other_ip: 0,
             fragments: 0,
             clock: SweepClock::new(),
             peak_live: 0,
             evicted: 0,
             dropped: 0,
+            digests_lost: None,
             histories: Histories::default(),
             tags: None,
             tag: StreamTag::START,
@@ -1273,6 +1281,14 @@ impl Tracker {
         }
         if self.dropped > 0 {
             w.push(summaries_dropped(self.dropped, self.opts.max_summaries));
+        }
+        if let Some(e) = &self.digests_lost {
+            w.push(Warning::new(
+                format!(
+                    "the summaries of connections that ended normally could not be read back from the temporary file ({e}): the diagnosis is missing some of them"
+                ),
+                Msg::new("w-digests-lost").s("error", e),
+            ));
         }
         w
     }
@@ -1398,16 +1414,19 @@ impl Tracker {
         // on the 200 MB synth).
         let mut done = Vec::with_capacity(shards.iter().map(|s| s.done.len()).sum());
         let mut digests = Vec::with_capacity(shards.iter().map(|s| s.digests.len()).sum());
+        let mut lost = None;
         for s in &mut shards {
             move_shrinking(&mut s.done, &mut done);
-            move_shrinking(&mut s.digests, &mut digests);
+            move_shrinking(s.digests.all(), &mut digests);
+            lost = lost.or(s.digests.take_error());
         }
         let mut shards = shards.into_iter();
         let Some(mut all) = shards.next() else {
             return Tracker::with_options(String::new(), opts);
         };
         all.done = done;
-        all.digests = digests;
+        *all.digests.all() = digests;
+        all.digests_lost = all.digests_lost.take().or(lost);
         for s in shards {
             all.other_ip += s.other_ip;
             all.fragments += s.fragments;
@@ -1434,7 +1453,11 @@ impl Tracker {
         let (mut whole, mut digests) = (0, 0);
         while whole + digests < max {
             let next_whole = self.done.get(whole).map(|c| (c.ts, c.first_frame));
-            let next_digest = self.digests.get(digests).map(|d| (d.ts, d.first_frame));
+            let next_digest = self
+                .digests
+                .all()
+                .get(digests)
+                .map(|d| (d.ts, d.first_frame));
             match (next_whole, next_digest) {
                 (Some(w), Some(d)) if d < w => digests += 1,
                 (Some(_), _) => whole += 1,
@@ -1443,7 +1466,7 @@ impl Tracker {
         }
         self.dropped += (total - max) as u64;
         self.done.truncate(whole);
-        self.digests.truncate(digests);
+        self.digests.all().truncate(digests);
     }
 
     /// Summarises every live connection into `done` (a shard, on its own thread, before
@@ -1463,7 +1486,9 @@ impl Tracker {
         self.done
             .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
         self.digests
+            .all()
             .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
+        self.digests_lost = self.digests_lost.take().or(self.digests.take_error());
     }
 
     /// Ends tracking: every connection, and the warnings about what the caps cost. Without
@@ -1478,9 +1503,9 @@ impl Tracker {
     /// (then frame), and the warnings about what the caps cost.
     pub fn finish_kept(mut self) -> (Kept, Vec<crate::capture::Warning>) {
         self.summarise_live();
-        let warnings = self.warnings();
         self.sort_done();
-        ((self.done, self.digests), warnings)
+        let warnings = self.warnings();
+        ((self.done, self.digests.into_vec()), warnings)
     }
 
     /// Ends tracking, handing each connection still live to `emit` as it is summarised (not
