@@ -54,6 +54,12 @@ pub fn capture(data: &[u8]) {
                 assert_eq!(f.number, n, "frames are numbered 1, 2, ...");
                 assert!(f.link.is_supported());
                 if let Decoded::Ip(p) = decode(&f) {
+                    // What the reader's lookahead asks before tracking a frame
+                    // (`pipeline::Lookahead`): reads of the table and the state, never a panic.
+                    if let Some(slot) = tracker.prefetch(&p) {
+                        tracker.prefetch_deeper(slot, 1);
+                        tracker.prefetch_deeper(slot, 2);
+                    }
                     tracker.packet(&f, &p);
                 }
             }

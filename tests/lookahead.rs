@@ -66,3 +66,49 @@ fn holding_frames_back_changes_nothing() {
     // The comparison had something to compare.
     assert!(connections > 400, "{connections}");
 }
+
+/// A capture cut short mid-record, and one whose record in the middle lies about its length:
+/// the frames held back when reading stops are tracked all the same, and the warning and
+/// the error are the same.
+#[test]
+fn frames_held_back_when_reading_stops_are_tracked() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lookahead");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/corpus/zeek/testing/btest/Traces/http/docker-http-upgrade.pcap");
+    let bytes = std::fs::read(&src).unwrap();
+    // Past the 24-byte file header, a record's 16-byte header holds its captured length at 8.
+    let mut at = 24;
+    let mut starts = Vec::new();
+    while at + 16 <= bytes.len() {
+        starts.push(at);
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + len;
+    }
+    assert!(starts.len() > 20, "{}", starts.len());
+    let mut lying = bytes.clone();
+    let mid = starts[starts.len() / 2];
+    lying[mid + 8..mid + 12].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    for (name, b) in [
+        ("cut.pcap", bytes[..bytes.len() - 7].to_vec()),
+        ("lying.pcap", lying),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, b).unwrap();
+        let direct = kept(&path, options(usize::MAX, 1));
+        let held = kept(&path, options(0, 1));
+        assert!(!direct.0.is_empty(), "{name}");
+        assert_eq!(direct, held, "{name}");
+        assert!(
+            direct.1.contains("cut short") || direct.2.is_some(),
+            "{name}: {} {:?}",
+            direct.1,
+            direct.2
+        );
+        assert_eq!(
+            streamed(&path, options(usize::MAX, 1)),
+            streamed(&path, options(0, 1)),
+            "{name}, streamed"
+        );
+    }
+}
