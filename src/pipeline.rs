@@ -375,42 +375,40 @@ fn read_frames<'e>(
                 }
                 let decoded = decode(&frame);
                 // Held back or not, the frames are tracked in the order read.
-                let mut track = |frame: &Frame<'_>, decoded: Decoded<'_>, tracker: &mut Tracker| {
-                    let (summary, first) = (&mut summary, &mut first_malformed);
-                    track_one(frame, decoded, tracker, shard, &mut emit, summary, first)
-                };
                 if tracker.live_connections() < opts.prefetch_from {
                     while let Some(h) = ahead.pop() {
-                        track(&h.frame(), decode(&h.frame()), &mut tracker);
+                        let (sum, first) = (&mut summary, &mut first_malformed);
+                        track_held(h, &mut tracker, shard, &mut emit, sum, first);
                     }
-                    track(&frame, decoded, &mut tracker);
+                    let (sum, first) = (&mut summary, &mut first_malformed);
+                    track_one(&frame, decoded, &mut tracker, shard, &mut emit, sum, first);
                     continue;
                 }
-                let slot = match &decoded {
-                    Decoded::Ip(p)
-                        if shard.is_none_or(|(i, n)| crate::tcp::shard_of(p, n) == i) =>
-                    {
-                        tracker.prefetch(p)
-                    }
-                    _ => None,
+                // Another shard's packets are held too (their sweeps keep their place), but
+                // not copied: a shard only sweeps at them.
+                let (slot, other_shard) = match &decoded {
+                    Decoded::Ip(p) => match shard {
+                        Some((i, n)) if crate::tcp::shard_of(p, n) != i => (None, true),
+                        _ => (tracker.prefetch(p), false),
+                    },
+                    _ => (None, false),
                 };
                 ahead.prefetch_deeper(&tracker);
                 if ahead.is_full() {
                     if let Some(h) = ahead.pop() {
-                        track(&h.frame(), decode(&h.frame()), &mut tracker);
+                        let (sum, first) = (&mut summary, &mut first_malformed);
+                        track_held(h, &mut tracker, shard, &mut emit, sum, first);
                     }
                 }
-                ahead.push(&frame, slot);
+                ahead.push(&frame, slot, other_shard);
             }
             Ok(None) => break None,
             Err(e) => break Some(e),
         }
     };
     while let Some(h) = ahead.pop() {
-        let frame = h.frame();
-        track_one(
-            &frame,
-            decode(&frame),
+        track_held(
+            h,
             &mut tracker,
             shard,
             &mut emit,
@@ -482,11 +480,13 @@ impl Lookahead {
         }
     }
 
-    /// Copies `f` in; the caller has made room.
-    fn push(&mut self, f: &Frame<'_>, slot: Option<u32>) {
+    /// Copies `f` in (only its time and number if another shard tracks it); the caller has
+    /// made room.
+    fn push(&mut self, f: &Frame<'_>, slot: Option<u32>, other_shard: bool) {
         debug_assert!(!self.is_full());
         let h = &mut self.held[(self.start + self.len) % HELD];
         h.slot = slot;
+        h.other_shard = other_shard;
         h.number = f.number;
         h.ts = f.ts;
         h.link = f.link;
@@ -494,7 +494,9 @@ impl Lookahead {
         h.orig_len = f.orig_len;
         h.offset = f.offset;
         h.data.clear();
-        h.data.extend_from_slice(f.data);
+        if !other_shard {
+            h.data.extend_from_slice(f.data);
+        }
         self.len += 1;
     }
 
@@ -514,6 +516,8 @@ impl Lookahead {
 #[derive(Default)]
 struct Held {
     slot: Option<u32>,
+    /// An IP packet another shard tracks: no bytes copied, a sweep only.
+    other_shard: bool,
     number: u64,
     ts: Timestamp,
     link: LinkType,
@@ -558,20 +562,65 @@ fn track_one(
                     }
                 }
             }
-            if let Some(emit) = emit.as_mut() {
-                if tracker.has_finished() {
-                    let ts = frame.ts;
-                    for (tag, c) in tracker.drain_finished_tagged() {
-                        emit(tag, ts, *c);
-                    }
-                }
-            }
+            emit_finished(frame, tracker, emit);
         }
         Decoded::NotIp => summary.not_ip += 1,
         Decoded::Malformed(why) => {
             summary.malformed += 1;
             if first_malformed.is_none() {
                 *first_malformed = Some((frame.number, frame.offset, why));
+            }
+        }
+    }
+}
+
+/// A frame the reader held back (`Lookahead`): decoded again from its copy, or, for another
+/// shard's packet, only swept at.
+fn track_held(
+    h: &Held,
+    tracker: &mut Tracker,
+    shard: Option<(usize, usize)>,
+    emit: &mut Option<&mut (dyn FnMut(StreamTag, Timestamp, Connection) + '_)>,
+    summary: &mut CaptureSummary,
+    first_malformed: &mut Option<(u64, u64, &'static str)>,
+) {
+    let frame = h.frame();
+    if h.other_shard {
+        sweep_only(&frame, tracker, emit);
+    } else {
+        track_one(
+            &frame,
+            decode(&frame),
+            tracker,
+            shard,
+            emit,
+            summary,
+            first_malformed,
+        );
+    }
+}
+
+/// An IP packet another shard tracks: this one only sweeps at it (`track_one`).
+fn sweep_only(
+    frame: &Frame<'_>,
+    tracker: &mut Tracker,
+    emit: &mut Option<&mut (dyn FnMut(StreamTag, Timestamp, Connection) + '_)>,
+) {
+    tracker.sweep(frame);
+    emit_finished(frame, tracker, emit);
+}
+
+/// Streaming: the connections the packet (or its sweep) finished, handed over.
+fn emit_finished(
+    frame: &Frame<'_>,
+    tracker: &mut Tracker,
+    emit: &mut Option<&mut (dyn FnMut(StreamTag, Timestamp, Connection) + '_)>,
+) {
+    if let Some(emit) = emit.as_mut() {
+        if tracker.has_finished() {
+            let ts = frame.ts;
+            for (tag, c) in tracker.drain_finished_tagged() {
+                emit(tag, ts, *c);
             }
         }
     }
