@@ -406,4 +406,54 @@ mod tests {
         assert!(store.written > 0);
         assert_eq!(sorted(store.into_vec()), want);
     }
+
+    /// A disk that fills up: the first write fails, and every digest stays in memory.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_keeps_the_digests_in_memory() {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+        let mut store = DigestStore {
+            file: Some(full.expect("/dev/full")),
+            ..DigestStore::default()
+        };
+        let want: Vec<Digest> = (0..3_000).map(digest).collect();
+        for d in &want {
+            store.push(d.clone());
+        }
+        assert!(store.file.is_none(), "given up after the failed write");
+        assert_eq!(store.written, 0);
+        assert_eq!(sorted(store.all().clone()), want);
+        assert!(store.take_error().is_none());
+    }
+
+    /// A file that cannot be read back: what it held is lost and said so (`take_error`); the
+    /// digests still in memory come back.
+    #[test]
+    fn an_unreadable_file_loses_what_it_held_and_says_so() {
+        let dir = std::env::temp_dir().join(format!("vantage-digests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("write-only");
+        let write_only = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let mut store = DigestStore {
+            file: Some(write_only),
+            ..DigestStore::default()
+        };
+        let want: Vec<Digest> = (0..3_000).map(digest).collect();
+        for d in &want {
+            store.push(d.clone());
+        }
+        assert!(store.written > 0);
+        let total = store.len();
+        let back = store.all().clone();
+        assert!(back.len() < total, "{} of {total}", back.len());
+        // What was still in the block being filled.
+        assert!(!back.is_empty() && back.iter().all(|d| want.contains(d)));
+        assert!(store.take_error().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
