@@ -14,8 +14,11 @@ use assert_cmd::Command;
 use vantage::capture::CaptureReader;
 use vantage::pipeline::{track_capture, CaptureFlows};
 
+mod common;
 #[path = "../fuzz/harness.rs"]
 mod harness;
+
+use common::pcap_records;
 
 const FAST009: &str = "fixtures/corpus/zeek/testing/btest/Traces/tcp/retransmit-fast009.pcap";
 const AGENT_NG: &str = "fixtures/conntrack-reject/agent.pcapng";
@@ -80,18 +83,6 @@ fn flows_json(path: &Path) -> (i32, Vec<serde_json::Value>, String) {
 
 fn read(path: &Path) -> CaptureFlows {
     track_capture(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
-}
-
-/// (offset, length including the 16-byte header) of every record of a little-endian pcap.
-fn pcap_records(b: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= b.len() {
-        let incl = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
-        out.push((at, 16 + incl));
-        at += 16 + incl;
-    }
-    out
 }
 
 /// (offset, type, length) of every block of a little-endian pcapng.

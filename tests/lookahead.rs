@@ -77,17 +77,11 @@ fn frames_held_back_when_reading_stops_are_tracked() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/corpus/zeek/testing/btest/Traces/http/docker-http-upgrade.pcap");
     let bytes = std::fs::read(&src).unwrap();
-    // Past the 24-byte file header, a record's 16-byte header holds its captured length at 8.
-    let mut at = 24;
-    let mut starts = Vec::new();
-    while at + 16 <= bytes.len() {
-        starts.push(at);
-        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-        at += 16 + len;
-    }
-    assert!(starts.len() > 20, "{}", starts.len());
+    let records = common::pcap_records(&bytes);
+    assert!(records.len() > 20, "{}", records.len());
+    // A record's 16-byte header holds its captured length at 8.
     let mut lying = bytes.clone();
-    let mid = starts[starts.len() / 2];
+    let mid = records[records.len() / 2].0;
     lying[mid + 8..mid + 12].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
     for (name, b) in [
         ("cut.pcap", bytes[..bytes.len() - 7].to_vec()),

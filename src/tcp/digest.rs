@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use crate::boxed_list::BoxedList;
 use crate::capture::Timestamp;
 
+use super::zeek::CONN_STATES;
 use super::{Proto, Side, Uid, TOP_GAPS};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -52,11 +53,6 @@ impl Digest {
         &self.survived[..usize::from(self.survived_n)]
     }
 }
-
-/// Zeek's `conn_state` values (`ZeekTcp::conn_state`), by the index a stored digest keeps.
-const CONN_STATES: [&str; 13] = [
-    "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",
-];
 
 /// The tracker's digests while it tracks: each written as it comes, in ~100 bytes instead of
 /// a `Digest`'s 200, to an unnamed temporary file in blocks of `BLOCK` bytes, and read back
@@ -172,14 +168,25 @@ impl DigestStore {
         std::mem::take(&mut self.other)
     }
 
-    /// Why digests were lost, if the temporary file could not be read back.
+    /// Why digests were lost, if the temporary file could not be read back (`all`).
+    pub fn error(&self) -> Option<&std::io::Error> {
+        self.error.as_ref()
+    }
+
+    /// That error, taken (shards' stores, merged into one: `lost`).
     pub fn take_error(&mut self) -> Option<std::io::Error> {
         self.error.take()
     }
+
+    /// Digests were lost elsewhere (another shard's store): said as this store's error, if it
+    /// has none of its own.
+    pub fn lost(&mut self, e: std::io::Error) {
+        self.error.get_or_insert(e);
+    }
 }
 
-/// Appends `d`'s record to `out`; false (nothing written) if its `conn_state` is not one of
-/// `CONN_STATES`. Little-endian, fixed widths: what is written here is read back by this
+/// Appends `d`'s record to `out` (its `conn_state` as its index in `CONN_STATES`); false
+/// (nothing written) if its `conn_state` is not one of them. Little-endian, fixed widths: what is written here is read back by this
 /// program only.
 fn encode(d: &Digest, out: &mut Vec<u8>) -> bool {
     let state = match d.conn_state {

@@ -83,6 +83,15 @@ impl FlowKey {
         Self::of((p.src, sport), (p.dst, dport), p.vlan, proto)
     }
 
+    /// The key of a TCP or UDP packet's connection; none for other IP packets.
+    fn of_packet(p: &Packet<'_>) -> Option<Self> {
+        match &p.transport {
+            Transport::Tcp(t) => Some(FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp)),
+            Transport::Udp(u) => Some(FlowKey::new(p, u.src_port, u.dst_port, Proto::Udp)),
+            Transport::Other { .. } => None,
+        }
+    }
+
     fn of(a: (IpAddr, u16), b: (IpAddr, u16), vlan: [u16; 2], proto: Proto) -> Self {
         let (lo, hi) = conversation(a, b);
         FlowKey {
@@ -1005,8 +1014,6 @@ pub struct Tracker {
     /// With `TrackerOptions::digest`: the finished connections kept as digests, beside `done`.
     /// `max_summaries` counts both.
     digests: digest::DigestStore,
-    /// Why digests were lost: the temporary file could not be read back (a warning says so).
-    digests_lost: Option<std::io::Error>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
     pub fragments: u64,
@@ -1132,10 +1139,8 @@ impl StreamTag {
 /// every later connection on its 5-tuple, land on the same one. Packets that are neither TCP
 /// nor UDP (counted only) go to the first.
 pub fn shard_of(p: &Packet<'_>, n: usize) -> usize {
-    let key = match &p.transport {
-        Transport::Tcp(t) => FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp),
-        Transport::Udp(u) => FlowKey::new(p, u.src_port, u.dst_port, Proto::Udp),
-        Transport::Other { .. } => return 0,
+    let Some(key) = FlowKey::of_packet(p) else {
+        return 0;
     };
     // A fixed seed: every shard must reach the same answer.
     (key.hash_with(0) % n as u64) as usize
@@ -1171,7 +1176,6 @@ impl Tracker {
             peak_live: 0,
             evicted: 0,
             dropped: 0,
-            digests_lost: None,
             histories: Histories::default(),
             tags: None,
             tag: StreamTag::START,
@@ -1282,7 +1286,7 @@ impl Tracker {
         if self.dropped > 0 {
             w.push(summaries_dropped(self.dropped, self.opts.max_summaries));
         }
-        if let Some(e) = &self.digests_lost {
+        if let Some(e) = self.digests.error() {
             w.push(Warning::new(
                 format!(
                     "the summaries of connections that ended normally could not be read back from the temporary file ({e}): the diagnosis is missing some of them"
@@ -1348,12 +1352,7 @@ impl Tracker {
     /// Fetches the packet's connection into the cache, for a packet tracked soon after; its
     /// slot is for `prefetch_deeper`.
     pub fn prefetch(&self, p: &Packet<'_>) -> Option<u32> {
-        let key = match &p.transport {
-            Transport::Tcp(t) => FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp),
-            Transport::Udp(u) => FlowKey::new(p, u.src_port, u.dst_port, Proto::Udp),
-            Transport::Other { .. } => return None,
-        };
-        self.live.prefetch(&key)
+        self.live.prefetch(&FlowKey::of_packet(p)?)
     }
 
     /// What the connection in `slot` points to, a level at a time: 1 its application state,
@@ -1426,7 +1425,9 @@ impl Tracker {
         };
         all.done = done;
         *all.digests.all() = digests;
-        all.digests_lost = all.digests_lost.take().or(lost);
+        if let Some(e) = lost {
+            all.digests.lost(e);
+        }
         for s in shards {
             all.other_ip += s.other_ip;
             all.fragments += s.fragments;
@@ -1488,7 +1489,6 @@ impl Tracker {
         self.digests
             .all()
             .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
-        self.digests_lost = self.digests_lost.take().or(self.digests.take_error());
     }
 
     /// Ends tracking: every connection, and the warnings about what the caps cost. Without

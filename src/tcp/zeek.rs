@@ -175,6 +175,13 @@ pub struct Seg {
     pub window: u16,
 }
 
+/// Every `conn_state` Zeek gives a TCP connection (scripts/base/protocols/conn/main.zeek), and
+/// so every one `ZeekTcp::conn_state` returns: what a stored digest keeps the index of
+/// (`digest::DigestStore`).
+pub const CONN_STATES: [&str; 13] = [
+    "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",
+];
+
 /// Zeek's per-connection TCP state.
 #[derive(Clone, Debug)]
 pub struct ZeekTcp {
@@ -624,7 +631,7 @@ impl ZeekTcp {
         self.orig.missed + self.resp.missed
     }
 
-    /// Zeek's `conn_state` (scripts/base/protocols/conn/main.zeek).
+    /// Zeek's `conn_state` (scripts/base/protocols/conn/main.zeek): one of `CONN_STATES`.
     pub fn conn_state(&self) -> &'static str {
         use EndpointState::*;
         let os = self.orig.state;

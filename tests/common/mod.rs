@@ -290,3 +290,15 @@ pub fn tshark_here(test: &str) -> bool {
 // Not every test file uses it (`dead_code` does not cover a re-export).
 #[allow(unused_imports)]
 pub use vantage::testing::fixture_captures;
+
+/// (offset, length including the 16-byte header) of every record of a little-endian pcap.
+pub fn pcap_records(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= b.len() {
+        let incl = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+        out.push((at, 16 + incl));
+        at += 16 + incl;
+    }
+    out
+}
