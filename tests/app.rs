@@ -327,8 +327,8 @@ fn websocket_log_agrees_with_zeek() {
         assert_eq!(z["id.resp_p"], c.resp_p.to_string(), "{trace}");
         assert_eq!(z["id.orig_h"], c.orig_h.to_string(), "{trace}");
         assert_eq!(z["id.resp_h"], c.resp_h.to_string(), "{trace}");
-        let req = h.request.as_deref().expect("request head");
-        let resp = h.response.as_ref().expect("a 101");
+        let req = h.request().expect("request head");
+        let resp = h.response().expect("a 101");
         assert_eq!(resp.status, 101, "{trace}");
         assert!(h.upgraded, "{trace}");
         assert_eq!(zeek_opt(z, "host"), req.host, "{trace} host");
@@ -461,13 +461,13 @@ fn websocket_events_agree_with_zeek() {
         let (_, h, s) = one_ws(&flows, trace);
         if let Some(key) = &z.client_key {
             assert_eq!(
-                h.request.as_deref().unwrap().sec_websocket_key.as_ref(),
+                h.request().unwrap().sec_websocket_key.as_ref(),
                 Some(key),
                 "{trace}"
             );
         }
         if let Some(accept) = &z.server_accept {
-            let resp = h.response.as_ref().unwrap();
+            let resp = h.response().unwrap();
             assert_eq!(resp.sec_websocket_accept.as_ref(), Some(accept), "{trace}");
             assert_eq!(h.accept_ok, Some(true), "{trace}");
         }
@@ -602,17 +602,12 @@ fn wrong_accept_header_is_flagged() {
     let (_, h, _) = one_ws(&flows, "wrong-accept-header");
     assert_eq!(h.accept_ok, Some(false));
     assert_eq!(
-        h.response.as_ref().unwrap().sec_websocket_accept.as_deref(),
+        h.response().unwrap().sec_websocket_accept.as_deref(),
         Some("N8ntNYkX6Qerw4tK3s/CYzpSZNc=-wrong")
     );
     assert_eq!(
         vantage::app::http::expected_accept(
-            h.request
-                .as_deref()
-                .unwrap()
-                .sec_websocket_key
-                .as_deref()
-                .unwrap()
+            h.request().unwrap().sec_websocket_key.as_deref().unwrap()
         ),
         "N8ntNYkX6Qerw4tK3s/CYzpSZNc="
     );
@@ -672,7 +667,7 @@ fn unmasked_client_frames_of_wstunnel() {
     // sends, frame 9) on the outer request; for us the outer exchange is the upgrade and its 101.
     assert_eq!(h.requests, 1);
     assert_eq!(h.failed_status, None);
-    assert_eq!(h.response.as_ref().unwrap().status, 101);
+    assert_eq!(h.response().unwrap().status, 101);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -882,30 +877,20 @@ fn nginx_inside_leg_carries_x_forwarded_for() {
         let ah = app(ac).http.as_ref().unwrap();
         let sh = app(sc).http.as_ref().unwrap();
         assert_eq!(
-            ah.request.as_deref().unwrap().x_forwarded_for,
+            ah.request().unwrap().x_forwarded_for,
             None,
             "the agent sends none"
         );
-        let xff = sh
-            .request
-            .as_deref()
-            .unwrap()
-            .x_forwarded_for
-            .as_deref()
-            .unwrap_or("");
+        let xff = sh.request().unwrap().x_forwarded_for.unwrap_or_default();
         assert!(xff.split(',').any(|p| p.trim() == agent_ip), "{xff}");
         // nginx passes the key through: the two legs are one WebSocket (RFC 6455 §4.1).
-        assert!(ah.request.as_deref().unwrap().sec_websocket_key.is_some());
+        assert!(ah.request().unwrap().sec_websocket_key.is_some());
         assert_eq!(
-            ah.request.as_deref().unwrap().sec_websocket_key,
-            sh.request.as_deref().unwrap().sec_websocket_key
+            ah.request().unwrap().sec_websocket_key,
+            sh.request().unwrap().sec_websocket_key
         );
         assert_eq!(
-            sh.request
-                .as_deref()
-                .unwrap()
-                .sec_websocket_protocol
-                .as_deref(),
+            sh.request().unwrap().sec_websocket_protocol.as_deref(),
             Some("sip")
         );
         assert_eq!((ah.accept_ok, sh.accept_ok), (Some(true), Some(true)));
@@ -918,8 +903,7 @@ fn nginx_inside_leg_carries_x_forwarded_for() {
                 .http
                 .as_ref()
                 .unwrap()
-                .request
-                .as_deref()
+                .request()
                 .unwrap()
                 .x_forwarded_for,
             None
@@ -965,11 +949,8 @@ fn flows_json_carries_the_websocket() {
 fn fragmented_http_reply_inside_the_tunnel() {
     let flows = read(&zeek_trace("websocket/fragmented-http-reply.pcap"));
     let (_, h, s) = one_ws(&flows, "fragmented-http-reply");
-    assert_eq!(
-        h.request.as_deref().unwrap().host.as_deref(),
-        Some("localhost:8080")
-    );
-    let resp = h.response.as_ref().unwrap();
+    assert_eq!(h.request().unwrap().host.as_deref(), Some("localhost:8080"));
+    let resp = h.response().unwrap();
     assert_eq!((resp.status, resp.server.as_deref()), (101, None));
     assert_eq!(h.accept_ok, Some(true));
     assert_eq!((s.client.binary, s.client.continuation), (1, 0));

@@ -68,6 +68,233 @@ pub struct UpgradeResponse {
     pub chunked: bool,
 }
 
+/// A head kept for the report, in one allocation: a live connection keeps its upgrade's
+/// request and response heads (`vantage flows` prints them) for as long as it lives. As a dozen
+/// `String`s each, the 20 000 live connections of issue 8's synth held 17 MB of resident memory
+/// in them, most of it the allocator's rounding and the holes between small blocks; packed, a
+/// head is one block of about its text's length.
+///
+/// Numbers are LEB128; a string is its length plus one as LEB128 (0 for an absent header), then
+/// its bytes. A `ThinVec`: one pointer, as the `Box<UpgradeRequest>` it replaces, so that
+/// `AppSummary` (kept for every connection until the report) does not grow.
+#[derive(Clone, PartialEq, Eq)]
+struct Packed(thin_vec::ThinVec<u8>);
+
+#[derive(Default)]
+struct Packer(Vec<u8>);
+
+impl Packer {
+    fn uint(&mut self, mut n: u64) -> &mut Self {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                self.0.push(b);
+                return self;
+            }
+            self.0.push(b | 0x80);
+        }
+    }
+
+    fn str(&mut self, s: Option<&str>) -> &mut Self {
+        self.uint(s.map_or(0, |s| s.len() as u64 + 1));
+        self.0.extend_from_slice(s.unwrap_or("").as_bytes());
+        self
+    }
+
+    fn done(&mut self) -> Packed {
+        let mut v = thin_vec::ThinVec::with_capacity(self.0.len());
+        v.extend_from_slice(&self.0);
+        Packed(v)
+    }
+}
+
+/// Reads a `Packed` in the order it was written; past its end, zeros and `None`s.
+struct Unpacker<'a>(&'a [u8]);
+
+impl<'a> Unpacker<'a> {
+    fn uint(&mut self) -> u64 {
+        let mut n = 0u64;
+        let mut shift = 0u32;
+        while let Some((&b, rest)) = self.0.split_first() {
+            self.0 = rest;
+            if shift < 64 {
+                n |= u64::from(b & 0x7f) << shift;
+            }
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        n
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.uint();
+        let len = usize::try_from(n.checked_sub(1)?).unwrap_or(usize::MAX);
+        let (s, rest) = self.0.split_at(len.min(self.0.len()));
+        self.0 = rest;
+        // Written from a `&str`: valid.
+        Some(std::str::from_utf8(s).unwrap_or(""))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.str().map(str::to_string)
+    }
+
+    /// `Option<u64>` as a flag and the number.
+    fn opt(&mut self) -> Option<u64> {
+        let some = self.uint() != 0;
+        let n = self.uint();
+        some.then_some(n)
+    }
+}
+
+/// An [`UpgradeRequest`] as a connection keeps it ([`Packed`]); `get` gives it back whole, and
+/// it serialises as the request does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestHead(Packed);
+
+impl RequestHead {
+    pub fn new(r: &UpgradeRequest) -> Self {
+        // `Sec-WebSocket-Protocol` first, for `sec_websocket_protocol`.
+        RequestHead(
+            Packer::default()
+                .str(r.sec_websocket_protocol.as_deref())
+                .uint(r.version.into())
+                .uint(r.chunked.into())
+                .uint(r.content_length.is_some().into())
+                .uint(r.content_length.unwrap_or(0))
+                .str(Some(&r.method))
+                .str(Some(&r.path))
+                .str(r.host.as_deref())
+                .str(r.origin.as_deref())
+                .str(r.user_agent.as_deref())
+                .str(r.upgrade.as_deref())
+                .str(r.connection.as_deref())
+                .str(r.sec_websocket_key.as_deref())
+                .str(r.sec_websocket_extensions.as_deref())
+                .str(r.sec_websocket_version.as_deref())
+                .str(r.x_forwarded_for.as_deref())
+                .str(r.x_real_ip.as_deref())
+                .str(r.forwarded.as_deref())
+                .done(),
+        )
+    }
+
+    /// The request, unpacked.
+    pub fn get(&self) -> UpgradeRequest {
+        let mut u = Unpacker(&self.0 .0);
+        let sec_websocket_protocol = u.string();
+        let version = u.uint() as u8;
+        let chunked = u.uint() != 0;
+        let content_length = u.opt();
+        UpgradeRequest {
+            method: u.string().unwrap_or_default(),
+            path: u.string().unwrap_or_default(),
+            version,
+            host: u.string(),
+            origin: u.string(),
+            user_agent: u.string(),
+            upgrade: u.string(),
+            connection: u.string(),
+            sec_websocket_key: u.string(),
+            sec_websocket_protocol,
+            sec_websocket_extensions: u.string(),
+            sec_websocket_version: u.string(),
+            x_forwarded_for: u.string(),
+            x_real_ip: u.string(),
+            forwarded: u.string(),
+            content_length,
+            chunked,
+        }
+    }
+
+    /// `Sec-WebSocket-Protocol`, without unpacking the rest.
+    pub fn sec_websocket_protocol(&self) -> Option<&str> {
+        Unpacker(&self.0 .0).str()
+    }
+}
+
+impl std::fmt::Debug for RequestHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl Serialize for RequestHead {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+/// An [`UpgradeResponse`] as a connection keeps it, as [`RequestHead`] keeps a request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResponseHead(Packed);
+
+impl ResponseHead {
+    pub fn new(r: &UpgradeResponse) -> Self {
+        ResponseHead(
+            Packer::default()
+                .str(r.sec_websocket_protocol.as_deref())
+                .uint(r.status.into())
+                .uint(r.version.into())
+                .uint(r.chunked.into())
+                .uint(r.content_length.is_some().into())
+                .uint(r.content_length.unwrap_or(0))
+                .str(Some(&r.reason))
+                .str(r.upgrade.as_deref())
+                .str(r.connection.as_deref())
+                .str(r.sec_websocket_accept.as_deref())
+                .str(r.sec_websocket_extensions.as_deref())
+                .str(r.server.as_deref())
+                .str(r.location.as_deref())
+                .done(),
+        )
+    }
+
+    /// The response, unpacked.
+    pub fn get(&self) -> UpgradeResponse {
+        let mut u = Unpacker(&self.0 .0);
+        let sec_websocket_protocol = u.string();
+        let status = u.uint() as u16;
+        let version = u.uint() as u8;
+        let chunked = u.uint() != 0;
+        let content_length = u.opt();
+        UpgradeResponse {
+            status,
+            reason: u.string().unwrap_or_default(),
+            version,
+            upgrade: u.string(),
+            connection: u.string(),
+            sec_websocket_accept: u.string(),
+            sec_websocket_protocol,
+            sec_websocket_extensions: u.string(),
+            server: u.string(),
+            location: u.string(),
+            content_length,
+            chunked,
+        }
+    }
+
+    /// `Sec-WebSocket-Protocol`, without unpacking the rest.
+    pub fn sec_websocket_protocol(&self) -> Option<&str> {
+        Unpacker(&self.0 .0).str()
+    }
+}
+
+impl std::fmt::Debug for ResponseHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl Serialize for ResponseHead {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
 /// What a response did to the connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
@@ -331,6 +558,70 @@ fn is_chunked(v: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every field of a packed head comes back, present or absent, short or long (a length
+    /// past 127 takes two LEB128 bytes, past 16 383 three), and serialises as the head did.
+    #[test]
+    fn packed_heads_round_trip() {
+        let long = "x".repeat(20_000);
+        let full = UpgradeRequest {
+            method: "GET".into(),
+            path: "/ws?a=é".into(),
+            version: 1,
+            host: Some("pbx.example".into()),
+            origin: Some("".into()),
+            user_agent: Some("a".repeat(200)),
+            upgrade: Some("websocket".into()),
+            connection: Some("Upgrade".into()),
+            sec_websocket_key: Some("dGhlIHNhbXBsZSBub25jZQ==".into()),
+            sec_websocket_protocol: Some("sip".into()),
+            sec_websocket_extensions: Some(long.clone()),
+            sec_websocket_version: Some("13".into()),
+            x_forwarded_for: Some("10.0.0.1, 10.0.0.2".into()),
+            x_real_ip: Some("10.0.0.1".into()),
+            forwarded: Some("for=10.0.0.1".into()),
+            content_length: Some(u64::MAX),
+            chunked: true,
+        };
+        for r in [full, UpgradeRequest::default()] {
+            let p = RequestHead::new(&r);
+            assert_eq!(p.get(), r);
+            assert_eq!(
+                p.sec_websocket_protocol(),
+                r.sec_websocket_protocol.as_deref()
+            );
+            assert_eq!(
+                serde_json::to_value(&p).unwrap(),
+                serde_json::to_value(&r).unwrap()
+            );
+        }
+        let full = UpgradeResponse {
+            status: 101,
+            reason: "Switching Protocols".into(),
+            version: 1,
+            upgrade: Some("websocket".into()),
+            connection: None,
+            sec_websocket_accept: Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()),
+            sec_websocket_protocol: Some("sip".into()),
+            sec_websocket_extensions: Some("permessage-deflate".into()),
+            server: Some(long),
+            location: None,
+            content_length: Some(0),
+            chunked: false,
+        };
+        for r in [full, UpgradeResponse::default()] {
+            let p = ResponseHead::new(&r);
+            assert_eq!(p.get(), r);
+            assert_eq!(
+                p.sec_websocket_protocol(),
+                r.sec_websocket_protocol.as_deref()
+            );
+            assert_eq!(
+                serde_json::to_value(&p).unwrap(),
+                serde_json::to_value(&r).unwrap()
+            );
+        }
+    }
 
     /// A Chrome upgrade as a web-phone sends it through a load balancer.
     const CHROME_REQ: &[u8] = b"GET /ws HTTP/1.1\r\n\

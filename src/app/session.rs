@@ -10,7 +10,9 @@
 use serde::Serialize;
 
 use super::heartbeat::{self, HbKind, HbLog, Heartbeat};
-use super::http::{self, UpgradeOutcome, UpgradeRequest, UpgradeResponse};
+use super::http::{
+    self, RequestHead, ResponseHead, UpgradeOutcome, UpgradeRequest, UpgradeResponse,
+};
 use super::sip::{self, KeepAlive, SipDialogs};
 use super::tls::{self, ClientHello, TlsRecord, TlsRecordScanner};
 use super::websocket::{AnomalyKind, Opcode, WsEvent, WsFrame, WsParser, WsSink, WsStats};
@@ -33,11 +35,12 @@ pub enum Service {
 #[derive(Clone, Debug, Serialize)]
 pub struct HttpSummary {
     /// The request head; `None` when the session was told not to keep heads
-    /// ([`Session::keep_heads`]). Boxed: a dozen strings that the diagnosis never reads.
+    /// ([`Session::keep_heads`]). Packed: a dozen strings that the diagnosis never reads,
+    /// kept as long as the connection lives.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request: Option<Box<UpgradeRequest>>,
+    pub request: Option<RequestHead>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response: Option<Box<UpgradeResponse>>,
+    pub response: Option<ResponseHead>,
     /// Sec-WebSocket-Accept checked against the key (RFC 6455 §4.2.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_ok: Option<bool>,
@@ -50,6 +53,18 @@ pub struct HttpSummary {
     pub upgrade_frame: Option<u64>,
     /// Requests seen on the connection.
     pub requests: u32,
+}
+
+impl HttpSummary {
+    /// The request head, unpacked (`None` without heads, [`Session::keep_heads`]).
+    pub fn request(&self) -> Option<UpgradeRequest> {
+        self.request.as_ref().map(RequestHead::get)
+    }
+
+    /// The final response's head, unpacked.
+    pub fn response(&self) -> Option<UpgradeResponse> {
+        self.response.as_ref().map(ResponseHead::get)
+    }
 }
 
 /// One application event, for `vantage flows --detail`.
@@ -467,7 +482,7 @@ impl Session {
                         self.held.get_mut(true).drain(..take);
                         let line = format!("{} {}", value.method, value.path);
                         self.event(ts, frame, true, || format!("HTTP {line}"));
-                        let head = self.heads.then(|| Box::new(value.clone()));
+                        let head = self.heads.then(|| RequestHead::new(&value));
                         match self.found.http.as_mut() {
                             Some(h) => h.request = head,
                             None => {
@@ -526,7 +541,7 @@ impl Session {
                                 h.failed_status = None;
                                 h.upgrade_ts = Some(ts);
                                 h.upgrade_frame = Some(frame);
-                                h.response = self.heads.then(|| Box::new(value.clone()));
+                                h.response = self.heads.then(|| ResponseHead::new(&value));
                                 self.held.get_mut(false).drain(..consumed);
                                 if outcome == UpgradeOutcome::WebSocket {
                                     self.start_websocket(&req, &value, ts, frame);
@@ -540,7 +555,7 @@ impl Session {
                                 if http::is_upgrade_request(&req) {
                                     h.failed_status = Some(status);
                                 }
-                                h.response = self.heads.then(|| Box::new(value.clone()));
+                                h.response = self.heads.then(|| ResponseHead::new(&value));
                                 let body = http::response_body_len(&value, Some(&req.method))
                                     .unwrap_or(u64::MAX);
                                 if body == u64::MAX {

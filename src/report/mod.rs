@@ -237,8 +237,8 @@ impl<'a> FlowRecord<'a> {
             subprotocol: c.app.as_ref().and_then(|a| a.http.as_ref()).and_then(|h| {
                 h.response
                     .as_ref()
-                    .and_then(|r| r.sec_websocket_protocol.as_deref())
-                    .or_else(|| h.request.as_ref()?.sec_websocket_protocol.as_deref())
+                    .and_then(|r| r.sec_websocket_protocol())
+                    .or_else(|| h.request.as_ref()?.sec_websocket_protocol())
             }),
             ws_frames: c
                 .app
