@@ -1181,13 +1181,11 @@ fn unanswered_after_silence(c: &Connection, sender: Side) -> Option<(Gap, Vec<&S
         .collect();
     silences.sort_by_key(|g| g.to_frame);
     silences.iter().find_map(|g| {
-        let after: Vec<_> = mine
-            .retransmitted
-            .iter()
-            .filter(|s| s.frame >= g.to_frame)
-            .collect();
         let unanswered = theirs.last_ts.is_none_or(|t| t <= g.from_ts);
-        (after.len() >= 2 && unanswered).then_some((*g, after))
+        let after = || mine.retransmitted.iter().filter(|s| s.frame >= g.to_frame);
+        // Counted before collected: the tracker asks this of every connection it summarises
+        // (`survivor_digest`), and a list built to be thrown away was 0.7 % of a diagnosis.
+        (unanswered && after().nth(1).is_some()).then(|| (*g, after().collect()))
     })
 }
 
