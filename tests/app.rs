@@ -39,6 +39,28 @@ fn read(rel: &str) -> CaptureFlows {
     read_path(&corpus(rel))
 }
 
+/// `read` with the application events kept (`flows --detail`), and the WebSocket control frame
+/// times with them.
+fn read_detail(rel: &str) -> CaptureFlows {
+    let opts = vantage::tcp::TrackerOptions {
+        detail: true,
+        ..Default::default()
+    };
+    let flows = vantage::pipeline::track_capture_with(&corpus(rel), opts)
+        .unwrap_or_else(|e| panic!("{rel}: {e:#}"));
+    assert!(flows.error.is_none(), "{rel}: {:?}", flows.error);
+    // Without events, the same frames are counted but their times are not kept.
+    let plain = read(rel);
+    for (a, b) in ws_conns(&flows).iter().zip(ws_conns(&plain)) {
+        let (a, b) = (app(a).websocket.as_ref(), app(b).websocket.as_ref());
+        let (a, b) = (a.expect("stats"), b.expect("stats"));
+        assert_eq!((&a.client, &a.server), (&b.client, &b.server), "{rel}");
+        assert!(b.control_times.is_empty(), "{rel}");
+    }
+    assert_eq!(ws_conns(&flows).len(), ws_conns(&plain).len(), "{rel}");
+    flows
+}
+
 const ZEEK_TRACES: &str = "zeek/testing/btest/Traces";
 const ZEEK_BASELINE: &str = "zeek/testing/btest/Baseline";
 
@@ -192,7 +214,7 @@ fn control_frames_are_where_tshark_puts_them() {
         ),
     ];
     for (file, tshark) in cases {
-        let flows = read(file);
+        let flows = read_detail(file);
         let mut ours: Vec<(u64, u8)> = ws_conns(&flows)
             .iter()
             .flat_map(|c| app(c).websocket.as_ref().unwrap().control_times.iter())
@@ -511,7 +533,7 @@ fn websocket_events_agree_with_zeek() {
 /// same segment as the 101. We parse it as the first server frame, from the 101's packet.
 #[test]
 fn ping_coalesced_with_the_101_is_parsed() {
-    let flows = read(&zeek_trace("websocket/reply-ping-coalesced.pcap"));
+    let flows = read_detail(&zeek_trace("websocket/reply-ping-coalesced.pcap"));
     let (_, h, s) = one_ws(&flows, "reply-ping-coalesced");
     let ping = s
         .control_times
@@ -534,7 +556,7 @@ fn ping_coalesced_with_the_101_is_parsed() {
 #[test]
 fn suricata_websocket_ping() {
     // test.yaml: one websocket event with opcode ping (pcap_cnt 8), one with pong (pcap_cnt 11).
-    let flows = read("suricata-verify/tests/websocket-ping/input.pcap");
+    let flows = read_detail("suricata-verify/tests/websocket-ping/input.pcap");
     let (_, h, s) = one_ws(&flows, "websocket-ping");
     assert_eq!(h.accept_ok, Some(true));
     let ctl: Vec<(&str, Side, u64)> = s

@@ -768,7 +768,9 @@ pub struct WsStats {
     /// The other side's Close, if it answered (§5.5.1: the endpoint receiving a Close sends one
     /// back).
     pub close_reply: Option<CloseInfo>,
-    /// Control frame times, first [`MAX_CONTROL_TIMES`].
+    /// Control frame times, first [`MAX_CONTROL_TIMES`]. The tracker keeps them only with
+    /// `TrackerOptions::detail` (`flows --detail`), as the events: no report prints them, and
+    /// they would grow with a connection's age ([`WsStats::count_frame`]).
     pub control_times: Vec<ControlTime>,
     pub control_times_dropped: u64,
 }
@@ -805,8 +807,27 @@ impl WsStats {
         d.anomalies = d.anomalies.saturating_add(1);
     }
 
-    /// Adds one frame of the client's (`from_client`) or the server's parser.
+    /// Adds one frame of the client's (`from_client`) or the server's parser, and its time if
+    /// it is a control frame.
     pub fn add_frame(&mut self, from_client: bool, f: &WsFrame) {
+        self.count_frame(from_client, f);
+        if matches!(f.opcode, Opcode::Close | Opcode::Ping | Opcode::Pong) {
+            if self.control_times.len() < MAX_CONTROL_TIMES {
+                self.control_times.push(ControlTime {
+                    ts: f.ts,
+                    by: Side::from_client(from_client),
+                    opcode: f.opcode,
+                    frame_no: f.last_frame_no,
+                });
+            } else {
+                self.control_times_dropped = self.control_times_dropped.saturating_add(1);
+            }
+        }
+    }
+
+    /// Counts one frame, as `add_frame`, without keeping a control frame's time: a live
+    /// connection's stats then stay the same size however long it lives.
+    pub fn count_frame(&mut self, from_client: bool, f: &WsFrame) {
         let by = Side::from_client(from_client);
         let d = if from_client {
             &mut self.client
@@ -830,18 +851,6 @@ impl WsStats {
             Opcode::Reserved(_) => &mut d.reserved,
         };
         *counter = counter.saturating_add(1);
-        if matches!(f.opcode, Opcode::Close | Opcode::Ping | Opcode::Pong) {
-            if self.control_times.len() < MAX_CONTROL_TIMES {
-                self.control_times.push(ControlTime {
-                    ts: f.ts,
-                    by,
-                    opcode: f.opcode,
-                    frame_no: f.last_frame_no,
-                });
-            } else {
-                self.control_times_dropped = self.control_times_dropped.saturating_add(1);
-            }
-        }
         if let Some((code, reason)) = &f.close {
             let info = CloseInfo {
                 by,
