@@ -114,10 +114,10 @@ fn ws_counts(f: &CaptureFlows) -> WsCounts {
     for c in ws_conns(f) {
         let s = app(c).websocket.as_ref().unwrap();
         for d in [&s.client, &s.server] {
-            n.frames += d.frames;
-            n.ping += d.ping;
-            n.pong += d.pong;
-            n.close += d.close;
+            n.frames += u64::from(d.frames);
+            n.ping += u64::from(d.ping);
+            n.pong += u64::from(d.pong);
+            n.close += u64::from(d.close);
         }
     }
     n
@@ -456,7 +456,7 @@ fn dir_by_opcode(d: &DirStats) -> BTreeMap<String, u64> {
     ]
     .into_iter()
     .filter(|(_, n)| *n > 0)
-    .map(|(k, n)| (k.to_string(), n))
+    .map(|(k, n)| (k.to_string(), u64::from(n)))
     .collect()
 }
 

@@ -162,7 +162,7 @@ pub fn ws_frames(w: &WsStats) -> BTreeMap<&'static str, u64> {
             ("ping", d.ping),
             ("pong", d.pong),
         ] {
-            *m.entry(name).or_insert(0) += n;
+            *m.entry(name).or_insert(0) += u64::from(n);
         }
     }
     m
