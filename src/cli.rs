@@ -601,10 +601,15 @@ fn flows_stream(args: FlowsArgs) -> ExitCode {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     // One thread per capture, merged by the time each connection ended (a closed pipe, `| head`,
     // is not an error worth a message).
-    let runs =
-        crate::pipeline::merge_streams(&args.captures, opts, args.limits.filter(), |_, c| {
-            let _ = writeln!(out, "{}", report::flow_json_line(&c));
-        });
+    let runs = crate::pipeline::merge_streams_mapped(
+        &args.captures,
+        opts,
+        args.limits.filter(),
+        &|c| report::flow_json_line(&c),
+        |_, line| {
+            let _ = writeln!(out, "{line}");
+        },
+    );
     let failed = print_runs(&args.captures, runs);
     let _ = out.flush();
     exit(failed)
@@ -628,26 +633,32 @@ fn print_runs(paths: &[PathBuf], runs: Vec<anyhow::Result<crate::pipeline::Captu
 /// rest are counted and said in their capture's warnings, as the tracker did when it kept the
 /// summaries). Prints the captures' warnings and errors. Whether one could not be read, or
 /// the first error `keep` met.
-fn merge_capped(
+fn merge_capped<R: Send>(
     args: &FlowsArgs,
     opts: crate::tcp::TrackerOptions,
-    mut keep: impl FnMut(usize, &crate::tcp::Connection) -> std::io::Result<()>,
+    map: &(dyn Fn(crate::tcp::Connection) -> R + Sync),
+    mut keep: impl FnMut(usize, R) -> std::io::Result<()>,
 ) -> anyhow::Result<bool> {
     let max = opts.max_summaries;
     let mut kept = vec![0usize; args.captures.len()];
     let mut dropped = vec![0u64; args.captures.len()];
     let mut keep_error = None;
-    let mut runs =
-        crate::pipeline::merge_streams(&args.captures, opts, args.limits.filter(), |i, c| {
+    let mut runs = crate::pipeline::merge_streams_mapped(
+        &args.captures,
+        opts,
+        args.limits.filter(),
+        map,
+        |i, r| {
             if kept[i] < max {
                 kept[i] += 1;
-                if let Err(e) = keep(i, &c) {
+                if let Err(e) = keep(i, r) {
                     keep_error.get_or_insert(e);
                 }
             } else {
                 dropped[i] += 1;
             }
-        });
+        },
+    );
     for (run, &n) in runs.iter_mut().zip(&dropped) {
         if let (Ok(run), true) = (run, n > 0) {
             run.summary
@@ -681,7 +692,7 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
         ..args.limits.tracker()
     };
     let mut rows = report::FlowRows::new(args.captures.len() > 1);
-    let failed = match merge_capped(&args, opts, |i, c| rows.push(c, i)) {
+    let failed = match merge_capped(&args, opts, &|c| c, |i, c| rows.push(&c, i)) {
         Ok(failed) => failed,
         Err(e) => return error(e),
     };
@@ -704,10 +715,10 @@ fn flows_json(args: FlowsArgs) -> ExitCode {
         ..args.limits.tracker()
     };
     let mut lines = report::sorted_lines::SortedLines::new();
-    let keep = |i, c: &crate::tcp::Connection| {
-        lines.push(c.ts, c.first_frame, i, &report::flow_json_line(c))
-    };
-    let failed = match merge_capped(&args, opts, keep) {
+    // Each line is rendered on the thread that tracked its connection (`merge_streams_mapped`).
+    let line = |c: crate::tcp::Connection| (c.ts, c.first_frame, report::flow_json_line(&c));
+    let keep = |i, (ts, first_frame, line): (_, _, String)| lines.push(ts, first_frame, i, &line);
+    let failed = match merge_capped(&args, opts, &line, keep) {
         Ok(failed) => failed,
         Err(e) => return error(e),
     };
