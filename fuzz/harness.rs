@@ -128,6 +128,18 @@ pub fn check_connections(conns: &[Box<vantage::tcp::Connection>]) {
             );
         }
         let _ = c.duration_s();
+        // The kept HTTP heads unpack to what packs the same (`app::http::RequestHead`), and
+        // every connection renders as `flows --format json` prints it.
+        if let Some(h) = c.app.as_ref().and_then(|a| a.http.as_ref()) {
+            if let (Some(packed), Some(head)) = (h.request.as_ref(), h.request()) {
+                assert_eq!(*packed, vantage::app::http::RequestHead::new(&head));
+            }
+            if let (Some(packed), Some(head)) = (h.response.as_ref(), h.response()) {
+                assert_eq!(*packed, vantage::app::http::ResponseHead::new(&head));
+            }
+        }
+        let line = vantage::report::flow_json_line(c);
+        assert!(!line.contains('\n'), "one line");
     }
 }
 

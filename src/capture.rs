@@ -806,6 +806,9 @@ impl CaptureReader {
             } => {
                 let base = reader.data().as_ptr() as usize;
                 let be = *big_endian;
+                if let Some(e) = short_block(reader.data(), be) {
+                    return Next::Error(e);
+                }
                 match reader.next() {
                     Ok((len, PcapBlockOwned::NG(block))) => match block {
                         Block::SectionHeader(shb) => Next::Section {
@@ -921,6 +924,35 @@ fn classify(e: PcapError<&[u8]>) -> Next {
         PcapError::ReadError => Next::Error("read error".into()),
         other => Next::Error(format!("malformed record: {other}")),
     }
+}
+
+/// A pcapng block whose length is less than its fields need: every block has 12 bytes of type
+/// and lengths (pcapng §3.1), a Process Information Block 4 more for its process id. pcap-parser
+/// 0.17 takes a Process Information Block's length on trust and subtracts 12 from it: shorter,
+/// that panics with overflow checks (a debug build; found by the `capture` fuzz target) and
+/// wraps without, which read as a capture cut short. Checked here for every block but the
+/// section header, whose length is in the byte order it declares (`be` is the section's
+/// before it), and which pcap-parser checks (28 bytes at least).
+fn short_block(data: &[u8], be: bool) -> Option<String> {
+    const SHB: u32 = 0x0A0D_0D0A;
+    const PIB: u32 = 0x8000_0001;
+    let word = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        Some(if be {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let (kind, len) = (word(0)?, word(4)?);
+    let least = match kind {
+        SHB => return None,
+        PIB => 16,
+        _ => 12,
+    };
+    (len < least).then(|| {
+        format!("block of type {kind:#010x} says it is {len} bytes long, less than its {least}")
+    })
 }
 
 /// Hash of a frame's bytes, for spotting the same packet captured twice.

@@ -510,6 +510,56 @@ fn pcapng_block_with_a_bad_length_is_an_error_naming_its_offset() {
     );
 }
 
+/// A Process Information Block (type 0x80000001) shorter than the 12 bytes of type and lengths
+/// every block has: pcap-parser 0.17 subtracts 12 from its length unchecked, which panicked in
+/// a build with overflow checks (as `cargo test` builds this binary; the `capture` fuzz target
+/// found it) and read as a capture cut short without. It is an error naming its offset, after
+/// the frames before it; a well-formed one is skipped like any block we do not use.
+#[test]
+fn pcapng_process_information_block_shorter_than_its_header_is_an_error() {
+    let d = tmp("ng-pib");
+    let b = fixture(AGENT_NG);
+    let blocks = ng_blocks(&b);
+    let (at, _, _) = *blocks.iter().filter(|b| b.1 == 6).nth(2).unwrap();
+    let frames_before = blocks.iter().filter(|b| b.1 == 6 && b.0 < at).count();
+    let pib = |len: u32, body: &[u8]| {
+        let mut v = le32(0x8000_0001).to_vec();
+        v.extend_from_slice(&le32(len));
+        v.extend_from_slice(body);
+        v
+    };
+    for (len, body) in [(7, &b""[..]), (12, &le32(12)[..])] {
+        let mut bad = b[..at].to_vec();
+        bad.extend_from_slice(&pib(len, body));
+        bad.extend_from_slice(&b[at..]);
+        let p = write(&d, &format!("pib{len}.pcapng"), &bad);
+        let r = vantage(&["flows", p.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "{}: frame {} at byte {at}: block of type 0x80000001 says it is {len} bytes long",
+                p.display(),
+                frames_before + 1
+            )),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(read(&p).summary.packets, frames_before as u64);
+    }
+    // Type, length, process id 42, no options, length again: skipped.
+    let mut good = b[..at].to_vec();
+    good.extend_from_slice(&pib(16, &[&le32(42)[..], &le32(16)[..]].concat()));
+    good.extend_from_slice(&b[at..]);
+    let p = write(&d, "pib-ok.pcapng", &good);
+    let (code, conns, stderr) = flows_json(&p);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(conns.len(), flows_json(&root().join(AGENT_NG)).1.len());
+    assert_eq!(
+        read(&p).summary.packets,
+        read(&root().join(AGENT_NG)).summary.packets
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Compressed captures.
 
