@@ -596,6 +596,8 @@ fn flows_stream(args: FlowsArgs) -> ExitCode {
     }
     let opts = crate::tcp::TrackerOptions {
         keep_samples: false,
+        // The lines say how many registrations there were, not each.
+        sip_registrations: false,
         ..args.limits.tracker()
     };
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -712,6 +714,8 @@ fn flows_json(args: FlowsArgs) -> ExitCode {
     let opts = crate::tcp::TrackerOptions {
         keep_samples: false,
         timeline: false,
+        // The lines say how many registrations there were, not each.
+        sip_registrations: false,
         ..args.limits.tracker()
     };
     let mut lines = report::sorted_lines::SortedLines::new();

@@ -979,3 +979,43 @@ fn fragmented_http_reply_inside_the_tunnel() {
     assert_eq!((s.server.binary, s.server.continuation), (1, 4));
     assert!(app(ws_conns(&flows)[0]).ws_anomalies.is_empty());
 }
+
+/// `flows --format json` prints how many registrations a connection carried, not each, and
+/// counts them without keeping their records (`TrackerOptions::sip_registrations` off): on
+/// every capture of every lab scenario, each connection's count is the one with every record
+/// kept, and no record is kept.
+#[test]
+fn registrations_counted_without_records_match_the_records() {
+    let fixtures = root().join("fixtures");
+    let mut counted = 0;
+    for e in std::fs::read_dir(&fixtures).unwrap() {
+        let dir = e.unwrap().path();
+        if !dir.join("scenario.json").exists() {
+            continue;
+        }
+        for f in ["agent.pcapng", "gateway.pcap", "softswitch.pcap"] {
+            let path = dir.join(f);
+            let kept = read_path(&path);
+            let opts = vantage::tcp::TrackerOptions {
+                sip_registrations: false,
+                ..Default::default()
+            };
+            let bare = vantage::pipeline::track_capture_with(&path, opts).unwrap();
+            assert_eq!(kept.connections.len(), bare.connections.len());
+            for (k, b) in kept.connections.iter().zip(&bare.connections) {
+                let sip = |c: &Connection| c.app.as_ref().and_then(|a| a.sip.clone());
+                let (Some(k), Some(b)) = (sip(k), sip(b)) else {
+                    assert_eq!(sip(k).is_some(), sip(b).is_some());
+                    continue;
+                };
+                assert_eq!(k.registrations_seen() as usize, k.registrations.len());
+                assert_eq!(b.registrations_seen(), k.registrations_seen(), "{path:?}");
+                assert_eq!(b.registrations_overflow, k.registrations_overflow);
+                assert!(b.registrations.is_empty());
+                assert_eq!(b.dialogs.len(), k.dialogs.len());
+                counted += k.registrations.len();
+            }
+        }
+    }
+    assert!(counted > 20, "the lab's agents register: {counted}");
+}

@@ -202,6 +202,8 @@ pub struct Session {
     heads: bool,
     /// Keep what only `flows` and the HTML report print (see [`Session::keep_details`]).
     details: bool,
+    /// Keep a record of each SIP registration (see [`Session::keep_registrations`]).
+    registrations: bool,
     sip_over_ws: bool,
     ws_extensions: bool,
     found: Found,
@@ -325,6 +327,7 @@ impl Session {
             detail,
             heads: true,
             details: true,
+            registrations: true,
             sip_over_ws: false,
             ws_extensions: false,
             ws_resync: [false, false],
@@ -347,9 +350,16 @@ impl Session {
 
     /// Whether the summary keeps the WebSocket frame counts and anomalies, which only `flows`
     /// and the HTML report print (`TrackerOptions::app_details`). Without them a live
-    /// WebSocket connection holds 320 bytes less, and no frame is counted.
+    /// WebSocket connection holds 240 bytes less, and no frame is counted.
     pub fn keep_details(mut self, details: bool) -> Self {
         self.details = details;
+        self
+    }
+
+    /// Whether SIP keeps a record of each registration or only counts them
+    /// (`TrackerOptions::sip_registrations`, `SipDialogs::keep_registrations`).
+    pub fn keep_registrations(mut self, registrations: bool) -> Self {
+        self.registrations = registrations;
         self
     }
 
@@ -775,10 +785,16 @@ impl Session {
         if self.found.service.is_none() {
             self.found.service = Some(Service::Sip);
         }
-        let details = self.details;
+        let (details, registrations) = (self.details, self.registrations);
         self.found
             .sip
-            .get_or_insert_with(|| Box::new(SipDialogs::new().keep_details(details)))
+            .get_or_insert_with(|| {
+                Box::new(
+                    SipDialogs::new()
+                        .keep_details(details)
+                        .keep_registrations(registrations),
+                )
+            })
             .add(ts, frame, from_client, m);
     }
 

@@ -144,7 +144,7 @@ impl SipRecord {
         SipRecord {
             messages: d.messages,
             calls: d.dialogs.len(),
-            registrations: d.registrations.len(),
+            registrations: d.registrations_seen() as usize,
             call_ids: d.dialogs.iter().map(|x| x.call_id.clone()).collect(),
         }
     }

@@ -937,6 +937,11 @@ pub struct TrackerOptions {
     /// outcome, the first accepted registration (`recovery`), the answered calls
     /// (`call_cut`), the heartbeat.
     pub app_details: bool,
+    /// Keep a record of each SIP registration, which the HTML report draws and the
+    /// diagnosis reads (the first accepted one, `recovery`). `flows --format json` prints only
+    /// how many there were: without records they are counted
+    /// (`app::sip::SipDialogs::keep_registrations`).
+    pub sip_registrations: bool,
     /// Threads that track one capture between them (`pipeline::read_capture`), each the
     /// connections `shard_of` gives it; 1 tracks on one thread. The tracker itself does not
     /// read it.
@@ -973,6 +978,7 @@ impl Default for TrackerOptions {
             timeline: true,
             http_heads: true,
             app_details: true,
+            sip_registrations: true,
             shards: 1,
             digest: None,
             prefetch_from: PREFETCH_FROM,
@@ -1744,7 +1750,8 @@ fn new_live(
             server: Reassembler::new(opts.reassembly_cap),
             session: Session::new(detailed)
                 .keep_heads(opts.http_heads)
-                .keep_details(opts.app_details),
+                .keep_details(opts.app_details)
+                .keep_registrations(opts.sip_registrations),
         })
     });
     Live {
