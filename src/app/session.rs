@@ -493,8 +493,10 @@ impl Session {
                 }
                 match http::parse_request(self.held.get(true)) {
                     Parse::Complete { value, consumed } => {
+                        // Saturating: a Content-Length is whatever the peer wrote (a fuzz
+                        // input's near 2^64 overflowed here); the body is skipped as far as held.
                         let body = http::request_body_len(&value).unwrap_or(0) as usize;
-                        let take = (consumed + body).min(self.held.get(true).len());
+                        let take = consumed.saturating_add(body).min(self.held.get(true).len());
                         self.held.get_mut(true).drain(..take);
                         let line = format!("{} {}", value.method, value.path);
                         self.event(ts, frame, true, || format!("HTTP {line}"));
@@ -578,8 +580,9 @@ impl Session {
                                     self.mode = Mode::Opaque;
                                     return;
                                 }
-                                let take =
-                                    (consumed + body as usize).min(self.held.get(false).len());
+                                let take = consumed
+                                    .saturating_add(body as usize)
+                                    .min(self.held.get(false).len());
                                 self.held.get_mut(false).drain(..take);
                                 self.pending_request = None;
                                 // The next request may already be buffered.
