@@ -394,6 +394,13 @@ pub fn websocket_frames(data: &[u8]) {
 /// overflow paths run too).
 pub fn sip_messages(data: &[u8]) {
     let mut dialogs = sip::SipDialogs::with_caps(4, 4);
+    // The same messages counted without registration records (`flows --format json`): the
+    // same count, the same overflow, no record.
+    let mut counted = sip::SipDialogs::with_caps(4, 4).keep_registrations(false);
+    let add = |d: &mut sip::SipDialogs, c: &mut sip::SipDialogs, t, n, client, m: &_| {
+        d.add(Timestamp(t), n, client, m);
+        c.add(Timestamp(t), n, client, m);
+    };
     let mut rest = data;
     let mut t = 0i64;
     for i in 0..64u64 {
@@ -408,23 +415,32 @@ pub fn sip_messages(data: &[u8]) {
                 assert!(skip <= consumed);
                 let _ = value.label();
                 t += 1_000_000_000;
-                dialogs.add(Timestamp(t), i, i % 2 == 0, &value);
+                add(&mut dialogs, &mut counted, t, i, i % 2 == 0, &value);
                 rest = &rest[consumed..];
             }
             _ => break,
         }
     }
     if let Parse::Complete { value, .. } = sip::parse_datagram(data) {
-        dialogs.add(Timestamp(t + 1), 100, false, &value);
+        add(&mut dialogs, &mut counted, t + 1, 100, false, &value);
     }
     if data.len() >= 2 {
         let total = data.len() as u64 + u16::from_be_bytes([data[0], data[1]]) as u64;
         let cut = (data[0] as usize).min(data.len());
         if let Parse::Complete { value, .. } = sip::parse_ws_message(&data[..cut], total) {
-            dialogs.add(Timestamp(t + 2), 101, true, &value);
+            add(&mut dialogs, &mut counted, t + 2, 101, true, &value);
         }
         let _ = sip::parse_ws_message(data, data.len() as u64);
     }
+    assert_eq!(
+        counted.registrations_seen() as usize,
+        dialogs.registrations.len()
+    );
+    assert_eq!(
+        counted.registrations_overflow,
+        dialogs.registrations_overflow
+    );
+    assert!(counted.registrations.is_empty());
     dialogs.mark_connection_died(Timestamp(t + 3));
     let _ = dialogs.cut_calls().count();
     let _ = dialogs.register_refresh_intervals_s();
