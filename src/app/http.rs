@@ -96,6 +96,11 @@ impl Packer {
         }
     }
 
+    /// `Option<u64>` as a flag and the number (`Unpacker::opt`).
+    fn opt(&mut self, n: Option<u64>) -> &mut Self {
+        self.uint(n.is_some().into()).uint(n.unwrap_or(0))
+    }
+
     fn str(&mut self, s: Option<&str>) -> &mut Self {
         self.uint(s.map_or(0, |s| s.len() as u64 + 1));
         self.0.extend_from_slice(s.unwrap_or("").as_bytes());
@@ -150,6 +155,23 @@ impl<'a> Unpacker<'a> {
     }
 }
 
+/// A packed head shows and serialises as the head it unpacks to (`get`).
+macro_rules! unpacked_as_head {
+    ($t:ty) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.get().fmt(f)
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.get().serialize(s)
+            }
+        }
+    };
+}
+
 /// An [`UpgradeRequest`] as a connection keeps it ([`Packed`]); `get` gives it back whole, and
 /// it serialises as the request does.
 #[derive(Clone, PartialEq, Eq)]
@@ -163,8 +185,7 @@ impl RequestHead {
                 .str(r.sec_websocket_protocol.as_deref())
                 .uint(r.version.into())
                 .uint(r.chunked.into())
-                .uint(r.content_length.is_some().into())
-                .uint(r.content_length.unwrap_or(0))
+                .opt(r.content_length)
                 .str(Some(&r.method))
                 .str(Some(&r.path))
                 .str(r.host.as_deref())
@@ -216,17 +237,7 @@ impl RequestHead {
     }
 }
 
-impl std::fmt::Debug for RequestHead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.get().fmt(f)
-    }
-}
-
-impl Serialize for RequestHead {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.get().serialize(s)
-    }
-}
+unpacked_as_head!(RequestHead);
 
 /// An [`UpgradeResponse`] as a connection keeps it, as [`RequestHead`] keeps a request.
 #[derive(Clone, PartialEq, Eq)]
@@ -240,8 +251,7 @@ impl ResponseHead {
                 .uint(r.status.into())
                 .uint(r.version.into())
                 .uint(r.chunked.into())
-                .uint(r.content_length.is_some().into())
-                .uint(r.content_length.unwrap_or(0))
+                .opt(r.content_length)
                 .str(Some(&r.reason))
                 .str(r.upgrade.as_deref())
                 .str(r.connection.as_deref())
@@ -283,17 +293,7 @@ impl ResponseHead {
     }
 }
 
-impl std::fmt::Debug for ResponseHead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.get().fmt(f)
-    }
-}
-
-impl Serialize for ResponseHead {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.get().serialize(s)
-    }
-}
+unpacked_as_head!(ResponseHead);
 
 /// What a response did to the connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
