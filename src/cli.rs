@@ -594,12 +594,7 @@ fn flows_stream(args: FlowsArgs) -> ExitCode {
         eprintln!("vantage: error: --stream writes JSON lines: add --format json");
         return ExitCode::from(2);
     }
-    let opts = crate::tcp::TrackerOptions {
-        keep_samples: false,
-        // The lines say how many registrations there were, not each.
-        sip_registrations: false,
-        ..args.limits.tracker()
-    };
+    let opts = json_lines_options(&args);
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     // One thread per capture, merged by the time each connection ended (a closed pipe, `| head`,
     // is not an error worth a message).
@@ -615,6 +610,18 @@ fn flows_stream(args: FlowsArgs) -> ExitCode {
     let failed = print_runs(&args.captures, runs);
     let _ = out.flush();
     exit(failed)
+}
+
+/// What `flows --format json` and `--stream` track: what a line prints (`report::FlowRecord`),
+/// without what only alignment (packet samples) and the HTML report (every heartbeat interval,
+/// every registration: a line says how many) read.
+fn json_lines_options(args: &FlowsArgs) -> crate::tcp::TrackerOptions {
+    crate::tcp::TrackerOptions {
+        keep_samples: false,
+        timeline: false,
+        sip_registrations: false,
+        ..args.limits.tracker()
+    }
 }
 
 /// Each streamed capture's warnings and error (`print_read`), in command-line order; true when
@@ -711,13 +718,7 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
 /// printed in start order, as the kept connections were. Peak RSS (KB/1000), two threads:
 /// 2 GB synth 361 -> 143, 200 MB 87 -> 77; what is left is the connections live at once.
 fn flows_json(args: FlowsArgs) -> ExitCode {
-    let opts = crate::tcp::TrackerOptions {
-        keep_samples: false,
-        timeline: false,
-        // The lines say how many registrations there were, not each.
-        sip_registrations: false,
-        ..args.limits.tracker()
-    };
+    let opts = json_lines_options(&args);
     let mut lines = report::sorted_lines::SortedLines::new();
     // Each line is rendered on the thread that tracked its connection (`merge_streams_mapped`).
     let line = |c: crate::tcp::Connection| (c.ts, c.first_frame, report::flow_json_line(&c));

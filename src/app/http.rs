@@ -107,6 +107,8 @@ impl Packer {
         self
     }
 
+    /// The head in a block of its exact length: it is kept as long as its connection lives,
+    /// so the `Vec`'s growth slack is not.
     fn done(&mut self) -> Packed {
         let mut v = thin_vec::ThinVec::with_capacity(self.0.len());
         v.extend_from_slice(&self.0);
