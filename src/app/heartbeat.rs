@@ -164,7 +164,7 @@ pub fn analyse_all(events: &[HbEvent], small: &[SmallMsg]) -> Vec<Heartbeat> {
 /// thread): an analysis made ~10 short-lived lists (the grouped records, each series' merged
 /// times, intervals and their sorted copies, the size counts), ~25 % of a diagnosis' allocations
 /// on the synth capture. Bounded by the log's caps ([`MAX_LOG_EVENTS`], [`MAX_LOG_SMALL`]):
-/// at most ~4 000 records of 16 bytes.
+/// at most ~400 records of 16 bytes.
 #[derive(Default)]
 struct Scratch {
     /// The records grouped by stream ([`Series::recs`]).
@@ -194,14 +194,21 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 }
 
 /// Heartbeat candidates kept per connection. When the log is full its older half goes, so the
-/// analysis reads the latest 1024 to 2048: at least 3.5 hours of a 25 s CRLF heartbeat (ping
-/// and pong) before the connection ended. A web-phone's connection lives all day, and what
-/// killed it is in its last hours: keeping the first events instead (as before) analysed the
-/// morning of a connection that died in the evening, and held 4096 of them (~18 KB) per agent.
-pub const MAX_LOG_EVENTS: usize = 2048;
+/// analysis reads the latest 128 to 256: 64 to 128 beats of a ping and its pong, 27 to 53
+/// minutes of a 25 s CRLF heartbeat before the connection ended. A web-phone's connection lives
+/// all day and what killed it is in its last minutes, so the window is the latest events (the
+/// first ones, as once, analysed the morning of a connection that died in the evening).
+///
+/// The cap is what a live connection's log costs at most, under 2 KB with the small messages':
+/// memory grows with live connections only if this does not grow with their age. At 2 048
+/// (before), 20 000 agents connected for two hours (the synth, `--lifetime 200000`, 2 GB) held
+/// 62 MB of logs in a 114 MB diagnosis heap, and a day would have held ~9 KB an agent. Enough
+/// remains for the analysis: a median and p95 of 64 or more intervals, and the rhythm before
+/// a stretch of up to ~50 beats (`find_stretch` takes its base from the window's first ten).
+pub const MAX_LOG_EVENTS: usize = 256;
 /// Small messages kept per connection, the same way (a separate budget: chatter must not crowd
-/// out beats).
-pub const MAX_LOG_SMALL: usize = 2048;
+/// out beats); an app heartbeat needs [`MIN_APP`] of one size among them.
+pub const MAX_LOG_SMALL: usize = 128;
 
 /// Streams of a log: `2 × kind + side` (side: client 0, server 1), kinds in [`kind_index`]
 /// order, then the small messages.
@@ -1450,10 +1457,14 @@ mod tests {
     #[test]
     fn log_keeps_the_latest_events_of_each_budget() {
         let mut log = HbLog::default();
-        let n = MAX_LOG_EVENTS as i64 + 10;
-        for i in 0..n {
-            log.event(Timestamp(i * 1_000), HbKind::CrlfPing, true, 4);
-            log.small(Timestamp(-i), false, 40);
+        let (ne, ns) = (MAX_LOG_EVENTS as i64 + 10, MAX_LOG_SMALL as i64 + 10);
+        for i in 0..ne.max(ns) {
+            if i < ne {
+                log.event(Timestamp(i * 1_000), HbKind::CrlfPing, true, 4);
+            }
+            if i < ns {
+                log.small(Timestamp(-i), false, 40);
+            }
         }
         // Past the cap of one budget, the other's records stay.
         log.small(Timestamp(7), true, 1);
@@ -1461,16 +1472,17 @@ mod tests {
         let recs: Vec<_> = log.records().collect();
         let events: Vec<_> = recs.iter().filter(|r| r.0 / 2 != SMALL).collect();
         let small: Vec<_> = recs.iter().filter(|r| r.0 / 2 == SMALL).collect();
-        // The cap was reached once: half of it went, the oldest first.
-        let kept = MAX_LOG_EVENTS - MAX_LOG_EVENTS / 2 + 11;
-        assert_eq!((events.len(), small.len()), (kept, kept));
+        // Each cap was reached once: half of it went, the oldest first.
+        let kept_e = MAX_LOG_EVENTS - MAX_LOG_EVENTS / 2 + 11;
+        let kept_s = MAX_LOG_SMALL - MAX_LOG_SMALL / 2 + 11;
+        assert_eq!((events.len(), small.len()), (kept_e, kept_s));
         assert_eq!(
             events.first().map(|r| r.1),
-            Some(Timestamp((n - 10 - (kept as i64 - 11)) * 1_000))
+            Some(Timestamp((ne - 10 - (kept_e as i64 - 11)) * 1_000))
         );
         assert_eq!(
-            events.get(kept - 2).map(|r| r.1),
-            Some(Timestamp((n - 1) * 1_000))
+            events.get(kept_e - 2).map(|r| r.1),
+            Some(Timestamp((ne - 1) * 1_000))
         );
         assert_eq!(
             events.last().map(|r| (r.0, r.1, r.2)),
@@ -1478,7 +1490,7 @@ mod tests {
         );
         assert_eq!(
             small.first().map(|r| (r.1, r.2)),
-            Some((Timestamp(-(n - kept as i64 + 1)), 40))
+            Some((Timestamp(-(ns - kept_s as i64 + 1)), 40))
         );
         assert_eq!(
             small.last().map(|r| (r.0, r.1, r.2)),
@@ -1486,14 +1498,17 @@ mod tests {
         );
         assert_eq!(
             (usize::from(log.events), usize::from(log.small)),
-            (kept, kept)
+            (kept_e, kept_s)
         );
     }
 
-    /// A connection up all day whose page was throttled in its last hour: the heartbeat
-    /// analysed is the one before the end, stretched to a minute.
+    /// A connection up all day whose page was throttled in its last 40 minutes: the heartbeat
+    /// analysed is the one before the end, stretched to a minute. (The window holds at least
+    /// 64 beats of ping and pong, so the rhythm before a stretch of up to ~50 beats is in it
+    /// whatever the residue of the halving: `find_stretch` takes its base from the window's
+    /// first intervals.)
     #[test]
-    fn a_day_long_connection_shows_the_stretch_of_its_last_hour() {
+    fn a_day_long_connection_shows_the_stretch_of_its_last_40_minutes() {
         let mut log = HbLog::default();
         let mut t = 0i64;
         let beat = |log: &mut HbLog, t: i64| {
@@ -1505,7 +1520,7 @@ mod tests {
             t += 25_000_000_000 + (jitter(i, 0.3) * 1e9) as i64;
             beat(&mut log, t);
         }
-        for _ in 0..60 {
+        for _ in 0..40 {
             t += 60_000_000_000;
             beat(&mut log, t);
         }
@@ -1522,31 +1537,31 @@ mod tests {
             hb.count
         );
         assert_eq!(hb.interval_max_s, 60.0);
-        let s = hb.stretched.expect("the last hour is stretched");
-        assert_eq!((s.count, s.interval_median_s), (60, 60.0));
+        let s = hb.stretched.expect("the last 40 minutes are stretched");
+        assert_eq!((s.count, s.interval_median_s), (40, 60.0));
     }
 
     #[test]
-    fn log_of_a_30_minute_crlf_heartbeat_is_small() {
+    fn log_of_a_50_minute_crlf_heartbeat_is_small() {
         // Client CRLF ping every 25 s with µs jitter, the server's pong ~50 ms later, pcap µs
-        // times: 144 of each.
+        // times: 120 of each, within the log's cap.
         let mut log = HbLog::default();
         let mut t = 1_700_000_000_000_000i64;
-        for i in 0..144 {
+        for i in 0..120 {
             t += 25_000_000_000 + (jitter(i, 0.3) * 1e6) as i64 * 1_000;
             log.event(Timestamp(t), HbKind::CrlfPing, true, 4);
             let rtt = 50_000_000 + (jitter(i + 7, 0.01) * 1e6) as i64 * 1_000;
             log.event(Timestamp(t + rtt), HbKind::CrlfPong, false, 2);
         }
         let (len, cap) = (log.bytes.len(), log.heap_bytes());
-        // Before: two Vec<HbEvent> of 144 → 2 × 256 × 16 = 8 KB of capacity.
-        assert!(len <= 288 * 5, "{len} bytes for 288 events");
+        // Before: two Vec<HbEvent> of 120 → 2 × 128 × 16 = 4 KB of capacity.
+        assert!(len <= 240 * 5, "{len} bytes for 240 events");
         assert!(
             cap <= len + len / 4 + GROW_MIN,
             "{cap} capacity for {len} bytes"
         );
         let hb = log.analyse().unwrap();
-        assert_eq!((hb.kind, hb.count), (HeartbeatKind::Crlf, 144));
+        assert_eq!((hb.kind, hb.count), (HeartbeatKind::Crlf, 120));
     }
 
     #[test]
@@ -1701,12 +1716,18 @@ mod tests {
         #[test]
         fn inferred_app_matches_the_reference(small in rhythm_strategy()) {
             let want = reference::analyse_all(&[], &small);
-            prop_assert_eq!(analyse_all(&[], &small), want.clone());
+            prop_assert_eq!(analyse_all(&[], &small), want);
+            // Through the log: the reference's over the window the log keeps (its cap).
             let mut log = HbLog::default();
+            let mut kept: Vec<SmallMsg> = Vec::new();
             for m in &small {
+                if kept.len() == MAX_LOG_SMALL {
+                    kept.drain(..MAX_LOG_SMALL / 2);
+                }
+                kept.push(*m);
                 log.small(m.ts, m.from_client, m.size);
             }
-            prop_assert_eq!(log.analyse(), want.into_iter().next());
+            prop_assert_eq!(log.analyse(), reference::analyse_all(&[], &kept).into_iter().next());
         }
 
         /// The rewritten analysis gives exactly what the reference gives, for every mechanism.
