@@ -12,7 +12,8 @@
 # Environment: SIZE (200MB), CONNECTIONS (20000), BIG (2GB; "0" skips the large run), SEED (1),
 # NAT (100MB: two captures of CONNECTIONS/2 agents' traffic, either side of a NAT; "0" skips),
 # LONG (60MB; "0" skips), LONG_BIG (600MB), LONG_AGENTS (500; their connections live ~55 hours
-# on average, so nearly all of them span the capture),
+# on average, so nearly all of them span the capture), BUSY (1: SIZE and BIG again with all
+# CONNECTIONS agents connected throughout; "0" skips),
 # REPEAT (3: the best wall time of REPEAT runs is reported, with the peak RSS of that run),
 # INSTALL (1: apt-get install tshark/tcptrace/tcpdump when missing; skipped when that fails),
 # TMPDIR (where the captures go; they are removed on exit).
@@ -207,11 +208,34 @@ if [ "$LONG" != 0 ]; then
     echo
 fi
 
+BUSY=${BUSY:-1}
+if [ "$BUSY" != 0 ] && [ "$BIG" != 0 ]; then
+    # The other 10x at full size: every agent of the main capture stays connected, so the 10x
+    # capture has the same live connections for ten times as long. Memory must not grow with
+    # their age (heartbeat logs, calls: `app::heartbeat::MAX_LOG_EVENTS`).
+    echo "## Memory at 10x the duration, busy: $CONNECTIONS agents connected throughout, one run each"
+    echo
+    echo "| tool | hours of traffic | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for size in "$SIZE" "$BIG"; do
+        f=$TMP/busy.pcap
+        gen "$size" "$f" "$CONNECTIONS" --lifetime 200000
+        h=$(hours)
+        for cmd in "diagnose --threads 1" "diagnose" "flows --format json --stream"; do
+            # shellcheck disable=SC2086 # cmd is words on purpose
+            REPEAT=1 measure "vantage $cmd | $h h" "$f" "$VANTAGE" $cmd "$f"
+        done
+        rm -f "$f"
+    done
+    echo
+fi
+
 echo "Commands (FILE is the synth capture):"
 echo
 echo '```'
 echo "$SYNTH --size SIZE --connections $CONNECTIONS --seed $SEED -o FILE"
 echo "$SYNTH --size LONG --connections $LONG_AGENTS --seed $SEED --lifetime 200000 -o FILE   # agents connected all day"
+echo "$SYNTH --size SIZE --connections $CONNECTIONS --seed $SEED --lifetime 200000 -o FILE   # busy: all connected throughout"
 echo "$VANTAGE flows FILE > /dev/null"
 echo "$VANTAGE flows --format json FILE > /dev/null"
 echo "$VANTAGE flows --format json --stream FILE > /dev/null"
