@@ -187,25 +187,36 @@ if [ "$NAT" != 0 ]; then
     echo
 fi
 
-LONG=${LONG:-60MB}
-LONG_BIG=${LONG_BIG:-600MB}
-LONG_AGENTS=${LONG_AGENTS:-500}
-if [ "$LONG" != 0 ]; then
-    echo "## Memory at 10x the duration: $LONG_AGENTS agents connected all day, one run each"
+# duration_pair TITLE AGENTS SMALL LARGE COMMAND...: one table of one run each, for a capture
+# of AGENTS connected throughout (--lifetime 200000) at SMALL and at LARGE, each COMMAND a
+# string of vantage's arguments.
+duration_pair() {
+    local title=$1 agents=$2 small=$3 large=$4 size f h cmd
+    shift 4
+    echo "## $title, one run each"
     echo
     echo "| tool | hours of traffic | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|"
-    for size in "$LONG" "$LONG_BIG"; do
-        f=$TMP/long.pcap
-        gen "$size" "$f" "$LONG_AGENTS" --lifetime 200000
+    for size in "$small" "$large"; do
+        f=$TMP/connected.pcap
+        gen "$size" "$f" "$agents" --lifetime 200000
         h=$(hours)
-        for cmd in "diagnose --threads 1" "flows --format json --stream --threads 1"; do
+        for cmd in "$@"; do
             # shellcheck disable=SC2086 # cmd is words on purpose
             REPEAT=1 measure "vantage $cmd | $h h" "$f" "$VANTAGE" $cmd "$f"
         done
         rm -f "$f"
     done
     echo
+}
+
+LONG=${LONG:-60MB}
+LONG_BIG=${LONG_BIG:-600MB}
+LONG_AGENTS=${LONG_AGENTS:-500}
+if [ "$LONG" != 0 ]; then
+    duration_pair "Memory at 10x the duration: $LONG_AGENTS agents connected all day" \
+        "$LONG_AGENTS" "$LONG" "$LONG_BIG" \
+        "diagnose --threads 1" "flows --format json --stream --threads 1"
 fi
 
 BUSY=${BUSY:-1}
@@ -213,21 +224,9 @@ if [ "$BUSY" != 0 ] && [ "$BIG" != 0 ]; then
     # The other 10x at full size: every agent of the main capture stays connected, so the 10x
     # capture has the same live connections for ten times as long. Memory must not grow with
     # their age (heartbeat logs, calls: `app::heartbeat::MAX_LOG_EVENTS`).
-    echo "## Memory at 10x the duration, busy: $CONNECTIONS agents connected throughout, one run each"
-    echo
-    echo "| tool | hours of traffic | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
-    for size in "$SIZE" "$BIG"; do
-        f=$TMP/busy.pcap
-        gen "$size" "$f" "$CONNECTIONS" --lifetime 200000
-        h=$(hours)
-        for cmd in "diagnose --threads 1" "diagnose" "flows --format json --stream"; do
-            # shellcheck disable=SC2086 # cmd is words on purpose
-            REPEAT=1 measure "vantage $cmd | $h h" "$f" "$VANTAGE" $cmd "$f"
-        done
-        rm -f "$f"
-    done
-    echo
+    duration_pair "Memory at 10x the duration, busy: $CONNECTIONS agents connected throughout" \
+        "$CONNECTIONS" "$SIZE" "$BIG" \
+        "diagnose --threads 1" "diagnose" "flows --format json --stream"
 fi
 
 echo "Commands (FILE is the synth capture):"
