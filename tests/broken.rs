@@ -472,6 +472,24 @@ fn pcapng_unknown_block_types_are_skipped() {
     }
 }
 
+/// `flows` on a capture broken at byte `at`, after `frames_before` good frames: exit 2, an
+/// error naming the file, the next frame and the byte (then `what`), and the frames before it
+/// read.
+fn assert_error_after_frames(p: &Path, frames_before: usize, at: usize, what: &str) {
+    let r = vantage(&["flows", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{}: frame {} at byte {at}: {what}",
+            p.display(),
+            frames_before + 1
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(read(p).summary.packets, frames_before as u64);
+}
+
 #[test]
 fn pcapng_block_with_a_bad_length_is_an_error_naming_its_offset() {
     let d = tmp("ng-badlen");
@@ -484,18 +502,7 @@ fn pcapng_block_with_a_bad_length_is_an_error_naming_its_offset() {
     let mut bad = b.clone();
     bad[at + 4..at + 8].copy_from_slice(&le32(len as u32 + 4));
     let p = write(&d, "badlen.pcapng", &bad);
-    let r = vantage(&["flows", p.to_str().unwrap()]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&format!(
-            "{}: frame {} at byte {at}: ",
-            p.display(),
-            frames_before + 1
-        )),
-        "{}",
-        r.stderr
-    );
-    assert_eq!(read(&p).summary.packets, frames_before as u64);
+    assert_error_after_frames(&p, frames_before, at, "");
 
     // A section header whose length is too small to be one.
     let mut bad = b.clone();
@@ -533,18 +540,8 @@ fn pcapng_process_information_block_shorter_than_its_header_is_an_error() {
         bad.extend_from_slice(&pib(len, body));
         bad.extend_from_slice(&b[at..]);
         let p = write(&d, &format!("pib{len}.pcapng"), &bad);
-        let r = vantage(&["flows", p.to_str().unwrap()]);
-        assert_eq!(r.code, 2, "{}", r.stderr);
-        assert!(
-            r.stderr.contains(&format!(
-                "{}: frame {} at byte {at}: block of type 0x80000001 says it is {len} bytes long",
-                p.display(),
-                frames_before + 1
-            )),
-            "{}",
-            r.stderr
-        );
-        assert_eq!(read(&p).summary.packets, frames_before as u64);
+        let what = format!("block of type 0x80000001 says it is {len} bytes long");
+        assert_error_after_frames(&p, frames_before, at, &what);
     }
     // Type, length, process id 42, no options, length again: skipped.
     let mut good = b[..at].to_vec();

@@ -1710,6 +1710,14 @@ mod tests {
             })
     }
 
+    /// The plain model of a log's budget: past `cap` records, the older half goes.
+    fn keep_windowed<T>(kept: &mut Vec<T>, cap: usize, x: T) {
+        if kept.len() == cap {
+            kept.drain(..cap / 2);
+        }
+        kept.push(x);
+    }
+
     proptest! {
         /// Inferred app heartbeats (candidate sizes, ties, CV and interval limits) as the
         /// reference finds them.
@@ -1721,10 +1729,7 @@ mod tests {
             let mut log = HbLog::default();
             let mut kept: Vec<SmallMsg> = Vec::new();
             for m in &small {
-                if kept.len() == MAX_LOG_SMALL {
-                    kept.drain(..MAX_LOG_SMALL / 2);
-                }
-                kept.push(*m);
+                keep_windowed(&mut kept, MAX_LOG_SMALL, *m);
                 log.small(m.ts, m.from_client, m.size);
             }
             prop_assert_eq!(log.analyse(), reference::analyse_all(&[], &kept).into_iter().next());
@@ -1786,18 +1791,12 @@ mod tests {
                 let shift = span * r as i64;
                 for (i, e) in events.iter().enumerate() {
                     let e = HbEvent { ts: Timestamp(e.ts.0 + shift), ..*e };
-                    if kept_e.len() == MAX_LOG_EVENTS {
-                        kept_e.drain(..MAX_LOG_EVENTS / 2);
-                    }
-                    kept_e.push(e);
+                    keep_windowed(&mut kept_e, MAX_LOG_EVENTS, e);
                     log.event(e.ts, e.kind, e.from_client, e.size);
                     // Interleave: a small message after every event, while there are some.
                     if let Some(m) = small.get(i) {
                         let m = SmallMsg { ts: Timestamp(m.ts.0 + shift), ..*m };
-                        if kept_s.len() == MAX_LOG_SMALL {
-                            kept_s.drain(..MAX_LOG_SMALL / 2);
-                        }
-                        kept_s.push(m);
+                        keep_windowed(&mut kept_s, MAX_LOG_SMALL, m);
                         log.small(m.ts, m.from_client, m.size);
                     }
                 }
