@@ -462,7 +462,7 @@ pub fn side_msg(s: Side) -> Msg {
 
 /// Wireshark display filters for a finding: one per capture, the connection's packets and the
 /// evidence frames.
-pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> Vec<DisplayFilter> {
+pub fn display_filters(evidence: &[Evidence], legs: &[&Leg]) -> Vec<DisplayFilter> {
     let mut by_file: BTreeMap<(Arc<str>, Arc<str>), Vec<u64>> = BTreeMap::new();
     for e in evidence {
         by_file
@@ -470,34 +470,38 @@ pub fn display_filters(ctx: &Ctx<'_>, evidence: &[Evidence], legs: &[&Leg]) -> V
             .or_default()
             .push(e.frame);
     }
-    let mut out = Vec::new();
-    for ((vantage, file), mut frames) in by_file {
-        frames.sort_unstable();
-        frames.dedup();
-        let conn = legs
-            .iter()
-            .filter(|l| *l.vantage == *vantage)
-            .map(|l| {
-                format!(
-                    "({})",
-                    conversation_filter(l.proto, (l.src, l.sport), (l.dst, l.dport))
-                )
-            })
-            .collect::<Vec<_>>();
-        let frames = frames_filter(&frames);
-        let filter = if conn.is_empty() {
-            frames
-        } else {
-            format!("{} || {frames}", conn.join(" || "))
-        };
-        let _ = ctx;
-        out.push(DisplayFilter {
-            vantage,
-            file,
-            filter,
-        });
-    }
-    out
+    // Collected from the map, so sized exactly: a finding has one or two (pushed one at a time
+    // they had room for four), and each agent outage keeps its own.
+    by_file
+        .into_iter()
+        .map(|((vantage, file), mut frames)| {
+            frames.sort_unstable();
+            frames.dedup();
+            let conn = legs
+                .iter()
+                .filter(|l| *l.vantage == *vantage)
+                .map(|l| {
+                    format!(
+                        "({})",
+                        conversation_filter(l.proto, (l.src, l.sport), (l.dst, l.dport))
+                    )
+                })
+                .collect::<Vec<_>>();
+            let frames = frames_filter(&frames);
+            let mut filter = if conn.is_empty() {
+                frames
+            } else {
+                format!("{} || {frames}", conn.join(" || "))
+            };
+            // `format!` grows its string by doubling.
+            filter.shrink_to_fit();
+            DisplayFilter {
+                vantage,
+                file,
+                filter,
+            }
+        })
+        .collect()
 }
 
 /// A Wireshark display filter for one conversation, both directions: `ip.addr` for IPv4,

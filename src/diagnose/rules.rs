@@ -441,7 +441,7 @@ impl Group {
             .filter_map(|(_, m)| ctx.path(m.finding.connections.first()?))
             .flat_map(|p| p.legs.iter().copied())
             .collect();
-        let mut display_filters = display_filters(ctx, &evidence, &legs);
+        let mut display_filters = display_filters(&evidence, &legs);
         display_filters.extend(rst_filters(std::mem::take(&mut self.rst_marks)));
 
         let (smin, smax) = self.silence;
@@ -822,7 +822,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
         explanation_many.push(how.clone());
         explanation.push(how.s("silence", fixed(silence, 3)));
         let legs: Vec<&Leg> = p.legs.to_vec();
-        let display_filters = display_filters(ctx, &evidence, &legs);
+        let display_filters = display_filters(&evidence, &legs);
         let f = Finding {
             id: String::new(),
             kind,
@@ -919,7 +919,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
                 .s("options", t.options_len),
         ),
     ];
-    let display_filters = display_filters(ctx, &evidence, &p.legs);
+    let display_filters = display_filters(&evidence, &p.legs);
     let hop = format!("between {} and the {}", leg.vantage, side_name(t.by));
     let hop_msg = Msg::new("hop-between-side")
         .s("vantage", &leg.vantage)
@@ -1080,7 +1080,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
                 Some(t) => Msg::new("sd-end-arrived").s("kind", kind_word(t.kind)),
                 None => Msg::new("sd-end-capture"),
             };
-            let display_filters = display_filters(ctx, &evidence, &p.legs);
+            let display_filters = display_filters(&evidence, &p.legs);
             let confirmed_msg = Msg::new(if confirmed.is_some() {
                 "sd-confirmed"
             } else {
@@ -1394,7 +1394,7 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 Msg::new("ev-server-holds").m("how", how.clone()),
             ),
         ];
-        let display_filters = display_filters(ctx, &evidence, &p.legs);
+        let display_filters = display_filters(&evidence, &p.legs);
         out.push(Finding {
             id: String::new(),
             kind: FindingKind::HalfOpen,
@@ -1477,7 +1477,7 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
         .take(FILTER_CONNECTIONS)
         .flat_map(|p| p.legs.iter().copied())
         .collect();
-    let display_filters = display_filters(ctx, &evidence, &legs);
+    let display_filters = display_filters(&evidence, &legs);
     Some(Finding {
         id: String::new(),
         kind: FindingKind::L7Proxy,
@@ -1580,7 +1580,7 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
             .filter_map(|c| ctx.path(c))
             .flat_map(|p| p.legs.iter().copied())
             .collect();
-        display_filters(ctx, &evidence, &legs)
+        display_filters(&evidence, &legs)
             .into_iter()
             .map(|mut f| {
                 f.filter = format!("({}) && tcp.analysis.retransmission", f.filter);
@@ -1694,12 +1694,15 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
             backoff.push(round3(s.secs_since(prev)));
             prev = *s;
         }
-        let mut evidence = vec![ctx.evidence(
+        // Room for the two items it can have: `vec![..]` and a push made room for four, ~2 MB
+        // of the 2 GB synth's ten thousand agent outages.
+        let mut evidence = Vec::with_capacity(2);
+        evidence.push(ctx.evidence(
             leg,
             c.termination.as_ref().map_or(c.last_frame, |t| t.frame),
             c.termination.as_ref().map_or(c.last_ts, |t| t.ts),
             Msg::new("ev-signalling-ends"),
-        )];
+        ));
         if let Some((t, l, frame)) = recovered {
             evidence.push(Evidence {
                 vantage: l.vantage.clone(),
@@ -1710,7 +1713,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
                 what_msg: Some(Msg::new("ev-first-answer")),
             });
         }
-        let display_filters = display_filters(ctx, &evidence, &[leg]);
+        let display_filters = display_filters(&evidence, &[leg]);
         let finding = Finding {
             id: String::new(),
             kind: FindingKind::AgentOutage,
@@ -1839,7 +1842,7 @@ impl<'a> AgentOutages<'a> {
                 .s("outage", fixed(total, 1))
                 .s("longest", fixed(longest, 1)),
         );
-        merged.display_filters = display_filters(ctx, &merged.evidence, &legs);
+        merged.display_filters = display_filters(&merged.evidence, &legs);
         let backoff_s = std::mem::take(&mut merged.numbers.backoff_s);
         *merged.numbers = Numbers {
             outage_s: Some(round3(total)),
@@ -1956,7 +1959,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
                 .s("p95", fixed(hb.interval_p95_s, 3))
                 .s("max", fixed(hb.interval_max_s, 3)),
         )];
-        let display_filters = display_filters(ctx, &evidence, &p.legs);
+        let display_filters = display_filters(&evidence, &p.legs);
         let recommendation = Msg::new("hb-rec").s(
             "secs",
             fixed(
@@ -2109,7 +2112,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         }
         let mut legs: Vec<&Leg> = p.legs.to_vec();
         legs.extend(udp_legs);
-        let display_filters = display_filters(ctx, &evidence, &legs)
+        let display_filters = display_filters(&evidence, &legs)
             .into_iter()
             .map(|mut f| {
                 f.filter = format!("({}) && sip", f.filter);
