@@ -346,11 +346,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 .then_some(crate::diagnose::rules::survivor_digest as _),
         ) {
             Ok((al, failed)) => {
-                let d = crate::diagnose::diagnose_with(
-                    &al,
-                    args.max_evidence,
-                    args.lang.unwrap_or_else(crate::diagnose::Lang::from_env),
-                );
+                let tracked_on_threads =
+                    args.vantages.captures.len() > 1 || args.vantages.limits.tracker().shards > 1;
+                let d = crate::pipeline::after_tracking(tracked_on_threads, || {
+                    crate::diagnose::diagnose_with(
+                        &al,
+                        args.max_evidence,
+                        args.lang.unwrap_or_else(crate::diagnose::Lang::from_env),
+                    )
+                });
                 let out = match args.format {
                     ReportFormat::Text => report::diagnose_text(&d, &al),
                     ReportFormat::Markdown => report::diagnose_markdown(&d, &al),
