@@ -1289,7 +1289,7 @@ impl SipDialogs {
             r.expires_granted = msg.expires;
         }
         if !self.details {
-            self.forget_answered_registrations(call_id, cseq);
+            self.forget_answered_registrations();
         }
     }
 
@@ -1349,17 +1349,19 @@ impl SipDialogs {
         }
     }
 
-    /// Without details: drops the answered registrations except the first one accepted and the
-    /// one just answered (which a retransmitted REGISTER is matched against, §17.1.2.2).
-    /// Pending ones stay, to be answered.
-    fn forget_answered_registrations(&mut self, call_id: &str, cseq: u32) {
+    /// Without details: drops the answered registrations except the first one accepted (what
+    /// the rules read: `recovery`). Pending ones stay, to be answered. The one just answered
+    /// went too: it was kept to match a retransmitted REGISTER against, but a REGISTER is
+    /// retransmitted only over an unreliable transport (RFC 3261 §17.1.2.2, timer E), and a
+    /// session without details is a stream's. With it, a connection refreshing its
+    /// registration held two records and room for four: the busy synth's 20 000 agents
+    /// connected for two hours, diagnosed, 83.3 -> 79.6 MiB.
+    fn forget_answered_registrations(&mut self) {
         let accepted = |r: &Registration| r.response_code.is_some_and(|c| (200..300).contains(&c));
         let first_ok = self.registrations.iter().position(accepted);
         let mut i = 0;
         self.registrations.retain(|r| {
-            let keep = r.response_code.is_none()
-                || Some(i) == first_ok
-                || (r.cseq_num == cseq && r.call_id == call_id);
+            let keep = r.response_code.is_none() || Some(i) == first_ok;
             i += 1;
             keep
         });
@@ -1808,8 +1810,8 @@ Content-Length: 0\r\n\
         assert!(!d.registrations[1].lost);
     }
 
-    /// Without details a long connection keeps the first accepted registration, the last one
-    /// answered and the pending ones, not one record per refresh; calls keep no From/To.
+    /// Without details a long connection keeps the first accepted registration and the pending
+    /// ones, not one record per refresh; calls keep no From/To.
     #[test]
     fn slim_registrations_keep_first_accepted_and_pending() {
         let mut d = SipDialogs::new().keep_details(false);
@@ -1833,9 +1835,15 @@ Content-Length: 0\r\n\
             }
         }
         let cseqs: Vec<u32> = d.registrations.iter().map(|r| r.cseq_num).collect();
-        assert_eq!(cseqs, vec![2, 5, 6]);
+        assert_eq!(cseqs, vec![2, 6]);
         assert_eq!(d.registrations[0].response_code, Some(200));
-        assert_eq!(d.registrations[2].response_code, None);
+        assert_eq!(d.registrations[1].response_code, None);
+        // Room for the next refresh, not a list grown for every one kept before.
+        assert!(
+            d.registrations.capacity() <= 2,
+            "{}",
+            d.registrations.capacity()
+        );
         // The same exchange with details keeps every refresh.
         let mut full = SipDialogs::new();
         for k in 1..=3u32 {
