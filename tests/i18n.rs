@@ -298,6 +298,27 @@ fn catalog_renders_plurals_and_units() {
     assert!(!zh.render(&secs).contains('\u{2068}'));
 }
 
+/// Text arguments up to `SHORT_ARG` bytes are kept inline and longer ones boxed, and both
+/// render whole, multi-byte characters included, at and around the boundary.
+#[test]
+fn text_arguments_render_whole_inline_or_boxed() {
+    use vantage::i18n::{Arg, SHORT_ARG};
+    let en = Catalog::new(Lang::En);
+    for text in [
+        "x".repeat(SHORT_ARG),
+        "x".repeat(SHORT_ARG + 1),
+        // 21 bytes and then a 3-byte character: 24, boxed.
+        format!("{}秒", "x".repeat(SHORT_ARG - 1)),
+        "秒".repeat(7),
+        String::new(),
+    ] {
+        let m = Msg::new("secs").s("s", &text);
+        assert_eq!(en.render(&m), format!("{text} s"));
+        let inline = matches!(m.args[0].1, Arg::Short(_));
+        assert_eq!(inline, text.len() <= SHORT_ARG, "{text:?}");
+    }
+}
+
 /// Every lab scenario, with all five captures and with the agent's alone (single-vantage
 /// wording), renders in both languages with every placeholder filled, and the Chinese findings
 /// and verdict are Chinese.

@@ -1604,7 +1604,7 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
                         if hops.is_empty() {
                             empty()
                         } else {
-                            Msg::new("wn-hops").list_with("list", "clause-sep", hops)
+                            Msg::new("wn-hops").list_with("list", crate::i18n::Sep::Clause, hops)
                         },
                     ),
             ),

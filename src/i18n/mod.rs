@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::short_str::ShortStr;
+
 use fluent_bundle::{FluentArgs, FluentBundle, FluentResource, FluentValue};
 
 /// A report language.
@@ -95,43 +97,83 @@ impl std::str::FromStr for Lang {
     }
 }
 
-/// A message argument, 40 bytes: text and lists are boxed slices, not growable lists (a
-/// finding's messages live until the report, ten thousand agent outages in the 2 GB synth).
+/// A message argument, 24 bytes: short text inline, longer text, lists and messages boxed (a
+/// finding's messages live until the report: ten thousand agent outages in the 2 GB churn
+/// synth, ten arguments each).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
-    /// Text as is: an address, a vantage name, a number already formatted.
+    /// Text as is, up to `SHORT_ARG` bytes, inline: an address, a vantage name, a number already
+    /// formatted, a connection id (each a `Box<str>` was an allocation of its own).
+    Short(ShortStr<SHORT_ARG>),
+    /// Longer text as is.
     Str(Box<str>),
     /// A count: shown as is, and chooses plural forms.
     Int(i64),
     /// Another message, rendered first.
     Msg(Box<Msg>),
-    /// Messages rendered and joined with a separator (a catalog key: `list-sep`, `clause-sep`).
-    List(Box<[Msg]>, &'static str),
+    /// Messages rendered and joined with a separator.
+    List(Box<[Msg]>, Sep),
+}
+
+/// The longest text an `Arg` holds inline: what fits beside the enum's tag in the 24 bytes a
+/// boxed string takes anyway.
+pub const SHORT_ARG: usize = 22;
+
+const _: () = assert!(std::mem::size_of::<Arg>() == 24);
+
+/// What joins the messages of a list argument: a catalog key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sep {
+    /// `list-sep`: ", " / "、".
+    List,
+    /// `clause-sep`: "; " / "；".
+    Clause,
+}
+
+impl Sep {
+    pub fn key(self) -> &'static str {
+        match self {
+            Sep::List => "list-sep",
+            Sep::Clause => "clause-sep",
+        }
+    }
 }
 
 /// A catalog key with named arguments: what a rule says, before a language is chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Msg {
     pub key: &'static str,
-    pub args: Vec<(&'static str, Arg)>,
+    /// A boxed slice, 16 bytes where a `Vec` takes 24: a message is built once and then read.
+    pub args: Box<[(&'static str, Arg)]>,
 }
 
 impl Msg {
     pub fn new(key: &'static str) -> Msg {
-        Msg { key, args: vec![] }
+        Msg {
+            key,
+            args: Box::default(),
+        }
     }
 
-    /// Adds an argument, the list grown to its length only: `Vec::push` makes room for 4, then
-    /// 8, and a finding's messages, kept until the report, have 1 to 6 arguments of 56 bytes.
+    /// Adds an argument, the list grown to its length only (`Vec::push` makes room for 4, then
+    /// 8): a finding's messages, kept until the report, have 1 to 6 arguments of 40 bytes.
     fn arg(mut self, name: &'static str, a: Arg) -> Msg {
-        self.args.reserve_exact(1);
-        self.args.push((name, a));
+        let mut args = std::mem::take(&mut self.args).into_vec();
+        args.reserve_exact(1);
+        args.push((name, a));
+        self.args = args.into_boxed_slice();
         self
     }
 
     /// A text argument (anything displayable: names, addresses, formatted numbers).
     pub fn s(self, name: &'static str, v: impl fmt::Display) -> Msg {
-        self.arg(name, Arg::Str(v.to_string().into_boxed_str()))
+        let text = v.to_string();
+        let arg = if text.len() <= SHORT_ARG {
+            Arg::Short(ShortStr::new(&text))
+        } else {
+            Arg::Str(text.into_boxed_str())
+        };
+        self.arg(name, arg)
     }
 
     /// A count (chooses plural forms where the language has them).
@@ -146,11 +188,11 @@ impl Msg {
 
     /// A list of messages as one argument, joined with `list-sep` (", " / "、").
     pub fn list(self, name: &'static str, v: Vec<Msg>) -> Msg {
-        self.list_with(name, "list-sep", v)
+        self.list_with(name, Sep::List, v)
     }
 
-    /// A list of messages as one argument, joined with the message `sep`.
-    pub fn list_with(self, name: &'static str, sep: &'static str, v: Vec<Msg>) -> Msg {
+    /// A list of messages as one argument, joined with `sep`.
+    pub fn list_with(self, name: &'static str, sep: Sep, v: Vec<Msg>) -> Msg {
         self.arg(name, Arg::List(v.into_boxed_slice(), sep))
     }
 }
@@ -199,10 +241,11 @@ impl Catalog {
         let mut args = FluentArgs::new();
         for (name, a) in &msg.args {
             let v: FluentValue = match a {
+                Arg::Short(s) => FluentValue::from(s.as_str()),
                 Arg::Str(s) => FluentValue::from(&**s),
                 Arg::Int(i) => FluentValue::from(*i),
                 Arg::Msg(m) => FluentValue::from(self.render(m)),
-                Arg::List(ms, sep) => FluentValue::from(self.join(ms, sep)),
+                Arg::List(ms, sep) => FluentValue::from(self.join(ms, sep.key())),
             };
             args.set(*name, v);
         }
