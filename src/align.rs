@@ -163,7 +163,7 @@ impl Alignment {
     pub fn leg_ts(&self, leg: &Leg) -> Timestamp {
         match self.kept(leg) {
             Kept::Whole(c) => c.ts,
-            Kept::Digest(d) => d.ts,
+            Kept::Digest(d) => d.ts(),
         }
     }
 
@@ -171,7 +171,7 @@ impl Alignment {
     pub fn conn_state(&self, leg: &Leg) -> Option<&'static str> {
         match self.kept(leg) {
             Kept::Whole(c) => c.conn_state,
-            Kept::Digest(d) => d.conn_state,
+            Kept::Digest(d) => d.conn_state(),
         }
     }
 }
@@ -180,7 +180,7 @@ impl Alignment {
 #[derive(Clone, Copy, Debug)]
 pub enum Kept<'a> {
     Whole(&'a Connection),
-    Digest(&'a crate::tcp::Digest),
+    Digest(crate::tcp::DigestRef<'a>),
 }
 
 impl CaptureFlows {
@@ -188,7 +188,7 @@ impl CaptureFlows {
     pub fn kept(&self, i: usize) -> Kept<'_> {
         match self.connections.get(i) {
             Some(c) => Kept::Whole(c),
-            None => Kept::Digest(&self.digests[i - self.connections.len()]),
+            None => Kept::Digest(self.digests.get(i - self.connections.len())),
         }
     }
 }
@@ -207,16 +207,19 @@ impl Kept<'_> {
                 c.first_frame,
                 c.last_frame,
             ),
-            Kept::Digest(d) => (
-                d.orig_h,
-                d.orig_p,
-                d.resp_h,
-                d.resp_p,
-                d.proto,
-                d.uid,
-                d.first_frame,
-                d.last_frame,
-            ),
+            Kept::Digest(d) => {
+                let ((orig_h, orig_p), (resp_h, resp_p)) = (d.orig(), d.resp());
+                (
+                    orig_h,
+                    orig_p,
+                    resp_h,
+                    resp_p,
+                    d.proto(),
+                    d.uid(),
+                    d.first_frame(),
+                    d.last_frame(),
+                )
+            }
         };
         Leg {
             vantage,

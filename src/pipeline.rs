@@ -42,7 +42,7 @@ pub struct CaptureFlows {
     pub connections: Vec<Box<Connection>>,
     /// With `TrackerOptions::digest` (a one-capture diagnosis): the connections no rule ends,
     /// as digests, sorted as `connections` is. `align` lines them up with the others.
-    pub digests: Vec<crate::tcp::Digest>,
+    pub digests: crate::tcp::Digests,
     /// A fatal error that stopped reading; what came before it is still above.
     pub error: Option<anyhow::Error>,
 }

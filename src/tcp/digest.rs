@@ -1,6 +1,6 @@
 //! A finished connection that no rule of a one-capture diagnosis ends: what the alignment and
-//! the rules that read across connections read from it, in ~200 bytes where its summary
-//! (`Connection` and what it points to) is ~1.4 KB.
+//! the rules that read across connections read from it, in ~100 bytes encoded (200 as a
+//! `Digest`) where its summary (`Connection` and what it points to) is ~1.4 KB.
 //!
 //! On a busy capture most connections end normally, and each was kept whole until the rules ran
 //! after the last packet: 93 000 summaries, 134 MB of the 2 GB synth's 207 MB heap peak
@@ -8,6 +8,9 @@
 //! end it (`TrackerOptions::digest` says which, from `diagnose::rules`), and this digest
 //! otherwise. Which fields the rules read, and why, is in `diagnose::rules::digest_of`, the one
 //! function that fills it.
+//!
+//! A digest is encoded as it is made (`DigestStore`, ~100 bytes) and stays encoded until the
+//! report: the rules read it in place (`Digests`, `DigestRef`).
 
 use std::net::IpAddr;
 
@@ -55,12 +58,12 @@ impl Digest {
 }
 
 /// The tracker's digests while it tracks: each written as it comes, in ~100 bytes instead of
-/// a `Digest`'s 200, to an unnamed temporary file in blocks of `BLOCK` bytes, and read back
-/// when tracking ends (`into_vec`). On the 2 GB synth 74 000 digests were 15 MB of the
-/// tracking's peak, beside the live connections; read back, they take the room those left.
+/// a `Digest`'s 200, to an unnamed temporary file in blocks of `BLOCK` bytes, and read back,
+/// still encoded, when tracking ends (`all`). On the 2 GB synth 74 000 digests were 15 MB of
+/// the tracking's peak, beside the live connections; read back, they take the room those left.
 /// Without a temporary file (no writable `TMPDIR`), or once a write fails, the blocks stay in
-/// memory, still encoded. What cannot be encoded (a `conn_state` this module does not know)
-/// stays a `Digest`.
+/// memory. A digest that cannot be encoded (a `conn_state` this module does not know) is
+/// refused (`push`), and its connection kept whole.
 #[derive(Default)]
 pub struct DigestStore {
     file: Option<std::fs::File>,
@@ -69,7 +72,8 @@ pub struct DigestStore {
     /// The block being filled, then the blocks kept in memory.
     block: Vec<u8>,
     blocks: Vec<Vec<u8>>,
-    other: Vec<Digest>,
+    /// What was read back (`all`), and digests pushed since.
+    read: Digests,
     /// Digests encoded (in the file or the blocks), not read back yet.
     encoded: usize,
     error: Option<std::io::Error>,
@@ -92,22 +96,24 @@ impl DigestStore {
     }
 
     pub fn len(&self) -> usize {
-        self.encoded + self.other.len()
+        self.encoded + self.read.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn push(&mut self, d: Digest) {
-        if !encode(&d, &mut self.block) {
-            self.other.push(d);
-            return;
+    /// Keeps `d`; false (nothing kept) if it cannot be encoded: its `conn_state` is not one
+    /// of `CONN_STATES`, which every tracked TCP connection's is.
+    pub fn push(&mut self, d: &Digest) -> bool {
+        if !encode(d, &mut self.block) {
+            return false;
         }
         self.encoded += 1;
         if self.block.len() >= BLOCK {
             self.flush();
         }
+        true
     }
 
     /// The block to the file, or, if that fails, to memory for good (the file keeps what it
@@ -128,21 +134,35 @@ impl DigestStore {
         self.block = Vec::with_capacity(BLOCK + 256);
     }
 
-    /// Every digest so far, read back (in no particular order) into a list that stays: the
-    /// store holds nothing encoded after this.
-    pub fn all(&mut self) -> &mut Vec<Digest> {
+    /// Every digest so far, read back (in no particular order) into a table that stays: the
+    /// store holds nothing in its file or blocks after this.
+    pub fn all(&mut self) -> &mut Digests {
         use std::io::{Read as _, Seek as _};
-        let mut out = Vec::with_capacity(self.len());
+        let pending = self.written as usize
+            + self.blocks.iter().map(Vec::len).sum::<usize>()
+            + self.block.len();
+        if pending == 0 {
+            return &mut self.read;
+        }
+        self.read.reserve(self.encoded, pending);
         if let Some(mut f) = self.file.take().filter(|_| self.written > 0) {
-            let written = self.written;
-            let read = f.seek(std::io::SeekFrom::Start(0)).and_then(|_| {
-                let mut r = std::io::BufReader::with_capacity(BLOCK, f).take(written);
-                while let Some(d) = decode(&mut r)? {
-                    out.push(d);
-                }
-                Ok(())
+            // Straight into the table (a list in between was the file's size twice over).
+            let start = self.read.bytes.len();
+            let read = f
+                .seek(std::io::SeekFrom::Start(0))
+                .and_then(|_| f.take(self.written).read_to_end(&mut self.read.bytes));
+            // What was read, up to its last whole record (`read_to_end` keeps what came
+            // before an error).
+            let whole = self.read.index_from(start);
+            let short = (whole < self.written as usize).then(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{whole} of {} bytes read back", self.written),
+                )
             });
-            self.error = self.error.take().or(read.err());
+            if let Some(e) = read.err().or(short) {
+                self.error.get_or_insert(e);
+            }
         }
         self.written = 0;
         self.encoded = 0;
@@ -151,21 +171,20 @@ impl DigestStore {
             .drain(..)
             .chain([std::mem::take(&mut self.block)])
         {
-            let mut r = &b[..];
-            // Encoded here, so whole: no error can come.
-            while let Ok(Some(d)) = decode(&mut r) {
-                out.push(d);
-            }
+            // Encoded here, so whole.
+            let start = self.read.bytes.len();
+            self.read.bytes.extend_from_slice(&b);
+            self.read.index_from(start);
         }
-        out.append(&mut self.other);
-        self.other = out;
-        &mut self.other
+        &mut self.read
     }
 
     /// Every digest (`all`).
-    pub fn into_vec(mut self) -> Vec<Digest> {
+    pub fn into_table(mut self) -> Digests {
         self.all();
-        std::mem::take(&mut self.other)
+        let mut t = std::mem::take(&mut self.read);
+        t.shrink_to_fit();
+        t
     }
 
     /// Why digests were lost, if the temporary file could not be read back (`all`).
@@ -182,6 +201,287 @@ impl DigestStore {
     /// has none of its own.
     pub fn lost(&mut self, e: std::io::Error) {
         self.error.get_or_insert(e);
+    }
+}
+
+/// Digests once tracking has ended: their records one after another, as `encode` wrote them,
+/// and where each starts, in the order they are listed (`sort_by_start`). Decoded, each was a
+/// `Digest` of 200 bytes and a list: on the 2 GB churn synth, 74 000 of them were 15.7 MB of the
+/// rules' peak (heaptrack), where their records are ~8.
+#[derive(Clone, Debug, Default)]
+pub struct Digests {
+    bytes: Vec<u8>,
+    at: Vec<usize>,
+}
+
+impl Digests {
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// The `i`th digest; panics past the end, as indexing a list does.
+    pub fn get(&self, i: usize) -> DigestRef<'_> {
+        DigestRef(&self.bytes[self.at[i]..])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = DigestRef<'_>> + '_ {
+        self.at.iter().map(|&a| DigestRef(&self.bytes[a..]))
+    }
+
+    /// Adds `d` at the end; false (nothing added) if it cannot be encoded (`DigestStore::push`).
+    pub fn push(&mut self, d: &Digest) -> bool {
+        let start = self.bytes.len();
+        if !encode(d, &mut self.bytes) {
+            return false;
+        }
+        self.at.push(start);
+        true
+    }
+
+    /// Room for `records` more records of `bytes` in all.
+    fn reserve(&mut self, records: usize, bytes: usize) {
+        self.bytes.reserve_exact(bytes);
+        self.at.reserve_exact(records);
+    }
+
+    /// Lists the records written to `bytes` from `start` on (one after another, as the store
+    /// wrote them), and how many bytes they take. A record cut short (a file read back only in
+    /// part) is dropped, with what follows it.
+    fn index_from(&mut self, start: usize) -> usize {
+        let mut at = start;
+        while at < self.bytes.len() {
+            match record_len(&self.bytes[at..]) {
+                Some(n) if at + n <= self.bytes.len() => {
+                    self.at.push(at);
+                    at += n;
+                }
+                _ => break,
+            }
+        }
+        self.bytes.truncate(at);
+        at - start
+    }
+
+    /// Another table's digests added at the end, in its order.
+    pub fn append(&mut self, other: Digests) {
+        let base = self.bytes.len();
+        if self.bytes.is_empty() {
+            *self = other;
+            return;
+        }
+        self.bytes.extend_from_slice(&other.bytes);
+        self.at.extend(other.at.iter().map(|a| a + base));
+    }
+
+    /// In start order (start, then first frame), as the connections kept whole are.
+    pub fn sort_by_start(&mut self) {
+        let bytes = &self.bytes;
+        self.at.sort_unstable_by_key(|&a| {
+            let d = DigestRef(&bytes[a..]);
+            (d.ts(), d.first_frame())
+        });
+    }
+
+    /// The first `n` only (their records stay where they are).
+    pub fn truncate(&mut self, n: usize) {
+        self.at.truncate(n);
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.at.shrink_to_fit();
+    }
+}
+
+/// One digest, read in place from its record: each field decoded as it is asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct DigestRef<'a>(&'a [u8]);
+
+/// Where a record's parts start (`DigestRef::layout`).
+struct Layout {
+    /// The six one-byte fields after the uid.
+    head: usize,
+    /// The two ends: address kind, address, port.
+    orig: usize,
+    resp: usize,
+    /// Start, first frame, last frame: three u64.
+    fixed: usize,
+    survived: usize,
+    /// Retransmissions and data segments: two u64.
+    counts: usize,
+    /// (time, frame) pairs: the retransmissions cited, then the recovery.
+    pairs: usize,
+    end: usize,
+}
+
+/// A record's length, `None` if `b` is too short to tell.
+fn record_len(b: &[u8]) -> Option<usize> {
+    let uid = usize::from(*b.first()?);
+    let head = 1 + uid;
+    let h = b.get(head..head + 6)?;
+    let (survived_n, retransmitted, recovery) = (h[3], h[4], h[5]);
+    let end_len =
+        |at: usize| -> Option<usize> { Some(at + 1 + if *b.get(at)? == 4 { 4 } else { 16 } + 2) };
+    let resp = end_len(head + 6)?;
+    let fixed = end_len(resp)?;
+    let pairs = fixed + 24 + 8 * usize::from(survived_n) + 16;
+    Some(pairs + 16 * (usize::from(retransmitted) + usize::from(recovery)))
+}
+
+impl<'a> DigestRef<'a> {
+    fn layout(&self) -> Layout {
+        let b = self.0;
+        let head = 1 + usize::from(b[0]);
+        let orig = head + 6;
+        let end_len = |at: usize| 1 + if b[at] == 4 { 4 } else { 16 } + 2;
+        let resp = orig + end_len(orig);
+        let fixed = resp + end_len(resp);
+        let survived = fixed + 24;
+        let counts = survived + 8 * usize::from(b[head + 3]);
+        let pairs = counts + 16;
+        let end = pairs + 16 * (usize::from(b[head + 4]) + usize::from(b[head + 5]));
+        Layout {
+            head,
+            orig,
+            resp,
+            fixed,
+            survived,
+            counts,
+            pairs,
+            end,
+        }
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(v)
+    }
+
+    fn end_at(&self, at: usize) -> (IpAddr, u16) {
+        let b = self.0;
+        let (ip, port) = if b[at] == 4 {
+            let a: [u8; 4] = b[at + 1..at + 5].try_into().expect("4 bytes");
+            (IpAddr::from(a), at + 5)
+        } else {
+            let a: [u8; 16] = b[at + 1..at + 17].try_into().expect("16 bytes");
+            (IpAddr::from(a), at + 17)
+        };
+        (ip, u16::from_le_bytes([b[port], b[port + 1]]))
+    }
+
+    fn head(&self, k: usize) -> u8 {
+        self.0[self.layout().head + k]
+    }
+
+    pub fn uid(&self) -> Uid {
+        let n = usize::from(self.0[0]);
+        Uid::new(std::str::from_utf8(&self.0[1..1 + n]).unwrap_or_default())
+    }
+
+    pub fn proto(&self) -> Proto {
+        if self.head(0) == 1 {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        }
+    }
+
+    pub fn conn_state(&self) -> Option<&'static str> {
+        CONN_STATES.get(usize::from(self.head(1))).copied()
+    }
+
+    pub fn ended_by(&self) -> Option<Side> {
+        match self.head(2) {
+            1 => Some(Side::Orig),
+            2 => Some(Side::Resp),
+            _ => None,
+        }
+    }
+
+    pub fn orig(&self) -> (IpAddr, u16) {
+        self.end_at(self.layout().orig)
+    }
+
+    pub fn resp(&self) -> (IpAddr, u16) {
+        self.end_at(self.layout().resp)
+    }
+
+    pub fn ts(&self) -> Timestamp {
+        Timestamp(self.u64_at(self.layout().fixed) as i64)
+    }
+
+    pub fn first_frame(&self) -> u64 {
+        self.u64_at(self.layout().fixed + 8)
+    }
+
+    pub fn last_frame(&self) -> u64 {
+        self.u64_at(self.layout().fixed + 16)
+    }
+
+    /// The silences it lived through, seconds (`Digest::survived`).
+    pub fn survived(self) -> impl Iterator<Item = f64> + 'a {
+        let l = self.layout();
+        let n = usize::from(self.0[l.head + 3]);
+        (0..n).map(move |k| f64::from_bits(self.u64_at(l.survived + 8 * k)))
+    }
+
+    pub fn retransmissions(&self) -> u64 {
+        self.u64_at(self.layout().counts)
+    }
+
+    pub fn data_segments(&self) -> u64 {
+        self.u64_at(self.layout().counts + 8)
+    }
+
+    fn pair(&self, at: usize) -> (Timestamp, u64) {
+        (Timestamp(self.u64_at(at) as i64), self.u64_at(at + 8))
+    }
+
+    /// The first retransmissions the evidence cites (`Digest::retransmitted`).
+    pub fn retransmitted(self) -> impl Iterator<Item = (Timestamp, u64)> + 'a {
+        let l = self.layout();
+        let n = usize::from(self.0[l.head + 4]);
+        (0..n).map(move |k| self.pair(l.pairs + 16 * k))
+    }
+
+    pub fn recovery(&self) -> Option<(Timestamp, u64)> {
+        let l = self.layout();
+        (self.0[l.head + 5] == 1).then(|| self.pair(l.end - 16))
+    }
+
+    /// The digest, decoded whole.
+    pub fn to_digest(&self) -> Digest {
+        let ((orig_h, orig_p), (resp_h, resp_p)) = (self.orig(), self.resp());
+        let mut survived = [0.0; TOP_GAPS];
+        let mut n = 0;
+        for (slot, s) in survived.iter_mut().zip(self.survived()) {
+            *slot = s;
+            n += 1;
+        }
+        Digest {
+            uid: self.uid(),
+            proto: self.proto(),
+            orig_h,
+            orig_p,
+            resp_h,
+            resp_p,
+            ts: self.ts(),
+            first_frame: self.first_frame(),
+            last_frame: self.last_frame(),
+            conn_state: self.conn_state(),
+            ended_by: self.ended_by(),
+            survived,
+            survived_n: n,
+            retransmissions: self.retransmissions(),
+            data_segments: self.data_segments(),
+            retransmitted: self.retransmitted().collect::<Vec<_>>().into(),
+            recovery: self.recovery(),
+        }
     }
 }
 
@@ -244,83 +544,6 @@ fn encode(d: &Digest, out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// The next record of `r`, `None` at its end.
-fn decode(r: &mut impl std::io::Read) -> std::io::Result<Option<Digest>> {
-    let mut len = [0u8; 1];
-    if r.read(&mut len)? == 0 {
-        return Ok(None);
-    }
-    let mut uid = [0u8; 255];
-    let uid = &mut uid[..usize::from(len[0])];
-    r.read_exact(uid)?;
-    let uid = Uid::new(std::str::from_utf8(uid).unwrap_or_default());
-    let mut head = [0u8; 6];
-    r.read_exact(&mut head)?;
-    let [proto, state, ended_by, survived_n, retransmitted, recovery] = head;
-    let mut u8s = |n: usize| -> std::io::Result<[u8; 16]> {
-        let mut b = [0u8; 16];
-        r.read_exact(&mut b[..n])?;
-        Ok(b)
-    };
-    let mut ends = Vec::with_capacity(2);
-    for _ in 0..2 {
-        let ip = match u8s(1)?[0] {
-            4 => {
-                let b = u8s(4)?;
-                IpAddr::from([b[0], b[1], b[2], b[3]])
-            }
-            _ => IpAddr::from(u8s(16)?),
-        };
-        let p = u8s(2)?;
-        ends.push((ip, u16::from_le_bytes([p[0], p[1]])));
-    }
-    let mut u64s = |n: usize| -> std::io::Result<Vec<u64>> {
-        (0..n)
-            .map(|_| {
-                let mut b = [0u8; 8];
-                r.read_exact(&mut b)?;
-                Ok(u64::from_le_bytes(b))
-            })
-            .collect()
-    };
-    let fixed = u64s(3)?;
-    let mut survived = [0.0; TOP_GAPS];
-    let n = usize::from(survived_n).min(TOP_GAPS);
-    for (slot, bits) in survived.iter_mut().zip(u64s(usize::from(survived_n))?) {
-        *slot = f64::from_bits(bits);
-    }
-    let counts = u64s(2)?;
-    let pairs = u64s(2 * (usize::from(retransmitted) + usize::from(recovery)))?;
-    let mut pairs = pairs
-        .chunks_exact(2)
-        .map(|p| (Timestamp(p[0] as i64), p[1]))
-        .collect::<Vec<_>>();
-    let recovery = if recovery == 1 { pairs.pop() } else { None };
-    Ok(Some(Digest {
-        uid,
-        proto: if proto == 1 { Proto::Udp } else { Proto::Tcp },
-        orig_h: ends[0].0,
-        orig_p: ends[0].1,
-        resp_h: ends[1].0,
-        resp_p: ends[1].1,
-        ts: Timestamp(fixed[0] as i64),
-        first_frame: fixed[1],
-        last_frame: fixed[2],
-        conn_state: CONN_STATES.get(usize::from(state)).copied(),
-        ended_by: match ended_by {
-            1 => Some(Side::Orig),
-            2 => Some(Side::Resp),
-            _ => None,
-        },
-        survived,
-        survived_n: n as u8,
-        retransmissions: counts[0],
-        data_segments: counts[1],
-        retransmitted: pairs.into(),
-        recovery,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,39 +602,67 @@ mod tests {
         v
     }
 
+    /// A table's digests, decoded, in its order.
+    fn decoded(t: &Digests) -> Vec<Digest> {
+        t.iter().map(|d| d.to_digest()).collect()
+    }
+
     /// What goes in comes out, field for field: from the temporary file, from memory, across
-    /// blocks, and a `conn_state` the encoding does not know kept as it is.
+    /// blocks; a `conn_state` the encoding does not know is refused.
     #[test]
     fn digests_come_back_as_they_went_in() {
         let want: Vec<Digest> = (0..3_000).map(digest).collect();
         for mut store in [DigestStore::new(), DigestStore::in_memory()] {
             assert!(store.is_empty());
             for d in &want {
-                store.push(d.clone());
+                assert!(store.push(d));
             }
             let mut odd = digest(7);
             odd.conn_state = Some("NEW");
-            odd.first_frame = 5_000;
-            store.push(odd.clone());
-            assert_eq!(store.len(), want.len() + 1);
+            assert!(!store.push(&odd));
+            assert_eq!(store.len(), want.len());
             let mut all = want.clone();
-            all.push(odd);
-            assert_eq!(sorted(store.all().clone()), all);
+            assert_eq!(sorted(decoded(store.all())), all);
             assert!(store.take_error().is_none());
-            // Read back once: the list stays, and more can come.
-            store.push(digest(6_000));
+            // Read back once: the table stays, and more can come.
+            assert!(store.push(&digest(6_000)));
             all.push(digest(6_000));
             assert_eq!(store.len(), all.len());
-            assert_eq!(sorted(store.into_vec()), all);
+            assert_eq!(sorted(decoded(&store.into_table())), all);
         }
         // Enough to fill blocks: the file path was taken.
         let mut store = DigestStore::new();
         assert!(store.file.is_some(), "a temporary file");
         for d in &want {
-            store.push(d.clone());
+            store.push(d);
         }
         assert!(store.written > 0);
-        assert_eq!(sorted(store.into_vec()), want);
+        assert_eq!(sorted(decoded(&store.into_table())), want);
+    }
+
+    /// The table sorts, cuts and joins as a list of the decoded digests does.
+    #[test]
+    fn a_table_sorts_cuts_and_joins_as_a_list() {
+        let (a, b): (Vec<Digest>, Vec<Digest>) =
+            (0..500).map(digest).partition(|d| d.ts.0 % 3 == 0);
+        let mut t = Digests::default();
+        for d in &a {
+            assert!(t.push(d));
+        }
+        let mut u = DigestStore::in_memory();
+        for d in &b {
+            u.push(d);
+        }
+        t.append(u.into_table());
+        let mut want: Vec<Digest> = a.iter().chain(&b).cloned().collect();
+        assert_eq!(decoded(&t), want);
+        t.sort_by_start();
+        want.sort_by(|x, y| x.ts.cmp(&y.ts).then(x.first_frame.cmp(&y.first_frame)));
+        assert_eq!(decoded(&t), want);
+        t.truncate(123);
+        want.truncate(123);
+        assert_eq!(decoded(&t), want);
+        assert_eq!(t.get(122).to_digest(), want[122]);
     }
 
     /// A disk that fills up: the first write fails, and every digest stays in memory.
@@ -425,11 +676,11 @@ mod tests {
         };
         let want: Vec<Digest> = (0..3_000).map(digest).collect();
         for d in &want {
-            store.push(d.clone());
+            store.push(d);
         }
         assert!(store.file.is_none(), "given up after the failed write");
         assert_eq!(store.written, 0);
-        assert_eq!(sorted(store.all().clone()), want);
+        assert_eq!(sorted(decoded(store.all())), want);
         assert!(store.take_error().is_none());
     }
 
@@ -452,11 +703,11 @@ mod tests {
         };
         let want: Vec<Digest> = (0..3_000).map(digest).collect();
         for d in &want {
-            store.push(d.clone());
+            store.push(d);
         }
         assert!(store.written > 0);
         let total = store.len();
-        let back = store.all().clone();
+        let back = decoded(store.all());
         assert!(back.len() < total, "{} of {total}", back.len());
         // What was still in the block being filled.
         assert!(!back.is_empty() && back.iter().all(|d| want.contains(d)));

@@ -21,7 +21,7 @@ pub mod digest;
 pub mod reassembly;
 pub mod zeek;
 
-pub use digest::Digest;
+pub use digest::{Digest, DigestRef, Digests};
 
 use zeek::{Seg, ZeekTcp};
 
@@ -833,12 +833,11 @@ struct Live {
 }
 
 // Every byte of a live connection is paid per connection tracked (20 000 at once in issue 8's
-// synth), and of a summary or digest per connection kept for the rules (93 000 in its 2 GB
-// capture): a change that grows one fails here, so that it is made knowingly
-// (benches/RESULTS.md has the figures behind these sizes).
+// synth), and of a summary per connection kept whole for the rules: a change that grows one
+// fails here, so that it is made knowingly (benches/RESULTS.md has the figures behind these
+// sizes). A digest is kept encoded (`digest::Digests`, ~100 bytes), not as a `Digest`.
 const _: () = assert!(std::mem::size_of::<Live>() <= 1024);
 const _: () = assert!(std::mem::size_of::<Connection>() <= 672);
-const _: () = assert!(std::mem::size_of::<Digest>() <= 200);
 
 impl Live {
     /// Whether a packet from `src` goes orig -> resp.
@@ -1040,7 +1039,7 @@ pub struct Tracker {
 }
 
 /// The connections a tracker kept: whole, and as digests (`TrackerOptions::digest`).
-pub type Kept = (Vec<Box<Connection>>, Vec<Digest>);
+pub type Kept = (Vec<Box<Connection>>, Digests);
 
 /// Moves `from`'s items to `to` (in reverse order), giving `from`'s room back as it empties, so
 /// that no item is held twice: appended whole, two copies at once were the run's peak (massif,
@@ -1239,9 +1238,12 @@ impl Tracker {
         if self.done.len() + self.digests.len() < self.opts.max_summaries {
             // Taken after the trimming above: the digest holds what the rules would have read
             // from the summary kept.
+            // A digest that cannot be encoded (`DigestStore::push`) leaves its connection kept
+            // whole, which the rules read as they would have read the digest.
             if let Some(d) = self.opts.digest.and_then(|digest| digest(&c)) {
-                self.digests.push(d);
-                return;
+                if self.digests.push(&d) {
+                    return;
+                }
             }
             self.done.push(Box::new(c));
             if let Some(tags) = self.tags.as_mut() {
@@ -1418,11 +1420,11 @@ impl Tracker {
         // appended to the largest list, two copies at once were the run's peak (massif, flows
         // on the 200 MB synth).
         let mut done = Vec::with_capacity(shards.iter().map(|s| s.done.len()).sum());
-        let mut digests = Vec::with_capacity(shards.iter().map(|s| s.digests.len()).sum());
+        let mut digests = digest::Digests::default();
         let mut lost = None;
         for s in &mut shards {
             move_shrinking(&mut s.done, &mut done);
-            move_shrinking(s.digests.all(), &mut digests);
+            digests.append(std::mem::take(s.digests.all()));
             lost = lost.or(s.digests.take_error());
         }
         let mut shards = shards.into_iter();
@@ -1460,11 +1462,11 @@ impl Tracker {
         let (mut whole, mut digests) = (0, 0);
         while whole + digests < max {
             let next_whole = self.done.get(whole).map(|c| (c.ts, c.first_frame));
-            let next_digest = self
-                .digests
-                .all()
-                .get(digests)
-                .map(|d| (d.ts, d.first_frame));
+            let all = self.digests.all();
+            let next_digest = (digests < all.len()).then(|| {
+                let d = all.get(digests);
+                (d.ts(), d.first_frame())
+            });
             match (next_whole, next_digest) {
                 (Some(w), Some(d)) if d < w => digests += 1,
                 (Some(_), _) => whole += 1,
@@ -1492,9 +1494,7 @@ impl Tracker {
     fn sort_done(&mut self) {
         self.done
             .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
-        self.digests
-            .all()
-            .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
+        self.digests.all().sort_by_start();
     }
 
     /// Ends tracking: every connection, and the warnings about what the caps cost. Without
@@ -1511,7 +1511,7 @@ impl Tracker {
         self.summarise_live();
         self.sort_done();
         let warnings = self.warnings();
-        ((self.done, self.digests.into_vec()), warnings)
+        ((self.done, self.digests.into_table()), warnings)
     }
 
     /// Ends tracking, handing each connection still live to `emit` as it is summarised (not

@@ -187,7 +187,7 @@ pub fn built_vantage(
                 warnings: vec![],
             },
             connections: connections.into_iter().collect(),
-            digests: vec![],
+            digests: Default::default(),
             error: None,
         },
     }
