@@ -665,6 +665,41 @@ mod tests {
         assert_eq!(t.get(122).to_digest(), want[122]);
     }
 
+    proptest::proptest! {
+        /// Whatever bytes come back from the file (a disk that corrupts them), the table lists
+        /// only records that fit, and reading any field of any of them stays within its bytes:
+        /// `record_len` and `DigestRef::layout` agree. Real records, cut or with bytes changed,
+        /// and plain noise.
+        #[test]
+        fn any_bytes_read_back_give_records_that_read_in_bounds(
+            n in 0usize..40,
+            flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 0..8),
+            cut in proptest::num::usize::ANY,
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let mut bytes = Vec::new();
+            for i in 0..n as u64 {
+                encode(&digest(i), &mut bytes);
+            }
+            if !bytes.is_empty() {
+                for (at, v) in &flips {
+                    let k = at % bytes.len();
+                    bytes[k] = *v;
+                }
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            bytes.extend_from_slice(&noise);
+            let mut t = Digests { bytes, at: Vec::new() };
+            let whole = t.index_from(0);
+            proptest::prop_assert!(whole <= t.bytes.len());
+            for d in t.iter() {
+                let _ = d.to_digest();
+                let _ = (d.survived().count(), d.retransmitted().count());
+            }
+            t.sort_by_start();
+        }
+    }
+
     /// A disk that fills up: the first write fails, and every digest stays in memory.
     #[cfg(target_os = "linux")]
     #[test]
