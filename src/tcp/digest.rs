@@ -253,14 +253,9 @@ impl Digests {
     /// part) is dropped, with what follows it.
     fn index_from(&mut self, start: usize) -> usize {
         let mut at = start;
-        while at < self.bytes.len() {
-            match record_len(&self.bytes[at..]) {
-                Some(n) if at + n <= self.bytes.len() => {
-                    self.at.push(at);
-                    at += n;
-                }
-                _ => break,
-            }
+        while let Some(l) = Layout::of(&self.bytes[at..]) {
+            self.at.push(at);
+            at += l.end;
         }
         self.bytes.truncate(at);
         at - start
@@ -268,11 +263,11 @@ impl Digests {
 
     /// Another table's digests added at the end, in its order.
     pub fn append(&mut self, other: Digests) {
-        let base = self.bytes.len();
         if self.bytes.is_empty() {
             *self = other;
             return;
         }
+        let base = self.bytes.len();
         self.bytes.extend_from_slice(&other.bytes);
         self.at.extend(other.at.iter().map(|a| a + base));
     }
@@ -318,33 +313,23 @@ struct Layout {
     end: usize,
 }
 
-/// A record's length, `None` if `b` is too short to tell.
-fn record_len(b: &[u8]) -> Option<usize> {
-    let uid = usize::from(*b.first()?);
-    let head = 1 + uid;
-    let h = b.get(head..head + 6)?;
-    let (survived_n, retransmitted, recovery) = (h[3], h[4], h[5]);
-    let end_len =
-        |at: usize| -> Option<usize> { Some(at + 1 + if *b.get(at)? == 4 { 4 } else { 16 } + 2) };
-    let resp = end_len(head + 6)?;
-    let fixed = end_len(resp)?;
-    let pairs = fixed + 24 + 8 * usize::from(survived_n) + 16;
-    Some(pairs + 16 * (usize::from(retransmitted) + usize::from(recovery)))
-}
-
-impl<'a> DigestRef<'a> {
-    fn layout(&self) -> Layout {
-        let b = self.0;
-        let head = 1 + usize::from(b[0]);
+impl Layout {
+    /// Where the parts of the record at the start of `b` begin, as `encode` wrote them; `None`
+    /// if `b` is too short to hold it whole. The one reading of the layout: the table lists a
+    /// record only if it is whole (`Digests::index_from`), and its fields are read from here.
+    fn of(b: &[u8]) -> Option<Layout> {
+        let head = 1 + usize::from(*b.first()?);
+        let h = b.get(head..head + 6)?;
+        let end_len =
+            |at: usize| -> Option<usize> { Some(1 + if *b.get(at)? == 4 { 4 } else { 16 } + 2) };
         let orig = head + 6;
-        let end_len = |at: usize| 1 + if b[at] == 4 { 4 } else { 16 } + 2;
-        let resp = orig + end_len(orig);
-        let fixed = resp + end_len(resp);
+        let resp = orig + end_len(orig)?;
+        let fixed = resp + end_len(resp)?;
         let survived = fixed + 24;
-        let counts = survived + 8 * usize::from(b[head + 3]);
+        let counts = survived + 8 * usize::from(h[3]);
         let pairs = counts + 16;
-        let end = pairs + 16 * (usize::from(b[head + 4]) + usize::from(b[head + 5]));
-        Layout {
+        let end = pairs + 16 * (usize::from(h[4]) + usize::from(h[5]));
+        (end <= b.len()).then_some(Layout {
             head,
             orig,
             resp,
@@ -353,7 +338,13 @@ impl<'a> DigestRef<'a> {
             counts,
             pairs,
             end,
-        }
+        })
+    }
+}
+
+impl<'a> DigestRef<'a> {
+    fn layout(&self) -> Layout {
+        Layout::of(self.0).expect("the table lists whole records only (`Digests::index_from`)")
     }
 
     fn u64_at(&self, at: usize) -> u64 {
@@ -374,8 +365,9 @@ impl<'a> DigestRef<'a> {
         (ip, u16::from_le_bytes([b[port], b[port + 1]]))
     }
 
+    /// The `k`th of the six one-byte fields after the uid.
     fn head(&self, k: usize) -> u8 {
-        self.0[self.layout().head + k]
+        self.0[1 + usize::from(self.0[0]) + k]
     }
 
     pub fn uid(&self) -> Uid {
@@ -667,9 +659,8 @@ mod tests {
 
     proptest::proptest! {
         /// Whatever bytes come back from the file (a disk that corrupts them), the table lists
-        /// only records that fit, and reading any field of any of them stays within its bytes:
-        /// `record_len` and `DigestRef::layout` agree. Real records, cut or with bytes changed,
-        /// and plain noise.
+        /// only records that fit, and reading any field of any of them stays within its bytes.
+        /// Real records, cut or with bytes changed, and plain noise.
         #[test]
         fn any_bytes_read_back_give_records_that_read_in_bounds(
             n in 0usize..40,
