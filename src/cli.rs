@@ -346,8 +346,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 .then_some(crate::diagnose::rules::survivor_digest as _),
         ) {
             Ok((al, failed)) => {
-                let tracked_on_threads =
-                    args.vantages.captures.len() > 1 || args.vantages.limits.tracker().shards > 1;
+                let tracked_on_threads = crate::pipeline::tracks_on_threads(
+                    &args.vantages.captures,
+                    args.vantages.limits.tracker(),
+                );
                 let d = crate::pipeline::after_tracking(tracked_on_threads, || {
                     crate::diagnose::diagnose_with(
                         &al,

@@ -762,9 +762,19 @@ pub fn tune_malloc() {
     }
 }
 
-/// Runs `f`, what follows tracking (the rules and the report), on a thread of its own when the
-/// connections were tracked on threads of their own (`tracked_on_threads`: several tracking
-/// threads, or several captures), and on this thread otherwise.
+/// Whether `read_vantages_filtered` tracks these captures on threads of its own: several
+/// captures, or one that is split among tracking threads (`shardable`: not a gzip capture,
+/// nor a pipe). Where `after_tracking` runs what follows.
+pub fn tracks_on_threads(specs: &[VantageSpec], opts: TrackerOptions) -> bool {
+    match specs {
+        [s] => shardable(&s.path, opts).unwrap_or(false),
+        _ => specs.len() > 1,
+    }
+}
+
+/// Runs `f`, what follows tracking (the rules), on a thread of its own when the connections
+/// were tracked on threads of their own (`tracked_on_threads`, from `tracks_on_threads`), and
+/// on this thread otherwise.
 ///
 /// The tracking threads allocate in the second of the two arenas (`tune_malloc`), and what
 /// they freed as their connections ended is reused only by the threads of that arena. A
@@ -937,6 +947,34 @@ fn malformed_reason(why: &'static str) -> Msg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tracked on threads of their own: two captures, or one regular file split among
+    /// several; not one thread, nor a gzip capture (read once, here).
+    #[test]
+    fn which_captures_are_tracked_on_threads() {
+        let plain =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/conntrack-reject/agent.pcapng");
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("agent.pcapng.gz");
+        let mut e = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        std::io::copy(&mut std::fs::File::open(&plain).unwrap(), &mut e).unwrap();
+        e.finish().unwrap();
+        let spec = |p: &Path| VantageSpec {
+            name: "a".into(),
+            path: p.to_path_buf(),
+        };
+        let threads = |shards| TrackerOptions {
+            shards,
+            ..TrackerOptions::default()
+        };
+        assert!(tracks_on_threads(&[spec(&plain)], threads(2)));
+        assert!(!tracks_on_threads(&[spec(&plain)], threads(1)));
+        assert!(!tracks_on_threads(&[spec(&gz)], threads(2)));
+        assert!(tracks_on_threads(&[spec(&gz), spec(&plain)], threads(1)));
+    }
 
     /// After tracking on threads, the rules run on a thread of their own, and what they return
     /// or the panic they raise (its message) comes back; after tracking here, they run here.
