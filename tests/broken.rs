@@ -98,6 +98,13 @@ fn ng_blocks(b: &[u8]) -> Vec<(usize, u32, usize)> {
     out
 }
 
+/// The offset and length of the `n`th Enhanced Packet Block (type 6) among a pcapng file's
+/// blocks (`ng_blocks`): the `n` frames before it are the ones a reader gives before it fails.
+fn nth_packet_block(blocks: &[(usize, u32, usize)], n: usize) -> (usize, usize) {
+    let (at, _, len) = *blocks.iter().filter(|b| b.1 == 6).nth(n).unwrap();
+    (at, len)
+}
+
 fn le32(v: u32) -> [u8; 4] {
     v.to_le_bytes()
 }
@@ -494,10 +501,8 @@ fn assert_error_after_frames(p: &Path, frames_before: usize, at: usize, what: &s
 fn pcapng_block_with_a_bad_length_is_an_error_naming_its_offset() {
     let d = tmp("ng-badlen");
     let b = fixture(AGENT_NG);
-    let blocks = ng_blocks(&b);
-    let (at, ty, len) = *blocks.iter().filter(|b| b.1 == 6).nth(3).unwrap();
-    assert_eq!(ty, 6);
-    let frames_before = blocks.iter().filter(|b| b.1 == 6 && b.0 < at).count();
+    let frames_before = 3;
+    let (at, len) = nth_packet_block(&ng_blocks(&b), frames_before);
     // The leading length no longer matches the trailing one.
     let mut bad = b.clone();
     bad[at + 4..at + 8].copy_from_slice(&le32(len as u32 + 4));
@@ -526,9 +531,8 @@ fn pcapng_block_with_a_bad_length_is_an_error_naming_its_offset() {
 fn pcapng_process_information_block_shorter_than_its_header_is_an_error() {
     let d = tmp("ng-pib");
     let b = fixture(AGENT_NG);
-    let blocks = ng_blocks(&b);
-    let (at, _, _) = *blocks.iter().filter(|b| b.1 == 6).nth(2).unwrap();
-    let frames_before = blocks.iter().filter(|b| b.1 == 6 && b.0 < at).count();
+    let frames_before = 2;
+    let (at, _) = nth_packet_block(&ng_blocks(&b), frames_before);
     let pib = |len: u32, body: &[u8]| {
         let mut v = le32(0x8000_0001).to_vec();
         v.extend_from_slice(&le32(len));
