@@ -1122,7 +1122,8 @@ mod tests {
     #[test]
     fn live_state_stays_small() {
         assert!(std::mem::size_of::<Session>() <= 256);
-        assert!(std::mem::size_of::<WsState>() <= 768);
+        // 312 until the parser's cut-frame buffer was boxed and its prefix cap made 32-bit.
+        assert!(std::mem::size_of::<WsState>() <= 280);
         let mut s = Session::new(false);
         s.data(true, KEY_REQ, Timestamp(1), 1);
         s.data(false, OK_101, Timestamp(2), 2);

@@ -256,11 +256,14 @@ thread_local! {
 pub struct WsParser {
     from_client: bool,
     extensions_negotiated: bool,
-    prefix_cap: usize,
+    /// At most [`MAX_PREFIX_CAP`]: 32 bits, beside the flags above.
+    prefix_cap: u32,
     state: State,
     cur: Current,
     /// The prefix so far of a frame cut by the end of a push (empty otherwise).
-    partial: Vec<u8>,
+    /// Boxed (8 bytes, not 24): two parsers a live WebSocket connection, and a frame is
+    /// rarely cut by the end of a segment.
+    partial: crate::boxed_list::BoxedList<u8>,
     hdr: [u8; 14],
     hdr_len: u8,
     /// A fragmented data message is open (§5.4).
@@ -283,7 +286,7 @@ impl WsParser {
         WsParser {
             from_client,
             extensions_negotiated: false,
-            prefix_cap: PREFIX_CAP,
+            prefix_cap: PREFIX_CAP as u32,
             state: State::Header,
             cur: Current {
                 start_ts: Timestamp::default(),
@@ -299,7 +302,7 @@ impl WsParser {
                 header_len: 0,
                 cap: PREFIX_CAP as u32,
             },
-            partial: Vec::new(),
+            partial: Default::default(),
             hdr: [0; 14],
             hdr_len: 0,
             in_message: false,
@@ -328,7 +331,7 @@ impl WsParser {
     /// a SIP-over-WebSocket connection so that SIP heads can be parsed. Applies from the next
     /// frame.
     pub fn set_prefix_cap(&mut self, cap: usize) {
-        self.prefix_cap = cap.min(MAX_PREFIX_CAP);
+        self.prefix_cap = cap.min(MAX_PREFIX_CAP) as u32;
     }
 
     pub fn side(&self) -> Side {
@@ -376,7 +379,7 @@ impl WsParser {
         }
         self.state = State::Lost;
         self.hdr_len = 0;
-        self.partial = Vec::new();
+        self.partial = Default::default();
     }
 
     /// The caller knows the next byte it pushes starts a frame (e.g. a segment after a gap that
@@ -415,7 +418,7 @@ impl WsParser {
         scratch.clear();
         if !self.partial.is_empty() {
             scratch.extend_from_slice(&self.partial);
-            self.partial = Vec::new();
+            self.partial = Default::default();
         }
         let mut rest = data;
         while !rest.is_empty() {
@@ -477,7 +480,7 @@ impl WsParser {
         }
         // The frame goes on in the next push: keep its prefix so far.
         if self.state == State::Payload && !scratch.is_empty() {
-            self.partial = scratch.as_slice().to_vec();
+            self.partial = scratch.as_slice().to_vec().into();
         }
     }
 
@@ -619,7 +622,7 @@ impl WsParser {
             opcode,
             masked,
             header_len,
-            cap: self.prefix_cap as u32,
+            cap: self.prefix_cap,
         };
         self.state = State::Payload;
         if payload_len == 0 {
@@ -1143,7 +1146,7 @@ mod tests {
         p.push(&b, TS, 1, &mut out);
         assert_eq!(frames(&out)[0].payload_prefix, sip);
         p.set_prefix_cap(usize::MAX);
-        assert_eq!(p.prefix_cap, MAX_PREFIX_CAP);
+        assert_eq!(p.prefix_cap as usize, MAX_PREFIX_CAP);
     }
 
     /// A sink that feeds a second parser from inside the first one's callback: the shared
