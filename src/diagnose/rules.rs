@@ -3,9 +3,7 @@
 
 use crate::align::{Kept, Leg, MatchMethod};
 use crate::capture::Timestamp;
-use crate::tcp::{
-    Connection, Digest, Gap, Proto, Sample, Side, Termination, TerminationKind, TOP_GAPS,
-};
+use crate::tcp::{Connection, Digest, Gap, Proto, Sample, Side, Termination, TerminationKind};
 
 use super::defaults;
 use super::{
@@ -118,13 +116,7 @@ pub fn survivor_digest(c: &Connection) -> Option<Digest> {
 /// A connection's `Digest`: what `Reads` reads from it whole.
 pub fn digest_of(c: &Connection) -> Digest {
     let whole = Reads(Kept::Whole(c));
-    let mut survived = [0.0; TOP_GAPS];
-    let mut n = 0;
-    // The tracker keeps at most `TOP_GAPS` silences a connection.
-    for (slot, s) in survived.iter_mut().zip(whole.survived()) {
-        *slot = s;
-        n += 1;
-    }
+    let (survived, n) = Digest::survived_from(whole.survived());
     Digest {
         uid: c.uid,
         proto: c.proto,

@@ -55,6 +55,18 @@ impl Digest {
     pub fn survived(&self) -> &[f64] {
         &self.survived[..usize::from(self.survived_n)]
     }
+
+    /// `survived` and `survived_n` from a connection's survived silences: the first
+    /// `TOP_GAPS` (the tracker keeps no more a connection).
+    pub fn survived_from(silences: impl Iterator<Item = f64>) -> ([f64; TOP_GAPS], u8) {
+        let mut survived = [0.0; TOP_GAPS];
+        let mut n = 0;
+        for (slot, s) in survived.iter_mut().zip(silences) {
+            *slot = s;
+            n += 1;
+        }
+        (survived, n)
+    }
 }
 
 /// The tracker's digests while it tracks: each written as it comes, in ~100 bytes instead of
@@ -449,12 +461,7 @@ impl<'a> DigestRef<'a> {
     /// The digest, decoded whole.
     pub fn to_digest(&self) -> Digest {
         let ((orig_h, orig_p), (resp_h, resp_p)) = (self.orig(), self.resp());
-        let mut survived = [0.0; TOP_GAPS];
-        let mut n = 0;
-        for (slot, s) in survived.iter_mut().zip(self.survived()) {
-            *slot = s;
-            n += 1;
-        }
+        let (survived, n) = Digest::survived_from(self.survived());
         Digest {
             uid: self.uid(),
             proto: self.proto(),
