@@ -346,10 +346,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 .then_some(crate::diagnose::rules::survivor_digest as _),
         ) {
             Ok((al, failed)) => {
-                let tracked_on_threads = crate::pipeline::tracks_on_threads(
-                    &args.vantages.captures,
-                    args.vantages.limits.tracker(),
-                );
+                let tracked_on_threads = al.vantages.iter().any(|v| v.flows.tracked_on_threads);
                 let d = crate::pipeline::after_tracking(tracked_on_threads, || {
                     crate::diagnose::diagnose_with(
                         &al,

@@ -45,6 +45,10 @@ pub struct CaptureFlows {
     pub digests: crate::tcp::Digests,
     /// A fatal error that stopped reading; what came before it is still above.
     pub error: Option<anyhow::Error>,
+    /// Tracked on threads of its own: split among several (`read_sharded`), or one of several
+    /// captures (`read_vantages_filtered`), rather than on the thread that asked. Where
+    /// `after_tracking` runs what follows.
+    pub tracked_on_threads: bool,
 }
 
 /// Reads one capture and tracks its connections. Only opening the file is an `Err`; a file that
@@ -66,12 +70,13 @@ pub fn track_capture_filtered(
     opts: TrackerOptions,
     filter: Option<&str>,
 ) -> anyhow::Result<CaptureFlows> {
-    let (run, (connections, digests)) = read_capture(path, opts, filter, None)?;
+    let (run, (connections, digests), sharded) = read_capture(path, opts, filter, None)?;
     Ok(CaptureFlows {
         summary: run.summary,
         connections,
         digests,
         error: run.error,
+        tracked_on_threads: sharded,
     })
 }
 
@@ -111,7 +116,7 @@ pub fn stream_capture_mapped<R: Send>(
         return stream_sharded(path, opts, filter, map, emit);
     }
     let mut emit = |ts, c| emit(ts, map(c));
-    read_capture(path, opts, filter, Some(&mut emit)).map(|(run, _)| run)
+    read_capture(path, opts, filter, Some(&mut emit)).map(|(run, ..)| run)
 }
 
 /// Several captures streamed at once, one thread per file, merged by the capture time at which
@@ -182,8 +187,9 @@ fn read_capture(
     opts: TrackerOptions,
     filter: Option<&str>,
     mut emit: Option<&mut dyn FnMut(Timestamp, Connection)>,
-) -> anyhow::Result<(CaptureRun, crate::tcp::Kept)> {
+) -> anyhow::Result<(CaptureRun, crate::tcp::Kept, bool)> {
     // Streamed on several threads by `stream_capture_mapped`, which calls this otherwise.
+    // Returned last: whether the capture was tracked on threads of its own.
     let sharded = emit.is_none() && shardable(path, opts)?;
     let (mut run, tracker) = if sharded {
         read_sharded(path, opts, filter)?
@@ -209,7 +215,7 @@ fn read_capture(
             kept
         }
     };
-    Ok((run, kept))
+    Ok((run, kept, sharded))
 }
 
 /// Whether a capture is tracked on several threads: `opts.shards` > 1, and each shard can read
@@ -762,19 +768,9 @@ pub fn tune_malloc() {
     }
 }
 
-/// Whether `read_vantages_filtered` tracks these captures on threads of its own: several
-/// captures, or one that is split among tracking threads (`shardable`: not a gzip capture,
-/// nor a pipe). Where `after_tracking` runs what follows.
-pub fn tracks_on_threads(specs: &[VantageSpec], opts: TrackerOptions) -> bool {
-    match specs {
-        [s] => shardable(&s.path, opts).unwrap_or(false),
-        _ => specs.len() > 1,
-    }
-}
-
 /// Runs `f`, what follows tracking (the rules), on a thread of its own when the connections
-/// were tracked on threads of their own (`tracked_on_threads`, from `tracks_on_threads`), and
-/// on this thread otherwise.
+/// were tracked on threads of their own (`CaptureFlows::tracked_on_threads`), and on this
+/// thread otherwise.
 ///
 /// The tracking threads allocate in the second of the two arenas (`tune_malloc`), and what
 /// they freed as their connections ended is reused only by the threads of that arena. A
@@ -890,6 +886,8 @@ pub fn read_vantages_filtered(
                 if let Some(e) = flows.error.take() {
                     errors.push(e);
                 }
+                // Several captures: each on a thread spawned above.
+                flows.tracked_on_threads |= specs.len() > 1;
                 vantages.push(crate::align::Vantage {
                     name: spec.name.clone(),
                     flows,
@@ -949,7 +947,7 @@ mod tests {
     use super::*;
 
     /// Tracked on threads of their own: two captures, or one regular file split among
-    /// several; not one thread, nor a gzip capture (read once, here).
+    /// several; not one thread, nor a gzip capture (read once, here). As the reading did it.
     #[test]
     fn which_captures_are_tracked_on_threads() {
         let plain =
@@ -969,6 +967,12 @@ mod tests {
         let threads = |shards| TrackerOptions {
             shards,
             ..TrackerOptions::default()
+        };
+        let tracks_on_threads = |specs: &[VantageSpec], opts| {
+            let (vantages, errors) = read_vantages_filtered(specs, opts, None);
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(vantages.len(), specs.len());
+            vantages.iter().all(|v| v.flows.tracked_on_threads)
         };
         assert!(tracks_on_threads(&[spec(&plain)], threads(2)));
         assert!(!tracks_on_threads(&[spec(&plain)], threads(1)));

@@ -189,6 +189,7 @@ pub fn built_vantage(
             connections: connections.into_iter().collect(),
             digests: Default::default(),
             error: None,
+            tracked_on_threads: false,
         },
     }
 }
