@@ -287,10 +287,8 @@ impl Digests {
     /// In start order (start, then first frame), as the connections kept whole are.
     pub fn sort_by_start(&mut self) {
         let bytes = &self.bytes;
-        self.at.sort_unstable_by_key(|&a| {
-            let d = DigestRef(&bytes[a..]);
-            (d.ts(), d.first_frame())
-        });
+        self.at
+            .sort_unstable_by_key(|&a| DigestRef(&bytes[a..]).start_order());
     }
 
     /// The first `n` only (their records stay where they are).
@@ -421,6 +419,13 @@ impl<'a> DigestRef<'a> {
 
     pub fn first_frame(&self) -> u64 {
         self.u64_at(self.layout().fixed + 8)
+    }
+
+    /// Start, then first frame: the order connections are listed in (one reading of the
+    /// layout for both).
+    pub fn start_order(&self) -> (Timestamp, u64) {
+        let at = self.layout().fixed;
+        (Timestamp(self.u64_at(at) as i64), self.u64_at(at + 8))
     }
 
     pub fn last_frame(&self) -> u64 {

@@ -1466,10 +1466,7 @@ impl Tracker {
         while whole + digests < max {
             let next_whole = self.done.get(whole).map(|c| (c.ts, c.first_frame));
             let all = self.digests.all();
-            let next_digest = (digests < all.len()).then(|| {
-                let d = all.get(digests);
-                (d.ts(), d.first_frame())
-            });
+            let next_digest = (digests < all.len()).then(|| all.get(digests).start_order());
             match (next_whole, next_digest) {
                 (Some(w), Some(d)) if d < w => digests += 1,
                 (Some(_), _) => whole += 1,
