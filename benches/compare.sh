@@ -96,6 +96,22 @@ gen() { # gen SIZE FILE [AGENTS [SYNTH ARGS...]]: CONNECTIONS agents by default
 # Hours of traffic in the capture gen just wrote.
 hours() { awk '/s of traffic/ {printf "%.1f", $2 / 3600}' "$TMP/synth.log"; }
 
+# stages FILE ARGS...: one run of vantage ARGS with --stats, its stages as a table: where the
+# time and the memory go, stage by stage (each stage's end; peak: the high-water mark so far).
+stages() {
+    local file=$1 shown
+    shift
+    shown="$*"
+    echo "Stage by stage (\`--stats\`): \`vantage ${shown//$TMP\//}\`"
+    echo
+    echo "| stage | elapsed s | RSS MiB | peak MiB |"
+    echo "|---|---:|---:|---:|"
+    "$VANTAGE" --stats "$@" 2>&1 >/dev/null | sed -n '/^vantage: stats$/,$p' | tail -n +3 |
+        sed "s|$TMP/||" | awk '{n = NF; s = $1; for (i = 2; i <= n - 3; i++) s = s " " $i;
+            printf "| %s | %s | %s | %s |\n", s, $(n - 2), $(n - 1), $n}'
+    echo
+}
+
 # measure LABEL FILE CMD...: REPEAT runs; prints one table row with the best wall time, the
 # least CPU time (user+sys) and the highest peak RSS of those runs. MB/s is given both per wall
 # second and per CPU second: on a shared machine the CPU figure is the steadier one.
@@ -151,6 +167,7 @@ if command -v tcpdump >/dev/null; then
     measure "tcpdump RST filter -w /dev/null" "$SMALL" tcpdump -r "$SMALL" 'tcp[tcpflags] & tcp-rst != 0' -w /dev/null
 fi
 echo
+stages "$SMALL" diagnose --threads 1 "$SMALL"
 
 if [ "$BIG" != 0 ]; then
     rm -f "$SMALL"
@@ -166,6 +183,8 @@ if [ "$BIG" != 0 ]; then
     REPEAT=1 measure "vantage diagnose" "$LARGE" "$VANTAGE" diagnose "$LARGE"
     REPEAT=1 measure "vantage diagnose --threads 1" "$LARGE" "$VANTAGE" diagnose --threads 1 "$LARGE"
     echo
+    stages "$LARGE" diagnose --threads 1 "$LARGE"
+    stages "$LARGE" diagnose "$LARGE"
 fi
 
 NAT=${NAT:-100MB}

@@ -32,6 +32,9 @@ pub struct Cli {
     /// Colour in progress bars: auto (a terminal, and NO_COLOR unset), always or never
     #[arg(long, global = true, value_enum, default_value_t = crate::progress::ColorChoice::Auto)]
     pub color: crate::progress::ColorChoice,
+    /// At the end, print each stage's time and resident memory (then, and its peak) to stderr
+    #[arg(long, global = true)]
+    pub stats: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -323,7 +326,17 @@ pub enum FlowsFormat {
 pub fn run(cli: Cli) -> ExitCode {
     crate::pipeline::tune_malloc();
     crate::progress::configure(cli.color);
-    match cli.command {
+    if cli.stats {
+        crate::stats::enable();
+    }
+    let code = run_command(cli.command);
+    crate::stats::mark(|| "done".into());
+    crate::stats::print();
+    code
+}
+
+fn run_command(command: Command) -> ExitCode {
+    match command {
         Command::Flows(args) => flows(args),
         Command::Probe(args) => crate::probe::cli::run(args),
         // Packet samples line connections up across captures and draw the HTML timeline; one
@@ -566,7 +579,9 @@ fn lined_up(
         offsets: args.offsets.clone(),
         threads: args.limits.tracker().shards,
     };
-    Ok((crate::align::align(vantages, &opts), failed))
+    let al = crate::align::align(vantages, &opts);
+    crate::stats::mark(|| "lined up".into());
+    Ok((al, failed))
 }
 
 fn warn(msg: &str) {

@@ -36,6 +36,7 @@ pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod short_str;
+pub mod stats;
 pub mod tcp;
 
 /// Helpers for the tests, the unit tests and `tests/` alike (one walker of `fixtures/`, where

@@ -215,6 +215,7 @@ fn read_capture(
             kept
         }
     };
+    crate::stats::mark(|| format!("tracked {}", path.display()));
     Ok((run, kept, sharded))
 }
 
@@ -524,6 +525,12 @@ fn read_frames<'e>(
             &mut first_malformed,
         );
     }
+    // Every frame read, the connections still live not yet summarised: the resident size here
+    // is theirs (and the peak, on a long capture, is usually here).
+    crate::stats::mark(|| match shard {
+        Some((i, n)) => format!("read {} (shard {}/{n})", path.display(), i + 1),
+        None => format!("read {}", path.display()),
+    });
     if let Some(b) = bar {
         b.set_position(reader.bytes_read());
         b.finish_and_clear();

@@ -413,3 +413,75 @@ fn detail_prints_one_connections_events() {
             "no connection with uid Cnosuchconnection",
         ));
 }
+
+/// `--stats` prints each stage's end to stderr, in the order the stages ran, and changes nothing
+/// on stdout: a report with it is the report without it. Linux: elsewhere the memory columns
+/// say `-`.
+#[cfg(target_os = "linux")]
+#[test]
+fn stats_print_each_stage_and_leave_the_report_alone() {
+    let dir = "fixtures/conntrack-reject";
+    let args = [
+        "diagnose",
+        "--format",
+        "json",
+        "--threads",
+        "1",
+        "agent=fixtures/conntrack-reject/agent.pcapng",
+        "softswitch=fixtures/conntrack-reject/softswitch.pcap",
+    ];
+    let plain = vantage().args(args).output().unwrap();
+    let with = vantage().arg("--stats").args(args).output().unwrap();
+    assert!(plain.status.success() && with.status.success(), "{dir}");
+    assert_eq!(plain.stdout, with.stdout, "--stats changed the report");
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("vantage: stats"));
+    let err = String::from_utf8(with.stderr).unwrap();
+    let table: Vec<&str> = err
+        .lines()
+        .skip_while(|l| *l != "vantage: stats")
+        .skip(1)
+        .collect();
+    assert!(
+        table[0].starts_with("stage") && table[0].ends_with("peak_mib"),
+        "{err}"
+    );
+    let rows: Vec<(String, f64, f64, f64)> = table[1..]
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let n = f.len();
+            let num = |s: &str| s.parse::<f64>().unwrap_or_else(|_| panic!("{l}"));
+            (
+                f[..n - 3].join(" "),
+                num(f[n - 3]),
+                num(f[n - 2]),
+                num(f[n - 1]),
+            )
+        })
+        .collect();
+    let stages: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let read = |name: &str| format!("read fixtures/conntrack-reject/{name}");
+    // The two captures are read on threads of their own, in either order; each is read, then
+    // tracked, before the alignment.
+    for name in ["agent.pcapng", "softswitch.pcap"] {
+        let r = stages.iter().position(|s| *s == read(name)).expect("read");
+        let t = stages
+            .iter()
+            .position(|s| *s == format!("tracked fixtures/conntrack-reject/{name}"))
+            .expect("tracked");
+        assert!(r < t, "{stages:?}");
+    }
+    assert_eq!(
+        &stages[4..],
+        ["lined up", "rules", "rendered", "done"],
+        "{stages:?}"
+    );
+    // Time goes forward; a peak is at least what is resident (within the kernel's per-CPU
+    // counting, which reads a few pages off).
+    for w in rows.windows(2) {
+        assert!(w[1].1 >= w[0].1, "{rows:?}");
+    }
+    for (stage, _, rss, peak) in &rows {
+        assert!(*rss > 0.0 && *peak >= *rss - 1.0, "{stage}: {rss} {peak}");
+    }
+}

@@ -550,6 +550,7 @@ pub fn diagnose(al: &Alignment) -> Diagnosis {
 pub fn diagnose_with(al: &Alignment, max_evidence: usize, lang: Lang) -> Diagnosis {
     let ctx = Ctx::new(al);
     let mut findings = rules::run_all(&ctx, max_evidence);
+    crate::stats::mark(|| "rules".into());
     for f in &mut findings {
         cut_evidence(&mut f.evidence, &mut f.text.explanation, max_evidence);
     }
@@ -569,6 +570,7 @@ pub fn diagnose_with(al: &Alignment, max_evidence: usize, lang: Lang) -> Diagnos
     if let Some(m) = &verdict.would_change_msg {
         verdict.would_change = cat.render(m);
     }
+    crate::stats::mark(|| "rendered".into());
     Diagnosis {
         schema_version: SCHEMA_VERSION,
         lang: lang.tag().to_string(),
