@@ -93,8 +93,31 @@ fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
     if let Some(f) = weak_network(ctx, &deaths, max_evidence) {
         findings.push(f);
     }
-    agent_outage(ctx, &deaths, &mut findings);
+    // The last rule reads three fields of a death: the rest goes before it makes its findings
+    // (~250 bytes a death with its strings, 18 800 deaths in the 2 GB synth, beside the agent
+    // outages at the rules' peak).
+    let starts: Vec<OutageStart> = deaths.iter().map(OutageStart::of).collect();
+    drop(deaths);
+    agent_outage(ctx, &starts, &mut findings);
     findings
+}
+
+/// What `agent_outage` reads of a `Death`: its connection, when the middlebox acted, and the
+/// last good packet before.
+struct OutageStart {
+    conn: crate::align::LineId,
+    at: Timestamp,
+    last_good: Timestamp,
+}
+
+impl OutageStart {
+    fn of(d: &Death) -> Self {
+        OutageStart {
+            conn: crate::align::LineId::new(&d.conn),
+            at: d.at,
+            last_good: d.last_good,
+        }
+    }
 }
 
 /// The connections a one-capture diagnosis keeps whole: those its per-path rules end
@@ -1626,7 +1649,7 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
 /// detection delay: from the middlebox's act to the client's first reaction (its own FIN/RST, or
 /// a new SYN). A silent drop is noticed only when the page's heartbeat check fires (45 s in the
 /// incident that started this project).
-fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
+fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
     // One window per death, keyed by agent (vantage and client address), then one finding per
     // agent: an agent that lost its connection five times is one story, not five. Agents in
     // order of their first window, each agent's windows in order. A later window is folded into
@@ -1729,7 +1752,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
                         ),
                 ),
                 explanation: vec![Msg::new("ao-explain")
-                    .s("conn", &d.conn)
+                    .s("conn", d.conn)
                     .m(
                         "none",
                         if recovered.is_none() {
@@ -1743,7 +1766,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[Death], out: &mut Vec<Finding>) {
                 recommendation: Some(Msg::new("ao-rec")),
                 hop: None,
             },
-            connections: vec![d.conn.clone()],
+            connections: vec![d.conn.to_string()],
             evidence,
             display_filters,
             recommendation: String::new(),
