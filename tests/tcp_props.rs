@@ -508,3 +508,23 @@ proptest! {
         silences_match_model(&gaps)?;
     }
 }
+
+/// An endpoint drawn from a few addresses of each family and a few ports, so that equal
+/// addresses (the port decides) and equal ends come up often.
+fn endpoint() -> impl Strategy<Value = (std::net::IpAddr, u16)> {
+    let v4 = (0u8..3, 0u8..3).prop_map(|(a, b)| std::net::IpAddr::from([10, a, 255, b]));
+    let v6 = (0u16..3).prop_map(|a| std::net::IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, a, 1]));
+    let port = prop_oneof![Just(0u16), Just(80), Just(8080), Just(65535), any::<u16>()];
+    (prop_oneof![3 => v4, 1 => v6], port)
+}
+
+proptest! {
+    /// `conversation` puts the lower end first as the tuples' own order does, whichever
+    /// family (its IPv4 ends are compared as one integer).
+    #[test]
+    fn conversation_orders_ends_as_tuples_do(a in endpoint(), b in endpoint()) {
+        let (lo, hi) = vantage::tcp::conversation(a, b);
+        prop_assert_eq!((lo, hi), if a <= b { (a, b) } else { (b, a) });
+        prop_assert_eq!(vantage::tcp::conversation(b, a), (lo, hi));
+    }
+}

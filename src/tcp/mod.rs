@@ -61,10 +61,26 @@ pub type Conversation = ((IpAddr, u16), (IpAddr, u16));
 
 /// The conversation between `a` and `b`, whichever sent.
 pub fn conversation(a: (IpAddr, u16), b: (IpAddr, u16)) -> Conversation {
-    if a <= b {
+    if endpoint_le(a, b) {
         (a, b)
     } else {
         (b, a)
+    }
+}
+
+/// `a <= b` in the tuples' own order (`IpAddr`'s, then the port's), for two IPv4 ends as one
+/// integer comparison: the address's octets big-endian above the port, which orders them as
+/// the tuple does. Every packet orders its ends twice (the prefetch and the lookup), and the
+/// derived comparison, not inlined, was ~1 % of a diagnosis (`perf`).
+#[inline]
+fn endpoint_le(a: (IpAddr, u16), b: (IpAddr, u16)) -> bool {
+    match (a.0, b.0) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => {
+            let key =
+                |ip: std::net::Ipv4Addr, port| u64::from(ip.to_bits()) << 16 | u64::from(port);
+            key(x, a.1) <= key(y, b.1)
+        }
+        _ => a <= b,
     }
 }
 
