@@ -526,10 +526,15 @@ fn read_frames<'e>(
         );
     }
     // Every frame read, the connections still live not yet summarised: the resident size here
-    // is theirs (and the peak, on a long capture, is usually here).
-    crate::stats::mark(|| match shard {
-        Some((i, n)) => format!("read {} (shard {}/{n})", path.display(), i + 1),
-        None => format!("read {}", path.display()),
+    // is theirs (and the peak, on a long capture, is usually here), so their count goes with it
+    // (issue 8 asks memory to grow with live connections only).
+    crate::stats::mark(|| {
+        let (live, peak) = (tracker.live_connections(), tracker.peak_live);
+        let live = format!("{live} live, peak {}", peak.max(live));
+        match shard {
+            Some((i, n)) => format!("read {} (shard {}/{n}: {live})", path.display(), i + 1),
+            None => format!("read {} ({live})", path.display()),
+        }
     });
     if let Some(b) = bar {
         b.set_position(reader.bytes_read());

@@ -464,7 +464,11 @@ fn stats_print_each_stage_and_leave_the_report_alone() {
     // The two captures are read on threads of their own, in either order; each is read, then
     // tracked, before the alignment.
     for name in ["agent.pcapng", "softswitch.pcap"] {
-        let r = stages.iter().position(|s| *s == read(name)).expect("read");
+        // "read FILE (N live, peak M)": the connections live when the last frame was read.
+        let r = stages
+            .iter()
+            .position(|s| s.starts_with(&format!("{} (", read(name))) && s.contains(" live, peak "))
+            .expect("read");
         let t = stages
             .iter()
             .position(|s| *s == format!("tracked fixtures/conntrack-reject/{name}"))
