@@ -27,7 +27,8 @@ pub const PROVOKED_S: f64 = 1.0;
 /// A connection that a middlebox ended: what the idle-timeout rule clusters.
 #[derive(Clone, Debug)]
 pub struct Death {
-    pub conn: String,
+    /// The lined-up connection's id, inline as `LinedUp` keeps it.
+    pub conn: crate::align::LineId,
     /// The silence that proved fatal.
     pub silence_s: f64,
     /// `timer`: the middlebox acted by itself after the silence (its packet ended the
@@ -113,7 +114,7 @@ struct OutageStart {
 impl OutageStart {
     fn of(d: &Death) -> Self {
         OutageStart {
-            conn: crate::align::LineId::new(&d.conn),
+            conn: d.conn,
             at: d.at,
             last_good: d.last_good,
         }
@@ -877,7 +878,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             },
         };
         let d = Death {
-            conn: p.lined.id.to_string(),
+            conn: p.lined.id,
             silence_s: silence,
             at_timer,
             survived_s: fatal.and_then(|g| survived(c0, &g)),
@@ -988,7 +989,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
         },
     };
     let d = Death {
-        conn: p.lined.id.to_string(),
+        conn: p.lined.id,
         silence_s: fatal.secs,
         at_timer: false,
         survived_s: survived(c, &fatal),
@@ -1160,7 +1161,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
                 },
             };
             let d = Death {
-                conn: p.lined.id.to_string(),
+                conn: p.lined.id,
                 silence_s: fatal.secs,
                 at_timer: false,
                 survived_s: survived(c, &fatal),
@@ -1330,7 +1331,7 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         severity: Severity::Critical,
         summary: String::new(),
         explanation: String::new(),
-        connections: group.iter().map(|d| d.conn.clone()).collect(),
+        connections: group.iter().map(|d| d.conn.to_string()).collect(),
         evidence,
         display_filters: vec![],
         recommendation: String::new(),
@@ -1421,7 +1422,7 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             text: FindingText {
                 summary: Some(
                     Msg::new("ho-summary")
-                        .s("conn", &d.conn)
+                        .s("conn", d.conn)
                         .s("lag", fixed(lag, 1))
                         .m("how", how),
                 ),
@@ -1431,7 +1432,7 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 recommendation: Some(Msg::new("ho-rec")),
                 hop: None,
             },
-            connections: vec![d.conn.clone()],
+            connections: vec![d.conn.to_string()],
             evidence,
             display_filters,
             recommendation: String::new(),
@@ -2009,7 +2010,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
             text: FindingText {
                 summary: Some(
                     Msg::new("hb-summary")
-                        .s("conn", &d.conn)
+                        .s("conn", d.conn)
                         .s("kind", &kind)
                         .s("median", fixed(hb.interval_median_s, 1))
                         .s("slowest", fixed(slowest, 1))
@@ -2028,7 +2029,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
                 recommendation: Some(recommendation),
                 hop: None,
             },
-            connections: vec![d.conn.clone()],
+            connections: vec![d.conn.to_string()],
             evidence,
             display_filters,
             recommendation: String::new(),
@@ -2146,7 +2147,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 summary: Some(
                     Msg::new("cc-summary")
                         .n("n", calls.len())
-                        .s("conn", &d.conn)
+                        .s("conn", d.conn)
                         .s("calls", calls.join(", ")),
                 ),
                 explanation: std::iter::once(Msg::new("cc-explain"))
@@ -2163,7 +2164,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 recommendation: Some(Msg::new("cc-rec")),
                 hop: None,
             },
-            connections: vec![d.conn.clone()],
+            connections: vec![d.conn.to_string()],
             evidence,
             display_filters,
             recommendation: String::new(),

@@ -84,7 +84,7 @@ pub struct DigestStore {
     /// The block being filled, then the blocks kept in memory.
     block: Vec<u8>,
     blocks: Vec<Vec<u8>>,
-    /// What was read back (`all`), and digests pushed since.
+    /// What was read back (`all`); digests pushed after wait in `block` for the next `all`.
     read: Digests,
     /// Digests encoded (in the file or the blocks), not read back yet.
     encoded: usize,

@@ -1019,7 +1019,7 @@ pub fn summaries_dropped(dropped: u64, max_summaries: usize) -> crate::capture::
 
 /// Tracks the connections of one capture.
 pub struct Tracker {
-    capture: std::sync::Arc<str>,
+    capture: CaptureName,
     opts: TrackerOptions,
     /// Each `Live` is boxed: it is over a kilobyte, and an inline table wastes its free buckets'
     /// share of that and copies it on every resize (massif showed the table at half the heap).
@@ -1183,7 +1183,7 @@ impl Tracker {
 
     pub fn with_options(capture: impl Into<String>, opts: TrackerOptions) -> Self {
         Tracker {
-            capture: std::sync::Arc::from(capture.into()),
+            capture: CaptureName::new(capture.into()),
             opts,
             live: LiveTable::new(),
             due: std::collections::BinaryHeap::new(),
@@ -1610,7 +1610,7 @@ impl Tracker {
         if self.live.len() >= self.opts.max_live && !self.live.contains_key(&key) {
             self.evict();
         }
-        let new = |capture: &std::sync::Arc<str>, opts: &TrackerOptions| {
+        let new = |capture: &CaptureName, opts: &TrackerOptions| {
             let dst = (p.dst, t.dst_port);
             let (orig, resp, mid_stream) = orient(flags, src, dst);
             new_live(
@@ -1747,7 +1747,7 @@ impl Tracker {
 }
 
 fn new_live(
-    capture: &std::sync::Arc<str>,
+    capture: &CaptureName,
     proto: Proto,
     (orig, resp): ((IpAddr, u16), (IpAddr, u16)),
     frame: &Frame<'_>,
@@ -1759,7 +1759,7 @@ fn new_live(
     let detailed = opts.detail
         && opts
             .detail_uid
-            .is_none_or(|k| uid_key(&make_uid(capture, proto, orig, resp, frame.ts)) == k);
+            .is_none_or(|k| uid_key(&make_uid(capture.uid_seed, proto, orig, resp, frame.ts)) == k);
     let app = (opts.app && proto == Proto::Tcp).then(|| {
         Box::new(AppState {
             client: Reassembler::new(opts.reassembly_cap),
@@ -1836,13 +1836,8 @@ impl Fnv {
                         self.feed(b".");
                     }
                     let digits = [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10];
-                    let skip = if o >= 100 {
-                        0
-                    } else if o >= 10 {
-                        1
-                    } else {
-                        2
-                    };
+                    // No leading zeros: one digit skipped under 100, two under 10.
+                    let skip = usize::from(o < 100) + usize::from(o < 10);
                     self.feed(&digits[skip..]);
                 }
             }
@@ -1855,29 +1850,28 @@ impl Fnv {
     }
 }
 
-/// The FNV state after a capture's file name, the first thing a uid hashes: the same for all
-/// of a capture's connections, so kept from the last capture asked about (per thread: a
-/// capture's connections are summarised on the threads that tracked it). `Path::file_name`
-/// and its lossy conversion were a third of a uid's cost.
-fn name_hash(capture: &str) -> u64 {
-    thread_local! {
-        static LAST: std::cell::RefCell<(String, u64)> = const {
-            std::cell::RefCell::new((String::new(), 0))
-        };
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if last.0 != capture || last.1 == 0 {
-            let mut fnv = Fnv::new();
-            let name = std::path::Path::new(capture)
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default();
-            fnv.feed(name.as_bytes());
-            *last = (capture.to_string(), fnv.0);
+/// The capture a tracker reads: its path, shared by the summaries of its connections, and the
+/// FNV state after its file name, the first thing every uid of the capture hashes
+/// (`make_uid`), worked out once (`Path::file_name` and its lossy text, for every connection,
+/// were a third of a uid's cost).
+struct CaptureName {
+    path: std::sync::Arc<str>,
+    uid_seed: u64,
+}
+
+impl CaptureName {
+    fn new(path: String) -> Self {
+        let mut fnv = Fnv::new();
+        let name = std::path::Path::new(&path)
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        fnv.feed(name.as_bytes());
+        CaptureName {
+            uid_seed: fnv.0,
+            path: path.into(),
         }
-        last.1
-    })
+    }
 }
 
 /// A uid as `TrackerOptions::detail_uid` names it (a hash: the options stay `Copy`).
@@ -1887,18 +1881,19 @@ pub fn uid_key(uid: &str) -> u64 {
     fnv.0
 }
 
-/// A stable, Zeek-looking uid ("C" + base62), derived from the capture name, the 5-tuple and the
-/// start time, so that the same capture always yields the same uids (snapshots, tickets). Made
-/// once a connection: the addresses are hashed as they are formatted, where they were made
-/// into strings first (eight allocations a connection, benches/RESULTS.md).
+/// A stable, Zeek-looking uid ("C" + base62), derived from the capture's file name (hashed
+/// once: `CaptureName::uid_seed`), the 5-tuple and the start time, so that the same capture
+/// always yields the same uids (snapshots, tickets). Made once a connection: the addresses are
+/// hashed as they are formatted, where they were made into strings first (eight allocations a
+/// connection, benches/RESULTS.md).
 fn make_uid(
-    capture: &str,
+    uid_seed: u64,
     proto: Proto,
     orig: (IpAddr, u16),
     resp: (IpAddr, u16),
     ts: Timestamp,
 ) -> Uid {
-    let mut fnv = Fnv(name_hash(capture));
+    let mut fnv = Fnv(uid_seed);
     fnv.feed(&[proto as u8]);
     fnv.addr(orig.0);
     fnv.feed(&orig.1.to_be_bytes());
@@ -2342,7 +2337,7 @@ fn feed_app(
     }
 }
 
-fn finish_live(l: Live, capture: &std::sync::Arc<str>, histories: &mut Histories) -> Connection {
+fn finish_live(l: Live, capture: &CaptureName, histories: &mut Histories) -> Connection {
     let (orig, resp) = l.endpoints();
     let proto = l.key.proto;
     let vlan = l.key.vlan;
@@ -2379,8 +2374,8 @@ fn finish_live(l: Live, capture: &std::sync::Arc<str>, histories: &mut Histories
         None => udp_app,
     };
     let mut c = Connection {
-        uid: make_uid(capture, proto, orig, resp, ts),
-        capture: capture.clone(),
+        uid: make_uid(capture.uid_seed, proto, orig, resp, ts),
+        capture: capture.path.clone(),
         proto,
         orig_h: orig.0,
         orig_p: orig.1,
@@ -2451,15 +2446,17 @@ mod uid_tests {
         }
     }
 
-    /// A uid depends on the capture's file name, not its directory, and the name kept from
-    /// the last capture asked about is not reused for another.
+    /// A uid depends on the capture's file name, not its directory.
     #[test]
     fn uids_follow_the_file_name() {
         let ends = (
             (IpAddr::from([192, 0, 2, 1]), 5060),
             (IpAddr::from([192, 0, 2, 2]), 80),
         );
-        let uid = |capture: &str| make_uid(capture, Proto::Tcp, ends.0, ends.1, Timestamp(7));
+        let uid = |capture: &str| {
+            let seed = CaptureName::new(capture.to_string()).uid_seed;
+            make_uid(seed, Proto::Tcp, ends.0, ends.1, Timestamp(7))
+        };
         let a = uid("/tmp/x/agent.pcap");
         assert_eq!(a, uid("agent.pcap"));
         assert_ne!(a, uid("gateway.pcap"));
