@@ -41,16 +41,20 @@ pub fn mark(stage: impl FnOnce() -> String) {
     if !enabled() {
         return;
     }
-    let elapsed_s = START.get().map_or(0.0, |s| s.elapsed().as_secs_f64());
     let (rss_kib, peak_kib) = memory();
-    let m = Mark {
-        stage: stage(),
+    let stage = stage();
+    // A stage ended on a thread that panicked leaves the lock poisoned; its marks still count.
+    let mut marks = MARKS.lock().unwrap_or_else(|e| e.into_inner());
+    // The clock is read under the lock, so the record's order is the order of the times it
+    // shows: captures read on threads of their own end in any order, and a time read before
+    // the lock (or before the kernel's status file) could land after a later one.
+    let elapsed_s = START.get().map_or(0.0, |s| s.elapsed().as_secs_f64());
+    marks.push(Mark {
+        stage,
         elapsed_s,
         rss_kib,
         peak_kib,
-    };
-    // A stage ended on a thread that panicked leaves the lock poisoned; its marks still count.
-    MARKS.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+    });
 }
 
 /// The stages recorded so far, in the order they ended.
@@ -130,6 +134,27 @@ mod tests {
         assert_eq!(lines[0], "stage    elapsed_s   rss_mib  peak_mib");
         assert_eq!(lines[1], "read a       0.500       2.0       3.0");
         assert_eq!(lines[2], "written      1.250         -         -");
+    }
+
+    /// Threads marking at once leave a record whose times go forward (the CI run of session 14
+    /// caught one out of order: a time read before the lock, pushed after a later one).
+    #[test]
+    fn marks_from_threads_at_once_are_in_the_order_of_their_times() {
+        enable();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                s.spawn(move || {
+                    for i in 0..200 {
+                        mark(|| format!("thread {t} stage {i}"));
+                    }
+                });
+            }
+        });
+        let marks = marks();
+        assert!(marks.len() >= 800);
+        for w in marks.windows(2) {
+            assert!(w[1].elapsed_s >= w[0].elapsed_s, "{w:?}");
+        }
     }
 
     #[cfg(target_os = "linux")]
