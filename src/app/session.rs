@@ -498,8 +498,9 @@ impl Session {
                         let body = http::request_body_len(&value).unwrap_or(0) as usize;
                         let take = consumed.saturating_add(body).min(self.held.get(true).len());
                         self.held.get_mut(true).drain(..take);
-                        let line = format!("{} {}", value.method, value.path);
-                        self.event(ts, frame, true, || format!("HTTP {line}"));
+                        self.event(ts, frame, true, || {
+                            format!("HTTP {} {}", value.method, value.path)
+                        });
                         let head = self.heads.then(|| RequestHead::new(&value));
                         match self.found.http.as_mut() {
                             Some(h) => h.request = head,
