@@ -183,3 +183,50 @@ fn the_cli_diagnoses_one_capture_as_if_whole() {
         assert!(html.contains("<html"), "{rel}");
     }
 }
+
+/// `Ctx::client_connections_after` (a binary search into the client index) lists what a scan
+/// of every path does: the same client (vantage, client address, server address and port)
+/// over TCP, started after the given time, in start order. On every fixture capture, for
+/// every TCP path, after its own start and after the capture's first packet.
+#[test]
+fn a_clients_later_connections_are_what_a_scan_finds() {
+    use vantage::diagnose::Ctx;
+    use vantage::tcp::Proto;
+    let mut found = 0;
+    for path in common::fixture_captures() {
+        let al = lined_up(&path, options(true, 1, 1_000_000));
+        let ctx = Ctx::new(&al);
+        let key = |p: &vantage::diagnose::Path<'_>| {
+            let l = p.legs[0];
+            (l.at.0, l.src, l.dst, l.dport)
+        };
+        for p in &ctx.paths {
+            let leg = p.legs[0];
+            if leg.proto != Proto::Tcp {
+                continue;
+            }
+            let start = al.leg_ts(leg);
+            for after in [start, vantage::capture::Timestamp(i64::MIN)] {
+                let mut scan: Vec<(vantage::capture::Timestamp, &str)> = ctx
+                    .paths
+                    .iter()
+                    .filter(|q| q.legs[0].proto == Proto::Tcp && key(q) == key(p))
+                    .map(|q| (al.leg_ts(q.legs[0]), q.lined.id.as_str()))
+                    .filter(|(ts, _)| *ts > after)
+                    .collect();
+                // Start order; paths are in id order already, which breaks ties.
+                scan.sort_by_key(|(ts, _)| *ts);
+                let got: Vec<(vantage::capture::Timestamp, &str)> = ctx
+                    .client_connections_after(leg, after)
+                    .map(|q| (al.leg_ts(q.legs[0]), q.lined.id.as_str()))
+                    .collect();
+                assert_eq!(got, scan, "{} {}", path.display(), p.lined.id.as_str());
+                if after == start {
+                    found += got.len();
+                }
+            }
+        }
+    }
+    // Some client reconnects in the fixtures (the lab's agents do), so the test reads lists.
+    assert!(found > 10, "{found}");
+}

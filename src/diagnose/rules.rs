@@ -1669,19 +1669,19 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
         };
         let leg = p.legs[0];
         let c = ctx.conn(leg);
-        // The same client's later connections to the same server, at the same vantage.
-        let later: Vec<(&Leg, Reads<'_>)> = ctx
-            .client_connections(leg)
+        // The same client's later connections to the same server, at the same vantage, read
+        // only as far as the first that recovered.
+        let mut later = ctx
+            .client_connections_after(leg, c.ts)
             .map(|q| (q.legs[0], ctx.reads(q.legs[0])))
-            .filter(|(_, k)| k.ts() > c.ts)
-            .collect();
+            .peekable();
         // Detection: the client's first reaction after the middlebox acted.
         let own_end = c
             .termination
             .as_ref()
             .filter(|t| t.by == Side::Orig)
             .map(|t| ctx.reference_ts(leg, t.ts));
-        let first_syn = later.first().map(|(l, k)| ctx.reference_ts(l, k.ts()));
+        let first_syn = later.peek().map(|(l, k)| ctx.reference_ts(l, k.ts()));
         let reaction = match (own_end, first_syn) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1691,7 +1691,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
         let mut failed = 0;
         let mut syns = Vec::new();
         let mut recovered: Option<(Timestamp, &Leg, u64)> = None;
-        for (l, k) in &later {
+        for (l, k) in later {
             attempts += 1;
             syns.push(ctx.reference_ts(l, k.ts()));
             match k.recovery() {
