@@ -14,6 +14,8 @@
 # LONG (60MB; "0" skips), LONG_BIG (600MB), LONG_AGENTS (500; their connections live ~55 hours
 # on average, so nearly all of them span the capture), BUSY (1: SIZE and BIG again with all
 # CONNECTIONS agents connected throughout; "0" skips),
+# HUGE (0: skipped; e.g. 20GB, a hundred times SIZE: one diagnosis of the same agents over 19
+# hours, with its stages, where what grows with the connections a capture saw shows),
 # REPEAT (3: the best wall time of REPEAT runs is reported, with the peak RSS of that run),
 # INSTALL (1: apt-get install tshark/tcptrace/tcpdump when missing; skipped when that fails),
 # TMPDIR (where the captures go; they are removed on exit).
@@ -23,6 +25,7 @@ cd "$(dirname "$0")/.."
 SIZE=${SIZE:-200MB}
 CONNECTIONS=${CONNECTIONS:-20000}
 BIG=${BIG:-2GB}
+HUGE=${HUGE:-0}
 SEED=${SEED:-1}
 REPEAT=${REPEAT:-3}
 INSTALL=${INSTALL:-1}
@@ -38,6 +41,8 @@ fi
 
 # Free space: the big capture plus a margin.
 need_kb=$(( $(numfmt --from=auto "${BIG%B}" 2>/dev/null || echo 0) / 1024 + 1024 * 1024 ))
+huge_kb=$(( $(numfmt --from=auto "${HUGE%B}" 2>/dev/null || echo 0) / 1024 + 1024 * 1024 ))
+[ "$huge_kb" -gt "$need_kb" ] && need_kb=$huge_kb
 avail_kb=$(df -Pk "$TMP" | awk 'NR==2 {print $4}')
 if [ "$avail_kb" -lt "$need_kb" ]; then
     echo "compare.sh: $TMP has $((avail_kb / 1024)) MB free, need $((need_kb / 1024)) MB; set TMPDIR or BIG" >&2
@@ -185,6 +190,22 @@ if [ "$BIG" != 0 ]; then
     echo
     stages "$LARGE" diagnose --threads 1 "$LARGE"
     stages "$LARGE" diagnose "$LARGE"
+    rm -f "$LARGE"
+fi
+
+if [ "$HUGE" != 0 ]; then
+    rm -f "$SMALL"
+    HUGE_FILE=$TMP/huge.pcap
+    gen "$HUGE" "$HUGE_FILE"
+    PKTS=$(awk '/packets/ {print $2}' "$TMP/synth.log")
+    echo "## Memory at 100x: $HUGE capture, $CONNECTIONS connections ($PKTS packets, $(hours) hours), one run"
+    echo
+    echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    REPEAT=1 measure "vantage diagnose" "$HUGE_FILE" "$VANTAGE" diagnose "$HUGE_FILE"
+    echo
+    stages "$HUGE_FILE" diagnose "$HUGE_FILE"
+    rm -f "$HUGE_FILE"
 fi
 
 NAT=${NAT:-100MB}

@@ -383,7 +383,7 @@ impl<'a> Ctx<'a> {
     /// Those that started after `after` (the leg's capture clock), found by a binary search:
     /// a scan from the client's first connection, for each of its deaths, was quadratic in the
     /// connections an agent makes (20 GB synth, ~38 an agent and ~10 deaths: a third of the
-    /// rules' 12 s).
+    /// rules' time).
     pub fn client_connections_after(
         &self,
         leg: &Leg,
