@@ -38,6 +38,7 @@ pub mod report;
 pub mod short_str;
 pub mod stats;
 pub mod tcp;
+pub mod varint;
 
 /// Helpers for the tests, the unit tests and `tests/` alike (one walker of `fixtures/`, where
 /// each had its own). Not part of the API.

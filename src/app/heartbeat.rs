@@ -303,8 +303,8 @@ impl HbLog {
             3
         };
         let unit = UNITS.get(usize::from(exp)).copied().unwrap_or(1);
-        let z = zigzag(delta / unit);
-        let len = 1 + varint_len(z) + size.map_or(0, |v| varint_len(u64::from(v)));
+        let z = crate::varint::zigzag(delta / unit);
+        let len = 1 + crate::varint::len(z) + size.map_or(0, |v| crate::varint::len(u64::from(v)));
         // Grow by a quarter (amortised O(1) still), not by doubling: at most ~25 % slack on a
         // log that lives as long as its connection.
         if self.bytes.capacity() - self.bytes.len() < len {
@@ -313,9 +313,9 @@ impl HbLog {
         }
         // Both fit the tag: stream < 16, exp < 4.
         self.bytes.push((stream as u8) | (exp << 4));
-        push_varint(&mut self.bytes, z);
+        crate::varint::push(&mut self.bytes, z);
         if let Some(v) = size {
-            push_varint(&mut self.bytes, u64::from(v));
+            crate::varint::push(&mut self.bytes, u64::from(v));
         }
     }
 
@@ -393,26 +393,6 @@ impl HbLog {
     }
 }
 
-fn varint_len(v: u64) -> usize {
-    (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
-}
-
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(z: u64) -> i64 {
-    ((z >> 1) as i64) ^ -((z & 1) as i64)
-}
-
 /// Decoder of an [`HbLog`]; stops at a truncated or unknown record (never written).
 struct Records<'a> {
     bytes: &'a [u8],
@@ -422,17 +402,9 @@ struct Records<'a> {
 
 impl Records<'_> {
     fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let b = *self.bytes.get(self.at)?;
-            self.at += 1;
-            v |= u64::from(b & 0x7f).checked_shl(shift)?;
-            if b < 0x80 {
-                return Some(v);
-            }
-            shift += 7;
-        }
+        let (v, at) = crate::varint::read(self.bytes, self.at)?;
+        self.at = at;
+        Some(v)
     }
 }
 
@@ -447,7 +419,7 @@ impl Iterator for Records<'_> {
         if stream >= STREAMS {
             return None;
         }
-        let delta = unzigzag(self.varint()?).wrapping_mul(unit);
+        let delta = crate::varint::unzigzag(self.varint()?).wrapping_mul(unit);
         self.last = self.last.wrapping_add(delta);
         let size = if stream / 2 == APP || stream / 2 == SMALL {
             u32::try_from(self.varint()?).ok()?

@@ -1,5 +1,5 @@
 //! A finished connection that no rule of a one-capture diagnosis ends: what the alignment and
-//! the rules that read across connections read from it, in ~100 bytes encoded (200 as a
+//! the rules that read across connections read from it, in ~90 bytes encoded (200 as a
 //! `Digest`) where its summary (`Connection` and what it points to) is ~1.4 KB.
 //!
 //! On a busy capture most connections end normally, and each was kept whole until the rules ran
@@ -9,13 +9,17 @@
 //! otherwise. Which fields the rules read, and why, is in `diagnose::rules::digest_of`, the one
 //! function that fills it.
 //!
-//! A digest is encoded as it is made (`DigestStore`, ~100 bytes) and stays encoded until the
-//! report: the rules read it in place (`Digests`, `DigestRef`).
+//! A digest is encoded as it is made (`DigestStore`) and stays encoded until the report: the
+//! rules read it in place (`Digests`, `DigestRef`). Counts, frames and silences are varints
+//! (the start time alone is fixed, for sorting and searching by it): 88 bytes a digest on the
+//! 2 GB synth, where fixed widths took ~150, and what the rules hold for every connection a
+//! capture saw (session 15, `benches/RESULTS.md`: 93 MB at 20 GB then).
 
 use std::net::IpAddr;
 
 use crate::boxed_list::BoxedList;
 use crate::capture::Timestamp;
+use crate::varint;
 
 use super::zeek::CONN_STATES;
 use super::{Proto, Side, Uid, TOP_GAPS};
@@ -69,7 +73,7 @@ impl Digest {
     }
 }
 
-/// The tracker's digests while it tracks: each written as it comes, in ~100 bytes instead of
+/// The tracker's digests while it tracks: each written as it comes, in ~90 bytes instead of
 /// a `Digest`'s 200, to an unnamed temporary file in blocks of `BLOCK` bytes, and read back,
 /// still encoded, when tracking ends (`all`). On the 2 GB synth 74 000 digests were 15 MB of
 /// the tracking's peak, beside the live connections; read back, they take the room those left.
@@ -313,10 +317,10 @@ struct Layout {
     /// The two ends: address kind, address, port.
     orig: usize,
     resp: usize,
-    /// Start, first frame, last frame: three u64.
-    fixed: usize,
+    /// (Before the silences: the start, an i64, then the first frame and the last one's
+    /// distance from it as varints; `Layout::fixed` finds them.)
     survived: usize,
-    /// Retransmissions and data segments: two u64.
+    /// Retransmissions and data segments: two varints.
     counts: usize,
     /// (time, frame) pairs: the retransmissions cited, then the recovery.
     pairs: usize,
@@ -330,25 +334,84 @@ impl Layout {
     fn of(b: &[u8]) -> Option<Layout> {
         let head = 1 + usize::from(*b.first()?);
         let h = b.get(head..head + 6)?;
-        let end_len =
-            |at: usize| -> Option<usize> { Some(1 + if *b.get(at)? == 4 { 4 } else { 16 } + 2) };
+        let fixed = Self::fixed(b)?;
         let orig = head + 6;
-        let resp = orig + end_len(orig)?;
-        let fixed = resp + end_len(resp)?;
-        let survived = fixed + 24;
-        let counts = survived + 8 * usize::from(h[3]);
-        let pairs = counts + 16;
-        let end = pairs + 16 * (usize::from(h[4]) + usize::from(h[5]));
-        (end <= b.len()).then_some(Layout {
+        let resp = orig + end_len(b, orig)?;
+        // Each varint skipped is read whole, within `b`.
+        let skip = |at: usize, n: usize| -> Option<usize> {
+            (0..n).try_fold(at, |at, _| Some(varint::read(b, at)?.1))
+        };
+        let survived = skip(fixed + 8, 2)?;
+        let mut counts = survived;
+        for _ in 0..h[3] {
+            counts = Secs::read(b, counts)?.1;
+        }
+        let pairs = skip(counts, 2)?;
+        let end = skip(pairs, 2 * (usize::from(h[4]) + usize::from(h[5])))?;
+        Some(Layout {
             head,
             orig,
             resp,
-            fixed,
             survived,
             counts,
             pairs,
             end,
         })
+    }
+
+    /// Where the start time is: after the uid, the head and the two ends, which are read
+    /// first and alone (`DigestRef::ts`, for sorting and searching by start).
+    fn fixed(b: &[u8]) -> Option<usize> {
+        let orig = 1 + usize::from(*b.first()?) + 6;
+        let resp = orig + end_len(b, orig)?;
+        let fixed = resp + end_len(b, resp)?;
+        b.get(fixed..fixed + 8).map(|_| fixed)
+    }
+}
+
+/// Bytes of the end (address kind, address, port) at `at`.
+fn end_len(b: &[u8], at: usize) -> Option<usize> {
+    Some(1 + if *b.get(at)? == 4 { 4 } else { 16 } + 2)
+}
+
+/// A silence's seconds as written: a varint whose low two bits say how. A tracked silence is
+/// nanoseconds over 1e9 (`LiveGap::secs`), so its nanoseconds give the same `f64` back: 0 and
+/// the nanoseconds, or 1 and the microseconds when they are whole (classic pcap's times are),
+/// 4 bytes for a 25 s heartbeat's gap where its bits took 8. Anything else: 2 and the bits.
+struct Secs;
+
+impl Secs {
+    fn write(out: &mut Vec<u8>, s: f64) {
+        let ns = (s * 1e9).round();
+        if (0.0..(1u64 << 52) as f64).contains(&ns) {
+            let n = ns as u64;
+            if (n as f64 / 1e9).to_bits() == s.to_bits() {
+                varint::push(
+                    out,
+                    if n.is_multiple_of(1_000) {
+                        ((n / 1_000) << 2) | 1
+                    } else {
+                        n << 2
+                    },
+                );
+                return;
+            }
+        }
+        varint::push(out, 2);
+        out.extend_from_slice(&s.to_bits().to_le_bytes());
+    }
+
+    /// The seconds at `at`, and where the next field starts.
+    fn read(b: &[u8], at: usize) -> Option<(f64, usize)> {
+        let (v, at) = varint::read(b, at)?;
+        match v & 3 {
+            0 => Some(((v >> 2) as f64 / 1e9, at)),
+            1 => Some((((v >> 2).wrapping_mul(1_000)) as f64 / 1e9, at)),
+            _ => {
+                let bits: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
+                Some((f64::from_bits(u64::from_le_bytes(bits)), at + 8))
+            }
+        }
     }
 }
 
@@ -361,6 +424,11 @@ impl<'a> DigestRef<'a> {
         let mut v = [0u8; 8];
         v.copy_from_slice(&self.0[at..at + 8]);
         u64::from_le_bytes(v)
+    }
+
+    /// The varint at `at` and where the next field starts; a listed record is whole.
+    fn varint_at(&self, at: usize) -> (u64, usize) {
+        varint::read(self.0, at).expect("the table lists whole records only")
     }
 
     fn end_at(&self, at: usize) -> (IpAddr, u16) {
@@ -413,54 +481,81 @@ impl<'a> DigestRef<'a> {
         self.end_at(self.layout().resp)
     }
 
+    fn fixed(&self) -> usize {
+        Layout::fixed(self.0).expect("the table lists whole records only")
+    }
+
     pub fn ts(&self) -> Timestamp {
-        Timestamp(self.u64_at(self.layout().fixed) as i64)
+        Timestamp(self.u64_at(self.fixed()) as i64)
     }
 
     pub fn first_frame(&self) -> u64 {
-        self.u64_at(self.layout().fixed + 8)
+        self.varint_at(self.fixed() + 8).0
     }
 
     /// Start, then first frame: the order connections are listed in (one reading of the
     /// layout for both).
     pub fn start_order(&self) -> (Timestamp, u64) {
-        let at = self.layout().fixed;
-        (Timestamp(self.u64_at(at) as i64), self.u64_at(at + 8))
+        let at = self.fixed();
+        (Timestamp(self.u64_at(at) as i64), self.varint_at(at + 8).0)
     }
 
     pub fn last_frame(&self) -> u64 {
-        self.u64_at(self.layout().fixed + 16)
+        let (first, at) = self.varint_at(self.fixed() + 8);
+        first.wrapping_add(self.varint_at(at).0)
     }
 
     /// The silences it lived through, seconds (`Digest::survived`).
     pub fn survived(self) -> impl Iterator<Item = f64> + 'a {
         let l = self.layout();
         let n = usize::from(self.0[l.head + 3]);
-        (0..n).map(move |k| f64::from_bits(self.u64_at(l.survived + 8 * k)))
+        let mut at = l.survived;
+        (0..n).map(move |_| {
+            let (s, next) = Secs::read(self.0, at).expect("the table lists whole records only");
+            at = next;
+            s
+        })
     }
 
     pub fn retransmissions(&self) -> u64 {
-        self.u64_at(self.layout().counts)
+        self.varint_at(self.layout().counts).0
     }
 
     pub fn data_segments(&self) -> u64 {
-        self.u64_at(self.layout().counts + 8)
+        let (_, at) = self.varint_at(self.layout().counts);
+        self.varint_at(at).0
     }
 
-    fn pair(&self, at: usize) -> (Timestamp, u64) {
-        (Timestamp(self.u64_at(at) as i64), self.u64_at(at + 8))
+    /// The (time, frame) pairs: each the zigzag of its time's distance from the start, and
+    /// its frame's from the first frame.
+    fn pairs(self, l: &Layout) -> impl Iterator<Item = (Timestamp, u64)> + 'a {
+        let (ts, first) = self.start_order();
+        let mut at = l.pairs;
+        std::iter::from_fn(move || {
+            let (dt, next) = self.varint_at(at);
+            let (df, next) = self.varint_at(next);
+            at = next;
+            Some((
+                Timestamp(ts.0.wrapping_add(varint::unzigzag(dt))),
+                first.wrapping_add(df),
+            ))
+        })
     }
 
     /// The first retransmissions the evidence cites (`Digest::retransmitted`).
     pub fn retransmitted(self) -> impl Iterator<Item = (Timestamp, u64)> + 'a {
         let l = self.layout();
         let n = usize::from(self.0[l.head + 4]);
-        (0..n).map(move |k| self.pair(l.pairs + 16 * k))
+        self.pairs(&l).take(n)
     }
 
     pub fn recovery(&self) -> Option<(Timestamp, u64)> {
         let l = self.layout();
-        (self.0[l.head + 5] == 1).then(|| self.pair(l.end - 16))
+        let n = usize::from(self.0[l.head + 4]);
+        if self.0[l.head + 5] != 1 {
+            return None;
+        }
+        self.pairs(&l).nth(n)
     }
 
     /// The digest, decoded whole.
@@ -490,7 +585,9 @@ impl<'a> DigestRef<'a> {
 }
 
 /// Appends `d`'s record to `out` (its `conn_state` as its index in `CONN_STATES`); false
-/// (nothing written) if its `conn_state` is not one of them. Little-endian, fixed widths: what is written here is read back by this
+/// (nothing written) if its `conn_state` is not one of them. Little-endian; counts, frames and
+/// silences as varints (`Secs`), times and frames within the record as distances from its
+/// start and first frame: what is written here is read back by this
 /// program only.
 fn encode(d: &Digest, out: &mut Vec<u8>) -> bool {
     let state = match d.conn_state {
@@ -532,18 +629,18 @@ fn encode(d: &Digest, out: &mut Vec<u8>) -> bool {
         }
         out.extend_from_slice(&port.to_le_bytes());
     }
-    for v in [d.ts.0 as u64, d.first_frame, d.last_frame] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    for s in d.survived() {
-        out.extend_from_slice(&s.to_bits().to_le_bytes());
+    out.extend_from_slice(&(d.ts.0 as u64).to_le_bytes());
+    varint::push(out, d.first_frame);
+    varint::push(out, d.last_frame.wrapping_sub(d.first_frame));
+    for &s in d.survived() {
+        Secs::write(out, s);
     }
     for v in [d.retransmissions, d.data_segments] {
-        out.extend_from_slice(&v.to_le_bytes());
+        varint::push(out, v);
     }
     for (ts, frame) in d.retransmitted.iter().take(255).chain(d.recovery.as_ref()) {
-        out.extend_from_slice(&(ts.0 as u64).to_le_bytes());
-        out.extend_from_slice(&frame.to_le_bytes());
+        varint::push(out, varint::zigzag(ts.0.wrapping_sub(d.ts.0)));
+        varint::push(out, frame.wrapping_sub(d.first_frame));
     }
     true
 }
@@ -642,6 +739,75 @@ mod tests {
         }
         assert!(store.written > 0);
         assert_eq!(sorted(decoded(&store.into_table())), want);
+    }
+
+    /// Silences come back bit for bit, however they were written: a tracked one (nanoseconds
+    /// over 1e9) in a few bytes, anything else as its bits.
+    #[test]
+    fn silences_come_back_exact_and_tracked_ones_small() {
+        let tracked: Vec<(f64, usize)> = [
+            (0i64, 1),
+            (1, 1),
+            (499_999_999, 5),
+            (25_000_123_000, 4),
+            (25_000_123_456, 6),
+            (3_600_000_000_001, 7),
+            (86_400_000_000_000 * 50, 7),
+        ]
+        .iter()
+        .map(|&(ns, most)| (ns as f64 / 1e9, most))
+        .collect();
+        let odd = [
+            f64::NAN,
+            -0.0,
+            -1.5,
+            f64::INFINITY,
+            1e300,
+            0.1 + 1e-17,
+            1.000_000_001 * 3.0,
+            f64::MIN_POSITIVE,
+        ];
+        let mut b = Vec::new();
+        for (s, most) in tracked.iter().copied().chain(odd.iter().map(|&s| (s, 9))) {
+            b.clear();
+            Secs::write(&mut b, s);
+            assert!(b.len() <= most, "{s}: {} bytes", b.len());
+            let (back, end) = Secs::read(&b, 0).expect("whole");
+            assert_eq!(back.to_bits(), s.to_bits(), "{s}");
+            assert_eq!(end, b.len(), "{s}");
+            assert!(Secs::read(&b[..b.len() - 1], 0).is_none(), "{s} cut short");
+        }
+    }
+
+    /// A digest of a long-lived connection (six silences, a recovery, frames in the millions)
+    /// takes under 100 bytes: it took 150 with fixed widths.
+    #[test]
+    fn a_typical_digest_is_small() {
+        let d = Digest {
+            uid: Uid::new("CHhAvVGS1DHFjwGM9"),
+            proto: Proto::Tcp,
+            orig_h: IpAddr::from([10, 16, 69, 224]),
+            orig_p: 60_000,
+            resp_h: IpAddr::from([203, 0, 113, 10]),
+            resp_p: 8080,
+            ts: Timestamp(1_772_438_400_000_059_000),
+            first_frame: 1_234_567,
+            last_frame: 9_876_543,
+            conn_state: Some("SF"),
+            ended_by: Some(Side::Resp),
+            survived: [26.22745, 25.9, 25.1, 24.99, 24.5, 24.0],
+            survived_n: 6,
+            retransmissions: 2,
+            data_segments: 120,
+            retransmitted: Vec::new().into(),
+            recovery: Some((Timestamp(1_772_438_400_190_786_000), 1_234_600)),
+        };
+        let mut b = Vec::new();
+        assert!(encode(&d, &mut b));
+        assert!(b.len() < 100, "{} bytes", b.len());
+        let mut t = Digests::default();
+        assert!(t.push(&d));
+        assert_eq!(t.get(0).to_digest(), d);
     }
 
     /// The table sorts, cuts and joins as a list of the decoded digests does.

@@ -1,0 +1,73 @@
+//! LEB128 varints (7 bits a byte, low first, the high bit set on all but the last) and zigzag
+//! for signed values: the compact records kept per connection (`app::heartbeat::HbLog`) and per
+//! finished connection (`tcp::digest`). Written and read by this program only.
+
+/// Bytes `push` writes for `v`.
+pub fn len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+pub fn push(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The varint at `b[at..]` and where the next field starts; `None` if it runs past `b` or
+/// past 64 bits (never written, but the bytes may come back from a disk changed).
+pub fn read(b: &[u8], mut at: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *b.get(at)?;
+        at += 1;
+        v |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte < 0x80 {
+            return Some((v, at));
+        }
+        shift += 7;
+    }
+}
+
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_come_back_and_take_the_bytes_len_says() {
+        let values = [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ];
+        for v in values {
+            let mut b = vec![0xff];
+            push(&mut b, v);
+            assert_eq!(b.len() - 1, len(v), "{v}");
+            assert_eq!(read(&b, 1), Some((v, b.len())), "{v}");
+            // Cut short: nothing.
+            assert_eq!(read(&b[..b.len() - 1], 1), None, "{v}");
+        }
+        for v in [0i64, 1, -1, 63, -64, i64::MAX, i64::MIN] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        // Eleven continuation bytes: past 64 bits.
+        assert_eq!(read(&[0x80; 11], 0), None);
+    }
+}
