@@ -63,7 +63,7 @@ pub fn extract(
                     .or_default()
                     .push(format!("{} {}: {}", f.id, f.kind.name(), e.what));
             }
-            f.connections.clone()
+            f.connections.iter().map(|c| c.to_string()).collect()
         }
     };
     // By id, once: a grouped finding names a thousand connections of 26 000.

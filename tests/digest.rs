@@ -68,7 +68,7 @@ fn digests_change_no_report() {
             digests += flows.digests.len();
             // Every connection a rule ended is kept whole: the rules read it so.
             let d = diagnose_with(&slim, MAX_EVIDENCE, Lang::En);
-            let died: Vec<&String> = d
+            let died: Vec<&vantage::align::LineId> = d
                 .findings
                 .iter()
                 .filter(|f| {

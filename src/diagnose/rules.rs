@@ -298,7 +298,7 @@ struct Group {
     shown: Vec<(MemberKey, Member)>,
     cutoff: Option<MemberKey>,
     /// Every member's connections, in the order they came.
-    connections: Vec<String>,
+    connections: Vec<crate::align::LineId>,
     silence: (f64, f64),
     retransmissions: u64,
     medians: Vec<f64>,
@@ -847,7 +847,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             severity: Severity::Critical,
             summary: String::new(),
             explanation: String::new(),
-            connections: vec![p.lined.id.to_string()],
+            connections: vec![p.lined.id],
             evidence,
             display_filters,
             recommendation: String::new(),
@@ -948,7 +948,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
         severity: Severity::Critical,
         summary: String::new(),
         explanation: String::new(),
-        connections: vec![p.lined.id.to_string()],
+        connections: vec![p.lined.id],
         evidence,
         display_filters,
         recommendation: String::new(),
@@ -1126,7 +1126,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
                 severity: Severity::Critical,
                 summary: String::new(),
                 explanation: String::new(),
-                connections: vec![p.lined.id.to_string()],
+                connections: vec![p.lined.id],
                 evidence,
                 display_filters,
                 recommendation: String::new(),
@@ -1337,7 +1337,7 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         severity: Severity::Critical,
         summary: String::new(),
         explanation: String::new(),
-        connections: group.iter().map(|d| d.conn.to_string()).collect(),
+        connections: group.iter().map(|d| d.conn).collect(),
         evidence,
         display_filters: vec![],
         recommendation: String::new(),
@@ -1438,7 +1438,7 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 recommendation: Some(Msg::new("ho-rec")),
                 hop: None,
             },
-            connections: vec![d.conn.to_string()],
+            connections: vec![d.conn],
             evidence,
             display_filters,
             recommendation: String::new(),
@@ -1514,7 +1514,7 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
             recommendation: Some(Msg::new("l7-rec")),
             hop: None,
         },
-        connections: proxied.iter().map(|p| p.lined.id.to_string()).collect(),
+        connections: proxied.iter().map(|p| p.lined.id).collect(),
         evidence,
         display_filters,
         recommendation: String::new(),
@@ -1547,7 +1547,7 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
         data_segments += c.data_segments();
         if r > 0 {
             retrans += r;
-            conns.push(p.lined.id.to_string());
+            conns.push(p.lined.id);
             for (ts, frame) in c.retransmitted() {
                 evidence.push(ctx.evidence(leg, frame, ts, Msg::new("ev-retransmission")));
             }
@@ -1773,7 +1773,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
                 recommendation: Some(Msg::new("ao-rec")),
                 hop: None,
             },
-            connections: vec![d.conn.to_string()],
+            connections: vec![d.conn],
             evidence,
             display_filters,
             recommendation: String::new(),
@@ -2035,7 +2035,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
                 recommendation: Some(recommendation),
                 hop: None,
             },
-            connections: vec![d.conn.to_string()],
+            connections: vec![d.conn],
             evidence,
             display_filters,
             recommendation: String::new(),
@@ -2170,7 +2170,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 recommendation: Some(Msg::new("cc-rec")),
                 hop: None,
             },
-            connections: vec![d.conn.to_string()],
+            connections: vec![d.conn],
             evidence,
             display_filters,
             recommendation: String::new(),
@@ -2335,7 +2335,7 @@ mod tests {
                 severity: Severity::Warning,
                 summary: String::new(),
                 explanation: String::new(),
-                connections: vec![format!("L{id}")],
+                connections: vec![crate::align::LineId::new(&format!("L{id}"))],
                 evidence,
                 display_filters: Vec::new(),
                 recommendation: String::new(),
@@ -2386,11 +2386,13 @@ mod tests {
             let shown: Vec<String> = g
                 .shown
                 .iter()
-                .map(|(_, m)| m.finding.connections[0].clone())
+                .map(|(_, m)| m.finding.connections[0].to_string())
                 .collect();
             proptest::prop_assert_eq!(shown, shown_from_all(&members, max_evidence));
             proptest::prop_assert_eq!(g.n, members.len());
-            let all: Vec<String> = (0..members.len()).map(|i| format!("L{i}")).collect();
+            let all: Vec<crate::align::LineId> = (0..members.len())
+                .map(|i| crate::align::LineId::new(&format!("L{i}")))
+                .collect();
             proptest::prop_assert_eq!(&g.connections, &all);
             let lo = members.iter().map(|m| m.0).min().unwrap_or(0) as f64;
             let hi = members.iter().map(|m| m.0).max().unwrap_or(0) as f64;

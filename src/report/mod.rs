@@ -805,11 +805,11 @@ fn hidden_lines(cat: &Catalog, hidden: &[(&'static str, usize)]) -> String {
 pub const MAX_IDS: usize = 10;
 
 /// "L1 L2 L3 … and 1132 more": at most `MAX_IDS` connection ids.
-fn ids_cell(cat: &Catalog, ids: &[String]) -> String {
+fn ids_cell(cat: &Catalog, ids: &[crate::align::LineId]) -> String {
     let mut s = ids
         .iter()
         .take(MAX_IDS)
-        .map(String::as_str)
+        .map(|id| id.as_str())
         .collect::<Vec<_>>()
         .join(" ");
     if ids.len() > MAX_IDS {
