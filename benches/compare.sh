@@ -98,8 +98,9 @@ gen() { # gen SIZE FILE [AGENTS [SYNTH ARGS...]]: CONNECTIONS agents by default
     sed 's/^/  /' "$TMP/synth.log" >&2
 }
 
-# Hours of traffic in the capture gen just wrote.
+# Hours of traffic, and packets, in the capture gen just wrote.
 hours() { awk '/s of traffic/ {printf "%.1f", $2 / 3600}' "$TMP/synth.log"; }
+packets() { awk '/packets/ {print $2}' "$TMP/synth.log"; }
 
 # stages FILE ARGS...: one run of vantage ARGS with --stats, its stages as a table: where the
 # time and the memory go, stage by stage (each stage's end; peak: the high-water mark so far).
@@ -115,6 +116,12 @@ stages() {
         sed "s|$TMP/||" | awk '{n = NF; s = $1; for (i = 2; i <= n - 3; i++) s = s " " $i;
             printf "| %s | %s | %s | %s |\n", s, $(n - 2), $(n - 1), $n}'
     echo
+}
+
+# The header of the tables `measure` fills, a row a command.
+table_head() {
+    echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
 }
 
 # measure LABEL FILE CMD...: REPEAT runs; prints one table row with the best wall time, the
@@ -149,12 +156,10 @@ measure() {
 
 SMALL=$TMP/small.pcap
 gen "$SIZE" "$SMALL"
-PKTS=$(awk '/packets/ {print $2}' "$TMP/synth.log")
 
-echo "## $SIZE capture, $CONNECTIONS connections ($PKTS packets), best of $REPEAT"
+echo "## $SIZE capture, $CONNECTIONS connections ($(packets) packets), best of $REPEAT"
 echo
-echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+table_head
 measure "vantage flows" "$SMALL" "$VANTAGE" flows "$SMALL"
 measure "vantage flows --format json" "$SMALL" "$VANTAGE" flows --format json "$SMALL"
 measure "vantage flows --format json --stream" "$SMALL" "$VANTAGE" flows --format json --stream "$SMALL"
@@ -178,11 +183,9 @@ if [ "$BIG" != 0 ]; then
     rm -f "$SMALL"
     LARGE=$TMP/large.pcap
     gen "$BIG" "$LARGE"
-    PKTS=$(awk '/packets/ {print $2}' "$TMP/synth.log")
-    echo "## Memory at 10x: $BIG capture, $CONNECTIONS connections ($PKTS packets), one run"
+    echo "## Memory at 10x: $BIG capture, $CONNECTIONS connections ($(packets) packets), one run"
     echo
-    echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    table_head
     REPEAT=1 measure "vantage flows" "$LARGE" "$VANTAGE" flows "$LARGE"
     REPEAT=1 measure "vantage flows --format json --stream" "$LARGE" "$VANTAGE" flows --format json --stream "$LARGE"
     REPEAT=1 measure "vantage diagnose" "$LARGE" "$VANTAGE" diagnose "$LARGE"
@@ -197,11 +200,9 @@ if [ "$HUGE" != 0 ]; then
     rm -f "$SMALL"
     HUGE_FILE=$TMP/huge.pcap
     gen "$HUGE" "$HUGE_FILE"
-    PKTS=$(awk '/packets/ {print $2}' "$TMP/synth.log")
-    echo "## Memory at 100x: $HUGE capture, $CONNECTIONS connections ($PKTS packets, $(hours) hours), one run"
+    echo "## Memory at 100x: $HUGE capture, $CONNECTIONS connections ($(packets) packets, $(hours) hours), one run"
     echo
-    echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    table_head
     REPEAT=1 measure "vantage diagnose" "$HUGE_FILE" "$VANTAGE" diagnose "$HUGE_FILE"
     echo
     stages "$HUGE_FILE" diagnose "$HUGE_FILE"
@@ -217,8 +218,7 @@ if [ "$NAT" != 0 ]; then
     gen "$NAT" "$B" $((CONNECTIONS / 2)) -o "$A" # synth writes A (inside) and then B
     echo "## Two vantages: $NAT behind a NAT, $((CONNECTIONS / 2)) connections, seen by both, best of $REPEAT"
     echo
-    echo "| tool | file MB | wall s | MB/s (wall) | CPU s | MB/s (CPU) | peak RSS MB |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    table_head
     measure "vantage diagnose a (one capture)" "$A" "$VANTAGE" diagnose "$A"
     cat "$B" >/dev/null
     BYTES=$(($(stat -c %s "$A") + $(stat -c %s "$B"))) \

@@ -696,7 +696,12 @@ fn merge_capped<R: Send>(
     let failed = print_runs(&args.captures, runs);
     match keep_error {
         Some(e) => Err(anyhow::anyhow!("writing to a temporary file: {e}")),
-        None => Ok(failed),
+        None => {
+            // Every connection summarised and kept (a row or a line in the store): what is
+            // left to the caller is the sort and the copy out.
+            crate::stats::mark(|| "tracked".into());
+            Ok(failed)
+        }
     }
 }
 
@@ -723,9 +728,6 @@ fn flows_table(args: FlowsArgs) -> ExitCode {
         Ok(failed) => failed,
         Err(e) => return error(e),
     };
-    // Every connection summarised and its row in the store; what is left is the sort and the
-    // copy out.
-    crate::stats::mark(|| "tracked".into());
     rows.sort();
     // A closed pipe (`| head`) is not an error worth a message.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -748,9 +750,6 @@ fn flows_json(args: FlowsArgs) -> ExitCode {
         Ok(failed) => failed,
         Err(e) => return error(e),
     };
-    // Every connection summarised and its line in the store; what is left is the sort and
-    // the copy out.
-    crate::stats::mark(|| "tracked".into());
     // A closed pipe (`| head`) is not an error worth a message.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let _ = lines.write(&mut out);

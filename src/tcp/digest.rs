@@ -318,7 +318,7 @@ struct Layout {
     head: usize,
     /// (Then the two ends, address kind, address and port, and the start: `Layout::ends`.)
     /// (Before the silences: the start, an i64, then the first frame and the last one's
-    /// distance from it as varints; `Layout::fixed` finds them.)
+    /// distance from it as varints; `Layout::ends` finds them.)
     survived: usize,
     /// Retransmissions and data segments: two varints.
     counts: usize,
@@ -359,10 +359,6 @@ impl Layout {
         let resp = orig + end_len(b, orig)?;
         let fixed = resp + end_len(b, resp)?;
         b.get(fixed..fixed + 8).map(|_| (orig, resp, fixed))
-    }
-
-    fn fixed(b: &[u8]) -> Option<usize> {
-        Some(Self::ends(b)?.2)
     }
 }
 
@@ -498,7 +494,7 @@ impl<'a> DigestRef<'a> {
     }
 
     fn fixed(&self) -> usize {
-        Layout::fixed(self.0).expect("the table lists whole records only")
+        self.ends().2
     }
 
     pub fn ts(&self) -> Timestamp {
