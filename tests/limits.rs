@@ -259,3 +259,37 @@ fn one_capture_diagnoses_the_same_without_packet_samples() {
     }
     assert!(checked >= 20, "only {checked} captures checked");
 }
+
+/// Past the summary cap, which connections are kept is fixed by the capture, not by the run:
+/// the live table's hash seed is random per run, and evictions free its slots in its order, so
+/// a cap reached when the live connections are summarised at the end must not keep them in
+/// slot order. Here 3 000 SYNs (at most 1 000 live, 2 990 kept): one tracker keeps the first
+/// 2 990 to start; two shards each keep their own first ones, the same in every run.
+#[test]
+fn which_connections_a_full_cap_keeps_does_not_depend_on_the_run() {
+    let (dir, path) = flood_file(3000);
+    for shards in [1, 2] {
+        let opts = TrackerOptions {
+            max_live: 1000,
+            max_summaries: 2990,
+            shards,
+            ..Default::default()
+        };
+        let runs: Vec<Vec<u64>> = (0..4)
+            .map(|_| {
+                let flows = track_capture_with(&path, opts).unwrap();
+                let w = flows.summary.warnings.join("\n");
+                assert!(
+                    w.contains("10 connections were counted but not kept"),
+                    "{w}"
+                );
+                flows.connections.iter().map(|c| c.first_frame).collect()
+            })
+            .collect();
+        assert!(runs.iter().all(|r| *r == runs[0]), "{shards} shard(s)");
+        if shards == 1 {
+            assert_eq!(runs[0], (1..=2990).collect::<Vec<u64>>());
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

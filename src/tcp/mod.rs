@@ -1278,10 +1278,19 @@ impl Tracker {
     /// are dropped (they cannot be lined up), which keeps a flood's summaries small.
     fn evict(&mut self) {
         let n = (self.live.len() / 8).max(1);
-        let mut by_age: Vec<(Timestamp, FlowKey)> =
-            self.live.iter().map(|l| (l.seen_last_ts, l.key)).collect();
+        // Ties on the last packet's time broken by the first frame, and the eighth summarised
+        // oldest first: the table's order follows its random seed, and the order connections
+        // are kept in decides which a full `max_summaries` drops, and which slots the next
+        // ones fill (`summarise_live`). The report must not depend on the run.
+        let mut by_age: Vec<((Timestamp, u64), FlowKey)> = self
+            .live
+            .iter()
+            .map(|l| ((l.seen_last_ts, l.conn.first_frame), l.key))
+            .collect();
         by_age.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
-        for (_, k) in by_age.into_iter().take(n) {
+        by_age.truncate(n);
+        by_age.sort_unstable_by_key(|(t, _)| *t);
+        for (_, k) in by_age {
             if let Some(l) = self.live.remove(&k) {
                 let mut c = finish_live(l, &self.capture, &mut self.histories);
                 c.orig.samples.drop_kept();
@@ -1498,12 +1507,32 @@ impl Tracker {
     /// `merge_shards`).
     pub fn summarise_live(&mut self) {
         self.peak_live = self.peak_live.max(self.live.len());
+        // Past `max_summaries`, the connections that started first are kept, as `cap_kept`
+        // keeps them: the table's slots are in the order evictions and sweeps freed them,
+        // which its random seed decides, so kept in that order the report changed from run to
+        // run. The first to drop, in (start, first frame) order, which is unique.
+        let room = self
+            .opts
+            .max_summaries
+            .saturating_sub(self.done.len() + self.digests.len());
+        let drop_from = (self.live.len() > room).then(|| {
+            let mut starts: Vec<(Timestamp, u64)> = self
+                .live
+                .iter()
+                .map(|l| (l.conn.ts, l.conn.first_frame))
+                .collect();
+            *starts.select_nth_unstable(room).1
+        });
         // One chunk at a time, each freed once summarised: a list of them all would sit beside
         // every live state at once (massif: the run's peak, when there was one).
         let mut live = std::mem::replace(&mut self.live, LiveTable::new());
         for l in live.drain() {
             let c = finish_live(l, &self.capture, &mut self.histories);
-            self.keep(c);
+            if drop_from.is_some_and(|d| (c.ts, c.first_frame) >= d) {
+                self.dropped += 1;
+            } else {
+                self.keep(c);
+            }
         }
     }
 
