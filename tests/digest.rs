@@ -64,6 +64,17 @@ fn digests_change_no_report() {
                 u
             };
             assert_eq!(uids(&whole), uids(&slim), "{what}");
+            // Those kept whole come back from the temporary file (`tcp::kept`) field for
+            // field as they were made.
+            let made: std::collections::HashMap<String, String> = whole.vantages[0]
+                .flows
+                .connections
+                .iter()
+                .map(|c| (c.uid.to_string(), format!("{c:?}")))
+                .collect();
+            for c in &slim.vantages[0].flows.connections {
+                assert_eq!(made[c.uid.as_str()], format!("{c:?}"), "{what}");
+            }
             let flows = &slim.vantages[0].flows;
             digests += flows.digests.len();
             // Every connection a rule ended is kept whole: the rules read it so.

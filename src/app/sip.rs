@@ -946,6 +946,26 @@ pub struct SipDialogs {
 /// retransmission of the same transaction (RFC 3261 §17.1.2.2).
 const REG_RETRANS_WINDOW: usize = 16;
 
+// Here, where its private fields are: a one-capture diagnosis writes the calls of the
+// connections a rule ends to a temporary file while it tracks (`tcp::kept`). The Call-ID index
+// is gone by then (`finish`); one still there is refused.
+crate::tcp::kept::codec_struct!(SipDialogs {
+    dialogs,
+    registrations,
+    dialogs_overflow,
+    registrations_overflow,
+    messages,
+    untrackable,
+    options,
+    index,
+    max_dialogs,
+    max_registrations,
+    details,
+    records,
+    registrations_seen,
+    recent
+});
+
 impl Default for SipDialogs {
     fn default() -> Self {
         Self::new()

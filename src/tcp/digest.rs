@@ -629,16 +629,8 @@ fn encode(d: &Digest, out: &mut Vec<u8>) -> bool {
         u8::from(d.recovery.is_some()),
     ]);
     for (ip, port) in [(d.orig_h, d.orig_p), (d.resp_h, d.resp_p)] {
-        match ip {
-            IpAddr::V4(a) => {
-                out.push(4);
-                out.extend_from_slice(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                out.push(6);
-                out.extend_from_slice(&a.octets());
-            }
-        }
+        // 4 or 6, then the octets, as the connections kept whole write theirs.
+        super::kept::Codec::put(&ip, out);
         out.extend_from_slice(&port.to_le_bytes());
     }
     out.extend_from_slice(&(d.ts.0 as u64).to_le_bytes());

@@ -18,6 +18,7 @@ use crate::capture::{Frame, Timestamp};
 use crate::decode::{Packet, TcpSegment, Transport, UdpDatagram};
 
 pub mod digest;
+pub mod kept;
 pub mod reassembly;
 pub mod zeek;
 
@@ -1038,6 +1039,12 @@ pub struct Tracker {
     /// With `TrackerOptions::digest`: the finished connections kept as digests, beside `done`.
     /// `max_summaries` counts both.
     digests: digest::DigestStore,
+    /// With `TrackerOptions::digest`: the connections a rule ends, out of memory until
+    /// tracking ends (`kept::KeptStore`), then moved into `done` (`summarise_live`).
+    /// `max_summaries` counts them too.
+    kept: kept::KeptStore,
+    /// Why some of `kept` could not be read back, for the warnings.
+    kept_lost: Option<std::io::Error>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
     pub fragments: u64,
@@ -1194,6 +1201,12 @@ impl Tracker {
             } else {
                 digest::DigestStore::in_memory()
             },
+            kept: if opts.digest.is_some() {
+                kept::KeptStore::new()
+            } else {
+                kept::KeptStore::default()
+            },
+            kept_lost: None,
             other_ip: 0,
             fragments: 0,
             clock: SweepClock::new(),
@@ -1254,7 +1267,7 @@ impl Tracker {
             c.orig.samples.drop_kept();
             c.resp.samples.drop_kept();
         }
-        if self.done.len() + self.digests.len() < self.opts.max_summaries {
+        if self.summaries() < self.opts.max_summaries {
             // Taken after the trimming above: the digest holds what the rules would have read
             // from the summary kept.
             // A digest that cannot be encoded (`DigestStore::push`) leaves its connection kept
@@ -1263,6 +1276,11 @@ impl Tracker {
                 if self.digests.push(&d) {
                     return;
                 }
+            }
+            // A diagnosis' connection kept whole waits on disk (`kept`) until tracking ends;
+            // one the encoding refuses stays here.
+            if self.opts.digest.is_some() && self.tags.is_none() && self.kept.push(&c) {
+                return;
             }
             self.done.push(Box::new(c));
             if let Some(tags) = self.tags.as_mut() {
@@ -1328,6 +1346,14 @@ impl Tracker {
                     "the summaries of connections that ended normally could not be read back from the temporary file ({e}): the diagnosis is missing some of them"
                 ),
                 Msg::new("w-digests-lost").s("error", e),
+            ));
+        }
+        if let Some(e) = &self.kept_lost {
+            w.push(Warning::new(
+                format!(
+                    "the summaries of connections a rule reads whole could not be read back from the temporary file ({e}): the diagnosis is missing some of them"
+                ),
+                Msg::new("w-kept-lost").s("error", e),
             ));
         }
         w
@@ -1471,6 +1497,7 @@ impl Tracker {
             all.peak_live += s.peak_live;
             all.evicted += s.evicted;
             all.dropped += s.dropped;
+            all.kept_lost = all.kept_lost.or(s.kept_lost);
         }
         all.opts = opts;
         all.cap_kept();
@@ -1511,10 +1538,7 @@ impl Tracker {
         // keeps them: the table's slots are in the order evictions and sweeps freed them,
         // which its random seed decides, so kept in that order the report changed from run to
         // run. The first to drop, in (start, first frame) order, which is unique.
-        let room = self
-            .opts
-            .max_summaries
-            .saturating_sub(self.done.len() + self.digests.len());
+        let room = self.opts.max_summaries.saturating_sub(self.summaries());
         let drop_from = (self.live.len() > room).then(|| {
             let mut starts: Vec<(Timestamp, u64)> = self
                 .live
@@ -1534,6 +1558,25 @@ impl Tracker {
                 self.keep(c);
             }
         }
+        drop(live);
+        // Read back once the live connections are freed: they take the room those left.
+        let Tracker {
+            kept,
+            done,
+            capture,
+            histories,
+            kept_lost,
+            ..
+        } = self;
+        done.reserve_exact(kept.len());
+        if let Some(e) = kept.drain(&capture.path, histories, |c| done.push(Box::new(c))) {
+            kept_lost.get_or_insert(e);
+        }
+    }
+
+    /// Summaries kept so far: whole, as digests, or on disk (`kept`).
+    fn summaries(&self) -> usize {
+        self.done.len() + self.digests.len() + self.kept.len()
     }
 
     fn sort_done(&mut self) {

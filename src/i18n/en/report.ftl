@@ -149,6 +149,7 @@ w-reader = { $text }
 w-malformed = { $n } frames could not be decoded; the first is frame { $frame } at byte { $offset }: { $why }
 w-out-of-order = { $n } frames have a timestamp earlier than a frame before them
 w-digests-lost = the summaries of connections that ended normally could not be read back from the temporary file ({ $error }): the diagnosis is missing some of them
+w-kept-lost = the summaries of connections a rule reads whole could not be read back from the temporary file ({ $error }): the diagnosis is missing some of them
 w-table-full = the connection table was full ({ $max } live): { $n } least recently active connections were summarised early, without their packet samples (a SYN flood or a very busy capture; raise the cap to keep them whole)
 w-summaries-dropped = { $n } connections were counted but not kept: the report keeps at most { $max } connections per capture
 w-why-ip = IP header invalid or cut short

@@ -143,6 +143,7 @@ w-reader = 读取出错：{ $text }
 w-malformed = 有 { $n } 帧无法解码；第一个是第 { $frame } 帧（字节偏移 { $offset }）：{ $why }
 w-out-of-order = 有 { $n } 帧的时间戳早于前面的帧（时间戳回退）
 w-digests-lost = 无法从临时文件读回正常结束的连接的摘要（{ $error }）：诊断缺少其中一部分
+w-kept-lost = 无法从临时文件读回规则需完整读取的连接的摘要（{ $error }）：诊断缺少其中一部分
 w-table-full = 连接表已满（{ $max } 条活动连接）：最久未活动的 { $n } 条连接被提前汇总，未保留其报文样本（可能是 SYN 洪泛或流量很大的抓包；调高上限可完整保留）
 w-summaries-dropped = 有 { $n } 条连接只计数而未保留：报告中每个抓包文件最多保留 { $max } 条连接
 w-why-ip = IP 头部无效或被截断

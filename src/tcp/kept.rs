@@ -1,0 +1,954 @@
+//! The connections a one-capture diagnosis keeps whole (those a rule ends: `rules::survivor_digest`),
+//! written to an unnamed temporary file as they are summarised and read back when tracking
+//! ends (`KeptStore`), as the digests of the others are (`digest::DigestStore`).
+//!
+//! Held in memory, they were a fifth of the tracking's peak on the 2 GB synth (14 500
+//! connections reset by the middlebox, ~1.4 KB each beside 25 800 live ones), and they grow with
+//! the capture's length, not with the connections alive at once. Read back after the live
+//! connections are freed, they also sit together: made one by one while tracking, they were
+//! spread over the pages the live connections had used, which stayed resident for their sake
+//! (80 MiB resident after tracking for 21 MiB of heap).
+//!
+//! The encoding (`Codec`) is this program's own, written and read by the same build: every field
+//! one after another, counts as varints (`crate::varint`), floats as their bits. A connection
+//! holding what a one-capture diagnosis never keeps (packet samples, HTTP heads, WebSocket
+//! counts, a TLS hello, events) is refused (`put` is false) and stays in memory, whole.
+
+use super::{
+    Connection, Direction, Fingerprint, Gap, Histories, IpIdPattern, KeptSamples, Proto, Sample,
+    SampleKind, Samples, Side, Termination, TerminationKind, Uid,
+};
+use crate::app::heartbeat::{Heartbeat, HeartbeatKind, Stretch};
+use crate::app::session::{AppEvent, AppSummary, HttpSummary, Service};
+use crate::app::sip::{Dialog, DialogEnd, DialogState, Registration};
+use crate::boxed_list::BoxedList;
+use crate::capture::Timestamp;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// A value written to bytes and read back, field by field. `put` is false for a value this
+/// encoding does not keep (what was written of it is then discarded by the caller); `get` is
+/// `None` for bytes that end early or do not decode.
+pub(crate) trait Codec: Sized {
+    fn put(&self, w: &mut Vec<u8>) -> bool;
+    fn get(r: &mut &[u8]) -> Option<Self>;
+}
+
+/// `Codec` for a struct, each field listed in order; every field must be named (the struct
+/// literal in `get` does not compile otherwise), so a field added later is not forgotten.
+macro_rules! codec_struct {
+    ($t:ty { $($f:ident),* $(,)? }) => {
+        impl $crate::tcp::kept::Codec for $t {
+            fn put(&self, w: &mut Vec<u8>) -> bool {
+                true $(&& $crate::tcp::kept::Codec::put(&self.$f, w))*
+            }
+            fn get(r: &mut &[u8]) -> Option<Self> {
+                Some(Self { $($f: $crate::tcp::kept::Codec::get(r)?,)* })
+            }
+        }
+    };
+}
+pub(crate) use codec_struct;
+
+/// `Codec` for an enum without data, as its variant's place in the list; the `match` in
+/// `_every` fails to compile if a variant is left out.
+macro_rules! codec_enum {
+    ($t:ident { $($v:ident),* $(,)? }) => {
+        impl Codec for $t {
+            fn put(&self, w: &mut Vec<u8>) -> bool {
+                fn _every(x: &$t) {
+                    match x { $($t::$v)|* => {} }
+                }
+                let i = [$($t::$v),*].iter().position(|v| v == self);
+                i.map(|i| w.push(i as u8)).is_some()
+            }
+            fn get(r: &mut &[u8]) -> Option<Self> {
+                [$($t::$v),*].get(usize::from(u8::get(r)?)).copied()
+            }
+        }
+    };
+}
+
+/// A value this encoding does not keep: a connection holding one is kept in memory.
+macro_rules! codec_refused {
+    ($($t:ty),*) => {$(
+        impl Codec for $t {
+            fn put(&self, _: &mut Vec<u8>) -> bool {
+                false
+            }
+            fn get(_: &mut &[u8]) -> Option<Self> {
+                None
+            }
+        }
+    )*};
+}
+
+impl Codec for u8 {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        w.push(*self);
+        true
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        let (&b, rest) = r.split_first()?;
+        *r = rest;
+        Some(b)
+    }
+}
+
+impl Codec for u64 {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        crate::varint::push(w, *self);
+        true
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        let (v, end) = crate::varint::read(r, 0)?;
+        *r = &r[end..];
+        Some(v)
+    }
+}
+
+/// The narrower integers as `u64` varints, refused on the way back if they do not fit.
+macro_rules! codec_uint {
+    ($($t:ty),*) => {$(
+        impl Codec for $t {
+            fn put(&self, w: &mut Vec<u8>) -> bool {
+                (*self as u64).put(w)
+            }
+            fn get(r: &mut &[u8]) -> Option<Self> {
+                <$t>::try_from(u64::get(r)?).ok()
+            }
+        }
+    )*};
+}
+codec_uint!(u16, u32, usize);
+
+impl Codec for i64 {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        crate::varint::zigzag(*self).put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        Some(crate::varint::unzigzag(u64::get(r)?))
+    }
+}
+
+impl Codec for bool {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        u8::from(*self).put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        match u8::get(r)? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+}
+
+/// Bit for bit (NaN and -0.0 included).
+impl Codec for f64 {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        w.extend_from_slice(&self.to_bits().to_le_bytes());
+        true
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        let (b, rest) = r.split_first_chunk::<8>()?;
+        *r = rest;
+        Some(f64::from_bits(u64::from_le_bytes(*b)))
+    }
+}
+
+impl Codec for Timestamp {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        self.0.put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        i64::get(r).map(Timestamp)
+    }
+}
+
+impl Codec for std::num::NonZeroU64 {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        self.get().put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        Self::new(u64::get(r)?)
+    }
+}
+
+/// Its length, then its bytes.
+fn get_bytes<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let n = usize::get(r)?;
+    let (b, rest) = r.split_at_checked(n)?;
+    *r = rest;
+    Some(b)
+}
+
+fn put_bytes(b: &[u8], w: &mut Vec<u8>) -> bool {
+    b.len().put(w);
+    w.extend_from_slice(b);
+    true
+}
+
+impl Codec for String {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        put_bytes(self.as_bytes(), w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        String::from_utf8(get_bytes(r)?.to_vec()).ok()
+    }
+}
+
+impl Codec for Uid {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        put_bytes(self.as_str().as_bytes(), w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        std::str::from_utf8(get_bytes(r)?).ok().map(Uid::new)
+    }
+}
+
+impl Codec for IpAddr {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        match self {
+            IpAddr::V4(a) => {
+                w.push(4);
+                w.extend_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                w.push(6);
+                w.extend_from_slice(&a.octets());
+            }
+        }
+        true
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        match u8::get(r)? {
+            4 => {
+                let (b, rest) = r.split_first_chunk::<4>()?;
+                *r = rest;
+                Some(IpAddr::from(*b))
+            }
+            6 => {
+                let (b, rest) = r.split_first_chunk::<16>()?;
+                *r = rest;
+                Some(IpAddr::from(*b))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl<T: Codec> Codec for Option<T> {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        match self {
+            None => false.put(w),
+            Some(v) => true.put(w) && v.put(w),
+        }
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        Some(match bool::get(r)? {
+            false => None,
+            true => Some(T::get(r)?),
+        })
+    }
+}
+
+impl<T: Codec> Codec for Box<T> {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        (**self).put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        T::get(r).map(Box::new)
+    }
+}
+
+fn put_slice<T: Codec>(s: &[T], w: &mut Vec<u8>) -> bool {
+    s.len().put(w) && s.iter().all(|v| v.put(w))
+}
+
+/// A list as long as the bytes say, with room reserved for no more items than there are bytes
+/// left (changed bytes must not ask for a huge allocation).
+fn get_list<T: Codec>(r: &mut &[u8]) -> Option<Vec<T>> {
+    let n = usize::get(r)?;
+    let mut v = Vec::with_capacity(n.min(r.len()));
+    for _ in 0..n {
+        v.push(T::get(r)?);
+    }
+    Some(v)
+}
+
+impl<T: Codec> Codec for Vec<T> {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        put_slice(self, w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        get_list(r)
+    }
+}
+
+impl<T: Codec> Codec for BoxedList<T> {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        put_slice(self.as_slice(), w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        get_list(r).map(BoxedList::from)
+    }
+}
+
+impl<A: Codec, B: Codec> Codec for (A, B) {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        self.0.put(w) && self.1.put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        Some((A::get(r)?, B::get(r)?))
+    }
+}
+
+impl Codec for [u16; 2] {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        self[0].put(w) && self[1].put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        Some([u16::get(r)?, u16::get(r)?])
+    }
+}
+
+impl Codec for DialogEnd {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        match self {
+            DialogEnd::Bye => 0u8.put(w),
+            DialogEnd::Rejected { code } => 1u8.put(w) && code.put(w),
+            DialogEnd::Cancelled => 2u8.put(w),
+            DialogEnd::TransportLost => 3u8.put(w),
+        }
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        match u8::get(r)? {
+            0 => Some(DialogEnd::Bye),
+            1 => Some(DialogEnd::Rejected { code: u16::get(r)? }),
+            2 => Some(DialogEnd::Cancelled),
+            3 => Some(DialogEnd::TransportLost),
+            _ => None,
+        }
+    }
+}
+
+// What a one-capture diagnosis does not keep (`TrackerOptions::keep_samples`, `http_heads`,
+// `app_details`, `detail`).
+codec_refused!(
+    KeptSamples,
+    AppEvent,
+    crate::app::http::RequestHead,
+    crate::app::http::ResponseHead,
+    crate::app::websocket::WsStats,
+    crate::app::websocket::AnomalyKind,
+    crate::app::tls::ClientHello,
+    std::collections::HashMap<String, usize>
+);
+
+codec_enum!(Proto { Tcp, Udp });
+codec_enum!(Side { Orig, Resp });
+codec_enum!(IpIdPattern {
+    None,
+    Zero,
+    Incrementing,
+    Random
+});
+codec_enum!(TerminationKind { Fin, Rst });
+codec_enum!(SampleKind {
+    Syn,
+    SynAck,
+    Data,
+    Fin,
+    Rst,
+    Datagram
+});
+codec_enum!(Service {
+    Websocket,
+    Sip,
+    Tls,
+    Http
+});
+codec_enum!(HeartbeatKind {
+    WsPing,
+    Crlf,
+    App,
+    TcpKeepalive
+});
+codec_enum!(DialogState {
+    Calling,
+    Proceeding,
+    Confirmed,
+    Terminated
+});
+
+/// The application's side (client or server), beside TCP's (`Side`).
+mod app_side {
+    use super::Codec;
+    use crate::app::Side;
+    codec_enum!(Side { Client, Server });
+}
+
+codec_struct!(Fingerprint {
+    packets,
+    ttl_usual,
+    ttl_usual_count,
+    ttl_min,
+    ttl_max,
+    ip_id_pattern,
+    ip_id_last
+});
+codec_struct!(Samples { kept, total });
+codec_struct!(Sample {
+    ts,
+    frame,
+    kind,
+    rel_seq,
+    len,
+    hash,
+    ip_id,
+    ttl
+});
+codec_struct!(Direction {
+    pkts,
+    ip_bytes,
+    bytes,
+    payload_bytes_sent,
+    first_ts,
+    last_ts,
+    retransmissions,
+    keepalives,
+    zero_windows,
+    gaps,
+    fingerprint,
+    isn,
+    saw_syn,
+    samples,
+    retransmitted,
+    first_data
+});
+codec_struct!(Gap {
+    secs,
+    by,
+    from_frame,
+    to_frame,
+    from_ts
+});
+codec_struct!(Termination {
+    kind,
+    by,
+    ts,
+    frame,
+    ttl,
+    ip_id,
+    window,
+    ack_flag,
+    seq,
+    options_len,
+    idle_before_s,
+    sender_usual,
+    ttl_fits,
+    ip_id_fits
+});
+codec_struct!(HttpSummary {
+    request,
+    response,
+    accept_ok,
+    upgraded,
+    failed_status,
+    upgrade_ts,
+    upgrade_frame,
+    requests
+});
+codec_struct!(Dialog {
+    call_id,
+    from_tag,
+    to_tag,
+    from_uri,
+    to_uri,
+    caller,
+    state,
+    end,
+    invite_cseq,
+    invite_ts,
+    invite_frame,
+    first_1xx_ts,
+    ringing_ts,
+    ok_ts,
+    final_code,
+    final_ts,
+    ack_ts,
+    cancel_ts,
+    bye_ts,
+    bye_frame,
+    bye_by,
+    bye_reason,
+    bye_ok_ts,
+    bye_response_code,
+    reinvites,
+    cut_by_transport_loss,
+    cut_ts
+});
+codec_struct!(Registration {
+    call_id,
+    cseq_num,
+    by,
+    ts,
+    frame_no,
+    expires_requested,
+    is_unregister,
+    response_code,
+    response_ts,
+    response_frame,
+    expires_granted,
+    lost
+});
+codec_struct!(Stretch {
+    from,
+    to,
+    count,
+    interval_median_s
+});
+codec_struct!(Heartbeat {
+    kind,
+    started_by,
+    count,
+    first,
+    last,
+    size,
+    interval_median_s,
+    interval_p95_s,
+    interval_max_s,
+    cv,
+    intervals,
+    intervals_truncated,
+    stretched,
+    stretch_runs
+});
+codec_struct!(AppSummary {
+    service,
+    http,
+    websocket,
+    ws_anomalies,
+    sip,
+    tls,
+    heartbeat,
+    stream_gaps,
+    events
+});
+
+/// A connection's record: every field but its capture (the store's) and its Zeek state and
+/// history (Zeek's `conn_state` as its place in `CONN_STATES`, the history as text, shared
+/// again as `Histories` shares it).
+fn put_connection(c: &Connection, w: &mut Vec<u8>) -> bool {
+    let state = match c.conn_state {
+        None => Some(0),
+        Some(s) => super::zeek::CONN_STATES
+            .iter()
+            .position(|k| *k == s)
+            .map(|i| i + 1),
+    };
+    let Some(state) = state else {
+        return false;
+    };
+    let history = c.history.as_deref().map(str::to_owned);
+    let Connection {
+        uid,
+        capture: _,
+        proto,
+        orig_h,
+        orig_p,
+        resp_h,
+        resp_p,
+        vlan,
+        ts,
+        last_ts,
+        first_frame,
+        last_frame,
+        conn_state: _,
+        history: _,
+        mid_stream,
+        orig,
+        resp,
+        rtt_s,
+        max_idle,
+        silences,
+        termination,
+        missed_bytes,
+        app,
+        reused_port,
+    } = c;
+    uid.put(w)
+        && proto.put(w)
+        && orig_h.put(w)
+        && orig_p.put(w)
+        && resp_h.put(w)
+        && resp_p.put(w)
+        && vlan.put(w)
+        && ts.put(w)
+        && last_ts.put(w)
+        && first_frame.put(w)
+        && last_frame.put(w)
+        && state.put(w)
+        && history.put(w)
+        && mid_stream.put(w)
+        && orig.put(w)
+        && resp.put(w)
+        && rtt_s.put(w)
+        && max_idle.put(w)
+        && silences.put(w)
+        && termination.put(w)
+        && missed_bytes.put(w)
+        && app.put(w)
+        && reused_port.put(w)
+}
+
+fn get_connection(
+    r: &mut &[u8],
+    capture: &Arc<str>,
+    histories: &mut Histories,
+) -> Option<Connection> {
+    let g = r;
+    Some(Connection {
+        uid: Codec::get(g)?,
+        capture: capture.clone(),
+        proto: Codec::get(g)?,
+        orig_h: Codec::get(g)?,
+        orig_p: Codec::get(g)?,
+        resp_h: Codec::get(g)?,
+        resp_p: Codec::get(g)?,
+        vlan: Codec::get(g)?,
+        ts: Codec::get(g)?,
+        last_ts: Codec::get(g)?,
+        first_frame: Codec::get(g)?,
+        last_frame: Codec::get(g)?,
+        conn_state: match usize::get(g)? {
+            0 => None,
+            i => Some(*super::zeek::CONN_STATES.get(i - 1)?),
+        },
+        history: Option::<String>::get(g)?.map(|h| histories.get(&h)),
+        mid_stream: Codec::get(g)?,
+        orig: Codec::get(g)?,
+        resp: Codec::get(g)?,
+        rtt_s: Codec::get(g)?,
+        max_idle: Codec::get(g)?,
+        silences: Codec::get(g)?,
+        termination: Codec::get(g)?,
+        missed_bytes: Codec::get(g)?,
+        app: Codec::get(g)?,
+        reused_port: Codec::get(g)?,
+    })
+}
+
+/// Records one after another, each its length (a varint) and its bytes, in blocks of `BLOCK`
+/// bytes to an unnamed temporary file; without one (no writable `TMPDIR`), or once a write
+/// fails, the blocks stay in memory.
+#[derive(Default)]
+pub struct KeptStore {
+    file: Option<std::fs::File>,
+    /// Bytes the file holds, every one a whole record.
+    written: u64,
+    block: Vec<u8>,
+    blocks: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    len: usize,
+}
+
+const BLOCK: usize = 64 * 1024;
+
+impl KeptStore {
+    /// A store that writes to a temporary file if one can be made.
+    pub fn new() -> Self {
+        KeptStore {
+            file: tempfile::tempfile().ok(),
+            ..Self::default()
+        }
+    }
+
+    /// Connections kept and not read back yet.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps `c`; false (nothing kept) if it holds what the encoding refuses.
+    pub fn push(&mut self, c: &Connection) -> bool {
+        self.scratch.clear();
+        if !put_connection(c, &mut self.scratch) {
+            return false;
+        }
+        put_bytes(&self.scratch, &mut self.block);
+        self.len += 1;
+        if self.block.len() >= BLOCK {
+            self.flush();
+        }
+        true
+    }
+
+    /// The block to the file, or, if that fails, to memory for good (the file keeps the
+    /// `written` bytes it had).
+    fn flush(&mut self) {
+        use std::io::Write as _;
+        if let Some(f) = self.file.as_mut() {
+            if f.write_all(&self.block).is_ok() {
+                self.written += self.block.len() as u64;
+                self.block.clear();
+                return;
+            }
+            self.file = None;
+        }
+        self.blocks.push(std::mem::take(&mut self.block));
+    }
+
+    /// Every connection kept, read back in the order kept and handed to `each`; the store is
+    /// empty after. A record that cannot be read back (the temporary file changed or cut
+    /// short under us) ends the file's part with the error returned; the blocks in memory
+    /// still come.
+    pub(super) fn drain(
+        &mut self,
+        capture: &Arc<str>,
+        histories: &mut Histories,
+        mut each: impl FnMut(Connection),
+    ) -> Option<std::io::Error> {
+        let mut one = |mut rec: &[u8]| match get_connection(&mut rec, capture, histories) {
+            Some(c) if rec.is_empty() => {
+                each(c);
+                true
+            }
+            _ => false,
+        };
+        let mut error = None;
+        if let Some(f) = self.file.take().filter(|_| self.written > 0) {
+            error = read_records(f, self.written, &mut one).err();
+        }
+        for b in self
+            .blocks
+            .drain(..)
+            .chain([std::mem::take(&mut self.block)])
+        {
+            let mut b = &b[..];
+            while !b.is_empty() {
+                // Encoded by `push`, so whole: a failure here is this module's bug, said as
+                // the file's would be.
+                if !get_bytes(&mut b).is_some_and(&mut one) {
+                    error.get_or_insert_with(|| invalid("a record kept in memory"));
+                    break;
+                }
+            }
+        }
+        self.written = 0;
+        self.len = 0;
+        error
+    }
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{what} did not decode"),
+    )
+}
+
+/// The records of the first `len` bytes of `f`, one at a time (a buffer of the whole file
+/// would sit beside the connections decoded from it), each handed to `one`, which is false
+/// for one that does not decode.
+fn read_records(
+    mut f: std::fs::File,
+    len: u64,
+    one: &mut dyn FnMut(&[u8]) -> bool,
+) -> std::io::Result<()> {
+    use std::io::{BufRead as _, Read as _, Seek as _};
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let mut from = std::io::BufReader::with_capacity(BLOCK, f.take(len));
+    let mut rec = Vec::new();
+    let mut at = 0u64;
+    while !from.fill_buf()?.is_empty() {
+        // The record's length, a varint (`crate::varint::push`), a byte at a time.
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let mut b = [0u8];
+            from.read_exact(&mut b)?;
+            n |= u64::from(b[0] & 0x7f) << shift;
+            if b[0] < 0x80 {
+                break;
+            }
+        }
+        if n > len {
+            return Err(invalid(&format!(
+                "the record at byte {at} of the temporary file"
+            )));
+        }
+        rec.resize(n as usize, 0);
+        from.read_exact(&mut rec)?;
+        if !one(&rec) {
+            return Err(invalid(&format!(
+                "the record at byte {at} of the temporary file"
+            )));
+        }
+        at += crate::varint::len(n) as u64 + n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::TrackerOptions;
+
+    /// Every connection of every fixture, tracked with `opts`, every one kept whole.
+    fn every_connection(opts: TrackerOptions) -> Vec<Connection> {
+        crate::testing::fixture_captures()
+            .iter()
+            .filter_map(|p| crate::pipeline::track_capture_with(p, opts).ok())
+            .flat_map(|f| f.connections)
+            .map(|c| *c)
+            .collect()
+    }
+
+    /// What a one-capture diagnosis keeps of a connection (`tests/digest.rs` has the same).
+    fn diagnosis() -> TrackerOptions {
+        TrackerOptions {
+            keep_samples: false,
+            timeline: false,
+            http_heads: false,
+            app_details: false,
+            ..TrackerOptions::default()
+        }
+    }
+
+    fn round_trip(c: &Connection, histories: &mut Histories) -> Option<Connection> {
+        let mut w = Vec::new();
+        if !put_connection(c, &mut w) {
+            return None;
+        }
+        let mut r = &w[..];
+        let back = get_connection(&mut r, &c.capture, histories).expect("decodes");
+        assert!(r.is_empty(), "{}: {} bytes left", c.uid, r.len());
+        Some(back)
+    }
+
+    /// Every field comes back as it was (`Debug` prints them all, private ones included), for
+    /// every connection a diagnosis keeps; none is refused. Kept with everything `flows`
+    /// keeps, the connections with what the encoding refuses are refused, and the others come
+    /// back the same.
+    #[test]
+    fn every_fixture_connection_comes_back_the_same() {
+        let mut histories = Histories::default();
+        let all = every_connection(diagnosis());
+        assert!(all.len() > 150, "{}", all.len());
+        let (mut with_app, mut with_sip, mut with_end, mut with_retx) = (0, 0, 0, 0);
+        for c in &all {
+            let back = round_trip(c, &mut histories).unwrap_or_else(|| panic!("{}", c.uid));
+            assert_eq!(format!("{back:?}"), format!("{c:?}"));
+            with_app += usize::from(back.app.is_some());
+            with_sip += usize::from(back.app.as_ref().is_some_and(|a| a.sip.is_some()));
+            with_end += usize::from(back.termination.is_some());
+            with_retx += usize::from(!back.orig.retransmitted.is_empty());
+        }
+        // Not vacuous: the parts with lists and boxes of their own were there.
+        assert!(with_app > 100 && with_sip > 10, "{with_app} {with_sip}");
+        assert!(with_end > 50 && with_retx > 5, "{with_end} {with_retx}");
+
+        let (mut refused, mut same) = (0, 0);
+        let details = TrackerOptions {
+            keep_samples: false,
+            ..TrackerOptions::default()
+        };
+        for c in &every_connection(details) {
+            match round_trip(c, &mut histories) {
+                Some(back) => {
+                    assert_eq!(format!("{back:?}"), format!("{c:?}"));
+                    same += 1;
+                }
+                None => refused += 1,
+            }
+        }
+        assert!(refused > 50 && same > 50, "{refused} {same}");
+        // Packet samples are refused too.
+        let samples = TrackerOptions {
+            keep_samples: true,
+            ..diagnosis()
+        };
+        let sampled = every_connection(samples);
+        assert!(sampled
+            .iter()
+            .all(|c| round_trip(c, &mut histories).is_none()));
+    }
+
+    /// Bytes cut short never decode; bytes changed decode or not, without a panic.
+    #[test]
+    fn changed_or_cut_records_do_not_panic() {
+        let mut histories = Histories::default();
+        let all = every_connection(diagnosis());
+        let capture: Arc<str> = Arc::from("x");
+        for c in all.iter().step_by(97).take(20) {
+            let mut w = Vec::new();
+            assert!(put_connection(c, &mut w));
+            for n in 0..w.len() {
+                assert!(get_connection(&mut &w[..n], &capture, &mut histories).is_none());
+            }
+            for i in 0..w.len() {
+                for x in [0x01, 0x80, 0xff] {
+                    let mut b = w.clone();
+                    b[i] ^= x;
+                    let _ = get_connection(&mut &b[..], &capture, &mut histories);
+                }
+            }
+        }
+    }
+
+    /// Through the store: to the temporary file past a block, or in memory without one; read
+    /// back in order, every one the same. A file cut short under the store gives what came
+    /// before the cut and an error.
+    #[test]
+    fn the_store_gives_back_what_it_kept() {
+        let all = every_connection(diagnosis());
+        let capture = all[0].capture.clone();
+        let same = |c: &Connection, d: &Connection| {
+            assert_eq!(
+                format!(
+                    "{:?}",
+                    Connection {
+                        capture: d.capture.clone(),
+                        ..c.clone()
+                    }
+                ),
+                format!("{d:?}")
+            );
+        };
+        for mut store in [KeptStore::new(), KeptStore::default()] {
+            let on_disk = store.file.is_some();
+            for c in &all {
+                assert!(store.push(c));
+            }
+            assert_eq!(store.len(), all.len());
+            assert!(!on_disk || store.written > 0, "a block went to the file");
+            let mut back = Vec::new();
+            let mut h = Histories::default();
+            assert!(store.drain(&capture, &mut h, |c| back.push(c)).is_none());
+            assert_eq!(back.len(), all.len());
+            for (c, d) in all.iter().zip(&back) {
+                same(c, d);
+            }
+            assert_eq!(store.len(), 0);
+        }
+
+        let mut store = KeptStore::new();
+        for c in &all {
+            assert!(store.push(c));
+        }
+        store.flush();
+        let written = store.written;
+        store.file.as_ref().unwrap().set_len(written / 2).unwrap();
+        let mut back = Vec::new();
+        let e = store.drain(&capture, &mut Histories::default(), |c| back.push(c));
+        assert!(e.is_some());
+        assert!(!back.is_empty() && back.len() < all.len(), "{}", back.len());
+        for (c, d) in all.iter().zip(&back) {
+            same(c, d);
+        }
+    }
+}
