@@ -21,6 +21,7 @@ use crate::boxed_list::BoxedList;
 use crate::capture::Timestamp;
 use crate::varint;
 
+use super::spill::Spill;
 use super::zeek::CONN_STATES;
 use super::{Proto, Side, Uid, TOP_GAPS};
 
@@ -74,20 +75,14 @@ impl Digest {
 }
 
 /// The tracker's digests while it tracks: each written as it comes, in ~90 bytes instead of
-/// a `Digest`'s 200, to an unnamed temporary file in blocks of `BLOCK` bytes, and read back,
-/// still encoded, when tracking ends (`all`). On the 2 GB synth 74 000 digests were 15 MB of
-/// the tracking's peak, beside the live connections; read back, they take the room those left.
-/// Without a temporary file (no writable `TMPDIR`), or once a write fails, the blocks stay in
-/// memory. A digest that cannot be encoded (a `conn_state` this module does not know) is
-/// refused (`push`), and its connection kept whole.
+/// a `Digest`'s 200, to a temporary file (`Spill`), and read back, still encoded, when
+/// tracking ends (`all`). On the 2 GB synth 74 000 digests were 15 MB of the tracking's peak,
+/// beside the live connections; read back, they take the room those left. A digest that
+/// cannot be encoded (a `conn_state` this module does not know) is refused (`push`), and its
+/// connection kept whole.
 #[derive(Default)]
 pub struct DigestStore {
-    file: Option<std::fs::File>,
-    /// Bytes the file holds, every one a whole record.
-    written: u64,
-    /// The block being filled, then the blocks kept in memory.
-    block: Vec<u8>,
-    blocks: Vec<Vec<u8>>,
+    spill: Spill,
     /// What was read back (`all`); digests pushed after wait in `block` for the next `all`.
     read: Digests,
     /// Digests encoded (in the file or the blocks), not read back yet.
@@ -95,13 +90,11 @@ pub struct DigestStore {
     error: Option<std::io::Error>,
 }
 
-const BLOCK: usize = 64 * 1024;
-
 impl DigestStore {
     /// A store that writes to a temporary file if one can be made.
     pub fn new() -> Self {
         DigestStore {
-            file: tempfile::tempfile().ok(),
+            spill: Spill::new(),
             ..Self::default()
         }
     }
@@ -122,71 +115,42 @@ impl DigestStore {
     /// Keeps `d`; false (nothing kept) if it cannot be encoded: its `conn_state` is not one
     /// of `CONN_STATES`, which every tracked TCP connection's is.
     pub fn push(&mut self, d: &Digest) -> bool {
-        if !encode(d, &mut self.block) {
+        if !encode(d, self.spill.block()) {
             return false;
         }
         self.encoded += 1;
-        if self.block.len() >= BLOCK {
-            self.flush();
-        }
+        self.spill.wrote();
         true
-    }
-
-    /// The block to the file, or, if that fails, to memory for good (the file keeps what it
-    /// had: `written` bytes).
-    fn flush(&mut self) {
-        use std::io::Write as _;
-        let block = std::mem::take(&mut self.block);
-        if let Some(f) = self.file.as_mut() {
-            if f.write_all(&block).is_ok() {
-                self.written += block.len() as u64;
-                self.block = block;
-                self.block.clear();
-                return;
-            }
-            self.file = None;
-        }
-        self.blocks.push(block);
-        self.block = Vec::with_capacity(BLOCK + 256);
     }
 
     /// Every digest so far, read back (in no particular order) into a table that stays: the
     /// store holds nothing in its file or blocks after this.
     pub fn all(&mut self) -> &mut Digests {
-        use std::io::{Read as _, Seek as _};
-        let pending = self.written as usize
-            + self.blocks.iter().map(Vec::len).sum::<usize>()
-            + self.block.len();
+        use std::io::Read as _;
+        let pending = self.spill.pending();
         if pending == 0 {
             return &mut self.read;
         }
         self.read.reserve(self.encoded, pending);
-        if let Some(mut f) = self.file.take().filter(|_| self.written > 0) {
+        if let Some((f, written)) = self.spill.take_file() {
             // Straight into the table (a list in between was the file's size twice over).
             let start = self.read.bytes.len();
-            let read = f
-                .seek(std::io::SeekFrom::Start(0))
-                .and_then(|_| f.take(self.written).read_to_end(&mut self.read.bytes));
+            let read = f.and_then(|f| f.take(written).read_to_end(&mut self.read.bytes));
             // What was read, up to its last whole record (`read_to_end` keeps what came
             // before an error).
             let whole = self.read.index_from(start);
-            let short = (whole < self.written as usize).then(|| {
+            let short = (whole < written as usize).then(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    format!("{whole} of {} bytes read back", self.written),
+                    format!("{whole} of {written} bytes read back"),
                 )
             });
             if let Some(e) = read.err().or(short) {
                 self.error.get_or_insert(e);
             }
         }
-        self.written = 0;
         self.encoded = 0;
-        for b in self
-            .blocks
-            .drain(..)
-            .chain([std::mem::take(&mut self.block)])
-        {
+        for b in self.spill.take_blocks() {
             // Encoded here, so whole.
             let start = self.read.bytes.len();
             self.read.bytes.extend_from_slice(&b);
@@ -737,11 +701,11 @@ mod tests {
         }
         // Enough to fill blocks: the file path was taken.
         let mut store = DigestStore::new();
-        assert!(store.file.is_some(), "a temporary file");
+        assert!(store.spill.file.is_some(), "a temporary file");
         for d in &want {
             store.push(d);
         }
-        assert!(store.written > 0);
+        assert!(store.spill.written > 0);
         assert_eq!(sorted(decoded(&store.into_table())), want);
     }
 
@@ -879,15 +843,21 @@ mod tests {
     fn a_full_disk_keeps_the_digests_in_memory() {
         let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
         let mut store = DigestStore {
-            file: Some(full.expect("/dev/full")),
+            spill: Spill {
+                file: Some(full.expect("/dev/full")),
+                ..Spill::default()
+            },
             ..DigestStore::default()
         };
         let want: Vec<Digest> = (0..3_000).map(digest).collect();
         for d in &want {
             store.push(d);
         }
-        assert!(store.file.is_none(), "given up after the failed write");
-        assert_eq!(store.written, 0);
+        assert!(
+            store.spill.file.is_none(),
+            "given up after the failed write"
+        );
+        assert_eq!(store.spill.written, 0);
         assert_eq!(sorted(decoded(store.all())), want);
         assert!(store.take_error().is_none());
     }
@@ -906,14 +876,17 @@ mod tests {
             .open(&path)
             .unwrap();
         let mut store = DigestStore {
-            file: Some(write_only),
+            spill: Spill {
+                file: Some(write_only),
+                ..Spill::default()
+            },
             ..DigestStore::default()
         };
         let want: Vec<Digest> = (0..3_000).map(digest).collect();
         for d in &want {
             store.push(d);
         }
-        assert!(store.written > 0);
+        assert!(store.spill.written > 0);
         let total = store.len();
         let back = decoded(store.all());
         assert!(back.len() < total, "{} of {total}", back.len());

@@ -14,6 +14,7 @@
 //! holding what a one-capture diagnosis never keeps (packet samples, HTTP heads, WebSocket
 //! counts, a TLS hello, events) is refused (`put` is false) and stays in memory, whole.
 
+use super::spill::{Spill, BLOCK};
 use super::{
     Connection, Direction, Fingerprint, Gap, Histories, IpIdPattern, KeptSamples, Proto, Sample,
     SampleKind, Samples, Side, Termination, TerminationKind, Uid,
@@ -640,27 +641,20 @@ fn get_connection(
     })
 }
 
-/// Records one after another, each its length (a varint) and its bytes, in blocks of `BLOCK`
-/// bytes to an unnamed temporary file; without one (no writable `TMPDIR`), or once a write
-/// fails, the blocks stay in memory.
+/// Connections, each a record: its length (a varint) and its bytes, written to a temporary
+/// file as they come (`Spill`).
 #[derive(Default)]
 pub struct KeptStore {
-    file: Option<std::fs::File>,
-    /// Bytes the file holds, every one a whole record.
-    written: u64,
-    block: Vec<u8>,
-    blocks: Vec<Vec<u8>>,
+    spill: Spill,
     scratch: Vec<u8>,
     len: usize,
 }
-
-const BLOCK: usize = 64 * 1024;
 
 impl KeptStore {
     /// A store that writes to a temporary file if one can be made.
     pub fn new() -> Self {
         KeptStore {
-            file: tempfile::tempfile().ok(),
+            spill: Spill::new(),
             ..Self::default()
         }
     }
@@ -680,27 +674,10 @@ impl KeptStore {
         if !put_connection(c, &mut self.scratch) {
             return false;
         }
-        put_bytes(&self.scratch, &mut self.block);
+        put_bytes(&self.scratch, self.spill.block());
+        self.spill.wrote();
         self.len += 1;
-        if self.block.len() >= BLOCK {
-            self.flush();
-        }
         true
-    }
-
-    /// The block to the file, or, if that fails, to memory for good (the file keeps the
-    /// `written` bytes it had).
-    fn flush(&mut self) {
-        use std::io::Write as _;
-        if let Some(f) = self.file.as_mut() {
-            if f.write_all(&self.block).is_ok() {
-                self.written += self.block.len() as u64;
-                self.block.clear();
-                return;
-            }
-            self.file = None;
-        }
-        self.blocks.push(std::mem::take(&mut self.block));
     }
 
     /// Every connection kept, read back in the order kept and handed to `each`; the store is
@@ -721,14 +698,10 @@ impl KeptStore {
             _ => false,
         };
         let mut error = None;
-        if let Some(f) = self.file.take().filter(|_| self.written > 0) {
-            error = read_records(f, self.written, &mut one).err();
+        if let Some((f, written)) = self.spill.take_file() {
+            error = f.and_then(|f| read_records(f, written, &mut one)).err();
         }
-        for b in self
-            .blocks
-            .drain(..)
-            .chain([std::mem::take(&mut self.block)])
-        {
+        for b in self.spill.take_blocks() {
             let mut b = &b[..];
             while !b.is_empty() {
                 // Encoded by `push`, so whole: a failure here is this module's bug, said as
@@ -739,7 +712,6 @@ impl KeptStore {
                 }
             }
         }
-        self.written = 0;
         self.len = 0;
         error
     }
@@ -756,12 +728,11 @@ fn invalid(what: &str) -> std::io::Error {
 /// would sit beside the connections decoded from it), each handed to `one`, which is false
 /// for one that does not decode.
 fn read_records(
-    mut f: std::fs::File,
+    f: std::fs::File,
     len: u64,
     one: &mut dyn FnMut(&[u8]) -> bool,
 ) -> std::io::Result<()> {
-    use std::io::{BufRead as _, Read as _, Seek as _};
-    f.seek(std::io::SeekFrom::Start(0))?;
+    use std::io::{BufRead as _, Read as _};
     let mut from = std::io::BufReader::with_capacity(BLOCK, f.take(len));
     let mut rec = Vec::new();
     let mut at = 0u64;
@@ -920,12 +891,15 @@ mod tests {
             );
         };
         for mut store in [KeptStore::new(), KeptStore::default()] {
-            let on_disk = store.file.is_some();
+            let on_disk = store.spill.file.is_some();
             for c in &all {
                 assert!(store.push(c));
             }
             assert_eq!(store.len(), all.len());
-            assert!(!on_disk || store.written > 0, "a block went to the file");
+            assert!(
+                !on_disk || store.spill.written > 0,
+                "a block went to the file"
+            );
             let mut back = Vec::new();
             let mut h = Histories::default();
             assert!(store.drain(&capture, &mut h, |c| back.push(c)).is_none());
@@ -940,9 +914,15 @@ mod tests {
         for c in &all {
             assert!(store.push(c));
         }
-        store.flush();
-        let written = store.written;
-        store.file.as_ref().unwrap().set_len(written / 2).unwrap();
+        store.spill.flush();
+        let written = store.spill.written;
+        store
+            .spill
+            .file
+            .as_ref()
+            .unwrap()
+            .set_len(written / 2)
+            .unwrap();
         let mut back = Vec::new();
         let e = store.drain(&capture, &mut Histories::default(), |c| back.push(c));
         assert!(e.is_some());

@@ -20,6 +20,7 @@ use crate::decode::{Packet, TcpSegment, Transport, UdpDatagram};
 pub mod digest;
 pub mod kept;
 pub mod reassembly;
+pub mod spill;
 pub mod zeek;
 
 pub use digest::{Digest, DigestRef, Digests};
