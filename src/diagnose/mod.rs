@@ -240,7 +240,7 @@ pub struct Diagnosis {
     pub reference: String,
     pub captures: Vec<CaptureReport>,
     pub clock_offsets: Vec<ClockOffset>,
-    pub connections: std::sync::Arc<[LinedUp]>,
+    pub connections: std::sync::Arc<Vec<LinedUp>>,
     pub findings: Vec<Finding>,
 }
 
