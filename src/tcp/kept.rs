@@ -931,4 +931,38 @@ mod tests {
             same(c, d);
         }
     }
+
+    /// A tracker whose temporary file is cut short under it says so in its warnings, and gives
+    /// back the connections it could read.
+    #[test]
+    fn a_tracker_that_loses_kept_connections_says_so() {
+        let all = every_connection(diagnosis());
+        let opts = TrackerOptions {
+            // Every connection kept whole, as if a rule ended each.
+            digest: Some(|_| None),
+            ..diagnosis()
+        };
+        let mut t = crate::tcp::Tracker::with_options("cut.pcap", opts);
+        for c in &all {
+            t.keep(c.clone());
+        }
+        assert!(t.done.is_empty() && t.kept.len() == all.len());
+        t.kept.spill.flush();
+        let written = t.kept.spill.written;
+        t.kept
+            .spill
+            .file
+            .as_ref()
+            .unwrap()
+            .set_len(written / 2)
+            .unwrap();
+        let ((done, _), warnings) = t.finish_kept();
+        assert!(!done.is_empty() && done.len() < all.len(), "{}", done.len());
+        let w: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("a rule reads whole could not be read back")),
+            "{w:?}"
+        );
+    }
 }
