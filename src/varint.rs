@@ -31,6 +31,27 @@ pub fn read(b: &[u8], mut at: usize) -> Option<(u64, usize)> {
     }
 }
 
+/// The varint at the front of `r`, read a byte at a time (give it a buffered reader), as
+/// `read` reads one from a slice: records read back from a file one by one
+/// (`tcp::kept`). An error if `r` ends within it, or past 64 bits.
+pub fn read_from(r: &mut impl std::io::Read) -> std::io::Result<u64> {
+    let mut v = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let mut byte = [0u8];
+        r.read_exact(&mut byte)?;
+        v |= u64::from(byte[0] & 0x7f)
+            .checked_shl(shift)
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "a varint past 64 bits")
+            })?;
+        if byte[0] < 0x80 {
+            return Ok(v);
+        }
+        shift += 7;
+    }
+}
+
 pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -61,13 +82,16 @@ mod tests {
             push(&mut b, v);
             assert_eq!(b.len() - 1, len(v), "{v}");
             assert_eq!(read(&b, 1), Some((v, b.len())), "{v}");
+            assert_eq!(read_from(&mut &b[1..]).unwrap(), v, "{v}");
             // Cut short: nothing.
             assert_eq!(read(&b[..b.len() - 1], 1), None, "{v}");
+            assert!(read_from(&mut &b[1..b.len() - 1]).is_err(), "{v}");
         }
         for v in [0i64, 1, -1, 63, -64, i64::MAX, i64::MIN] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
         // Eleven continuation bytes: past 64 bits.
         assert_eq!(read(&[0x80; 11], 0), None);
+        assert!(read_from(&mut &[0x80; 11][..]).is_err());
     }
 }

@@ -83,7 +83,7 @@ impl Digest {
 #[derive(Default)]
 pub struct DigestStore {
     spill: Spill,
-    /// What was read back (`all`); digests pushed after wait in `block` for the next `all`.
+    /// What was read back (`all`); digests pushed after wait in `spill` for the next `all`.
     read: Digests,
     /// Digests encoded (in the file or the blocks), not read back yet.
     encoded: usize,

@@ -737,27 +737,15 @@ fn read_records(
     let mut rec = Vec::new();
     let mut at = 0u64;
     while !from.fill_buf()?.is_empty() {
-        // The record's length, a varint (`crate::varint::push`), a byte at a time.
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let mut b = [0u8];
-            from.read_exact(&mut b)?;
-            n |= u64::from(b[0] & 0x7f) << shift;
-            if b[0] < 0x80 {
-                break;
-            }
-        }
+        let bad = || invalid(&format!("the record at byte {at} of the temporary file"));
+        let n = crate::varint::read_from(&mut from)?;
         if n > len {
-            return Err(invalid(&format!(
-                "the record at byte {at} of the temporary file"
-            )));
+            return Err(bad());
         }
         rec.resize(n as usize, 0);
         from.read_exact(&mut rec)?;
         if !one(&rec) {
-            return Err(invalid(&format!(
-                "the record at byte {at} of the temporary file"
-            )));
+            return Err(bad());
         }
         at += crate::varint::len(n) as u64 + n;
     }
@@ -914,15 +902,7 @@ mod tests {
         for c in &all {
             assert!(store.push(c));
         }
-        store.spill.flush();
-        let written = store.spill.written;
-        store
-            .spill
-            .file
-            .as_ref()
-            .unwrap()
-            .set_len(written / 2)
-            .unwrap();
+        store.spill.cut_file_in_half();
         let mut back = Vec::new();
         let e = store.drain(&capture, &mut Histories::default(), |c| back.push(c));
         assert!(e.is_some());
@@ -946,16 +926,9 @@ mod tests {
         for c in &all {
             t.keep(c.clone());
         }
-        assert!(t.done.is_empty() && t.kept.len() == all.len());
-        t.kept.spill.flush();
-        let written = t.kept.spill.written;
-        t.kept
-            .spill
-            .file
-            .as_ref()
-            .unwrap()
-            .set_len(written / 2)
-            .unwrap();
+        let kept = t.kept.as_mut().expect("a diagnosis' store");
+        assert!(t.done.is_empty() && kept.len() == all.len());
+        kept.spill.cut_file_in_half();
         let ((done, _), warnings) = t.finish_kept();
         assert!(!done.is_empty() && done.len() < all.len(), "{}", done.len());
         let w: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();

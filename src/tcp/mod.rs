@@ -1040,10 +1040,10 @@ pub struct Tracker {
     /// With `TrackerOptions::digest`: the finished connections kept as digests, beside `done`.
     /// `max_summaries` counts both.
     digests: digest::DigestStore,
-    /// With `TrackerOptions::digest`: the connections a rule ends, out of memory until
-    /// tracking ends (`kept::KeptStore`), then moved into `done` (`summarise_live`).
-    /// `max_summaries` counts them too.
-    kept: kept::KeptStore,
+    /// With `TrackerOptions::digest` (a one-capture diagnosis): the connections a rule ends,
+    /// out of memory until tracking ends (`kept::KeptStore`), then moved into `done`
+    /// (`summarise_live`). `max_summaries` counts them too.
+    kept: Option<kept::KeptStore>,
     /// Why some of `kept` could not be read back, for the warnings.
     kept_lost: Option<std::io::Error>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
@@ -1202,11 +1202,7 @@ impl Tracker {
             } else {
                 digest::DigestStore::in_memory()
             },
-            kept: if opts.digest.is_some() {
-                kept::KeptStore::new()
-            } else {
-                kept::KeptStore::default()
-            },
+            kept: opts.digest.is_some().then(kept::KeptStore::new),
             kept_lost: None,
             other_ip: 0,
             fragments: 0,
@@ -1280,7 +1276,7 @@ impl Tracker {
             }
             // A diagnosis' connection kept whole waits on disk (`kept`) until tracking ends;
             // one the encoding refuses stays here.
-            if self.opts.digest.is_some() && self.tags.is_none() && self.kept.push(&c) {
+            if self.tags.is_none() && self.kept.as_mut().is_some_and(|k| k.push(&c)) {
                 return;
             }
             self.done.push(Box::new(c));
@@ -1569,15 +1565,17 @@ impl Tracker {
             kept_lost,
             ..
         } = self;
-        done.reserve_exact(kept.len());
-        if let Some(e) = kept.drain(&capture.path, histories, |c| done.push(Box::new(c))) {
-            kept_lost.get_or_insert(e);
+        if let Some(kept) = kept.as_mut() {
+            done.reserve_exact(kept.len());
+            if let Some(e) = kept.drain(&capture.path, histories, |c| done.push(Box::new(c))) {
+                kept_lost.get_or_insert(e);
+            }
         }
     }
 
     /// Summaries kept so far: whole, as digests, or on disk (`kept`).
     fn summaries(&self) -> usize {
-        self.done.len() + self.digests.len() + self.kept.len()
+        self.done.len() + self.digests.len() + self.kept.as_ref().map_or(0, |k| k.len())
     }
 
     fn sort_done(&mut self) {

@@ -70,6 +70,15 @@ impl Spill {
         Some((f.seek(std::io::SeekFrom::Start(0)).map(|_| f), written))
     }
 
+    /// For tests: the block to the file, then the file cut to half what it holds, as a disk
+    /// that lost its end would leave it.
+    #[cfg(test)]
+    pub(super) fn cut_file_in_half(&mut self) {
+        self.flush();
+        let f = self.file.as_ref().expect("a temporary file");
+        f.set_len(self.written / 2).expect("cut");
+    }
+
     /// The blocks kept in memory, then the one being filled, each whole records, taken (after
     /// `take_file`: they come after the file's).
     pub fn take_blocks(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
