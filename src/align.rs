@@ -193,13 +193,36 @@ impl Alignment {
         Timestamp(ts.0 - self.offset_ns(vantage))
     }
 
-    /// A leg's connection, kept whole. Panics on a digest's leg: a one-capture diagnosis
-    /// keeps whole the connections its rules read whole (`TrackerOptions::digest`), and reads
-    /// the others through `kept`.
-    pub fn connection(&self, leg: &Leg) -> &Connection {
+    /// A leg's connection, kept whole: in memory, or read from where a one-capture diagnosis
+    /// keeps the connections its rules may end (`tcp::kept`). Panics on a digest's leg: a
+    /// one-capture diagnosis keeps whole the connections its rules read whole
+    /// (`TrackerOptions::digest`), and reads the others through `kept`.
+    pub fn connection(&self, leg: &Leg) -> ConnRef<'_> {
         match self.kept(leg) {
-            Kept::Whole(c) => c,
-            Kept::Digest(_) => panic!("{}: a digest, not a whole connection", leg.uid),
+            Kept::Whole(c) => ConnRef::Held(c),
+            Kept::Digest(d) => {
+                let digests = &self.vantages[leg.at.0].flows.digests;
+                let Some((file, at)) = digests.whole(&d) else {
+                    panic!("{}: a digest, not a whole connection", leg.uid)
+                };
+                // Read whole once already, when tracking ended (`KeptStore::seal`): only the
+                // disk failing under us between the two reads ends here.
+                match file.read(&at) {
+                    Ok(c) => ConnRef::Read(c),
+                    Err(e) => panic!(
+                        "{}: the temporary file of connections kept whole could not be read again: {e}",
+                        leg.uid
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Whether a leg's connection is kept whole (`connection` reads it), in memory or on disk.
+    pub fn is_whole(&self, leg: &Leg) -> bool {
+        match self.kept(leg) {
+            Kept::Whole(_) => true,
+            Kept::Digest(d) => self.vantages[leg.at.0].flows.digests.whole(&d).is_some(),
         }
     }
 
@@ -221,6 +244,23 @@ impl Alignment {
         match self.kept(leg) {
             Kept::Whole(c) => c.conn_state,
             Kept::Digest(d) => d.conn_state(),
+        }
+    }
+}
+
+/// A connection kept whole, as `Alignment::connection` gives it: the capture's own, or one
+/// read back for the caller from where a one-capture diagnosis keeps it (`tcp::kept`).
+pub enum ConnRef<'a> {
+    Held(&'a Connection),
+    Read(std::sync::Arc<Connection>),
+}
+
+impl std::ops::Deref for ConnRef<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ConnRef::Held(c) => c,
+            ConnRef::Read(c) => c,
         }
     }
 }
@@ -1097,15 +1137,15 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
                 .iter()
                 .filter_map(|leg| {
                     let c = al.connection(leg);
-                    let (s, _) = side(c);
+                    let (s, _) = side(&c);
                     s.first().map(|f| (al.to_reference(leg.at.0, f.ts), leg))
                 })
                 .collect();
             order.sort_by_key(|(t, _)| *t);
             for w in order.windows(2) {
                 let (up, down) = (w[0].1, w[1].1);
-                let (_, up_re) = side(al.connection(up));
-                let (down_s, down_re) = side(al.connection(down));
+                let (_, up_re) = side(&al.connection(up));
+                let (down_s, down_re) = side(&al.connection(down));
                 let down_max = down_s
                     .iter()
                     .map(|s| s.rel_seq.wrapping_add(s.len))

@@ -356,7 +356,7 @@ fn run_command(command: Command) -> ExitCode {
             // rules decide which as each is summarised). Lining captures up reads every
             // connection's samples, and the HTML report draws connections whole.
             (args.vantages.captures.len() == 1 && args.format != ReportFormat::Html)
-                .then_some(crate::diagnose::rules::survivor_digest as _),
+                .then_some(crate::diagnose::rules::kept_as as _),
         ) {
             Ok((al, failed)) => {
                 let tracked_on_threads = al.vantages.iter().any(|v| v.flows.tracked_on_threads);
@@ -530,7 +530,7 @@ fn lined_up(
     timeline: bool,
     http_heads: bool,
     app_details: bool,
-    digest: Option<fn(&crate::tcp::Connection) -> Option<crate::tcp::Digest>>,
+    digest: Option<crate::tcp::KeptAs>,
 ) -> anyhow::Result<(crate::align::Alignment, bool)> {
     let mut names = std::collections::HashSet::new();
     for c in &args.captures {

@@ -1,5 +1,5 @@
 //! A one-capture diagnosis keeps whole only the connections a rule may end, and a digest of
-//! the others (`TrackerOptions::digest`, `rules::survivor_digest`). On every capture under
+//! the others (`TrackerOptions::digest`, `rules::kept_as`). On every capture under
 //! `fixtures/`, its reports (JSON, text) are the same byte for byte as with every connection
 //! kept whole, on one thread and on two, and with `--max-summaries` cutting the list. A rule
 //! that read a digest's connection whole would panic here (`Alignment::connection`).
@@ -21,7 +21,7 @@ fn options(digest: bool, shards: usize, max_summaries: usize) -> TrackerOptions 
         app_details: false,
         shards,
         max_summaries,
-        digest: digest.then_some(rules::survivor_digest as _),
+        digest: digest.then_some(rules::kept_as as _),
         ..TrackerOptions::default()
     }
 }
@@ -42,7 +42,7 @@ fn reports(al: &Alignment) -> (String, String) {
 
 #[test]
 fn digests_change_no_report() {
-    let (mut digests, mut deaths_beside_digests) = (0, 0);
+    let (mut digests, mut deaths_beside_digests, mut kept_on_disk) = (0, 0, 0);
     for path in common::fixture_captures() {
         for (shards, max_summaries) in [(1, 1_000_000), (2, 1_000_000), (1, 7), (2, 7)] {
             let whole = lined_up(&path, options(false, shards, max_summaries));
@@ -72,10 +72,17 @@ fn digests_change_no_report() {
                 .iter()
                 .map(|c| (c.uid.to_string(), format!("{c:?}")))
                 .collect();
-            for c in &slim.vantages[0].flows.connections {
+            let flows = &slim.vantages[0].flows;
+            for c in &flows.connections {
                 assert_eq!(made[c.uid.as_str()], format!("{c:?}"), "{what}");
             }
-            let flows = &slim.vantages[0].flows;
+            for d in flows.digests.iter() {
+                if let Some((file, at)) = flows.digests.whole(&d) {
+                    let c = file.read(&at).expect("read back");
+                    assert_eq!(made[c.uid.as_str()], format!("{c:?}"), "{what}");
+                    kept_on_disk += 1;
+                }
+            }
             digests += flows.digests.len();
             // Every connection a rule ended is kept whole: the rules read it so.
             let d = diagnose_with(&slim, MAX_EVIDENCE, Lang::En);
@@ -96,7 +103,7 @@ fn digests_change_no_report() {
                     .iter()
                     .find(|l| l.id == id.as_str())
                     .unwrap();
-                assert!(l.legs[0].at.1 < flows.connections.len(), "{what}: {id}");
+                assert!(slim.is_whole(&l.legs[0]), "{what}: {id}");
             }
             if !died.is_empty() && !flows.digests.is_empty() {
                 deaths_beside_digests += 1;
@@ -106,6 +113,7 @@ fn digests_change_no_report() {
     // Not vacuous: digests were made, and beside connections a rule ended.
     assert!(digests > 100, "{digests}");
     assert!(deaths_beside_digests >= 2, "{deaths_beside_digests}");
+    assert!(kept_on_disk > 20, "{kept_on_disk}");
 }
 
 /// `rules::Reads` reads the same from a connection kept whole as from its digest, encoded and

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::align::{Alignment, ClockOffset, Kept, Leg, LinedUp};
+use crate::align::{Alignment, ClockOffset, ConnRef, Leg, LinedUp};
 use crate::capture::Timestamp;
 use crate::pipeline::CaptureSummary;
-use crate::tcp::{Connection, Side};
+use crate::tcp::Side;
 
 pub mod defaults;
 pub mod rules;
@@ -346,11 +346,10 @@ impl<'a> Ctx<'a> {
                 by_client.push((client_hash(&client_key(leg)), al.leg_ts(leg), i));
             }
             for leg in &p.legs {
-                // A UDP flow that carries SIP is kept whole (`rules::survivor_digest`).
-                if let Kept::Whole(c) = al.kept(leg) {
-                    if c.proto == crate::tcp::Proto::Udp
-                        && c.app.as_ref().is_some_and(|a| a.sip.is_some())
-                    {
+                // A UDP flow that carries SIP is kept whole (`rules::kept_as`).
+                if leg.proto == crate::tcp::Proto::Udp && al.is_whole(leg) {
+                    let c = al.connection(leg);
+                    if c.app.as_ref().is_some_and(|a| a.sip.is_some()) {
                         sip_udp_legs.push(*leg);
                     }
                 }
@@ -409,8 +408,9 @@ impl<'a> Ctx<'a> {
     }
 
     /// A leg's connection kept whole: a path `whole` says is, or a dead one's (the tracker
-    /// keeps whole every connection a rule may end, `rules::survivor_digest`).
-    pub fn conn(&self, leg: &Leg) -> &'a Connection {
+    /// keeps whole every connection a rule may end, `rules::kept_as`). Read from disk in a
+    /// one-capture diagnosis (`Alignment::connection`): hold it while it is read, not longer.
+    pub fn conn(&self, leg: &Leg) -> ConnRef<'a> {
         self.al.connection(leg)
     }
 
@@ -421,9 +421,7 @@ impl<'a> Ctx<'a> {
 
     /// Whether every leg of a path is kept whole (else it is a digest's).
     pub fn whole(&self, p: &Path<'_>) -> bool {
-        p.legs
-            .iter()
-            .all(|leg| matches!(self.al.kept(leg), Kept::Whole(_)))
+        p.legs.iter().all(|leg| self.al.is_whole(leg))
     }
 
     pub fn reference_ts(&self, leg: &Leg, ts: Timestamp) -> Timestamp {

@@ -64,7 +64,7 @@ fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
     let mut ends = Grouper::new(max_evidence);
     let mut deaths = Vec::new();
     for p in &ctx.paths {
-        // A digest's path: no per-path rule ends it (`survivor_digest`).
+        // A digest's path: no per-path rule ends it (`kept_as`).
         if !ctx.whole(p) {
             continue;
         }
@@ -121,20 +121,21 @@ impl OutageStart {
     }
 }
 
-/// The connections a one-capture diagnosis keeps whole: those its per-path rules end
+/// What a one-capture diagnosis keeps of a finished connection: its digest (what `Reads`
+/// reads), and whether the connection is kept whole too: when its per-path rules may end it
 /// (`middlebox_reset_single`, `silent_drop`: they read only the path's own connection, so the
-/// tracker can ask as each connection is summarised), and the UDP flows that carry SIP
-/// (`call_cut` reads their calls). Every other connection is read only through `Reads`, so the
-/// tracker keeps its digest (`TrackerOptions::digest`): on the 2 GB synth, ~1.4 KB a
-/// connection became ~100 bytes, encoded. `run_rules` skips the paths of digests: by this test, none of
-/// the per-path rules would end them.
-pub fn survivor_digest(c: &Connection) -> Option<Digest> {
+/// tracker can ask as each connection is summarised), and for the UDP flows that carry SIP
+/// (`call_cut` reads their calls). Every other connection is read only through `Reads`: on
+/// the 2 GB synth, ~1.4 KB a connection became ~100 bytes, encoded. `run_rules` skips the
+/// paths of connections not kept whole: by this test, none of the per-path rules would end
+/// them.
+pub fn kept_as(c: &Connection) -> (Digest, bool) {
     let ended = reset_after_silence(c).is_some()
         || [Side::Orig, Side::Resp]
             .into_iter()
             .any(|sender| unanswered_after_silence(c, sender).is_some());
     let sip_udp = c.proto == Proto::Udp && c.app.as_ref().is_some_and(|a| a.sip.is_some());
-    (!ended && !sip_udp).then(|| digest_of(c))
+    (digest_of(c), ended || sip_udp)
 }
 
 /// A connection's `Digest`: what `Reads` reads from it whole.
@@ -159,6 +160,7 @@ pub fn digest_of(c: &Connection) -> Digest {
         data_segments: whole.data_segments(),
         retransmitted: whole.retransmitted().collect::<Vec<_>>().into(),
         recovery: whole.recovery(),
+        whole: None,
     }
 }
 
@@ -536,7 +538,8 @@ fn cited_rsts(ctx: &Ctx<'_>, m: &Member) -> Vec<(CaptureName, RstMark)> {
     p.legs
         .iter()
         .filter_map(|leg| {
-            let t = ctx.conn(leg).termination.as_ref()?;
+            let c = ctx.conn(leg);
+            let t = c.termination.as_ref()?;
             let cited = m
                 .finding
                 .evidence
@@ -663,7 +666,8 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             Side::Orig => p.legs.iter().rev().copied().collect(),
         };
         // `order[0]` is the far end from the supposed sender, `order.last()` the sender's.
-        let t0 = ctx.conn(order[0]).termination.as_ref()?;
+        let c0 = &ctx.conn(order[0]);
+        let t0 = c0.termination.as_ref()?;
         if t0.by != sender {
             continue;
         }
@@ -674,7 +678,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
         // server's own FIN for a middlebox's); `PROVOKED_S` bounds any path's.
         let mut last_seen = 0;
         for (i, leg) in order.iter().enumerate().skip(1) {
-            let c = ctx.conn(leg);
+            let c = &ctx.conn(leg);
             let saw = c.termination.as_ref().is_some_and(|t| {
                 let slack = SAME_DECISION_S + bound_of(ctx, leg);
                 let dt = ctx.reference_ts(leg, t.ts).secs_since(t0_ref);
@@ -697,7 +701,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
         {
             continue;
         }
-        let cn = ctx.conn(next);
+        let cn = &ctx.conn(next);
         let (a, b) = (order[last_seen], next);
         let (hop, hop_msg) = hop_between(&a.vantage, &b.vantage);
         // FIN or RST: what the middlebox sent toward the endpoint it stood in for. A proxy's
@@ -711,10 +715,10 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             TerminationKind::Fin => FindingKind::MiddleboxClose,
             TerminationKind::Rst => FindingKind::MiddleboxReset,
         };
-        let c0 = ctx.conn(order[0]);
         let mut evidence = vec![];
         for leg in &order[..=last_seen] {
-            let t = ctx.conn(leg).termination.as_ref()?;
+            let c = ctx.conn(leg);
+            let t = c.termination.as_ref()?;
             let misfit = if t.ttl_fits == Some(false) || t.ip_id_fits == Some(false) {
                 Msg::new("ev-sender-usual")
                     .s("ttl", t.sender_usual.ttl_usual)
@@ -911,7 +915,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
         return None;
     }
     let leg = p.legs[0];
-    let c = ctx.conn(leg);
+    let c = &ctx.conn(leg);
     let (t, fatal) = reset_after_silence(c)?;
     let at = ctx.reference_ts(leg, t.ts);
     let evidence = vec![
@@ -1022,7 +1026,7 @@ fn reset_after_silence(c: &Connection) -> Option<(&Termination, Gap)> {
 /// never to arrive there.
 fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
     for (idx, leg) in p.legs.iter().enumerate() {
-        let c = ctx.conn(leg);
+        let c = &ctx.conn(leg);
         for sender in [Side::Orig, Side::Resp] {
             let Some((fatal, after)) = unanswered_after_silence(c, sender) else {
                 continue;
@@ -1052,7 +1056,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             }
             let mut confirmed = None;
             for d in &downstream {
-                let dc = ctx.conn(d);
+                let dc = &ctx.conn(d);
                 let dm = match sender {
                     Side::Orig => &dc.orig,
                     Side::Resp => &dc.resp,
@@ -1202,7 +1206,7 @@ fn unanswered_after_silence(c: &Connection, sender: Side) -> Option<(Gap, Vec<&S
         let unanswered = theirs.last_ts.is_none_or(|t| t <= g.from_ts);
         let after = || mine.retransmitted.iter().filter(|s| s.frame >= g.to_frame);
         // Counted before collected: the tracker asks this of every connection it summarises
-        // (`survivor_digest`), and a list built to be thrown away was 0.7 % of a diagnosis.
+        // (`kept_as`), and a list built to be thrown away was 0.7 % of a diagnosis.
         (unanswered && after().nth(1).is_some()).then(|| (*g, after().collect()))
     })
 }
@@ -1378,8 +1382,8 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         }
         let client_leg = p.legs[0];
         let server_leg = *p.legs.last().expect("two legs");
-        let cc = ctx.conn(client_leg);
-        let sc = ctx.conn(server_leg);
+        let cc = &ctx.conn(client_leg);
+        let sc = &ctx.conn(server_leg);
         let client_end = cc
             .termination
             .as_ref()
@@ -1471,7 +1475,7 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
     let mut evidence = Vec::new();
     for p in proxied.iter().take(5) {
         for (i, leg) in p.legs.iter().enumerate() {
-            let c = ctx.conn(leg);
+            let c = &ctx.conn(leg);
             evidence.push(
                 ctx.evidence(
                     leg,
@@ -1672,7 +1676,8 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
     // 2 GB synth, ~2 MB), and a copy of it while it grew.
     let agent = |d: &OutageStart| {
         let leg = ctx.path(&d.conn)?.legs[0];
-        Some((leg.at.0, ctx.conn(leg).orig_h))
+        // A leg's `src` is its connection's originator (`align::Leg`): no read of it whole.
+        Some((leg.at.0, leg.src))
     };
     let distinct: std::collections::HashSet<_> = deaths.iter().filter_map(agent).collect();
     out.reserve_exact(distinct.len());
@@ -1684,7 +1689,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
             continue;
         };
         let leg = p.legs[0];
-        let c = ctx.conn(leg);
+        let c = &ctx.conn(leg);
         // The same client's later connections to the same server, at the same vantage, read
         // only as far as the first that recovered.
         let mut later = ctx
@@ -1813,7 +1818,7 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
     }
     for agent in outages {
         let first = &mut out[agent.at];
-        agent.merge(ctx, first);
+        agent.merge(first);
     }
 }
 
@@ -1854,7 +1859,7 @@ impl<'a> AgentOutages<'a> {
 
     /// One window: its finding as it is. More: one finding for all, with the total time
     /// without a connection, the longest window, and the windows' counts summed.
-    fn merge(self, ctx: &Ctx<'_>, merged: &mut Finding) {
+    fn merge(self, merged: &mut Finding) {
         if self.later.is_empty() {
             return;
         }
@@ -1865,7 +1870,7 @@ impl<'a> AgentOutages<'a> {
             group.push(numbers);
         }
         // The agent: the client address of its windows' connections.
-        let agent = ctx.conn(self.leg).orig_h;
+        let agent = self.leg.src;
         let outages: Vec<f64> = group.iter().filter_map(|w| w.outage_s).collect();
         let total: f64 = outages.iter().sum();
         let longest = outages.iter().copied().fold(0.0, f64::max);
@@ -1944,10 +1949,14 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
             continue;
         };
         // The heartbeat as the client side sent it.
-        let Some((leg, hb)) = p.legs.iter().find_map(|leg| {
-            let hb = ctx.conn(leg).app.as_ref()?.heartbeat.as_ref()?;
-            Some((*leg, hb))
+        let Some((leg, conn)) = p.legs.iter().find_map(|leg| {
+            let conn = ctx.conn(leg);
+            conn.app.as_ref()?.heartbeat.as_ref()?;
+            Some((*leg, conn))
         }) else {
+            continue;
+        };
+        let Some(hb) = conn.app.as_ref().and_then(|a| a.heartbeat.as_ref()) else {
             continue;
         };
         let slowest = hb.interval_max_s.max(d.silence_s);
@@ -1974,7 +1983,6 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
         // The connection's first packet, at its own time: the log keeps no frame numbers, and
         // the first beat's time beside the first frame's number sent a reader to a packet
         // that was not at the time shown (hours apart once the log keeps only its latest beats).
-        let conn = ctx.conn(leg);
         let evidence = vec![ctx.evidence(
             leg,
             conn.first_frame,
@@ -2086,7 +2094,8 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         let mut evidence = Vec::new();
         let mut calls = Vec::new();
         for leg in &p.legs {
-            let Some(sip) = ctx.conn(leg).app.as_ref().and_then(|a| a.sip.as_ref()) else {
+            let c = ctx.conn(leg);
+            let Some(sip) = c.app.as_ref().and_then(|a| a.sip.as_ref()) else {
                 continue;
             };
             for dl in &sip.dialogs {
@@ -2112,7 +2121,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         let mut udp_legs: Vec<&Leg> = Vec::new();
         {
             for &leg in &ctx.sip_udp_legs {
-                let c = ctx.conn(leg);
+                let c = &ctx.conn(leg);
                 let Some(sip) = c.app.as_ref().and_then(|a| a.sip.as_ref()) else {
                     continue;
                 };

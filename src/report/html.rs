@@ -302,7 +302,7 @@ fn side_of_frame(c: &Connection, frame: u64) -> Option<Side> {
 
 fn lane(al: &Alignment, leg: &crate::align::Leg, cat: &Catalog) -> Lane {
     let v = leg.at.0;
-    let c = al.connection(leg);
+    let c = &al.connection(leg);
     let r = |ts: Timestamp| al.to_reference(v, ts);
     let mut markers = Vec::new();
     let last_ts = [
@@ -678,7 +678,7 @@ type LegStarts = BTreeMap<String, (Timestamp, u64)>;
 /// comes soon after this one ended: (its id, its legs' first packet per vantage).
 fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)> {
     let leg = p.legs[0];
-    let c = ctx.conn(leg);
+    let c = &ctx.conn(leg);
     if c.proto != Proto::Tcp {
         return None;
     }

@@ -21,6 +21,7 @@ use crate::boxed_list::BoxedList;
 use crate::capture::Timestamp;
 use crate::varint;
 
+use super::kept::KeptAt;
 use super::spill::Spill;
 use super::zeek::CONN_STATES;
 use super::{Proto, Side, Uid, TOP_GAPS};
@@ -53,6 +54,9 @@ pub struct Digest {
     pub retransmitted: BoxedList<(Timestamp, u64)>,
     /// When the server first answered usefully, and the frame (`agent_outage`'s recovery).
     pub recovery: Option<(Timestamp, u64)>,
+    /// Where the connection is kept whole, when a rule may end it (`kept::KeptStore`): the
+    /// rules read it whole from there, and through this digest otherwise.
+    pub whole: Option<KeptAt>,
 }
 
 impl Digest {
@@ -192,6 +196,9 @@ impl DigestStore {
 pub struct Digests {
     bytes: Vec<u8>,
     at: Vec<usize>,
+    /// Where the connections a rule may end are kept whole (`Digest::whole` names one of
+    /// these): one store a shard.
+    kept: Vec<std::sync::Arc<super::kept::KeptFile>>,
 }
 
 impl Digests {
@@ -243,13 +250,27 @@ impl Digests {
 
     /// Another table's digests added at the end, in its order.
     pub fn append(&mut self, other: Digests) {
+        self.kept.extend(other.kept);
         if self.bytes.is_empty() {
-            *self = other;
+            (self.bytes, self.at) = (other.bytes, other.at);
             return;
         }
         let base = self.bytes.len();
         self.bytes.extend_from_slice(&other.bytes);
         self.at.extend(other.at.iter().map(|a| a + base));
+    }
+
+    /// The store the digests' connections kept whole are in (`Digest::whole`).
+    pub fn attach(&mut self, kept: super::kept::KeptFile) {
+        self.kept.push(std::sync::Arc::new(kept));
+    }
+
+    /// Where `d`'s connection is kept whole, if it is and its store read it back whole when
+    /// tracking ended (else the digest is all there is: `kept::KeptStore::seal`).
+    pub fn whole(&self, d: &DigestRef<'_>) -> Option<(&super::kept::KeptFile, KeptAt)> {
+        let at = d.whole()?;
+        let file = self.kept.iter().find(|f| f.id() == at.store)?;
+        file.holds(&at).then_some((&**file, at))
     }
 
     /// In start order (start, then first frame), as the connections kept whole are.
@@ -288,6 +309,8 @@ struct Layout {
     counts: usize,
     /// (time, frame) pairs: the retransmissions cited, then the recovery.
     pairs: usize,
+    /// Where the connection is kept whole (`KeptAt`: three varints), if it is.
+    whole: Option<usize>,
     end: usize,
 }
 
@@ -305,12 +328,22 @@ impl Layout {
             counts = Secs::skip(b, counts)?;
         }
         let pairs = skip(b, counts, 2)?;
-        let end = skip(b, pairs, 2 * (usize::from(h[4]) + usize::from(h[5])))?;
+        let after = skip(
+            b,
+            pairs,
+            2 * (usize::from(h[4]) + usize::from(h[5] & RECOVERY)),
+        )?;
+        let (whole, end) = if h[5] & WHOLE != 0 {
+            (Some(after), skip(b, after, 3)?)
+        } else {
+            (None, after)
+        };
         Some(Layout {
             head,
             survived,
             counts,
             pairs,
+            whole,
             end,
         })
     }
@@ -325,6 +358,10 @@ impl Layout {
         b.get(fixed..fixed + 8).map(|_| (orig, resp, fixed))
     }
 }
+
+/// The last of the head's six bytes: which of the record's optional parts follow.
+const RECOVERY: u8 = 1;
+const WHOLE: u8 = 2;
 
 /// Where the `n` varints from `at` end; `None` if one runs past `b` (each read as
 /// `varint::read` reads it).
@@ -528,10 +565,28 @@ impl<'a> DigestRef<'a> {
     pub fn recovery(&self) -> Option<(Timestamp, u64)> {
         let l = self.layout();
         let n = usize::from(self.0[l.head + 4]);
-        if self.0[l.head + 5] != 1 {
+        if self.0[l.head + 5] & RECOVERY == 0 {
             return None;
         }
         self.pairs(&l).nth(n)
+    }
+
+    /// Where the connection is kept whole, if a rule may end it (`Digest::whole`).
+    pub fn whole(&self) -> Option<KeptAt> {
+        // The flag first: every path of a diagnosis asks (`Ctx::whole`), most of them digests
+        // only, and the layout walks the record's varints.
+        if self.head(5) & WHOLE == 0 {
+            return None;
+        }
+        let at = self.layout().whole?;
+        let (store, at) = self.varint_at(at);
+        let (offset, at) = self.varint_at(at);
+        let (len, _) = self.varint_at(at);
+        Some(KeptAt {
+            store: u32::try_from(store).ok()?,
+            at: offset,
+            len: u32::try_from(len).ok()?,
+        })
     }
 
     /// The digest, decoded whole.
@@ -556,6 +611,7 @@ impl<'a> DigestRef<'a> {
             data_segments: self.data_segments(),
             retransmitted: self.retransmitted().collect::<Vec<_>>().into(),
             recovery: self.recovery(),
+            whole: self.whole(),
         }
     }
 }
@@ -590,7 +646,8 @@ fn encode(d: &Digest, out: &mut Vec<u8>) -> bool {
         side(d.ended_by),
         d.survived_n,
         d.retransmitted.len().min(255) as u8,
-        u8::from(d.recovery.is_some()),
+        (if d.recovery.is_some() { RECOVERY } else { 0 })
+            | (if d.whole.is_some() { WHOLE } else { 0 }),
     ]);
     for (ip, port) in [(d.orig_h, d.orig_p), (d.resp_h, d.resp_p)] {
         // 4 or 6, then the octets, as the connections kept whole write theirs.
@@ -609,6 +666,11 @@ fn encode(d: &Digest, out: &mut Vec<u8>) -> bool {
     for (ts, frame) in d.retransmitted.iter().take(255).chain(d.recovery.as_ref()) {
         varint::push(out, varint::zigzag(ts.0.wrapping_sub(d.ts.0)));
         varint::push(out, frame.wrapping_sub(d.first_frame));
+    }
+    if let Some(w) = d.whole {
+        for v in [u64::from(w.store), w.at, u64::from(w.len)] {
+            varint::push(out, v);
+        }
     }
     true
 }
@@ -663,6 +725,11 @@ mod tests {
                 .collect::<Vec<_>>()
                 .into(),
             recovery: (!i.is_multiple_of(5)).then_some((Timestamp(i as i64), u64::MAX / (i + 1))),
+            whole: i.is_multiple_of(4).then_some(KeptAt {
+                store: i as u32,
+                at: i * 1_000_003,
+                len: (i % 700) as u32,
+            }),
         }
     }
 
@@ -769,6 +836,7 @@ mod tests {
             data_segments: 120,
             retransmitted: Vec::new().into(),
             recovery: Some((Timestamp(1_772_438_400_190_786_000), 1_234_600)),
+            whole: None,
         };
         let mut b = Vec::new();
         assert!(encode(&d, &mut b));
@@ -826,7 +894,10 @@ mod tests {
                 bytes.truncate(cut % (bytes.len() + 1));
             }
             bytes.extend_from_slice(&noise);
-            let mut t = Digests { bytes, at: Vec::new() };
+            let mut t = Digests {
+                bytes,
+                ..Digests::default()
+            };
             let whole = t.index_from(0);
             proptest::prop_assert!(whole <= t.bytes.len());
             for d in t.iter() {
@@ -853,10 +924,7 @@ mod tests {
         for d in &want {
             store.push(d);
         }
-        assert!(
-            store.spill.file.is_none(),
-            "given up after the failed write"
-        );
+        assert!(store.spill.failed, "given up after the failed write");
         assert_eq!(store.spill.written, 0);
         assert_eq!(sorted(decoded(store.all())), want);
         assert!(store.take_error().is_none());

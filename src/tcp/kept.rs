@@ -1,13 +1,14 @@
-//! The connections a one-capture diagnosis keeps whole (those a rule ends: `rules::survivor_digest`),
-//! written to an unnamed temporary file as they are summarised and read back when tracking
-//! ends (`KeptStore`), as the digests of the others are (`digest::DigestStore`).
+//! The connections a one-capture diagnosis keeps whole (those a rule may end: `rules::kept_as`),
+//! written to an unnamed temporary file as they are summarised (`KeptStore`), and read from it
+//! one at a time when a rule asks for one (`KeptFile::read`, through `align::Alignment::connection`).
+//! Each has a digest like every other connection, which says where it is (`KeptAt`) and keeps
+//! its place in the lists the rules walk.
 //!
 //! Held in memory, they were a fifth of the tracking's peak on the 2 GB synth (14 500
 //! connections reset by the middlebox, ~1.4 KB each beside 25 800 live ones), and they grow with
-//! the capture's length, not with the connections alive at once. Read back after the live
-//! connections are freed, they also sit together: made one by one while tracking, they were
-//! spread over the pages the live connections had used, which stayed resident for their sake
-//! (80 MiB resident after tracking for 21 MiB of heap).
+//! the capture's length, not with the connections alive at once. Read back whole when tracking
+//! ended (session 16), they were then the rules' largest list (20.5 MB at 2 GB, ~200 at 20 GB);
+//! read when asked for, they hold no memory between the rules that read them.
 //!
 //! The encoding (`Codec`) is this program's own, written and read by the same build: every field
 //! one after another, counts as varints (`crate::varint`), floats as their bits. A connection
@@ -641,6 +642,19 @@ fn get_connection(
     })
 }
 
+/// Where a connection kept whole is in its store (`KeptStore::push`): the store, and its
+/// record's bytes. A digest carries it (`digest::Digest::whole`), so the connection keeps the
+/// digest's place in every list (sorted, merged across shards, cut by `--max-summaries`) and
+/// is read whole only when a rule asks for it (`KeptFile::read`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeptAt {
+    /// `KeptStore::id` of the store that holds it: shards of one capture have one each.
+    pub store: u32,
+    /// The record's first byte in the store, past its length.
+    pub at: u64,
+    pub len: u32,
+}
+
 /// Connections, each a record: its length (a varint) and its bytes, written to a temporary
 /// file as they come (`Spill`).
 #[derive(Default)]
@@ -648,6 +662,15 @@ pub struct KeptStore {
     spill: Spill,
     scratch: Vec<u8>,
     len: usize,
+    /// Bytes written so far, the file's and the blocks' (where the next record goes).
+    bytes: u64,
+    id: u32,
+}
+
+/// A store's id, unique in the process: digests of several shards' stores meet in one list.
+fn next_store_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl KeptStore {
@@ -655,11 +678,21 @@ impl KeptStore {
     pub fn new() -> Self {
         KeptStore {
             spill: Spill::new(),
+            id: next_store_id(),
             ..Self::default()
         }
     }
 
-    /// Connections kept and not read back yet.
+    /// A store that keeps its blocks in memory.
+    #[cfg(test)]
+    fn in_memory() -> Self {
+        KeptStore {
+            id: next_store_id(),
+            ..Self::default()
+        }
+    }
+
+    /// Connections kept.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -668,53 +701,220 @@ impl KeptStore {
         self.len == 0
     }
 
-    /// Keeps `c`; false (nothing kept) if it holds what the encoding refuses.
-    pub fn push(&mut self, c: &Connection) -> bool {
+    /// Keeps `c`, and says where; `None` (nothing kept) if it holds what the encoding refuses.
+    pub fn push(&mut self, c: &Connection) -> Option<KeptAt> {
         self.scratch.clear();
         if !put_connection(c, &mut self.scratch) {
-            return false;
+            return None;
         }
+        let len = u32::try_from(self.scratch.len()).ok()?;
+        let head = crate::varint::len(u64::from(len)) as u64;
         put_bytes(&self.scratch, self.spill.block());
         self.spill.wrote();
+        let at = KeptAt {
+            store: self.id,
+            at: self.bytes + head,
+            len,
+        };
+        self.bytes += head + u64::from(len);
         self.len += 1;
-        true
+        Some(at)
     }
 
-    /// Every connection kept, read back in the order kept and handed to `each`; the store is
-    /// empty after. A record that cannot be read back (the temporary file changed or cut
-    /// short under us) ends the file's part with the error returned; the blocks in memory
-    /// still come.
-    pub(super) fn drain(
-        &mut self,
-        capture: &Arc<str>,
-        histories: &mut Histories,
-        mut each: impl FnMut(Connection),
-    ) -> Option<std::io::Error> {
-        let mut one = |mut rec: &[u8]| match get_connection(&mut rec, capture, histories) {
-            Some(c) if rec.is_empty() => {
-                each(c);
-                true
-            }
-            _ => false,
+    /// Tracking is over: the records, readable one at a time (`KeptFile::read`), each checked
+    /// once here by decoding it. A record that does not decode (the temporary file changed or
+    /// cut short under us) ends what the file is trusted with, and is the error returned: the
+    /// connections from there on are read through their digests only (`KeptFile::holds`).
+    pub fn seal(&mut self, capture: &Arc<str>) -> (KeptFile, Option<std::io::Error>) {
+        let Spill {
+            file,
+            written,
+            block,
+            blocks,
+            failed: _,
+        } = std::mem::take(&mut self.spill);
+        let mut blocks = blocks;
+        blocks.push(block);
+        blocks.retain(|b| !b.is_empty());
+        for b in &mut blocks {
+            b.shrink_to_fit();
+        }
+        let mut kept = KeptFile {
+            id: self.id,
+            capture: capture.clone(),
+            file: file.filter(|_| written > 0),
+            recent: Default::default(),
+            written,
+            blocks,
+            valid: 0,
+        };
+        let mut histories = Histories::default();
+        let mut check = |mut rec: &[u8]| {
+            get_connection(&mut rec, capture, &mut histories).is_some() && rec.is_empty()
         };
         let mut error = None;
-        if let Some((f, written)) = self.spill.take_file() {
-            error = f.and_then(|f| read_records(f, written, &mut one)).err();
+        if let Some(mut f) = kept.file.as_ref() {
+            let read = match std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)) {
+                Ok(_) => read_records(f, written, &mut check),
+                Err(e) => Err((0, e)),
+            };
+            kept.valid = match read {
+                Ok(()) => written,
+                Err((at, e)) => {
+                    error = Some(e);
+                    at
+                }
+            };
         }
-        for b in self.spill.take_blocks() {
-            let mut b = &b[..];
-            while !b.is_empty() {
-                // Encoded by `push`, so whole: a failure here is this module's bug, said as
-                // the file's would be.
-                if !get_bytes(&mut b).is_some_and(&mut one) {
-                    error.get_or_insert_with(|| invalid("a record kept in memory"));
+        // The blocks count only after a whole file: offsets run on from its end.
+        if kept.valid == written {
+            let mut at = written;
+            for b in &kept.blocks {
+                let mut r = &b[..];
+                while !r.is_empty() {
+                    let before = r.len();
+                    // Encoded by `push`, so whole: a failure here is this module's bug, said
+                    // as the file's would be.
+                    if !get_bytes(&mut r).is_some_and(&mut check) {
+                        error.get_or_insert_with(|| invalid("a record kept in memory"));
+                        break;
+                    }
+                    at += (before - r.len()) as u64;
+                }
+                if !r.is_empty() {
                     break;
                 }
             }
+            kept.valid = at;
         }
         self.len = 0;
-        error
+        self.bytes = 0;
+        (kept, error)
     }
+}
+
+/// A store's records once tracking is over (`KeptStore::seal`): in its temporary file, then in
+/// memory (blocks written without one, or after a write to it failed). A connection is read
+/// whole from here each time a rule asks for it (`align::Alignment::connection`), so the
+/// connections a rule ends take no memory between the rules that read them: at 2 GB those
+/// were 20.5 MB of the rules' peak (14 494 connections, ~1.4 KB each decoded, ~520 bytes
+/// encoded), at 20 GB ~200 MB.
+pub struct KeptFile {
+    id: u32,
+    capture: Arc<str>,
+    file: Option<std::fs::File>,
+    /// The last connections read (`read`), by offset.
+    recent: std::sync::Mutex<Vec<(u64, Arc<Connection>)>>,
+    /// Bytes in the file; the blocks' offsets run on from here.
+    written: u64,
+    blocks: Vec<Vec<u8>>,
+    /// Records wholly before this offset decoded when the store was sealed.
+    valid: u64,
+}
+
+impl std::fmt::Debug for KeptFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptFile")
+            .field("id", &self.id)
+            .field("on_disk", &self.written)
+            .field(
+                "in_memory",
+                &self.blocks.iter().map(Vec::len).sum::<usize>(),
+            )
+            .field("valid", &self.valid)
+            .finish()
+    }
+}
+
+impl KeptFile {
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Whether the record at `at` is here and was read back whole when the store was sealed.
+    pub fn holds(&self, at: &KeptAt) -> bool {
+        at.store == self.id && at.at.saturating_add(u64::from(at.len)) <= self.valid
+    }
+
+    /// The connection at `at`, decoded. An error only if the record is not one this file
+    /// `holds`, or the file cannot be read again (it was, whole, when sealed). The last few
+    /// read are kept: rules ask for a connection again within a few lines (on the 2 GB synth,
+    /// ~95 000 reads of 14 494 connections, of which these catch a quarter).
+    pub fn read(&self, at: &KeptAt) -> std::io::Result<Arc<Connection>> {
+        if !self.holds(at) {
+            return Err(invalid(&format!(
+                "a record at byte {} of the kept connections",
+                at.at
+            )));
+        }
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = recent.iter().position(|(k, _)| *k == at.at) {
+            let hit = recent.remove(i);
+            let c = hit.1.clone();
+            recent.push(hit);
+            return Ok(c);
+        }
+        let c = Arc::new(self.decode(at)?);
+        if recent.len() == RECENT {
+            recent.remove(0);
+        }
+        recent.push((at.at, c.clone()));
+        Ok(c)
+    }
+
+    fn decode(&self, at: &KeptAt) -> std::io::Result<Connection> {
+        let mut rec = vec![0u8; at.len as usize];
+        if at.at < self.written {
+            let file = self
+                .file
+                .as_ref()
+                .ok_or_else(|| invalid("the kept connections' file"))?;
+            read_at(file, &mut rec, at.at)?;
+        } else {
+            let mut off = at.at - self.written;
+            let mut found = false;
+            for b in &self.blocks {
+                if off < b.len() as u64 {
+                    let from = off as usize;
+                    let b = b
+                        .get(from..from + rec.len())
+                        .ok_or_else(|| invalid("a record kept in memory"))?;
+                    rec.copy_from_slice(b);
+                    found = true;
+                    break;
+                }
+                off -= b.len() as u64;
+            }
+            if !found {
+                return Err(invalid("a record kept in memory"));
+            }
+        }
+        let mut r = &rec[..];
+        match get_connection(&mut r, &self.capture, &mut Histories::default()) {
+            Some(c) if r.is_empty() => Ok(c),
+            _ => Err(invalid(&format!("the record at byte {}", at.at))),
+        }
+    }
+}
+
+/// Connections a `KeptFile` keeps decoded, the last read last.
+const RECENT: usize = 8;
+
+/// `buf.len()` bytes of `f` from `at`: one call where the system reads at an offset.
+#[cfg(unix)]
+fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
+}
+
+#[cfg(not(unix))]
+fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _};
+    let mut f = f;
+    f.seek(std::io::SeekFrom::Start(at))?;
+    f.read_exact(buf)
 }
 
 fn invalid(what: &str) -> std::io::Error {
@@ -725,31 +925,35 @@ fn invalid(what: &str) -> std::io::Error {
 }
 
 /// The records of the first `len` bytes of `f`, one at a time (a buffer of the whole file
-/// would sit beside the connections decoded from it), each handed to `one`, which is false
-/// for one that does not decode.
+/// would sit beside what is decoded from it), each handed to `one`, which is false for one
+/// that does not decode. An error comes with the offset of the first record not read whole.
 fn read_records(
-    f: std::fs::File,
+    f: impl std::io::Read,
     len: u64,
     one: &mut dyn FnMut(&[u8]) -> bool,
-) -> std::io::Result<()> {
+) -> Result<(), (u64, std::io::Error)> {
     use std::io::{BufRead as _, Read as _};
     let mut from = std::io::BufReader::with_capacity(BLOCK, f.take(len));
     let mut rec = Vec::new();
     let mut at = 0u64;
-    while !from.fill_buf()?.is_empty() {
+    loop {
         let bad = || invalid(&format!("the record at byte {at} of the temporary file"));
-        let n = crate::varint::read_from(&mut from)?;
+        match from.fill_buf() {
+            Ok([]) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err((at, e)),
+        }
+        let n = crate::varint::read_from(&mut from).map_err(|e| (at, e))?;
         if n > len {
-            return Err(bad());
+            return Err((at, bad()));
         }
         rec.resize(n as usize, 0);
-        from.read_exact(&mut rec)?;
+        from.read_exact(&mut rec).map_err(|e| (at, e))?;
         if !one(&rec) {
-            return Err(bad());
+            return Err((at, bad()));
         }
         at += crate::varint::len(n) as u64 + n;
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -878,48 +1082,59 @@ mod tests {
                 format!("{d:?}")
             );
         };
-        for mut store in [KeptStore::new(), KeptStore::default()] {
+        for mut store in [KeptStore::new(), KeptStore::in_memory()] {
             let on_disk = store.spill.file.is_some();
-            for c in &all {
-                assert!(store.push(c));
-            }
+            let at: Vec<KeptAt> = all.iter().map(|c| store.push(c).expect("kept")).collect();
             assert_eq!(store.len(), all.len());
             assert!(
                 !on_disk || store.spill.written > 0,
                 "a block went to the file"
             );
-            let mut back = Vec::new();
-            let mut h = Histories::default();
-            assert!(store.drain(&capture, &mut h, |c| back.push(c)).is_none());
-            assert_eq!(back.len(), all.len());
-            for (c, d) in all.iter().zip(&back) {
-                same(c, d);
+            let (file, e) = store.seal(&capture);
+            assert!(e.is_none(), "{e:?}");
+            assert_eq!(
+                file.valid,
+                file.written + file.blocks.iter().map(|b| b.len() as u64).sum::<u64>()
+            );
+            // In any order, each as it was kept.
+            for (c, at) in all.iter().zip(&at).rev() {
+                assert!(file.holds(at));
+                same(c, &file.read(at).expect("read back"));
             }
             assert_eq!(store.len(), 0);
+            // Not another store's.
+            let other = KeptAt {
+                store: file.id() + 1,
+                ..at[0]
+            };
+            assert!(!file.holds(&other) && file.read(&other).is_err());
         }
 
         let mut store = KeptStore::new();
-        for c in &all {
-            assert!(store.push(c));
-        }
+        let at: Vec<KeptAt> = all.iter().map(|c| store.push(c).expect("kept")).collect();
         store.spill.cut_file_in_half();
-        let mut back = Vec::new();
-        let e = store.drain(&capture, &mut Histories::default(), |c| back.push(c));
+        let (file, e) = store.seal(&capture);
         assert!(e.is_some());
-        assert!(!back.is_empty() && back.len() < all.len(), "{}", back.len());
-        for (c, d) in all.iter().zip(&back) {
-            same(c, d);
+        let held = at.iter().filter(|a| file.holds(a)).count();
+        assert!(held > 0 && held < all.len(), "{held}");
+        for (c, at) in all.iter().zip(&at) {
+            match file.holds(at) {
+                true => same(c, &file.read(at).expect("read back")),
+                false => assert!(file.read(at).is_err()),
+            }
         }
+        // What was held comes first: the file is trusted up to the cut.
+        assert!(at[..held].iter().all(|a| file.holds(a)));
     }
 
-    /// A tracker whose temporary file is cut short under it says so in its warnings, and gives
-    /// back the connections it could read.
+    /// A tracker whose temporary file is cut short under it says so in its warnings; the
+    /// connections it could not read back are read through their digests only.
     #[test]
     fn a_tracker_that_loses_kept_connections_says_so() {
         let all = every_connection(diagnosis());
         let opts = TrackerOptions {
-            // Every connection kept whole, as if a rule ended each.
-            digest: Some(|_| None),
+            // Every connection kept whole, as if a rule might end each.
+            digest: Some(|c| (crate::diagnose::rules::digest_of(c), true)),
             ..diagnosis()
         };
         let mut t = crate::tcp::Tracker::with_options("cut.pcap", opts);
@@ -929,8 +1144,15 @@ mod tests {
         let kept = t.kept.as_mut().expect("a diagnosis' store");
         assert!(t.done.is_empty() && kept.len() == all.len());
         kept.spill.cut_file_in_half();
-        let ((done, _), warnings) = t.finish_kept();
-        assert!(!done.is_empty() && done.len() < all.len(), "{}", done.len());
+        let ((done, digests), warnings) = t.finish_kept();
+        assert!(done.is_empty());
+        assert_eq!(digests.len(), all.len());
+        let held = digests
+            .iter()
+            .filter(|d| digests.whole(d).is_some())
+            .count();
+        assert!(held > 0 && held < all.len(), "{held}");
+        assert!(digests.iter().all(|d| d.whole().is_some()));
         let w: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
         assert!(
             w.iter()

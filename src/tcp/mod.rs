@@ -924,6 +924,10 @@ impl StreamSink for Sink<'_> {
     }
 }
 
+/// What a one-capture diagnosis keeps of a finished connection: its digest, and whether the
+/// connection is kept whole too (`TrackerOptions::digest`, `diagnose::rules::kept_as`).
+pub type KeptAs = fn(&Connection) -> (Digest, bool);
+
 /// What the tracker does beyond TCP/UDP bookkeeping.
 #[derive(Clone, Copy, Debug)]
 pub struct TrackerOptions {
@@ -966,10 +970,10 @@ pub struct TrackerOptions {
     /// connections `shard_of` gives it; 1 tracks on one thread. The tracker itself does not
     /// read it.
     pub shards: usize,
-    /// A one-capture diagnosis: keeps a finished connection whole only when this gives no
-    /// digest (a rule may end it), else its `Digest` (`Tracker::keep`). The rules decide
-    /// (`diagnose::rules::survivor_digest`); the tracker only stores.
-    pub digest: Option<fn(&Connection) -> Option<Digest>>,
+    /// A one-capture diagnosis: keeps a finished connection's `Digest`, and the connection
+    /// whole too, on disk (`kept`), when this says a rule may end it (`Tracker::keep`). The
+    /// rules decide (`diagnose::rules::kept_as`); the tracker only stores.
+    pub digest: Option<KeptAs>,
     /// From how many live connections the reader holds frames back while it fetches their
     /// state into the cache (`pipeline::Lookahead`); `usize::MAX` never, 0 always. The tracker
     /// itself does not read it.
@@ -1040,11 +1044,13 @@ pub struct Tracker {
     /// With `TrackerOptions::digest`: the finished connections kept as digests, beside `done`.
     /// `max_summaries` counts both.
     digests: digest::DigestStore,
-    /// With `TrackerOptions::digest` (a one-capture diagnosis): the connections a rule ends,
-    /// out of memory until tracking ends (`kept::KeptStore`), then moved into `done`
-    /// (`summarise_live`). `max_summaries` counts them too.
+    /// With `TrackerOptions::digest` (a one-capture diagnosis): the connections a rule may
+    /// end, whole, out of memory (`kept::KeptStore`); each has its digest in `digests`, which
+    /// names where it is. Sealed when tracking ends (`summarise_live`), and read from there
+    /// by the rules, one at a time (`align::Alignment::connection`).
     kept: Option<kept::KeptStore>,
-    /// Why some of `kept` could not be read back, for the warnings.
+    /// Why some of `kept` could not be read back, for the warnings: those are read through
+    /// their digests only.
     kept_lost: Option<std::io::Error>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
@@ -1269,15 +1275,20 @@ impl Tracker {
             // from the summary kept.
             // A digest that cannot be encoded (`DigestStore::push`) leaves its connection kept
             // whole, which the rules read as they would have read the digest.
-            if let Some(d) = self.opts.digest.and_then(|digest| digest(&c)) {
-                if self.digests.push(&d) {
+            if let Some(digest) = self.opts.digest {
+                let (mut d, whole) = digest(&c);
+                // A connection a rule may end waits on disk (`kept`), found through its
+                // digest, which keeps its place in the lists; one the encoding refuses stays
+                // here, whole.
+                if whole {
+                    d.whole = match (self.tags.is_none(), self.kept.as_mut()) {
+                        (true, Some(k)) => k.push(&c),
+                        _ => None,
+                    };
+                }
+                if (!whole || d.whole.is_some()) && self.digests.push(&d) {
                     return;
                 }
-            }
-            // A diagnosis' connection kept whole waits on disk (`kept`) until tracking ends;
-            // one the encoding refuses stays here.
-            if self.tags.is_none() && self.kept.as_mut().is_some_and(|k| k.push(&c)) {
-                return;
             }
             self.done.push(Box::new(c));
             if let Some(tags) = self.tags.as_mut() {
@@ -1556,26 +1567,20 @@ impl Tracker {
             }
         }
         drop(live);
-        // Read back once the live connections are freed: they take the room those left.
-        let Tracker {
-            kept,
-            done,
-            capture,
-            histories,
-            kept_lost,
-            ..
-        } = self;
-        if let Some(kept) = kept.as_mut() {
-            done.reserve_exact(kept.len());
-            if let Some(e) = kept.drain(&capture.path, histories, |c| done.push(Box::new(c))) {
-                kept_lost.get_or_insert(e);
+        // The connections kept on disk, checked and readable from now on; the digests that
+        // name them find them there (`Digests::whole`).
+        if let Some(kept) = self.kept.as_mut().filter(|k| !k.is_empty()) {
+            let (file, e) = kept.seal(&self.capture.path);
+            self.digests.all().attach(file);
+            if let Some(e) = e {
+                self.kept_lost.get_or_insert(e);
             }
         }
     }
 
-    /// Summaries kept so far: whole, as digests, or on disk (`kept`).
+    /// Summaries kept so far: whole, or as digests (those on disk, `kept`, have one too).
     fn summaries(&self) -> usize {
-        self.done.len() + self.digests.len() + self.kept.as_ref().map_or(0, |k| k.len())
+        self.done.len() + self.digests.len()
     }
 
     fn sort_done(&mut self) {

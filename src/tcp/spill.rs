@@ -1,8 +1,8 @@
-//! Records written as they come to an unnamed temporary file, in blocks of `BLOCK` bytes, and
-//! read back once: what a one-capture diagnosis keeps of its finished connections (their
-//! digests, `digest::DigestStore`; those a rule ends, whole, `kept::KeptStore`) while the live
-//! ones need the memory. Without a temporary file (no writable `TMPDIR`), or once a write
-//! fails, the blocks stay in memory.
+//! Records written as they come to an unnamed temporary file, in blocks of `BLOCK` bytes: what
+//! a one-capture diagnosis keeps of its finished connections (their digests, read back once,
+//! `digest::DigestStore`; those a rule may end, whole, read one at a time when asked for,
+//! `kept::KeptStore`) while the live ones need the memory. Without a temporary file (no
+//! writable `TMPDIR`), or once a write fails, the blocks stay in memory.
 
 /// The blocks, in the file or in memory.
 #[derive(Default)]
@@ -13,6 +13,10 @@ pub struct Spill {
     /// The block being filled, then the blocks kept in memory.
     pub(super) block: Vec<u8>,
     pub(super) blocks: Vec<Vec<u8>>,
+    /// A write to the file failed: what it held stays readable (`written` bytes), and every
+    /// block from then on stays in memory. Dropped at the failure, the file lost the records
+    /// it held without a word.
+    pub(super) failed: bool,
 }
 
 pub const BLOCK: usize = 64 * 1024;
@@ -39,18 +43,19 @@ impl Spill {
     }
 
     /// The block to the file, or, if that fails, to memory for good (the file keeps what it
-    /// had: `written` bytes).
+    /// had: `written` bytes, still read back).
     pub(super) fn flush(&mut self) {
         use std::io::Write as _;
         let block = std::mem::take(&mut self.block);
-        if let Some(f) = self.file.as_mut() {
+        if let Some(f) = self.file.as_mut().filter(|_| !self.failed) {
             if f.write_all(&block).is_ok() {
                 self.written += block.len() as u64;
                 self.block = block;
                 self.block.clear();
                 return;
             }
-            self.file = None;
+            // A write cut short may have left part of the block after `written`: never read.
+            self.failed = true;
         }
         self.blocks.push(block);
         self.block = Vec::with_capacity(BLOCK + 256);
