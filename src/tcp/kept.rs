@@ -1127,6 +1127,37 @@ mod tests {
         assert!(at[..held].iter().all(|a| file.holds(a)));
     }
 
+    /// A store whose file stops taking writes halfway (a full disk): what the file holds and
+    /// what stayed in memory after it are both read back, each record at the offset `push`
+    /// gave, the file's first.
+    #[test]
+    fn a_store_whose_file_fails_halfway_reads_both_parts() {
+        let all = every_connection(diagnosis());
+        let capture = all[0].capture.clone();
+        let mut store = KeptStore::new();
+        assert!(store.spill.file.is_some(), "a temporary file");
+        let half = all.len() / 2;
+        let mut at: Vec<KeptAt> = all[..half].iter().map(|c| store.push(c).unwrap()).collect();
+        store.spill.flush();
+        let written = store.spill.written;
+        assert!(written > 0);
+        // What a failed write leaves (`Spill::flush`): the file kept, written no more.
+        store.spill.failed = true;
+        at.extend(all[half..].iter().map(|c| store.push(c).unwrap()));
+        store.spill.flush();
+        assert_eq!(store.spill.written, written, "nothing more to the file");
+        assert!(!store.spill.blocks.is_empty(), "blocks kept in memory");
+        let (file, e) = store.seal(&capture);
+        assert!(e.is_none(), "{e:?}");
+        assert!(at[..half].iter().all(|a| a.at < written));
+        assert!(at[half..].iter().all(|a| a.at >= written));
+        for (c, a) in all.iter().zip(&at) {
+            let back = file.read(a).expect("read back");
+            assert_eq!(back.uid, c.uid);
+            assert_eq!(back.first_frame, c.first_frame);
+        }
+    }
+
     /// A tracker whose temporary file is cut short under it says so in its warnings; the
     /// connections it could not read back are read through their digests only.
     #[test]
