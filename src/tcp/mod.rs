@@ -269,6 +269,10 @@ impl LiveTable {
     }
 
     /// The connection with this key, or `new()` put in its place; and whether it was there.
+    /// A lookup first, then an insert for a new connection: nearly every packet finds its
+    /// connection, and hashbrown's `entry`, which does both, was left out of line by the
+    /// compiler once the tracker's code grew elsewhere (cachegrind, 200 MB synth: +3 %
+    /// instructions), where the lookup alone stays inlined.
     fn get_or_insert_with(&mut self, k: FlowKey, new: impl FnOnce() -> Live) -> (&mut Live, bool) {
         let h = self.hash(&k);
         let LiveTable {
@@ -277,29 +281,23 @@ impl LiveTable {
             free,
             seed,
         } = self;
-        let entry = table.entry(
-            h,
-            |&i| slot(chunks, i).key == k,
-            |&i| slot(chunks, i).key.hash_with(*seed),
-        );
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(o) => (slot_mut(chunks, *o.get()), true),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                let i = match free.pop() {
-                    Some(i) => i,
-                    None => {
-                        let base = chunks.len() * SLOTS;
-                        chunks.push((0..SLOTS).map(|_| None).collect());
-                        // Handed out from the chunk's first slot up.
-                        free.extend((base + 1..base + SLOTS).rev().map(|i| i as u32));
-                        base as u32
-                    }
-                };
-                v.insert(i);
-                let at = &mut chunks[i as usize / SLOTS][i as usize % SLOTS];
-                (at.insert(new()), false)
-            }
+        if let Some(&i) = table.find(h, |&i| slot(chunks, i).key == k) {
+            return (slot_mut(chunks, i), true);
         }
+        let i = match free.pop() {
+            Some(i) => i,
+            None => {
+                let base = chunks.len() * SLOTS;
+                chunks.push((0..SLOTS).map(|_| None).collect());
+                // Handed out from the chunk's first slot up.
+                free.extend((base + 1..base + SLOTS).rev().map(|i| i as u32));
+                base as u32
+            }
+        };
+        // The hasher reads only the slots already in the table (a rehash moves those).
+        table.insert_unique(h, i, |&j| slot(chunks, j).key.hash_with(*seed));
+        let at = &mut chunks[i as usize / SLOTS][i as usize % SLOTS];
+        (at.insert(new()), false)
     }
 
     fn iter(&self) -> impl Iterator<Item = &Live> {
