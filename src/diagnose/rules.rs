@@ -1923,6 +1923,11 @@ fn recovery(k: &Connection) -> Option<(Timestamp, u64)> {
     }
 }
 
+/// A connection's heartbeat, if its application summary found one.
+fn heartbeat(c: &Connection) -> Option<&crate::app::heartbeat::Heartbeat> {
+    c.app.as_ref()?.heartbeat.as_ref()
+}
+
 /// **heartbeat_too_slow.** The connection's heartbeat (found by the application layer: SIP CRLF
 /// keep-alives, WebSocket pings, periodic small messages, TCP keep-alives) is slower than the
 /// middlebox's idle timeout, or stretches beyond it at times: Chrome throttles the timers of a
@@ -1949,14 +1954,15 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
             continue;
         };
         // The heartbeat as the client side sent it.
-        let Some((leg, conn)) = p.legs.iter().find_map(|leg| {
-            let conn = ctx.conn(leg);
-            conn.app.as_ref()?.heartbeat.as_ref()?;
-            Some((*leg, conn))
-        }) else {
+        let Some((leg, conn)) = p
+            .legs
+            .iter()
+            .map(|leg| (*leg, ctx.conn(leg)))
+            .find(|(_, c)| heartbeat(c).is_some())
+        else {
             continue;
         };
-        let Some(hb) = conn.app.as_ref().and_then(|a| a.heartbeat.as_ref()) else {
+        let Some(hb) = heartbeat(&conn) else {
             continue;
         };
         let slowest = hb.interval_max_s.max(d.silence_s);

@@ -269,8 +269,8 @@ impl Digests {
     /// tracking ended (else the digest is all there is: `kept::KeptStore::seal`).
     pub fn whole(&self, d: &DigestRef<'_>) -> Option<(&super::kept::KeptFile, KeptAt)> {
         let at = d.whole()?;
-        let file = self.kept.iter().find(|f| f.id() == at.store)?;
-        file.holds(&at).then_some((&**file, at))
+        let file = self.kept.iter().find(|f| f.holds(&at))?;
+        Some((&**file, at))
     }
 
     /// In start order (start, then first frame), as the connections kept whole are.

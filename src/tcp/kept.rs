@@ -662,8 +662,6 @@ pub struct KeptStore {
     spill: Spill,
     scratch: Vec<u8>,
     len: usize,
-    /// Bytes written so far, the file's and the blocks' (where the next record goes).
-    bytes: u64,
     id: u32,
 }
 
@@ -708,87 +706,63 @@ impl KeptStore {
             return None;
         }
         let len = u32::try_from(self.scratch.len()).ok()?;
-        let head = crate::varint::len(u64::from(len)) as u64;
+        // Nothing is read back before `seal`: what the spill holds is where this one starts.
+        let start = self.spill.pending() as u64;
         put_bytes(&self.scratch, self.spill.block());
         self.spill.wrote();
-        let at = KeptAt {
-            store: self.id,
-            at: self.bytes + head,
-            len,
-        };
-        self.bytes += head + u64::from(len);
         self.len += 1;
-        Some(at)
+        Some(KeptAt {
+            store: self.id,
+            at: start + crate::varint::len(u64::from(len)) as u64,
+            len,
+        })
     }
 
-    /// Tracking is over: the records, readable one at a time (`KeptFile::read`), each checked
-    /// once here by decoding it. A record that does not decode (the temporary file changed or
-    /// cut short under us) ends what the file is trusted with, and is the error returned: the
-    /// connections from there on are read through their digests only (`KeptFile::holds`).
+    /// Tracking is over: the records, readable one at a time (`KeptFile::read`). Those in the
+    /// temporary file are checked once here by decoding them: a record that does not decode
+    /// (the file changed or cut short under us) ends what the file is trusted with, and is the
+    /// error returned; the connections from there on are read through their digests only
+    /// (`KeptFile::holds`). Those in memory were written whole by `push`.
     pub fn seal(&mut self, capture: &Arc<str>) -> (KeptFile, Option<std::io::Error>) {
         let Spill {
             file,
             written,
             block,
-            blocks,
-            failed: _,
+            mut blocks,
+            ..
         } = std::mem::take(&mut self.spill);
-        let mut blocks = blocks;
         blocks.push(block);
         blocks.retain(|b| !b.is_empty());
-        for b in &mut blocks {
-            b.shrink_to_fit();
-        }
-        let mut kept = KeptFile {
+        blocks.iter_mut().for_each(Vec::shrink_to_fit);
+        // The blocks' offsets run on from the file's end: they count only after a whole file.
+        let whole = written + blocks.iter().map(|b| b.len() as u64).sum::<u64>();
+        let (valid, error) = match file.as_ref() {
+            Some(mut f) if written > 0 => {
+                let mut histories = Histories::default();
+                let mut check = |mut rec: &[u8]| {
+                    get_connection(&mut rec, capture, &mut histories).is_some() && rec.is_empty()
+                };
+                let read = match std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)) {
+                    Ok(_) => read_records(f, written, &mut check),
+                    Err(e) => Err((0, e)),
+                };
+                match read {
+                    Ok(()) => (whole, None),
+                    Err((at, e)) => (at, Some(e)),
+                }
+            }
+            _ => (whole, None),
+        };
+        self.len = 0;
+        let kept = KeptFile {
             id: self.id,
             capture: capture.clone(),
             file: file.filter(|_| written > 0),
             recent: Default::default(),
             written,
             blocks,
-            valid: 0,
+            valid,
         };
-        let mut histories = Histories::default();
-        let mut check = |mut rec: &[u8]| {
-            get_connection(&mut rec, capture, &mut histories).is_some() && rec.is_empty()
-        };
-        let mut error = None;
-        if let Some(mut f) = kept.file.as_ref() {
-            let read = match std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)) {
-                Ok(_) => read_records(f, written, &mut check),
-                Err(e) => Err((0, e)),
-            };
-            kept.valid = match read {
-                Ok(()) => written,
-                Err((at, e)) => {
-                    error = Some(e);
-                    at
-                }
-            };
-        }
-        // The blocks count only after a whole file: offsets run on from its end.
-        if kept.valid == written {
-            let mut at = written;
-            for b in &kept.blocks {
-                let mut r = &b[..];
-                while !r.is_empty() {
-                    let before = r.len();
-                    // Encoded by `push`, so whole: a failure here is this module's bug, said
-                    // as the file's would be.
-                    if !get_bytes(&mut r).is_some_and(&mut check) {
-                        error.get_or_insert_with(|| invalid("a record kept in memory"));
-                        break;
-                    }
-                    at += (before - r.len()) as u64;
-                }
-                if !r.is_empty() {
-                    break;
-                }
-            }
-            kept.valid = at;
-        }
-        self.len = 0;
-        self.bytes = 0;
         (kept, error)
     }
 }
@@ -827,10 +801,6 @@ impl std::fmt::Debug for KeptFile {
 }
 
 impl KeptFile {
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
     /// Whether the record at `at` is here and was read back whole when the store was sealed.
     pub fn holds(&self, at: &KeptAt) -> bool {
         at.store == self.id && at.at.saturating_add(u64::from(at.len)) <= self.valid
@@ -867,29 +837,21 @@ impl KeptFile {
 
     fn decode(&self, at: &KeptAt) -> std::io::Result<Connection> {
         let mut rec = vec![0u8; at.len as usize];
-        if at.at < self.written {
-            let file = self
-                .file
-                .as_ref()
-                .ok_or_else(|| invalid("the kept connections' file"))?;
-            read_at(file, &mut rec, at.at)?;
-        } else {
-            let mut off = at.at - self.written;
-            let mut found = false;
-            for b in &self.blocks {
-                if off < b.len() as u64 {
-                    let from = off as usize;
-                    let b = b
-                        .get(from..from + rec.len())
-                        .ok_or_else(|| invalid("a record kept in memory"))?;
-                    rec.copy_from_slice(b);
-                    found = true;
-                    break;
-                }
-                off -= b.len() as u64;
-            }
-            if !found {
-                return Err(invalid("a record kept in memory"));
+        match (at.at.checked_sub(self.written), self.file.as_ref()) {
+            (None, Some(file)) => read_at(file, &mut rec, at.at)?,
+            (None, None) => return Err(invalid("the kept connections' file")),
+            (Some(off), _) => {
+                // The block that holds it: records never straddle two (`Spill::wrote`).
+                let mut off = off as usize;
+                let b = self.blocks.iter().find_map(|b| match b.get(off..) {
+                    Some(rest) if !rest.is_empty() => Some(rest),
+                    _ => {
+                        off -= b.len();
+                        None
+                    }
+                });
+                let b = b.and_then(|b| b.get(..rec.len()));
+                rec.copy_from_slice(b.ok_or_else(|| invalid("a record kept in memory"))?);
             }
         }
         let mut r = &rec[..];
@@ -1104,7 +1066,7 @@ mod tests {
             assert_eq!(store.len(), 0);
             // Not another store's.
             let other = KeptAt {
-                store: file.id() + 1,
+                store: at[0].store + 1,
                 ..at[0]
             };
             assert!(!file.holds(&other) && file.read(&other).is_err());

@@ -13,6 +13,9 @@ pub struct Spill {
     /// The block being filled, then the blocks kept in memory.
     pub(super) block: Vec<u8>,
     pub(super) blocks: Vec<Vec<u8>>,
+    /// Bytes in `blocks`: `pending` is asked at every record a store keeps (`kept::KeptStore`
+    /// gives each its offset), and the blocks can be many without a file.
+    pub(super) in_blocks: usize,
     /// A write to the file failed: what it held stays readable (`written` bytes), and every
     /// block from then on stays in memory. Dropped at the failure, the file lost the records
     /// it held without a word.
@@ -57,13 +60,14 @@ impl Spill {
             // A write cut short may have left part of the block after `written`: never read.
             self.failed = true;
         }
+        self.in_blocks += block.len();
         self.blocks.push(block);
         self.block = Vec::with_capacity(BLOCK + 256);
     }
 
-    /// Bytes not read back yet.
+    /// Bytes not read back yet: before anything is, where the next record starts.
     pub fn pending(&self) -> usize {
-        self.written as usize + self.blocks.iter().map(Vec::len).sum::<usize>() + self.block.len()
+        self.written as usize + self.in_blocks + self.block.len()
     }
 
     /// The file, at its start, and the bytes of whole records it holds, if it holds any: read
@@ -87,6 +91,7 @@ impl Spill {
     /// The blocks kept in memory, then the one being filled, each whole records, taken (after
     /// `take_file`: they come after the file's).
     pub fn take_blocks(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.in_blocks = 0;
         self.blocks
             .drain(..)
             .chain([std::mem::take(&mut self.block)])
