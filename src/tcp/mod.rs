@@ -1357,7 +1357,7 @@ impl Tracker {
         if let Some(e) = &self.kept_lost {
             w.push(Warning::new(
                 format!(
-                    "the summaries of connections a rule reads whole could not be read back from the temporary file ({e}): the diagnosis is missing some of them"
+                    "the summaries of connections a rule reads whole could not be read back from the temporary file ({e}): the diagnosis reads those through their digests only, and cannot tell how they ended"
                 ),
                 Msg::new("w-kept-lost").s("error", e),
             ));
