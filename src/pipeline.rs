@@ -484,7 +484,8 @@ fn read_frames<'e>(
                 }
                 let decoded = decode(&frame);
                 // Held back or not, the frames are tracked in the order read.
-                if tracker.live_connections() < opts.prefetch_from {
+                // Parked connections (`tcp::park`) are not read until their next packet.
+                if tracker.connections_in_table() < opts.prefetch_from {
                     while let Some(h) = ahead.pop() {
                         let (sum, first) = (&mut summary, &mut first_malformed);
                         track_held(h, &mut tracker, shard, &mut emit, sum, first);
@@ -530,7 +531,8 @@ fn read_frames<'e>(
     // (issue 8 asks memory to grow with live connections only).
     crate::stats::mark(|| {
         let (live, peak) = (tracker.live_connections(), tracker.peak_live);
-        let live = format!("{live} live, peak {}", peak.max(live));
+        let parked = tracker.parked_connections();
+        let live = format!("{live} live ({parked} parked), peak {}", peak.max(live));
         match shard {
             Some((i, n)) => format!("read {} (shard {}/{n}: {live})", path.display(), i + 1),
             None => format!("read {} ({live})", path.display()),

@@ -464,10 +464,13 @@ fn stats_print_each_stage_and_leave_the_report_alone() {
     // The two captures are read on threads of their own, in either order; each is read, then
     // tracked, before the alignment.
     for name in ["agent.pcapng", "softswitch.pcap"] {
-        // "read FILE (N live, peak M)": the connections live when the last frame was read.
+        // "read FILE (N live (P parked), peak M)": the connections live when the last frame
+        // was read, and of those the ones parked, silent for minutes.
         let r = stages
             .iter()
-            .position(|s| s.starts_with(&format!("{} (", read(name))) && s.contains(" live, peak "))
+            .position(|s| {
+                s.starts_with(&format!("{} (", read(name))) && s.contains(" parked), peak ")
+            })
             .expect("read");
         let t = stages
             .iter()

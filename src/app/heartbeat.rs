@@ -868,6 +868,14 @@ fn median_u32(v: &mut [u32]) -> Option<u32> {
     v.get(v.len() / 2).copied()
 }
 
+// A live connection silent for minutes is parked encoded (`tcp::park`): the log as its bytes.
+crate::tcp::kept::codec_struct!(HbLog {
+    bytes,
+    last,
+    events,
+    small
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,7 +117,7 @@ const MAX_ANOMALIES: usize = 32;
 /// Bytes of a WebSocket message kept to parse SIP from it (a SIP head fits; RFC 7118 §4).
 const SIP_PREFIX: usize = 4096;
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Detect,
     Http,
@@ -1020,6 +1020,61 @@ pub fn looks_like_sip(b: &[u8]) -> bool {
 
 fn looks_like_sip_later(b: &[u8]) -> bool {
     looks_like_sip(&b[sip::leading_crlf_len(b)..])
+}
+
+// Here, where the private fields are: a live connection silent for minutes is parked encoded
+// (`tcp::park`), and every field comes back as it was. What a diagnosis does not keep
+// (events, anomalies, WebSocket counts, a TLS hello: `kept`'s refusals), a request waiting for
+// its response and a TLS record scan are refused: that connection stays in memory.
+crate::tcp::kept::codec_refused!(super::http::UpgradeRequest, TlsRecordScanner);
+crate::tcp::kept::codec_enum!(Mode {
+    Detect,
+    Http,
+    WebSocket,
+    SipStream,
+    Tls,
+    Opaque
+});
+crate::tcp::kept::codec_struct!(WsMessage {
+    len,
+    prefix,
+    contiguous
+});
+crate::tcp::kept::codec_struct!(WsDir { parser, msg });
+crate::tcp::kept::codec_struct!(WsState { stats, dirs });
+crate::tcp::kept::codec_struct!(Found {
+    service,
+    http,
+    ws_anomalies,
+    sip,
+    tls,
+    stream_gaps,
+    events
+});
+crate::tcp::kept::codec_struct!(Session {
+    ws,
+    hb,
+    ws_resync,
+    mode,
+    detail,
+    heads,
+    details,
+    registrations,
+    sip_over_ws,
+    ws_extensions,
+    found,
+    held,
+    tls_scan,
+    pending_request
+});
+
+impl crate::tcp::kept::Codec for Held {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        self.0.put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        crate::tcp::kept::Codec::get(r).map(Held)
+    }
 }
 
 #[cfg(test)]

@@ -897,6 +897,58 @@ impl WsStats {
     }
 }
 
+// Here, where the private fields are: a live connection silent for minutes is parked encoded
+// (`tcp::park`). One whose parser lost the framing stays in memory (it is rare).
+crate::tcp::kept::codec_enum!(State {
+    Header,
+    Payload,
+    Lost
+});
+crate::tcp::kept::codec_refused!(LostSync);
+crate::tcp::kept::codec_struct!(Current {
+    start_ts,
+    first_frame_no,
+    stream_offset,
+    payload_len,
+    pos,
+    mask,
+    fin,
+    rsv,
+    opcode,
+    masked,
+    header_len,
+    cap
+});
+crate::tcp::kept::codec_struct!(WsParser {
+    from_client,
+    extensions_negotiated,
+    prefix_cap,
+    state,
+    cur,
+    partial,
+    hdr,
+    hdr_len,
+    in_message,
+    message_state_unknown,
+    close_sent,
+    offset,
+    frames,
+    ignored_bytes,
+    lost
+});
+
+/// Its 4-bit value (`as_u8`); refused for a `Reserved` that would not read back as itself.
+impl crate::tcp::kept::Codec for Opcode {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        let b = self.as_u8();
+        Opcode::from_u8(b) == *self && crate::tcp::kept::Codec::put(&b, w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        let b = <u8 as crate::tcp::kept::Codec>::get(r)?;
+        (b < 16).then(|| Opcode::from_u8(b))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,7 +56,7 @@ pub(crate) use codec_struct;
 /// `_every` fails to compile if a variant is left out.
 macro_rules! codec_enum {
     ($t:ident { $($v:ident),* $(,)? }) => {
-        impl Codec for $t {
+        impl $crate::tcp::kept::Codec for $t {
             fn put(&self, w: &mut Vec<u8>) -> bool {
                 fn _every(x: &$t) {
                     match x { $($t::$v)|* => {} }
@@ -65,16 +65,18 @@ macro_rules! codec_enum {
                 i.map(|i| w.push(i as u8)).is_some()
             }
             fn get(r: &mut &[u8]) -> Option<Self> {
-                [$($t::$v),*].get(usize::from(u8::get(r)?)).copied()
+                let i = <u8 as $crate::tcp::kept::Codec>::get(r)?;
+                [$($t::$v),*].get(usize::from(i)).copied()
             }
         }
     };
 }
+pub(crate) use codec_enum;
 
 /// A value this encoding does not keep: a connection holding one is kept in memory.
 macro_rules! codec_refused {
     ($($t:ty),*) => {$(
-        impl Codec for $t {
+        impl $crate::tcp::kept::Codec for $t {
             fn put(&self, _: &mut Vec<u8>) -> bool {
                 false
             }
@@ -84,6 +86,7 @@ macro_rules! codec_refused {
         }
     )*};
 }
+pub(crate) use codec_refused;
 
 impl Codec for u8 {
     fn put(&self, w: &mut Vec<u8>) -> bool {
@@ -306,12 +309,14 @@ impl<A: Codec, B: Codec> Codec for (A, B) {
     }
 }
 
-impl Codec for [u16; 2] {
+/// Each item in turn (no length: the type has it).
+impl<T: Codec, const N: usize> Codec for [T; N] {
     fn put(&self, w: &mut Vec<u8>) -> bool {
-        self[0].put(w) && self[1].put(w)
+        self.iter().all(|v| v.put(w))
     }
     fn get(r: &mut &[u8]) -> Option<Self> {
-        Some([u16::get(r)?, u16::get(r)?])
+        let v = (0..N).map(|_| T::get(r)).collect::<Option<Vec<T>>>()?;
+        v.try_into().ok()
     }
 }
 
@@ -386,7 +391,6 @@ codec_enum!(DialogState {
 
 /// The application's side (client or server), beside TCP's (`Side`).
 mod app_side {
-    use super::Codec;
     use crate::app::Side;
     codec_enum!(Side { Client, Server });
 }

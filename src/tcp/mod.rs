@@ -19,6 +19,7 @@ use crate::decode::{Packet, TcpSegment, Transport, UdpDatagram};
 
 pub mod digest;
 pub mod kept;
+mod park;
 pub mod reassembly;
 pub mod spill;
 pub mod zeek;
@@ -88,7 +89,7 @@ fn endpoint_le(a: (IpAddr, u16), b: (IpAddr, u16)) -> bool {
 
 /// Connection key: the 5-tuple (addresses and ports ordered so both directions map to one key)
 /// plus VLAN ids, as Zeek's `vlan_fivetuple` conn key does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct FlowKey {
     lo: (IpAddr, u16),
     hi: (IpAddr, u16),
@@ -976,6 +977,9 @@ pub struct TrackerOptions {
     /// state into the cache (`pipeline::Lookahead`); `usize::MAX` never, 0 always. The tracker
     /// itself does not read it.
     pub prefetch_from: usize,
+    /// A live TCP connection silent this long (capture time, ns) is parked encoded until its
+    /// next packet (`park`); `i64::MAX` never. Nothing a report says depends on it.
+    pub park_after_ns: i64,
 }
 
 /// `TrackerOptions::prefetch_from`'s default. Below it the connections' state (~2 KB each) is
@@ -1004,6 +1008,7 @@ impl Default for TrackerOptions {
             shards: 1,
             digest: None,
             prefetch_from: PREFETCH_FROM,
+            park_after_ns: park::PARK_AFTER_NS,
         }
     }
 }
@@ -1028,6 +1033,9 @@ pub struct Tracker {
     /// Each `Live` is boxed: it is over a kilobyte, and an inline table wastes its free buckets'
     /// share of that and copies it on every resize (massif showed the table at half the heap).
     live: LiveTable,
+    /// Live TCP connections silent for minutes, out of `live`, encoded (`park`). They count
+    /// as live (`live_count`).
+    parked: park::Parked,
     /// When each connection that may be over should be looked at again: (capture time in ns
     /// after which it has been quiet long enough, key). A TCP connection enters when it closes,
     /// a UDP flow when it starts; one that has since seen packets goes back in with its new last
@@ -1198,6 +1206,7 @@ impl Tracker {
             capture: CaptureName::new(capture.into()),
             opts,
             live: LiveTable::new(),
+            parked: park::Parked::default(),
             due: std::collections::BinaryHeap::new(),
             done: Vec::new(),
             // Only a diagnosis keeps digests, and only it needs the temporary file.
@@ -1301,7 +1310,7 @@ impl Tracker {
     /// The live table is full: summarise the least recently active eighth. Their packet samples
     /// are dropped (they cannot be lined up), which keeps a flood's summaries small.
     fn evict(&mut self) {
-        let n = (self.live.len() / 8).max(1);
+        let n = (self.live_count() / 8).max(1);
         // Ties on the last packet's time broken by the first frame, and the eighth summarised
         // oldest first: the table's order follows its random seed, and the order connections
         // are kept in decides which a full `max_summaries` drops, and which slots the next
@@ -1310,12 +1319,13 @@ impl Tracker {
             .live
             .iter()
             .map(|l| ((l.seen_last_ts, l.conn.first_frame), l.key))
+            .chain(self.parked.ages())
             .collect();
         by_age.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
         by_age.truncate(n);
         by_age.sort_unstable_by_key(|(t, _)| *t);
         for (_, k) in by_age {
-            if let Some(l) = self.live.remove(&k) {
+            if let Some(l) = self.live.remove(&k).or_else(|| self.parked.take(&k)) {
                 let mut c = finish_live(l, &self.capture, &mut self.histories);
                 c.orig.samples.drop_kept();
                 c.resp.samples.drop_kept();
@@ -1382,7 +1392,7 @@ impl Tracker {
     /// capture, its own or not, so its clock ticks where a single tracker's would: it sweeps at
     /// the same points and summarises its connections with the same packets.
     fn sweep_now(&mut self, now: Timestamp) {
-        self.peak_live = self.peak_live.max(self.live.len());
+        self.peak_live = self.peak_live.max(self.live_count());
         while let Some(&std::cmp::Reverse((at, key))) = self.due.peek() {
             if at >= now.0 {
                 break;
@@ -1409,6 +1419,31 @@ impl Tracker {
                 None => {}
             }
         }
+        if self.parked.due(now, self.opts.park_after_ns) {
+            self.park_silent(now);
+        }
+    }
+
+    /// Parks the live TCP connections silent for `park_after_ns` (`park`). One the encoding
+    /// refuses stays in its slot.
+    fn park_silent(&mut self, now: Timestamp) {
+        let after = self.opts.park_after_ns;
+        let quiet: Vec<FlowKey> = self
+            .live
+            .iter()
+            .filter(|l| park::Parked::wants(l, now, after))
+            .map(|l| l.key)
+            .collect();
+        for k in quiet {
+            if self.live.get(&k).is_some_and(|l| self.parked.park(l)) {
+                self.live.remove(&k);
+            }
+        }
+    }
+
+    /// Connections live: in the table, and parked.
+    fn live_count(&self) -> usize {
+        self.live.len() + self.parked.len()
     }
 
     /// Feeds one decoded packet.
@@ -1539,17 +1574,18 @@ impl Tracker {
     /// Summarises every live connection into `done` (a shard, on its own thread, before
     /// `merge_shards`).
     pub fn summarise_live(&mut self) {
-        self.peak_live = self.peak_live.max(self.live.len());
+        self.peak_live = self.peak_live.max(self.live_count());
         // Past `max_summaries`, the connections that started first are kept, as `cap_kept`
         // keeps them: the table's slots are in the order evictions and sweeps freed them,
         // which its random seed decides, so kept in that order the report changed from run to
         // run. The first to drop, in (start, first frame) order, which is unique.
         let room = self.opts.max_summaries.saturating_sub(self.summaries());
-        let drop_from = (self.live.len() > room).then(|| {
+        let drop_from = (self.live_count() > room).then(|| {
             let mut starts: Vec<(Timestamp, u64)> = self
                 .live
                 .iter()
                 .map(|l| (l.conn.ts, l.conn.first_frame))
+                .chain(self.parked.starts().map(|(s, _)| s))
                 .collect();
             *starts.select_nth_unstable(room).1
         });
@@ -1557,14 +1593,17 @@ impl Tracker {
         // every live state at once (massif: the run's peak, when there was one).
         let mut live = std::mem::replace(&mut self.live, LiveTable::new());
         for l in live.drain() {
-            let c = finish_live(l, &self.capture, &mut self.histories);
-            if drop_from.is_some_and(|d| (c.ts, c.first_frame) >= d) {
-                self.dropped += 1;
-            } else {
-                self.keep(c);
-            }
+            self.summarise(l, drop_from);
         }
         drop(live);
+        // Then the parked ones, one at a time, in start order (the table's is its seed's).
+        let mut parked: Vec<_> = self.parked.starts().collect();
+        parked.sort_unstable();
+        for (_, k) in parked {
+            if let Some(l) = self.parked.take(&k) {
+                self.summarise(l, drop_from);
+            }
+        }
         // The connections kept on disk, checked and readable from now on; the digests that
         // name them find them there (`Digests::whole`).
         if let Some(kept) = self.kept.as_mut().filter(|k| !k.is_empty()) {
@@ -1573,6 +1612,16 @@ impl Tracker {
             if let Some(e) = e {
                 self.kept_lost.get_or_insert(e);
             }
+        }
+    }
+
+    /// `l` summarised and kept, or dropped if it started at or after `drop_from`.
+    fn summarise(&mut self, l: Live, drop_from: Option<(Timestamp, u64)>) {
+        let c = finish_live(l, &self.capture, &mut self.histories);
+        if drop_from.is_some_and(|d| (c.ts, c.first_frame) >= d) {
+            self.dropped += 1;
+        } else {
+            self.keep(c);
         }
     }
 
@@ -1618,7 +1667,7 @@ impl Tracker {
     /// `finish_streaming` with each connection's place (`StreamTag`), leaving the tracker empty
     /// (for `merge_shards` and its warnings).
     pub fn stream_rest(&mut self, emit: &mut dyn FnMut(StreamTag, Connection)) {
-        self.peak_live = self.peak_live.max(self.live.len());
+        self.peak_live = self.peak_live.max(self.live_count());
         let done: Vec<(StreamTag, Box<Connection>)> = self.drain_finished_tagged().collect();
         done.into_iter().for_each(|(t, c)| emit(t, *c));
         // In start order, as the sorted output would have them: the table's own order changes
@@ -1627,10 +1676,11 @@ impl Tracker {
             .live
             .iter()
             .map(|l| (l.conn.ts, l.conn.first_frame, l.key))
+            .chain(self.parked.starts().map(|((t, f), k)| (t, f, k)))
             .collect();
         keys.sort_unstable();
         for (ts, first_frame, k) in keys {
-            if let Some(l) = self.live.remove(&k) {
+            if let Some(l) = self.live.remove(&k).or_else(|| self.parked.take(&k)) {
                 let tag = StreamTag {
                     frame: u64::MAX,
                     phase: 2,
@@ -1673,7 +1723,18 @@ impl Tracker {
         tags.drain(..).zip(self.done.drain(..))
     }
 
+    /// Connections live: in the table, and parked (`park`).
     pub fn live_connections(&self) -> usize {
+        self.live_count()
+    }
+
+    /// Of the live connections, those parked.
+    pub fn parked_connections(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Of the live connections, those in the table (not parked).
+    pub fn connections_in_table(&self) -> usize {
         self.live.len()
     }
 
@@ -1681,7 +1742,10 @@ impl Tracker {
         let key = FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp);
         let src = (p.src, t.src_port);
         let flags = t.flags;
-        if self.live.len() >= self.opts.max_live && !self.live.contains_key(&key) {
+        if self.live_count() >= self.opts.max_live
+            && !self.live.contains_key(&key)
+            && !self.parked.contains(&key)
+        {
             self.evict();
         }
         let new = |capture: &CaptureName, opts: &TrackerOptions| {
@@ -1699,10 +1763,18 @@ impl Tracker {
         };
         // One hash lookup per packet: the entry is either the connection or where it goes.
         let mut replaced = None;
+        // Not in the table: a new connection, or one parked (which had existed).
+        let mut unparked = false;
         let (live, existed) = self
             .live
-            .get_or_insert_with(key, || new(&self.capture, &self.opts));
-        let live = if !existed {
+            .get_or_insert_with(key, || match self.parked.take(&key) {
+                Some(l) => {
+                    unparked = true;
+                    l
+                }
+                None => new(&self.capture, &self.opts),
+            });
+        let live = if !existed && !unparked {
             live
         } else {
             {
@@ -1746,7 +1818,7 @@ impl Tracker {
             }
         }
         let src = (p.src, u.src_port);
-        if self.live.len() >= self.opts.max_live && !self.live.contains_key(&key) {
+        if self.live_count() >= self.opts.max_live && !self.live.contains_key(&key) {
             self.evict();
         }
         let capture = &self.capture;

@@ -234,6 +234,21 @@ impl Reassembler {
     }
 }
 
+// A live connection silent for minutes is parked encoded (`tcp::park`); one with segments
+// waiting for a hole to fill stays in memory.
+crate::tcp::kept::codec_refused!(Pending);
+crate::tcp::kept::codec_struct!(Reassembler {
+    next,
+    pending,
+    pending_bytes,
+    cap,
+    missed_bytes,
+    holes,
+    delivered,
+    stopped,
+    fin
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,6 +210,59 @@ impl Default for ZeekTcp {
     }
 }
 
+// Here, where the private fields are: a live connection silent for minutes is parked encoded
+// (`tcp::park`), and every field comes back as it was.
+use crate::tcp::kept::{codec_enum, codec_struct, Codec};
+codec_enum!(EndpointState {
+    Inactive,
+    SynSent,
+    SynAckSent,
+    Partial,
+    Established,
+    Closed,
+    Reset
+});
+codec_struct!(Endpoint {
+    state,
+    prev_state,
+    start,
+    last_seq,
+    last_wraps,
+    ack_seq,
+    ack_wraps,
+    fin_cnt,
+    fin_seq,
+    did_close,
+    hist_last_syn,
+    hist_last_fin,
+    hist_last_rst,
+    retrans,
+    zero_win,
+    gaps,
+    last_reassem,
+    trim,
+    blocks,
+    missed
+});
+codec_struct!(ZeekTcp {
+    orig,
+    resp,
+    history,
+    hist_seen,
+    is_partial,
+    orig_seen,
+    resp_seen
+});
+
+impl Codec for Blocks {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        self.0.put(w)
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        Codec::get(r).map(Blocks)
+    }
+}
+
 /// Outcome of one segment that the tracker needs.
 pub struct SegResult {
     /// Zeek would update the connection's last time (not both sides closed).
