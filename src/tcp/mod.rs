@@ -1372,6 +1372,15 @@ impl Tracker {
                 Msg::new("w-kept-lost").s("error", e),
             ));
         }
+        if let Some(e) = &self.parked.lost_error {
+            let n = self.parked.lost;
+            w.push(Warning::new(
+                format!(
+                    "{n} connections silent for minutes could not be read back from the temporary file they waited in ({e}): they are missing from the report, or appear as connections seen from mid-stream"
+                ),
+                Msg::new("w-parked-lost").s("n", n).s("error", e),
+            ));
+        }
         w
     }
 
@@ -1539,6 +1548,8 @@ impl Tracker {
             all.evicted += s.evicted;
             all.dropped += s.dropped;
             all.kept_lost = all.kept_lost.or(s.kept_lost);
+            all.parked.lost += s.parked.lost;
+            all.parked.lost_error = all.parked.lost_error.or(s.parked.lost_error);
         }
         all.opts = opts;
         all.cap_kept();

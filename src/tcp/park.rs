@@ -4,17 +4,19 @@
 //! An agent whose PC was switched off, unplugged or put to sleep leaves its connection open
 //! without a FIN: nothing more comes on it, and the tracker keeps it live to the end of the
 //! capture, since a middlebox's RST may still come, or the agent's next packet. On the 2 GB
-//! synth 5 700 such connections were live at the end beside ~20 000 busy ones, ~2.6 KB each
+//! synth 5 700 such connections were live at the end beside ~20 000 busy ones, ~2.4 KB each
 //! (the table's slot, the reassemblers, the WebSocket state, the heartbeat log, the SIP
-//! records): they made the end of reading the run's peak. Parked, each is its encoding
-//! (~0.5-1 KB) and an entry here.
+//! records): they made the end of reading the run's peak. Parked, each is an entry here
+//! (~100 bytes) and its encoding (~1.2 KB, most of it the heartbeat log) in an unnamed
+//! temporary file (`Disk`), or in memory without one.
 //!
 //! Parking changes nothing a report says: a parked connection comes back, every field as it
 //! was, before anything reads it (its next packet, an eviction, the end of tracking), and
 //! counts as live for the caps and `peak_live` (`Tracker::live_count`). A connection holding
 //! what the encoding refuses (segments waiting for a hole to fill, a parser that lost the
 //! framing, events or counts only `flows` prints, packet samples for the alignment) stays in
-//! the table.
+//! the table. One whose record the file no longer holds is lost, and the warnings say so
+//! (`w-parked-lost`).
 
 use super::kept::{codec_struct, Codec};
 use super::{AppState, FlowKey, Live, LiveConn, LiveDir, LiveGap, Profile, SeqState};
@@ -115,17 +117,119 @@ codec_struct!(Live {
 });
 
 /// One parked connection: what `evict`, `summarise_live` and `stream_rest` order connections
-/// by, read without decoding, and its encoding.
+/// by, read without decoding, and where its encoding is.
 struct Entry {
     start: (Timestamp, u64),
     seen_last_ts: Timestamp,
-    bytes: Box<[u8]>,
+    rec: Rec,
+}
+
+enum Rec {
+    /// In the temporary file (`Disk`): its first byte, its length, and a hash of its bytes
+    /// (`sum`): the file is out of this process' hands, and a record changed there must not
+    /// come back as a connection.
+    Disk { at: u64, len: u32, sum: u32 },
+    /// In memory: no temporary file could be made, or a write to it failed.
+    Memory(Box<[u8]>),
+}
+
+/// Records written to an unnamed temporary file as connections are parked, read back (`pread`)
+/// as they come back. Those brought back leave their bytes behind: once those are most of
+/// the file, and at least `compact_from`, the records still parked are copied to a new file.
+struct Disk {
+    file: std::fs::File,
+    /// Bytes in the file.
+    written: u64,
+    /// Records not in the file yet, from offset `written`: written once `flush_at` bytes.
+    /// After a write failed, kept here to be read, and the file no longer written.
+    buf: Vec<u8>,
+    failed: bool,
+    /// Bytes of records brought back.
+    dead: u64,
+}
+
+/// A record's check (`Rec::Disk`): 32 bits of a fixed-seed hash.
+fn sum(rec: &[u8]) -> u32 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x7061_726b).hash_one(rec) as u32
+}
+
+/// A block's worth of records to a write.
+const FLUSH_AT: usize = 64 * 1024;
+/// Bytes left behind in the file before it is compacted (and they must be most of it).
+const COMPACT_FROM: u64 = 32 * 1024 * 1024;
+
+impl Disk {
+    fn new() -> Option<Self> {
+        Some(Disk {
+            file: tempfile::tempfile().ok()?,
+            written: 0,
+            buf: Vec::new(),
+            failed: false,
+            dead: 0,
+        })
+    }
+
+    /// Appends `rec`, and says where it is; `None` once the file failed.
+    fn push(&mut self, rec: &[u8], flush_at: usize) -> Option<Rec> {
+        if self.failed {
+            return None;
+        }
+        let at = self.written + self.buf.len() as u64;
+        let len = u32::try_from(rec.len()).ok()?;
+        let sum = sum(rec);
+        self.buf.extend_from_slice(rec);
+        if self.buf.len() >= flush_at {
+            use std::io::Write as _;
+            match self.file.write_all(&self.buf) {
+                Ok(()) => {
+                    self.written += self.buf.len() as u64;
+                    self.buf.clear();
+                }
+                // What a write cut short left after `written` is never read: those records
+                // stay in `buf`.
+                Err(_) => self.failed = true,
+            }
+        }
+        Some(Rec::Disk { at, len, sum })
+    }
+
+    /// The record at `at`, into `out`, if its bytes hash to `want`.
+    fn read(&self, at: u64, len: u32, want: u32, out: &mut Vec<u8>) -> std::io::Result<()> {
+        self.read_any(at, len, out)?;
+        match sum(out) == want {
+            true => Ok(()),
+            false => Err(std::io::Error::other(format!(
+                "the record at byte {at} changed"
+            ))),
+        }
+    }
+
+    fn read_any(&self, at: u64, len: u32, out: &mut Vec<u8>) -> std::io::Result<()> {
+        out.clear();
+        match at.checked_sub(self.written) {
+            Some(off) => {
+                let b = usize::try_from(off)
+                    .ok()
+                    .and_then(|off| self.buf.get(off..off.checked_add(len as usize)?));
+                let b = b.ok_or_else(|| std::io::Error::other("a parked record out of bounds"))?;
+                out.extend_from_slice(b);
+                Ok(())
+            }
+            None => {
+                out.resize(len as usize, 0);
+                super::kept::read_at(&self.file, out, at)
+            }
+        }
+    }
 }
 
 /// The parked connections, by key.
-#[derive(Default)]
 pub(super) struct Parked {
     map: HashMap<FlowKey, Entry, foldhash::fast::RandomState>,
+    /// Made at the first connection parked; `None` after, if none could be made.
+    disk: Option<Disk>,
+    tried_disk: bool,
     /// When the live table was last looked through (`due`).
     scanned: Option<Timestamp>,
     scratch: Vec<u8>,
@@ -133,6 +237,32 @@ pub(super) struct Parked {
     /// several times).
     pub parks: u64,
     pub returns: u64,
+    pub compactions: u64,
+    /// Connections whose record could not be read back, and the first error.
+    pub lost: u64,
+    pub lost_error: Option<std::io::Error>,
+    /// `FLUSH_AT` and `COMPACT_FROM`, smaller in tests.
+    flush_at: usize,
+    compact_from: u64,
+}
+
+impl Default for Parked {
+    fn default() -> Self {
+        Parked {
+            map: HashMap::default(),
+            disk: None,
+            tried_disk: false,
+            scanned: None,
+            scratch: Vec::new(),
+            parks: 0,
+            returns: 0,
+            compactions: 0,
+            lost: 0,
+            lost_error: None,
+            flush_at: FLUSH_AT,
+            compact_from: COMPACT_FROM,
+        }
+    }
 }
 
 impl Parked {
@@ -178,27 +308,96 @@ impl Parked {
         self.parks += 1;
         #[cfg(test)]
         PARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !std::mem::replace(&mut self.tried_disk, true) {
+            self.disk = Disk::new();
+        }
+        let flush_at = self.flush_at;
+        let rec = self
+            .disk
+            .as_mut()
+            .and_then(|d| d.push(&self.scratch, flush_at))
+            .unwrap_or_else(|| Rec::Memory(self.scratch.as_slice().into()));
         let e = Entry {
             start: (l.conn.ts, l.conn.first_frame),
             seen_last_ts: l.seen_last_ts,
-            bytes: self.scratch.as_slice().into(),
+            rec,
         };
         self.map.insert(l.key, e);
         true
     }
 
-    /// The connection parked under `k`, taken back. Its bytes were written by this process
-    /// from a value of the same type, so they decode; `None` only if not parked.
+    /// The connection parked under `k`, taken back; `None` if none is, or if its record
+    /// could not be read back from the file as it was written (counted in `lost`, for the
+    /// warnings).
     pub fn take(&mut self, k: &FlowKey) -> Option<Live> {
         if self.map.is_empty() {
             return None;
         }
         let e = self.map.remove(k)?;
         self.returns += 1;
-        let mut r = &e.bytes[..];
-        let l = Live::get(&mut r);
-        debug_assert!(l.is_some() && r.is_empty(), "a parked connection decodes");
+        let mut bytes = std::mem::take(&mut self.scratch);
+        let read = match (&e.rec, self.disk.as_mut()) {
+            (Rec::Memory(b), _) => {
+                bytes.clear();
+                bytes.extend_from_slice(b);
+                Ok(())
+            }
+            (&Rec::Disk { at, len, sum }, Some(d)) => {
+                d.dead += u64::from(len);
+                d.read(at, len, sum, &mut bytes)
+            }
+            (Rec::Disk { .. }, None) => Err(std::io::Error::other("no parked file")),
+        };
+        let mut r = &bytes[..];
+        let decoded = read.and_then(|()| match Live::get(&mut r) {
+            Some(l) if r.is_empty() => Ok(l),
+            _ => Err(std::io::Error::other("a parked connection did not decode")),
+        });
+        let l = match decoded {
+            Ok(l) => Some(l),
+            Err(e) => {
+                self.lost += 1;
+                self.lost_error.get_or_insert(e);
+                None
+            }
+        };
+        self.scratch = bytes;
+        self.compact();
         l
+    }
+
+    /// Once most of the file is records brought back, and at least `compact_from` bytes of
+    /// it, the records still parked are copied to a new file, which replaces it. If that
+    /// fails, the old file stays.
+    fn compact(&mut self) {
+        let Some(d) = self.disk.as_ref() else {
+            return;
+        };
+        let total = d.written + d.buf.len() as u64;
+        if d.dead < self.compact_from || d.dead * 2 < total || d.failed {
+            return;
+        }
+        let Some(mut new) = Disk::new() else {
+            return;
+        };
+        let mut moved = Vec::new();
+        let mut rec = Vec::new();
+        for (k, e) in &self.map {
+            if let Rec::Disk { at, len, sum } = e.rec {
+                let ok = d.read(at, len, sum, &mut rec).is_ok();
+                match new.push(&rec, self.flush_at).filter(|_| ok && !new.failed) {
+                    Some(r) => moved.push((*k, r)),
+                    None => return,
+                }
+            }
+        }
+        for (k, r) in moved {
+            if let Some(e) = self.map.get_mut(&k) {
+                e.rec = r;
+            }
+        }
+        self.disk = Some(new);
+        self.compactions += 1;
     }
 
     /// Every parked connection's (start, first frame, key), as `summarise_live` and
@@ -264,11 +463,18 @@ mod tests {
 
     /// Every live TCP connection parked after every packet of every fixture (so brought back
     /// at its next one): a diagnosis' tracker hands on exactly what it does unparked, and its
-    /// warnings are the same.
+    /// warnings are the same. Parked in memory, and in the file, each record written as it
+    /// comes and the file compacted whenever half of it was left behind.
     #[test]
     fn parked_after_every_packet_changes_nothing() {
+        for on_disk in [false, true] {
+            parked_after_every_packet(on_disk);
+        }
+    }
+
+    fn parked_after_every_packet(on_disk: bool) {
         use crate::decode::Decoded;
-        let (mut parks, mut returns, mut tcp) = (0, 0, 0);
+        let (mut parks, mut returns, mut tcp, mut compacted) = (0, 0, 0, 0);
         for p in crate::testing::fixture_captures() {
             let Ok(mut r) = crate::capture::CaptureReader::open(&p) else {
                 continue;
@@ -288,6 +494,10 @@ mod tests {
                     ..diagnosis()
                 },
             );
+            // Without a file, as when none can be made.
+            parking.parked.tried_disk = !on_disk;
+            parking.parked.flush_at = 1;
+            parking.parked.compact_from = 0;
             while let Ok(Some(frame)) = r.next_frame() {
                 if let Decoded::Ip(packet) = crate::decode::decode(&frame) {
                     tcp += u64::from(matches!(packet.transport, crate::decode::Transport::Tcp(_)));
@@ -297,7 +507,13 @@ mod tests {
                     assert_eq!(plain.live_connections(), parking.live_connections());
                 }
             }
+            assert_eq!(
+                parking.parked.disk.is_some(),
+                on_disk && parking.parked.parks > 0
+            );
+            assert_eq!(parking.parked.lost, 0);
             parks += parking.parked.parks;
+            compacted += parking.parked.compactions;
             returns += parking.parked.returns;
             let (mut a, mut b) = (Vec::new(), Vec::new());
             let (kept, warnings) = plain.finish_kept();
@@ -316,6 +532,50 @@ mod tests {
             returns > tcp / 2 && parks >= returns,
             "{parks} {returns} {tcp}"
         );
+        assert!(!on_disk || compacted > 100, "{compacted}");
+    }
+
+    /// A parked file that loses its records (cut to nothing under the tracker) costs the
+    /// connections parked in it, and the warnings say how many; nothing panics.
+    #[test]
+    fn a_parked_file_cut_short_is_a_warning() {
+        use crate::decode::Decoded;
+        let (mut lost, mut warned) = (0, 0);
+        for p in crate::testing::fixture_captures() {
+            let Ok(mut r) = crate::capture::CaptureReader::open(&p) else {
+                continue;
+            };
+            let opts = TrackerOptions {
+                park_after_ns: 0,
+                ..diagnosis()
+            };
+            let mut t = crate::tcp::Tracker::with_options(p.display().to_string(), opts);
+            t.parked.flush_at = 1;
+            let mut n = 0;
+            while let Ok(Some(frame)) = r.next_frame() {
+                if let Decoded::Ip(packet) = crate::decode::decode(&frame) {
+                    t.packet(&frame, &packet);
+                    t.park_silent(frame.ts);
+                    n += 1;
+                    if n == 20 {
+                        if let Some(d) = t.parked.disk.as_ref() {
+                            d.file.set_len(0).expect("cut");
+                        }
+                    }
+                }
+            }
+            lost += t.parked.lost;
+            let during = t.parked.lost > 0;
+            let (_, warnings) = t.finish_kept();
+            let says = |w: &crate::capture::Warning| {
+                w.to_string()
+                    .contains("could not be read back from the temporary file they")
+            };
+            let said = warnings.iter().any(says);
+            assert!(said || !during, "{}", p.display());
+            warned += usize::from(said);
+        }
+        assert!(lost > 10 && warned > 3, "{lost} {warned}");
     }
 
     /// Parked at every sweep (a connection silent for a second of capture time is parked, and
