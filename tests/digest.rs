@@ -219,7 +219,7 @@ fn a_clients_later_connections_are_what_a_scan_finds() {
             let l = p.legs[0];
             (l.at.0, l.src, l.dst, l.dport)
         };
-        for p in &ctx.paths {
+        for p in ctx.paths() {
             let leg = p.legs[0];
             if leg.proto != Proto::Tcp {
                 continue;
@@ -227,9 +227,8 @@ fn a_clients_later_connections_are_what_a_scan_finds() {
             let start = al.leg_ts(leg);
             for after in [start, vantage::capture::Timestamp(i64::MIN)] {
                 let mut scan: Vec<(vantage::capture::Timestamp, &str)> = ctx
-                    .paths
-                    .iter()
-                    .filter(|q| q.legs[0].proto == Proto::Tcp && key(q) == key(p))
+                    .paths()
+                    .filter(|q| q.legs[0].proto == Proto::Tcp && key(q) == key(&p))
                     .map(|q| (al.leg_ts(q.legs[0]), q.lined.id.as_str()))
                     .filter(|(ts, _)| *ts > after)
                     .collect();

@@ -63,7 +63,8 @@ pub fn run_all(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
 fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
     let mut ends = Grouper::new(max_evidence);
     let mut deaths = Vec::new();
-    for p in &ctx.paths {
+    for p in ctx.paths() {
+        let p = &p;
         // A digest's path: no per-path rule ends it (`kept_as`).
         if !ctx.whole(p) {
             continue;
@@ -459,7 +460,7 @@ impl Group {
         let legs: Vec<&Leg> = first
             .iter()
             .filter_map(|(_, m)| ctx.path(m.finding.connections.first()?))
-            .flat_map(|p| p.legs.iter().copied())
+            .flat_map(|p| p.legs.to_vec())
             .collect();
         let mut display_filters = display_filters(&evidence, &legs);
         display_filters.extend(rst_filters(std::mem::take(&mut self.rst_marks)));
@@ -1247,7 +1248,8 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         .iter()
         .filter_map(|d| d.survived_s)
         .for_each(&mut survived);
-    for p in &ctx.paths {
+    for p in ctx.paths() {
+        let p = &p;
         if dead.contains(p.lined.id.as_str()) {
             continue;
         }
@@ -1464,9 +1466,8 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
 /// relays the bytes unchanged, such as HAProxy in mode tcp, is not layer 7; the middlebox rules
 /// name it where it ends a connection.)
 fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
-    let proxied: Vec<&Path<'_>> = ctx
-        .paths
-        .iter()
+    let proxied: Vec<Path<'_>> = ctx
+        .paths()
         .filter(|p| p.lined.matched.method == MatchMethod::L7Proxy)
         .collect();
     if proxied.is_empty() {
@@ -1537,7 +1538,8 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
     let mut data_segments = 0u64;
     let mut evidence = Vec::new();
     let mut conns = Vec::new();
-    for p in &ctx.paths {
+    for p in ctx.paths() {
+        let p = &p;
         if dead.contains(p.lined.id.as_str()) {
             continue;
         }
@@ -1606,7 +1608,7 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
             .iter()
             .take(FILTER_CONNECTIONS)
             .filter_map(|c| ctx.path(c))
-            .flat_map(|p| p.legs.iter().copied())
+            .flat_map(|p| p.legs.to_vec())
             .collect();
         display_filters(&evidence, &legs)
             .into_iter()
@@ -2221,8 +2223,7 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
     // Findings group connections: the count is of connections, as it was before grouping.
     let died: usize = deaths.iter().map(|f| f.connections.len()).sum();
     let disconnects = ctx
-        .paths
-        .iter()
+        .paths()
         .filter(|p| {
             let c = ctx.reads(p.legs[0]);
             c.proto() == Proto::Tcp && c.ended_by().is_some()
@@ -2302,12 +2303,11 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
             would_change_msg: Some(Msg::new("v-weak-change")),
         };
     }
-    let n = ctx.paths.len();
+    let n = ctx.paths().len();
     if !ctx.multi_vantage() {
         // One capture cannot prove who sent a FIN or RST that fits its sender: say so.
         let ended_far = ctx
-            .paths
-            .iter()
+            .paths()
             .filter(|p| ctx.reads(p.legs[0]).ended_by() == Some(Side::Resp))
             .count();
         return Verdict {

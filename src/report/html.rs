@@ -684,10 +684,12 @@ fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)
     }
     let end = c.termination.as_ref().map_or(c.last_ts, |t| t.ts);
     let next = ctx
-        .paths
-        .iter()
+        .paths()
         .filter(|q| q.legs[0].at.0 == leg.at.0)
-        .map(|q| (q, ctx.conn(q.legs[0])))
+        .map(|q| {
+            let k = ctx.conn(q.legs[0]);
+            (q, k)
+        })
         .filter(|(_, k)| {
             k.proto == Proto::Tcp
                 && k.orig_h == c.orig_h
@@ -1291,7 +1293,7 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let cat = super::catalog_of(d);
     let ctx = Ctx::new(al);
     let by_conn = findings_by_conn(d);
-    let eligible: Vec<&Path<'_>> = ctx.paths.iter().filter(|p| has_timeline(p)).collect();
+    let eligible: Vec<Path<'_>> = ctx.paths().filter(has_timeline).collect();
     let total_tcp = eligible.len();
     // Connections with findings first in importance, but pages read in id order: keep the
     // order, keep the first connections with findings up to the cap (a grouped finding may name
@@ -1304,7 +1306,7 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let with_findings = eligible.iter().filter(|p| found(p)).count();
     let room = MAX_TIMELINES.saturating_sub(with_findings);
     let all: Vec<Timeline<'_>> = eligible
-        .into_iter()
+        .iter()
         .filter(|p| {
             if found(p) {
                 found_kept += 1;
