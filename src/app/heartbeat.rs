@@ -241,10 +241,15 @@ fn side_index(from_client: bool) -> usize {
 /// 16-byte struct (plus Vec doubling) in each of two lists. 20k live connections with a 25 s
 /// heartbeat made those lists the largest per-connection item (issue 8).
 ///
-/// A record is a tag byte (stream in bits 0-3, delta unit exponent in bits 4-5), the zigzag
-/// LEB128 varint of the time since the previous record (of any stream: captures may go
-/// backwards, and the events of a connection are close in time, so deltas stay small), and for
-/// `App` events and small messages the size as a varint. Other kinds drop their size: the
+/// A record is a tag byte (stream in bits 0-3, unit exponent in bits 4-5, predictor in bits
+/// 6-7), the zigzag LEB128 varint of its time less a prediction, and for `App` events and
+/// small messages the size as a varint. The prediction is the previous record's time (of any
+/// stream: captures may go backwards, and the events of a connection are close in time, so
+/// deltas stay small), plus, for predictor 1, the interval before it (a lone stream beating:
+/// its pings), or, for predictor 2, the interval before that one (two streams alternating: a
+/// ping, its pong ~1 ms later, the next ping a beat after, so the record two back is the same
+/// stream's). What is left is the beat's jitter: a byte or two where a 25 s delta in µs takes
+/// four. Each record takes the shortest of the three. Other kinds drop their size: the
 /// analysis does not read it. The decode at [`HbLog::analyse`] is exact, and the analysis does
 /// not depend on the order of events, only on their multiset per stream.
 #[derive(Debug, Default)]
@@ -252,6 +257,8 @@ pub struct HbLog {
     bytes: Vec<u8>,
     /// Time of the last record, the base of the next delta.
     last: i64,
+    /// Times of the two records before it, the interval of the second-order prediction.
+    before: [i64; 2],
     events: u16,
     small: u16,
 }
@@ -289,21 +296,18 @@ impl HbLog {
     }
 
     fn record(&mut self, stream: usize, ts: Timestamp, size: Option<u32>) {
-        // Wrapping: exact for any pair of times, undone by the wrapping add of the decode.
+        // Wrapping: exact for any times, undone by the wrapping adds of the decode.
         let delta = ts.0.wrapping_sub(self.last);
+        let mut best = (packed(delta), 0u8);
+        for (predictor, interval) in (1u8..).zip(self.intervals()) {
+            let p = packed(delta.wrapping_sub(interval));
+            if crate::varint::len(p.1) < crate::varint::len(best.0 .1) {
+                best = (p, predictor);
+            }
+        }
+        let ((exp, z), predictor) = best;
+        self.before = [self.last, self.before[0]];
         self.last = ts.0;
-        // The coarsest unit that divides the delta exactly.
-        let exp: u8 = if delta % 1_000 != 0 {
-            0
-        } else if delta % 1_000_000 != 0 {
-            1
-        } else if delta % 1_000_000_000 != 0 {
-            2
-        } else {
-            3
-        };
-        let unit = UNITS.get(usize::from(exp)).copied().unwrap_or(1);
-        let z = crate::varint::zigzag(delta / unit);
         let len = 1 + crate::varint::len(z) + size.map_or(0, |v| crate::varint::len(u64::from(v)));
         // Grow by a quarter (amortised O(1) still), not by doubling: at most ~25 % slack on a
         // log that lives as long as its connection.
@@ -311,8 +315,9 @@ impl HbLog {
             self.bytes
                 .reserve_exact((self.bytes.len() / 4).max(GROW_MIN).max(len));
         }
-        // Both fit the tag: stream < 16, exp < 4.
-        self.bytes.push((stream as u8) | (exp << 4));
+        // All fit the tag: stream < 16, exp < 4, predictor < 2.
+        self.bytes
+            .push((stream as u8) | (exp << 4) | (predictor << 6));
         crate::varint::push(&mut self.bytes, z);
         if let Some(v) = size {
             crate::varint::push(&mut self.bytes, u64::from(v));
@@ -325,12 +330,8 @@ impl HbLog {
     fn forget_older_half(&mut self, small: bool) {
         let old = std::mem::take(&mut self.bytes);
         let mut drop = usize::from(if small { self.small } else { self.events }) / 2;
-        (self.last, self.events, self.small) = (0, 0, 0);
-        let records = Records {
-            bytes: &old,
-            at: 0,
-            last: 0,
-        };
+        (self.last, self.before, self.events, self.small) = (0, [0, 0], 0, 0);
+        let records = Records::new(&old);
         for (stream, ts, size) in records {
             let is_small = stream / 2 == SMALL;
             if is_small == small && drop > 0 {
@@ -354,11 +355,12 @@ impl HbLog {
 
     /// The records in the order they were added: (stream, time, size; 0 where not kept).
     fn records(&self) -> Records<'_> {
-        Records {
-            bytes: &self.bytes,
-            at: 0,
-            last: 0,
-        }
+        Records::new(&self.bytes)
+    }
+
+    /// The intervals predictors 1 and 2 add to the last record's time.
+    fn intervals(&self) -> [i64; 2] {
+        intervals(self.last, self.before)
     }
 
     /// The records grouped by stream, in `recs`; the log is decoded once, into `decoded` (the
@@ -397,10 +399,45 @@ impl HbLog {
 struct Records<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// As `HbLog::last` and `HbLog::before` were when the next record was written.
     last: i64,
+    before: [i64; 2],
 }
 
-impl Records<'_> {
+/// The last interval between records, and the one before it (`HbLog`'s predictors 1 and 2).
+fn intervals(last: i64, before: [i64; 2]) -> [i64; 2] {
+    [
+        last.wrapping_sub(before[0]),
+        before[0].wrapping_sub(before[1]),
+    ]
+}
+
+/// `v` as a record holds it: the coarsest unit that divides it exactly (its exponent in
+/// `UNITS`), and the zigzag of `v` in that unit.
+fn packed(v: i64) -> (u8, u64) {
+    let exp: u8 = if v % 1_000 != 0 {
+        0
+    } else if v % 1_000_000 != 0 {
+        1
+    } else if v % 1_000_000_000 != 0 {
+        2
+    } else {
+        3
+    };
+    let unit = UNITS.get(usize::from(exp)).copied().unwrap_or(1);
+    (exp, crate::varint::zigzag(v / unit))
+}
+
+impl<'a> Records<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Records {
+            bytes,
+            at: 0,
+            last: 0,
+            before: [0, 0],
+        }
+    }
+
     fn varint(&mut self) -> Option<u64> {
         let (v, at) = crate::varint::read(self.bytes, self.at)?;
         self.at = at;
@@ -419,7 +456,15 @@ impl Iterator for Records<'_> {
         if stream >= STREAMS {
             return None;
         }
-        let delta = crate::varint::unzigzag(self.varint()?).wrapping_mul(unit);
+        let mut delta = crate::varint::unzigzag(self.varint()?).wrapping_mul(unit);
+        match tag >> 6 {
+            0 => {}
+            p @ (1 | 2) => {
+                delta = delta.wrapping_add(intervals(self.last, self.before)[usize::from(p - 1)])
+            }
+            _ => return None,
+        }
+        self.before = [self.last, self.before[0]];
         self.last = self.last.wrapping_add(delta);
         let size = if stream / 2 == APP || stream / 2 == SMALL {
             u32::try_from(self.varint()?).ok()?
@@ -872,6 +917,7 @@ fn median_u32(v: &mut [u32]) -> Option<u32> {
 crate::tcp::kept::codec_struct!(HbLog {
     bytes,
     last,
+    before,
     events,
     small
 });
@@ -1434,6 +1480,56 @@ mod tests {
         assert_eq!(log.bytes.len(), 6);
     }
 
+    /// Every predictor (the last time; plus the last interval; plus the one before) is chosen
+    /// somewhere in a mix of a lone beat, alternating pings and pongs, chatter and jumps, and
+    /// every record decodes to the time it was written with.
+    #[test]
+    fn log_predictors_round_trip() {
+        let mut log = HbLog::default();
+        let mut want = Vec::new();
+        let mut t = 1_700_000_000_000_000i64;
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..MAX_LOG_EVENTS as i64 - 1 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let jitter = (rng % 2_000_001) as i64 - 1_000_000;
+            let (kind, from_client) = match i / 60 {
+                0 => (HbKind::WsPing, true),
+                1 => (
+                    [HbKind::CrlfPing, HbKind::CrlfPong][i as usize % 2],
+                    i % 2 == 0,
+                ),
+                2 => (
+                    KINDS[(rng % KINDS.len() as u64) as usize],
+                    rng.is_multiple_of(3),
+                ),
+                _ => (HbKind::App, false),
+            };
+            t = match (i / 60, i % 2) {
+                (1, 1) => t + 40_000_000 + jitter,
+                (3, _) if i % 7 == 0 => t.wrapping_add(rng as i64),
+                _ => t + 25_000_000_000 + jitter * 1_000,
+            };
+            let size = (rng >> 40) as u32;
+            log.event(Timestamp(t), kind, from_client, size);
+            want.push(expected(&HbEvent {
+                ts: Timestamp(t),
+                kind,
+                from_client,
+                size,
+            }));
+        }
+        assert_eq!(log.records().collect::<Vec<_>>(), want);
+        let mut used = [0; 3];
+        let mut r = Records::new(&log.bytes);
+        while let Some(&tag) = r.bytes.get(r.at) {
+            used[usize::from(tag >> 6)] += 1;
+            r.next();
+        }
+        assert!(used.iter().all(|&n| n > 10), "{used:?}");
+    }
+
     #[test]
     fn log_keeps_the_latest_events_of_each_budget() {
         let mut log = HbLog::default();
@@ -1535,7 +1631,10 @@ mod tests {
         }
         let (len, cap) = (log.bytes.len(), log.heap_bytes());
         // Before: two Vec<HbEvent> of 120 → 2 × 128 × 16 = 4 KB of capacity.
-        assert!(len <= 240 * 5, "{len} bytes for 240 events");
+        // The beat's jitter (±0.3 s in µs) against its predicted time takes 3 bytes where the
+        // 25 s delta took 4; the pong's (±10 ms) 2-3 where its 50 ms took 3 (871 bytes, 1 075
+        // with deltas alone).
+        assert!(len <= 240 * 4, "{len} bytes for 240 events");
         assert!(
             cap <= len + len / 4 + GROW_MIN,
             "{cap} capacity for {len} bytes"
