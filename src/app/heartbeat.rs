@@ -300,7 +300,7 @@ impl HbLog {
         let delta = ts.0.wrapping_sub(self.last);
         // The smallest of the three (not always the shortest once packed: a whole second is a
         // byte in its unit; packing only the one chosen saved ~100 instructions a record).
-        let [i1, i2] = self.intervals();
+        let [i1, i2] = intervals(self.last, self.before);
         let (v, predictor) = [
             (delta, 0u8),
             (delta.wrapping_sub(i1), 1),
@@ -360,11 +360,6 @@ impl HbLog {
     /// The records in the order they were added: (stream, time, size; 0 where not kept).
     fn records(&self) -> Records<'_> {
         Records::new(&self.bytes)
-    }
-
-    /// The intervals predictors 1 and 2 add to the last record's time.
-    fn intervals(&self) -> [i64; 2] {
-        intervals(self.last, self.before)
     }
 
     /// The records grouped by stream, in `recs`; the log is decoded once, into `decoded` (the

@@ -261,11 +261,11 @@ pub enum Legs<'a> {
 }
 
 impl<'a> Legs<'a> {
-    fn of(legs: Vec<&'a Leg>) -> Self {
-        match legs[..] {
+    fn of(legs: &[&'a Leg]) -> Self {
+        match *legs {
             [a] => Legs::Few(1, [a, a]),
             [a, b] => Legs::Few(2, [a, b]),
-            _ => Legs::Many(legs),
+            _ => Legs::Many(legs.to_vec()),
         }
     }
 }
@@ -383,8 +383,12 @@ impl<'a> Ctx<'a> {
         let al: &'a Alignment = self.al;
         let lined = &al.connections[i];
         let legs = match self.ordered.binary_search_by_key(&i, |(j, _)| *j) {
-            Ok(at) => Legs::of(self.ordered[at].1.clone()),
-            Err(_) => Legs::of(lined.legs.iter().collect()),
+            Ok(at) => Legs::of(&self.ordered[at].1),
+            // One leg (a path of several is in `ordered`): no list to make, at every read.
+            Err(_) => match &lined.legs[..] {
+                [leg] => Legs::Few(1, [leg, leg]),
+                legs => Legs::of(&legs.iter().collect::<Vec<_>>()),
+            },
         };
         Path { lined, legs }
     }

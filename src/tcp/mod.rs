@@ -1034,7 +1034,7 @@ pub struct Tracker {
     /// share of that and copies it on every resize (massif showed the table at half the heap).
     live: LiveTable,
     /// Live TCP connections silent for minutes, out of `live`, encoded (`park`). They count
-    /// as live (`live_count`).
+    /// as live (`live_connections`).
     parked: park::Parked,
     /// When each connection that may be over should be looked at again: (capture time in ns
     /// after which it has been quiet long enough, key). A TCP connection enters when it closes,
@@ -1310,7 +1310,7 @@ impl Tracker {
     /// The live table is full: summarise the least recently active eighth. Their packet samples
     /// are dropped (they cannot be lined up), which keeps a flood's summaries small.
     fn evict(&mut self) {
-        let n = (self.live_count() / 8).max(1);
+        let n = (self.live_connections() / 8).max(1);
         // Ties on the last packet's time broken by the first frame, and the eighth summarised
         // oldest first: the table's order follows its random seed, and the order connections
         // are kept in decides which a full `max_summaries` drops, and which slots the next
@@ -1401,7 +1401,7 @@ impl Tracker {
     /// capture, its own or not, so its clock ticks where a single tracker's would: it sweeps at
     /// the same points and summarises its connections with the same packets.
     fn sweep_now(&mut self, now: Timestamp) {
-        self.peak_live = self.peak_live.max(self.live_count());
+        self.peak_live = self.peak_live.max(self.live_connections());
         while let Some(&std::cmp::Reverse((at, key))) = self.due.peek() {
             if at >= now.0 {
                 break;
@@ -1448,11 +1448,6 @@ impl Tracker {
                 self.live.remove(&k);
             }
         }
-    }
-
-    /// Connections live: in the table, and parked.
-    fn live_count(&self) -> usize {
-        self.live.len() + self.parked.len()
     }
 
     /// Feeds one decoded packet.
@@ -1585,13 +1580,13 @@ impl Tracker {
     /// Summarises every live connection into `done` (a shard, on its own thread, before
     /// `merge_shards`).
     pub fn summarise_live(&mut self) {
-        self.peak_live = self.peak_live.max(self.live_count());
+        self.peak_live = self.peak_live.max(self.live_connections());
         // Past `max_summaries`, the connections that started first are kept, as `cap_kept`
         // keeps them: the table's slots are in the order evictions and sweeps freed them,
         // which its random seed decides, so kept in that order the report changed from run to
         // run. The first to drop, in (start, first frame) order, which is unique.
         let room = self.opts.max_summaries.saturating_sub(self.summaries());
-        let drop_from = (self.live_count() > room).then(|| {
+        let drop_from = (self.live_connections() > room).then(|| {
             let mut starts: Vec<(Timestamp, u64)> = self
                 .live
                 .iter()
@@ -1678,7 +1673,7 @@ impl Tracker {
     /// `finish_streaming` with each connection's place (`StreamTag`), leaving the tracker empty
     /// (for `merge_shards` and its warnings).
     pub fn stream_rest(&mut self, emit: &mut dyn FnMut(StreamTag, Connection)) {
-        self.peak_live = self.peak_live.max(self.live_count());
+        self.peak_live = self.peak_live.max(self.live_connections());
         let done: Vec<(StreamTag, Box<Connection>)> = self.drain_finished_tagged().collect();
         done.into_iter().for_each(|(t, c)| emit(t, *c));
         // In start order, as the sorted output would have them: the table's own order changes
@@ -1736,7 +1731,7 @@ impl Tracker {
 
     /// Connections live: in the table, and parked (`park`).
     pub fn live_connections(&self) -> usize {
-        self.live_count()
+        self.live.len() + self.parked.len()
     }
 
     /// Of the live connections, those parked.
@@ -1753,7 +1748,7 @@ impl Tracker {
         let key = FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp);
         let src = (p.src, t.src_port);
         let flags = t.flags;
-        if self.live_count() >= self.opts.max_live
+        if self.live_connections() >= self.opts.max_live
             && !self.live.contains_key(&key)
             && !self.parked.contains(&key)
         {
@@ -1829,7 +1824,7 @@ impl Tracker {
             }
         }
         let src = (p.src, u.src_port);
-        if self.live_count() >= self.opts.max_live && !self.live.contains_key(&key) {
+        if self.live_connections() >= self.opts.max_live && !self.live.contains_key(&key) {
             self.evict();
         }
         let capture = &self.capture;

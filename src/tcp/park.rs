@@ -12,7 +12,7 @@
 //!
 //! Parking changes nothing a report says: a parked connection comes back, every field as it
 //! was, before anything reads it (its next packet, an eviction, the end of tracking), and
-//! counts as live for the caps and `peak_live` (`Tracker::live_count`). A connection holding
+//! counts as live for the caps and `peak_live` (`Tracker::live_connections`). A connection holding
 //! what the encoding refuses (segments waiting for a hole to fill, a parser that lost the
 //! framing, events or counts only `flows` prints, packet samples for the alignment) stays in
 //! the table. One whose record the file no longer holds is lost, and the warnings say so
@@ -196,16 +196,6 @@ impl Disk {
 
     /// The record at `at`, into `out`, if its bytes hash to `want`.
     fn read(&self, at: u64, len: u32, want: u32, out: &mut Vec<u8>) -> std::io::Result<()> {
-        self.read_any(at, len, out)?;
-        match sum(out) == want {
-            true => Ok(()),
-            false => Err(std::io::Error::other(format!(
-                "the record at byte {at} changed"
-            ))),
-        }
-    }
-
-    fn read_any(&self, at: u64, len: u32, out: &mut Vec<u8>) -> std::io::Result<()> {
         out.clear();
         match at.checked_sub(self.written) {
             Some(off) => {
@@ -214,12 +204,17 @@ impl Disk {
                     .and_then(|off| self.buf.get(off..off.checked_add(len as usize)?));
                 let b = b.ok_or_else(|| std::io::Error::other("a parked record out of bounds"))?;
                 out.extend_from_slice(b);
-                Ok(())
             }
             None => {
                 out.resize(len as usize, 0);
-                super::kept::read_at(&self.file, out, at)
+                super::kept::read_at(&self.file, out, at)?;
             }
+        }
+        match sum(out) == want {
+            true => Ok(()),
+            false => Err(std::io::Error::other(format!(
+                "the record at byte {at} changed"
+            ))),
         }
     }
 }
@@ -342,19 +337,14 @@ impl Parked {
         self.returns += 1;
         let mut bytes = std::mem::take(&mut self.scratch);
         let read = match (&e.rec, self.disk.as_mut()) {
-            (Rec::Memory(b), _) => {
-                bytes.clear();
-                bytes.extend_from_slice(b);
-                Ok(())
-            }
+            (Rec::Memory(b), _) => Ok(&b[..]),
             (&Rec::Disk { at, len, sum }, Some(d)) => {
                 d.dead += u64::from(len);
-                d.read(at, len, sum, &mut bytes)
+                d.read(at, len, sum, &mut bytes).map(|()| &bytes[..])
             }
             (Rec::Disk { .. }, None) => Err(std::io::Error::other("no parked file")),
         };
-        let mut r = &bytes[..];
-        let decoded = read.and_then(|()| match Live::get(&mut r) {
+        let decoded = read.and_then(|mut r| match Live::get(&mut r) {
             Some(l) if r.is_empty() => Ok(l),
             _ => Err(std::io::Error::other("a parked connection did not decode")),
         });
