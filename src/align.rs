@@ -141,6 +141,125 @@ impl Serialize for LegList {
     }
 }
 
+/// The lined-up connections, L1, L2, ... in start order on the reference clock: what
+/// `Alignment::connections` and the JSON report's `connections` list.
+///
+/// Several captures: each made when the captures are lined up. One capture: each is its
+/// connection alone, `unmatched`, and is made as it is read, from the capture's digest of it
+/// (which this list shares) or its summary: a made list was 152 bytes a connection, 14 MB of
+/// the rules' peak on the 2 GB synth and ~140 MB on the 20 GB one, for what the digests
+/// already hold.
+#[derive(Clone, Debug, Default)]
+pub struct Lines(LinesOf);
+
+#[derive(Clone, Debug)]
+enum LinesOf {
+    Made(Vec<LinedUp>),
+    Lone(Lone),
+}
+
+impl Default for LinesOf {
+    fn default() -> Self {
+        LinesOf::Made(Vec::new())
+    }
+}
+
+/// One capture's connections, lined up alone.
+#[derive(Clone, Debug)]
+struct Lone {
+    /// The leg of each connection kept as a summary (`CaptureFlows::connections`, few in a
+    /// one-capture diagnosis: those a digest cannot hold), and its start.
+    whole: Vec<(Leg, Timestamp)>,
+    /// The capture's digests, shared with it (`CaptureFlows::digests`).
+    digests: crate::tcp::Digests,
+    vantage: std::sync::Arc<str>,
+    /// The capture's clock minus the reference clock (`Alignment::offset_ns`).
+    offset_ns: i64,
+    /// The connection of L1, L2, ...: an index into `whole`, then `digests` (as `Leg::at`).
+    order: Vec<u32>,
+}
+
+impl Lines {
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            LinesOf::Made(v) => v.len(),
+            LinesOf::Lone(l) => l.order.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k`th lined-up connection (`L{k + 1}`).
+    pub fn get(&self, k: usize) -> Option<std::borrow::Cow<'_, LinedUp>> {
+        use std::borrow::Cow;
+        match &self.0 {
+            LinesOf::Made(v) => v.get(k).map(Cow::Borrowed),
+            LinesOf::Lone(l) => {
+                let i = *l.order.get(k)? as usize;
+                let (leg, ts) = match l.whole.get(i) {
+                    Some((leg, ts)) => (leg.clone(), *ts),
+                    None => {
+                        let d = l.digests.get(i - l.whole.len());
+                        (Kept::Digest(d).leg(l.vantage.clone(), (0, i)), d.ts())
+                    }
+                };
+                Some(Cow::Owned(LinedUp {
+                    id: line_id(k),
+                    legs: LegList::One(leg),
+                    matched: Match {
+                        method: MatchMethod::Unmatched,
+                        confidence: 0.0,
+                    },
+                    ts: Timestamp(ts.0 - l.offset_ns),
+                }))
+            }
+        }
+    }
+
+    /// The lined-up connection named `id`: `L{k + 1}` is the `k`th (a map from id to index
+    /// cost ~40 bytes a connection).
+    pub fn by_id(&self, id: &str) -> Option<std::borrow::Cow<'_, LinedUp>> {
+        let k = id
+            .strip_prefix('L')?
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)?;
+        self.get(k).filter(|l| l.id == id)
+    }
+
+    /// Every lined-up connection, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = std::borrow::Cow<'_, LinedUp>> + '_ {
+        (0..self.len()).map(|k| self.get(k).expect("within the list"))
+    }
+}
+
+/// `L{k + 1}`, without a `String` (the rules make a one-capture diagnosis's lined-up
+/// connections as they read them, several times each).
+fn line_id(k: usize) -> LineId {
+    let mut digits = [0u8; 21];
+    let mut at = digits.len();
+    let mut n = k + 1;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    digits[at] = b'L';
+    LineId::new(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+}
+
+impl Serialize for Lines {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ClockOffset {
     pub vantage: String,
@@ -169,10 +288,8 @@ pub struct Alignment {
     pub vantages: Vec<Vantage>,
     pub reference: usize,
     pub clock_offsets: Vec<ClockOffset>,
-    /// Shared with the diagnosis that lists them (`Diagnosis::connections`), not copied. A
-    /// `Vec` in the `Arc`: made into an `Arc<[_]>`, the list was copied whole, and for a moment
-    /// held twice (20 GB synth: 386 -> 519 MiB while lining up).
-    pub connections: std::sync::Arc<Vec<LinedUp>>,
+    /// Shared with the diagnosis that lists them (`Diagnosis::connections`), not copied.
+    pub connections: std::sync::Arc<Lines>,
     pub losses: Vec<HopLoss>,
     /// Pairs left apart because two candidates matched equally well.
     pub ambiguous: usize,
@@ -582,6 +699,17 @@ impl Groups {
 
 /// Lines up the connections of several captures and estimates their clock offsets.
 pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
+    align_as(vantages, opts, true)
+}
+
+/// `align`, with one capture's connections made when lined up, as several captures' are:
+/// what the one-capture form of `Lines` (made as read) is tested against.
+#[doc(hidden)]
+pub fn align_made(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
+    align_as(vantages, opts, false)
+}
+
+fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Alignment {
     let n = vantages.len();
     let reference = opts.reference.min(n.saturating_sub(1));
     // Node numbering: offset per vantage.
@@ -671,6 +799,12 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
         ambiguous,
     };
 
+    if let (true, [v]) = (as_read, &al.vantages[..]) {
+        al.connections = std::sync::Arc::new(Lines(LinesOf::Lone(lone(v, al.offset_ns(0)))));
+        al.losses = localise_losses(&al);
+        return al;
+    }
+
     // Lined-up connections, in reference time.
     let names: Vec<std::sync::Arc<str>> = al
         .vantages
@@ -738,9 +872,42 @@ pub fn align(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     for (k, l) in lined.iter_mut().enumerate() {
         l.id = LineId::new(&format!("L{}", k + 1));
     }
-    al.connections = std::sync::Arc::new(lined);
+    al.connections = std::sync::Arc::new(Lines(LinesOf::Made(lined)));
     al.losses = localise_losses(&al);
     al
+}
+
+/// One capture's connections lined up alone (`Lines`), in the order `align` gives several
+/// captures' (start, then first frame, then index): both of the capture's lists are in start
+/// order already (`CaptureFlows`), so the stable sort below merges two runs.
+fn lone(v: &Vantage, offset_ns: i64) -> Lone {
+    let vantage: std::sync::Arc<str> = std::sync::Arc::from(v.name.as_str());
+    let flows = &v.flows;
+    let whole: Vec<(Leg, Timestamp)> = flows
+        .connections
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (Kept::Whole(c).leg(vantage.clone(), (0, i)), c.ts))
+        .collect();
+    let total = whole.len() + flows.digests.len();
+    let order_of = |i: u32| -> (Timestamp, u64) {
+        let i = i as usize;
+        match whole.get(i) {
+            Some((leg, ts)) => (*ts, leg.first_frame),
+            None => flows.digests.get(i - whole.len()).start_order(),
+        }
+    };
+    // 4 bytes a connection: a capture's summaries are capped far below 2^32
+    // (`--max-summaries`), and the memory for that many would run out first.
+    let mut order: Vec<u32> = (0..u32::try_from(total).unwrap_or(u32::MAX)).collect();
+    order.sort_by_key(|&i| order_of(i));
+    Lone {
+        whole,
+        digests: flows.digests.clone(),
+        vantage,
+        offset_ns,
+        order,
+    }
 }
 
 /// Each connection's best candidates (ties included) among the other capture's: of `ci`'s
@@ -1227,7 +1394,7 @@ pub fn timeline(
 ) -> anyhow::Result<Vec<TimelineEvent>> {
     use crate::capture::CaptureReader;
     use crate::decode::{decode, Decoded, Transport};
-    let Some(l) = al.connections.iter().find(|c| c.id == id) else {
+    let Some(l) = al.connections.by_id(id) else {
         anyhow::bail!(
             "no lined-up connection {id} (there are {}: L1..L{})",
             al.connections.len(),

@@ -66,19 +66,16 @@ pub fn extract(
             f.connections.iter().map(|c| c.to_string()).collect()
         }
     };
-    // By id, once: a grouped finding names a thousand connections of 26 000.
-    let by_id: std::collections::HashMap<&str, &crate::align::LinedUp> =
-        al.connections.iter().map(|c| (c.id.as_str(), c)).collect();
-    let mut legs: Vec<&Leg> = Vec::new();
+    let mut legs: Vec<Leg> = Vec::new();
     for id in &conn_ids {
-        let Some(l) = by_id.get(id.as_str()) else {
+        let Some(l) = al.connections.by_id(id) else {
             bail!(
                 "no lined-up connection {id} (there are {}: L1..L{})",
                 al.connections.len(),
                 al.connections.len()
             );
         };
-        legs.extend(l.legs.iter());
+        legs.extend(l.legs.iter().cloned());
     }
     // Interfaces: one per (vantage, link type), in vantage order.
     let mut interfaces: Vec<(String, LinkType)> = Vec::new();

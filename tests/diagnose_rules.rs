@@ -295,7 +295,7 @@ fn a_fin_that_crossed_a_slow_hop_is_the_servers() {
         &AlignOptions::default(),
     );
     assert_eq!(al.connections.len(), 1);
-    assert_eq!(al.connections[0].legs.len(), 2);
+    assert_eq!(al.connections.get(0).unwrap().legs.len(), 2);
     let d = diagnose(&al);
     let kinds: Vec<&str> = d.findings.iter().map(|f| f.kind.name()).collect();
     assert!(

@@ -40,6 +40,47 @@ fn reports(al: &Alignment) -> (String, String) {
     (diagnose_json(&d), diagnose_text(&d, al))
 }
 
+/// A one-capture diagnosis makes its lined-up connections as they are read, from the digests
+/// it shares (`align::Lines`): the same list, in the same order, with the same ids, as when
+/// they are made once, as several captures' are; the same reports; and each found by its id.
+#[test]
+fn lined_up_as_read_is_lined_up_as_made() {
+    let (mut lined, mut from_digests) = (0, 0);
+    for path in common::fixture_captures() {
+        for (shards, digest, offset) in [(1, true, None), (2, true, None), (1, false, Some(1.5))] {
+            let read = |shards| {
+                let spec = VantageSpec {
+                    name: "v".into(),
+                    path: path.to_path_buf(),
+                };
+                read_vantages_with(&[spec], options(digest, shards, 1_000_000)).0
+            };
+            let opts = AlignOptions {
+                offsets: offset.map(|o| ("v".to_string(), o)).into_iter().collect(),
+                ..AlignOptions::default()
+            };
+            let as_read = align(read(shards), &opts);
+            let made = vantage::align::align_made(read(shards), &opts);
+            let what = format!("{} ({shards} threads, digests {digest})", path.display());
+            let json = |al: &Alignment| serde_json::to_string(&*al.connections).unwrap();
+            assert_eq!(json(&as_read), json(&made), "{what}");
+            assert_eq!(reports(&as_read), reports(&made), "{what}");
+            for (k, l) in made.connections.iter().enumerate() {
+                let got = as_read.connections.by_id(&l.id).expect("found by id");
+                assert_eq!(format!("{:?}", *got), format!("{:?}", *l), "{what}");
+                assert_eq!(got.id.as_str(), format!("L{}", k + 1), "{what}");
+            }
+            assert!(as_read.connections.by_id("L0").is_none());
+            let past = format!("L{}", made.connections.len() + 1);
+            assert!(as_read.connections.by_id(&past).is_none());
+            lined += made.connections.len();
+            from_digests += as_read.vantages[0].flows.digests.len();
+        }
+    }
+    // Every fixture's connections, most of them made from digests.
+    assert!(lined > 600 && from_digests > 300, "{lined} {from_digests}");
+}
+
 #[test]
 fn digests_change_no_report() {
     let (mut digests, mut deaths_beside_digests, mut kept_on_disk) = (0, 0, 0);
@@ -216,27 +257,27 @@ fn a_clients_later_connections_are_what_a_scan_finds() {
         let al = lined_up(&path, options(true, 1, 1_000_000));
         let ctx = Ctx::new(&al);
         let key = |p: &vantage::diagnose::Path<'_>| {
-            let l = p.legs[0];
+            let l = &p.legs()[0];
             (l.at.0, l.src, l.dst, l.dport)
         };
         for p in ctx.paths() {
-            let leg = p.legs[0];
+            let leg = &p.legs()[0];
             if leg.proto != Proto::Tcp {
                 continue;
             }
             let start = al.leg_ts(leg);
             for after in [start, vantage::capture::Timestamp(i64::MIN)] {
-                let mut scan: Vec<(vantage::capture::Timestamp, &str)> = ctx
+                let mut scan: Vec<(vantage::capture::Timestamp, vantage::align::LineId)> = ctx
                     .paths()
-                    .filter(|q| q.legs[0].proto == Proto::Tcp && key(q) == key(&p))
-                    .map(|q| (al.leg_ts(q.legs[0]), q.lined.id.as_str()))
+                    .filter(|q| q.legs()[0].proto == Proto::Tcp && key(q) == key(&p))
+                    .map(|q| (al.leg_ts(&q.legs()[0]), q.lined.id))
                     .filter(|(ts, _)| *ts > after)
                     .collect();
                 // Start order; paths are in id order already, which breaks ties.
                 scan.sort_by_key(|(ts, _)| *ts);
-                let got: Vec<(vantage::capture::Timestamp, &str)> = ctx
+                let got: Vec<(vantage::capture::Timestamp, vantage::align::LineId)> = ctx
                     .client_connections_after(leg, after)
-                    .map(|q| (al.leg_ts(q.legs[0]), q.lined.id.as_str()))
+                    .map(|q| (al.leg_ts(&q.legs()[0]), q.lined.id))
                     .collect();
                 assert_eq!(got, scan, "{} {}", path.display(), p.lined.id.as_str());
                 if after == start {

@@ -138,7 +138,7 @@ fn proxies_close_both_legs_within_milliseconds_after_the_timeout() {
         let m = manifest(s);
         let timeout = m["timeout_s"].as_f64().unwrap();
         let al = lined_up(s, THREE);
-        let l = &al.connections[0];
+        let l = &al.connections.get(0).unwrap();
         assert_eq!(l.legs.len(), 2, "{s}");
         let ends: Vec<_> = l
             .legs

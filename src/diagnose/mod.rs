@@ -5,6 +5,7 @@
 //! and what it contains), the view of a lined-up connection the rules share (`Path`), and the
 //! verdict.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -240,51 +241,25 @@ pub struct Diagnosis {
     pub reference: String,
     pub captures: Vec<CaptureReport>,
     pub clock_offsets: Vec<ClockOffset>,
-    pub connections: std::sync::Arc<Vec<LinedUp>>,
+    #[schemars(with = "Vec<LinedUp>")]
+    pub connections: std::sync::Arc<crate::align::Lines>,
     pub findings: Vec<Finding>,
 }
 
 /// A lined-up connection with its legs in path order, client side first: the shared view the
-/// rules reason on.
+/// rules reason on. A one-capture diagnosis's is made as it is read (`align::Lines`), so it
+/// holds its lined-up connection; hold a leg longer than the path, and clone it.
 pub struct Path<'a> {
-    pub lined: &'a LinedUp,
+    pub lined: Cow<'a, LinedUp>,
+    /// Several legs, ordered from the originator's side to the responder's (`Ctx::ordered`);
+    /// otherwise the lined-up connection's one.
+    ordered: Option<&'a [Leg]>,
+}
+
+impl Path<'_> {
     /// Legs ordered from the originator's side to the responder's.
-    pub legs: Legs<'a>,
-}
-
-/// A path's legs: up to two inline (one capture, or two), more in a list. A list for every
-/// path was an allocation per connection of the capture, made after tracking where the
-/// tracker's freed memory could not always take it.
-pub enum Legs<'a> {
-    Few(usize, [&'a Leg; 2]),
-    Many(Vec<&'a Leg>),
-}
-
-impl<'a> Legs<'a> {
-    fn of(legs: &[&'a Leg]) -> Self {
-        match *legs {
-            [a] => Legs::Few(1, [a, a]),
-            [a, b] => Legs::Few(2, [a, b]),
-            _ => Legs::Many(legs.to_vec()),
-        }
-    }
-}
-
-impl<'a> std::ops::Deref for Legs<'a> {
-    type Target = [&'a Leg];
-    fn deref(&self) -> &[&'a Leg] {
-        match self {
-            Legs::Few(n, legs) => &legs[..*n],
-            Legs::Many(legs) => legs,
-        }
-    }
-}
-
-impl<'b, 'a> IntoIterator for &'b Legs<'a> {
-    type Item = &'b &'a Leg;
-    type IntoIter = std::slice::Iter<'b, &'a Leg>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
+    pub fn legs(&self) -> &[Leg] {
+        self.ordered.unwrap_or(&self.lined.legs)
     }
 }
 
@@ -295,14 +270,14 @@ pub struct Ctx<'a> {
     /// by the connection's index (`paths`), sorted. A one-leg path is made as it is read: a
     /// `Path` kept for each connection was 40 bytes of the rules' peak a connection (3.7 MB
     /// on the 2 GB synth, ~37 MB at 20 GB), and a one-capture diagnosis has only those.
-    ordered: Vec<(usize, Vec<&'a Leg>)>,
+    ordered: Vec<(usize, Vec<Leg>)>,
     /// TCP paths by a hash of their client-side leg's (vantage, client address, server
     /// address, server port), then start and index: a client's connections to one service,
     /// for reconnects. One sorted list: a map with a list per client was ~120 bytes a
     /// connection. (hash, start, path index).
     by_client: Vec<(u64, Timestamp, usize)>,
     /// UDP legs that carry SIP (the voice gateway's leg of calls).
-    pub sip_udp_legs: Vec<&'a Leg>,
+    pub sip_udp_legs: Vec<Leg>,
     /// Each vantage's capture file, shared by the evidence that cites it.
     files: Vec<Arc<str>>,
 }
@@ -327,7 +302,7 @@ impl<'a> Ctx<'a> {
             .enumerate()
             .filter(|(_, l)| l.legs.len() > 1)
             .map(|(i, l)| {
-                let mut legs: Vec<&Leg> = l.legs.iter().collect();
+                let mut legs: Vec<Leg> = l.legs.to_vec();
                 // Order along the path by when each leg saw the originator's first packet (on
                 // the reference clock): the originator's side sees it first. (Only paths of
                 // several legs, which are whole: a digest is one capture's.)
@@ -353,16 +328,16 @@ impl<'a> Ctx<'a> {
         let mut by_client = Vec::new();
         let mut sip_udp_legs = Vec::new();
         for (i, p) in ctx.paths().enumerate() {
-            let leg = p.legs[0];
+            let leg = &p.legs()[0];
             if leg.proto == crate::tcp::Proto::Tcp {
                 by_client.push((client_hash(&client_key(leg)), al.leg_ts(leg), i));
             }
-            for leg in &p.legs {
+            for leg in p.legs() {
                 // A UDP flow that carries SIP is kept whole (`rules::kept_as`).
                 if leg.proto == crate::tcp::Proto::Udp && al.is_whole(leg) {
                     let c = al.connection(leg);
                     if c.app.as_ref().is_some_and(|a| a.sip.is_some()) {
-                        sip_udp_legs.push(*leg);
+                        sip_udp_legs.push(leg.clone());
                     }
                 }
             }
@@ -374,35 +349,35 @@ impl<'a> Ctx<'a> {
     }
 
     /// Every lined-up connection's path, in the alignment's order (L1, L2, ...).
-    pub fn paths(&self) -> impl ExactSizeIterator<Item = Path<'a>> + '_ {
+    pub fn paths(&self) -> impl ExactSizeIterator<Item = Path<'_>> + '_ {
         (0..self.al.connections.len()).map(|i| self.path_at(i))
     }
 
     /// The path of the lined-up connection at `i` (`paths`' order).
-    fn path_at(&self, i: usize) -> Path<'a> {
-        let al: &'a Alignment = self.al;
-        let lined = &al.connections[i];
-        let legs = match self.ordered.binary_search_by_key(&i, |(j, _)| *j) {
-            Ok(at) => Legs::of(&self.ordered[at].1),
-            // One leg (a path of several is in `ordered`): no list to make, at every read.
-            Err(_) => match &lined.legs[..] {
-                [leg] => Legs::Few(1, [leg, leg]),
-                legs => Legs::of(&legs.iter().collect::<Vec<_>>()),
-            },
-        };
-        Path { lined, legs }
+    fn path_at(&self, i: usize) -> Path<'_> {
+        let lined = self
+            .al
+            .connections
+            .get(i)
+            .expect("a lined-up connection's index");
+        let ordered = self
+            .ordered
+            .binary_search_by_key(&i, |(j, _)| *j)
+            .ok()
+            .map(|at| &self.ordered[at].1[..]);
+        Path { lined, ordered }
     }
 
     /// The path of a lined-up connection.
-    pub fn path(&self, id: &str) -> Option<Path<'a>> {
+    pub fn path(&self, id: &str) -> Option<Path<'_>> {
         // `align` numbers lined-up connections L1, L2, ... in the order `paths` has them: the
         // number is the index (a map from id to index cost ~40 bytes a connection).
         let at = id
             .strip_prefix('L')
             .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1));
-        at.filter(|&i| i < self.al.connections.len())
-            .map(|i| self.path_at(i))
+            .and_then(|n| n.checked_sub(1))?;
+        (at < self.al.connections.len())
+            .then(|| self.path_at(at))
             .filter(|p| p.lined.id == id)
     }
 
@@ -415,7 +390,7 @@ impl<'a> Ctx<'a> {
         &self,
         leg: &Leg,
         after: Timestamp,
-    ) -> impl Iterator<Item = Path<'a>> + '_ {
+    ) -> impl Iterator<Item = Path<'_>> + '_ {
         let key = client_key(leg);
         let h = client_hash(&key);
         // `by_client` is sorted by (hash, start, index), and its start is the one `leg_ts`
@@ -428,7 +403,7 @@ impl<'a> Ctx<'a> {
             .iter()
             .take_while(move |&&(x, _, _)| x == h)
             .map(|&(_, _, i)| self.path_at(i))
-            .filter(move |p| client_key(p.legs[0]) == key)
+            .filter(move |p| client_key(&p.legs()[0]) == key)
     }
 
     /// A leg's connection kept whole: a path `whole` says is, or a dead one's (the tracker
@@ -445,7 +420,7 @@ impl<'a> Ctx<'a> {
 
     /// Whether every leg of a path is kept whole (else it is a digest's).
     pub fn whole(&self, p: &Path<'_>) -> bool {
-        p.legs.iter().all(|leg| self.al.is_whole(leg))
+        p.legs().iter().all(|leg| self.al.is_whole(leg))
     }
 
     pub fn reference_ts(&self, leg: &Leg, ts: Timestamp) -> Timestamp {
@@ -500,7 +475,10 @@ pub fn side_msg(s: Side) -> Msg {
 
 /// Wireshark display filters for a finding: one per capture, the connection's packets and the
 /// evidence frames.
-pub fn display_filters(evidence: &[Evidence], legs: &[&Leg]) -> Vec<DisplayFilter> {
+pub fn display_filters<L: std::borrow::Borrow<Leg>>(
+    evidence: &[Evidence],
+    legs: &[L],
+) -> Vec<DisplayFilter> {
     let mut by_file: BTreeMap<(Arc<str>, Arc<str>), Vec<u64>> = BTreeMap::new();
     for e in evidence {
         by_file
@@ -517,6 +495,7 @@ pub fn display_filters(evidence: &[Evidence], legs: &[&Leg]) -> Vec<DisplayFilte
             frames.dedup();
             let conn = legs
                 .iter()
+                .map(|l| l.borrow())
                 .filter(|l| *l.vantage == *vantage)
                 .map(|l| {
                     format!(

@@ -1,7 +1,7 @@
 //! The diagnosis rules, one small function each: evidence in, findings out. Each doc comment
 //! says what the rule looks for, why that points where it does, and the source of any default.
 
-use crate::align::{Kept, Leg, MatchMethod};
+use crate::align::{Kept, Leg, LineId, MatchMethod};
 use crate::capture::Timestamp;
 use crate::tcp::{Connection, Digest, Gap, Proto, Sample, Side, Termination, TerminationKind};
 
@@ -457,10 +457,10 @@ impl Group {
             .flat_map(|(_, m)| m.finding.evidence.iter().cloned())
             .collect();
         let first = &self.shown[..shown.min(FILTER_CONNECTIONS)];
-        let legs: Vec<&Leg> = first
+        let legs: Vec<Leg> = first
             .iter()
             .filter_map(|(_, m)| ctx.path(m.finding.connections.first()?))
-            .flat_map(|p| p.legs.to_vec())
+            .flat_map(|p| p.legs().to_vec())
             .collect();
         let mut display_filters = display_filters(&evidence, &legs);
         display_filters.extend(rst_filters(std::mem::take(&mut self.rst_marks)));
@@ -536,7 +536,7 @@ fn cited_rsts(ctx: &Ctx<'_>, m: &Member) -> Vec<(CaptureName, RstMark)> {
     let Some(p) = m.finding.connections.first().and_then(|c| ctx.path(c)) else {
         return Vec::new();
     };
-    p.legs
+    p.legs()
         .iter()
         .filter_map(|leg| {
             let c = ctx.conn(leg);
@@ -656,15 +656,15 @@ fn survived(c: &Connection, fatal: &Gap) -> Option<f64> {
 /// the proxy's side); a RST is a NAT, firewall or balancer that forgot the flow
 /// (RFC 9293 §3.10.7.1: a RST answers a segment of an unknown connection).
 fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
-    if p.legs.len() < 2 {
+    if p.legs().len() < 2 {
         return None;
     }
     // The end as the client saw it: the first leg (client side) with a termination by resp,
     // or the last leg (server side) with a termination by orig.
     for sender in [Side::Resp, Side::Orig] {
         let order: Vec<&Leg> = match sender {
-            Side::Resp => p.legs.to_vec(),
-            Side::Orig => p.legs.iter().rev().copied().collect(),
+            Side::Resp => p.legs().iter().collect(),
+            Side::Orig => p.legs().iter().rev().collect(),
         };
         // `order[0]` is the far end from the supposed sender, `order.last()` the sender's.
         let c0 = &ctx.conn(order[0]);
@@ -844,7 +844,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
         let mut explanation_many = explanation.clone();
         explanation_many.push(how.clone());
         explanation.push(how.s("silence", fixed(silence, 3)));
-        let legs: Vec<&Leg> = p.legs.to_vec();
+        let legs: Vec<&Leg> = p.legs().iter().collect();
         let display_filters = display_filters(&evidence, &legs);
         let f = Finding {
             id: String::new(),
@@ -912,10 +912,10 @@ fn bound_of(ctx: &Ctx<'_>, leg: &Leg) -> f64 {
 /// answers the first packet after a silence). Either alone is too weak: TTLs change with routes,
 /// and endpoints do reset idle connections.
 fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
-    if p.legs.len() > 1 {
+    if p.legs().len() > 1 {
         return None;
     }
-    let leg = p.legs[0];
+    let leg = &p.legs()[0];
     let c = &ctx.conn(leg);
     let (t, fatal) = reset_after_silence(c)?;
     let at = ctx.reference_ts(leg, t.ts);
@@ -942,7 +942,7 @@ fn middlebox_reset_single(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)
                 .s("options", t.options_len),
         ),
     ];
-    let display_filters = display_filters(&evidence, &p.legs);
+    let display_filters = display_filters(&evidence, p.legs());
     let hop = format!("between {} and the {}", leg.vantage, side_name(t.by));
     let hop_msg = Msg::new("hop-between-side")
         .s("vantage", &leg.vantage)
@@ -1026,7 +1026,7 @@ fn reset_after_silence(c: &Connection) -> Option<(&Termination, Gap)> {
 /// (nftables `drop`, many cloud NATs). With a capture downstream, the retransmissions are shown
 /// never to arrive there.
 fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
-    for (idx, leg) in p.legs.iter().enumerate() {
+    for (idx, leg) in p.legs().iter().enumerate() {
         let c = &ctx.conn(leg);
         for sender in [Side::Orig, Side::Resp] {
             let Some((fatal, after)) = unanswered_after_silence(c, sender) else {
@@ -1034,8 +1034,8 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             };
             // Downstream (toward the other side), did anything arrive after the silence?
             let downstream: Vec<&Leg> = match sender {
-                Side::Orig => p.legs[idx + 1..].to_vec(),
-                Side::Resp => p.legs[..idx].iter().rev().copied().collect(),
+                Side::Orig => p.legs()[idx + 1..].iter().collect(),
+                Side::Resp => p.legs()[..idx].iter().rev().collect(),
             };
             let silence_end = Timestamp(fatal.from_ts.0 + (fatal.secs * 1e9) as i64);
             let silence_end_ref = ctx.reference_ts(leg, silence_end);
@@ -1079,9 +1079,9 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
             let (hop, hop_msg) = match confirmed {
                 Some(d) => {
                     let prev = if sender == Side::Orig {
-                        p.legs[p.legs.iter().position(|l| l.at == d.at)? - 1]
+                        &p.legs()[p.legs().iter().position(|l| l.at == d.at)? - 1]
                     } else {
-                        p.legs[p.legs.iter().position(|l| l.at == d.at)? + 1]
+                        &p.legs()[p.legs().iter().position(|l| l.at == d.at)? + 1]
                     };
                     hop_between(&prev.vantage, &d.vantage)
                 }
@@ -1103,7 +1103,7 @@ fn silent_drop(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
                 Some(t) => Msg::new("sd-end-arrived").s("kind", kind_word(t.kind)),
                 None => Msg::new("sd-end-capture"),
             };
-            let display_filters = display_filters(&evidence, &p.legs);
+            let display_filters = display_filters(&evidence, p.legs());
             let confirmed_msg = Msg::new(if confirmed.is_some() {
                 "sd-confirmed"
             } else {
@@ -1253,7 +1253,7 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
         if dead.contains(p.lined.id.as_str()) {
             continue;
         }
-        for leg in &p.legs {
+        for leg in p.legs() {
             let c = ctx.reads(leg);
             if c.proto() != Proto::Tcp {
                 continue;
@@ -1379,11 +1379,11 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         let Some(p) = ctx.path(&d.conn) else {
             continue;
         };
-        if p.legs.len() < 2 {
+        if p.legs().len() < 2 {
             continue;
         }
-        let client_leg = p.legs[0];
-        let server_leg = *p.legs.last().expect("two legs");
+        let client_leg = &p.legs()[0];
+        let server_leg = p.legs().last().expect("two legs");
         let cc = &ctx.conn(client_leg);
         let sc = &ctx.conn(server_leg);
         let client_end = cc
@@ -1424,7 +1424,7 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 Msg::new("ev-server-holds").m("how", how.clone()),
             ),
         ];
-        let display_filters = display_filters(&evidence, &p.legs);
+        let display_filters = display_filters(&evidence, p.legs());
         out.push(Finding {
             id: String::new(),
             kind: FindingKind::HalfOpen,
@@ -1475,7 +1475,7 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
     }
     let mut evidence = Vec::new();
     for p in proxied.iter().take(5) {
-        for (i, leg) in p.legs.iter().enumerate() {
+        for (i, leg) in p.legs().iter().enumerate() {
             let c = &ctx.conn(leg);
             evidence.push(
                 ctx.evidence(
@@ -1504,7 +1504,7 @@ fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
     let legs: Vec<&Leg> = proxied
         .iter()
         .take(FILTER_CONNECTIONS)
-        .flat_map(|p| p.legs.iter().copied())
+        .flat_map(|p| p.legs().iter())
         .collect();
     let display_filters = display_filters(&evidence, &legs);
     Some(Finding {
@@ -1544,7 +1544,7 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
             continue;
         }
         // The client-side leg is the one the users' experience is measured at.
-        let leg = p.legs[0];
+        let leg = &p.legs()[0];
         let c = ctx.reads(leg);
         if c.proto() != Proto::Tcp {
             continue;
@@ -1604,11 +1604,11 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
     // As a group's (`Grouper`): the first few connections (by start) whole, and every cited
     // frame.
     let display_filters = {
-        let legs: Vec<&Leg> = conns
+        let legs: Vec<Leg> = conns
             .iter()
             .take(FILTER_CONNECTIONS)
             .filter_map(|c| ctx.path(c))
-            .flat_map(|p| p.legs.to_vec())
+            .flat_map(|p| p.legs().to_vec())
             .collect();
         display_filters(&evidence, &legs)
             .into_iter()
@@ -1677,7 +1677,8 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
     // to twice the room it needed at the rules' peak (16 384 for 10 391 agent outages on the
     // 2 GB synth, ~2 MB), and a copy of it while it grew.
     let agent = |d: &OutageStart| {
-        let leg = ctx.path(&d.conn)?.legs[0];
+        let p = ctx.path(&d.conn)?;
+        let leg = &p.legs()[0];
         // A leg's `src` is its connection's originator (`align::Leg`): no read of it whole.
         Some((leg.at.0, leg.src))
     };
@@ -1690,13 +1691,17 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
         let Some(p) = ctx.path(&d.conn) else {
             continue;
         };
-        let leg = p.legs[0];
+        let leg = &p.legs()[0];
         let c = &ctx.conn(leg);
         // The same client's later connections to the same server, at the same vantage, read
         // only as far as the first that recovered.
         let mut later = ctx
             .client_connections_after(leg, c.ts)
-            .map(|q| (q.legs[0], ctx.reads(q.legs[0])))
+            .map(|q| {
+                let leg = q.legs()[0].clone();
+                let reads = ctx.reads(&leg);
+                (leg, reads)
+            })
             .peekable();
         // Detection: the client's first reaction after the middlebox acted.
         let own_end = c
@@ -1713,19 +1718,19 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
         let mut attempts = 0;
         let mut failed = 0;
         let mut syns = Vec::new();
-        let mut recovered: Option<(Timestamp, &Leg, u64)> = None;
+        let mut recovered: Option<(Timestamp, Leg, u64)> = None;
         for (l, k) in later {
             attempts += 1;
-            syns.push(ctx.reference_ts(l, k.ts()));
+            syns.push(ctx.reference_ts(&l, k.ts()));
             match k.recovery() {
                 Some((ts, frame)) => {
-                    recovered = Some((ctx.reference_ts(l, ts), l, frame));
+                    recovered = Some((ctx.reference_ts(&l, ts), l, frame));
                     break;
                 }
                 None => failed += 1,
             }
         }
-        let end = recovered.map(|r| r.0).or(ctx.capture_end(leg));
+        let end = recovered.as_ref().map(|r| r.0).or(ctx.capture_end(leg));
         let Some(end) = end else { continue };
         let outage = end.secs_since(d.last_good);
         let detection = reaction.map(|r| r.secs_since(d.at));
@@ -1744,12 +1749,12 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
             c.termination.as_ref().map_or(c.last_ts, |t| t.ts),
             Msg::new("ev-signalling-ends"),
         ));
-        if let Some((t, l, frame)) = recovered {
+        if let Some((t, l, frame)) = &recovered {
             evidence.push(Evidence {
                 vantage: l.vantage.clone(),
                 file: ctx.file(l),
-                frame,
-                ts: t,
+                frame: *frame,
+                ts: *t,
                 what: String::new(),
                 what_msg: Some(Msg::new("ev-first-answer")),
             });
@@ -1807,11 +1812,11 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
         let next = agents.len();
         let rank = *agents.entry((leg.at.0, c.orig_h)).or_insert(next);
         match outages.get_mut(rank) {
-            Some(agent) => agent.add(&mut out[agent.at], finding, leg),
+            Some(agent) => agent.add(&mut out[agent.at], finding, d.conn),
             None => {
                 outages.push(AgentOutages {
                     at: out.len(),
-                    leg,
+                    line: d.conn,
                     later: Vec::new(),
                 });
                 out.push(finding);
@@ -1820,17 +1825,19 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
     }
     for agent in outages {
         let first = &mut out[agent.at];
-        agent.merge(first);
+        agent.merge(ctx, first);
     }
 }
 
 /// One agent's outage windows so far: where its first window's finding is in the findings,
 /// into which every later window's connections, evidence and explanations are moved, and the
-/// later windows' legs and numbers (none for most agents: no allocation).
-struct AgentOutages<'a> {
+/// later windows' lined-up connections and numbers (none for most agents: no allocation).
+/// The connections by id: a one-capture diagnosis's legs are made as they are read, and a leg
+/// kept for each agent was 112 bytes (`Path`).
+struct AgentOutages {
     at: usize,
-    leg: &'a Leg,
-    later: Vec<(&'a Leg, WindowNumbers)>,
+    line: LineId,
+    later: Vec<(LineId, WindowNumbers)>,
 }
 
 /// A window's `Numbers` that a merge reads.
@@ -1841,7 +1848,7 @@ struct WindowNumbers {
     detection_delay_s: Option<f64>,
 }
 
-impl<'a> AgentOutages<'a> {
+impl AgentOutages {
     fn numbers(f: &Finding) -> WindowNumbers {
         let n = &f.numbers;
         WindowNumbers {
@@ -1852,8 +1859,8 @@ impl<'a> AgentOutages<'a> {
         }
     }
 
-    fn add(&mut self, first: &mut Finding, f: Finding, leg: &'a Leg) {
-        self.later.push((leg, Self::numbers(&f)));
+    fn add(&mut self, first: &mut Finding, f: Finding, line: LineId) {
+        self.later.push((line, Self::numbers(&f)));
         first.connections.extend(f.connections);
         first.evidence.extend(f.evidence);
         first.text.explanation.extend(f.text.explanation);
@@ -1861,18 +1868,22 @@ impl<'a> AgentOutages<'a> {
 
     /// One window: its finding as it is. More: one finding for all, with the total time
     /// without a connection, the longest window, and the windows' counts summed.
-    fn merge(self, merged: &mut Finding) {
+    fn merge(self, ctx: &Ctx<'_>, merged: &mut Finding) {
         if self.later.is_empty() {
             return;
         }
+        let leg = |line: &LineId| ctx.path(line).map(|p| p.legs()[0].clone());
         let mut group = vec![Self::numbers(merged)];
-        let mut legs = vec![self.leg];
-        for (leg, numbers) in self.later {
-            legs.push(leg);
+        let mut legs: Vec<Leg> = leg(&self.line).into_iter().collect();
+        for (line, numbers) in self.later {
+            legs.extend(leg(&line));
             group.push(numbers);
         }
-        // The agent: the client address of its windows' connections.
-        let agent = self.leg.src;
+        // The agent: the client address of its windows' connections (`agent` made a window's
+        // rank of it, so the first's leg is there).
+        let Some(agent) = legs.first().map(|l| l.src) else {
+            return;
+        };
         let outages: Vec<f64> = group.iter().filter_map(|w| w.outage_s).collect();
         let total: f64 = outages.iter().sum();
         let longest = outages.iter().copied().fold(0.0, f64::max);
@@ -1957,9 +1968,9 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
         };
         // The heartbeat as the client side sent it.
         let Some((leg, conn)) = p
-            .legs
+            .legs()
             .iter()
-            .map(|leg| (*leg, ctx.conn(leg)))
+            .map(|leg| (leg, ctx.conn(leg)))
             .find(|(_, c)| heartbeat(c).is_some())
         else {
             continue;
@@ -2009,7 +2020,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
                 .s("p95", fixed(hb.interval_p95_s, 3))
                 .s("max", fixed(hb.interval_max_s, 3)),
         )];
-        let display_filters = display_filters(&evidence, &p.legs);
+        let display_filters = display_filters(&evidence, p.legs());
         let recommendation = Msg::new("hb-rec").s(
             "secs",
             fixed(
@@ -2101,7 +2112,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         };
         let mut evidence = Vec::new();
         let mut calls = Vec::new();
-        for leg in &p.legs {
+        for leg in p.legs() {
             let c = ctx.conn(leg);
             let Some(sip) = c.app.as_ref().and_then(|a| a.sip.as_ref()) else {
                 continue;
@@ -2128,7 +2139,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
         let mut seen: Vec<(String, String)> = Vec::new();
         let mut udp_legs: Vec<&Leg> = Vec::new();
         {
-            for &leg in &ctx.sip_udp_legs {
+            for leg in &ctx.sip_udp_legs {
                 let c = &ctx.conn(leg);
                 let Some(sip) = c.app.as_ref().and_then(|a| a.sip.as_ref()) else {
                     continue;
@@ -2161,7 +2172,7 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
                 }
             }
         }
-        let mut legs: Vec<&Leg> = p.legs.to_vec();
+        let mut legs: Vec<&Leg> = p.legs().iter().collect();
         legs.extend(udp_legs);
         let display_filters = display_filters(&evidence, &legs)
             .into_iter()
@@ -2225,7 +2236,7 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
     let disconnects = ctx
         .paths()
         .filter(|p| {
-            let c = ctx.reads(p.legs[0]);
+            let c = ctx.reads(&p.legs()[0]);
             c.proto() == Proto::Tcp && c.ended_by().is_some()
         })
         .count()
@@ -2308,7 +2319,7 @@ pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
         // One capture cannot prove who sent a FIN or RST that fits its sender: say so.
         let ended_far = ctx
             .paths()
-            .filter(|p| ctx.reads(p.legs[0]).ended_by() == Some(Side::Resp))
+            .filter(|p| ctx.reads(&p.legs()[0]).ended_by() == Some(Side::Resp))
             .count();
         return Verdict {
             kind: "healthy".into(),

@@ -150,7 +150,7 @@ struct Lane {
 }
 
 struct Timeline<'a> {
-    lined: &'a LinedUp,
+    lined: std::borrow::Cow<'a, LinedUp>,
     lanes: Vec<Lane>,
     t0: Timestamp,
     t1: Timestamp,
@@ -676,8 +676,11 @@ type LegStarts = BTreeMap<String, (Timestamp, u64)>;
 
 /// The same client's next connection to the same server, at the client-side vantage, when it
 /// comes soon after this one ended: (its id, its legs' first packet per vantage).
-fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)> {
-    let leg = p.legs[0];
+fn reconnect<'a>(
+    ctx: &'a Ctx<'_>,
+    p: &Path<'a>,
+) -> Option<(std::borrow::Cow<'a, LinedUp>, LegStarts)> {
+    let leg = &p.legs()[0];
     let c = &ctx.conn(leg);
     if c.proto != Proto::Tcp {
         return None;
@@ -685,9 +688,9 @@ fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)
     let end = c.termination.as_ref().map_or(c.last_ts, |t| t.ts);
     let next = ctx
         .paths()
-        .filter(|q| q.legs[0].at.0 == leg.at.0)
+        .filter(|q| q.legs()[0].at.0 == leg.at.0)
         .map(|q| {
-            let k = ctx.conn(q.legs[0]);
+            let k = ctx.conn(&q.legs()[0]);
             (q, k)
         })
         .filter(|(_, k)| {
@@ -705,7 +708,7 @@ fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)
     }
     let starts = next
         .0
-        .legs
+        .legs()
         .iter()
         .map(|l| {
             let k = ctx.conn(l);
@@ -715,7 +718,7 @@ fn reconnect<'a>(ctx: &Ctx<'a>, p: &Path<'a>) -> Option<(&'a LinedUp, LegStarts)
             )
         })
         .collect();
-    Some((next.0.lined, starts))
+    Some((next.0.lined.clone(), starts))
 }
 
 /// The findings of each connection, looked up once: a finding may group a thousand.
@@ -731,7 +734,7 @@ fn findings_by_conn(d: &Diagnosis) -> std::collections::HashMap<&str, Vec<&Findi
 
 /// Whether a lined-up connection gets a timeline: it carried TCP somewhere.
 fn has_timeline(p: &Path<'_>) -> bool {
-    p.legs.iter().any(|l| l.proto == Proto::Tcp)
+    p.legs().iter().any(|l| l.proto == Proto::Tcp)
 }
 
 /// One connection's timeline: a lane per leg, its markers, its reconnection.
@@ -742,7 +745,7 @@ fn timeline<'a>(
     ctx: &'a Ctx<'a>,
     cat: &Catalog,
 ) -> Timeline<'a> {
-    let mut lanes: Vec<Lane> = p.legs.iter().map(|l| lane(al, l, cat)).collect();
+    let mut lanes: Vec<Lane> = p.legs().iter().map(|l| lane(al, l, cat)).collect();
     let mut reconnect_words = None;
     if let Some((next, starts)) = reconnect(ctx, p) {
         for ln in &mut lanes {
@@ -801,10 +804,10 @@ fn timeline<'a>(
                 .map(|i| i.to.min(cap))
         })
         .fold(busy_end, |a, b| a.max(b));
-    let c0 = ctx.conn(p.legs[0]);
+    let c0 = ctx.conn(&p.legs()[0]);
     let client = format!(
         "{} {} → {}",
-        p.legs[0].vantage,
+        p.legs()[0].vantage,
         endpoint(c0.orig_h, c0.orig_p),
         endpoint(c0.resp_h, c0.resp_p)
     );
@@ -819,16 +822,16 @@ fn timeline<'a>(
                     },
                 )
                 .s("side", side_word(cat, t.by))
-                .s("vantage", &p.legs[0].vantage),
+                .s("vantage", &p.legs()[0].vantage),
         ),
-        None => cat.render(&Msg::new("t-end-open").s("vantage", &p.legs[0].vantage)),
+        None => cat.render(&Msg::new("t-end-open").s("vantage", &p.legs()[0].vantage)),
     };
     let findings = by_conn
         .get(p.lined.id.as_str())
         .cloned()
         .unwrap_or_default();
     Timeline {
-        lined: p.lined,
+        lined: p.lined.clone(),
         lanes,
         t0,
         t1,
@@ -1278,7 +1281,7 @@ fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Mark
             }
             div.body {
                 p.muted {
-                    (cat.get("h-match")) " " code { (method_word(t.lined)) } " " (format!("{:.2}", t.lined.matched.confidence))
+                    (cat.get("h-match")) " " code { (method_word(&t.lined)) } " " (format!("{:.2}", t.lined.matched.confidence))
                     (cat.get("h-lanes-note"))
                 }
                 (timeline_svg(t, ev, cat))
@@ -1447,7 +1450,7 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                                             @if g.proto == Proto::Udp { " udp" }
                                         }
                                     }
-                                    td { code { (method_word(l)) } " " (format!("{:.2}", l.matched.confidence)) }
+                                    td { code { (method_word(&l)) } " " (format!("{:.2}", l.matched.confidence)) }
                                 }
                             }
                         }

@@ -669,14 +669,14 @@ mod flows_table_tests {
 
 // ---- align and timeline ----
 
-use crate::align::{Alignment, ClockOffset, HopLoss, LinedUp, TimelineEvent};
+use crate::align::{Alignment, ClockOffset, HopLoss, TimelineEvent};
 
 /// `vantage align --format json`: the shapes the diagnose document reuses.
 #[derive(Serialize)]
 pub struct AlignReport<'a> {
     pub reference: &'a str,
     pub clock_offsets: &'a [ClockOffset],
-    pub connections: &'a [LinedUp],
+    pub connections: &'a crate::align::Lines,
     pub losses: &'a [HopLoss],
     pub ambiguous: usize,
 }

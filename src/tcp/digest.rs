@@ -139,7 +139,8 @@ impl DigestStore {
         if let Some((f, written)) = self.spill.take_file() {
             // Straight into the table (a list in between was the file's size twice over).
             let start = self.read.bytes.len();
-            let read = f.and_then(|f| f.take(written).read_to_end(&mut self.read.bytes));
+            let bytes = std::sync::Arc::make_mut(&mut self.read.bytes);
+            let read = f.and_then(|f| f.take(written).read_to_end(bytes));
             // What was read, up to its last whole record (`read_to_end` keeps what came
             // before an error).
             let whole = self.read.index_from(start);
@@ -157,7 +158,7 @@ impl DigestStore {
         for b in self.spill.take_blocks() {
             // Encoded here, so whole.
             let start = self.read.bytes.len();
-            self.read.bytes.extend_from_slice(&b);
+            std::sync::Arc::make_mut(&mut self.read.bytes).extend_from_slice(&b);
             self.read.index_from(start);
         }
         &mut self.read
@@ -192,10 +193,13 @@ impl DigestStore {
 /// and where each starts, in the order they are listed (`sort_by_start`). Decoded, each was a
 /// `Digest` of 200 bytes and a list: on the 2 GB churn synth, 74 000 of them were 15.7 MB of the
 /// rules' peak (heaptrack), where their records are ~8.
+///
+/// A clone shares the records and their index (a one-capture diagnosis's lined-up connections
+/// are made from them as they are read: `align::Lines`); a table changed after is copied first.
 #[derive(Clone, Debug, Default)]
 pub struct Digests {
-    bytes: Vec<u8>,
-    at: Vec<usize>,
+    bytes: std::sync::Arc<Vec<u8>>,
+    at: std::sync::Arc<Vec<usize>>,
     /// Where the connections a rule may end are kept whole (`Digest::whole` names one of
     /// these): one store a shard.
     kept: Vec<std::sync::Arc<super::kept::KeptFile>>,
@@ -222,17 +226,17 @@ impl Digests {
     /// Adds `d` at the end; false (nothing added) if it cannot be encoded (`DigestStore::push`).
     pub fn push(&mut self, d: &Digest) -> bool {
         let start = self.bytes.len();
-        if !encode(d, &mut self.bytes) {
+        if !encode(d, std::sync::Arc::make_mut(&mut self.bytes)) {
             return false;
         }
-        self.at.push(start);
+        std::sync::Arc::make_mut(&mut self.at).push(start);
         true
     }
 
     /// Room for `records` more records of `bytes` in all.
     fn reserve(&mut self, records: usize, bytes: usize) {
-        self.bytes.reserve_exact(bytes);
-        self.at.reserve_exact(records);
+        std::sync::Arc::make_mut(&mut self.bytes).reserve_exact(bytes);
+        std::sync::Arc::make_mut(&mut self.at).reserve_exact(records);
     }
 
     /// Lists the records written to `bytes` from `start` on (one after another, as the store
@@ -240,11 +244,12 @@ impl Digests {
     /// part) is dropped, with what follows it.
     fn index_from(&mut self, start: usize) -> usize {
         let mut at = start;
+        let index = std::sync::Arc::make_mut(&mut self.at);
         while let Some(l) = Layout::of(&self.bytes[at..]) {
-            self.at.push(at);
+            index.push(at);
             at += l.end;
         }
-        self.bytes.truncate(at);
+        std::sync::Arc::make_mut(&mut self.bytes).truncate(at);
         at - start
     }
 
@@ -256,8 +261,8 @@ impl Digests {
             return;
         }
         let base = self.bytes.len();
-        self.bytes.extend_from_slice(&other.bytes);
-        self.at.extend(other.at.iter().map(|a| a + base));
+        std::sync::Arc::make_mut(&mut self.bytes).extend_from_slice(&other.bytes);
+        std::sync::Arc::make_mut(&mut self.at).extend(other.at.iter().map(|a| a + base));
     }
 
     /// The store the digests' connections kept whole are in (`Digest::whole`).
@@ -275,21 +280,21 @@ impl Digests {
 
     /// In start order (start, then first frame), as the connections kept whole are.
     pub fn sort_by_start(&mut self) {
-        let bytes = &self.bytes;
+        let bytes = &*self.bytes;
         // Each key decoded once (the first frame is a varint): decoded at every comparison,
         // they were ~35 M instructions of the 200 MB synth's diagnosis.
-        self.at
+        std::sync::Arc::make_mut(&mut self.at)
             .sort_by_cached_key(|&a| DigestRef(&bytes[a..]).start_order());
     }
 
     /// The first `n` only (their records stay where they are).
     pub fn truncate(&mut self, n: usize) {
-        self.at.truncate(n);
+        std::sync::Arc::make_mut(&mut self.at).truncate(n);
     }
 
     pub fn shrink_to_fit(&mut self) {
-        self.bytes.shrink_to_fit();
-        self.at.shrink_to_fit();
+        std::sync::Arc::make_mut(&mut self.bytes).shrink_to_fit();
+        std::sync::Arc::make_mut(&mut self.at).shrink_to_fit();
     }
 }
 
@@ -895,7 +900,7 @@ mod tests {
             }
             bytes.extend_from_slice(&noise);
             let mut t = Digests {
-                bytes,
+                bytes: bytes.into(),
                 ..Digests::default()
             };
             let whole = t.index_from(0);
