@@ -1682,9 +1682,14 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
         // A leg's `src` is its connection's originator (`align::Leg`): no read of it whole.
         Some((leg.at.0, leg.src))
     };
-    let distinct: std::collections::HashSet<_> = deaths.iter().filter_map(agent).collect();
-    out.reserve_exact(distinct.len());
-    drop(distinct);
+    // And each agent's windows counted, for room for all of them in its first window's
+    // finding, made once (grown as they came, its lists had up to twice the room they needed:
+    // ~15 MB of the 20 GB synth's rules peak, whose agents lost their connection ~7 times).
+    let mut windows: HashMap<(usize, std::net::IpAddr), usize> = HashMap::new();
+    for a in deaths.iter().filter_map(agent) {
+        *windows.entry(a).or_default() += 1;
+    }
+    out.reserve_exact(windows.len());
     // Agents by rank (their first window's order).
     let mut outages: Vec<AgentOutages> = Vec::new();
     for d in deaths {
@@ -1814,10 +1819,19 @@ fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
         match outages.get_mut(rank) {
             Some(agent) => agent.add(&mut out[agent.at], finding, d.conn),
             None => {
+                let mut finding = finding;
+                // At most: a window is left out when its end is unknown (above).
+                let more = windows.get(&(leg.at.0, c.orig_h)).map_or(0, |n| n - 1);
+                if more > 0 {
+                    finding.connections.reserve_exact(more);
+                    // Two items a window at most: the end, and the first answer after it.
+                    finding.evidence.reserve_exact(2 * more);
+                    finding.text.explanation.reserve_exact(more);
+                }
                 outages.push(AgentOutages {
                     at: out.len(),
                     line: d.conn,
-                    later: Vec::new(),
+                    later: Vec::with_capacity(more),
                 });
                 out.push(finding);
             }
