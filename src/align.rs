@@ -251,7 +251,10 @@ fn line_id(k: usize) -> LineId {
     }
     at -= 1;
     digits[at] = b'L';
-    LineId::new(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+    let id = &digits[at..];
+    // Past 14 digits, cut as `new` cuts.
+    LineId::from_ascii(id)
+        .unwrap_or_else(|| LineId::new(std::str::from_utf8(id).unwrap_or_default()))
 }
 
 impl Serialize for Lines {

@@ -463,8 +463,10 @@ impl<'a> DigestRef<'a> {
     }
 
     pub fn uid(&self) -> Uid {
-        let n = usize::from(self.0[0]);
-        Uid::new(std::str::from_utf8(&self.0[1..1 + n]).unwrap_or_default())
+        let uid = &self.0[1..1 + usize::from(self.0[0])];
+        // Written from a uid, so ASCII (`tcp::make_uid`), unless the disk changed it.
+        Uid::from_ascii(uid)
+            .unwrap_or_else(|| Uid::new(std::str::from_utf8(uid).unwrap_or_default()))
     }
 
     pub fn proto(&self) -> Proto {
