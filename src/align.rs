@@ -873,7 +873,7 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
     };
     lined.sort_by_key(place);
     for (k, l) in lined.iter_mut().enumerate() {
-        l.id = LineId::new(&format!("L{}", k + 1));
+        l.id = line_id(k);
     }
     al.connections = std::sync::Arc::new(Lines(LinesOf::Made(lined)));
     al.losses = localise_losses(&al);
