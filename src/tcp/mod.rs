@@ -1519,11 +1519,18 @@ impl Tracker {
         // appended to the largest list, two copies at once were the run's peak (massif, flows
         // on the 200 MB synth).
         let mut done = Vec::with_capacity(shards.iter().map(|s| s.done.len()).sum());
+        // And one table with room for every digest, into which each shard's are read from its
+        // file (`DigestStore::move_into`).
         let mut digests = digest::Digests::default();
+        let (records, bytes) = shards
+            .iter()
+            .map(|s| s.digests.size())
+            .fold((0, 0), |(r, b), (r2, b2)| (r + r2, b + b2));
+        digests.reserve(records, bytes);
         let mut lost = None;
         for s in &mut shards {
             move_shrinking(&mut s.done, &mut done);
-            digests.append(std::mem::take(s.digests.all()));
+            s.digests.move_into(&mut digests);
             lost = lost.or(s.digests.take_error());
         }
         let mut shards = shards.into_iter();
@@ -1614,7 +1621,8 @@ impl Tracker {
         // name them find them there (`Digests::whole`).
         if let Some(kept) = self.kept.as_mut().filter(|k| !k.is_empty()) {
             let (file, e) = kept.seal(&self.capture.path);
-            self.digests.all().attach(file);
+            // Not read back here: a shard's wait in their file until the shards join.
+            self.digests.attach(file);
             if let Some(e) = e {
                 self.kept_lost.get_or_insert(e);
             }
