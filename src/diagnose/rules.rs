@@ -844,8 +844,7 @@ fn middlebox_end(ctx: &Ctx<'_>, p: &Path<'_>) -> Option<(Member, Death)> {
         let mut explanation_many = explanation.clone();
         explanation_many.push(how.clone());
         explanation.push(how.s("silence", fixed(silence, 3)));
-        let legs: Vec<&Leg> = p.legs().iter().collect();
-        let display_filters = display_filters(&evidence, &legs);
+        let display_filters = display_filters(&evidence, p.legs());
         let f = Finding {
             id: String::new(),
             kind,

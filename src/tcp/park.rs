@@ -133,17 +133,14 @@ enum Rec {
     Memory(Box<[u8]>),
 }
 
-/// Records written to an unnamed temporary file as connections are parked, read back (`pread`)
-/// as they come back. Those brought back leave their bytes behind: once those are most of
-/// the file, and at least `compact_from`, the records still parked are copied to a new file.
+/// Records written to an unnamed temporary file as connections are parked (`spill::Spill`, as
+/// the digests and the connections kept whole are: 64 KiB a write), read back (`pread`) as
+/// they come back. Those brought back leave their bytes behind: once those are most of the
+/// file, and at least `compact_from`, the records still parked are copied to a new file.
 struct Disk {
-    file: std::fs::File,
-    /// Bytes in the file.
-    written: u64,
-    /// Records not in the file yet, from offset `written`: written once `flush_at` bytes.
-    /// After a write failed, kept here to be read, and the file no longer written.
-    buf: Vec<u8>,
-    failed: bool,
+    /// Always with a file (`new`); after a write failed, the block it failed on stays in
+    /// memory, readable, and the connections parked after wait in memory (`Rec::Memory`).
+    spill: super::spill::Spill,
     /// Bytes of records brought back.
     dead: u64,
 }
@@ -154,61 +151,62 @@ fn sum(rec: &[u8]) -> u32 {
     foldhash::quality::FixedState::with_seed(0x7061_726b).hash_one(rec) as u32
 }
 
-/// A block's worth of records to a write.
-const FLUSH_AT: usize = 64 * 1024;
 /// Bytes left behind in the file before it is compacted (and they must be most of it).
 const COMPACT_FROM: u64 = 32 * 1024 * 1024;
 
 impl Disk {
+    /// `None` if no temporary file can be made.
     fn new() -> Option<Self> {
-        Some(Disk {
-            file: tempfile::tempfile().ok()?,
-            written: 0,
-            buf: Vec::new(),
-            failed: false,
-            dead: 0,
-        })
+        let spill = super::spill::Spill::new();
+        spill.file.is_some().then_some(Disk { spill, dead: 0 })
     }
 
-    /// Appends `rec`, and says where it is; `None` once the file failed.
-    fn push(&mut self, rec: &[u8], flush_at: usize) -> Option<Rec> {
-        if self.failed {
+    /// Appends `rec`, and says where it is; `None` once a write failed. `flush_each`: every
+    /// record written as it comes (tests).
+    fn push(&mut self, rec: &[u8], flush_each: bool) -> Option<Rec> {
+        if self.spill.failed {
             return None;
         }
-        let at = self.written + self.buf.len() as u64;
+        let at = self.spill.pending() as u64;
         let len = u32::try_from(rec.len()).ok()?;
-        let sum = sum(rec);
-        self.buf.extend_from_slice(rec);
-        if self.buf.len() >= flush_at {
-            use std::io::Write as _;
-            match self.file.write_all(&self.buf) {
-                Ok(()) => {
-                    self.written += self.buf.len() as u64;
-                    self.buf.clear();
-                }
-                // What a write cut short left after `written` is never read: those records
-                // stay in `buf`.
-                Err(_) => self.failed = true,
-            }
+        self.spill.block().extend_from_slice(rec);
+        if flush_each {
+            self.spill.flush();
+        } else {
+            self.spill.wrote();
         }
-        Some(Rec::Disk { at, len, sum })
+        Some(Rec::Disk {
+            at,
+            len,
+            sum: sum(rec),
+        })
     }
 
     /// The record at `at`, into `out`, if its bytes hash to `want`.
     fn read(&self, at: u64, len: u32, want: u32, out: &mut Vec<u8>) -> std::io::Result<()> {
         out.clear();
-        match at.checked_sub(self.written) {
-            Some(off) => {
-                let b = usize::try_from(off)
-                    .ok()
-                    .and_then(|off| self.buf.get(off..off.checked_add(len as usize)?));
+        let s = &self.spill;
+        match (at.checked_sub(s.written), s.file.as_ref()) {
+            // Not written yet, or kept in memory after a write failed: a block holds whole
+            // records, one after another from `written`.
+            (Some(off), _) => {
+                let mut off = usize::try_from(off).unwrap_or(usize::MAX);
+                let block = s.blocks.iter().chain([&s.block]).find(|b| {
+                    let here = off < b.len();
+                    if !here {
+                        off -= b.len();
+                    }
+                    here
+                });
+                let b = block.and_then(|b| b.get(off..off.checked_add(len as usize)?));
                 let b = b.ok_or_else(|| std::io::Error::other("a parked record out of bounds"))?;
                 out.extend_from_slice(b);
             }
-            None => {
+            (None, Some(f)) => {
                 out.resize(len as usize, 0);
-                super::kept::read_at(&self.file, out, at)?;
+                super::kept::read_at(f, out, at)?;
             }
+            (None, None) => return Err(std::io::Error::other("no parked file")),
         }
         match sum(out) == want {
             true => Ok(()),
@@ -236,8 +234,9 @@ pub(super) struct Parked {
     /// Connections whose record could not be read back, and the first error.
     pub lost: u64,
     pub lost_error: Option<std::io::Error>,
-    /// `FLUSH_AT` and `COMPACT_FROM`, smaller in tests.
-    flush_at: usize,
+    /// Every record written as it comes, and `COMPACT_FROM` smaller, in tests; after a
+    /// compaction failed, twice the bytes left behind then.
+    flush_each: bool,
     compact_from: u64,
 }
 
@@ -254,7 +253,7 @@ impl Default for Parked {
             compactions: 0,
             lost: 0,
             lost_error: None,
-            flush_at: FLUSH_AT,
+            flush_each: false,
             compact_from: COMPACT_FROM,
         }
     }
@@ -311,11 +310,11 @@ impl Parked {
         if !std::mem::replace(&mut self.tried_disk, true) {
             self.disk = Disk::new();
         }
-        let flush_at = self.flush_at;
+        let flush_each = self.flush_each;
         let rec = self
             .disk
             .as_mut()
-            .and_then(|d| d.push(&self.scratch, flush_at))
+            .and_then(|d| d.push(&self.scratch, flush_each))
             .unwrap_or_else(|| Rec::Memory(self.scratch.as_slice().into()));
         let e = Entry {
             start: (l.conn.ts, l.conn.first_frame),
@@ -363,16 +362,19 @@ impl Parked {
 
     /// Once most of the file is records brought back, and at least `compact_from` bytes of
     /// it, the records still parked are copied to a new file, which replaces it. If that
-    /// fails, the old file stays.
+    /// fails, the old file stays, and the next try waits for twice as many bytes left behind
+    /// (tried again at every return, a full disk made each copy every record).
     fn compact(&mut self) {
         let Some(d) = self.disk.as_ref() else {
             return;
         };
-        let total = d.written + d.buf.len() as u64;
-        if d.dead < self.compact_from || d.dead * 2 < total || d.failed {
+        let total = d.spill.pending() as u64;
+        if d.dead < self.compact_from || d.dead * 2 < total || d.spill.failed {
             return;
         }
+        let failed = d.dead.saturating_mul(2).max(1);
         let Some(mut new) = Disk::new() else {
+            self.compact_from = failed;
             return;
         };
         let mut moved = Vec::new();
@@ -380,9 +382,15 @@ impl Parked {
         for (k, e) in &self.map {
             if let Rec::Disk { at, len, sum } = e.rec {
                 let ok = d.read(at, len, sum, &mut rec).is_ok();
-                match new.push(&rec, self.flush_at).filter(|_| ok && !new.failed) {
+                match new
+                    .push(&rec, self.flush_each)
+                    .filter(|_| ok && !new.spill.failed)
+                {
                     Some(r) => moved.push((*k, r)),
-                    None => return,
+                    None => {
+                        self.compact_from = failed;
+                        return;
+                    }
                 }
             }
         }
@@ -491,7 +499,7 @@ mod tests {
             );
             // Without a file, as when none can be made.
             parking.parked.tried_disk = !on_disk;
-            parking.parked.flush_at = 1;
+            parking.parked.flush_each = true;
             parking.parked.compact_from = 0;
             while let Ok(Some(frame)) = r.next_frame() {
                 if let Decoded::Ip(packet) = crate::decode::decode(&frame) {
@@ -545,7 +553,7 @@ mod tests {
                 ..diagnosis()
             };
             let mut t = crate::tcp::Tracker::with_options(p.display().to_string(), opts);
-            t.parked.flush_at = 1;
+            t.parked.flush_each = true;
             let mut n = 0;
             while let Ok(Some(frame)) = r.next_frame() {
                 if let Decoded::Ip(packet) = crate::decode::decode(&frame) {
@@ -553,8 +561,9 @@ mod tests {
                     t.park_silent(frame.ts);
                     n += 1;
                     if n == 20 {
-                        if let Some(d) = t.parked.disk.as_ref() {
-                            d.file.set_len(0).expect("cut");
+                        if let Some(f) = t.parked.disk.as_ref().and_then(|d| d.spill.file.as_ref())
+                        {
+                            f.set_len(0).expect("cut");
                         }
                     }
                 }
