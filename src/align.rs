@@ -1017,7 +1017,7 @@ impl PayloadIndex {
     const PER_PAYLOAD: usize = 64;
 
     fn of(conns: &[Box<Connection>]) -> Self {
-        fn payloads(c: &Connection) -> impl Iterator<Item = &crate::tcp::Sample> {
+        fn payloads(c: &Connection) -> impl Iterator<Item = crate::tcp::Sample> + '_ {
             c.orig
                 .samples
                 .iter()
@@ -1162,13 +1162,13 @@ fn deltas(
     let mut first_b: HashMap<Key, Timestamp> = HashMap::new();
     for s in b.iter() {
         if s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || control_too {
-            first_b.entry(key(s)).or_insert(s.ts);
+            first_b.entry(key(&s)).or_insert(s.ts);
         }
     }
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for s in a.iter() {
-        let k = key(s);
+        let k = key(&s);
         if !seen.insert(k) {
             continue; // only the first copy: retransmissions would skew the delays
         }
@@ -1296,10 +1296,7 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
                 } else {
                     &c.resp
                 };
-                (
-                    d.samples.iter().copied().collect(),
-                    d.retransmitted.to_vec(),
-                )
+                (d.samples.iter().collect(), d.retransmitted.to_vec())
             };
             // Order legs by their first sample of this direction, in reference time.
             let mut order: Vec<(Timestamp, &Leg)> = l

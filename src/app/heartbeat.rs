@@ -217,7 +217,7 @@ const SMALL: usize = 6;
 const STREAMS: usize = 2 * SMALL + 2;
 /// Delta units, by the 2-bit exponent of a record's tag: ns, µs, ms, s. Classic pcap times are
 /// whole microseconds, so most deltas shrink by 1000 (10 bits) before encoding.
-const UNITS: [i64; 4] = [1, 1_000, 1_000_000, 1_000_000_000];
+pub(crate) const UNITS: [i64; 4] = [1, 1_000, 1_000_000, 1_000_000_000];
 /// Smallest growth of a log, in bytes (a first record with its absolute time takes ~10).
 const GROW_MIN: usize = 32;
 
@@ -413,7 +413,7 @@ fn intervals(last: i64, before: [i64; 2]) -> [i64; 2] {
 
 /// `v` as a record holds it: the coarsest unit that divides it exactly (its exponent in
 /// `UNITS`), and the zigzag of `v` in that unit.
-fn packed(v: i64) -> (u8, u64) {
+pub(crate) fn packed(v: i64) -> (u8, u64) {
     let exp: u8 = if v % 1_000 != 0 {
         0
     } else if v % 1_000_000 != 0 {

@@ -576,7 +576,11 @@ impl LiveDir {
             fingerprint: seq.profile.fingerprint(),
             isn: seq.isn,
             saw_syn: seq.saw_syn,
-            samples: self.samples,
+            samples: {
+                let mut s = self.samples;
+                s.pack();
+                s
+            },
             retransmitted: self.retransmitted.into(),
             first_data: std::num::NonZeroU64::new(self.first_data_frame)
                 .map(|frame| (self.first_data_ts, frame)),
@@ -680,9 +684,205 @@ pub struct Samples {
 }
 
 #[derive(Clone, Debug)]
-struct KeptSamples {
-    head: Vec<Sample>,
-    tail: std::collections::VecDeque<Sample>,
+enum KeptSamples {
+    /// The first samples, until there are `SAMPLES_HEAD`.
+    Head(Vec<Sample>),
+    /// Then: those packed (`packed_samples`; they do not change again), the last of them (the
+    /// base of the next packed sample), and the latest `SAMPLES_TAIL` after them. A
+    /// two-capture diagnosis keeps samples for every live connection (20 000 at once on the
+    /// 500 MB NAT pair of issue 8's synth); packed, a full head takes ~460 bytes, not 960.
+    Tail {
+        head: Box<[u8]>,
+        last: Sample,
+        tail: std::collections::VecDeque<Sample>,
+    },
+    /// Once the connection is summarised (`Samples::pack`): all of them, in the same order,
+    /// packed.
+    Packed(Box<[u8]>),
+}
+
+/// A finished connection's samples, packed: a two-capture diagnosis keeps every connection
+/// whole until the captures are lined up, and its samples (up to 96 of 40 bytes, ~3.9 KB a
+/// connection) were most of the heap: 186 of 314 MB for the synth's 500 MB NAT pair. Each
+/// sample is a tag byte (kind in bits 0-2, an IP ID in bit 3, the time's unit in bits 4-5:
+/// `heartbeat::UNITS`), then the zigzag varints of its time, frame and `rel_seq` less the
+/// previous sample's (wrapping: exact for any values), its length as a varint, its hash (8
+/// bytes), IP ID (2, if any) and TTL (1): ~19 bytes. Exact: `iter` gives back what was pushed.
+mod packed_samples {
+    use super::{Sample, SampleKind};
+    use crate::app::heartbeat::{packed, UNITS};
+    use crate::capture::Timestamp;
+    use crate::varint::{push, read, unzigzag, zigzag};
+
+    pub(super) const KINDS: [SampleKind; 6] = [
+        SampleKind::Syn,
+        SampleKind::SynAck,
+        SampleKind::Data,
+        SampleKind::Fin,
+        SampleKind::Rst,
+        SampleKind::Datagram,
+    ];
+
+    fn kind_index(k: SampleKind) -> u8 {
+        match k {
+            SampleKind::Syn => 0,
+            SampleKind::SynAck => 1,
+            SampleKind::Data => 2,
+            SampleKind::Fin => 3,
+            SampleKind::Rst => 4,
+            SampleKind::Datagram => 5,
+        }
+    }
+
+    /// The previous sample's time, frame and `rel_seq`, the base of the next one's.
+    #[derive(Clone, Copy, Default)]
+    struct Prev {
+        ts: i64,
+        frame: u64,
+        rel_seq: u32,
+    }
+
+    /// `f` given an empty buffer kept for the thread: a packing is copied out at its size, in
+    /// one allocation (a `Vec` grown as it was written took five, and the reallocations'
+    /// copies).
+    pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            s.clear();
+            f(&mut s)
+        })
+    }
+
+    /// `samples` packed, after `out`'s, which end with `last` (`None`: `out` is empty).
+    pub(super) fn pack<'a>(
+        out: &mut Vec<u8>,
+        last: Option<&Sample>,
+        samples: impl Iterator<Item = &'a Sample>,
+    ) {
+        let mut prev = last.map_or(Prev::default(), |s| Prev {
+            ts: s.ts.0,
+            frame: s.frame,
+            rel_seq: s.rel_seq,
+        });
+        for s in samples {
+            let (exp, ts) = packed(s.ts.0.wrapping_sub(prev.ts));
+            let tag = kind_index(s.kind) | u8::from(s.ip_id.is_some()) << 3 | exp << 4;
+            out.push(tag);
+            push(out, ts);
+            push(out, zigzag(s.frame.wrapping_sub(prev.frame) as i64));
+            push(
+                out,
+                zigzag(i64::from(s.rel_seq.wrapping_sub(prev.rel_seq) as i32)),
+            );
+            push(out, u64::from(s.len));
+            out.extend_from_slice(&s.hash.to_le_bytes());
+            if let Some(id) = s.ip_id {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+            out.push(s.ttl);
+            prev = Prev {
+                ts: s.ts.0,
+                frame: s.frame,
+                rel_seq: s.rel_seq,
+            };
+        }
+    }
+
+    /// Decoder of `pack`'s bytes; stops at bytes that do not decode (never written).
+    #[derive(Default)]
+    pub struct Unpack<'a> {
+        bytes: &'a [u8],
+        at: usize,
+        prev: Prev,
+    }
+
+    impl<'a> Unpack<'a> {
+        pub(super) fn new(bytes: &'a [u8]) -> Self {
+            Unpack {
+                bytes,
+                at: 0,
+                prev: Prev::default(),
+            }
+        }
+
+        // Inlined: the alignment reads every sample several times (~5 on the NAT synth), and
+        // out of line (the compiler merged it with the heartbeat log's identical reader) the
+        // calls cost more than the decoding.
+        #[inline(always)]
+        fn varint(&mut self) -> Option<u64> {
+            // Most are a byte: deltas between a connection's packets.
+            let b = *self.bytes.get(self.at)?;
+            if b < 0x80 {
+                self.at += 1;
+                return Some(u64::from(b));
+            }
+            let (v, at) = read(self.bytes, self.at)?;
+            self.at = at;
+            Some(v)
+        }
+
+        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let b = self.bytes.get(self.at..self.at + N)?.try_into().ok()?;
+            self.at += N;
+            Some(b)
+        }
+
+        #[inline(always)]
+        fn sample(&mut self) -> Option<Sample> {
+            let [tag] = self.take::<1>()?;
+            let kind = *KINDS.get(usize::from(tag & 7))?;
+            let unit = UNITS[usize::from(tag >> 4 & 3)];
+            let ts = self
+                .prev
+                .ts
+                .wrapping_add(unzigzag(self.varint()?).wrapping_mul(unit));
+            let frame = self
+                .prev
+                .frame
+                .wrapping_add(unzigzag(self.varint()?) as u64);
+            let rel_seq = self
+                .prev
+                .rel_seq
+                .wrapping_add(unzigzag(self.varint()?) as i32 as u32);
+            let len = u32::try_from(self.varint()?).ok()?;
+            let hash = u64::from_le_bytes(self.take::<8>()?);
+            let ip_id = if tag & 8 != 0 {
+                Some(u16::from_le_bytes(self.take::<2>()?))
+            } else {
+                None
+            };
+            let [ttl] = self.take::<1>()?;
+            self.prev = Prev { ts, frame, rel_seq };
+            Some(Sample {
+                ts: Timestamp(ts),
+                frame,
+                kind,
+                rel_seq,
+                len,
+                hash,
+                ip_id,
+                ttl,
+            })
+        }
+    }
+
+    impl Iterator for Unpack<'_> {
+        type Item = Sample;
+        #[inline]
+        fn next(&mut self) -> Option<Sample> {
+            if self.at >= self.bytes.len() {
+                return None;
+            }
+            let s = self.sample();
+            if s.is_none() {
+                self.at = self.bytes.len();
+            }
+            s
+        }
+    }
 }
 
 impl Samples {
@@ -699,30 +899,93 @@ impl Samples {
     fn push(&mut self, s: Sample) {
         self.total += 1;
         let k = self.kept.get_or_insert_with(|| {
-            Box::new(KeptSamples {
-                // Exactly the bounds: no growth slack on every connection.
-                head: Vec::with_capacity(SAMPLES_HEAD),
-                tail: std::collections::VecDeque::new(),
-            })
+            // Exactly the bounds: no growth slack on every connection.
+            Box::new(KeptSamples::Head(Vec::with_capacity(SAMPLES_HEAD)))
         });
-        if k.head.len() < SAMPLES_HEAD {
-            k.head.push(s);
+        match &mut **k {
+            KeptSamples::Head(head) if head.len() < SAMPLES_HEAD => head.push(s),
+            KeptSamples::Head(head) => {
+                let packed = packed_samples::with_scratch(|packed| {
+                    packed_samples::pack(packed, None, head.iter());
+                    Box::from(&packed[..])
+                });
+                let last = head[head.len() - 1];
+                let mut tail = std::collections::VecDeque::with_capacity(SAMPLES_TAIL);
+                tail.push_back(s);
+                **k = KeptSamples::Tail {
+                    head: packed,
+                    last,
+                    tail,
+                };
+            }
+            KeptSamples::Tail { tail, .. } => {
+                if tail.len() == SAMPLES_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(s);
+            }
+            // A summary gets no more packets.
+            KeptSamples::Packed(_) => {}
+        }
+    }
+
+    /// The kept samples packed (`packed_samples`), for a connection that has ended.
+    fn pack(&mut self) {
+        let Some(k) = self.kept.as_deref_mut() else {
             return;
+        };
+        let packed = packed_samples::with_scratch(|packed| {
+            match k {
+                KeptSamples::Head(head) => packed_samples::pack(packed, None, head.iter()),
+                KeptSamples::Tail { head, last, tail } => {
+                    packed.extend_from_slice(head);
+                    packed_samples::pack(packed, Some(last), tail.iter());
+                }
+                KeptSamples::Packed(_) => return None,
+            }
+            Some(Box::from(&packed[..]))
+        });
+        if let Some(p) = packed {
+            *k = KeptSamples::Packed(p);
         }
-        if k.tail.capacity() == 0 {
-            k.tail.reserve_exact(SAMPLES_TAIL);
-        }
-        if k.tail.len() == SAMPLES_TAIL {
-            k.tail.pop_front();
-        }
-        k.tail.push_back(s);
     }
 
     /// Every kept sample, in capture order.
-    pub fn iter(&self) -> impl Iterator<Item = &Sample> {
-        self.kept
-            .iter()
-            .flat_map(|k| k.head.iter().chain(k.tail.iter()))
+    pub fn iter(&self) -> SamplesIter<'_> {
+        let mut it = SamplesIter::default();
+        match self.kept.as_deref() {
+            None => {}
+            Some(KeptSamples::Head(head)) => it.head = head.iter(),
+            Some(KeptSamples::Tail { head, tail, .. }) => {
+                it.packed = packed_samples::Unpack::new(head);
+                it.tail = tail.iter();
+            }
+            Some(KeptSamples::Packed(b)) => it.packed = packed_samples::Unpack::new(b),
+        }
+        it
+    }
+}
+
+/// `Samples::iter`: the samples not packed yet at the start, the packed ones, the latest.
+/// One iterator where three chained ones (`Option`s flattened) cost a third of the reading.
+#[derive(Default)]
+pub struct SamplesIter<'a> {
+    head: std::slice::Iter<'a, Sample>,
+    packed: packed_samples::Unpack<'a>,
+    tail: std::collections::vec_deque::Iter<'a, Sample>,
+}
+
+impl Iterator for SamplesIter<'_> {
+    type Item = Sample;
+    #[inline]
+    fn next(&mut self) -> Option<Sample> {
+        if let Some(s) = self.head.next() {
+            return Some(*s);
+        }
+        if let Some(s) = self.packed.next() {
+            return Some(s);
+        }
+        self.tail.next().copied()
     }
 }
 
@@ -2623,5 +2886,140 @@ mod uid_tests {
         assert_eq!(a, uid("/other/agent.pcap"));
         assert_eq!(a.len(), UID_LEN);
         assert!(a.starts_with('C'));
+    }
+}
+
+#[cfg(test)]
+mod samples_tests {
+    use super::*;
+    use crate::decode::{decode, Decoded, Transport};
+
+    /// The samples as kept while open, then packed: the same, in the same order.
+    fn check_packed(samples: &[Sample], what: &str) {
+        let mut s = Samples::default();
+        for &x in samples {
+            s.push(x);
+        }
+        let open: Vec<Sample> = s.iter().collect();
+        assert!(matches!(
+            s.kept.as_deref(),
+            Some(KeptSamples::Head(_) | KeptSamples::Tail { .. }) | None
+        ));
+        // What is kept: the first `SAMPLES_HEAD` and the last `SAMPLES_TAIL`.
+        let n = samples.len();
+        let kept: Vec<Sample> = if n <= SAMPLES_HEAD + SAMPLES_TAIL {
+            samples.to_vec()
+        } else {
+            let (head, rest) = samples.split_at(SAMPLES_HEAD);
+            head.iter()
+                .chain(&rest[rest.len() - SAMPLES_TAIL..])
+                .copied()
+                .collect()
+        };
+        assert_eq!(open, kept, "{what}");
+        s.pack();
+        assert!(matches!(
+            s.kept.as_deref(),
+            Some(KeptSamples::Packed(_)) | None
+        ));
+        let packed: Vec<Sample> = s.iter().collect();
+        assert_eq!(open, packed, "{what}");
+        assert_eq!(s.total, samples.len() as u64);
+    }
+
+    /// Every frame of every fixture, as a sample of its transport (its real times, frame
+    /// numbers, sequence numbers, IP IDs, TTLs, lengths and payload hashes), in runs of 60: the
+    /// first 24 and last 24 of each run kept, packed and read back.
+    #[test]
+    fn packed_samples_read_back_as_kept_on_every_fixture() {
+        let mut runs = 0;
+        for f in &crate::testing::fixture_captures() {
+            let Ok(mut r) = crate::capture::CaptureReader::open(f) else {
+                continue;
+            };
+            let mut run = Vec::new();
+            while let Ok(Some(frame)) = r.next_frame() {
+                let Decoded::Ip(p) = decode(&frame) else {
+                    continue;
+                };
+                let (kind, rel_seq, len, payload) = match p.transport {
+                    Transport::Tcp(t) if t.flags.syn() && t.flags.ack() => {
+                        (SampleKind::SynAck, t.seq, t.payload_len, t.payload)
+                    }
+                    Transport::Tcp(t) if t.flags.syn() => {
+                        (SampleKind::Syn, t.seq, t.payload_len, t.payload)
+                    }
+                    Transport::Tcp(t) if t.flags.rst() => {
+                        (SampleKind::Rst, t.seq, t.payload_len, t.payload)
+                    }
+                    Transport::Tcp(t) if t.flags.fin() => {
+                        (SampleKind::Fin, t.seq, t.payload_len, t.payload)
+                    }
+                    Transport::Tcp(t) => (SampleKind::Data, t.seq, t.payload_len, t.payload),
+                    Transport::Udp(u) => (SampleKind::Datagram, 0, u.payload_len, u.payload),
+                    Transport::Other { .. } => continue,
+                };
+                run.push(Sample {
+                    ts: frame.ts,
+                    frame: frame.number,
+                    kind,
+                    rel_seq,
+                    len,
+                    hash: if payload.is_empty() {
+                        0
+                    } else {
+                        payload_hash(payload)
+                    },
+                    ip_id: p.ip_id,
+                    ttl: p.ttl,
+                });
+                if run.len() == 60 {
+                    check_packed(&run, &format!("{} to frame {}", f.display(), frame.number));
+                    runs += 1;
+                    run.clear();
+                }
+            }
+            check_packed(&run, &format!("{} end", f.display()));
+        }
+        assert!(runs > 50, "{runs} runs");
+    }
+
+    proptest::proptest! {
+        /// Any values, the extremes too: times going back, frames and sequence numbers
+        /// wrapping, no IP ID.
+        #[test]
+        fn packed_samples_are_exact(
+            xs in proptest::collection::vec(
+                (
+                    proptest::prelude::any::<i64>(),
+                    proptest::prelude::any::<u64>(),
+                    0usize..6,
+                    proptest::prelude::any::<u32>(),
+                    proptest::prelude::any::<u32>(),
+                    proptest::prelude::any::<u64>(),
+                    proptest::prelude::any::<Option<u16>>(),
+                    proptest::prelude::any::<u8>(),
+                ),
+                0..120,
+            ),
+            round in proptest::prelude::any::<bool>(),
+        ) {
+            let kinds = packed_samples::KINDS;
+            let samples: Vec<Sample> = xs
+                .into_iter()
+                .map(|(ts, frame, k, rel_seq, len, hash, ip_id, ttl)| Sample {
+                    // Whole microseconds, as most captures' times are, or any nanosecond.
+                    ts: Timestamp(if round { ts / 1_000 * 1_000 } else { ts }),
+                    frame,
+                    kind: kinds[k],
+                    rel_seq,
+                    len,
+                    hash,
+                    ip_id,
+                    ttl,
+                })
+                .collect();
+            check_packed(&samples, "random");
+        }
     }
 }
