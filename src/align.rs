@@ -501,23 +501,30 @@ impl Contents {
     fn of(conns: &[Box<Connection>]) -> Self {
         let mut k = Contents::default();
         for c in conns {
-            k.push(c);
+            k.push(c, |_| {});
         }
         k
     }
 
-    fn push(&mut self, c: &Connection) {
+    /// `c`'s items; `each` sees every sample of `c` on the way (the samples are packed: one
+    /// pass decodes them for both).
+    fn push(&mut self, c: &Connection, mut each: impl FnMut(&crate::tcp::Sample)) {
         let start = self.items.len();
-        let o = self.push_side(&c.orig.samples);
-        let r = self.push_side(&c.resp.samples);
+        let o = self.push_side(&c.orig.samples, &mut each);
+        let r = self.push_side(&c.resp.samples, &mut each);
         self.spans.push((start as u32, o, r));
     }
 
-    fn push_side(&mut self, samples: &crate::tcp::Samples) -> u16 {
+    fn push_side(
+        &mut self,
+        samples: &crate::tcp::Samples,
+        each: &mut impl FnMut(&crate::tcp::Sample),
+    ) -> u16 {
         let start = self.items.len();
         self.items.extend(
             samples
                 .iter()
+                .inspect(|s| each(s))
                 .filter(|s| s.hash != 0 && s.len > 0)
                 .map(|s| Item {
                     hash: s.hash,
@@ -947,17 +954,16 @@ fn best_candidates(
             let a = first + k;
             ka.items.clear();
             ka.spans.clear();
-            ka.push(c);
             seen.clear();
+            ka.push(c, |s| {
+                if s.hash != 0 {
+                    seen.extend(by_hash.get(s.hash, s.len));
+                }
+            });
             if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
                 seen.extend(by_isn.get(&isn).into_iter().flatten());
             }
             seen.extend(by_tuple.get(&tuple_key(c)).into_iter().flatten());
-            for s in c.orig.samples.iter().chain(c.resp.samples.iter()) {
-                if s.hash != 0 {
-                    seen.extend(by_hash.get(s.hash, s.len));
-                }
-            }
             seen.sort_unstable();
             seen.dedup();
             for &b in &seen {
@@ -1290,29 +1296,31 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
             continue;
         }
         for dir in ["client_to_server", "server_to_client"] {
-            let side = |c: &Connection| -> (Vec<Sample>, Vec<Sample>) {
-                let d = if dir == "client_to_server" {
+            fn of<'c>(c: &'c Connection, dir: &str) -> &'c crate::tcp::Direction {
+                if dir == "client_to_server" {
                     &c.orig
                 } else {
                     &c.resp
-                };
-                (d.samples.iter().collect(), d.retransmitted.to_vec())
-            };
-            // Order legs by their first sample of this direction, in reference time.
+                }
+            }
+            // Order legs by their first sample of this direction, in reference time (only
+            // that sample read: the samples are packed, and this read them all three times).
             let mut order: Vec<(Timestamp, &Leg)> = l
                 .legs
                 .iter()
                 .filter_map(|leg| {
-                    let c = al.connection(leg);
-                    let (s, _) = side(&c);
-                    s.first().map(|f| (al.to_reference(leg.at.0, f.ts), leg))
+                    let first = of(&al.connection(leg), dir).samples.iter().next();
+                    first.map(|f| (al.to_reference(leg.at.0, f.ts), leg))
                 })
                 .collect();
             order.sort_by_key(|(t, _)| *t);
             for w in order.windows(2) {
                 let (up, down) = (w[0].1, w[1].1);
-                let (_, up_re) = side(&al.connection(up));
-                let (down_s, down_re) = side(&al.connection(down));
+                let up_re = of(&al.connection(up), dir).retransmitted.to_vec();
+                let down_c = al.connection(down);
+                let down_d = of(&down_c, dir);
+                let down_s: Vec<Sample> = down_d.samples.iter().collect();
+                let down_re = down_d.retransmitted.to_vec();
                 let down_max = down_s
                     .iter()
                     .map(|s| s.rel_seq.wrapping_add(s.len))
