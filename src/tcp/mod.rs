@@ -687,19 +687,22 @@ pub struct Samples {
 enum KeptSamples {
     /// The first samples, until there are `SAMPLES_HEAD`.
     Head(Vec<Sample>),
-    /// Then: those packed (`packed_samples`; they do not change again), the last of them (the
-    /// base of the next packed sample), and the latest `SAMPLES_TAIL` after them. A
+    /// Then: those packed (`packed_samples`; they do not change again), and the latest
+    /// `SAMPLES_TAIL` after them. A
     /// two-capture diagnosis keeps samples for every live connection (20 000 at once on the
     /// 500 MB NAT pair of issue 8's synth); packed, a full head takes ~460 bytes, not 960.
     Tail {
         head: Box<[u8]>,
-        last: Sample,
         tail: std::collections::VecDeque<Sample>,
     },
     /// Once the connection is summarised (`Samples::pack`): all of them, in the same order,
     /// packed.
     Packed(Box<[u8]>),
 }
+
+// Every direction with samples has one (two captures: every connection, live or not); as big
+// as the list heads it had before packing.
+const _: () = assert!(std::mem::size_of::<KeptSamples>() <= 56);
 
 /// A finished connection's samples, packed: a two-capture diagnosis keeps every connection
 /// whole until the captures are lined up, and its samples (up to 96 of 40 bytes, ~3.9 KB a
@@ -909,14 +912,9 @@ impl Samples {
                     packed_samples::pack(packed, None, head.iter());
                     Box::from(&packed[..])
                 });
-                let last = head[head.len() - 1];
                 let mut tail = std::collections::VecDeque::with_capacity(SAMPLES_TAIL);
                 tail.push_back(s);
-                **k = KeptSamples::Tail {
-                    head: packed,
-                    last,
-                    tail,
-                };
+                **k = KeptSamples::Tail { head: packed, tail };
             }
             KeptSamples::Tail { tail, .. } => {
                 if tail.len() == SAMPLES_TAIL {
@@ -937,9 +935,12 @@ impl Samples {
         let packed = packed_samples::with_scratch(|packed| {
             match k {
                 KeptSamples::Head(head) => packed_samples::pack(packed, None, head.iter()),
-                KeptSamples::Tail { head, last, tail } => {
+                KeptSamples::Tail { head, tail } => {
+                    // The base of the next packed sample: the head's last, read back once
+                    // here rather than kept (40 bytes in every connection's box).
+                    let last = packed_samples::Unpack::new(head).last();
                     packed.extend_from_slice(head);
-                    packed_samples::pack(packed, Some(last), tail.iter());
+                    packed_samples::pack(packed, last.as_ref(), tail.iter());
                 }
                 KeptSamples::Packed(_) => return None,
             }
