@@ -1285,6 +1285,13 @@ fn round_us(x: f64) -> f64 {
 /// direction (reference time). A segment sent `u` times at the upstream leg and seen `d` times
 /// downstream lost `u - d` copies on that hop.
 fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
+    fn of<'c>(c: &'c Connection, dir: &str) -> &'c crate::tcp::Direction {
+        if dir == "client_to_server" {
+            &c.orig
+        } else {
+            &c.resp
+        }
+    }
     let mut acc: HashMap<(String, String, &'static str), (u64, Vec<String>)> = HashMap::new();
     for l in al.connections.iter() {
         if l.legs.len() < 2
@@ -1296,13 +1303,6 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
             continue;
         }
         for dir in ["client_to_server", "server_to_client"] {
-            fn of<'c>(c: &'c Connection, dir: &str) -> &'c crate::tcp::Direction {
-                if dir == "client_to_server" {
-                    &c.orig
-                } else {
-                    &c.resp
-                }
-            }
             // Order legs by their first sample of this direction, in reference time (only
             // that sample read: the samples are packed, and this read them all three times).
             let mut order: Vec<(Timestamp, &Leg)> = l

@@ -688,9 +688,9 @@ enum KeptSamples {
     /// The first samples, until there are `SAMPLES_HEAD`.
     Head(Vec<Sample>),
     /// Then: those packed (`packed_samples`; they do not change again), and the latest
-    /// `SAMPLES_TAIL` after them. A
-    /// two-capture diagnosis keeps samples for every live connection (20 000 at once on the
-    /// 500 MB NAT pair of issue 8's synth); packed, a full head takes ~460 bytes, not 960.
+    /// `SAMPLES_TAIL` after them. A two-capture diagnosis keeps samples for every live
+    /// connection (20 000 at once on the 500 MB NAT pair of issue 8's synth); packed, a full
+    /// head takes ~460 bytes, not 960.
     Tail {
         head: Box<[u8]>,
         tail: std::collections::VecDeque<Sample>,
