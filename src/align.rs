@@ -221,18 +221,19 @@ impl Lines {
     /// The lined-up connection named `id`: `L{k + 1}` is the `k`th (a map from id to index
     /// cost ~40 bytes a connection).
     pub fn by_id(&self, id: &str) -> Option<std::borrow::Cow<'_, LinedUp>> {
-        let k = id
-            .strip_prefix('L')?
-            .parse::<usize>()
-            .ok()?
-            .checked_sub(1)?;
-        self.get(k).filter(|l| l.id == id)
+        self.get(line_index(id)?).filter(|l| l.id == id)
     }
 
     /// Every lined-up connection, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = std::borrow::Cow<'_, LinedUp>> + '_ {
         (0..self.len()).map(|k| self.get(k).expect("within the list"))
     }
+}
+
+/// Where a lined-up connection's id puts it: `k` for `L{k + 1}` (`line_id`); the caller checks
+/// the id there is `id` (`L01` is not `L1`).
+pub fn line_index(id: &str) -> Option<usize> {
+    id.strip_prefix('L')?.parse::<usize>().ok()?.checked_sub(1)
 }
 
 /// `L{k + 1}`, without a `String` (the rules make a one-capture diagnosis's lined-up

@@ -376,10 +376,7 @@ impl<'a> Ctx<'a> {
     pub fn path(&self, id: &str) -> Option<Path<'_>> {
         // `align` numbers lined-up connections L1, L2, ... in the order `paths` has them: the
         // number is the index (a map from id to index cost ~40 bytes a connection).
-        let at = id
-            .strip_prefix('L')
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1))?;
+        let at = crate::align::line_index(id)?;
         (at < self.al.connections.len())
             .then(|| self.path_at(at))
             .filter(|p| p.lined.id == id)
