@@ -17,7 +17,6 @@
 //! `d_ba` the one back, `offset = (d_ab - d_ba) / 2` and the true offset lies within
 //! `± (d_ab + d_ba) / 2`. `offset_s` is the capture's clock minus the reference clock.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -25,6 +24,13 @@ use serde::Serialize;
 use crate::capture::Timestamp;
 use crate::pipeline::CaptureFlows;
 use crate::tcp::{Connection, Proto, Sample, SampleKind};
+
+/// The alignment's maps and sets, keyed by connection indexes, ISNs, tuples and payload hashes:
+/// foldhash rather than std's SipHash, which was ~3 % of a two-capture diagnosis's
+/// instructions (issue 8). Seeded per process as std's are; nothing here is read in the maps'
+/// order without sorting after.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// One capture, named after the point where it was taken.
 pub struct Vantage {
@@ -790,7 +796,7 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
     });
 
     // Clock offsets from the links.
-    let mut pair_deltas: HashMap<(usize, usize), PairDeltas> = HashMap::new();
+    let mut pair_deltas: HashMap<(usize, usize), PairDeltas> = HashMap::default();
     for &(a, b, c) in &links {
         let (va, ia) = node_at(a);
         let (vb, ib) = node_at(b);
@@ -935,8 +941,8 @@ fn best_candidates(
     cj: &[Box<Connection>],
     threads: usize,
 ) -> (Bests, Bests) {
-    let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::new();
-    let mut by_tuple: HashMap<crate::tcp::Conversation, Vec<usize>> = HashMap::new();
+    let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::default();
+    let mut by_tuple: HashMap<crate::tcp::Conversation, Vec<usize>> = HashMap::default();
     for (k, c) in cj.iter().enumerate() {
         if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
             by_isn.entry(isn).or_default().push(k);
@@ -948,7 +954,7 @@ fn best_candidates(
     let kj = Contents::of(cj);
     // The best candidates of `conns`, the part of `ci` that starts at index `first`.
     let part = |first: usize, conns: &[Box<Connection>]| -> (Bests, Bests) {
-        let (mut best_i, mut best_j) = (Bests::new(), Bests::new());
+        let (mut best_i, mut best_j) = (Bests::default(), Bests::default());
         let mut ka = Contents::default();
         let mut seen: Vec<usize> = Vec::new();
         for (k, c) in conns.iter().enumerate() {
@@ -995,7 +1001,7 @@ fn best_candidates(
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
-    let (mut best_i, mut best_j) = (Bests::new(), Bests::new());
+    let (mut best_i, mut best_j) = (Bests::default(), Bests::default());
     for (pi, pj) in parts {
         best_i.extend(pi);
         for (b, cands) in pj {
@@ -1166,13 +1172,13 @@ fn deltas(
 ) -> Vec<f64> {
     type Key = (SampleKind, u32, u32, u64);
     let key = |s: &Sample| -> Key { (s.kind, if by_pos { s.rel_seq } else { 0 }, s.len, s.hash) };
-    let mut first_b: HashMap<Key, Timestamp> = HashMap::new();
+    let mut first_b: HashMap<Key, Timestamp> = HashMap::default();
     for s in b.iter() {
         if s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || control_too {
             first_b.entry(key(&s)).or_insert(s.ts);
         }
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::default();
     let mut out = Vec::new();
     for s in a.iter() {
         let k = key(&s);
@@ -1203,6 +1209,8 @@ fn solve_offsets(
             edges.push((b, a, -off, bound, k, d.l7_only));
         }
     }
+    // In vantage order, not the map's: of two chains with the same bound the first found wins.
+    edges.sort_by_key(|e| (e.0, e.1));
     // Dijkstra on the sum of bounds (n is small). Per vantage: (offset, bound, samples of the
     // last edge, path, an edge used L7 pairs only).
     type Best = Option<(f64, f64, usize, Vec<usize>, bool)>;
@@ -1293,7 +1301,7 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
             &c.resp
         }
     }
-    let mut acc: HashMap<(String, String, &'static str), (u64, Vec<String>)> = HashMap::new();
+    let mut acc: HashMap<(String, String, &'static str), (u64, Vec<String>)> = HashMap::default();
     for l in al.connections.iter() {
         if l.legs.len() < 2
             || !matches!(
@@ -1318,6 +1326,11 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
             for w in order.windows(2) {
                 let (up, down) = (w[0].1, w[1].1);
                 let up_re = of(&al.connection(up), dir).retransmitted.to_vec();
+                if up_re.iter().all(|r| r.len == 0) {
+                    // Nothing retransmitted upstream, nothing lost: the downstream leg's samples
+                    // (packed) not decoded for it.
+                    continue;
+                }
                 let down_c = al.connection(down);
                 let down_d = of(&down_c, dir);
                 let down_s: Vec<Sample> = down_d.samples.iter().collect();
@@ -1328,7 +1341,7 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
                     .max()
                     .unwrap_or(0);
                 let mut lost = 0u64;
-                let mut counted = std::collections::HashSet::new();
+                let mut counted = HashSet::default();
                 for r in &up_re {
                     if r.len == 0 || !counted.insert(r.rel_seq) {
                         continue;
@@ -1364,7 +1377,10 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
             connections,
         })
         .collect();
-    out.sort_by(|a, b| b.segments.cmp(&a.segments).then(a.from.cmp(&b.from)));
+    // Every key in the order, not the map's: two hops may lose as many segments.
+    out.sort_by(|a, b| {
+        (b.segments, &a.from, &a.to, a.direction).cmp(&(a.segments, &b.from, &b.to, b.direction))
+    });
     out
 }
 
