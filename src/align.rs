@@ -591,6 +591,62 @@ fn same_tuple(a: &Connection, b: &Connection) -> bool {
         || (a.orig_h, a.orig_p, a.resp_h, a.resp_p) == (b.resp_h, b.resp_p, b.orig_h, b.orig_p)
 }
 
+/// Two TCP connections with the same ISNs in both directions (where both were seen): the
+/// strongest match there is, found without reading a sample.
+fn isn_candidate(a: &Connection, b: &Connection) -> Option<Candidate> {
+    let isn_match = a.proto == Proto::Tcp
+        && b.proto == Proto::Tcp
+        && a.orig.saw_syn
+        && b.orig.saw_syn
+        && a.orig.isn == b.orig.isn
+        && (a.resp.isn.is_none() || b.resp.isn.is_none() || a.resp.isn == b.resp.isn);
+    isn_match.then(|| Candidate {
+        method: if same_tuple(a, b) {
+            MatchMethod::TupleIsn
+        } else {
+            MatchMethod::NatIsn
+        },
+        score: 1.0,
+    })
+}
+
+/// A candidate's rank in `keep_best`: its tier, then its score to a thousandth (a score is at
+/// most 1, so the thousandths never reach the next tier's).
+fn rank(c: &Candidate) -> u32 {
+    u32::from(tier_rank(c.method)) * 10_000 + (c.score * 1000.0).round() as u32
+}
+
+/// The highest rank `compare` could give `a` and `b`, read from their handshakes alone:
+/// an ISN match's own; else a tuple match (both seen from the middle, the same tuple), a NAT
+/// match (both from the middle, the same raw ISNs) or a stream match (both from their SYN) at
+/// 0.9 at most; else a proxy's legs, 0.9 at most. `u32::MAX` for UDP, matched by payloads.
+fn ceiling(a: &Connection, b: &Connection) -> u32 {
+    if a.proto == Proto::Udp || b.proto == Proto::Udp {
+        return u32::MAX;
+    }
+    if let Some(c) = isn_candidate(a, b) {
+        return rank(&c);
+    }
+    let (from_syn, mid_stream) = (
+        a.orig.saw_syn && b.orig.saw_syn,
+        !a.orig.saw_syn && !b.orig.saw_syn,
+    );
+    let same_raw = a.orig.isn.is_some()
+        && a.orig.isn == b.orig.isn
+        && a.resp.isn.is_some()
+        && a.resp.isn == b.resp.isn;
+    let method = if mid_stream && same_tuple(a, b) {
+        MatchMethod::TupleIsn
+    } else if mid_stream && same_raw {
+        MatchMethod::NatIsn
+    } else if from_syn {
+        MatchMethod::Stream
+    } else {
+        MatchMethod::L7Proxy
+    };
+    rank(&Candidate { method, score: 0.9 })
+}
+
 /// How well two connections at two vantages look like the same one (`ka`, `kb`: their
 /// originator's and responder's `Contents`).
 fn compare(
@@ -619,18 +675,8 @@ fn compare(
             score: shared as f64 / total as f64,
         });
     }
-    // Same ISNs in both directions (when both were seen).
-    let isn_match = a.orig.saw_syn
-        && b.orig.saw_syn
-        && a.orig.isn == b.orig.isn
-        && (a.resp.isn.is_none() || b.resp.isn.is_none() || a.resp.isn == b.resp.isn);
-    if isn_match {
-        let method = if same_tuple(a, b) {
-            MatchMethod::TupleIsn
-        } else {
-            MatchMethod::NatIsn
-        };
-        return Some(Candidate { method, score: 1.0 });
+    if let Some(c) = isn_candidate(a, b) {
+        return Some(c);
     }
     if same_tuple(a, b) && !a.orig.saw_syn && !b.orig.saw_syn {
         // Both mid-stream: the tuple and the data must agree.
@@ -750,7 +796,7 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
                 &vantages[j].flows.connections,
             );
             // Best candidate of each side; a link needs mutual best, and no tie.
-            let (best_i, best_j) = best_candidates(ci, cj, opts.threads);
+            let Found { best_i, best_j, .. } = best_candidates(ci, cj, opts.threads, true);
             for (&a, bests) in &best_i {
                 if bests.len() > 1 {
                     ambiguous += 1;
@@ -940,7 +986,8 @@ fn best_candidates(
     ci: &[Box<Connection>],
     cj: &[Box<Connection>],
     threads: usize,
-) -> (Bests, Bests) {
+    prune: bool,
+) -> Found {
     let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::default();
     let mut by_tuple: HashMap<crate::tcp::Conversation, Vec<usize>> = HashMap::default();
     for (k, c) in cj.iter().enumerate() {
@@ -950,68 +997,187 @@ fn best_candidates(
         let key = tuple_key(c);
         by_tuple.entry(key).or_default().push(k);
     }
+    // A pair whose `ceiling` is below the best either connection will have cannot enter
+    // either's best (`keep_best` drops what ranks below the best), so its payloads need not be
+    // compared. `a`'s pairs are compared highest ceiling first, so its best is known before
+    // the rest; a pair below it and below `b`'s floor (its best ISN match, found from the
+    // handshakes before any sample is read) is left out, one below it alone waits until `b`'s
+    // best is known (`Found::deferred`). In a NAT capture every connection shares its
+    // heartbeat with the 64 others `PayloadIndex` keeps, and merging their payload lists was
+    // most of the alignment (issue 8). Without `prune` every pair is compared.
+    let mut floor_j = vec![0u32; cj.len()];
+    for c in ci.iter().filter(|_| prune) {
+        if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
+            for &b in by_isn.get(&isn).into_iter().flatten() {
+                if let Some(cand) = isn_candidate(c, &cj[b]) {
+                    floor_j[b] = floor_j[b].max(rank(&cand));
+                }
+            }
+        }
+    }
     let by_hash = PayloadIndex::of(cj);
     let kj = Contents::of(cj);
     // The best candidates of `conns`, the part of `ci` that starts at index `first`.
-    let part = |first: usize, conns: &[Box<Connection>]| -> (Bests, Bests) {
-        let (mut best_i, mut best_j) = (Bests::default(), Bests::default());
+    let part = |first: usize, conns: &[Box<Connection>]| -> Found {
+        let mut found = Found::default();
         let mut ka = Contents::default();
         let mut seen: Vec<usize> = Vec::new();
+        let mut order: Vec<(std::cmp::Reverse<u32>, usize)> = Vec::new();
+        let mut payloads: Vec<(u64, u32)> = Vec::new();
         for (k, c) in conns.iter().enumerate() {
             let a = first + k;
             ka.items.clear();
             ka.spans.clear();
             seen.clear();
+            payloads.clear();
             ka.push(c, |s| {
                 if s.hash != 0 {
-                    seen.extend(by_hash.get(s.hash, s.len));
+                    payloads.push((s.hash, s.len));
                 }
             });
+            // Each payload looked up once: a connection's heartbeats are one payload, and
+            // looked up for each copy they filled `seen` with the same 64 connections again
+            // and again (sorting it was most of the comparison's time, issue 8).
+            payloads.sort_unstable();
+            payloads.dedup();
+            for &(hash, len) in &payloads {
+                seen.extend(by_hash.get(hash, len));
+            }
             if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
                 seen.extend(by_isn.get(&isn).into_iter().flatten());
             }
             seen.extend(by_tuple.get(&tuple_key(c)).into_iter().flatten());
             seen.sort_unstable();
             seen.dedup();
-            for &b in &seen {
+            order.clear();
+            order.extend(
+                seen.iter()
+                    .map(|&b| (std::cmp::Reverse(ceiling(c, &cj[b])), b)),
+            );
+            order.sort_unstable();
+            // The rank of `a`'s best so far: every pair of `a` is in this part.
+            let mut best_a = 0;
+            for &(std::cmp::Reverse(top), b) in &order {
+                if prune && top < best_a {
+                    if top < floor_j[b] {
+                        found.skipped += 1;
+                    } else {
+                        found.deferred.push((a as u32, b as u32));
+                    }
+                    continue;
+                }
                 if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
-                    keep_best(best_i.entry(a).or_default(), b, cand);
-                    keep_best(best_j.entry(b).or_default(), a, cand);
+                    keep_best(found.best_i.entry(a).or_default(), b, cand);
+                    keep_best(found.best_j.entry(b).or_default(), a, cand);
+                    best_a = best_a.max(rank(&cand));
                 }
             }
         }
-        (best_i, best_j)
+        found
     };
     // Parts of at least 512 connections: fewer are not worth a thread.
     let size = ci.len().div_ceil(threads.max(1)).max(512);
-    if ci.len() <= size {
-        return part(0, ci);
-    }
-    let parts: Vec<(Bests, Bests)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ci
-            .chunks(size)
-            .enumerate()
-            .map(|(n, p)| {
-                let part = &part;
-                scope.spawn(move || part(n * size, p))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
-    let (mut best_i, mut best_j) = (Bests::default(), Bests::default());
-    for (pi, pj) in parts {
-        best_i.extend(pi);
-        for (b, cands) in pj {
-            let best = best_j.entry(b).or_default();
+    let parts: Vec<Found> = if ci.len() <= size {
+        vec![part(0, ci)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = ci
+                .chunks(size)
+                .enumerate()
+                .map(|(n, p)| {
+                    let part = &part;
+                    scope.spawn(move || part(n * size, p))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
+    let mut all = Found::default();
+    for p in parts {
+        all.best_i.extend(p.best_i);
+        for (b, cands) in p.best_j {
+            let best = all.best_j.entry(b).or_default();
             for (a, c) in cands {
                 keep_best(best, a, c);
             }
         }
+        all.deferred.extend(p.deferred);
+        all.skipped += p.skipped;
     }
-    (best_i, best_j)
+    // The deferred pairs, against each `cj` connection's best so far: one that cannot reach it
+    // is not compared (the best only rises). `a`'s payloads are listed again for those that
+    // can, which in a NAT capture are few.
+    let deferred = std::mem::take(&mut all.deferred);
+    let mut ka = Contents::default();
+    for run in deferred.chunk_by(|x, y| x.0 == y.0) {
+        let a = run[0].0 as usize;
+        let c = &ci[a];
+        let mut listed = false;
+        for &(_, b) in run {
+            let b = b as usize;
+            let best = all.best_j.get(&b).and_then(|v| v.first());
+            if best.is_some_and(|(_, w)| ceiling(c, &cj[b]) < rank(w)) {
+                all.skipped += 1;
+                continue;
+            }
+            if !listed {
+                ka.items.clear();
+                ka.spans.clear();
+                ka.push(c, |_| {});
+                listed = true;
+            }
+            if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
+                keep_best(all.best_j.entry(b).or_default(), a, cand);
+            }
+        }
+    }
+    all
+}
+
+/// Each of `ci`'s and `cj`'s connections' best candidates in the other (sorted: index, method,
+/// rank), and how many pairs were not compared, with the comparisons pruned or not: what the
+/// tests hold the pruning to.
+#[doc(hidden)]
+pub fn best_candidate_sets(
+    ci: &[Box<Connection>],
+    cj: &[Box<Connection>],
+    threads: usize,
+    prune: bool,
+) -> (CandidateSets, CandidateSets, usize) {
+    let sets = |bests: Bests| -> CandidateSets {
+        let mut v: CandidateSets = bests
+            .into_iter()
+            .map(|(k, cands)| {
+                let mut c: Vec<(usize, MatchMethod, u32)> =
+                    cands.iter().map(|(o, c)| (*o, c.method, rank(c))).collect();
+                c.sort_by_key(|&(o, _, r)| (o, r));
+                (k, c)
+            })
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    };
+    let f = best_candidates(ci, cj, threads, prune);
+    (sets(f.best_i), sets(f.best_j), f.skipped)
+}
+
+/// A connection's best candidates, by connection: see `best_candidate_sets`.
+#[doc(hidden)]
+pub type CandidateSets = Vec<(usize, Vec<(usize, MatchMethod, u32)>)>;
+
+/// What `best_candidates` found: each connection's best candidates, and how many pairs it did
+/// not compare (for the tests that hold it to comparing them all).
+#[derive(Default)]
+struct Found {
+    best_i: Bests,
+    best_j: Bests,
+    /// Pairs `(a, b)` that cannot be `a`'s best but might be `b`'s, compared once every part
+    /// has given `b` its best.
+    deferred: Vec<(u32, u32)>,
+    skipped: usize,
 }
 
 /// A connection's best candidates in the other capture (ties included), by connection.
@@ -1076,7 +1242,7 @@ fn tuple_key(c: &Connection) -> crate::tcp::Conversation {
 
 /// Keeps the best candidates (ties included).
 fn keep_best(best: &mut Vec<(usize, Candidate)>, other: usize, c: Candidate) {
-    let key = |c: &Candidate| (tier_rank(c.method), (c.score * 1000.0).round() as i64);
+    let key = rank;
     match best.first() {
         None => best.push((other, c)),
         Some((_, b)) if key(&c) > key(b) => {

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use vantage::align::{align, AlignOptions, MatchMethod};
+use vantage::align::{align, best_candidate_sets, AlignOptions, MatchMethod};
 use vantage::diagnose::rules::FILTER_CONNECTIONS;
 use vantage::diagnose::{diagnose_with, FindingKind, Lang, MAX_EVIDENCE};
 use vantage::pipeline::{read_vantages_with, VantageSpec};
@@ -135,6 +135,68 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
                 "{:?}: {frames} frames, {cited} cited",
                 f.kind
             );
+        }
+    }
+}
+
+/// The alignment does not compare two connections whose match could be neither's best (an
+/// ISN match ranks above any content match): the pairs it leaves out must not change what it
+/// finds. Held on a NAT pair where half the connections were joined mid-stream (no ISN match:
+/// their best is found by content, against the heartbeat everyone shares), both ways round,
+/// on one thread and on two.
+#[test]
+fn pruned_comparisons_find_the_same_best_candidates() {
+    let dir = std::env::temp_dir().join(format!("vantage-synth-prune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b): (PathBuf, PathBuf) = (dir.join("a.pcap"), dir.join("b.pcap"));
+    synth::generate_pair(&a, &b, 3_000_000, 800, 7).unwrap();
+    let specs = [
+        VantageSpec {
+            name: "a".into(),
+            path: a,
+        },
+        VantageSpec {
+            name: "b".into(),
+            path: b,
+        },
+    ];
+    let opts = TrackerOptions {
+        keep_samples: true,
+        ..TrackerOptions::default()
+    };
+    let (vantages, errors) = read_vantages_with(&specs, opts);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(errors.is_empty(), "{errors:?}");
+    let (ca, cb) = (
+        &vantages[0].flows.connections,
+        &vantages[1].flows.connections,
+    );
+    assert!(ca.len() > 512, "two threads need two parts: {}", ca.len());
+    // Whole, and with the first or last 100 of one side gone: their partners are left with
+    // content matches alone, against connections whose ISN match ranks higher (the pairs
+    // whose comparison waits for the partner's best).
+    let (na, nb) = (ca.len(), cb.len());
+    let cases = [
+        (&ca[..], &cb[..]),
+        (&cb[..], &ca[..]),
+        (&ca[..na - 100], &cb[..]),
+        (&ca[100..], &cb[..]),
+        (&ca[..], &cb[..nb - 100]),
+        (&cb[100..], &ca[..]),
+    ];
+    for (ci, cj) in cases {
+        let (all_i, all_j, none) = best_candidate_sets(ci, cj, 1, false);
+        assert_eq!(none, 0);
+        assert!(all_i.len() as f64 > 0.9 * ci.len() as f64);
+        for threads in [1, 2] {
+            let (i, j, skipped) = best_candidate_sets(ci, cj, threads, true);
+            assert!(
+                skipped > ci.len(),
+                "{skipped} pairs left out of {}",
+                ci.len()
+            );
+            assert_eq!(i, all_i, "threads {threads}");
+            assert_eq!(j, all_j, "threads {threads}");
         }
     }
 }
