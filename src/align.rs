@@ -505,12 +505,20 @@ struct Contents {
 }
 
 impl Contents {
-    fn of(conns: &[Box<Connection>]) -> Self {
+    /// The contents of `conns`, and the payloads of theirs that `Contents` leaves out: a
+    /// datagram whose length field says 0 but that carried bytes has a hash and no length, and
+    /// `PayloadIndex` lists it (hash, connection).
+    fn of(conns: &[Box<Connection>]) -> (Self, Vec<(u64, u32)>) {
         let mut k = Contents::default();
-        for c in conns {
-            k.push(c, |_| {});
+        let mut unsized_payloads = Vec::new();
+        for (n, c) in conns.iter().enumerate() {
+            k.push(c, |s| {
+                if s.hash != 0 && s.len == 0 {
+                    unsized_payloads.push((s.hash, n as u32));
+                }
+            });
         }
-        k
+        (k, unsized_payloads)
     }
 
     /// `c`'s items; `each` sees every sample of `c` on the way (the samples are packed: one
@@ -1015,8 +1023,9 @@ fn best_candidates(
             }
         }
     }
-    let by_hash = PayloadIndex::of(cj);
-    let kj = Contents::of(cj);
+    let (kj, unsized_payloads) = Contents::of(cj);
+    let by_hash = PayloadIndex::of(&kj, &unsized_payloads);
+    drop(unsized_payloads);
     // The best candidates of `conns`, the part of `ci` that starts at index `first`.
     let part = |first: usize, conns: &[Box<Connection>]| -> Found {
         let mut found = Found::default();
@@ -1195,20 +1204,17 @@ impl PayloadIndex {
     /// (a heartbeat everyone sends); the ISN and the tuple still find it.
     const PER_PAYLOAD: usize = 64;
 
-    fn of(conns: &[Box<Connection>]) -> Self {
-        fn payloads(c: &Connection) -> impl Iterator<Item = crate::tcp::Sample> + '_ {
-            c.orig
-                .samples
-                .iter()
-                .chain(c.resp.samples.iter())
-                .filter(|s| s.hash != 0)
+    /// From the connections' `Contents` (each side's distinct payloads with a length) and the
+    /// payloads without one (`Contents::of`): the samples are not read again, and a heartbeat
+    /// sent a hundred times is one entry before the sort, not a hundred.
+    fn of(contents: &Contents, unsized_payloads: &[(u64, u32)]) -> Self {
+        // Sized first: the list is allocated once.
+        let mut v = Vec::with_capacity(contents.items.len() + unsized_payloads.len());
+        for k in 0..contents.spans.len() {
+            let (o, r) = contents.get(k);
+            v.extend(o.iter().chain(r).map(|s| (s.hash, s.len, k as u32)));
         }
-        // Counted first: the list is allocated once, at its size.
-        let n = conns.iter().map(|c| payloads(c).count()).sum();
-        let mut v = Vec::with_capacity(n);
-        for (k, c) in conns.iter().enumerate() {
-            v.extend(payloads(c).map(|s| (s.hash, s.len, k as u32)));
-        }
+        v.extend(unsized_payloads.iter().map(|&(hash, k)| (hash, 0, k)));
         v.sort_unstable();
         v.dedup();
         let (mut kept, mut run) = (0, 0);
