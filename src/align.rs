@@ -851,13 +851,14 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
 
     // Clock offsets from the links.
     let mut pair_deltas: HashMap<(usize, usize), PairDeltas> = HashMap::default();
+    let mut scratch = Default::default();
     for &(a, b, c) in &links {
         let (va, ia) = node_at(a);
         let (vb, ib) = node_at(b);
         let ca = &vantages[va].flows.connections[ia];
         let cb = &vantages[vb].flows.connections[ib];
         let d = pair_deltas.entry((va, vb)).or_default();
-        d.add(ca, cb, c.method);
+        d.add(ca, cb, c.method, &mut scratch);
     }
     let clock_offsets = solve_offsets(&vantages, reference, &pair_deltas, &opts.offsets);
 
@@ -1260,18 +1261,74 @@ fn keep_best(best: &mut Vec<(usize, Candidate)>, other: usize, c: Candidate) {
     }
 }
 
-/// Apparent one-way delays between two vantages, in each physical direction.
+/// Apparent one-way delays between two vantages, in each physical direction: what the NTP
+/// estimate reads of them, their smallest (and, to choose a direction, largest) and how many.
 #[derive(Default)]
 struct PairDeltas {
     /// ts_b - ts_a for packets that went from a's side to b's side, and ts_a - ts_b back.
-    a_to_b: Vec<f64>,
-    b_to_a: Vec<f64>,
+    a_to_b: Spread,
+    b_to_a: Spread,
     l7_only: bool,
     any_l4: bool,
 }
 
+/// The smallest and largest of some delays (s), and how many: the lists of them all were
+/// kept until the offsets were solved, which read only these.
+#[derive(Clone, Copy)]
+struct Spread {
+    min: f64,
+    max: f64,
+    n: usize,
+}
+
+impl Default for Spread {
+    fn default() -> Self {
+        Spread {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            n: 0,
+        }
+    }
+}
+
+impl Spread {
+    fn add(&mut self, d: f64) {
+        self.min = self.min.min(d);
+        self.max = self.max.max(d);
+        self.n += 1;
+    }
+
+    fn join(&mut self, o: Spread) {
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.n += o.n;
+    }
+
+    /// The same delays, each negated.
+    fn negated(self) -> Spread {
+        Spread {
+            min: -self.max,
+            max: -self.min,
+            n: self.n,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// A sample's key in `deltas` (kind, stream position or 0, length, hash), and its time.
+type Keyed = ((SampleKind, u32, u32, u64), Timestamp);
+
 impl PairDeltas {
-    fn add(&mut self, a: &Connection, b: &Connection, method: MatchMethod) {
+    fn add(
+        &mut self,
+        a: &Connection,
+        b: &Connection,
+        method: MatchMethod,
+        scratch: &mut (Vec<Keyed>, Vec<Keyed>),
+    ) {
         // Where the legs are one TCP connection (no NAT, or a NAT), every packet is the same
         // packet at both points: SYNs and FINs too, keyed by stream position. Through a TCP
         // proxy only the data crosses; its handshakes and FINs are its own.
@@ -1290,22 +1347,32 @@ impl PairDeltas {
             (&b.orig, &b.resp)
         };
         // Deltas ts_b - ts_a per direction of the connection.
-        let fwd = deltas(&a.orig.samples, &b_fwd.samples, by_pos, same_packets);
-        let back = deltas(&a.resp.samples, &b_back.samples, by_pos, same_packets);
+        let fwd = deltas(
+            &a.orig.samples,
+            &b_fwd.samples,
+            by_pos,
+            same_packets,
+            scratch,
+        );
+        let back = deltas(
+            &a.resp.samples,
+            &b_back.samples,
+            by_pos,
+            same_packets,
+            scratch,
+        );
         if fwd.is_empty() && back.is_empty() {
             return;
         }
         // Which vantage is nearer the originator? Hypothesis H1 (a): originator->responder
         // packets reach a first, so ts_b - ts_a >= 0 for them and <= 0 back. The hypothesis
         // whose NTP bound is not negative is the true one.
-        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let h1 = if !fwd.is_empty() && !back.is_empty() {
-            (min(&fwd) - max(&back)) >= (min(&back) - max(&fwd))
+            (fwd.min - back.max) >= (back.min - fwd.max)
         } else {
             // One direction only: the earlier capture is upstream.
             let v = if fwd.is_empty() { &back } else { &fwd };
-            let upstream_a = min(v) >= 0.0;
+            let upstream_a = v.min >= 0.0;
             if fwd.is_empty() {
                 !upstream_a
             } else {
@@ -1313,52 +1380,68 @@ impl PairDeltas {
             }
         };
         if h1 {
-            self.a_to_b.extend(fwd.iter().copied());
-            self.b_to_a.extend(back.iter().map(|d| -d));
+            self.a_to_b.join(fwd);
+            self.b_to_a.join(back.negated());
         } else {
-            self.a_to_b.extend(back.iter().copied());
-            self.b_to_a.extend(fwd.iter().map(|d| -d));
+            self.a_to_b.join(back);
+            self.b_to_a.join(fwd.negated());
         }
     }
 
     /// (offset of b relative to a, bound, samples), NTP-style.
     fn solve(&self) -> Option<(f64, f64, usize)> {
-        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         if self.a_to_b.is_empty() || self.b_to_a.is_empty() {
             return None;
         }
-        let d_ab = min(&self.a_to_b);
-        let d_ba = min(&self.b_to_a);
+        let d_ab = self.a_to_b.min;
+        let d_ba = self.b_to_a.min;
         let offset = (d_ab - d_ba) / 2.0;
         let bound = ((d_ab + d_ba) / 2.0).max(0.0);
-        Some((offset, bound, self.a_to_b.len() + self.b_to_a.len()))
+        Some((offset, bound, self.a_to_b.n + self.b_to_a.n))
     }
 }
 
-/// ts_b - ts_a for samples seen in both, keyed by position and content (or content only).
+/// ts_b - ts_a for samples seen in both, keyed by position and content (or content only), the
+/// first copy of each in either capture (retransmissions would skew the delays). Each side's
+/// keys sorted and met in one pass (`scratch` holds them), where two maps were made a link.
 fn deltas(
     a: &crate::tcp::Samples,
     b: &crate::tcp::Samples,
     by_pos: bool,
     control_too: bool,
-) -> Vec<f64> {
-    type Key = (SampleKind, u32, u32, u64);
-    let key = |s: &Sample| -> Key { (s.kind, if by_pos { s.rel_seq } else { 0 }, s.len, s.hash) };
-    let mut first_b: HashMap<Key, Timestamp> = HashMap::default();
-    for s in b.iter() {
-        if s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || control_too {
-            first_b.entry(key(&s)).or_insert(s.ts);
-        }
-    }
-    let mut seen = HashSet::default();
-    let mut out = Vec::new();
-    for s in a.iter() {
-        let k = key(&s);
-        if !seen.insert(k) {
-            continue; // only the first copy: retransmissions would skew the delays
-        }
-        if let Some(tb) = first_b.get(&k) {
-            out.push(tb.secs_since(s.ts));
+    scratch: &mut (Vec<Keyed>, Vec<Keyed>),
+) -> Spread {
+    let keyed = |list: &mut Vec<Keyed>, samples: &crate::tcp::Samples| {
+        list.clear();
+        list.extend(
+            samples
+                .iter()
+                .filter(|s| {
+                    s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || control_too
+                })
+                .map(|s| {
+                    let pos = if by_pos { s.rel_seq } else { 0 };
+                    ((s.kind, pos, s.len, s.hash), s.ts)
+                }),
+        );
+        // Stable: of equal keys the first in capture order stays first, and dedup keeps it.
+        list.sort_by_key(|e| e.0);
+        list.dedup_by_key(|e| e.0);
+    };
+    let (ka, kb) = scratch;
+    keyed(ka, a);
+    keyed(kb, b);
+    let mut out = Spread::default();
+    let (mut i, mut j) = (0, 0);
+    while i < ka.len() && j < kb.len() {
+        match ka[i].0.cmp(&kb[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.add(kb[j].1.secs_since(ka[i].1));
+                i += 1;
+                j += 1;
+            }
         }
     }
     out

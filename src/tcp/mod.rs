@@ -652,7 +652,7 @@ pub struct Sample {
     pub ttl: u8,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SampleKind {
     Syn,
     SynAck,
