@@ -185,18 +185,20 @@ fn pruned_comparisons_find_the_same_best_candidates() {
         (&cb[100..], &ca[..]),
     ];
     for (ci, cj) in cases {
-        let (all_i, all_j, none) = best_candidate_sets(ci, cj, 1, false);
+        let (all_i, all_j, none) = best_candidate_sets(ci, cj, 1, false, None);
         assert_eq!(none, 0);
         assert!(all_i.len() as f64 > 0.9 * ci.len() as f64);
-        for threads in [1, 2] {
-            let (i, j, skipped) = best_candidate_sets(ci, cj, threads, true);
+        // As many pairs left waiting as they need, and at most 16: the list full, sifted, and
+        // the pairs past it compared at once.
+        for (threads, waiting) in [(1, None), (2, None), (1, Some(16)), (2, Some(16))] {
+            let (i, j, skipped) = best_candidate_sets(ci, cj, threads, true, waiting);
             assert!(
                 skipped > ci.len(),
                 "{skipped} pairs left out of {}",
                 ci.len()
             );
-            assert_eq!(i, all_i, "threads {threads}");
-            assert_eq!(j, all_j, "threads {threads}");
+            assert_eq!(i, all_i, "threads {threads}, waiting {waiting:?}");
+            assert_eq!(j, all_j, "threads {threads}, waiting {waiting:?}");
         }
     }
 }
