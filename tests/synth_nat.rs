@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use vantage::align::{align, best_candidate_sets, AlignOptions, MatchMethod};
+use vantage::align::{align, best_candidate_sets, AlignOptions, MatchMethod, Vantage};
 use vantage::diagnose::rules::FILTER_CONNECTIONS;
 use vantage::diagnose::{diagnose_with, FindingKind, Lang, MAX_EVIDENCE};
 use vantage::pipeline::{read_vantages_with, VantageSpec};
@@ -16,14 +16,13 @@ use vantage::tcp::TrackerOptions;
 #[path = "../examples/synth.rs"]
 mod synth;
 
-#[test]
-fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
-    let dir = std::env::temp_dir().join(format!("vantage-synth-nat-{}", std::process::id()));
+/// A synth NAT pair (`size` bytes a side, `agents`, `seed`) read as vantages "a" and "b",
+/// with the samples the alignment reads, and what the generator did; its files removed.
+fn read_pair(tag: &str, size: u64, agents: u32, seed: u64) -> (Vec<Vantage>, synth::PairTruth) {
+    let dir = std::env::temp_dir().join(format!("vantage-synth-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (a, b): (PathBuf, PathBuf) = (dir.join("a.pcap"), dir.join("b.pcap"));
-    let truth = synth::generate_pair(&a, &b, 4_000_000, 1000, 3).unwrap();
-    assert!(truth.resets >= 5, "the synth should reset some connections");
-
+    let truth = synth::generate_pair(&a, &b, size, agents, seed).unwrap();
     let specs = [
         VantageSpec {
             name: "a".into(),
@@ -39,7 +38,15 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
         ..TrackerOptions::default()
     };
     let (vantages, errors) = read_vantages_with(&specs, opts);
+    std::fs::remove_dir_all(&dir).ok();
     assert!(errors.is_empty(), "{errors:?}");
+    (vantages, truth)
+}
+
+#[test]
+fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
+    let (vantages, truth) = read_pair("nat", 4_000_000, 1000, 3);
+    assert!(truth.resets >= 5, "the synth should reset some connections");
     let al = align(
         vantages,
         // Two threads: the comparison's parts and their merge are under test too.
@@ -48,7 +55,6 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
             ..AlignOptions::default()
         },
     );
-    std::fs::remove_dir_all(&dir).ok();
 
     // The clock offset, from the packets both saw.
     let off = al
@@ -146,27 +152,7 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
 /// on one thread and on two.
 #[test]
 fn pruned_comparisons_find_the_same_best_candidates() {
-    let dir = std::env::temp_dir().join(format!("vantage-synth-prune-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, b): (PathBuf, PathBuf) = (dir.join("a.pcap"), dir.join("b.pcap"));
-    synth::generate_pair(&a, &b, 3_000_000, 800, 7).unwrap();
-    let specs = [
-        VantageSpec {
-            name: "a".into(),
-            path: a,
-        },
-        VantageSpec {
-            name: "b".into(),
-            path: b,
-        },
-    ];
-    let opts = TrackerOptions {
-        keep_samples: true,
-        ..TrackerOptions::default()
-    };
-    let (vantages, errors) = read_vantages_with(&specs, opts);
-    std::fs::remove_dir_all(&dir).ok();
-    assert!(errors.is_empty(), "{errors:?}");
+    let (vantages, _) = read_pair("prune", 3_000_000, 800, 7);
     let (ca, cb) = (
         &vantages[0].flows.connections,
         &vantages[1].flows.connections,
