@@ -994,8 +994,11 @@ fn lone(v: &Vantage, offset_ns: i64) -> Lone {
 /// the list of them all was 68 MB of the NAT synth's peak.
 ///
 /// `threads` share `ci` in contiguous parts. Each keeps its own best; `cj`'s are then merged
-/// part by part in order, which keeps what one pass in `ci`'s order keeps (the best of the
-/// parts' best, ties in the same order).
+/// part by part, which keeps what one pass keeps: the best of the parts' best. Ties may come in
+/// another order than one pass in `ci`'s order would give (the pairs are compared highest
+/// `ceiling` first, and some wait): `align_as` reads a tie as ambiguous whatever its order.
+/// `prune` (the alignment's, always) leaves out the pairs that cannot be a best, with at most
+/// `max_deferred` a part waiting (below).
 fn best_candidates(
     ci: &[Box<Connection>],
     cj: &[Box<Connection>],
