@@ -565,6 +565,12 @@ impl Contents {
         n as u16
     }
 
+    /// Empty, its room kept (one connection's lists at a time).
+    fn clear(&mut self) {
+        self.items.clear();
+        self.spans.clear();
+    }
+
     /// Connection `k`'s (originator, responder) items.
     fn get(&self, k: usize) -> (&[Item], &[Item]) {
         let (start, o, r) = self.spans[k];
@@ -577,10 +583,17 @@ impl Contents {
 }
 
 /// The items of `a` and `b` with the same payload, in (hash, len) order.
-fn shared_items(a: &[Item], b: &[Item], mut each: impl FnMut(&Item, &Item)) {
+fn shared_items(a: &[Item], b: &[Item], each: impl FnMut(&Item, &Item)) {
+    meet(a, b, |s| (s.hash, s.len), each);
+}
+
+/// The pairs of `a` and `b` (each sorted by `key`, keys distinct) with the same key, in key
+/// order: one merge pass.
+#[inline]
+fn meet<T, K: Ord>(a: &[T], b: &[T], key: impl Fn(&T) -> K, mut each: impl FnMut(&T, &T)) {
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
-        match (a[i].hash, a[i].len).cmp(&(b[j].hash, b[j].len)) {
+        match key(&a[i]).cmp(&key(&b[j])) {
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
             std::cmp::Ordering::Equal => {
@@ -1047,8 +1060,7 @@ fn best_candidates(
         let mut payloads: Vec<(u64, u32)> = Vec::new();
         for (k, c) in conns.iter().enumerate() {
             let a = first + k;
-            ka.items.clear();
-            ka.spans.clear();
+            ka.clear();
             seen.clear();
             payloads.clear();
             ka.push(c, |s| {
@@ -1166,8 +1178,7 @@ fn best_candidates(
                 continue;
             }
             if !listed {
-                ka.items.clear();
-                ka.spans.clear();
+                ka.clear();
                 ka.push(c, |_| {});
                 listed = true;
             }
@@ -1297,14 +1308,13 @@ fn tuple_key(c: &Connection) -> crate::tcp::Conversation {
 
 /// Keeps the best candidates (ties included).
 fn keep_best(best: &mut Vec<(usize, Candidate)>, other: usize, c: Candidate) {
-    let key = rank;
     match best.first() {
         None => best.push((other, c)),
-        Some((_, b)) if key(&c) > key(b) => {
+        Some((_, b)) if rank(&c) > rank(b) => {
             best.clear();
             best.push((other, c));
         }
-        Some((_, b)) if key(&c) == key(b) => best.push((other, c)),
+        Some((_, b)) if rank(&c) == rank(b) => best.push((other, c)),
         _ => {}
     }
 }
@@ -1480,18 +1490,7 @@ fn deltas(
     keyed(ka, a);
     keyed(kb, b);
     let mut out = Spread::default();
-    let (mut i, mut j) = (0, 0);
-    while i < ka.len() && j < kb.len() {
-        match ka[i].0.cmp(&kb[j].0) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.add(kb[j].1.secs_since(ka[i].1));
-                i += 1;
-                j += 1;
-            }
-        }
-    }
+    meet(ka, kb, |e| e.0, |x, y| out.add(y.1.secs_since(x.1)));
     out
 }
 
