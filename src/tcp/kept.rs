@@ -15,7 +15,7 @@
 //! holding what a one-capture diagnosis never keeps (packet samples, HTTP heads, WebSocket
 //! counts, a TLS hello, events) is refused (`put` is false) and stays in memory, whole.
 
-use super::spill::{Spill, BLOCK};
+use super::spill::{invalid, Sealed, Spill};
 use super::{
     Connection, Direction, Fingerprint, Gap, Histories, IpIdPattern, KeptSamples, Proto, Sample,
     SampleKind, Samples, Side, Termination, TerminationKind, Uid,
@@ -728,44 +728,17 @@ impl KeptStore {
     /// error returned; the connections from there on are read through their digests only
     /// (`KeptFile::holds`). Those in memory were written whole by `push`.
     pub fn seal(&mut self, capture: &Arc<str>) -> (KeptFile, Option<std::io::Error>) {
-        let Spill {
-            file,
-            written,
-            block,
-            mut blocks,
-            ..
-        } = std::mem::take(&mut self.spill);
-        blocks.push(block);
-        blocks.retain(|b| !b.is_empty());
-        blocks.iter_mut().for_each(Vec::shrink_to_fit);
-        // The blocks' offsets run on from the file's end: they count only after a whole file.
-        let whole = written + blocks.iter().map(|b| b.len() as u64).sum::<u64>();
-        let (valid, error) = match file.as_ref() {
-            Some(mut f) if written > 0 => {
-                let mut histories = Histories::default();
-                let mut check = |mut rec: &[u8]| {
-                    get_connection(&mut rec, capture, &mut histories).is_some() && rec.is_empty()
-                };
-                let read = match std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)) {
-                    Ok(_) => read_records(f, written, &mut check),
-                    Err(e) => Err((0, e)),
-                };
-                match read {
-                    Ok(()) => (whole, None),
-                    Err((at, e)) => (at, Some(e)),
-                }
-            }
-            _ => (whole, None),
+        let mut histories = Histories::default();
+        let mut check = |mut rec: &[u8]| {
+            get_connection(&mut rec, capture, &mut histories).is_some() && rec.is_empty()
         };
+        let (records, error) = self.spill.seal(&mut check);
         self.len = 0;
         let kept = KeptFile {
             id: self.id,
             capture: capture.clone(),
-            file: file.filter(|_| written > 0),
+            records,
             recent: Default::default(),
-            written,
-            blocks,
-            valid,
         };
         (kept, error)
     }
@@ -780,26 +753,16 @@ impl KeptStore {
 pub struct KeptFile {
     id: u32,
     capture: Arc<str>,
-    file: Option<std::fs::File>,
+    records: Sealed,
     /// The last connections read (`read`), by offset.
     recent: std::sync::Mutex<Vec<(u64, Arc<Connection>)>>,
-    /// Bytes in the file; the blocks' offsets run on from here.
-    written: u64,
-    blocks: Vec<Vec<u8>>,
-    /// Records wholly before this offset decoded when the store was sealed.
-    valid: u64,
 }
 
 impl std::fmt::Debug for KeptFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeptFile")
             .field("id", &self.id)
-            .field("on_disk", &self.written)
-            .field(
-                "in_memory",
-                &self.blocks.iter().map(Vec::len).sum::<usize>(),
-            )
-            .field("valid", &self.valid)
+            .field("records", &self.records)
             .finish()
     }
 }
@@ -807,7 +770,7 @@ impl std::fmt::Debug for KeptFile {
 impl KeptFile {
     /// Whether the record at `at` is here and was read back whole when the store was sealed.
     pub fn holds(&self, at: &KeptAt) -> bool {
-        at.store == self.id && at.at.saturating_add(u64::from(at.len)) <= self.valid
+        at.store == self.id && self.records.holds(at.at, at.len)
     }
 
     /// The connection at `at`, decoded. An error only if the record is not one this file
@@ -841,23 +804,7 @@ impl KeptFile {
 
     fn decode(&self, at: &KeptAt) -> std::io::Result<Connection> {
         let mut rec = vec![0u8; at.len as usize];
-        match (at.at.checked_sub(self.written), self.file.as_ref()) {
-            (None, Some(file)) => read_at(file, &mut rec, at.at)?,
-            (None, None) => return Err(invalid("the kept connections' file")),
-            (Some(off), _) => {
-                // The block that holds it: records never straddle two (`Spill::wrote`).
-                let mut off = off as usize;
-                let b = self.blocks.iter().find_map(|b| match b.get(off..) {
-                    Some(rest) if !rest.is_empty() => Some(rest),
-                    _ => {
-                        off -= b.len();
-                        None
-                    }
-                });
-                let b = b.and_then(|b| b.get(..rec.len()));
-                rec.copy_from_slice(b.ok_or_else(|| invalid("a record kept in memory"))?);
-            }
-        }
+        self.records.read(at.at, &mut rec)?;
         let mut r = &rec[..];
         match get_connection(&mut r, &self.capture, &mut Histories::default()) {
             Some(c) if r.is_empty() => Ok(c),
@@ -868,59 +815,6 @@ impl KeptFile {
 
 /// Connections a `KeptFile` keeps decoded, the last read last.
 const RECENT: usize = 8;
-
-/// `buf.len()` bytes of `f` from `at`: one call where the system reads at an offset.
-#[cfg(unix)]
-pub(super) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
-}
-
-#[cfg(not(unix))]
-pub(super) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    use std::io::{Read as _, Seek as _};
-    let mut f = f;
-    f.seek(std::io::SeekFrom::Start(at))?;
-    f.read_exact(buf)
-}
-
-fn invalid(what: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!("{what} did not decode"),
-    )
-}
-
-/// The records of the first `len` bytes of `f`, one at a time (a buffer of the whole file
-/// would sit beside what is decoded from it), each handed to `one`, which is false for one
-/// that does not decode. An error comes with the offset of the first record not read whole.
-fn read_records(
-    f: impl std::io::Read,
-    len: u64,
-    one: &mut dyn FnMut(&[u8]) -> bool,
-) -> Result<(), (u64, std::io::Error)> {
-    use std::io::{BufRead as _, Read as _};
-    let mut from = std::io::BufReader::with_capacity(BLOCK, f.take(len));
-    let mut rec = Vec::new();
-    let mut at = 0u64;
-    loop {
-        let bad = || invalid(&format!("the record at byte {at} of the temporary file"));
-        match from.fill_buf() {
-            Ok([]) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err((at, e)),
-        }
-        let n = crate::varint::read_from(&mut from).map_err(|e| (at, e))?;
-        if n > len {
-            return Err((at, bad()));
-        }
-        rec.resize(n as usize, 0);
-        from.read_exact(&mut rec).map_err(|e| (at, e))?;
-        if !one(&rec) {
-            return Err((at, bad()));
-        }
-        at += crate::varint::len(n) as u64 + n;
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -1058,10 +952,7 @@ mod tests {
             );
             let (file, e) = store.seal(&capture);
             assert!(e.is_none(), "{e:?}");
-            assert_eq!(
-                file.valid,
-                file.written + file.blocks.iter().map(|b| b.len() as u64).sum::<u64>()
-            );
+            assert!(file.records.every_record_valid());
             // In any order, each as it was kept.
             for (c, at) in all.iter().zip(&at).rev() {
                 assert!(file.holds(at));

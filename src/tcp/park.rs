@@ -204,7 +204,7 @@ impl Disk {
             }
             (None, Some(f)) => {
                 out.resize(len as usize, 0);
-                super::kept::read_at(f, out, at)?;
+                super::spill::read_at(f, out, at)?;
             }
             (None, None) => return Err(std::io::Error::other("no parked file")),
         }

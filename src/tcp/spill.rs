@@ -88,6 +88,49 @@ impl Spill {
         f.set_len(self.written / 2).expect("cut");
     }
 
+    /// Writing is over: the records as written, read back at their offsets (`Sealed::read`).
+    /// Those in the file are checked once here, each handed to `check` (false for one that
+    /// does not decode): a record that does not (the file changed or cut short under us) ends
+    /// what the file is trusted with (`Sealed::valid`), and is the error returned. Those in
+    /// memory were written whole.
+    pub fn seal(
+        &mut self,
+        check: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> (Sealed, Option<std::io::Error>) {
+        let Spill {
+            file,
+            written,
+            block,
+            mut blocks,
+            ..
+        } = std::mem::take(self);
+        blocks.push(block);
+        blocks.retain(|b| !b.is_empty());
+        blocks.iter_mut().for_each(Vec::shrink_to_fit);
+        // The blocks' offsets run on from the file's end: they count only after a whole file.
+        let whole = written + blocks.iter().map(|b| b.len() as u64).sum::<u64>();
+        let (valid, error) = match file.as_ref() {
+            Some(mut f) if written > 0 => {
+                let read = match std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)) {
+                    Ok(_) => read_records(f, written, check),
+                    Err(e) => Err((0, e)),
+                };
+                match read {
+                    Ok(()) => (whole, None),
+                    Err((at, e)) => (at, Some(e)),
+                }
+            }
+            _ => (whole, None),
+        };
+        let sealed = Sealed {
+            file: file.filter(|_| written > 0),
+            written,
+            blocks,
+            valid,
+        };
+        (sealed, error)
+    }
+
     /// The blocks kept in memory, then the one being filled, each whole records, taken (after
     /// `take_file`: they come after the file's).
     pub fn take_blocks(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
@@ -95,5 +138,119 @@ impl Spill {
         self.blocks
             .drain(..)
             .chain([std::mem::take(&mut self.block)])
+    }
+}
+
+/// A spill's records once written (`Spill::seal`): in its temporary file, then in memory
+/// (blocks written without one, or after a write to it failed). Each record is its length (a
+/// varint) and its bytes; a reader keeps where each record's bytes start and how many.
+#[derive(Default)]
+pub struct Sealed {
+    file: Option<std::fs::File>,
+    /// Bytes in the file; the blocks' offsets run on from here.
+    written: u64,
+    blocks: Vec<Vec<u8>>,
+    /// Records wholly before this offset decoded when sealed.
+    valid: u64,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("on_disk", &self.written)
+            .field(
+                "in_memory",
+                &self.blocks.iter().map(Vec::len).sum::<usize>(),
+            )
+            .field("valid", &self.valid)
+            .finish()
+    }
+}
+
+impl Sealed {
+    /// Whether the `len` bytes at `at` are here and were read back whole when sealed.
+    pub fn holds(&self, at: u64, len: u32) -> bool {
+        at.saturating_add(u64::from(len)) <= self.valid
+    }
+
+    /// For tests: every record, in the file and in memory, was read back whole when sealed.
+    #[cfg(test)]
+    pub(super) fn every_record_valid(&self) -> bool {
+        self.valid == self.written + self.blocks.iter().map(|b| b.len() as u64).sum::<u64>()
+    }
+
+    /// The `buf.len()` bytes of the record at `at` (`holds` them: checked by the caller).
+    pub fn read(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match (at.checked_sub(self.written), self.file.as_ref()) {
+            (None, Some(file)) => read_at(file, buf, at),
+            (None, None) => Err(invalid("the temporary file")),
+            (Some(off), _) => {
+                // The block that holds it: records never straddle two (`Spill::wrote`).
+                let mut off = off as usize;
+                let b = self.blocks.iter().find_map(|b| match b.get(off..) {
+                    Some(rest) if !rest.is_empty() => Some(rest),
+                    _ => {
+                        off -= b.len();
+                        None
+                    }
+                });
+                let b = b.and_then(|b| b.get(..buf.len()));
+                buf.copy_from_slice(b.ok_or_else(|| invalid("a record kept in memory"))?);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `buf.len()` bytes of `f` from `at`: one call where the system reads at an offset.
+#[cfg(unix)]
+pub(super) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
+}
+
+#[cfg(not(unix))]
+pub(super) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _};
+    let mut f = f;
+    f.seek(std::io::SeekFrom::Start(at))?;
+    f.read_exact(buf)
+}
+
+pub(super) fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{what} did not decode"),
+    )
+}
+
+/// The records of the first `len` bytes of `f`, one at a time (a buffer of the whole file
+/// would sit beside what is decoded from it), each handed to `one`, which is false for one
+/// that does not decode. An error comes with the offset of the first record not read whole.
+pub(super) fn read_records(
+    f: impl std::io::Read,
+    len: u64,
+    one: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<(), (u64, std::io::Error)> {
+    use std::io::{BufRead as _, Read as _};
+    let mut from = std::io::BufReader::with_capacity(BLOCK, f.take(len));
+    let mut rec = Vec::new();
+    let mut at = 0u64;
+    loop {
+        let bad = || invalid(&format!("the record at byte {at} of the temporary file"));
+        match from.fill_buf() {
+            Ok([]) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err((at, e)),
+        }
+        let n = crate::varint::read_from(&mut from).map_err(|e| (at, e))?;
+        if n > len {
+            return Err((at, bad()));
+        }
+        rec.resize(n as usize, 0);
+        from.read_exact(&mut rec).map_err(|e| (at, e))?;
+        if !one(&rec) {
+            return Err((at, bad()));
+        }
+        at += crate::varint::len(n) as u64 + n;
     }
 }
