@@ -397,7 +397,7 @@ fn run_command(command: Command) -> ExitCode {
                     FailOn::Critical => crate::diagnose::Severity::Critical,
                 });
                 match threshold {
-                    Some(t) if d.findings.iter().any(|f| f.severity >= t) => ExitCode::from(1),
+                    Some(t) if d.findings.kinds().any(|(_, s)| s >= t) => ExitCode::from(1),
                     _ => ExitCode::SUCCESS,
                 }
             }

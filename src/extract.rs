@@ -50,7 +50,7 @@ pub fn extract(
             let Some(d) = diagnosis else {
                 bail!("finding {id}: no diagnosis");
             };
-            let Some(f) = d.findings.iter().find(|f| f.id == id) else {
+            let Some(f) = d.findings.by_id(id) else {
                 bail!(
                     "no finding {id} (there are {}: F1..F{})",
                     d.findings.len(),

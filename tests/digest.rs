@@ -127,7 +127,7 @@ fn digests_change_no_report() {
             digests += flows.digests.len();
             // Every connection a rule ended is kept whole: the rules read it so.
             let d = diagnose_with(&slim, MAX_EVIDENCE, Lang::En);
-            let died: Vec<&vantage::align::LineId> = d
+            let died: Vec<vantage::align::LineId> = d
                 .findings
                 .iter()
                 .filter(|f| {
@@ -136,7 +136,7 @@ fn digests_change_no_report() {
                         FindingKind::MiddleboxReset | FindingKind::SilentDrop
                     )
                 })
-                .flat_map(|f| &f.connections)
+                .flat_map(|f| f.connections)
                 .collect();
             for id in &died {
                 let l = slim

@@ -17,7 +17,10 @@ use crate::pipeline::CaptureSummary;
 use crate::tcp::Side;
 
 pub mod defaults;
+pub mod findings;
 pub mod rules;
+
+pub use findings::{FindingSink, Findings};
 
 /// The message catalogs, re-exported for the rules and the reports (the module is `crate::i18n`).
 pub use crate::i18n;
@@ -243,7 +246,10 @@ pub struct Diagnosis {
     pub clock_offsets: Vec<ClockOffset>,
     #[schemars(with = "Vec<LinedUp>")]
     pub connections: std::sync::Arc<crate::align::Lines>,
-    pub findings: Vec<Finding>,
+    // Read one at a time (`Findings::iter`): written as the rules made them. (A comment, not a
+    // doc comment: the committed schema has no description here.)
+    #[schemars(with = "Vec<Finding>")]
+    pub findings: Findings,
 }
 
 /// A lined-up connection with its legs in path order, client side first: the shared view the
@@ -567,21 +573,15 @@ pub fn diagnose(al: &Alignment) -> Diagnosis {
 /// items it left out in its explanation), its sentences in `lang`.
 pub fn diagnose_with(al: &Alignment, max_evidence: usize, lang: Lang) -> Diagnosis {
     let ctx = Ctx::new(al);
-    let mut findings = rules::run_all(&ctx, max_evidence);
-    crate::stats::mark(|| "rules".into());
-    for f in &mut findings {
-        cut_evidence(&mut f.evidence, &mut f.text.explanation, max_evidence);
-    }
-    // Most severe first, then in rule order; ids follow.
-    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    for (i, f) in findings.iter_mut().enumerate() {
-        f.id = format!("F{}", i + 1);
-    }
-    let mut verdict = rules::verdict(&ctx, &findings);
     let cat = Catalog::new(lang);
-    for f in &mut findings {
-        render_finding(&cat, f);
-    }
+    // Each finding rendered and written as it is made; most severe first, then in rule order,
+    // and ids follow (`Findings`).
+    let mut sink = FindingSink::new(&cat, max_evidence);
+    rules::run_all(&ctx, max_evidence, &mut sink);
+    let (verdict_reads, findings) = sink.finish();
+    crate::stats::mark(|| "rules".into());
+    let mut verdict = rules::verdict(&ctx, &verdict_reads);
+    drop(verdict_reads);
     if let Some(m) = &verdict.summary_msg {
         verdict.summary = cat.render(m);
     }

@@ -8,7 +8,7 @@ use crate::tcp::{Connection, Digest, Gap, Proto, Sample, Side, Termination, Term
 use super::defaults;
 use super::{
     cut_evidence, display_filters, side_msg, side_name, sort_evidence, Ctx, Evidence, Finding,
-    FindingKind, FindingText, Numbers, Path, Severity, Verdict,
+    FindingKind, FindingSink, FindingText, Numbers, Path, Severity, Verdict,
 };
 use crate::i18n::{empty, fixed, Msg};
 use std::collections::{BTreeMap, HashMap};
@@ -50,17 +50,10 @@ pub struct Death {
 /// the finding cites is in its filters all the same, by number.
 pub const FILTER_CONNECTIONS: usize = 3;
 
-/// Runs every rule; `max_evidence` is the cap on evidence items per finding, which a finding
-/// that groups connections fills with whole connections.
-pub fn run_all(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
-    let mut findings = run_rules(ctx, max_evidence);
-    for f in &mut findings {
-        sort_evidence(&mut f.evidence);
-    }
-    findings
-}
-
-fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
+/// Runs every rule, each finding put in `out` as it is made; `max_evidence` is the cap on
+/// evidence items per finding, which a finding that groups connections fills with whole
+/// connections.
+pub fn run_all(ctx: &Ctx<'_>, max_evidence: usize, out: &mut FindingSink<'_>) {
     let mut ends = Grouper::new(max_evidence);
     let mut deaths = Vec::new();
     for p in ctx.paths() {
@@ -79,29 +72,29 @@ fn run_rules(ctx: &Ctx<'_>, max_evidence: usize) -> Vec<Finding> {
     }
     // The deaths stay one per connection (the rules below reason on each); only the findings
     // that describe them are grouped.
-    let mut findings = ends.finish(ctx);
+    ends.finish(ctx).into_iter().for_each(|f| out.push(f));
     let idle = idle_timeout(ctx, &deaths);
     if let Some(f) = &idle {
         let mut slow = Grouper::new(max_evidence);
         heartbeat_too_slow(ctx, &deaths, f, &mut slow);
-        findings.extend(slow.finish(ctx));
+        slow.finish(ctx).into_iter().for_each(|f| out.push(f));
     }
     if let Some(f) = idle {
-        findings.push(f);
+        out.push(f);
     }
-    findings.extend(call_cut(ctx, &deaths));
-    findings.extend(half_open(ctx, &deaths));
-    findings.extend(l7_proxy(ctx));
+    call_cut(ctx, &deaths).into_iter().for_each(|f| out.push(f));
+    half_open(ctx, &deaths)
+        .into_iter()
+        .for_each(|f| out.push(f));
+    l7_proxy(ctx).into_iter().for_each(|f| out.push(f));
     if let Some(f) = weak_network(ctx, &deaths, max_evidence) {
-        findings.push(f);
+        out.push(f);
     }
     // The last rule reads three fields of a death: the rest goes before it makes its findings
-    // (~250 bytes a death with its strings, 18 800 deaths in the 2 GB synth, beside the agent
-    // outages at the rules' peak).
+    // (~250 bytes a death with its strings, 18 800 deaths in the 2 GB synth).
     let starts: Vec<OutageStart> = deaths.iter().map(OutageStart::of).collect();
     drop(deaths);
-    agent_outage(ctx, &starts, &mut findings);
-    findings
+    agent_outage(ctx, &starts, out);
 }
 
 /// What `agent_outage` reads of a `Death`: its connection, when the middlebox acted, and the
@@ -1661,194 +1654,226 @@ fn weak_network(ctx: &Ctx<'_>, deaths: &[Death], max_evidence: usize) -> Option<
 /// detection delay: from the middlebox's act to the client's first reaction (its own FIN/RST, or
 /// a new SYN). A silent drop is noticed only when the page's heartbeat check fires (45 s in the
 /// incident that started this project).
-fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut Vec<Finding>) {
+fn agent_outage(ctx: &Ctx<'_>, deaths: &[OutageStart], out: &mut FindingSink<'_>) {
     // One window per death, keyed by agent (vantage and client address), then one finding per
     // agent: an agent that lost its connection five times is one story, not five. Agents in
-    // order of their first window, each agent's windows in order. A later window is folded into
-    // its agent's first as it comes, by a map from agent to rank (a scan of every window for
-    // each agent was quadratic: 10 000 agents in the 2 GB synth). Kept whole until a merge at
-    // the end, the later windows' sentences, filters and numbers, which the merge replaces, were
-    // ~3.5 MB of that synth's peak. The first window's finding goes into `out` as it comes: kept
-    // aside until the end and then moved, every agent's finding was in two lists at once
-    // (~3 MB more at that synth's peak).
-    let mut agents: HashMap<(usize, std::net::IpAddr), usize> = HashMap::new();
-    // Room for a finding an agent, made once: grown by doubling, the list of findings had up
-    // to twice the room it needed at the rules' peak (16 384 for 10 391 agent outages on the
-    // 2 GB synth, ~2 MB), and a copy of it while it grew.
+    // order of their first window, each agent's windows in order. The deaths are grouped by
+    // agent first (a counting sort of their indices: a scan of every window for each agent was
+    // quadratic, 10 000 agents in the 2 GB synth), then each agent's windows made in turn and
+    // merged into its finding, which goes out before the next agent's is begun: one agent's
+    // windows are in memory at a time. Made in the deaths' order and merged at the end, every
+    // agent's finding waited for the last death: ~120 MB of the 20 GB synth's rules peak.
     let agent = |d: &OutageStart| {
         let p = ctx.path(&d.conn)?;
         let leg = &p.legs()[0];
         // A leg's `src` is its connection's originator (`align::Leg`): no read of it whole.
         Some((leg.at.0, leg.src))
     };
-    // And each agent's windows counted, for room for all of them in its first window's
-    // finding, made once (grown as they came, its lists had up to twice the room they needed:
-    // ~15 MB of the 20 GB synth's rules peak, whose agents lost their connection ~7 times).
-    let mut windows: HashMap<(usize, std::net::IpAddr), usize> = HashMap::new();
-    for a in deaths.iter().filter_map(agent) {
-        *windows.entry(a).or_default() += 1;
+    // Each death's agent, by the order of the agent's first death; none: no path.
+    let mut ranks: HashMap<(usize, std::net::IpAddr), u32> = HashMap::new();
+    let rank_of: Vec<Option<u32>> = deaths
+        .iter()
+        .map(|d| {
+            let next = ranks.len() as u32;
+            agent(d).map(|a| *ranks.entry(a).or_insert(next))
+        })
+        .collect();
+    let agents = ranks.len();
+    drop(ranks);
+    // Agent r's deaths are `by_agent[start[r]..start[r + 1]]`, in their order.
+    let mut start = vec![0usize; agents + 1];
+    for r in rank_of.iter().flatten() {
+        start[*r as usize + 1] += 1;
     }
-    out.reserve_exact(windows.len());
-    // Agents by rank (their first window's order).
-    let mut outages: Vec<AgentOutages> = Vec::new();
-    for d in deaths {
-        let Some(p) = ctx.path(&d.conn) else {
-            continue;
-        };
-        let leg = &p.legs()[0];
-        let c = &ctx.conn(leg);
-        // The same client's later connections to the same server, at the same vantage, read
-        // only as far as the first that recovered.
-        let mut later = ctx
-            .client_connections_after(leg, c.ts)
-            .map(|q| {
-                let leg = q.legs()[0].clone();
-                let reads = ctx.reads(&leg);
-                (leg, reads)
-            })
-            .peekable();
-        // Detection: the client's first reaction after the middlebox acted.
-        let own_end = c
-            .termination
-            .as_ref()
-            .filter(|t| t.by == Side::Orig)
-            .map(|t| ctx.reference_ts(leg, t.ts));
-        let first_syn = later.peek().map(|(l, k)| ctx.reference_ts(l, k.ts()));
-        let reaction = match (own_end, first_syn) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        // Recovery: the first later connection on which the server answered with data.
-        let mut attempts = 0;
-        let mut failed = 0;
-        let mut syns = Vec::new();
-        let mut recovered: Option<(Timestamp, Leg, u64)> = None;
-        for (l, k) in later {
-            attempts += 1;
-            syns.push(ctx.reference_ts(&l, k.ts()));
-            match k.recovery() {
-                Some((ts, frame)) => {
-                    recovered = Some((ctx.reference_ts(&l, ts), l, frame));
-                    break;
-                }
-                None => failed += 1,
-            }
-        }
-        let end = recovered.as_ref().map(|r| r.0).or(ctx.capture_end(leg));
-        let Some(end) = end else { continue };
-        let outage = end.secs_since(d.last_good);
-        let detection = reaction.map(|r| r.secs_since(d.at));
-        let mut backoff = vec![];
-        let mut prev = own_end.unwrap_or(d.at);
-        for s in &syns {
-            backoff.push(round3(s.secs_since(prev)));
-            prev = *s;
-        }
-        // Room for the two items it can have: `vec![..]` and a push made room for four, ~2 MB
-        // of the 2 GB synth's ten thousand agent outages.
-        let mut evidence = Vec::with_capacity(2);
-        evidence.push(ctx.evidence(
-            leg,
-            c.termination.as_ref().map_or(c.last_frame, |t| t.frame),
-            c.termination.as_ref().map_or(c.last_ts, |t| t.ts),
-            Msg::new("ev-signalling-ends"),
-        ));
-        if let Some((t, l, frame)) = &recovered {
-            evidence.push(Evidence {
-                vantage: l.vantage.clone(),
-                file: ctx.file(l),
-                frame: *frame,
-                ts: *t,
-                what: String::new(),
-                what_msg: Some(Msg::new("ev-first-answer")),
-            });
-        }
-        let display_filters = display_filters(&evidence, &[leg]);
-        let finding = Finding {
-            id: String::new(),
-            kind: FindingKind::AgentOutage,
-            severity: Severity::Critical,
-            summary: String::new(),
-            explanation: String::new(),
-            text: FindingText {
-                summary: Some(
-                    Msg::new("ao-summary")
-                        .s("agent", c.orig_h)
-                        .s("outage", fixed(outage, 1))
-                        .n("n", attempts)
-                        .m(
-                            "noticed",
-                            match detection {
-                                Some(x) => Msg::new("ao-noticed").s("secs", fixed(x, 1)),
-                                None => empty(),
-                            },
-                        ),
-                ),
-                explanation: vec![Msg::new("ao-explain")
-                    .s("conn", d.conn)
-                    .m(
-                        "none",
-                        if recovered.is_none() {
-                            Msg::new("ao-none-before-end")
-                        } else {
-                            empty()
-                        },
-                    )
-                    .n("attempts", attempts)
-                    .n("failed", failed)],
-                recommendation: Some(Msg::new("ao-rec")),
-                hop: None,
-            },
-            connections: vec![d.conn],
-            evidence,
-            display_filters,
-            recommendation: String::new(),
-            single_vantage: !ctx.multi_vantage(),
-            numbers: Box::new(Numbers {
-                outage_s: Some(round3(outage)),
-                reconnect_attempts: Some(attempts),
-                failed_handshakes: Some(failed),
-                detection_delay_s: detection.map(round3),
-                backoff_s: backoff,
-                ..Numbers::default()
-            }),
-        };
-        let next = agents.len();
-        let rank = *agents.entry((leg.at.0, c.orig_h)).or_insert(next);
-        match outages.get_mut(rank) {
-            Some(agent) => agent.add(&mut out[agent.at], finding, d.conn),
-            None => {
-                let mut finding = finding;
-                // At most: a window is left out when its end is unknown (above).
-                let more = windows.get(&(leg.at.0, c.orig_h)).map_or(0, |n| n - 1);
-                if more > 0 {
-                    finding.connections.reserve_exact(more);
-                    // Two items a window at most: the end, and the first answer after it.
-                    finding.evidence.reserve_exact(2 * more);
-                    finding.text.explanation.reserve_exact(more);
-                }
-                outages.push(AgentOutages {
-                    at: out.len(),
-                    line: d.conn,
-                    later: Vec::with_capacity(more),
-                });
-                out.push(finding);
-            }
+    for r in 0..agents {
+        start[r + 1] += start[r];
+    }
+    let mut fill = start.clone();
+    let mut by_agent = vec![0u32; start[agents]];
+    for (i, r) in rank_of.iter().enumerate() {
+        if let Some(r) = r {
+            by_agent[fill[*r as usize]] = i as u32;
+            fill[*r as usize] += 1;
         }
     }
-    for agent in outages {
-        let first = &mut out[agent.at];
-        agent.merge(ctx, first);
+    drop((rank_of, fill));
+    // An agent's finding goes where its first window (the first of its deaths whose outage has
+    // an end: `window`) puts it among the rules' findings, as when the windows were made in the
+    // deaths' order.
+    let key = out.reserve(deaths.len());
+    for r in 0..agents {
+        let group = &by_agent[start[r]..start[r + 1]];
+        let mut outages: Option<AgentOutages> = None;
+        for &i in group {
+            let d = &deaths[i as usize];
+            let Some(finding) = window(ctx, d) else {
+                continue;
+            };
+            match &mut outages {
+                Some(a) => a.add(finding, d.conn),
+                None => {
+                    let mut finding = finding;
+                    // Room for all its windows, made once (grown as they came, its lists had up
+                    // to twice the room they needed: ~15 MB of the 20 GB synth's rules peak,
+                    // whose agents lost their connection ~7 times). At most: a window is left
+                    // out when its end is unknown.
+                    let more = group.len() - 1;
+                    if more > 0 {
+                        finding.connections.reserve_exact(more);
+                        // Two items a window at most: the end, and the first answer after it.
+                        finding.evidence.reserve_exact(2 * more);
+                        finding.text.explanation.reserve_exact(more);
+                    }
+                    outages = Some(AgentOutages {
+                        key: key + u64::from(i),
+                        line: d.conn,
+                        later: Vec::with_capacity(more),
+                        first: finding,
+                    });
+                }
+            }
+        }
+        if let Some(a) = outages {
+            let key = a.key;
+            out.push_at(a.merge(ctx), key);
+        }
     }
 }
 
-/// One agent's outage windows so far: where its first window's finding is in the findings,
-/// into which every later window's connections, evidence and explanations are moved, and the
-/// later windows' lined-up connections and numbers (none for most agents: no allocation).
+/// One death's outage window, as a finding of its own; none when its end is unknown (no
+/// recovery, and no end of the capture).
+fn window(ctx: &Ctx<'_>, d: &OutageStart) -> Option<Finding> {
+    let p = ctx.path(&d.conn)?;
+    let leg = &p.legs()[0];
+    let c = &ctx.conn(leg);
+    // The same client's later connections to the same server, at the same vantage, read
+    // only as far as the first that recovered.
+    let mut later = ctx
+        .client_connections_after(leg, c.ts)
+        .map(|q| {
+            let leg = q.legs()[0].clone();
+            let reads = ctx.reads(&leg);
+            (leg, reads)
+        })
+        .peekable();
+    // Detection: the client's first reaction after the middlebox acted.
+    let own_end = c
+        .termination
+        .as_ref()
+        .filter(|t| t.by == Side::Orig)
+        .map(|t| ctx.reference_ts(leg, t.ts));
+    let first_syn = later.peek().map(|(l, k)| ctx.reference_ts(l, k.ts()));
+    let reaction = match (own_end, first_syn) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    // Recovery: the first later connection on which the server answered with data.
+    let mut attempts = 0;
+    let mut failed = 0;
+    let mut syns = Vec::new();
+    let mut recovered: Option<(Timestamp, Leg, u64)> = None;
+    for (l, k) in later {
+        attempts += 1;
+        syns.push(ctx.reference_ts(&l, k.ts()));
+        match k.recovery() {
+            Some((ts, frame)) => {
+                recovered = Some((ctx.reference_ts(&l, ts), l, frame));
+                break;
+            }
+            None => failed += 1,
+        }
+    }
+    let end = recovered.as_ref().map(|r| r.0).or(ctx.capture_end(leg));
+    let end = end?;
+    let outage = end.secs_since(d.last_good);
+    let detection = reaction.map(|r| r.secs_since(d.at));
+    let mut backoff = vec![];
+    let mut prev = own_end.unwrap_or(d.at);
+    for s in &syns {
+        backoff.push(round3(s.secs_since(prev)));
+        prev = *s;
+    }
+    // Room for the two items it can have: `vec![..]` and a push made room for four, ~2 MB
+    // of the 2 GB synth's ten thousand agent outages.
+    let mut evidence = Vec::with_capacity(2);
+    evidence.push(ctx.evidence(
+        leg,
+        c.termination.as_ref().map_or(c.last_frame, |t| t.frame),
+        c.termination.as_ref().map_or(c.last_ts, |t| t.ts),
+        Msg::new("ev-signalling-ends"),
+    ));
+    if let Some((t, l, frame)) = &recovered {
+        evidence.push(Evidence {
+            vantage: l.vantage.clone(),
+            file: ctx.file(l),
+            frame: *frame,
+            ts: *t,
+            what: String::new(),
+            what_msg: Some(Msg::new("ev-first-answer")),
+        });
+    }
+    let display_filters = display_filters(&evidence, &[leg]);
+    let finding = Finding {
+        id: String::new(),
+        kind: FindingKind::AgentOutage,
+        severity: Severity::Critical,
+        summary: String::new(),
+        explanation: String::new(),
+        text: FindingText {
+            summary: Some(
+                Msg::new("ao-summary")
+                    .s("agent", c.orig_h)
+                    .s("outage", fixed(outage, 1))
+                    .n("n", attempts)
+                    .m(
+                        "noticed",
+                        match detection {
+                            Some(x) => Msg::new("ao-noticed").s("secs", fixed(x, 1)),
+                            None => empty(),
+                        },
+                    ),
+            ),
+            explanation: vec![Msg::new("ao-explain")
+                .s("conn", d.conn)
+                .m(
+                    "none",
+                    if recovered.is_none() {
+                        Msg::new("ao-none-before-end")
+                    } else {
+                        empty()
+                    },
+                )
+                .n("attempts", attempts)
+                .n("failed", failed)],
+            recommendation: Some(Msg::new("ao-rec")),
+            hop: None,
+        },
+        connections: vec![d.conn],
+        evidence,
+        display_filters,
+        recommendation: String::new(),
+        single_vantage: !ctx.multi_vantage(),
+        numbers: Box::new(Numbers {
+            outage_s: Some(round3(outage)),
+            reconnect_attempts: Some(attempts),
+            failed_handshakes: Some(failed),
+            detection_delay_s: detection.map(round3),
+            backoff_s: backoff,
+            ..Numbers::default()
+        }),
+    };
+    Some(finding)
+}
+
+/// One agent's outage windows so far: its first window's finding, into which every later
+/// window's connections, evidence and explanations are moved, and the later windows' lined-up
+/// connections and numbers (none for most agents: no allocation).
 /// The connections by id: a one-capture diagnosis's legs are made as they are read, and a leg
 /// kept for each agent was 112 bytes (`Path`).
 struct AgentOutages {
-    at: usize,
+    /// Its place among the rules' findings (`FindingSink::push_at`).
+    key: u64,
+    first: Finding,
     line: LineId,
     later: Vec<(LineId, WindowNumbers)>,
 }
@@ -1872,8 +1897,9 @@ impl AgentOutages {
         }
     }
 
-    fn add(&mut self, first: &mut Finding, f: Finding, line: LineId) {
+    fn add(&mut self, f: Finding, line: LineId) {
         self.later.push((line, Self::numbers(&f)));
+        let first = &mut self.first;
         first.connections.extend(f.connections);
         first.evidence.extend(f.evidence);
         first.text.explanation.extend(f.text.explanation);
@@ -1881,12 +1907,13 @@ impl AgentOutages {
 
     /// One window: its finding as it is. More: one finding for all, with the total time
     /// without a connection, the longest window, and the windows' counts summed.
-    fn merge(self, ctx: &Ctx<'_>, merged: &mut Finding) {
+    fn merge(self, ctx: &Ctx<'_>) -> Finding {
+        let mut merged = self.first;
         if self.later.is_empty() {
-            return;
+            return merged;
         }
         let leg = |line: &LineId| ctx.path(line).map(|p| p.legs()[0].clone());
-        let mut group = vec![Self::numbers(merged)];
+        let mut group = vec![Self::numbers(&merged)];
         let mut legs: Vec<Leg> = leg(&self.line).into_iter().collect();
         for (line, numbers) in self.later {
             legs.extend(leg(&line));
@@ -1895,7 +1922,7 @@ impl AgentOutages {
         // The agent: the client address of its windows' connections (`agent` made a window's
         // rank of it, so the first's leg is there).
         let Some(agent) = legs.first().map(|l| l.src) else {
-            return;
+            return merged;
         };
         let outages: Vec<f64> = group.iter().filter_map(|w| w.outage_s).collect();
         let total: f64 = outages.iter().sum();
@@ -1920,6 +1947,7 @@ impl AgentOutages {
             backoff_s,
             ..Numbers::default()
         };
+        merged
     }
 }
 

@@ -722,9 +722,9 @@ fn reconnect<'a>(
 }
 
 /// The findings of each connection, looked up once: a finding may group a thousand.
-fn findings_by_conn(d: &Diagnosis) -> std::collections::HashMap<&str, Vec<&Finding>> {
+fn findings_by_conn(findings: &[Finding]) -> std::collections::HashMap<&str, Vec<&Finding>> {
     let mut by_conn: std::collections::HashMap<&str, Vec<&Finding>> = Default::default();
-    for f in &d.findings {
+    for f in findings {
         for c in &f.connections {
             by_conn.entry(c.as_str()).or_default().push(f);
         }
@@ -1295,7 +1295,10 @@ fn timeline_section(t: &Timeline<'_>, ev: &EvidenceIndex, cat: &Catalog) -> Mark
 pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let cat = super::catalog_of(d);
     let ctx = Ctx::new(al);
-    let by_conn = findings_by_conn(d);
+    // Read once, whole: the page links findings, connections and evidence both ways, and its
+    // timelines are capped, not its findings (`Findings` are read one at a time elsewhere).
+    let findings: Vec<Finding> = d.findings.iter().collect();
+    let by_conn = findings_by_conn(&findings);
     let eligible: Vec<Path<'_>> = ctx.paths().filter(has_timeline).collect();
     let total_tcp = eligible.len();
     // Connections with findings first in importance, but pages read in id order: keep the
@@ -1323,7 +1326,7 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
     let left_out = total_tcp - all.len();
     let udp = d.connections.len() - total_tcp;
     let mut ev: EvidenceIndex = BTreeMap::new();
-    for f in &d.findings {
+    for f in &findings {
         for e in &f.evidence {
             let ids = ev.entry((e.vantage.to_string(), e.frame)).or_default();
             if !ids.contains(&f.id) {
@@ -1331,7 +1334,7 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
             }
         }
     }
-    let worst = d.findings.iter().map(|f| f.severity).max();
+    let worst = findings.iter().map(|f| f.severity).max();
     let verdict_class = match worst {
         None => "verdict healthy",
         Some(Severity::Critical) => "verdict critical",
@@ -1367,13 +1370,13 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                         p.muted { (cat.get("r-one-capture")) }
                     }
                     h2 { (cat.get("r-findings")) }
-                    @if d.findings.is_empty() {
+                    @if findings.is_empty() {
                         p { (cat.get("r-no-findings")) }
                     } @else {
                         table.findings {
                             thead { tr { th { (cat.get("r-col-id")) } th { (cat.get("r-col-severity")) } th { (cat.get("r-col-kind")) } th { (cat.get("r-col-connections")) } th { (cat.get("r-col-summary")) } } }
                             tbody {
-                                @for f in &d.findings {
+                                @for f in &findings {
                                     tr {
                                         td { a href=(format!("#{}", f.id)) { (f.id) } }
                                         td { span class=(format!("sev {}", severity_word(f.severity))) { (super::severity_words(&cat, f.severity)) } }
@@ -1411,9 +1414,9 @@ pub fn render(d: &Diagnosis, al: &Alignment) -> String {
                             " " code { "vantage timeline --conn ID" } " " (cat.get("h-left-out-after"))
                         }
                     }
-                    @if !d.findings.is_empty() {
+                    @if !findings.is_empty() {
                         h2 { (cat.get("h-evidence")) }
-                        @for f in &d.findings { (finding_section(f, &cat)) }
+                        @for f in &findings { (finding_section(f, &cat)) }
                     }
                     h2 { (cat.get("r-clock-offsets")) }
                     table.offsets {

@@ -767,11 +767,12 @@ pub const MAX_PER_KIND: usize = 20;
 
 /// The findings the text and Markdown reports show, and per kind how many are left out (in the
 /// order the kinds first appear).
-fn shown_findings(d: &Diagnosis) -> (Vec<&Finding>, Vec<(&'static str, usize)>) {
+/// Counted by kind without reading them (`Findings::kinds`): only those shown are read.
+fn shown_findings(d: &Diagnosis) -> (Vec<Finding>, Vec<(&'static str, usize)>) {
     let mut count: Vec<(&'static str, usize)> = Vec::new();
     let mut shown = Vec::new();
-    for f in &d.findings {
-        let name = f.kind.name();
+    for (i, (kind, _)) in d.findings.kinds().enumerate() {
+        let name = kind.name();
         let n = match count.iter_mut().find(|(k, _)| *k == name) {
             Some((_, n)) => n,
             None => {
@@ -781,7 +782,7 @@ fn shown_findings(d: &Diagnosis) -> (Vec<&Finding>, Vec<(&'static str, usize)>) 
         };
         *n += 1;
         if *n <= MAX_PER_KIND {
-            shown.push(f);
+            shown.push(d.findings.get(i));
         }
     }
     let hidden = count

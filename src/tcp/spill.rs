@@ -79,6 +79,12 @@ impl Spill {
         Some((f.seek(std::io::SeekFrom::Start(0)).map(|_| f), written))
     }
 
+    /// For tests: the bytes written to the temporary file, if there is one.
+    #[cfg(test)]
+    pub(crate) fn on_disk(&self) -> Option<u64> {
+        self.file.as_ref().map(|_| self.written)
+    }
+
     /// For tests: the block to the file, then the file cut to half what it holds, as a disk
     /// that lost its end would leave it.
     #[cfg(test)]
@@ -216,7 +222,7 @@ pub(super) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Re
     f.read_exact(buf)
 }
 
-pub(super) fn invalid(what: &str) -> std::io::Error {
+pub(crate) fn invalid(what: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidData,
         format!("{what} did not decode"),
