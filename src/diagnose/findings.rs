@@ -6,7 +6,7 @@
 //! Held as `Finding`s until the report, they were what set the peak of a long capture's
 //! diagnosis: an agent that loses its connection is one finding with every window's
 //! connections, evidence, sentences and Wireshark filter, ~6 KB for the 20 GB synth's agents
-//! (~7 windows each), ~120 MB of that run's 258 MiB. What stays in memory is 16 bytes a
+//! (~7 windows each), ~120 MB of that run's 258 MiB. What stays in memory is 24 bytes a
 //! finding: where its record is, its kind and severity (which the reports count without
 //! reading it).
 
@@ -249,7 +249,8 @@ impl<'a> IntoIterator for &'a Findings {
     }
 }
 
-/// Findings already rendered, in the order given (what a test builds a report from).
+/// Findings already rendered, ordered as a diagnosis's are: most severe first, and among equals
+/// in the order given (what a test builds a report from).
 impl FromIterator<Finding> for Findings {
     fn from_iter<I: IntoIterator<Item = Finding>>(items: I) -> Self {
         let mut store = Store::in_memory();

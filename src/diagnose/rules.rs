@@ -82,11 +82,12 @@ pub fn run_all(ctx: &Ctx<'_>, max_evidence: usize, out: &mut FindingSink<'_>) {
     if let Some(f) = idle {
         out.push(f);
     }
-    call_cut(ctx, &deaths).into_iter().for_each(|f| out.push(f));
-    half_open(ctx, &deaths)
-        .into_iter()
-        .for_each(|f| out.push(f));
-    l7_proxy(ctx).into_iter().for_each(|f| out.push(f));
+    // A finding a call cut, and one a half-open connection: each written as made.
+    call_cut(ctx, &deaths, out);
+    half_open(ctx, &deaths, out);
+    if let Some(f) = l7_proxy(ctx) {
+        out.push(f);
+    }
     if let Some(f) = weak_network(ctx, &deaths, max_evidence) {
         out.push(f);
     }
@@ -1365,8 +1366,7 @@ fn idle_timeout(ctx: &Ctx<'_>, deaths: &[Death]) -> Option<Finding> {
 /// server shows the server holding on, until the capture ends or until its own later packet
 /// meets the middlebox. Both durations are given: how long each side believed in it after the
 /// middlebox had dropped it.
-fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
-    let mut out = Vec::new();
+fn half_open(ctx: &Ctx<'_>, deaths: &[Death], out: &mut FindingSink<'_>) {
     for d in deaths {
         let Some(p) = ctx.path(&d.conn) else {
             continue;
@@ -1448,7 +1448,6 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             }),
         });
     }
-    out
 }
 
 /// **l7_proxy.** The same messages travel on two TCP connections at different stream offsets:
@@ -2145,8 +2144,7 @@ fn heartbeat_too_slow(ctx: &Ctx<'_>, deaths: &[Death], idle: &Finding, out: &mut
 /// died: the call is gone for the agent, while the far side may only learn of it later. The
 /// voice gateway's leg (SIP over UDP, other Call-ID through a B2BUA) is shown where a capture has
 /// it: its BYE, and the Reason header (RFC 3326) the softswitch gave.
-fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
-    let mut out = Vec::new();
+fn call_cut(ctx: &Ctx<'_>, deaths: &[Death], out: &mut FindingSink<'_>) {
     for d in deaths {
         let Some(p) = ctx.path(&d.conn) else {
             continue;
@@ -2257,11 +2255,12 @@ fn call_cut(ctx: &Ctx<'_>, deaths: &[Death]) -> Vec<Finding> {
             numbers: Box::default(),
         });
     }
-    out
 }
 
 /// The verdict: the most likely root cause in one sentence with the decisive numbers, a
-/// confidence, and what would change it.
+/// confidence, and what would change it. `findings` in report order, before they are rendered:
+/// it reads those of the deaths, the idle timeout and a weak network, and only those
+/// (`FindingSink` keeps them for it; the others are written as they are made).
 pub fn verdict(ctx: &Ctx<'_>, findings: &[Finding]) -> Verdict {
     let deaths: Vec<&Finding> = findings
         .iter()
