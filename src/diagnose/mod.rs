@@ -690,3 +690,41 @@ pub fn render_finding(cat: &Catalog, f: &mut Finding) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gathered a few at a time, the evidence kept is what sorting and cutting the whole list
+    /// keeps (`cut_evidence`), ties in time and vantage in arrival order, with the same
+    /// sentence on what was left out; whatever the cap.
+    #[test]
+    fn first_evidence_keeps_what_a_sort_and_cut_of_all_keeps() {
+        // Many ties: 1 000 items over 37 instants and two vantages, out of order.
+        let item = |k: u64| Evidence {
+            vantage: if k.is_multiple_of(3) { "b" } else { "a" }.into(),
+            file: "f.pcap".into(),
+            frame: k,
+            ts: Timestamp(((k * 7919) % 37) as i64),
+            what: String::new(),
+            what_msg: None,
+        };
+        let key = |e: &Evidence| (e.frame, e.ts, e.vantage.to_string());
+        for max in [0, 1, 3, 50, 999, 1000, 2000] {
+            let mut all: Vec<Evidence> = (0..1000).map(item).collect();
+            let mut said = Vec::new();
+            sort_evidence(&mut all);
+            cut_evidence(&mut all, &mut said, max);
+            let mut first = FirstEvidence::new(max);
+            (0..1000).map(item).for_each(|e| first.push(e));
+            let mut told = Vec::new();
+            let kept = first.finish(&mut told);
+            assert_eq!(
+                kept.iter().map(key).collect::<Vec<_>>(),
+                all.iter().map(key).collect::<Vec<_>>(),
+                "max {max}"
+            );
+            assert_eq!(told, said, "max {max}");
+        }
+    }
+}
