@@ -18,7 +18,7 @@ use super::{
     cut_evidence, render_finding, sort_evidence, Catalog, DisplayFilter, Evidence, Finding,
     FindingKind, FindingText, Msg, Numbers, Severity,
 };
-use crate::tcp::kept::{codec_enum, codec_refused, codec_struct, Codec};
+use crate::tcp::kept::{codec_enum, codec_refused, codec_struct, get_bytes, put_bytes, Codec};
 use crate::tcp::spill::{Sealed, Spill};
 
 codec_enum!(Severity {
@@ -99,23 +99,24 @@ codec_struct!(Finding {
     text
 });
 
-/// The names a vantage and a file are shared by (`Ctx::files`); each read back is its own.
+/// As a `String` is written (`tcp::kept`). The names a vantage and a file are shared by
+/// (`Ctx::files`); each read back is its own.
 impl Codec for Arc<str> {
     fn put(&self, w: &mut Vec<u8>) -> bool {
-        let s: &str = self;
-        s.to_owned().put(w)
+        put_bytes(self.as_bytes(), w)
     }
     fn get(r: &mut &[u8]) -> Option<Self> {
-        String::get(r).map(Arc::from)
+        std::str::from_utf8(get_bytes(r)?).ok().map(Arc::from)
     }
 }
 
+/// As a `String` is written.
 impl Codec for crate::align::LineId {
     fn put(&self, w: &mut Vec<u8>) -> bool {
-        self.as_str().to_owned().put(w)
+        put_bytes(self.as_str().as_bytes(), w)
     }
     fn get(r: &mut &[u8]) -> Option<Self> {
-        String::get(r).map(|s| Self::new(&s))
+        std::str::from_utf8(get_bytes(r)?).ok().map(Self::new)
     }
 }
 
@@ -194,8 +195,7 @@ impl Findings {
         let mut f = match e.place {
             Place::Held(k) => self.held[k as usize].clone(),
             Place::Record { at, len } => {
-                let mut rec = vec![0u8; len as usize];
-                let read = self.records.read(at, &mut rec).and_then(|()| {
+                let read = self.records.record(at, len).and_then(|rec| {
                     let mut r = &rec[..];
                     match Finding::get(&mut r) {
                         Some(f) if r.is_empty() => Ok(f),
@@ -308,15 +308,10 @@ impl Store {
             .put(&mut self.scratch)
             .then(|| u32::try_from(self.scratch.len()).ok());
         let place = match len.flatten() {
-            Some(len) => {
-                // A record is its length, then its bytes (`Spill::seal` reads them so).
-                // Nothing is read back before `finish`: what the spill holds is where it starts.
-                crate::varint::push(self.spill.block(), u64::from(len));
-                let at = self.spill.pending() as u64;
-                self.spill.block().extend_from_slice(&self.scratch);
-                self.spill.wrote();
-                Place::Record { at, len }
-            }
+            Some(len) => Place::Record {
+                at: self.spill.write_record(&self.scratch),
+                len,
+            },
             None => {
                 self.held.push(f);
                 Place::Held(self.held.len() as u32 - 1)
@@ -337,20 +332,13 @@ impl Store {
     fn finish(mut self) -> Findings {
         let mut check = |mut rec: &[u8]| Finding::get(&mut rec).is_some() && rec.is_empty();
         let (records, error) = self.spill.seal(&mut check);
-        let mut entries = self.entries;
-        entries.sort_by_key(|(key, e)| (std::cmp::Reverse(e.severity), *key));
-        let entries: Vec<Entry> = entries.into_iter().map(|(_, e)| e).collect();
         if let Some(e) = error {
             // Written by this process a moment ago: only the disk failing under us ends here.
-            let cut = entries
-                .iter()
-                .find(|e| match e.place {
-                    Place::Record { at, len } => !records.holds(at, len),
-                    Place::Held(_) => false,
-                })
-                .map(|e| e.kind.name());
-            panic!("the temporary file of findings could not be read back ({cut:?}): {e}");
+            panic!("the temporary file of findings could not be read back: {e}");
         }
+        let mut entries = self.entries;
+        entries.sort_by_key(|(key, e)| report_order(e.severity, *key));
+        let entries: Vec<Entry> = entries.into_iter().map(|(_, e)| e).collect();
         Findings {
             entries,
             records: Arc::new(records),
@@ -362,8 +350,7 @@ impl Store {
 /// Where the rules put their findings, as they make them: each finding's evidence sorted and
 /// cut to the cap, its sentences rendered in the report's language, then written (`Store`).
 /// The findings the verdict reads (the deaths', the idle timeout's and a weak network's: a few,
-/// grouped)
-/// are kept whole, unrendered, beside it (`verdict_reads`).
+/// grouped) are kept whole, unrendered, beside it (`verdict_reads`).
 pub struct FindingSink<'c> {
     store: Store,
     cat: &'c Catalog,
@@ -414,10 +401,15 @@ impl<'c> FindingSink<'c> {
     pub fn finish(mut self) -> (Vec<Finding>, Findings) {
         // As `Store::finish` orders them: the verdict reads the first death in report order.
         self.verdict_reads
-            .sort_by_key(|(key, f)| (std::cmp::Reverse(f.severity), *key));
+            .sort_by_key(|(key, f)| report_order(f.severity, *key));
         let reads = self.verdict_reads.into_iter().map(|(_, f)| f).collect();
         (reads, self.store.finish())
     }
+}
+
+/// A finding's place in the report: most severe first, then by its key (the rules' order).
+fn report_order(severity: Severity, key: u64) -> (std::cmp::Reverse<Severity>, u64) {
+    (std::cmp::Reverse(severity), key)
 }
 
 /// The kinds `rules::verdict` reads.

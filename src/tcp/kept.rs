@@ -181,14 +181,14 @@ impl Codec for std::num::NonZeroU64 {
 }
 
 /// Its length, then its bytes.
-fn get_bytes<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
+pub(crate) fn get_bytes<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
     let n = usize::get(r)?;
     let (b, rest) = r.split_at_checked(n)?;
     *r = rest;
     Some(b)
 }
 
-fn put_bytes(b: &[u8], w: &mut Vec<u8>) -> bool {
+pub(crate) fn put_bytes(b: &[u8], w: &mut Vec<u8>) -> bool {
     b.len().put(w);
     w.extend_from_slice(b);
     true
@@ -710,14 +710,11 @@ impl KeptStore {
             return None;
         }
         let len = u32::try_from(self.scratch.len()).ok()?;
-        // Nothing is read back before `seal`: what the spill holds is where this one starts.
-        let start = self.spill.pending() as u64;
-        put_bytes(&self.scratch, self.spill.block());
-        self.spill.wrote();
+        let at = self.spill.write_record(&self.scratch);
         self.len += 1;
         Some(KeptAt {
             store: self.id,
-            at: start + crate::varint::len(u64::from(len)) as u64,
+            at,
             len,
         })
     }
@@ -803,8 +800,7 @@ impl KeptFile {
     }
 
     fn decode(&self, at: &KeptAt) -> std::io::Result<Connection> {
-        let mut rec = vec![0u8; at.len as usize];
-        self.records.read(at.at, &mut rec)?;
+        let rec = self.records.record(at.at, at.len)?;
         let mut r = &rec[..];
         match get_connection(&mut r, &self.capture, &mut Histories::default()) {
             Some(c) if r.is_empty() => Ok(c),

@@ -33,6 +33,17 @@ impl Spill {
         }
     }
 
+    /// Writes `rec` as a record (its length, a varint, then its bytes: what `seal` and
+    /// `Sealed::record` read) and gives where its bytes start. Nothing is read back before
+    /// `seal`: what the spill holds is where the record starts.
+    pub fn write_record(&mut self, rec: &[u8]) -> u64 {
+        crate::varint::push(&mut self.block, rec.len() as u64);
+        let at = self.pending() as u64;
+        self.block.extend_from_slice(rec);
+        self.wrote();
+        at
+    }
+
     /// Where the next record is written, whole; then `wrote`.
     pub fn block(&mut self) -> &mut Vec<u8> {
         &mut self.block
@@ -185,8 +196,19 @@ impl Sealed {
         self.valid == self.written + self.blocks.iter().map(|b| b.len() as u64).sum::<u64>()
     }
 
-    /// The `buf.len()` bytes of the record at `at` (`holds` them: checked by the caller).
-    pub fn read(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    /// The `len` bytes of the record whose bytes start at `at` (`Spill::write_record`), if the
+    /// store `holds` them.
+    pub fn record(&self, at: u64, len: u32) -> std::io::Result<Vec<u8>> {
+        if !self.holds(at, len) {
+            return Err(invalid(&format!("a record at byte {at}")));
+        }
+        let mut rec = vec![0u8; len as usize];
+        self.read(at, &mut rec)?;
+        Ok(rec)
+    }
+
+    /// The `buf.len()` bytes at `at`.
+    fn read(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match (at.checked_sub(self.written), self.file.as_ref()) {
             (None, Some(file)) => read_at(file, buf, at),
             (None, None) => Err(invalid("the temporary file")),
