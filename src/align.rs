@@ -208,7 +208,8 @@ impl Lines {
                     Some((leg, ts)) => (leg.clone(), *ts),
                     None => {
                         let d = l.digests.get(i - l.whole.len());
-                        (Kept::Digest(d).leg(l.vantage.clone(), (0, i)), d.ts())
+                        let ts = d.ts();
+                        (Kept::Digest(d).leg(l.vantage.clone(), (0, i)), ts)
                     }
                 };
                 Some(Cow::Owned(LinedUp {
@@ -393,7 +394,7 @@ impl std::ops::Deref for ConnRef<'_> {
 }
 
 /// A finished connection as its capture kept it (`CaptureFlows`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Kept<'a> {
     Whole(&'a Connection),
     Digest(crate::tcp::DigestRef<'a>),

@@ -157,6 +157,58 @@ fn digests_change_no_report() {
     assert!(kept_on_disk > 20, "{kept_on_disk}");
 }
 
+/// Past `TrackerOptions::digests_in_memory` bytes a capture's digests are kept in a temporary
+/// file, in start order (`DigestStore::take_sorted`): on every fixture, forced there, the
+/// reports and the lined-up list are the same byte for byte as with them in memory, on one
+/// thread and on two; with `--max-summaries` cutting the list they are read back to be cut,
+/// and stay in memory.
+#[test]
+fn digests_kept_in_a_file_change_no_report() {
+    let mut in_file = 0;
+    for path in common::fixture_captures() {
+        for (shards, max_summaries) in [(1, 1_000_000), (2, 1_000_000), (2, 7)] {
+            let memory = lined_up(&path, options(true, shards, max_summaries));
+            let file = lined_up(
+                &path,
+                TrackerOptions {
+                    digests_in_memory: 0,
+                    ..options(true, shards, max_summaries)
+                },
+            );
+            let what = format!(
+                "{} ({shards} threads, {max_summaries} kept)",
+                path.display()
+            );
+            let (m, f) = (&memory.vantages[0].flows, &file.vantages[0].flows);
+            assert!(!m.digests.in_file(), "{what}");
+            let cut = m.connections.len() + m.digests.len() >= max_summaries;
+            assert_eq!(f.digests.in_file(), !f.digests.is_empty() && !cut, "{what}");
+            assert_eq!(reports(&memory), reports(&file), "{what}");
+            let json = |al: &Alignment| serde_json::to_string(&*al.connections).unwrap();
+            assert_eq!(json(&memory), json(&file), "{what}");
+            // Field for field, and each found whole where it is (stores are numbered in the
+            // order the process made them).
+            let all = |t: &vantage::tcp::Digests| {
+                t.iter()
+                    .map(|d| {
+                        let whole = t
+                            .whole(&d)
+                            .map(|(file, at)| format!("{:?}", file.read(&at).expect("read back")));
+                        let mut d = d.to_digest();
+                        d.whole = None;
+                        format!("{d:?} {whole:?}")
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(all(&m.digests), all(&f.digests), "{what}");
+            if f.digests.in_file() {
+                in_file += f.digests.len();
+            }
+        }
+    }
+    assert!(in_file > 300, "{in_file}");
+}
+
 /// `rules::Reads` reads the same from a connection kept whole as from its digest, encoded and
 /// read in place as a diagnosis keeps it, on every connection of every fixture (those a rule
 /// ends included: the digest is defined for all).

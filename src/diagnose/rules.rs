@@ -184,37 +184,37 @@ pub fn digest_of(c: &Connection) -> Digest {
 /// What the rules read from a connection whatever its fate (`idle_timeout`, `weak_network`,
 /// `agent_outage`'s reconnects, the verdict): the same from the connection kept whole as from
 /// its digest, which `digest_of` fills from these.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Reads<'a>(pub Kept<'a>);
 
 impl<'a> Reads<'a> {
-    pub fn proto(self) -> Proto {
-        match self.0 {
+    pub fn proto(&self) -> Proto {
+        match &self.0 {
             Kept::Whole(c) => c.proto,
             Kept::Digest(d) => d.proto(),
         }
     }
 
-    pub fn ts(self) -> Timestamp {
-        match self.0 {
+    pub fn ts(&self) -> Timestamp {
+        match &self.0 {
             Kept::Whole(c) => c.ts,
             Kept::Digest(d) => d.ts(),
         }
     }
 
     /// Who sent the FIN or RST that ended it.
-    pub fn ended_by(self) -> Option<Side> {
-        match self.0 {
+    pub fn ended_by(&self) -> Option<Side> {
+        match &self.0 {
             Kept::Whole(c) => c.termination.as_ref().map(|t| t.by),
             Kept::Digest(d) => d.ended_by(),
         }
     }
 
     /// The silences it lived through: those that ended before its last packet.
-    pub fn survived(self) -> impl Iterator<Item = f64> + 'a {
-        let (whole, digest) = match self.0 {
-            Kept::Whole(c) => (Some(c), None),
-            Kept::Digest(d) => (None, Some(d)),
+    pub fn survived(&self) -> impl Iterator<Item = f64> + 'a {
+        let (whole, digest) = match &self.0 {
+            Kept::Whole(c) => (Some(*c), None),
+            Kept::Digest(d) => (None, Some(d.clone())),
         };
         let whole = whole.into_iter().flat_map(|c| {
             c.silences
@@ -226,26 +226,26 @@ impl<'a> Reads<'a> {
     }
 
     /// Retransmissions, both directions.
-    pub fn retransmissions(self) -> u64 {
-        match self.0 {
+    pub fn retransmissions(&self) -> u64 {
+        match &self.0 {
             Kept::Whole(c) => c.orig.retransmissions + c.resp.retransmissions,
             Kept::Digest(d) => d.retransmissions(),
         }
     }
 
     /// Data segments, both directions.
-    pub fn data_segments(self) -> u64 {
-        match self.0 {
+    pub fn data_segments(&self) -> u64 {
+        match &self.0 {
             Kept::Whole(c) => c.orig.samples.total + c.resp.samples.total,
             Kept::Digest(d) => d.data_segments(),
         }
     }
 
     /// The first five retransmissions (time, frame): the originator's, then the responder's.
-    pub fn retransmitted(self) -> impl Iterator<Item = (Timestamp, u64)> + 'a {
-        let (whole, digest) = match self.0 {
-            Kept::Whole(c) => (Some(c), None),
-            Kept::Digest(d) => (None, Some(d)),
+    pub fn retransmitted(&self) -> impl Iterator<Item = (Timestamp, u64)> + 'a {
+        let (whole, digest) = match &self.0 {
+            Kept::Whole(c) => (Some(*c), None),
+            Kept::Digest(d) => (None, Some(d.clone())),
         };
         let whole = whole.into_iter().flat_map(|c| {
             c.orig
@@ -260,8 +260,8 @@ impl<'a> Reads<'a> {
     }
 
     /// When it worked again for its client (`recovery`).
-    pub fn recovery(self) -> Option<(Timestamp, u64)> {
-        match self.0 {
+    pub fn recovery(&self) -> Option<(Timestamp, u64)> {
+        match &self.0 {
             Kept::Whole(c) => recovery(c),
             Kept::Digest(d) => d.recovery(),
         }

@@ -13,7 +13,10 @@
 //! rules read it in place (`Digests`, `DigestRef`). Counts, frames and silences are varints
 //! (the start time alone is fixed, for sorting and searching by it): 88 bytes a digest on the
 //! 2 GB synth, where fixed widths took ~150, and what the rules hold for every connection a
-//! capture saw (session 15, `benches/RESULTS.md`: 93 MB at 20 GB then).
+//! capture saw (session 15, `benches/RESULTS.md`: 93 MB at 20 GB then). Past
+//! `TrackerOptions::digests_in_memory` bytes the table is not read back into memory at all: it
+//! is written in start order to a temporary file and read from there a block at a time
+//! (`Paged`), so that what the rules hold a connection is 8 bytes, where it is.
 
 use std::net::IpAddr;
 
@@ -22,7 +25,7 @@ use crate::capture::Timestamp;
 use crate::varint;
 
 use super::kept::KeptAt;
-use super::spill::Spill;
+use super::spill::{Spill, BLOCK};
 use super::zeek::CONN_STATES;
 use super::{Proto, Side, Uid, TOP_GAPS};
 
@@ -80,16 +83,18 @@ impl Digest {
 
 /// The tracker's digests while it tracks: each written as it comes, in ~90 bytes instead of
 /// a `Digest`'s 200, to a temporary file (`Spill`), and read back, still encoded, when
-/// tracking ends (`all`). On the 2 GB synth 74 000 digests were 15 MB of the tracking's peak,
-/// beside the live connections; read back, they take the room those left. A digest that
-/// cannot be encoded (a `conn_state` this module does not know) is refused (`push`), and its
-/// connection kept whole.
+/// tracking ends (`all`, `take_sorted`). On the 2 GB synth 74 000 digests were 15 MB of the
+/// tracking's peak, beside the live connections; read back, they take the room those left. A
+/// digest that cannot be encoded (a `conn_state` this module does not know) is refused
+/// (`push`), and its connection kept whole.
 #[derive(Default)]
 pub struct DigestStore {
     spill: Spill,
+    /// Other shards' spills, joined to this store (`join`), read as its own.
+    joined: Vec<Spill>,
     /// What was read back (`all`); digests pushed after wait in `spill` for the next `all`.
     read: Digests,
-    /// Digests encoded (in the file or the blocks), not read back yet.
+    /// Digests encoded (in the files or the blocks), not read back yet.
     encoded: usize,
     error: Option<std::io::Error>,
 }
@@ -128,7 +133,7 @@ impl DigestStore {
     }
 
     /// Every digest so far, read back (in no particular order) into a table that stays: the
-    /// store holds nothing in its file or blocks after this.
+    /// store holds nothing in its files or blocks after this.
     pub fn all(&mut self) -> &mut Digests {
         let mut read = std::mem::take(&mut self.read);
         self.read_into(&mut read);
@@ -136,22 +141,19 @@ impl DigestStore {
         &mut self.read
     }
 
-    /// Every digest of this store moved to the end of `t`: those read back, then those in its
-    /// file or blocks, read straight into `t`. A capture tracked on several threads joins its
-    /// shards' digests so: read back into each shard's table first, then copied into one, the
-    /// 20 GB synth's were held twice for a moment (125.8 -> 161.2 MiB, the run's peak after
-    /// reading).
-    pub fn move_into(&mut self, t: &mut Digests) {
-        t.append(std::mem::take(&mut self.read));
-        self.read_into(t);
-    }
-
-    /// Digests and bytes this store holds (`move_into` moves them), for room made once.
-    pub fn size(&self) -> (usize, usize) {
-        (
-            self.encoded + self.read.len(),
-            self.spill.pending() + self.read.bytes.len(),
-        )
+    /// Another shard's store joined to this one: its digests read back, in its files and
+    /// blocks, and the stores its connections kept whole are in. A capture tracked on several
+    /// threads joins its shards' so, and reads them back once (`all` or `take_sorted`): read
+    /// back shard by shard and copied into one table, the 20 GB synth's were held twice for a
+    /// moment (125.8 -> 161.2 MiB, the run's peak after reading).
+    pub fn join(&mut self, mut other: DigestStore) {
+        self.read.append(std::mem::take(&mut other.read));
+        self.encoded += other.encoded;
+        self.joined.push(other.spill);
+        self.joined.append(&mut other.joined);
+        if let Some(e) = other.error {
+            self.error.get_or_insert(e);
+        }
     }
 
     /// The store the digests' connections kept whole are in (`Digests::attach`), without
@@ -160,42 +162,74 @@ impl DigestStore {
         self.read.attach(kept);
     }
 
-    /// What waits in the file or the blocks, read into `t` after what it holds.
+    /// Bytes waiting in the files and blocks.
+    fn pending(&self) -> usize {
+        std::iter::once(&self.spill)
+            .chain(&self.joined)
+            .map(Spill::pending)
+            .sum()
+    }
+
+    /// What waits in the files or the blocks, read into `t` after what it holds, with room
+    /// made once for all of it.
     fn read_into(&mut self, t: &mut Digests) {
         use std::io::Read as _;
-        let pending = self.spill.pending();
+        let pending = self.pending();
         if pending == 0 {
             return;
         }
         t.reserve(self.encoded, pending);
-        if let Some((f, written)) = self.spill.take_file() {
-            // Straight into the table (a list in between was the file's size twice over).
-            let start = t.bytes.len();
-            let bytes = std::sync::Arc::make_mut(&mut t.bytes);
-            let read = f.and_then(|f| f.take(written).read_to_end(bytes));
-            // What was read, up to its last whole record (`read_to_end` keeps what came
-            // before an error).
-            let whole = t.index_from(start);
-            let short = (whole < written as usize).then(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{whole} of {written} bytes read back"),
-                )
-            });
-            if let Some(e) = read.err().or(short) {
-                self.error.get_or_insert(e);
+        self.encoded = 0;
+        for spill in std::iter::once(&mut self.spill).chain(&mut self.joined) {
+            if let Some((f, written)) = spill.take_file() {
+                // Straight into the table (a list in between was the file's size twice over).
+                let start = t.bytes.len();
+                let bytes = std::sync::Arc::make_mut(&mut t.bytes);
+                let read = f.and_then(|f| f.take(written).read_to_end(bytes));
+                // What was read, up to its last whole record (`read_to_end` keeps what came
+                // before an error).
+                let whole = t.index_from(start);
+                let short = (whole < written as usize).then(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{whole} of {written} bytes read back"),
+                    )
+                });
+                if let Some(e) = read.err().or(short) {
+                    self.error.get_or_insert(e);
+                }
+            }
+            for b in spill.take_blocks() {
+                // Encoded here, so whole.
+                let start = t.bytes.len();
+                std::sync::Arc::make_mut(&mut t.bytes).extend_from_slice(&b);
+                t.index_from(start);
             }
         }
-        self.encoded = 0;
-        for b in self.spill.take_blocks() {
-            // Encoded here, so whole.
-            let start = t.bytes.len();
-            std::sync::Arc::make_mut(&mut t.bytes).extend_from_slice(&b);
-            t.index_from(start);
-        }
+        self.joined.clear();
     }
 
-    /// Every digest (`all`).
+    /// Every digest, in start order (`Digests::sort_by_start`). Past `in_memory` bytes of
+    /// them, not yet read back, and given a temporary file, the table is kept in it
+    /// (`Paged`): each record read from the spills one at a time and written in start order,
+    /// so that only their order (24 bytes a digest, while it is made) and where each is (8)
+    /// are in memory. The 20 GB synth's 757 816 digests are 75 MB, read back whole at the
+    /// end of tracking and held through the rules: the run's peak (137 MiB, session 22). The
+    /// store keeps its error (`error`).
+    pub fn take_sorted(&mut self, in_memory: usize) -> Digests {
+        if self.read.is_empty() && self.pending() > in_memory {
+            if let Some(t) = self.page() {
+                return t;
+            }
+        }
+        self.all();
+        let mut t = std::mem::take(&mut self.read);
+        t.sort_by_start();
+        t.shrink_to_fit();
+        t
+    }
+
+    /// Every digest (`all`), in no particular order.
     pub fn into_table(mut self) -> Digests {
         self.all();
         let mut t = std::mem::take(&mut self.read);
@@ -208,15 +242,340 @@ impl DigestStore {
         self.error.as_ref()
     }
 
-    /// That error, taken (shards' stores, merged into one: `lost`).
+    /// That error, taken.
     pub fn take_error(&mut self) -> Option<std::io::Error> {
         self.error.take()
     }
 
-    /// Digests were lost elsewhere (another shard's store): said as this store's error, if it
-    /// has none of its own.
-    pub fn lost(&mut self, e: std::io::Error) {
-        self.error.get_or_insert(e);
+    /// The spills' records, in start order, written to a temporary file (`take_sorted`);
+    /// `None`, with the spills as they were, if no file can be made or the spills are too
+    /// many or too large for a record's place to fit in 64 bits (`Place`).
+    fn page(&mut self) -> Option<Digests> {
+        let spills = 1 + self.joined.len();
+        if spills > Place::SPILLS || self.pending() as u64 >= Place::BYTES {
+            return None;
+        }
+        let out = tempfile::tempfile().ok()?;
+        let sources: Vec<Source> = std::iter::once(&mut self.spill)
+            .chain(&mut self.joined)
+            .map(Source::take)
+            .collect();
+        self.joined.clear();
+        self.encoded = 0;
+        // Each record's start order and place: what is read first, sorted, then read again.
+        let mut order: Vec<(Timestamp, u64, Place)> = Vec::new();
+        for (k, source) in sources.iter().enumerate() {
+            let mut too_long = 0;
+            let e = source.scan(&mut |at, rec| {
+                if rec.len() >= Place::LEN {
+                    // Not one `encode` wrote: a file changed under us.
+                    too_long += 1;
+                    return;
+                }
+                let (ts, first) = DigestRef(Rec::In(rec)).start_order();
+                order.push((ts, first, Place::new(k, at, rec.len())));
+            });
+            let e = e.or_else(|| {
+                (too_long > 0).then(|| {
+                    super::spill::invalid(&format!("{too_long} records of the digests' file"))
+                })
+            });
+            if let Some(e) = e {
+                self.error.get_or_insert(e);
+            }
+        }
+        // Unique keys: a capture's frame begins one connection.
+        order.sort_unstable();
+        let mut pages = PagesWriter::new(out);
+        let mut at = Vec::with_capacity(order.len());
+        let mut rec = Vec::new();
+        for &(_, _, place) in &order {
+            let (k, off, len) = place.get();
+            rec.resize(len, 0);
+            match sources[k].read(off, &mut rec) {
+                Ok(()) => at.push(pages.push(&rec)),
+                // Read once already (`scan`): only the disk failing under us ends here.
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+        drop(order);
+        let mut t = Digests {
+            paged: Some(std::sync::Arc::new(pages.finish())),
+            at: std::sync::Arc::new(at),
+            ..std::mem::take(&mut self.read)
+        };
+        t.shrink_to_fit();
+        Some(t)
+    }
+}
+
+/// Where a record waits in a store's spills (`DigestStore::page`), in 64 bits: the spill, the
+/// offset in it (a file's, then its blocks', as `Spill::pending` counts), and the length.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Place(u64);
+
+impl Place {
+    const SPILLS: usize = 1 << 8;
+    const BYTES: u64 = 1 << 40;
+    const LEN: usize = 1 << 16;
+
+    fn new(spill: usize, at: u64, len: usize) -> Place {
+        // Records are a few hundred bytes at most (`encode`: a uid, five silences, five cited
+        // retransmissions and a recovery).
+        debug_assert!(spill < Self::SPILLS && at < Self::BYTES && len < Self::LEN);
+        Place(((spill as u64) << 56) | (at << 16) | (len as u64 & 0xffff))
+    }
+
+    fn get(self) -> (usize, u64, usize) {
+        (
+            (self.0 >> 56) as usize,
+            (self.0 >> 16) & (Self::BYTES - 1),
+            (self.0 & 0xffff) as usize,
+        )
+    }
+}
+
+/// A spill's records, taken from it to be read where they are (`DigestStore::page`): those in
+/// its file, then those in memory, offsets running on from the file's end.
+struct Source {
+    file: Option<std::fs::File>,
+    written: u64,
+    blocks: Vec<Vec<u8>>,
+}
+
+impl Source {
+    fn take(spill: &mut Spill) -> Source {
+        let (file, written) = match spill.take_file() {
+            Some((Ok(f), written)) => (Some(f), written),
+            // Its records cannot be read: lost, and said so by `scan`.
+            Some((Err(_), written)) => (None, written),
+            None => (None, 0),
+        };
+        Source {
+            file,
+            written,
+            blocks: spill.take_blocks().filter(|b| !b.is_empty()).collect(),
+        }
+    }
+
+    /// Each whole record and its offset, in order: the file's read a block at a time (up to
+    /// its first record that does not read whole, as `Digests::index_from` lists them), then
+    /// the blocks'. An error says what was lost.
+    fn scan(&self, one: &mut dyn FnMut(u64, &[u8])) -> Option<std::io::Error> {
+        let mut error = None;
+        if self.written > 0 {
+            error = match &self.file {
+                Some(f) => self.scan_file(f, one).err(),
+                None => Some(super::spill::invalid("the temporary file of digests")),
+            };
+        }
+        let mut base = self.written;
+        for b in &self.blocks {
+            let mut at = 0;
+            while let Some(l) = Layout::of(&b[at..]) {
+                one(base + at as u64, &b[at..at + l.end]);
+                at += l.end;
+            }
+            base += b.len() as u64;
+        }
+        error
+    }
+
+    fn scan_file(&self, f: &std::fs::File, one: &mut dyn FnMut(u64, &[u8])) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(2 * BLOCK);
+        // The file's offset of `buf[0]`, and of the next byte to read.
+        let (mut base, mut next) = (0u64, 0u64);
+        loop {
+            let mut at = 0;
+            while let Some(l) = Layout::of(&buf[at..]) {
+                one(base + at as u64, &buf[at..at + l.end]);
+                at += l.end;
+            }
+            buf.drain(..at);
+            base += at as u64;
+            if next == self.written {
+                return match buf.is_empty() {
+                    true => Ok(()),
+                    false => Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{base} of {} bytes read back", self.written),
+                    )),
+                };
+            }
+            let n = (self.written - next).min(BLOCK as u64) as usize;
+            let old = buf.len();
+            buf.resize(old + n, 0);
+            super::spill::read_at(f, &mut buf[old..], next)?;
+            next += n as u64;
+        }
+    }
+
+    /// The `buf.len()` bytes at `at`.
+    fn read(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match (at.checked_sub(self.written), &self.file) {
+            (None, Some(f)) => super::spill::read_at(f, buf, at),
+            (None, None) => Err(super::spill::invalid("the temporary file of digests")),
+            (Some(mut off), _) => {
+                for b in &self.blocks {
+                    if off < b.len() as u64 {
+                        let rest = &b[off as usize..];
+                        let rec = rest
+                            .get(..buf.len())
+                            .ok_or_else(|| super::spill::invalid("a digest kept in memory"))?;
+                        buf.copy_from_slice(rec);
+                        return Ok(());
+                    }
+                    off -= b.len() as u64;
+                }
+                Err(super::spill::invalid("a digest kept in memory"))
+            }
+        }
+    }
+}
+
+/// Bytes a block of a table kept in a temporary file (`Paged`) holds, about: records are
+/// not cut across blocks, so one that does not fit starts the next.
+const PAGE: usize = 16 * 1024;
+
+/// Blocks a table kept in a file holds in memory (`Paged::block`): 1 MiB. The rules pass over
+/// the table in its order, each pass a block read once, and look a client's later
+/// connections up here and there (`diagnose::Ctx::client_connections_after`).
+const CACHED: usize = 64;
+
+/// A table's records in a temporary file, in blocks of about `PAGE` bytes, written in the
+/// table's order and read back a block at a time, through a cache of the latest `CACHED`
+/// (one slot a block number modulo `CACHED`). A block whose write failed, or did not read
+/// back as written, stays in memory.
+struct Paged {
+    file: std::fs::File,
+    blocks: Vec<Block>,
+    cache: std::sync::Mutex<Vec<Option<Cached>>>,
+}
+
+/// A block read back, and its number.
+type Cached = (usize, std::sync::Arc<[u8]>);
+
+enum Block {
+    File { at: u64, len: usize },
+    Memory(std::sync::Arc<[u8]>),
+}
+
+impl std::fmt::Debug for Paged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let in_memory = self
+            .blocks
+            .iter()
+            .filter(|b| matches!(b, Block::Memory(_)))
+            .count();
+        f.debug_struct("Paged")
+            .field("blocks", &self.blocks.len())
+            .field("in_memory", &in_memory)
+            .finish()
+    }
+}
+
+impl Paged {
+    /// Where a record is, as the table lists it: its block, and its offset in it.
+    fn place(block: usize, at: usize) -> usize {
+        (block << 32) | at
+    }
+
+    fn record(&self, place: usize) -> DigestRef<'_> {
+        DigestRef(Rec::Block(self.block(place >> 32), place & 0xffff_ffff))
+    }
+
+    fn block(&self, k: usize) -> std::sync::Arc<[u8]> {
+        let (at, len) = match &self.blocks[k] {
+            Block::Memory(b) => return b.clone(),
+            Block::File { at, len } => (*at, *len),
+        };
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = &mut cache[k % CACHED];
+        if let Some((held, b)) = slot.as_ref() {
+            if *held == k {
+                return b.clone();
+            }
+        }
+        let mut b = vec![0u8; len];
+        // Read back once already, as written (`PagesWriter::flush`): only the disk failing
+        // under us ends here, as for the connections kept whole (`align::Alignment::connection`).
+        if let Err(e) = super::spill::read_at(&self.file, &mut b, at) {
+            panic!("the temporary file of connection digests could not be read again: {e}");
+        }
+        let b: std::sync::Arc<[u8]> = b.into();
+        *slot = Some((k, b.clone()));
+        b
+    }
+}
+
+/// Writes a table's records to its file, block by block (`Paged`).
+struct PagesWriter {
+    file: std::fs::File,
+    written: u64,
+    block: Vec<u8>,
+    blocks: Vec<Block>,
+    /// A write failed, or did not read back as written: every block from then on stays in
+    /// memory.
+    failed: bool,
+}
+
+impl PagesWriter {
+    fn new(file: std::fs::File) -> Self {
+        PagesWriter {
+            file,
+            written: 0,
+            block: Vec::with_capacity(PAGE),
+            blocks: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// Writes `rec` after the ones before it; where it is (`Paged::place`).
+    fn push(&mut self, rec: &[u8]) -> usize {
+        if !self.block.is_empty() && self.block.len() + rec.len() > PAGE {
+            self.flush();
+        }
+        let place = Paged::place(self.blocks.len(), self.block.len());
+        self.block.extend_from_slice(rec);
+        place
+    }
+
+    fn flush(&mut self) {
+        use std::io::Write as _;
+        let block = std::mem::replace(&mut self.block, Vec::with_capacity(PAGE));
+        if !self.failed {
+            let mut back = vec![0u8; block.len()];
+            let ok = self.file.write_all(&block).is_ok()
+                && super::spill::read_at(&self.file, &mut back, self.written).is_ok()
+                && back == block;
+            if ok {
+                self.blocks.push(Block::File {
+                    at: self.written,
+                    len: block.len(),
+                });
+                self.written += block.len() as u64;
+                return;
+            }
+            // Part of the block may be in the file, after `written`: never read.
+            self.failed = true;
+        }
+        self.blocks.push(Block::Memory(block.into()));
+    }
+
+    fn finish(mut self) -> Paged {
+        if !self.block.is_empty() {
+            self.flush();
+        }
+        Paged {
+            file: self.file,
+            blocks: self.blocks,
+            cache: std::sync::Mutex::new(vec![None; CACHED]),
+        }
     }
 }
 
@@ -230,7 +589,12 @@ impl DigestStore {
 #[derive(Clone, Debug, Default)]
 pub struct Digests {
     bytes: std::sync::Arc<Vec<u8>>,
+    /// Where each record starts in `bytes`, or, in a table kept in a file, its place there
+    /// (`Paged::place`).
     at: std::sync::Arc<Vec<usize>>,
+    /// The records, when kept in a temporary file (`DigestStore::take_sorted`); `bytes` is
+    /// empty then, and the table is not changed again.
+    paged: Option<std::sync::Arc<Paged>>,
     /// Where the connections a rule may end are kept whole (`Digest::whole` names one of
     /// these): one store a shard.
     kept: Vec<std::sync::Arc<super::kept::KeptFile>>,
@@ -247,15 +611,32 @@ impl Digests {
 
     /// The `i`th digest; panics past the end, as indexing a list does.
     pub fn get(&self, i: usize) -> DigestRef<'_> {
-        DigestRef(&self.bytes[self.at[i]..])
+        self.record(self.at[i])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = DigestRef<'_>> + '_ {
-        self.at.iter().map(|&a| DigestRef(&self.bytes[a..]))
+        self.at.iter().map(|&a| self.record(a))
+    }
+
+    fn record(&self, at: usize) -> DigestRef<'_> {
+        match &self.paged {
+            None => DigestRef(Rec::In(&self.bytes[at..])),
+            Some(p) => p.record(at),
+        }
+    }
+
+    /// Whether the records are kept in a temporary file (`DigestStore::take_sorted`).
+    pub fn in_file(&self) -> bool {
+        self.paged.is_some()
     }
 
     /// Adds `d` at the end; false (nothing added) if it cannot be encoded (`DigestStore::push`).
+    /// Panics on a table kept in a file, which is made whole and not changed after.
     pub fn push(&mut self, d: &Digest) -> bool {
+        assert!(
+            self.paged.is_none(),
+            "a table kept in a file is not changed"
+        );
         let start = self.bytes.len();
         if !encode(d, std::sync::Arc::make_mut(&mut self.bytes)) {
             return false;
@@ -284,8 +665,13 @@ impl Digests {
         at - start
     }
 
-    /// Another table's digests added at the end, in its order.
+    /// Another table's digests added at the end, in its order. Panics on a table kept in a
+    /// file, either one.
     pub fn append(&mut self, other: Digests) {
+        assert!(
+            self.paged.is_none() && other.paged.is_none(),
+            "a table kept in a file is not changed"
+        );
         self.kept.extend(other.kept);
         if other.at.is_empty() {
             return;
@@ -313,13 +699,17 @@ impl Digests {
         Some((&**file, at))
     }
 
-    /// In start order (start, then first frame), as the connections kept whole are.
+    /// In start order (start, then first frame), as the connections kept whole are. A table
+    /// kept in a file was written in that order.
     pub fn sort_by_start(&mut self) {
+        if self.paged.is_some() {
+            return;
+        }
         let bytes = &*self.bytes;
         // Each key decoded once (the first frame is a varint): decoded at every comparison,
         // they were ~35 M instructions of the 200 MB synth's diagnosis.
         std::sync::Arc::make_mut(&mut self.at)
-            .sort_by_cached_key(|&a| DigestRef(&bytes[a..]).start_order());
+            .sort_by_cached_key(|&a| DigestRef(Rec::In(&bytes[a..])).start_order());
     }
 
     /// The first `n` only (their records stay where they are).
@@ -333,9 +723,24 @@ impl Digests {
     }
 }
 
-/// One digest, read in place from its record: each field decoded as it is asked for.
-#[derive(Clone, Copy, Debug)]
-pub struct DigestRef<'a>(&'a [u8]);
+/// One digest, read in place from its record: each field decoded as it is asked for. Its
+/// bytes are the table's, or, for a table kept in a temporary file (`Paged`), the block that
+/// holds it, read back once and shared with the table's cache (a clone is a count, not a copy).
+#[derive(Clone)]
+pub struct DigestRef<'a>(Rec<'a>);
+
+#[derive(Clone)]
+enum Rec<'a> {
+    In(&'a [u8]),
+    /// A block and where the record starts in it.
+    Block(std::sync::Arc<[u8]>, usize),
+}
+
+impl std::fmt::Debug for DigestRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DigestRef").field(&self.uid()).finish()
+    }
+}
 
 /// Where a record's parts start (`DigestRef::layout`).
 struct Layout {
@@ -465,23 +870,31 @@ impl Secs {
 }
 
 impl<'a> DigestRef<'a> {
+    /// The record's bytes, and those after it in its table or block.
+    fn b(&self) -> &[u8] {
+        match &self.0 {
+            Rec::In(b) => b,
+            Rec::Block(b, at) => &b[*at..],
+        }
+    }
+
     fn layout(&self) -> Layout {
-        Layout::of(self.0).expect("the table lists whole records only (`Digests::index_from`)")
+        Layout::of(self.b()).expect("the table lists whole records only (`Digests::index_from`)")
     }
 
     fn u64_at(&self, at: usize) -> u64 {
         let mut v = [0u8; 8];
-        v.copy_from_slice(&self.0[at..at + 8]);
+        v.copy_from_slice(&self.b()[at..at + 8]);
         u64::from_le_bytes(v)
     }
 
     /// The varint at `at` and where the next field starts; a listed record is whole.
     fn varint_at(&self, at: usize) -> (u64, usize) {
-        varint::read(self.0, at).expect("the table lists whole records only")
+        varint::read(self.b(), at).expect("the table lists whole records only")
     }
 
     fn end_at(&self, at: usize) -> (IpAddr, u16) {
-        let b = self.0;
+        let b = self.b();
         let (ip, port) = if b[at] == 4 {
             let a: [u8; 4] = b[at + 1..at + 5].try_into().expect("4 bytes");
             (IpAddr::from(a), at + 5)
@@ -494,11 +907,13 @@ impl<'a> DigestRef<'a> {
 
     /// The `k`th of the six one-byte fields after the uid.
     fn head(&self, k: usize) -> u8 {
-        self.0[1 + usize::from(self.0[0]) + k]
+        let b = self.b();
+        b[1 + usize::from(b[0]) + k]
     }
 
     pub fn uid(&self) -> Uid {
-        let uid = &self.0[1..1 + usize::from(self.0[0])];
+        let b = self.b();
+        let uid = &b[1..1 + usize::from(b[0])];
         // Written from a uid, so ASCII (`tcp::make_uid`), unless the disk changed it.
         Uid::from_ascii(uid)
             .unwrap_or_else(|| Uid::new(std::str::from_utf8(uid).unwrap_or_default()))
@@ -533,7 +948,7 @@ impl<'a> DigestRef<'a> {
     }
 
     fn ends(&self) -> (usize, usize, usize) {
-        Layout::ends(self.0).expect("the table lists whole records only")
+        Layout::ends(self.b()).expect("the table lists whole records only")
     }
 
     fn fixed(&self) -> usize {
@@ -563,10 +978,10 @@ impl<'a> DigestRef<'a> {
     /// The silences it lived through, seconds (`Digest::survived`).
     pub fn survived(self) -> impl Iterator<Item = f64> + 'a {
         let l = self.layout();
-        let n = usize::from(self.0[l.head + 3]);
+        let n = usize::from(self.b()[l.head + 3]);
         let mut at = l.survived;
         (0..n).map(move |_| {
-            let (s, next) = Secs::read(self.0, at).expect("the table lists whole records only");
+            let (s, next) = Secs::read(self.b(), at).expect("the table lists whole records only");
             at = next;
             s
         })
@@ -600,17 +1015,17 @@ impl<'a> DigestRef<'a> {
     /// The first retransmissions the evidence cites (`Digest::retransmitted`).
     pub fn retransmitted(self) -> impl Iterator<Item = (Timestamp, u64)> + 'a {
         let l = self.layout();
-        let n = usize::from(self.0[l.head + 4]);
+        let n = usize::from(self.b()[l.head + 4]);
         self.pairs(&l).take(n)
     }
 
     pub fn recovery(&self) -> Option<(Timestamp, u64)> {
         let l = self.layout();
-        let n = usize::from(self.0[l.head + 4]);
-        if self.0[l.head + 5] & RECOVERY == 0 {
+        let n = usize::from(self.b()[l.head + 4]);
+        if self.b()[l.head + 5] & RECOVERY == 0 {
             return None;
         }
-        self.pairs(&l).nth(n)
+        self.clone().pairs(&l).nth(n)
     }
 
     /// Where the connection is kept whole, if a rule may end it (`Digest::whole`).
@@ -634,7 +1049,7 @@ impl<'a> DigestRef<'a> {
     /// The digest, decoded whole.
     pub fn to_digest(&self) -> Digest {
         let ((orig_h, orig_p), (resp_h, resp_p)) = (self.orig(), self.resp());
-        let (survived, n) = Digest::survived_from(self.survived());
+        let (survived, n) = Digest::survived_from(self.clone().survived());
         Digest {
             uid: self.uid(),
             proto: self.proto(),
@@ -651,7 +1066,7 @@ impl<'a> DigestRef<'a> {
             survived_n: n,
             retransmissions: self.retransmissions(),
             data_segments: self.data_segments(),
-            retransmitted: self.retransmitted().collect::<Vec<_>>().into(),
+            retransmitted: self.clone().retransmitted().collect::<Vec<_>>().into(),
             recovery: self.recovery(),
             whole: self.whole(),
         }
@@ -889,9 +1304,9 @@ mod tests {
     }
 
     /// Shards' stores join in one table with room made once: every digest, each store's in
-    /// its order (those read back first), and no more room than `size` said.
+    /// its order (those read back first), and no more room than they held.
     #[test]
-    fn stores_move_into_one_table_made_once() {
+    fn stores_join_into_one_table_made_once() {
         let want: Vec<Digest> = (0..2_000).map(digest).collect();
         let (a, b) = want.split_at(1_200);
         let mut stores = [DigestStore::new(), DigestStore::in_memory()];
@@ -906,21 +1321,152 @@ mod tests {
                 assert!(store.push(d));
             }
         }
-        let (records, bytes) = stores
-            .iter()
-            .map(|s| s.size())
-            .fold((0, 0), |(r, b), (r2, b2)| (r + r2, b + b2));
-        assert_eq!(records, want.len());
-        let mut t = Digests::default();
-        t.reserve(records, bytes);
-        let room = t.bytes.capacity();
-        for s in &mut stores {
-            s.move_into(&mut t);
-            assert!(s.is_empty() && s.error().is_none());
-        }
-        assert_eq!(decoded(&t), want);
+        let [mut one, two] = stores;
+        one.join(two);
+        assert_eq!(one.len(), want.len());
+        let bytes = one.pending() + one.read.bytes.len();
+        let t = one.all();
+        assert_eq!(sorted(decoded(t)), want);
         assert_eq!(t.bytes.len(), bytes);
-        assert_eq!(t.bytes.capacity(), room, "grown, so copied");
+        assert_eq!(t.bytes.capacity(), bytes, "grown, so copied");
+        assert!(one.pending() == 0 && one.error().is_none());
+    }
+
+    /// Every digest of `parts`, each part a store (with a temporary file or in memory), joined
+    /// into one and taken sorted with `in_memory`.
+    fn joined(parts: &[&[Digest]], in_memory: usize) -> (Digests, DigestStore) {
+        let mut all = DigestStore::default();
+        for (k, part) in parts.iter().enumerate() {
+            let mut store = if k % 2 == 0 {
+                DigestStore::new()
+            } else {
+                DigestStore::in_memory()
+            };
+            for d in part.iter().rev() {
+                assert!(store.push(d));
+            }
+            all.join(store);
+        }
+        let t = all.take_sorted(in_memory);
+        (t, all)
+    }
+
+    /// Past its bytes in memory, a table is kept in a file, in blocks read back through a
+    /// cache smaller than the table: it lists what the table in memory lists, in the same
+    /// order, read in order, backwards, at random and through clones; and a table with records
+    /// read back already stays in memory.
+    #[test]
+    fn a_table_kept_in_a_file_reads_as_one_in_memory() {
+        let want: Vec<Digest> = (0..30_000).map(digest).collect();
+        let parts: Vec<&[Digest]> = want.chunks(7_000).collect();
+        let (memory, _) = joined(&parts, usize::MAX);
+        let (file, store) = joined(&parts, 0);
+        assert!(!memory.in_file() && file.in_file());
+        assert!(store.error().is_none() && store.is_empty());
+        let paged = file.paged.as_ref().expect("paged");
+        assert!(paged.blocks.len() > 2 * CACHED, "{:?}", paged);
+        assert!(paged.blocks.iter().all(|b| matches!(b, Block::File { .. })));
+        assert!(file.bytes.is_empty());
+        let mut sorted_want = want.clone();
+        sorted_want.sort_by_key(|d| (d.ts, d.first_frame));
+        assert_eq!(decoded(&memory), sorted_want);
+        assert_eq!(decoded(&file), sorted_want);
+        let copy = file.clone();
+        for i in (0..want.len()).rev().step_by(7) {
+            assert_eq!(copy.get(i).to_digest(), sorted_want[i]);
+        }
+        let mut rng = 12_345u64;
+        for _ in 0..2_000 {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let i = (rng >> 33) as usize % want.len();
+            let d = file.get(i);
+            assert_eq!(d.clone().to_digest(), sorted_want[i]);
+            assert_eq!(
+                d.start_order(),
+                (sorted_want[i].ts, sorted_want[i].first_frame)
+            );
+        }
+        // Cut and sorted again: as in memory.
+        let mut cut = file.clone();
+        cut.truncate(100);
+        cut.sort_by_start();
+        assert_eq!(decoded(&cut), sorted_want[..100]);
+        // Read back already: in memory, however large.
+        let mut store = DigestStore::new();
+        for d in &want {
+            store.push(d);
+        }
+        store.all();
+        store.push(&digest(40_000));
+        let t = store.take_sorted(0);
+        assert!(!t.in_file());
+        assert_eq!(t.len(), want.len() + 1);
+    }
+
+    /// A disk that fills up as the table is written: its blocks stay in memory and read the
+    /// same; a spill's file that cannot be read loses what it held, says so, and the rest is
+    /// kept in the file in order.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_table_kept_in_a_file_survives_a_full_disk_and_a_lost_spill() {
+        let want: Vec<Digest> = (0..3_000).map(digest).collect();
+        let mut pages = PagesWriter::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        let mut at = Vec::new();
+        let mut rec = Vec::new();
+        for d in &want {
+            rec.clear();
+            encode(d, &mut rec);
+            at.push(pages.push(&rec));
+        }
+        let t = Digests {
+            paged: Some(std::sync::Arc::new(pages.finish())),
+            at: std::sync::Arc::new(at),
+            ..Digests::default()
+        };
+        let paged = t.paged.as_ref().expect("paged");
+        assert!(paged.blocks.iter().all(|b| matches!(b, Block::Memory(_))));
+        assert_eq!(decoded(&t), want);
+
+        let dir = std::env::temp_dir().join(format!("vantage-paged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write_only = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("write-only"))
+            .unwrap();
+        let mut lost = DigestStore {
+            spill: Spill {
+                file: Some(write_only),
+                ..Spill::default()
+            },
+            ..DigestStore::default()
+        };
+        for d in &want {
+            lost.push(d);
+        }
+        assert!(lost.spill.written > 0);
+        let mut kept = DigestStore::new();
+        let more: Vec<Digest> = (5_000..8_000).map(digest).collect();
+        for d in &more {
+            kept.push(d);
+        }
+        kept.join(lost);
+        let t = kept.take_sorted(0);
+        assert!(t.in_file());
+        assert!(kept.take_error().is_some());
+        let back = decoded(&t);
+        assert!(back.len() > more.len() && back.len() < more.len() + want.len());
+        assert!(more.iter().all(|d| back.contains(d)));
+        assert!(back
+            .windows(2)
+            .all(|w| (w[0].ts, w[0].first_frame) < (w[1].ts, w[1].first_frame)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The table sorts, cuts and joins as a list of the decoded digests does.
@@ -979,7 +1525,7 @@ mod tests {
             proptest::prop_assert!(whole <= t.bytes.len());
             for d in t.iter() {
                 let _ = d.to_digest();
-                let _ = (d.survived().count(), d.retransmitted().count());
+                let _ = (d.clone().survived().count(), d.retransmitted().count());
             }
             t.sort_by_start();
         }

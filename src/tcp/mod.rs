@@ -1244,7 +1244,16 @@ pub struct TrackerOptions {
     /// A live TCP connection silent this long (capture time, ns) is parked encoded until its
     /// next packet (`park`); `i64::MAX` never. Nothing a report says depends on it.
     pub park_after_ns: i64,
+    /// Past this many bytes of digests (`digest`), they are kept in start order in a temporary
+    /// file when tracking ends, not in memory (`DigestStore::take_sorted`). Nothing a report
+    /// says depends on it.
+    pub digests_in_memory: usize,
 }
+
+/// `TrackerOptions::digests_in_memory`'s default: 16 MiB, ~170 000 connections' digests. The 2
+/// GB synth's (74 000, 7.4 MB) stay in memory, where the rules read them fastest; the 20 GB
+/// synth's (757 816, 75 MB) were the run's peak (benches/RESULTS.md, session 23).
+pub const DIGESTS_IN_MEMORY: usize = 16 << 20;
 
 /// `TrackerOptions::prefetch_from`'s default. Below it the connections' state (~2 KB each) is
 /// mostly in the cache, and holding frames back only costs: a copy, a second decode and a
@@ -1273,6 +1282,7 @@ impl Default for TrackerOptions {
             digest: None,
             prefetch_from: PREFETCH_FROM,
             park_after_ns: park::PARK_AFTER_NS,
+            digests_in_memory: DIGESTS_IN_MEMORY,
         }
     }
 }
@@ -1783,29 +1793,19 @@ impl Tracker {
         // appended to the largest list, two copies at once were the run's peak (massif, flows
         // on the 200 MB synth).
         let mut done = Vec::with_capacity(shards.iter().map(|s| s.done.len()).sum());
-        // And one table with room for every digest, into which each shard's are read from its
-        // file (`DigestStore::move_into`).
-        let mut digests = digest::Digests::default();
-        let (records, bytes) = shards
-            .iter()
-            .map(|s| s.digests.size())
-            .fold((0, 0), |(r, b), (r2, b2)| (r + r2, b + b2));
-        digests.reserve(records, bytes);
-        let mut lost = None;
+        // And one store of every shard's digests, still in their files: read back once, into
+        // one table or in start order into one file (`DigestStore::take_sorted`).
+        let mut digests = digest::DigestStore::default();
         for s in &mut shards {
             move_shrinking(&mut s.done, &mut done);
-            s.digests.move_into(&mut digests);
-            lost = lost.or(s.digests.take_error());
+            digests.join(std::mem::take(&mut s.digests));
         }
         let mut shards = shards.into_iter();
         let Some(mut all) = shards.next() else {
             return Tracker::with_options(String::new(), opts);
         };
         all.done = done;
-        *all.digests.all() = digests;
-        if let Some(e) = lost {
-            all.digests.lost(e);
-        }
+        all.digests = digests;
         for s in shards {
             all.other_ip += s.other_ip;
             all.fragments += s.fragments;
@@ -1831,6 +1831,7 @@ impl Tracker {
             return;
         }
         self.sort_done();
+        self.digests.all().sort_by_start();
         // The first `max` of the two sorted lists, as one list in start order would have them.
         let (mut whole, mut digests) = (0, 0);
         while whole + digests < max {
@@ -1911,7 +1912,6 @@ impl Tracker {
     fn sort_done(&mut self) {
         self.done
             .sort_unstable_by(|a, b| a.ts.cmp(&b.ts).then(a.first_frame.cmp(&b.first_frame)));
-        self.digests.all().sort_by_start();
     }
 
     /// Ends tracking: every connection, and the warnings about what the caps cost. Without
@@ -1927,8 +1927,9 @@ impl Tracker {
     pub fn finish_kept(mut self) -> (Kept, Vec<crate::capture::Warning>) {
         self.summarise_live();
         self.sort_done();
+        let digests = self.digests.take_sorted(self.opts.digests_in_memory);
         let warnings = self.warnings();
-        ((self.done, self.digests.into_table()), warnings)
+        ((self.done, digests), warnings)
     }
 
     /// Ends tracking, handing each connection still live to `emit` as it is summarised (not
