@@ -437,12 +437,12 @@ impl Source {
 
 /// Bytes a block of a table kept in a temporary file (`Paged`) holds, about: records are
 /// not cut across blocks, so one that does not fit starts the next.
-const PAGE: usize = 16 * 1024;
+const PAGE: usize = 4 * 1024;
 
 /// Blocks a table kept in a file holds in memory (`Paged::block`): 1 MiB. The rules pass over
 /// the table in its order, each pass a block read once, and look a client's later
 /// connections up here and there (`diagnose::Ctx::client_connections_after`).
-const CACHED: usize = 64;
+const CACHED: usize = 256;
 
 /// A table's records in a temporary file, in blocks of about `PAGE` bytes, written in the
 /// table's order and read back a block at a time, through a cache of the latest `CACHED`
@@ -501,13 +501,14 @@ impl Paged {
                 return b.clone();
             }
         }
-        let mut b = vec![0u8; len];
+        // Made whole where it stays (a `Vec` turned into an `Arc` is copied).
+        let mut b: std::sync::Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+        let b_mut = std::sync::Arc::get_mut(&mut b).expect("not shared yet");
         // Read back once already, as written (`PagesWriter::flush`): only the disk failing
         // under us ends here, as for the connections kept whole (`align::Alignment::connection`).
-        if let Err(e) = super::spill::read_at(&self.file, &mut b, at) {
+        if let Err(e) = super::spill::read_at(&self.file, b_mut, at) {
             panic!("the temporary file of connection digests could not be read again: {e}");
         }
-        let b: std::sync::Arc<[u8]> = b.into();
         *slot = Some((k, b.clone()));
         b
     }
@@ -618,6 +619,7 @@ impl Digests {
         self.at.iter().map(|&a| self.record(a))
     }
 
+    #[inline]
     fn record(&self, at: usize) -> DigestRef<'_> {
         match &self.paged {
             None => DigestRef(Rec::In(&self.bytes[at..])),
@@ -871,6 +873,7 @@ impl Secs {
 
 impl<'a> DigestRef<'a> {
     /// The record's bytes, and those after it in its table or block.
+    #[inline]
     fn b(&self) -> &[u8] {
         match &self.0 {
             Rec::In(b) => b,
@@ -882,6 +885,7 @@ impl<'a> DigestRef<'a> {
         Layout::of(self.b()).expect("the table lists whole records only (`Digests::index_from`)")
     }
 
+    #[inline]
     fn u64_at(&self, at: usize) -> u64 {
         let mut v = [0u8; 8];
         v.copy_from_slice(&self.b()[at..at + 8]);
@@ -889,6 +893,7 @@ impl<'a> DigestRef<'a> {
     }
 
     /// The varint at `at` and where the next field starts; a listed record is whole.
+    #[inline]
     fn varint_at(&self, at: usize) -> (u64, usize) {
         varint::read(self.b(), at).expect("the table lists whole records only")
     }
@@ -947,14 +952,17 @@ impl<'a> DigestRef<'a> {
         self.end_at(self.ends().1)
     }
 
+    #[inline]
     fn ends(&self) -> (usize, usize, usize) {
         Layout::ends(self.b()).expect("the table lists whole records only")
     }
 
+    #[inline]
     fn fixed(&self) -> usize {
         self.ends().2
     }
 
+    #[inline]
     pub fn ts(&self) -> Timestamp {
         Timestamp(self.u64_at(self.fixed()) as i64)
     }
