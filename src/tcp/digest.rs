@@ -1440,21 +1440,7 @@ mod tests {
         assert!(paged.blocks.iter().all(|b| matches!(b, Block::Memory(_))));
         assert_eq!(decoded(&t), want);
 
-        let dir = std::env::temp_dir().join(format!("vantage-paged-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write_only = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.join("write-only"))
-            .unwrap();
-        let mut lost = DigestStore {
-            spill: Spill {
-                file: Some(write_only),
-                ..Spill::default()
-            },
-            ..DigestStore::default()
-        };
+        let (dir, mut lost) = write_only_store("paged");
         for d in &want {
             lost.push(d);
         }
@@ -1561,26 +1547,32 @@ mod tests {
         assert!(store.take_error().is_none());
     }
 
-    /// A file that cannot be read back: what it held is lost and said so (`take_error`); the
-    /// digests still in memory come back.
-    #[test]
-    fn an_unreadable_file_loses_what_it_held_and_says_so() {
-        let dir = std::env::temp_dir().join(format!("vantage-digests-{}", std::process::id()));
+    /// A store whose temporary file can be written but not read back, in a directory of its
+    /// own (removed by the caller).
+    fn write_only_store(name: &str) -> (std::path::PathBuf, DigestStore) {
+        let dir = std::env::temp_dir().join(format!("vantage-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("write-only");
         let write_only = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)
+            .open(dir.join("write-only"))
             .unwrap();
-        let mut store = DigestStore {
+        let store = DigestStore {
             spill: Spill {
                 file: Some(write_only),
                 ..Spill::default()
             },
             ..DigestStore::default()
         };
+        (dir, store)
+    }
+
+    /// A file that cannot be read back: what it held is lost and said so (`take_error`); the
+    /// digests still in memory come back.
+    #[test]
+    fn an_unreadable_file_loses_what_it_held_and_says_so() {
+        let (dir, mut store) = write_only_store("digests");
         let want: Vec<Digest> = (0..3_000).map(digest).collect();
         for d in &want {
             store.push(d);
