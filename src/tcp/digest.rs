@@ -1166,7 +1166,7 @@ mod tests {
                 Proto::Udp
             },
             orig_h: ip(1),
-            orig_p: 40_000 + i as u16,
+            orig_p: 40_000u16.wrapping_add(i as u16),
             resp_h: ip(2),
             resp_p: 443,
             ts: Timestamp(1_700_000_000_000_000_000 + i as i64 * 7 - 3),
