@@ -25,7 +25,7 @@ use crate::capture::Timestamp;
 use crate::varint;
 
 use super::kept::KeptAt;
-use super::spill::{Spill, BLOCK};
+use super::spill::Spill;
 use super::zeek::CONN_STATES;
 use super::{Proto, Side, Uid, TOP_GAPS};
 
@@ -229,8 +229,9 @@ impl DigestStore {
         t
     }
 
-    /// Every digest (`all`), in no particular order.
-    pub fn into_table(mut self) -> Digests {
+    /// For tests: every digest (`all`), in no particular order.
+    #[cfg(test)]
+    pub(crate) fn into_table(mut self) -> Digests {
         self.all();
         let mut t = std::mem::take(&mut self.read);
         t.shrink_to_fit();
@@ -256,9 +257,9 @@ impl DigestStore {
             return None;
         }
         let out = tempfile::tempfile().ok()?;
-        let sources: Vec<Source> = std::iter::once(&mut self.spill)
+        let sources: Vec<super::spill::Sealed> = std::iter::once(&mut self.spill)
             .chain(&mut self.joined)
-            .map(Source::take)
+            .map(Spill::seal_unread)
             .collect();
         self.joined.clear();
         self.encoded = 0;
@@ -266,7 +267,8 @@ impl DigestStore {
         let mut order: Vec<(Timestamp, u64, Place)> = Vec::new();
         for (k, source) in sources.iter().enumerate() {
             let mut too_long = 0;
-            let e = source.scan(&mut |at, rec| {
+            let end = |b: &[u8]| Layout::of(b).map(|l| l.end);
+            let e = source.scan(&end, &mut |at, rec| {
                 if rec.len() >= Place::LEN {
                     // Not one `encode` wrote: a file changed under us.
                     too_long += 1;
@@ -334,104 +336,6 @@ impl Place {
             (self.0 >> 16) & (Self::BYTES - 1),
             (self.0 & 0xffff) as usize,
         )
-    }
-}
-
-/// A spill's records, taken from it to be read where they are (`DigestStore::page`): those in
-/// its file, then those in memory, offsets running on from the file's end.
-struct Source {
-    file: Option<std::fs::File>,
-    written: u64,
-    blocks: Vec<Vec<u8>>,
-}
-
-impl Source {
-    fn take(spill: &mut Spill) -> Source {
-        let (file, written) = match spill.take_file() {
-            Some((Ok(f), written)) => (Some(f), written),
-            // Its records cannot be read: lost, and said so by `scan`.
-            Some((Err(_), written)) => (None, written),
-            None => (None, 0),
-        };
-        Source {
-            file,
-            written,
-            blocks: spill.take_blocks().filter(|b| !b.is_empty()).collect(),
-        }
-    }
-
-    /// Each whole record and its offset, in order: the file's read a block at a time (up to
-    /// its first record that does not read whole, as `Digests::index_from` lists them), then
-    /// the blocks'. An error says what was lost.
-    fn scan(&self, one: &mut dyn FnMut(u64, &[u8])) -> Option<std::io::Error> {
-        let mut error = None;
-        if self.written > 0 {
-            error = match &self.file {
-                Some(f) => self.scan_file(f, one).err(),
-                None => Some(super::spill::invalid("the temporary file of digests")),
-            };
-        }
-        let mut base = self.written;
-        for b in &self.blocks {
-            let mut at = 0;
-            while let Some(l) = Layout::of(&b[at..]) {
-                one(base + at as u64, &b[at..at + l.end]);
-                at += l.end;
-            }
-            base += b.len() as u64;
-        }
-        error
-    }
-
-    fn scan_file(&self, f: &std::fs::File, one: &mut dyn FnMut(u64, &[u8])) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(2 * BLOCK);
-        // The file's offset of `buf[0]`, and of the next byte to read.
-        let (mut base, mut next) = (0u64, 0u64);
-        loop {
-            let mut at = 0;
-            while let Some(l) = Layout::of(&buf[at..]) {
-                one(base + at as u64, &buf[at..at + l.end]);
-                at += l.end;
-            }
-            buf.drain(..at);
-            base += at as u64;
-            if next == self.written {
-                return match buf.is_empty() {
-                    true => Ok(()),
-                    false => Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("{base} of {} bytes read back", self.written),
-                    )),
-                };
-            }
-            let n = (self.written - next).min(BLOCK as u64) as usize;
-            let old = buf.len();
-            buf.resize(old + n, 0);
-            super::spill::read_at(f, &mut buf[old..], next)?;
-            next += n as u64;
-        }
-    }
-
-    /// The `buf.len()` bytes at `at`.
-    fn read(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        match (at.checked_sub(self.written), &self.file) {
-            (None, Some(f)) => super::spill::read_at(f, buf, at),
-            (None, None) => Err(super::spill::invalid("the temporary file of digests")),
-            (Some(mut off), _) => {
-                for b in &self.blocks {
-                    if off < b.len() as u64 {
-                        let rest = &b[off as usize..];
-                        let rec = rest
-                            .get(..buf.len())
-                            .ok_or_else(|| super::spill::invalid("a digest kept in memory"))?;
-                        buf.copy_from_slice(rec);
-                        return Ok(());
-                    }
-                    off -= b.len() as u64;
-                }
-                Err(super::spill::invalid("a digest kept in memory"))
-            }
-        }
     }
 }
 

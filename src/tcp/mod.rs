@@ -185,6 +185,13 @@ struct LiveTable {
     seed: u64,
 }
 
+/// A seed for `FlowKey::hash_with`, random per table as foldhash's `RandomState` is, so that a
+/// capture cannot be made to collide (`LiveTable`, `park::Parked`).
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::RandomState::default().hash_one(0x0076_616e_7461_6765_u64)
+}
+
 /// Slots in a chunk of `LiveTable`: enough for 128 KiB, glibc's mmap threshold
 /// (`pipeline::tune_malloc`), with room to spare whatever size `Live` has (256 slots at its
 /// 1 024 bytes).
@@ -209,10 +216,7 @@ impl LiveTable {
             table: hashbrown::HashTable::new(),
             chunks: Vec::new(),
             free: Vec::new(),
-            seed: {
-                use std::hash::BuildHasher as _;
-                foldhash::fast::RandomState::default().hash_one(0x0076_616e_7461_6765_u64)
-            },
+            seed: random_seed(),
         }
     }
 

@@ -253,10 +253,7 @@ impl Default for Parked {
         Parked {
             index: hashbrown::HashTable::new(),
             entries: Vec::new(),
-            seed: {
-                use std::hash::BuildHasher as _;
-                foldhash::fast::RandomState::default().hash_one(0x7061_726b_u64)
-            },
+            seed: super::random_seed(),
             disk: None,
             tried_disk: false,
             scanned: None,

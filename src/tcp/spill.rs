@@ -114,6 +114,27 @@ impl Spill {
         &mut self,
         check: &mut dyn FnMut(&[u8]) -> bool,
     ) -> (Sealed, Option<std::io::Error>) {
+        let mut sealed = self.seal_unread();
+        let error = match sealed.file.as_ref() {
+            Some(mut f) => {
+                let read = match std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)) {
+                    Ok(_) => read_records(f, sealed.written, check),
+                    Err(e) => Err((0, e)),
+                };
+                read.err().map(|(at, e)| {
+                    sealed.valid = at;
+                    e
+                })
+            }
+            None => None,
+        };
+        (sealed, error)
+    }
+
+    /// Writing is over: the records as written, every one taken as whole, for a reader that
+    /// checks them itself as it walks them (`Sealed::scan`: records without a length, which
+    /// `seal` cannot check).
+    pub fn seal_unread(&mut self) -> Sealed {
         let Spill {
             file,
             written,
@@ -126,26 +147,12 @@ impl Spill {
         blocks.iter_mut().for_each(Vec::shrink_to_fit);
         // The blocks' offsets run on from the file's end: they count only after a whole file.
         let whole = written + blocks.iter().map(|b| b.len() as u64).sum::<u64>();
-        let (valid, error) = match file.as_ref() {
-            Some(mut f) if written > 0 => {
-                let read = match std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)) {
-                    Ok(_) => read_records(f, written, check),
-                    Err(e) => Err((0, e)),
-                };
-                match read {
-                    Ok(()) => (whole, None),
-                    Err((at, e)) => (at, Some(e)),
-                }
-            }
-            _ => (whole, None),
-        };
-        let sealed = Sealed {
+        Sealed {
             file: file.filter(|_| written > 0),
             written,
             blocks,
-            valid,
-        };
-        (sealed, error)
+            valid: whole,
+        }
     }
 
     /// The blocks kept in memory, then the one being filled, each whole records, taken (after
@@ -208,7 +215,7 @@ impl Sealed {
     }
 
     /// The `buf.len()` bytes at `at`.
-    fn read(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    pub fn read(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match (at.checked_sub(self.written), self.file.as_ref()) {
             (None, Some(file)) => read_at(file, buf, at),
             (None, None) => Err(invalid("the temporary file")),
@@ -226,6 +233,69 @@ impl Sealed {
                 buf.copy_from_slice(b.ok_or_else(|| invalid("a record kept in memory"))?);
                 Ok(())
             }
+        }
+    }
+}
+
+impl Sealed {
+    /// Each record and its offset, in order, for records written without their length
+    /// (`Spill::seal_unread`): `end` says where the record at the start of its bytes ends, or
+    /// `None` if they do not hold it whole. The file is read a block at a time, up to its first
+    /// record that does not read whole (an error then says what was lost); then the blocks in
+    /// memory.
+    pub fn scan(
+        &self,
+        end: &dyn Fn(&[u8]) -> Option<usize>,
+        one: &mut dyn FnMut(u64, &[u8]),
+    ) -> Option<std::io::Error> {
+        let error = match &self.file {
+            Some(f) => self.scan_file(f, end, one).err(),
+            None if self.written > 0 => Some(invalid("the temporary file")),
+            None => None,
+        };
+        let mut base = self.written;
+        for b in &self.blocks {
+            let mut at = 0;
+            while let Some(n) = end(&b[at..]) {
+                one(base + at as u64, &b[at..at + n]);
+                at += n;
+            }
+            base += b.len() as u64;
+        }
+        error
+    }
+
+    fn scan_file(
+        &self,
+        f: &std::fs::File,
+        end: &dyn Fn(&[u8]) -> Option<usize>,
+        one: &mut dyn FnMut(u64, &[u8]),
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(2 * BLOCK);
+        // The file's offset of `buf[0]`, and of the next byte to read.
+        let (mut base, mut next) = (0u64, 0u64);
+        loop {
+            let mut at = 0;
+            while let Some(n) = end(&buf[at..]) {
+                one(base + at as u64, &buf[at..at + n]);
+                at += n;
+            }
+            buf.drain(..at);
+            base += at as u64;
+            if next == self.written {
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{base} of {} bytes read back", self.written),
+                ));
+            }
+            let n = (self.written - next).min(BLOCK as u64) as usize;
+            let old = buf.len();
+            buf.resize(old + n, 0);
+            read_at(f, &mut buf[old..], next)?;
+            next += n as u64;
         }
     }
 }
