@@ -1019,3 +1019,82 @@ fn registrations_counted_without_records_match_the_records() {
     }
     assert!(counted > 20, "the lab's agents register: {counted}");
 }
+
+/// The SIP messages of a lab capture: each UDP datagram, and each WebSocket text frame that
+/// fills one TCP segment (RFC 6455 §5.2; masked from the agent, §5.3), unmasked.
+fn lab_sip_messages(path: &Path) -> Vec<Vec<u8>> {
+    use vantage::decode::{decode, Decoded, Transport};
+    let mut r = vantage::capture::CaptureReader::open(path).unwrap();
+    let mut out = Vec::new();
+    while let Some(f) = r.next_frame().unwrap() {
+        let Decoded::Ip(p) = decode(&f) else { continue };
+        match p.transport {
+            Transport::Udp(u) => out.push(u.payload.to_vec()),
+            Transport::Tcp(t) => {
+                let b = t.payload;
+                if b.len() < 2 || b[0] != 0x81 {
+                    continue; // not one whole text frame
+                }
+                let masked = b[1] & 0x80 != 0;
+                let (len, at) = match b[1] & 0x7f {
+                    126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+                    n if n < 126 => (usize::from(n), 2),
+                    _ => continue,
+                };
+                let start = at + if masked { 4 } else { 0 };
+                if b.len() != start + len {
+                    continue;
+                }
+                let key = if masked {
+                    &b[at..at + 4]
+                } else {
+                    &[0u8; 4][..]
+                };
+                let msg = b[start..].iter().enumerate();
+                out.push(msg.map(|(i, x)| x ^ key[i % 4]).collect());
+            }
+            Transport::Other { .. } => {}
+        }
+    }
+    out
+}
+
+/// A diagnosis parses SIP for its call and registration tracking only (`sip::Fields::Tracked`:
+/// no From, To, Via, User-Agent, Server, Content-Type): on every SIP message of the lab's
+/// captures, over UDP (the gateway's trunk) and in WebSocket frames (the agent's and the
+/// softswitch's side), what it keeps is what the whole parse has.
+#[test]
+fn a_diagnosis_parses_of_sip_what_it_reads() {
+    use vantage::app::sip::{parse_datagram, parse_datagram_with, Fields};
+    use vantage::app::Parse;
+    let (mut udp, mut ws) = (0, 0);
+    for name in ["nginx-ws", "conntrack-drop", "haproxy-fin"] {
+        for file in ["gateway.pcap", "softswitch.pcap", "agent.pcapng"] {
+            let path = root().join("fixtures").join(name).join(file);
+            for m in lab_sip_messages(&path) {
+                let Parse::Complete { value: all, .. } = parse_datagram(&m) else {
+                    continue;
+                };
+                let Parse::Complete { value, .. } = parse_datagram_with(&m, Fields::Tracked) else {
+                    panic!("{}: {}", path.display(), String::from_utf8_lossy(&m));
+                };
+                assert!(all.call_id.is_some() && all.from_uri.is_some(), "{all:?}");
+                let mut expect = all.clone();
+                (expect.from_tag, expect.to_tag) = (None, None);
+                (expect.from_uri, expect.to_uri) = (None, None);
+                (expect.via_branch, expect.via_transport) = (None, None);
+                (expect.user_agent, expect.server, expect.content_type) = (None, None, None);
+                assert_eq!(value, expect, "{}", path.display());
+                if file == "gateway.pcap" {
+                    udp += 1;
+                } else {
+                    ws += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        udp >= 10 && ws >= 30,
+        "SIP messages: {udp} over UDP, {ws} over WebSocket"
+    );
+}

@@ -356,6 +356,16 @@ impl Session {
         self
     }
 
+    /// The SIP header fields parsed: without details, only those the tracking reads
+    /// (`sip::Fields::Tracked`).
+    fn sip_fields(&self) -> sip::Fields {
+        if self.details {
+            sip::Fields::All
+        } else {
+            sip::Fields::Tracked
+        }
+    }
+
     /// Whether SIP keeps a record of each registration or only counts them
     /// (`TrackerOptions::sip_registrations`, `SipDialogs::keep_registrations`).
     pub fn keep_registrations(mut self, registrations: bool) -> Self {
@@ -766,7 +776,9 @@ impl Session {
             None => {
                 self.small_msg(ts, from_client, len);
                 if self.sip_over_ws || looks_like_sip(prefix) {
-                    if let Parse::Complete { value, .. } = sip::parse_ws_message(prefix, len) {
+                    if let Parse::Complete { value, .. } =
+                        sip::parse_ws_message_with(prefix, len, self.sip_fields())
+                    {
                         self.sip_message(from_client, &value, ts, frame);
                     }
                 }
@@ -854,7 +866,7 @@ impl Session {
                 self.hb(ts, kind, from_client, crlf as u32);
                 return None;
             }
-            match sip::parse_message(buf) {
+            match sip::parse_message_with(buf, self.sip_fields()) {
                 Parse::Complete { value, consumed } => {
                     at += consumed.min(buf.len());
                     self.small_msg(ts, from_client, consumed as u64);
