@@ -892,7 +892,8 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
 
     if let (true, [v]) = (as_read, &al.vantages[..]) {
         al.connections = std::sync::Arc::new(Lines(LinesOf::Lone(lone(v, al.offset_ns(0)))));
-        al.losses = localise_losses(&al);
+        // No hop losses: each connection is one leg (`localise_losses` needs two), and making
+        // every lined-up connection to find that out was ~1 % of a diagnosis's rules.
         return al;
     }
 

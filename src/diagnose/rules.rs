@@ -1479,6 +1479,10 @@ fn half_open(ctx: &Ctx<'_>, deaths: &[Death], out: &mut FindingSink<'_>) {
 /// relays the bytes unchanged, such as HAProxy in mode tcp, is not layer 7; the middlebox rules
 /// name it where it ends a connection.)
 fn l7_proxy(ctx: &Ctx<'_>) -> Option<Finding> {
+    if !ctx.multi_vantage() {
+        // One capture's connections are each alone, never `L7Proxy` (`align::Lines`).
+        return None;
+    }
     let proxied: Vec<Path<'_>> = ctx
         .paths()
         .filter(|p| p.lined.matched.method == MatchMethod::L7Proxy)
