@@ -2291,6 +2291,34 @@ i: c1\r\nCSeq: 2 BYE\r\nUser-Agent: a\r\n b\r\nl: 0\r\n\r\n";
             proptest::prop_assert_eq!(now, crate::app::sip_reference::parse_datagram(&head));
         }
 
+        /// A parse for the tracking (`Fields::Tracked`) is the whole parse without the fields
+        /// it leaves out, on every kind of head: folded lines, compact names, no colon, bytes
+        /// that are not UTF-8, a stream's Content-Length (which alone can make a head invalid:
+        /// both parses then give up alike).
+        #[test]
+        fn a_parse_for_the_tracking_is_the_whole_parse_less_its_fields(head in sip_head()) {
+            // What a parse gave, the fields the tracking leaves out cleared (no-ops on its own).
+            fn outcome(p: Parse<SipMessage<'_>>) -> Result<Option<(SipMessage<'_>, usize)>, String> {
+                match p {
+                    Parse::Complete { value, consumed } => Ok(Some((tracked_only(value), consumed))),
+                    Parse::Partial => Ok(None),
+                    Parse::Invalid(e) => Err(e),
+                }
+            }
+            proptest::prop_assert_eq!(
+                outcome(parse_message_with(&head, Fields::Tracked)),
+                outcome(parse_message(&head))
+            );
+            proptest::prop_assert_eq!(
+                outcome(parse_datagram_with(&head, Fields::Tracked)),
+                outcome(parse_datagram(&head))
+            );
+            proptest::prop_assert_eq!(
+                outcome(parse_ws_message_with(&head, head.len() as u64 + 9, Fields::Tracked)),
+                outcome(parse_ws_message(&head, head.len() as u64 + 9))
+            );
+        }
+
         #[test]
         fn random_bytes_parse_as_the_former_parser(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let mut with_start = b"INVITE sip:a SIP/2.0\r\n".to_vec();
