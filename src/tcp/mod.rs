@@ -676,6 +676,11 @@ pub const SAMPLE_HASH_BYTES: usize = 64;
 /// stays fixed (about 2 KiB), whatever its length.
 pub const SAMPLES_HEAD: usize = 24;
 pub const SAMPLES_TAIL: usize = 24;
+/// The most bytes a packed sample takes: a tag, four varints (at most 10, 10, 5 and 5 bytes),
+/// its hash, IP ID and TTL.
+const SAMPLE_PACKED_MAX: usize = 1 + 10 + 10 + 5 + 5 + 8 + 2 + 1;
+/// A packed head's first room: a few samples (most of a connection's take ~19 bytes).
+const HEAD_FIRST_ROOM: usize = 128;
 pub const MAX_RETRANS: usize = 64;
 
 /// The first `SAMPLES_HEAD` samples and the last `SAMPLES_TAIL`. Without `keep_samples`
@@ -689,8 +694,16 @@ pub struct Samples {
 
 #[derive(Clone, Debug)]
 enum KeptSamples {
-    /// The first samples, until there are `SAMPLES_HEAD`.
-    Head(Vec<Sample>),
+    /// The first samples, packed as they come (`packed_samples`), until there are
+    /// `SAMPLES_HEAD`: `n` of them, the last one `prev` (the base of the next). As a list of
+    /// `Sample`s (24 of 40 bytes, made at the first) a direction took 960 bytes from its first
+    /// packet on: on the 100 MB NAT pair, 27 MB of the 103 MB peak heap, which is the end of
+    /// reading, with ~27 000 of the 40 000 live directions still in their first 24 packets.
+    Head {
+        packed: Vec<u8>,
+        prev: packed_samples::Prev,
+        n: u8,
+    },
     /// Then: those packed (`packed_samples`; they do not change again), and the latest
     /// `SAMPLES_TAIL` after them. A two-capture diagnosis keeps samples for every live
     /// connection (20 000 at once on the 500 MB NAT pair of issue 8's synth); packed, a full
@@ -742,8 +755,8 @@ mod packed_samples {
     }
 
     /// The previous sample's time, frame and `rel_seq`, the base of the next one's.
-    #[derive(Clone, Copy, Default)]
-    struct Prev {
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(super) struct Prev {
         ts: i64,
         frame: u64,
         rel_seq: u32,
@@ -769,33 +782,41 @@ mod packed_samples {
         last: Option<&Sample>,
         samples: impl Iterator<Item = &'a Sample>,
     ) {
-        let mut prev = last.map_or(Prev::default(), |s| Prev {
-            ts: s.ts.0,
-            frame: s.frame,
-            rel_seq: s.rel_seq,
-        });
+        let mut prev = last.map_or(Prev::default(), Prev::of);
         for s in samples {
-            let (exp, ts) = packed(s.ts.0.wrapping_sub(prev.ts));
-            let tag = kind_index(s.kind) | u8::from(s.ip_id.is_some()) << 3 | exp << 4;
-            out.push(tag);
-            push(out, ts);
-            push(out, zigzag(s.frame.wrapping_sub(prev.frame) as i64));
-            push(
-                out,
-                zigzag(i64::from(s.rel_seq.wrapping_sub(prev.rel_seq) as i32)),
-            );
-            push(out, u64::from(s.len));
-            out.extend_from_slice(&s.hash.to_le_bytes());
-            if let Some(id) = s.ip_id {
-                out.extend_from_slice(&id.to_le_bytes());
-            }
-            out.push(s.ttl);
-            prev = Prev {
+            pack_one(out, &mut prev, s);
+        }
+    }
+
+    impl Prev {
+        fn of(s: &Sample) -> Self {
+            Prev {
                 ts: s.ts.0,
                 frame: s.frame,
                 rel_seq: s.rel_seq,
-            };
+            }
         }
+    }
+
+    /// `s` packed after `out`'s, whose last sample is `prev` (the default for none), which
+    /// becomes `s`.
+    pub(super) fn pack_one(out: &mut Vec<u8>, prev: &mut Prev, s: &Sample) {
+        let (exp, ts) = packed(s.ts.0.wrapping_sub(prev.ts));
+        let tag = kind_index(s.kind) | u8::from(s.ip_id.is_some()) << 3 | exp << 4;
+        out.push(tag);
+        push(out, ts);
+        push(out, zigzag(s.frame.wrapping_sub(prev.frame) as i64));
+        push(
+            out,
+            zigzag(i64::from(s.rel_seq.wrapping_sub(prev.rel_seq) as i32)),
+        );
+        push(out, u64::from(s.len));
+        out.extend_from_slice(&s.hash.to_le_bytes());
+        if let Some(id) = s.ip_id {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        out.push(s.ttl);
+        *prev = Prev::of(s);
     }
 
     /// Decoder of `pack`'s bytes; stops at bytes that do not decode (never written).
@@ -906,19 +927,28 @@ impl Samples {
     fn push(&mut self, s: Sample) {
         self.total += 1;
         let k = self.kept.get_or_insert_with(|| {
-            // Exactly the bounds: no growth slack on every connection.
-            Box::new(KeptSamples::Head(Vec::with_capacity(SAMPLES_HEAD)))
+            Box::new(KeptSamples::Head {
+                packed: Vec::new(),
+                prev: packed_samples::Prev::default(),
+                n: 0,
+            })
         });
         match &mut **k {
-            KeptSamples::Head(head) if head.len() < SAMPLES_HEAD => head.push(s),
-            KeptSamples::Head(head) => {
-                let packed = packed_samples::with_scratch(|packed| {
-                    packed_samples::pack(packed, None, head.iter());
-                    Box::from(&packed[..])
-                });
+            KeptSamples::Head { packed, prev, n } if usize::from(*n) < SAMPLES_HEAD => {
+                // A sample is ~19 bytes packed, at most 32: room for a few at first, then
+                // doubled, so a full head (~460 bytes) is in 512 and copied to its size below.
+                if packed.capacity() - packed.len() < SAMPLE_PACKED_MAX {
+                    let room = (2 * packed.capacity()).max(HEAD_FIRST_ROOM);
+                    packed.reserve_exact(room - packed.len());
+                }
+                packed_samples::pack_one(packed, prev, &s);
+                *n += 1;
+            }
+            KeptSamples::Head { packed, .. } => {
+                let head = Box::from(&packed[..]);
                 let mut tail = std::collections::VecDeque::with_capacity(SAMPLES_TAIL);
                 tail.push_back(s);
-                **k = KeptSamples::Tail { head: packed, tail };
+                **k = KeptSamples::Tail { head, tail };
             }
             KeptSamples::Tail { tail, .. } => {
                 if tail.len() == SAMPLES_TAIL {
@@ -938,7 +968,7 @@ impl Samples {
         };
         let packed = packed_samples::with_scratch(|packed| {
             match k {
-                KeptSamples::Head(head) => packed_samples::pack(packed, None, head.iter()),
+                KeptSamples::Head { packed: head, .. } => packed.extend_from_slice(head),
                 KeptSamples::Tail { head, tail } => {
                     // The base of the next packed sample: the head's last, read back once
                     // here rather than kept (40 bytes in every connection's box).
@@ -960,7 +990,9 @@ impl Samples {
         let mut it = SamplesIter::default();
         match self.kept.as_deref() {
             None => {}
-            Some(KeptSamples::Head(head)) => it.head = head.iter(),
+            Some(KeptSamples::Head { packed, .. }) => {
+                it.packed = packed_samples::Unpack::new(packed)
+            }
             Some(KeptSamples::Tail { head, tail, .. }) => {
                 it.packed = packed_samples::Unpack::new(head);
                 it.tail = tail.iter();
@@ -971,11 +1003,10 @@ impl Samples {
     }
 }
 
-/// `Samples::iter`: the samples not packed yet at the start, the packed ones, the latest.
-/// One iterator where three chained ones (`Option`s flattened) cost a third of the reading.
+/// `Samples::iter`: the packed ones, then the latest. One iterator where chained ones
+/// (`Option`s flattened) cost a third of the reading.
 #[derive(Default)]
 pub struct SamplesIter<'a> {
-    head: std::slice::Iter<'a, Sample>,
     packed: packed_samples::Unpack<'a>,
     tail: std::collections::vec_deque::Iter<'a, Sample>,
 }
@@ -984,9 +1015,6 @@ impl Iterator for SamplesIter<'_> {
     type Item = Sample;
     #[inline]
     fn next(&mut self) -> Option<Sample> {
-        if let Some(s) = self.head.next() {
-            return Some(*s);
-        }
         if let Some(s) = self.packed.next() {
             return Some(s);
         }
@@ -2909,7 +2937,7 @@ mod samples_tests {
         let open: Vec<Sample> = s.iter().collect();
         assert!(matches!(
             s.kept.as_deref(),
-            Some(KeptSamples::Head(_) | KeptSamples::Tail { .. }) | None
+            Some(KeptSamples::Head { .. } | KeptSamples::Tail { .. }) | None
         ));
         // What is kept: the first `SAMPLES_HEAD` and the last `SAMPLES_TAIL`.
         let n = samples.len();
@@ -2931,6 +2959,56 @@ mod samples_tests {
         let packed: Vec<Sample> = s.iter().collect();
         assert_eq!(open, packed, "{what}");
         assert_eq!(s.total, samples.len() as u64);
+    }
+
+    /// A direction's first samples take the room their packing needs, not 24 slots of 40 bytes
+    /// from its first packet (two captures keep samples for every live connection); the head
+    /// goes to the tail's form at its size.
+    #[test]
+    fn a_head_takes_the_room_of_its_packed_samples() {
+        let sample = |i: u64| Sample {
+            ts: Timestamp(i as i64 * 25_000_000_000 + 1_234),
+            frame: 1000 + 7 * i,
+            kind: SampleKind::Data,
+            rel_seq: 1 + 180 * i as u32,
+            len: 180,
+            hash: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ip_id: Some(i as u16),
+            ttl: 64,
+        };
+        let mut s = Samples::default();
+        for i in 0..3 {
+            s.push(sample(i));
+        }
+        let Some(KeptSamples::Head { packed, n: 3, .. }) = s.kept.as_deref() else {
+            panic!("{:?}", s.kept.is_some());
+        };
+        assert!(
+            packed.capacity() <= HEAD_FIRST_ROOM,
+            "{}",
+            packed.capacity()
+        );
+        for i in 3..SAMPLES_HEAD as u64 {
+            s.push(sample(i));
+        }
+        let Some(KeptSamples::Head { packed, .. }) = s.kept.as_deref() else {
+            panic!("a head");
+        };
+        let full = packed.len();
+        let slots = SAMPLES_HEAD * std::mem::size_of::<Sample>();
+        assert!(
+            packed.capacity() < slots / 2 + 64,
+            "{} of {slots}",
+            packed.capacity()
+        );
+        s.push(sample(SAMPLES_HEAD as u64));
+        let Some(KeptSamples::Tail { head, tail }) = s.kept.as_deref() else {
+            panic!("a tail");
+        };
+        assert_eq!((head.len(), tail.len()), (full, 1));
+        let back: Vec<Sample> = s.iter().collect();
+        let pushed: Vec<Sample> = (0..=SAMPLES_HEAD as u64).map(sample).collect();
+        assert_eq!(back, pushed);
     }
 
     /// Every frame of every fixture, as a sample of its transport (its real times, frame
