@@ -935,8 +935,9 @@ impl Samples {
         });
         match &mut **k {
             KeptSamples::Head { packed, prev, n } if usize::from(*n) < SAMPLES_HEAD => {
-                // A sample is ~19 bytes packed, at most 32: room for a few at first, then
-                // doubled, so a full head (~460 bytes) is in 512 and copied to its size below.
+                // A sample is ~19 bytes packed, at most `SAMPLE_PACKED_MAX`: room for a few at
+                // first, then doubled, so a full head (~460 bytes) is in 512 and copied to its
+                // size below.
                 if packed.capacity() - packed.len() < SAMPLE_PACKED_MAX {
                     let room = (2 * packed.capacity()).max(HEAD_FIRST_ROOM);
                     packed.reserve_exact(room - packed.len());
