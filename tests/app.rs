@@ -1020,9 +1020,12 @@ fn registrations_counted_without_records_match_the_records() {
     assert!(counted > 20, "the lab's agents register: {counted}");
 }
 
-/// The SIP messages of a lab capture: each UDP datagram, and each WebSocket text frame that
-/// fills one TCP segment (RFC 6455 §5.2; masked from the agent, §5.3), unmasked.
+/// The SIP messages of a lab capture: each UDP datagram, and each whole WebSocket text
+/// message in a TCP segment that starts with its frame, as the WebSocket parser unmasks it
+/// (RFC 6455 §5.3: masked from the client).
 fn lab_sip_messages(path: &Path) -> Vec<Vec<u8>> {
+    use vantage::app::websocket::{Opcode, WsEvent, WsParser, MAX_PREFIX_CAP};
+    use vantage::capture::Timestamp;
     use vantage::decode::{decode, Decoded, Transport};
     let mut r = vantage::capture::CaptureReader::open(path).unwrap();
     let mut out = Vec::new();
@@ -1031,27 +1034,21 @@ fn lab_sip_messages(path: &Path) -> Vec<Vec<u8>> {
         match p.transport {
             Transport::Udp(u) => out.push(u.payload.to_vec()),
             Transport::Tcp(t) => {
-                let b = t.payload;
-                if b.len() < 2 || b[0] != 0x81 {
-                    continue; // not one whole text frame
-                }
-                let masked = b[1] & 0x80 != 0;
-                let (len, at) = match b[1] & 0x7f {
-                    126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
-                    n if n < 126 => (usize::from(n), 2),
-                    _ => continue,
-                };
-                let start = at + if masked { 4 } else { 0 };
-                if b.len() != start + len {
-                    continue;
-                }
-                let key = if masked {
-                    &b[at..at + 4]
-                } else {
-                    &[0u8; 4][..]
-                };
-                let msg = b[start..].iter().enumerate();
-                out.push(msg.map(|(i, x)| x ^ key[i % 4]).collect());
+                let from_client = t.payload.get(1).is_some_and(|b| b & 0x80 != 0);
+                let mut ws = WsParser::new(from_client);
+                ws.set_prefix_cap(MAX_PREFIX_CAP);
+                let mut events = Vec::new();
+                ws.push(t.payload, Timestamp(0), 1, &mut events);
+                out.extend(events.into_iter().filter_map(|e| match e {
+                    WsEvent::Frame(w)
+                        if w.fin
+                            && w.opcode == Opcode::Text
+                            && w.payload_prefix.len() as u64 == w.payload_len =>
+                    {
+                        Some(w.payload_prefix)
+                    }
+                    _ => None,
+                }));
             }
             Transport::Other { .. } => {}
         }

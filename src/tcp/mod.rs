@@ -967,23 +967,20 @@ impl Samples {
         let Some(k) = self.kept.as_deref_mut() else {
             return;
         };
-        let packed = packed_samples::with_scratch(|packed| {
-            match k {
-                KeptSamples::Head { packed: head, .. } => packed.extend_from_slice(head),
-                KeptSamples::Tail { head, tail } => {
-                    // The base of the next packed sample: the head's last, read back once
-                    // here rather than kept (40 bytes in every connection's box).
-                    let last = packed_samples::Unpack::new(head).last();
-                    packed.extend_from_slice(head);
-                    packed_samples::pack(packed, last.as_ref(), tail.iter());
-                }
-                KeptSamples::Packed(_) => return None,
-            }
-            Some(Box::from(&packed[..]))
-        });
-        if let Some(p) = packed {
-            *k = KeptSamples::Packed(p);
-        }
+        let packed = match k {
+            // Packed already: copied at its size.
+            KeptSamples::Head { packed, .. } => Box::from(&packed[..]),
+            KeptSamples::Tail { head, tail } => packed_samples::with_scratch(|packed| {
+                // The base of the next packed sample: the head's last, read back once here
+                // rather than kept (40 bytes in every connection's box).
+                let last = packed_samples::Unpack::new(head).last();
+                packed.extend_from_slice(head);
+                packed_samples::pack(packed, last.as_ref(), tail.iter());
+                Box::from(&packed[..])
+            }),
+            KeptSamples::Packed(_) => return,
+        };
+        *k = KeptSamples::Packed(packed);
     }
 
     /// Every kept sample, in capture order.

@@ -255,11 +255,7 @@ impl Sealed {
         };
         let mut base = self.written;
         for b in &self.blocks {
-            let mut at = 0;
-            while let Some(n) = end(&b[at..]) {
-                one(base + at as u64, &b[at..at + n]);
-                at += n;
-            }
+            each_whole(b, base, end, one);
             base += b.len() as u64;
         }
         error
@@ -275,11 +271,7 @@ impl Sealed {
         // The file's offset of `buf[0]`, and of the next byte to read.
         let (mut base, mut next) = (0u64, 0u64);
         loop {
-            let mut at = 0;
-            while let Some(n) = end(&buf[at..]) {
-                one(base + at as u64, &buf[at..at + n]);
-                at += n;
-            }
+            let at = each_whole(&buf, base, end, one);
             buf.drain(..at);
             base += at as u64;
             if next == self.written {
@@ -298,6 +290,22 @@ impl Sealed {
             next += n as u64;
         }
     }
+}
+
+/// The whole records at the start of `bytes` (`end` says where each ends), each with its
+/// offset (`base` is that of `bytes[0]`); how many bytes they took.
+fn each_whole(
+    bytes: &[u8],
+    base: u64,
+    end: &dyn Fn(&[u8]) -> Option<usize>,
+    one: &mut dyn FnMut(u64, &[u8]),
+) -> usize {
+    let mut at = 0;
+    while let Some(n) = end(&bytes[at..]) {
+        one(base + at as u64, &bytes[at..at + n]);
+        at += n;
+    }
+    at
 }
 
 /// `buf.len()` bytes of `f` from `at`: one call where the system reads at an offset.
