@@ -867,6 +867,7 @@ pub fn read_vantages_filtered(
     // The tracking threads are shared among the captures.
     let opts = TrackerOptions {
         shards: (opts.shards / specs.len().max(1)).max(1),
+        samples_in_memory: opts.samples_in_memory / specs.len().max(1),
         ..opts
     };
     // Each thread's freed memory is reused by the next phase where it shares the main thread's

@@ -510,3 +510,70 @@ fn evidence_times_are_their_frames_times() {
     }
     assert!(checked > 50, "{checked} evidence items");
 }
+
+/// Past `TrackerOptions::samples_in_memory` bytes, a finished connection's packet samples wait
+/// in a temporary file until the alignment reads them (`Tracker::spill_samples`). Forced there
+/// for every connection, each scenario's five captures, on one thread and on two, give the same
+/// samples, the same lined-up connections and clock offsets, and the same diagnosis as JSON
+/// and as HTML (which reads samples too), as with them in memory.
+#[test]
+fn samples_kept_in_a_file_change_nothing() {
+    use vantage::pipeline::read_vantages_with;
+    use vantage::tcp::TrackerOptions;
+    let mut in_file = 0;
+    for s in SCENARIOS {
+        for shards in [1, 2] {
+            let read = |samples_in_memory| {
+                let opts = TrackerOptions {
+                    samples_in_memory,
+                    shards,
+                    ..TrackerOptions::default()
+                };
+                let (v, errors) = read_vantages_with(&specs(s, FIVE), opts);
+                assert!(errors.is_empty(), "{s}: {errors:?}");
+                v
+            };
+            let (memory, file) = (read(usize::MAX), read(0));
+            for (vm, vf) in memory.iter().zip(&file) {
+                let (cm, cf) = (&vm.flows.connections, &vf.flows.connections);
+                assert_eq!(cm.len(), cf.len(), "{s}/{}", vm.name);
+                for (m, f) in cm.iter().zip(cf) {
+                    for (dm, df) in [(&m.orig, &f.orig), (&m.resp, &f.resp)] {
+                        assert!(!dm.samples.in_file());
+                        let kept: Vec<_> = dm.samples.iter().collect();
+                        assert_eq!(kept, df.samples.iter().collect::<Vec<_>>(), "{}", m.uid);
+                        if df.samples.in_file() {
+                            assert!(!kept.is_empty(), "{}", m.uid);
+                            in_file += 1;
+                        }
+                    }
+                }
+            }
+            let what = format!("{s} ({shards} threads)");
+            let (am, af) = (
+                align(memory, &AlignOptions::default()),
+                align(file, &AlignOptions::default()),
+            );
+            let json = |al: &Alignment| serde_json::to_string(&*al.connections).unwrap();
+            assert_eq!(json(&am), json(&af), "{what}");
+            assert_eq!(
+                format!("{:?}", am.clock_offsets),
+                format!("{:?}", af.clock_offsets),
+                "{what}"
+            );
+            let (dm, df) = (diagnose(&am), diagnose(&af));
+            assert_eq!(
+                serde_json::to_string(&dm).unwrap(),
+                serde_json::to_string(&df).unwrap(),
+                "{what}"
+            );
+            assert_eq!(
+                vantage::report::html::render(&dm, &am),
+                vantage::report::html::render(&df, &af),
+                "{what}"
+            );
+        }
+    }
+    // Not vacuous: every scenario's directions with samples, twice.
+    assert!(in_file > 100, "{in_file}");
+}

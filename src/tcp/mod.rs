@@ -715,7 +715,19 @@ enum KeptSamples {
     /// Once the connection is summarised (`Samples::pack`): all of them, in the same order,
     /// packed.
     Packed(Box<[u8]>),
+    /// Those packed bytes, out of memory: the `len` bytes at `at` of a store of samples
+    /// (`Tracker::spill_samples`), read back when asked (`Samples::iter`).
+    OnDisk {
+        store: std::sync::Arc<SampleStore>,
+        at: u64,
+        len: u32,
+    },
 }
+
+/// Where the samples of finished connections wait out of memory (`KeptSamples::OnDisk`):
+/// written while tracking, sealed (checked once, and readable) when it ends
+/// (`Tracker::summarise_live`). Shared by the connections it holds samples of.
+type SampleStore = std::sync::OnceLock<spill::Sealed>;
 
 // Every direction with samples has one (two captures: every connection, live or not); as big
 // as the list heads it had before packing.
@@ -897,6 +909,18 @@ mod packed_samples {
         }
     }
 
+    /// Whether `bytes` are samples packed whole (what `pack` writes): every byte read, no
+    /// sample cut short.
+    pub(super) fn decodes(bytes: &[u8]) -> bool {
+        let mut u = Unpack::new(bytes);
+        while u.at < u.bytes.len() {
+            if u.sample().is_none() {
+                return false;
+            }
+        }
+        true
+    }
+
     impl Iterator for Unpack<'_> {
         type Item = Sample;
         #[inline]
@@ -958,7 +982,7 @@ impl Samples {
                 tail.push_back(s);
             }
             // A summary gets no more packets.
-            KeptSamples::Packed(_) => {}
+            KeptSamples::Packed(_) | KeptSamples::OnDisk { .. } => {}
         }
     }
 
@@ -978,9 +1002,43 @@ impl Samples {
                 packed_samples::pack(packed, last.as_ref(), tail.iter());
                 Box::from(&packed[..])
             }),
-            KeptSamples::Packed(_) => return,
+            KeptSamples::Packed(_) | KeptSamples::OnDisk { .. } => return,
         };
         *k = KeptSamples::Packed(packed);
+    }
+
+    /// Whether the samples wait in a temporary file (`TrackerOptions::samples_in_memory`),
+    /// read back by `iter`.
+    pub fn in_file(&self) -> bool {
+        matches!(self.kept.as_deref(), Some(KeptSamples::OnDisk { .. }))
+    }
+
+    /// Bytes of packed samples held in memory (`pack` first).
+    fn packed_len(&self) -> usize {
+        match self.kept.as_deref() {
+            Some(KeptSamples::Packed(b)) => b.len(),
+            _ => 0,
+        }
+    }
+
+    /// The packed samples written to `spill`, to be read back from `store` once it is sealed
+    /// (`pack` first; anything else stays as it is).
+    fn spill(&mut self, spill: &mut spill::Spill, store: &std::sync::Arc<SampleStore>) {
+        let Some(k) = self.kept.as_deref_mut() else {
+            return;
+        };
+        let KeptSamples::Packed(b) = k else {
+            return;
+        };
+        let Ok(len) = u32::try_from(b.len()) else {
+            return;
+        };
+        let at = spill.write_record(b);
+        *k = KeptSamples::OnDisk {
+            store: store.clone(),
+            at,
+            len,
+        };
     }
 
     /// Every kept sample, in capture order.
@@ -996,6 +1054,15 @@ impl Samples {
                 it.tail = tail.iter();
             }
             Some(KeptSamples::Packed(b)) => it.packed = packed_samples::Unpack::new(b),
+            // Read back and decoded whole, a direction's ~50 at most. None from a store not
+            // sealed yet (nothing reads a connection's samples before tracking ends) or one
+            // whose file lost them (the tracker's warnings say so).
+            Some(KeptSamples::OnDisk { store, at, len }) => {
+                if let Some(Ok(bytes)) = store.get().map(|s| s.record(*at, *len)) {
+                    let read: Vec<Sample> = packed_samples::Unpack::new(&bytes).collect();
+                    it.read = read.into_iter();
+                }
+            }
         }
         it
     }
@@ -1006,6 +1073,8 @@ impl Samples {
 #[derive(Default)]
 pub struct SamplesIter<'a> {
     packed: packed_samples::Unpack<'a>,
+    /// Those read back from a store (`KeptSamples::OnDisk`).
+    read: std::vec::IntoIter<Sample>,
     tail: std::collections::vec_deque::Iter<'a, Sample>,
 }
 
@@ -1014,6 +1083,9 @@ impl Iterator for SamplesIter<'_> {
     #[inline]
     fn next(&mut self) -> Option<Sample> {
         if let Some(s) = self.packed.next() {
+            return Some(s);
+        }
+        if let Some(s) = self.read.next() {
             return Some(s);
         }
         self.tail.next().copied()
@@ -1278,7 +1350,21 @@ pub struct TrackerOptions {
     /// file when tracking ends, not in memory (`DigestStore::take_sorted`). Nothing a report
     /// says depends on it.
     pub digests_in_memory: usize,
+    /// Past this many bytes of finished connections' packed samples (`keep_samples`), the
+    /// samples of the next ones are kept in a temporary file until they are read
+    /// (`Tracker::spill_samples`); `usize::MAX` never. Shared by the captures read together
+    /// (`pipeline::read_vantages_with`) and by a capture's shards. Nothing a report says
+    /// depends on it.
+    pub samples_in_memory: usize,
 }
+
+/// `TrackerOptions::samples_in_memory`'s default: 16 MiB for a run, the samples of ~9 000
+/// finished WebSocket connections (~1.8 KB each, both directions packed). Lining captures up
+/// keeps every connection until the end, and the samples of those that ended were the largest
+/// part of what grew with the captures: on issue 8's 500 MB NAT pair the peak went from 243
+/// to 214 MiB with the rest of them in a file (benches/RESULTS.md, session 25). Small
+/// captures (every fixture) keep theirs in memory and make no file.
+pub const SAMPLES_IN_MEMORY: usize = 16 << 20;
 
 /// `TrackerOptions::digests_in_memory`'s default: 16 MiB, ~170 000 connections' digests. The 2
 /// GB synth's (74 000, 7.4 MB) stay in memory, where the rules read them fastest; the 20 GB
@@ -1313,6 +1399,7 @@ impl Default for TrackerOptions {
             prefetch_from: PREFETCH_FROM,
             park_after_ns: park::PARK_AFTER_NS,
             digests_in_memory: DIGESTS_IN_MEMORY,
+            samples_in_memory: SAMPLES_IN_MEMORY,
         }
     }
 }
@@ -1362,6 +1449,14 @@ pub struct Tracker {
     /// Why some of `kept` could not be read back, for the warnings: those are read through
     /// their digests only.
     kept_lost: Option<std::io::Error>,
+    /// Finished connections' samples past `TrackerOptions::samples_in_memory`: written here
+    /// while tracking (made at the first), sealed into `samples_store` when it ends.
+    samples_spill: Option<spill::Spill>,
+    samples_store: std::sync::Arc<SampleStore>,
+    /// Bytes of packed samples kept in memory by the connections in `done`, so far.
+    samples_held: usize,
+    /// Why some samples in the store could not be read back, for the warnings.
+    samples_lost: Option<std::io::Error>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
     pub other_ip: u64,
     pub fragments: u64,
@@ -1521,6 +1616,10 @@ impl Tracker {
             },
             kept: opts.digest.is_some().then(kept::KeptStore::new),
             kept_lost: None,
+            samples_spill: None,
+            samples_store: Default::default(),
+            samples_held: 0,
+            samples_lost: None,
             other_ip: 0,
             fragments: 0,
             clock: SweepClock::new(),
@@ -1601,6 +1700,9 @@ impl Tracker {
                     return;
                 }
             }
+            if self.tags.is_none() {
+                self.spill_samples(&mut c);
+            }
             self.done.push(Box::new(c));
             if let Some(tags) = self.tags.as_mut() {
                 tags.push(self.tag);
@@ -1608,6 +1710,38 @@ impl Tracker {
             }
         } else {
             self.dropped += 1;
+        }
+    }
+
+    /// Past `TrackerOptions::samples_in_memory` bytes of samples held by the connections kept,
+    /// `c`'s go to the temporary file. Not for connections handed over as they end
+    /// (`tag_stream`): the store is readable only once tracking ends.
+    fn spill_samples(&mut self, c: &mut Connection) {
+        let n = c.orig.samples.packed_len() + c.resp.samples.packed_len();
+        if n == 0 {
+            return;
+        }
+        if self.samples_held.saturating_add(n) <= self.opts.samples_in_memory {
+            self.samples_held += n;
+            return;
+        }
+        let spill = self.samples_spill.get_or_insert_with(spill::Spill::new);
+        c.orig.samples.spill(spill, &self.samples_store);
+        c.resp.samples.spill(spill, &self.samples_store);
+    }
+
+    /// The samples written to the temporary file, checked once and readable from now on
+    /// (`Samples::iter`); a store from here on is a new one.
+    fn seal_samples(&mut self) {
+        let Some(mut spill) = self.samples_spill.take() else {
+            return;
+        };
+        let (sealed, e) = spill.seal(&mut |rec| packed_samples::decodes(rec));
+        let store = std::mem::take(&mut self.samples_store);
+        // Set once: a store is sealed here only, after it was taken.
+        let _ = store.set(sealed);
+        if let Some(e) = e {
+            self.samples_lost.get_or_insert(e);
         }
     }
 
@@ -1674,6 +1808,14 @@ impl Tracker {
                     "the summaries of connections a rule reads whole could not be read back from the temporary file ({e}): the diagnosis reads those through their digests only, and cannot tell how they ended"
                 ),
                 Msg::new("w-kept-lost").s("error", e),
+            ));
+        }
+        if let Some(e) = &self.samples_lost {
+            w.push(Warning::new(
+                format!(
+                    "the packet samples of some connections could not be read back from the temporary file they waited in ({e}): those connections cannot be lined up with another capture's by their packets"
+                ),
+                Msg::new("w-samples-lost").s("error", e),
             ));
         }
         if let Some(e) = &self.parked.lost_error {
@@ -1804,6 +1946,8 @@ impl Tracker {
         TrackerOptions {
             max_live: opts.max_live.div_ceil(n),
             max_summaries: opts.max_summaries.div_ceil(n),
+            // A budget for the capture: each shard keeps its share.
+            samples_in_memory: opts.samples_in_memory / n.max(1),
             ..opts
         }
     }
@@ -1844,6 +1988,7 @@ impl Tracker {
             all.evicted += s.evicted;
             all.dropped += s.dropped;
             all.kept_lost = all.kept_lost.or(s.kept_lost);
+            all.samples_lost = all.samples_lost.or(s.samples_lost);
             all.parked.lost += s.parked.lost;
             all.parked.lost_error = all.parked.lost_error.or(s.parked.lost_error);
         }
@@ -1922,6 +2067,7 @@ impl Tracker {
                 self.kept_lost.get_or_insert(e);
             }
         }
+        self.seal_samples();
     }
 
     /// `l` summarised and kept, or dropped if it started at or after `drop_from`.
@@ -3007,6 +3153,74 @@ mod samples_tests {
         let back: Vec<Sample> = s.iter().collect();
         let pushed: Vec<Sample> = (0..=SAMPLES_HEAD as u64).map(sample).collect();
         assert_eq!(back, pushed);
+    }
+
+    /// Samples kept in a temporary file (`Tracker::spill_samples`) are read only once the store
+    /// is sealed, and read back as they were packed; a file that lost its second half when
+    /// sealed gives the samples before the cut, none of those after, and a warning.
+    #[test]
+    fn samples_in_a_file_read_back_up_to_what_it_lost() {
+        let opts = TrackerOptions {
+            samples_in_memory: 0,
+            ..TrackerOptions::default()
+        };
+        let mut t = Tracker::with_options("cut.pcap", opts);
+        let spill = t.samples_spill.get_or_insert_with(spill::Spill::new);
+        assert!(spill.file.is_some(), "a temporary file");
+        let sample = |c: u64, i: u64| Sample {
+            ts: Timestamp((c * 1000 + i) as i64 * 1_000_003),
+            frame: c * 100 + i,
+            kind: SampleKind::Data,
+            rel_seq: (i * 100) as u32,
+            len: 100,
+            hash: (c << 32 | i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ip_id: Some(i as u16),
+            ttl: 60,
+        };
+        // ~450 KB: several blocks in the file, the last in memory.
+        let (n, per) = (500, 48);
+        let mut all = Vec::new();
+        for c in 0..n {
+            let mut s = Samples::default();
+            (0..per).for_each(|i| s.push(sample(c, i)));
+            s.pack();
+            let packed: Vec<Sample> = s.iter().collect();
+            s.spill(spill, &t.samples_store);
+            assert!(s.in_file());
+            // Not sealed: nothing to read yet.
+            assert_eq!(s.iter().count(), 0);
+            all.push((s, packed));
+        }
+        spill.cut_file_in_half();
+        t.seal_samples();
+        let read = all.iter().filter(|(s, packed)| {
+            let back: Vec<Sample> = s.iter().collect();
+            assert!(back.is_empty() || &back == packed);
+            !back.is_empty()
+        });
+        // Those wholly before the cut: half of them (each record is as long), less the one cut.
+        let kept = read.count();
+        assert!(
+            (n as usize / 2 - 1..=n as usize / 2).contains(&kept),
+            "{kept}"
+        );
+        let w = t.warnings();
+        assert!(
+            w.iter().any(|w| w.text.contains("packet samples")),
+            "{:?}",
+            w.iter().map(|w| &w.text).collect::<Vec<_>>()
+        );
+        // A store sealed whole reads every sample back.
+        let mut t = Tracker::with_options("whole.pcap", opts);
+        let spill = t.samples_spill.get_or_insert_with(spill::Spill::new);
+        let mut s = Samples::default();
+        (0..per).for_each(|i| s.push(sample(1, i)));
+        s.pack();
+        let packed: Vec<Sample> = s.iter().collect();
+        s.spill(spill, &t.samples_store);
+        t.seal_samples();
+        assert_eq!(s.iter().collect::<Vec<_>>(), packed);
+        assert!(t.warnings().is_empty());
     }
 
     /// Every frame of every fixture, as a sample of its transport (its real times, frame

@@ -150,6 +150,7 @@ w-malformed = { $n } frames could not be decoded; the first is frame { $frame } 
 w-out-of-order = { $n } frames have a timestamp earlier than a frame before them
 w-digests-lost = the summaries of connections that ended normally could not be read back from the temporary file ({ $error }): the diagnosis is missing some of them
 w-kept-lost = the summaries of connections a rule reads whole could not be read back from the temporary file ({ $error }): the diagnosis reads those through their digests only, and cannot tell how they ended
+w-samples-lost = the packet samples of some connections could not be read back from the temporary file they waited in ({ $error }): those connections cannot be lined up with another capture's by their packets
 w-parked-lost = { $n } connections silent for minutes could not be read back from the temporary file they waited in ({ $error }): they are missing from the report, or appear as connections seen from mid-stream
 w-table-full = the connection table was full ({ $max } live): { $n } least recently active connections were summarised early, without their packet samples (a SYN flood or a very busy capture; raise the cap to keep them whole)
 w-summaries-dropped = { $n } connections were counted but not kept: the report keeps at most { $max } connections per capture
