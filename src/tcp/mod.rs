@@ -704,13 +704,22 @@ enum KeptSamples {
         prev: packed_samples::Prev,
         n: u8,
     },
-    /// Then: those packed (`packed_samples`; they do not change again), and the latest
-    /// `SAMPLES_TAIL` after them. A two-capture diagnosis keeps samples for every live
-    /// connection (20 000 at once on the 500 MB NAT pair of issue 8's synth); packed, a full
-    /// head takes ~460 bytes, not 960.
+    /// Then, in one list (`tail_layout`): those packed (they do not change again), the base
+    /// and the last of the latest `SAMPLES_TAIL` samples, and those packed as they come, each
+    /// after the one before it, the oldest after the base. Dropping the oldest makes it the
+    /// base: the next was written after it, so nothing is written again. A two-capture
+    /// diagnosis keeps samples for every live connection (26 000 at once on the 500 MB NAT
+    /// pair of issue 8's synth); packed, a full head takes ~460 bytes, not 960, and so does
+    /// the tail (as a ring of `Sample`s it took 960: 45 MB of that pair's 206 MB of heap at
+    /// the end of reading).
     Tail {
-        head: Box<[u8]>,
-        tail: std::collections::VecDeque<Sample>,
+        bytes: Vec<u8>,
+        /// Where the base starts (the head's length).
+        head: u16,
+        /// Where the oldest of the tail starts.
+        start: u16,
+        /// Samples in the tail.
+        n: u8,
     },
     /// Once the connection is summarised (`Samples::pack`): all of them, in the same order,
     /// packed.
@@ -722,6 +731,17 @@ enum KeptSamples {
         at: u64,
         len: u32,
     },
+}
+
+/// `KeptSamples::Tail`'s list: the head's packed samples, then at `head` the tail's base and
+/// last sample (`packed_samples::Prev`, `PREV_BYTES` each), then from `TAIL_FROM` past the
+/// head its packed samples, the oldest at `start`.
+mod tail_layout {
+    pub(super) const PREV_BYTES: usize = 20;
+    pub(super) const TAIL_FROM: usize = 2 * PREV_BYTES;
+    /// The tail's first room past the head: a full tail (~460 bytes) and ~8 samples more, so
+    /// that the dropped ones' bytes are taken out (the tail moved) every 8 samples or so.
+    pub(super) const FIRST_ROOM: usize = TAIL_FROM + 640;
 }
 
 /// Where the samples of finished connections wait out of memory (`KeptSamples::OnDisk`):
@@ -801,11 +821,30 @@ mod packed_samples {
     }
 
     impl Prev {
-        fn of(s: &Sample) -> Self {
+        pub(super) fn of(s: &Sample) -> Self {
             Prev {
                 ts: s.ts.0,
                 frame: s.frame,
                 rel_seq: s.rel_seq,
+            }
+        }
+
+        /// Its `PREV_BYTES` bytes (`tail_layout`).
+        pub(super) fn put(&self, out: &mut [u8]) {
+            out[..8].copy_from_slice(&self.ts.to_le_bytes());
+            out[8..16].copy_from_slice(&self.frame.to_le_bytes());
+            out[16..20].copy_from_slice(&self.rel_seq.to_le_bytes());
+        }
+
+        /// From `put`'s bytes (zero where `bytes` is short: never, as written).
+        pub(super) fn get(bytes: &[u8]) -> Self {
+            let mut b = [0u8; super::tail_layout::PREV_BYTES];
+            let n = bytes.len().min(b.len());
+            b[..n].copy_from_slice(&bytes[..n]);
+            Prev {
+                ts: i64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
+                frame: u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
+                rel_seq: u32::from_le_bytes(b[16..20].try_into().unwrap_or_default()),
             }
         }
     }
@@ -841,11 +880,20 @@ mod packed_samples {
 
     impl<'a> Unpack<'a> {
         pub(super) fn new(bytes: &'a [u8]) -> Self {
-            Unpack {
-                bytes,
-                at: 0,
-                prev: Prev::default(),
-            }
+            Self::after(bytes, Prev::default())
+        }
+
+        /// Samples packed after `prev`.
+        pub(super) fn after(bytes: &'a [u8], prev: Prev) -> Self {
+            Unpack { bytes, at: 0, prev }
+        }
+
+        /// The next sample and how many bytes it took (`None` at the end, or for bytes that do
+        /// not decode).
+        pub(super) fn one(&mut self) -> Option<(Sample, usize)> {
+            let at = self.at;
+            let s = self.sample()?;
+            Some((s, self.at - at))
         }
 
         // Inlined: the alignment reads every sample several times (~5 on the NAT synth), and
@@ -969,17 +1017,58 @@ impl Samples {
                 packed_samples::pack_one(packed, prev, &s);
                 *n += 1;
             }
-            KeptSamples::Head { packed, .. } => {
-                let head = Box::from(&packed[..]);
-                let mut tail = std::collections::VecDeque::with_capacity(SAMPLES_TAIL);
-                tail.push_back(s);
-                **k = KeptSamples::Tail { head, tail };
+            KeptSamples::Head { packed, prev, .. } => {
+                // The head's list goes on as the tail's: its last sample is the tail's base.
+                let mut bytes = std::mem::take(packed);
+                let head = bytes.len();
+                bytes.reserve_exact(tail_layout::FIRST_ROOM);
+                bytes.resize(head + tail_layout::TAIL_FROM, 0);
+                let (base, mut last) = (*prev, *prev);
+                packed_samples::pack_one(&mut bytes, &mut last, &s);
+                let from = head + tail_layout::PREV_BYTES;
+                base.put(&mut bytes[head..from]);
+                last.put(&mut bytes[from..head + tail_layout::TAIL_FROM]);
+                // A head is at most `SAMPLES_HEAD` (24) packed samples, under 1 100 bytes.
+                let head = u16::try_from(head).unwrap_or(u16::MAX);
+                **k = KeptSamples::Tail {
+                    bytes,
+                    head,
+                    start: head + tail_layout::TAIL_FROM as u16,
+                    n: 1,
+                };
             }
-            KeptSamples::Tail { tail, .. } => {
-                if tail.len() == SAMPLES_TAIL {
-                    tail.pop_front();
+            KeptSamples::Tail {
+                bytes,
+                head,
+                start,
+                n,
+            } => {
+                let h = usize::from(*head);
+                let (base_at, last_at) = (h, h + tail_layout::PREV_BYTES);
+                let from = h + tail_layout::TAIL_FROM;
+                if usize::from(*n) == SAMPLES_TAIL {
+                    // The oldest leaves and becomes the base.
+                    let base = packed_samples::Prev::get(&bytes[base_at..]);
+                    let mut u = packed_samples::Unpack::after(&bytes[usize::from(*start)..], base);
+                    if let Some((oldest, len)) = u.one() {
+                        packed_samples::Prev::of(&oldest).put(&mut bytes[base_at..last_at]);
+                        *start += len as u16;
+                        *n -= 1;
+                    }
                 }
-                tail.push_back(s);
+                if bytes.capacity() - bytes.len() < SAMPLE_PACKED_MAX {
+                    // The dropped samples' bytes out first; more room only for a tail that
+                    // still lacks it (samples longer than most).
+                    bytes.drain(from..usize::from(*start));
+                    *start = from as u16;
+                    if bytes.capacity() - bytes.len() < SAMPLE_PACKED_MAX {
+                        bytes.reserve_exact(SAMPLE_PACKED_MAX * 4);
+                    }
+                }
+                let mut last = packed_samples::Prev::get(&bytes[last_at..]);
+                packed_samples::pack_one(bytes, &mut last, &s);
+                last.put(&mut bytes[last_at..from]);
+                *n += 1;
             }
             // A summary gets no more packets.
             KeptSamples::Packed(_) | KeptSamples::OnDisk { .. } => {}
@@ -994,12 +1083,19 @@ impl Samples {
         let packed = match k {
             // Packed already: copied at its size.
             KeptSamples::Head { packed, .. } => Box::from(&packed[..]),
-            KeptSamples::Tail { head, tail } => packed_samples::with_scratch(|packed| {
+            KeptSamples::Tail {
+                bytes, head, start, ..
+            } => packed_samples::with_scratch(|packed| {
+                let h = usize::from(*head);
+                let head = &bytes[..h];
                 // The base of the next packed sample: the head's last, read back once here
-                // rather than kept (40 bytes in every connection's box).
+                // rather than kept. The tail's were packed after another base (the sample
+                // dropped last): written again after the head.
                 let last = packed_samples::Unpack::new(head).last();
                 packed.extend_from_slice(head);
-                packed_samples::pack(packed, last.as_ref(), tail.iter());
+                let base = packed_samples::Prev::get(&bytes[h..]);
+                let tail = packed_samples::Unpack::after(&bytes[usize::from(*start)..], base);
+                packed_samples::pack(packed, last.as_ref(), tail.collect::<Vec<_>>().iter());
                 Box::from(&packed[..])
             }),
             KeptSamples::Packed(_) | KeptSamples::OnDisk { .. } => return,
@@ -1049,9 +1145,13 @@ impl Samples {
             Some(KeptSamples::Head { packed, .. }) => {
                 it.packed = packed_samples::Unpack::new(packed)
             }
-            Some(KeptSamples::Tail { head, tail, .. }) => {
-                it.packed = packed_samples::Unpack::new(head);
-                it.tail = tail.iter();
+            Some(KeptSamples::Tail {
+                bytes, head, start, ..
+            }) => {
+                let h = usize::from(*head);
+                it.packed = packed_samples::Unpack::new(&bytes[..h]);
+                let base = packed_samples::Prev::get(&bytes[h..]);
+                it.tail = packed_samples::Unpack::after(&bytes[usize::from(*start)..], base);
             }
             Some(KeptSamples::Packed(b)) => it.packed = packed_samples::Unpack::new(b),
             // Read back and decoded whole, a direction's ~50 at most. None from a store not
@@ -1075,7 +1175,8 @@ pub struct SamplesIter<'a> {
     packed: packed_samples::Unpack<'a>,
     /// Those read back from a store (`KeptSamples::OnDisk`).
     read: std::vec::IntoIter<Sample>,
-    tail: std::collections::vec_deque::Iter<'a, Sample>,
+    /// The latest (`KeptSamples::Tail`).
+    tail: packed_samples::Unpack<'a>,
 }
 
 impl Iterator for SamplesIter<'_> {
@@ -1088,7 +1189,7 @@ impl Iterator for SamplesIter<'_> {
         if let Some(s) = self.read.next() {
             return Some(s);
         }
-        self.tail.next().copied()
+        self.tail.next()
     }
 }
 
@@ -3146,13 +3247,36 @@ mod samples_tests {
             packed.capacity()
         );
         s.push(sample(SAMPLES_HEAD as u64));
-        let Some(KeptSamples::Tail { head, tail }) = s.kept.as_deref() else {
-            panic!("a tail");
+        let Some(KeptSamples::Tail {
+            bytes, head, n: 1, ..
+        }) = s.kept.as_deref()
+        else {
+            panic!("a tail of one");
         };
-        assert_eq!((head.len(), tail.len()), (full, 1));
+        assert_eq!(usize::from(*head), full);
+        let room = full + tail_layout::FIRST_ROOM;
+        assert!(bytes.capacity() <= room, "{} of {room}", bytes.capacity());
         let back: Vec<Sample> = s.iter().collect();
         let pushed: Vec<Sample> = (0..=SAMPLES_HEAD as u64).map(sample).collect();
         assert_eq!(back, pushed);
+        // A long connection's tail stays in that room: the dropped samples' bytes are taken
+        // out as new ones come, and the head is kept.
+        let total = 40 * SAMPLES_TAIL as u64;
+        for i in SAMPLES_HEAD as u64 + 1..total {
+            s.push(sample(i));
+        }
+        let Some(KeptSamples::Tail { bytes, n, .. }) = s.kept.as_deref() else {
+            panic!("a tail");
+        };
+        assert_eq!(usize::from(*n), SAMPLES_TAIL);
+        assert!(bytes.capacity() <= room, "{} of {room}", bytes.capacity());
+        let kept: Vec<Sample> = (0..SAMPLES_HEAD as u64)
+            .chain(total - SAMPLES_TAIL as u64..total)
+            .map(sample)
+            .collect();
+        assert_eq!(s.iter().collect::<Vec<_>>(), kept);
+        s.pack();
+        assert_eq!(s.iter().collect::<Vec<_>>(), kept);
     }
 
     /// Samples kept in a temporary file (`Tracker::spill_samples`) are read only once the store
