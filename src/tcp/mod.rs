@@ -1459,13 +1459,14 @@ pub struct TrackerOptions {
     pub samples_in_memory: usize,
 }
 
-/// `TrackerOptions::samples_in_memory`'s default: 16 MiB for a run, the samples of ~9 000
+/// `TrackerOptions::samples_in_memory`'s default: 4 MiB for a run, the samples of ~2 300
 /// finished WebSocket connections (~1.8 KB each, both directions packed). Lining captures up
 /// keeps every connection until the end, and the samples of those that ended were the largest
-/// part of what grew with the captures: on issue 8's 500 MB NAT pair the peak went from 243
-/// to 214 MiB with the rest of them in a file (benches/RESULTS.md, session 25). Small
-/// captures (every fixture) keep theirs in memory and make no file.
-pub const SAMPLES_IN_MEMORY: usize = 16 << 20;
+/// part of what grew with the captures: on issue 8's 500 MB NAT pair the peak went from 214
+/// MiB with 16 MiB of them in memory (243 with all of them) to 189 with 4 (benches/RESULTS.md,
+/// session 25); reading them back from the file's pages cost no time there. Small captures
+/// (every fixture) keep theirs in memory and make no file.
+pub const SAMPLES_IN_MEMORY: usize = 4 << 20;
 
 /// `TrackerOptions::digests_in_memory`'s default: 16 MiB, ~170 000 connections' digests. The 2
 /// GB synth's (74 000, 7.4 MB) stay in memory, where the rules read them fastest; the 20 GB
