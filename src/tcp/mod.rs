@@ -737,7 +737,7 @@ enum KeptSamples {
 /// last sample (`packed_samples::Prev`, `PREV_BYTES` each), then from `TAIL_FROM` past the
 /// head its packed samples, the oldest at `start`.
 mod tail_layout {
-    pub(super) const PREV_BYTES: usize = 20;
+    pub(super) const PREV_BYTES: usize = 23;
     pub(super) const TAIL_FROM: usize = 2 * PREV_BYTES;
     /// The tail's first room past the head: a full tail (~460 bytes) and ~8 samples more, so
     /// that the dropped ones' bytes are taken out (the tail moved) every 8 samples or so.
@@ -757,9 +757,14 @@ const _: () = assert!(std::mem::size_of::<KeptSamples>() <= 56);
 /// whole until the captures are lined up, and its samples (up to 96 of 40 bytes, ~3.9 KB a
 /// connection) were most of the heap: 186 of 314 MB for the synth's 500 MB NAT pair. Each
 /// sample is a tag byte (kind in bits 0-2, an IP ID in bit 3, the time's unit in bits 4-5:
-/// `heartbeat::UNITS`), then the zigzag varints of its time, frame and `rel_seq` less the
+/// `heartbeat::UNITS`, the TTL the previous sample's in bit 6, the IP ID a byte after the
+/// previous one's in bit 7), then the zigzag varints of its time, frame and `rel_seq` less the
 /// previous sample's (wrapping: exact for any values), its length as a varint, its hash (8
-/// bytes), IP ID (2, if any) and TTL (1): ~19 bytes. Exact: `iter` gives back what was pushed.
+/// bytes), IP ID (if any: 1 byte, its distance from the previous sample's, when under 256,
+/// else 2) and TTL (1, unless bit 6): ~17 bytes. A sender's TTL seldom changes within a
+/// connection and its IP IDs mostly count up (RFC 6864 §4.1: a counter, per connection or
+/// for the host), so the last two took 3 bytes of ~20 for 1. Exact: `iter` gives back what
+/// was pushed.
 mod packed_samples {
     use super::{Sample, SampleKind};
     use crate::app::heartbeat::{packed, UNITS};
@@ -792,7 +797,14 @@ mod packed_samples {
         ts: i64,
         frame: u64,
         rel_seq: u32,
+        /// 0 for a sample without one.
+        ip_id: u16,
+        ttl: u8,
     }
+
+    /// Tag bits past the kind, the IP ID's presence and the time's unit.
+    const SAME_TTL: u8 = 1 << 6;
+    const IP_ID_STEP: u8 = 1 << 7;
 
     /// `f` given an empty buffer kept for the thread: a packing is copied out at its size, in
     /// one allocation (a `Vec` grown as it was written took five, and the reallocations'
@@ -826,6 +838,8 @@ mod packed_samples {
                 ts: s.ts.0,
                 frame: s.frame,
                 rel_seq: s.rel_seq,
+                ip_id: s.ip_id.unwrap_or(0),
+                ttl: s.ttl,
             }
         }
 
@@ -834,6 +848,8 @@ mod packed_samples {
             out[..8].copy_from_slice(&self.ts.to_le_bytes());
             out[8..16].copy_from_slice(&self.frame.to_le_bytes());
             out[16..20].copy_from_slice(&self.rel_seq.to_le_bytes());
+            out[20..22].copy_from_slice(&self.ip_id.to_le_bytes());
+            out[22] = self.ttl;
         }
 
         /// From `put`'s bytes (zero where `bytes` is short: never, as written).
@@ -845,6 +861,8 @@ mod packed_samples {
                 ts: i64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
                 frame: u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
                 rel_seq: u32::from_le_bytes(b[16..20].try_into().unwrap_or_default()),
+                ip_id: u16::from_le_bytes(b[20..22].try_into().unwrap_or_default()),
+                ttl: b[22],
             }
         }
     }
@@ -853,7 +871,13 @@ mod packed_samples {
     /// becomes `s`.
     pub(super) fn pack_one(out: &mut Vec<u8>, prev: &mut Prev, s: &Sample) {
         let (exp, ts) = packed(s.ts.0.wrapping_sub(prev.ts));
-        let tag = kind_index(s.kind) | u8::from(s.ip_id.is_some()) << 3 | exp << 4;
+        let step = s.ip_id.map(|id| id.wrapping_sub(prev.ip_id));
+        let small_step = step.is_some_and(|d| d < 256);
+        let tag = kind_index(s.kind)
+            | u8::from(s.ip_id.is_some()) << 3
+            | exp << 4
+            | if s.ttl == prev.ttl { SAME_TTL } else { 0 }
+            | if small_step { IP_ID_STEP } else { 0 };
         out.push(tag);
         push(out, ts);
         push(out, zigzag(s.frame.wrapping_sub(prev.frame) as i64));
@@ -863,10 +887,14 @@ mod packed_samples {
         );
         push(out, u64::from(s.len));
         out.extend_from_slice(&s.hash.to_le_bytes());
-        if let Some(id) = s.ip_id {
-            out.extend_from_slice(&id.to_le_bytes());
+        match (step, s.ip_id) {
+            (Some(d), _) if small_step => out.push(d as u8),
+            (_, Some(id)) => out.extend_from_slice(&id.to_le_bytes()),
+            _ => {}
         }
-        out.push(s.ttl);
+        if s.ttl != prev.ttl {
+            out.push(s.ttl);
+        }
         *prev = Prev::of(s);
     }
 
@@ -937,13 +965,26 @@ mod packed_samples {
                 .wrapping_add(unzigzag(self.varint()?) as i32 as u32);
             let len = u32::try_from(self.varint()?).ok()?;
             let hash = u64::from_le_bytes(self.take::<8>()?);
-            let ip_id = if tag & 8 != 0 {
-                Some(u16::from_le_bytes(self.take::<2>()?))
-            } else {
-                None
+            let ip_id = match (tag & 8 != 0, tag & IP_ID_STEP != 0) {
+                (true, true) => {
+                    let [d] = self.take::<1>()?;
+                    Some(self.prev.ip_id.wrapping_add(u16::from(d)))
+                }
+                (true, false) => Some(u16::from_le_bytes(self.take::<2>()?)),
+                (false, _) => None,
             };
-            let [ttl] = self.take::<1>()?;
-            self.prev = Prev { ts, frame, rel_seq };
+            let ttl = if tag & SAME_TTL != 0 {
+                self.prev.ttl
+            } else {
+                self.take::<1>()?[0]
+            };
+            self.prev = Prev {
+                ts,
+                frame,
+                rel_seq,
+                ip_id: ip_id.unwrap_or(0),
+                ttl,
+            };
             Some(Sample {
                 ts: Timestamp(ts),
                 frame,
@@ -3407,7 +3448,9 @@ mod samples_tests {
 
     proptest::proptest! {
         /// Any values, the extremes too: times going back, frames and sequence numbers
-        /// wrapping, no IP ID.
+        /// wrapping, no IP ID; or (`near`) TTLs of three values and IP IDs within 300 of
+        /// 65 400, so that a TTL repeats and an IP ID steps up by under 256, or back, or
+        /// wraps past 65 535.
         #[test]
         fn packed_samples_are_exact(
             xs in proptest::collection::vec(
@@ -3424,6 +3467,7 @@ mod samples_tests {
                 0..120,
             ),
             round in proptest::prelude::any::<bool>(),
+            near in proptest::prelude::any::<bool>(),
         ) {
             let kinds = packed_samples::KINDS;
             let samples: Vec<Sample> = xs
@@ -3436,8 +3480,12 @@ mod samples_tests {
                     rel_seq,
                     len,
                     hash,
-                    ip_id,
-                    ttl,
+                    ip_id: if near {
+                        ip_id.map(|id| 65_400u16.wrapping_add(id % 300))
+                    } else {
+                        ip_id
+                    },
+                    ttl: if near { ttl % 3 } else { ttl },
                 })
                 .collect();
             check_packed(&samples, "random");
