@@ -898,21 +898,22 @@ mod packed_samples {
         *prev = Prev::of(s);
     }
 
-    /// Decoder of `pack`'s bytes; stops at bytes that do not decode (never written).
+    /// Decoder of `pack`'s bytes; stops at bytes that do not decode (never written). Reads
+    /// them in place (`&[u8]`), or owns them (`Vec<u8>`: read back from a store).
     #[derive(Default)]
-    pub struct Unpack<'a> {
-        bytes: &'a [u8],
+    pub struct Unpack<B> {
+        bytes: B,
         at: usize,
         prev: Prev,
     }
 
-    impl<'a> Unpack<'a> {
-        pub(super) fn new(bytes: &'a [u8]) -> Self {
+    impl<B: AsRef<[u8]>> Unpack<B> {
+        pub(super) fn new(bytes: B) -> Self {
             Self::after(bytes, Prev::default())
         }
 
         /// Samples packed after `prev`.
-        pub(super) fn after(bytes: &'a [u8], prev: Prev) -> Self {
+        pub(super) fn after(bytes: B, prev: Prev) -> Self {
             Unpack { bytes, at: 0, prev }
         }
 
@@ -930,18 +931,23 @@ mod packed_samples {
         #[inline(always)]
         fn varint(&mut self) -> Option<u64> {
             // Most are a byte: deltas between a connection's packets.
-            let b = *self.bytes.get(self.at)?;
+            let b = *self.bytes.as_ref().get(self.at)?;
             if b < 0x80 {
                 self.at += 1;
                 return Some(u64::from(b));
             }
-            let (v, at) = read(self.bytes, self.at)?;
+            let (v, at) = read(self.bytes.as_ref(), self.at)?;
             self.at = at;
             Some(v)
         }
 
         fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-            let b = self.bytes.get(self.at..self.at + N)?.try_into().ok()?;
+            let b = self
+                .bytes
+                .as_ref()
+                .get(self.at..self.at + N)?
+                .try_into()
+                .ok()?;
             self.at += N;
             Some(b)
         }
@@ -1002,7 +1008,7 @@ mod packed_samples {
     /// sample cut short.
     pub(super) fn decodes(bytes: &[u8]) -> bool {
         let mut u = Unpack::new(bytes);
-        while u.at < u.bytes.len() {
+        while u.at < bytes.len() {
             if u.sample().is_none() {
                 return false;
             }
@@ -1010,16 +1016,17 @@ mod packed_samples {
         true
     }
 
-    impl Iterator for Unpack<'_> {
+    impl<B: AsRef<[u8]>> Iterator for Unpack<B> {
         type Item = Sample;
         #[inline]
         fn next(&mut self) -> Option<Sample> {
-            if self.at >= self.bytes.len() {
+            let len = self.bytes.as_ref().len();
+            if self.at >= len {
                 return None;
             }
             let s = self.sample();
             if s.is_none() {
-                self.at = self.bytes.len();
+                self.at = len;
             }
             s
         }
@@ -1184,7 +1191,7 @@ impl Samples {
         match self.kept.as_deref() {
             None => {}
             Some(KeptSamples::Head { packed, .. }) => {
-                it.packed = packed_samples::Unpack::new(packed)
+                it.packed = packed_samples::Unpack::new(&packed[..])
             }
             Some(KeptSamples::Tail {
                 bytes, head, start, ..
@@ -1194,14 +1201,13 @@ impl Samples {
                 let base = packed_samples::Prev::get(&bytes[h..]);
                 it.tail = packed_samples::Unpack::after(&bytes[usize::from(*start)..], base);
             }
-            Some(KeptSamples::Packed(b)) => it.packed = packed_samples::Unpack::new(b),
-            // Read back and decoded whole, a direction's ~50 at most. None from a store not
-            // sealed yet (nothing reads a connection's samples before tracking ends) or one
-            // whose file lost them (the tracker's warnings say so).
+            Some(KeptSamples::Packed(b)) => it.packed = packed_samples::Unpack::new(&b[..]),
+            // Read back, and decoded as asked. None from a store not sealed yet (nothing reads
+            // a connection's samples before tracking ends) or one whose file lost them (the
+            // tracker's warnings say so).
             Some(KeptSamples::OnDisk { store, at, len }) => {
                 if let Some(Ok(bytes)) = store.get().map(|s| s.record(*at, *len)) {
-                    let read: Vec<Sample> = packed_samples::Unpack::new(&bytes).collect();
-                    it.read = read.into_iter();
+                    it.read = packed_samples::Unpack::new(bytes);
                 }
             }
         }
@@ -1213,11 +1219,11 @@ impl Samples {
 /// (`Option`s flattened) cost a third of the reading.
 #[derive(Default)]
 pub struct SamplesIter<'a> {
-    packed: packed_samples::Unpack<'a>,
+    packed: packed_samples::Unpack<&'a [u8]>,
     /// Those read back from a store (`KeptSamples::OnDisk`).
-    read: std::vec::IntoIter<Sample>,
+    read: packed_samples::Unpack<Vec<u8>>,
     /// The latest (`KeptSamples::Tail`).
-    tail: packed_samples::Unpack<'a>,
+    tail: packed_samples::Unpack<&'a [u8]>,
 }
 
 impl Iterator for SamplesIter<'_> {
