@@ -366,6 +366,16 @@ impl Session {
         }
     }
 
+    /// The HTTP header values parsed: without heads and events, only those the session reads
+    /// (`http::Fields::Tracked`).
+    fn http_fields(&self) -> http::Fields {
+        if self.heads || self.detail {
+            http::Fields::All
+        } else {
+            http::Fields::Tracked
+        }
+    }
+
     /// Whether SIP keeps a record of each registration or only counts them
     /// (`TrackerOptions::sip_registrations`, `SipDialogs::keep_registrations`).
     pub fn keep_registrations(mut self, registrations: bool) -> Self {
@@ -501,7 +511,7 @@ impl Session {
                 if self.pending_request.is_some() {
                     break; // wait for its response; the client may pipeline frames
                 }
-                match http::parse_request(self.held.get(true)) {
+                match http::parse_request_with(self.held.get(true), self.http_fields()) {
                     Parse::Complete { value, consumed } => {
                         // Saturating: a Content-Length is whatever the peer wrote (a fuzz
                         // input's near 2^64 overflowed here); the body is skipped as far as held.
@@ -548,7 +558,7 @@ impl Session {
                 let Some(req) = self.pending_request.take() else {
                     break;
                 };
-                match http::parse_response(self.held.get(false)) {
+                match http::parse_response_with(self.held.get(false), self.http_fields()) {
                     Parse::Complete { value, consumed } => {
                         let outcome = http::upgrade_outcome(&value);
                         let status = value.status;
