@@ -710,8 +710,8 @@ enum KeptSamples {
     /// base: the next was written after it, so nothing is written again. A two-capture
     /// diagnosis keeps samples for every live connection (26 000 at once on the 500 MB NAT
     /// pair of issue 8's synth); packed, a full head takes ~460 bytes, not 960, and so does
-    /// the tail (as a ring of `Sample`s it took 960: 45 MB of that pair's 206 MB of heap at
-    /// the end of reading).
+    /// the tail (a ring of 24 `Sample`s took 960 bytes a direction: ~50 MB of the 206 MB of
+    /// heap that pair held at the end of reading).
     Tail {
         bytes: Vec<u8>,
         /// Where the base starts (the head's length).
