@@ -739,9 +739,10 @@ enum KeptSamples {
 mod tail_layout {
     pub(super) const PREV_BYTES: usize = 23;
     pub(super) const TAIL_FROM: usize = 2 * PREV_BYTES;
-    /// The tail's first room past the head: a full tail (~460 bytes) and ~8 samples more, so
-    /// that the dropped ones' bytes are taken out (the tail moved) every 8 samples or so.
-    pub(super) const FIRST_ROOM: usize = TAIL_FROM + 640;
+    /// The tail's first room past the head: a full tail (~410 bytes: 24 samples of ~17) and
+    /// ~9 samples more, so that the dropped ones' bytes are taken out (the tail moved) every 9
+    /// samples or so.
+    pub(super) const FIRST_ROOM: usize = TAIL_FROM + 560;
 }
 
 /// Where the samples of finished connections wait out of memory (`KeptSamples::OnDisk`):
