@@ -370,13 +370,9 @@ pub fn parse_request_with(buf: &[u8], fields: Fields) -> Parse<UpgradeRequest> {
         Ok(httparse::Status::Partial) => return partial_or_too_long(buf),
         Err(e) => return Parse::Invalid(format!("HTTP request: {e}")),
     };
-    let path = match fields {
-        Fields::All => lossy_capped(req.path.unwrap_or("").as_bytes(), MAX_VALUE).into_owned(),
-        Fields::Tracked => String::new(),
-    };
     let mut r = UpgradeRequest {
         method: req.method.unwrap_or("").to_string(),
-        path,
+        path: displayed(req.path, fields),
         version: req.version.unwrap_or(1),
         ..Default::default()
     };
@@ -419,6 +415,15 @@ fn lower<'a>(name: &str, buf: &'a mut [u8; NAME_BUF]) -> &'a str {
     out.copy_from_slice(name.as_bytes());
     out.make_ascii_lowercase();
     std::str::from_utf8(out).unwrap_or("")
+}
+
+/// A start line's path or reason, which only heads and events show: capped, and empty for
+/// `Fields::Tracked`.
+fn displayed(text: Option<&str>, fields: Fields) -> String {
+    match fields {
+        Fields::All => lossy_capped(text.unwrap_or("").as_bytes(), MAX_VALUE).into_owned(),
+        Fields::Tracked => String::new(),
+    }
 }
 
 /// Each header of a head: the framing ones recorded (`framing`), the others handed to `each`
@@ -470,13 +475,9 @@ pub fn parse_response_with(buf: &[u8], fields: Fields) -> Parse<UpgradeResponse>
         Ok(httparse::Status::Partial) => return partial_or_too_long(buf),
         Err(e) => return Parse::Invalid(format!("HTTP response: {e}")),
     };
-    let reason = match fields {
-        Fields::All => lossy_capped(resp.reason.unwrap_or("").as_bytes(), MAX_VALUE).into_owned(),
-        Fields::Tracked => String::new(),
-    };
     let mut r = UpgradeResponse {
         status: resp.code.unwrap_or(0),
-        reason,
+        reason: displayed(resp.reason, fields),
         version: resp.version.unwrap_or(1),
         ..Default::default()
     };

@@ -679,7 +679,7 @@ pub const SAMPLES_TAIL: usize = 24;
 /// The most bytes a packed sample takes: a tag, four varints (at most 10, 10, 5 and 5 bytes),
 /// its hash, IP ID and TTL.
 const SAMPLE_PACKED_MAX: usize = 1 + 10 + 10 + 5 + 5 + 8 + 2 + 1;
-/// A packed head's first room: a few samples (most of a connection's take ~19 bytes).
+/// A packed head's first room: a few samples (most of a connection's take ~17 bytes).
 const HEAD_FIRST_ROOM: usize = 128;
 pub const MAX_RETRANS: usize = 64;
 
@@ -709,7 +709,7 @@ enum KeptSamples {
     /// after the one before it, the oldest after the base. Dropping the oldest makes it the
     /// base: the next was written after it, so nothing is written again. A two-capture
     /// diagnosis keeps samples for every live connection (26 000 at once on the 500 MB NAT
-    /// pair of issue 8's synth); packed, a full head takes ~460 bytes, not 960, and so does
+    /// pair of issue 8's synth); packed, a full head takes ~410 bytes, not 960, and so does
     /// the tail (a ring of 24 `Sample`s took 960 bytes a direction: ~50 MB of the 206 MB of
     /// heap that pair held at the end of reading).
     Tail {
@@ -819,18 +819,6 @@ mod packed_samples {
             s.clear();
             f(&mut s)
         })
-    }
-
-    /// `samples` packed, after `out`'s, which end with `last` (`None`: `out` is empty).
-    pub(super) fn pack<'a>(
-        out: &mut Vec<u8>,
-        last: Option<&Sample>,
-        samples: impl Iterator<Item = &'a Sample>,
-    ) {
-        let mut prev = last.map_or(Prev::default(), Prev::of);
-        for s in samples {
-            pack_one(out, &mut prev, s);
-        }
     }
 
     impl Prev {
@@ -1056,9 +1044,9 @@ impl Samples {
         });
         match &mut **k {
             KeptSamples::Head { packed, prev, n } if usize::from(*n) < SAMPLES_HEAD => {
-                // A sample is ~19 bytes packed, at most `SAMPLE_PACKED_MAX`: room for a few at
-                // first, then doubled, so a full head (~460 bytes) is in 512 and copied to its
-                // size below.
+                // A sample is ~17 bytes packed, at most `SAMPLE_PACKED_MAX`: room for a few at
+                // first, then doubled, so a full head (~410 bytes) is in 512, which the tail's
+                // list then grows from (below).
                 if packed.capacity() - packed.len() < SAMPLE_PACKED_MAX {
                     let room = (2 * packed.capacity()).max(HEAD_FIRST_ROOM);
                     packed.reserve_exact(room - packed.len());
@@ -1138,13 +1126,19 @@ impl Samples {
                 let h = usize::from(*head);
                 let head = &bytes[..h];
                 // The base of the next packed sample: the head's last, read back once here
-                // rather than kept. The tail's were packed after another base (the sample
-                // dropped last): written again after the head.
-                let last = packed_samples::Unpack::new(head).last();
+                // rather than kept.
+                let mut last = packed_samples::Unpack::new(head)
+                    .last()
+                    .map_or(Default::default(), |s| packed_samples::Prev::of(&s));
                 packed.extend_from_slice(head);
+                // The tail's oldest was packed after another base (the sample dropped last):
+                // written again after the head's last; the others follow it as packed.
+                let tail = &bytes[usize::from(*start)..];
                 let base = packed_samples::Prev::get(&bytes[h..]);
-                let tail = packed_samples::Unpack::after(&bytes[usize::from(*start)..], base);
-                packed_samples::pack(packed, last.as_ref(), tail.collect::<Vec<_>>().iter());
+                if let Some((oldest, len)) = packed_samples::Unpack::after(tail, base).one() {
+                    packed_samples::pack_one(packed, &mut last, &oldest);
+                    packed.extend_from_slice(&tail[len..]);
+                }
                 Box::from(&packed[..])
             }),
             KeptSamples::Packed(_) | KeptSamples::OnDisk { .. } => return,
