@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::capture::{CaptureReader, Format, Frame, LinkType, Timestamp, Warning};
 use crate::decode::{decode, Decoded};
 use crate::i18n::Msg;
-use crate::tcp::{Connection, StreamTag, Tracker, TrackerOptions};
+use crate::tcp::{ConnKey, Connection, StreamTag, Tracker, TrackerOptions};
 
 /// What a capture held, for the capture summary of every report.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -482,7 +482,6 @@ fn read_frames<'e>(
                         Err(e) => break Some(e),
                     }
                 }
-                let decoded = decode(&frame);
                 // Held back or not, the frames are tracked in the order read.
                 // Parked connections (`tcp::park`) are not read until their next packet.
                 if tracker.connections_in_table() < opts.prefetch_from {
@@ -491,17 +490,26 @@ fn read_frames<'e>(
                         track_held(h, &mut tracker, shard, &mut emit, sum, first);
                     }
                     let (sum, first) = (&mut summary, &mut first_malformed);
+                    let decoded = decode(&frame);
                     track_one(&frame, decoded, &mut tracker, shard, &mut emit, sum, first);
                     continue;
                 }
-                // Another shard's packets are held too (their sweeps keep their place), but
-                // not copied: a shard only sweeps at them.
-                let (slot, other_shard) = match &decoded {
-                    Decoded::Ip(p) => match shard {
-                        Some((i, n)) if crate::tcp::shard_of(p, n) != i => (None, true),
-                        _ => (tracker.prefetch(p), false),
+                // A held frame is decoded when its turn comes; here, only its connection is
+                // read (the whole decode where the fast path does not take it).
+                // (Its connection's key, whether it is an IP packet.)
+                let (key, ip) = match crate::decode::peek_ends(frame.link, frame.data) {
+                    Some(ends) => (Some(ConnKey::of_ends(ends)), true),
+                    None => match decode(&frame) {
+                        Decoded::Ip(p) => (ConnKey::of_packet(&p), true),
+                        _ => (None, false),
                     },
-                    _ => (None, false),
+                };
+                // Another shard's packets are held too (their sweeps keep their place), but
+                // not copied: a shard only sweeps at them. IP packets that are neither TCP nor
+                // UDP are the first shard's (`tcp::shard_of`).
+                let (slot, other_shard) = match shard {
+                    Some((i, n)) if ip && key.map_or(0, |k| k.shard(n)) != i => (None, true),
+                    _ => (key.and_then(|k| tracker.prefetch_key(&k)), false),
                 };
                 ahead.prefetch_deeper(&tracker);
                 if ahead.is_full() {

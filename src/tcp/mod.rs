@@ -1726,11 +1726,31 @@ impl StreamTag {
 /// every later connection on its 5-tuple, land on the same one. Packets that are neither TCP
 /// nor UDP (counted only) go to the first.
 pub fn shard_of(p: &Packet<'_>, n: usize) -> usize {
-    let Some(key) = FlowKey::of_packet(p) else {
-        return 0;
-    };
-    // A fixed seed: every shard must reach the same answer.
-    (key.hash_with(0) % n as u64) as usize
+    ConnKey::of_packet(p).map_or(0, |k| k.shard(n))
+}
+
+/// A packet's connection, as the tracker looks it up: from a decoded packet, or from a frame's
+/// ends read before it is decoded (`decode::peek_ends`), the same key for both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnKey(FlowKey);
+
+impl ConnKey {
+    /// A TCP or UDP packet's; none for other IP packets.
+    pub fn of_packet(p: &Packet<'_>) -> Option<Self> {
+        FlowKey::of_packet(p).map(ConnKey)
+    }
+
+    /// A TCP segment's over IPv4, outside any VLAN (the frames `peek_ends` reads).
+    pub fn of_ends(e: crate::decode::Ends) -> Self {
+        let end = |(a, port): (std::net::Ipv4Addr, u16)| (IpAddr::V4(a), port);
+        ConnKey(FlowKey::of(end(e.src), end(e.dst), [0, 0], Proto::Tcp))
+    }
+
+    /// Which of `n` shards tracks it (`shard_of`).
+    pub fn shard(&self, n: usize) -> usize {
+        // A fixed seed: every shard must reach the same answer.
+        (self.0.hash_with(0) % n as u64) as usize
+    }
 }
 
 /// Zeek keeps a closed connection for `tcp_close_delay` (5 s, init-bare.zeek) so that late
@@ -2049,7 +2069,12 @@ impl Tracker {
     /// Fetches the packet's connection into the cache, for a packet tracked soon after; its
     /// slot is for `prefetch_deeper`.
     pub fn prefetch(&self, p: &Packet<'_>) -> Option<u32> {
-        self.live.prefetch(&FlowKey::of_packet(p)?)
+        self.prefetch_key(&ConnKey::of_packet(p)?)
+    }
+
+    /// `prefetch`, for a connection's key.
+    pub fn prefetch_key(&self, k: &ConnKey) -> Option<u32> {
+        self.live.prefetch(&k.0)
     }
 
     /// What the connection in `slot` points to, a level at a time: 1 its application state,
