@@ -197,6 +197,28 @@ impl Lines {
         self.len() == 0
     }
 
+    /// Every connection has one leg: one capture's, lined up alone.
+    pub fn one_leg_each(&self) -> bool {
+        matches!(self.0, LinesOf::Lone(_))
+    }
+
+    /// Whether every leg of the `k`th lined-up connection is kept whole
+    /// (`Alignment::is_whole`), `None` past the end. One capture's is read from its digest's
+    /// flag, its leg not made (a rule's pass over the whole connections alone, `Ctx::paths`
+    /// otherwise, made every digest's leg to skip it).
+    pub fn is_whole_at(&self, al: &Alignment, k: usize) -> Option<bool> {
+        match &self.0 {
+            LinesOf::Made(v) => Some(v.get(k)?.legs.iter().all(|leg| al.is_whole(leg))),
+            LinesOf::Lone(l) => {
+                let i = *l.order.get(k)? as usize;
+                Some(match i.checked_sub(l.whole.len()) {
+                    None => true,
+                    Some(d) => l.digests.whole(&l.digests.get(d)).is_some(),
+                })
+            }
+        }
+    }
+
     /// The `k`th lined-up connection (`L{k + 1}`).
     pub fn get(&self, k: usize) -> Option<std::borrow::Cow<'_, LinedUp>> {
         use std::borrow::Cow;

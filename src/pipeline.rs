@@ -594,6 +594,18 @@ struct Lookahead {
 /// Levels fetched ahead: the connection, its application state, the WebSocket state.
 const HELD: usize = 3;
 
+/// `i % HELD` for `i < 2 * HELD` (a place in the ring, past its end by less than a turn): a
+/// compare, where `% 3` is a multiply and shifts, three times a frame.
+#[inline]
+fn wrap(i: usize) -> usize {
+    debug_assert!(i < 2 * HELD);
+    if i >= HELD {
+        i - HELD
+    } else {
+        i
+    }
+}
+
 impl Lookahead {
     fn is_full(&self) -> bool {
         self.len == HELD
@@ -603,7 +615,7 @@ impl Lookahead {
     /// before's WebSocket state (the oldest has all it needs).
     fn prefetch_deeper(&self, tracker: &Tracker) {
         for age in 0..self.len.min(HELD - 1) {
-            let h = &self.held[(self.start + self.len - 1 - age) % HELD];
+            let h = &self.held[wrap(self.start + self.len - 1 - age)];
             if let Some(slot) = h.slot {
                 tracker.prefetch_deeper(slot, age as u8 + 1);
             }
@@ -614,7 +626,7 @@ impl Lookahead {
     /// made room.
     fn push(&mut self, f: &Frame<'_>, slot: Option<u32>, other_shard: bool) {
         debug_assert!(!self.is_full());
-        let h = &mut self.held[(self.start + self.len) % HELD];
+        let h = &mut self.held[wrap(self.start + self.len)];
         h.slot = slot;
         h.other_shard = other_shard;
         h.number = f.number;
@@ -636,7 +648,7 @@ impl Lookahead {
             return None;
         }
         let h = &self.held[self.start];
-        self.start = (self.start + 1) % HELD;
+        self.start = wrap(self.start + 1);
         self.len -= 1;
         Some(h)
     }

@@ -305,9 +305,11 @@ fn client_key(leg: &Leg) -> ClientKey {
 
 impl<'a> Ctx<'a> {
     pub fn new(al: &'a Alignment) -> Self {
-        let ordered = al
-            .connections
-            .iter()
+        // (One capture's: none has two legs, and the pass would read every digest.)
+        let several = (!al.connections.one_leg_each()).then(|| al.connections.iter());
+        let ordered = several
+            .into_iter()
+            .flatten()
             .enumerate()
             .filter(|(_, l)| l.legs.len() > 1)
             .map(|(i, l)| {
@@ -361,6 +363,13 @@ impl<'a> Ctx<'a> {
     /// Every lined-up connection's path, in the alignment's order (L1, L2, ...).
     pub fn paths(&self) -> impl ExactSizeIterator<Item = Path<'_>> + '_ {
         (0..self.al.connections.len()).map(|i| self.path_at(i))
+    }
+
+    /// The paths whose legs are all kept whole (`whole`), in `paths`' order.
+    pub fn whole_paths(&self) -> impl Iterator<Item = Path<'_>> + '_ {
+        (0..self.al.connections.len())
+            .filter(|&i| self.al.connections.is_whole_at(self.al, i) == Some(true))
+            .map(|i| self.path_at(i))
     }
 
     /// The path of the lined-up connection at `i` (`paths`' order).

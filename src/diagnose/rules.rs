@@ -59,12 +59,9 @@ pub fn run_all(ctx: &Ctx<'_>, max_evidence: usize, out: &mut FindingSink<'_>) {
     let mut ends = Grouper::new(max_evidence);
     let mut deaths = Vec::new();
     let mut hops = Hops::default();
-    for p in ctx.paths() {
+    // A digest's path: no per-path rule ends it (`kept_as`).
+    for p in ctx.whole_paths() {
         let p = &p;
-        // A digest's path: no per-path rule ends it (`kept_as`).
-        if !ctx.whole(p) {
-            continue;
-        }
         let end = middlebox_end(ctx, p)
             .or_else(|| middlebox_reset_single(ctx, p))
             .or_else(|| silent_drop(ctx, p));
