@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::capture::{CaptureReader, Format, Frame, LinkType, Timestamp, Warning};
 use crate::decode::{decode, Decoded};
 use crate::i18n::Msg;
-use crate::tcp::{ConnKey, Connection, StreamTag, Tracker, TrackerOptions};
+use crate::tcp::{ConnKey, Connection, Seen, StreamTag, Tracker, TrackerOptions};
 
 /// What a capture held, for the capture summary of every report.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -491,7 +491,16 @@ fn read_frames<'e>(
                     }
                     let (sum, first) = (&mut summary, &mut first_malformed);
                     let decoded = decode(&frame);
-                    track_one(&frame, decoded, &mut tracker, shard, &mut emit, sum, first);
+                    track_one(
+                        &frame,
+                        decoded,
+                        None,
+                        &mut tracker,
+                        shard,
+                        &mut emit,
+                        sum,
+                        first,
+                    );
                     continue;
                 }
                 // A held frame is decoded when its turn comes; here, only its connection is
@@ -507,9 +516,15 @@ fn read_frames<'e>(
                 // Another shard's packets are held too (their sweeps keep their place), but
                 // not copied: a shard only sweeps at them. IP packets that are neither TCP nor
                 // UDP are the first shard's (`tcp::shard_of`).
-                let (slot, other_shard) = match shard {
+                let (seen, other_shard) = match shard {
                     Some((i, n)) if ip && key.map_or(0, |k| k.shard(n)) != i => (None, true),
-                    _ => (key.and_then(|k| tracker.prefetch_key(&k)), false),
+                    _ => (
+                        key.map(|key| Seen {
+                            key,
+                            slot: tracker.prefetch_key(&key),
+                        }),
+                        false,
+                    ),
                 };
                 ahead.prefetch_deeper(&tracker);
                 if ahead.is_full() {
@@ -518,7 +533,7 @@ fn read_frames<'e>(
                         track_held(h, &mut tracker, shard, &mut emit, sum, first);
                     }
                 }
-                ahead.push(&frame, slot, other_shard);
+                ahead.push(&frame, seen, other_shard);
             }
             Ok(None) => break None,
             Err(e) => break Some(e),
@@ -616,7 +631,7 @@ impl Lookahead {
     fn prefetch_deeper(&self, tracker: &Tracker) {
         for age in 0..self.len.min(HELD - 1) {
             let h = &self.held[wrap(self.start + self.len - 1 - age)];
-            if let Some(slot) = h.slot {
+            if let Some(slot) = h.seen.and_then(|s| s.slot) {
                 tracker.prefetch_deeper(slot, age as u8 + 1);
             }
         }
@@ -624,10 +639,10 @@ impl Lookahead {
 
     /// Copies `f` in (only its time and number if another shard tracks it); the caller has
     /// made room.
-    fn push(&mut self, f: &Frame<'_>, slot: Option<u32>, other_shard: bool) {
+    fn push(&mut self, f: &Frame<'_>, seen: Option<Seen>, other_shard: bool) {
         debug_assert!(!self.is_full());
         let h = &mut self.held[wrap(self.start + self.len)];
-        h.slot = slot;
+        h.seen = seen;
         h.other_shard = other_shard;
         h.number = f.number;
         h.ts = f.ts;
@@ -654,10 +669,10 @@ impl Lookahead {
     }
 }
 
-/// A frame copied out of the reader's buffer, and its connection's slot in the tracker.
+/// A frame copied out of the reader's buffer, and its connection's key and slot in the tracker.
 #[derive(Default)]
 struct Held {
-    slot: Option<u32>,
+    seen: Option<Seen>,
     /// An IP packet another shard tracks: no bytes copied, a sweep only.
     other_shard: bool,
     number: u64,
@@ -684,9 +699,11 @@ impl Held {
 }
 
 /// Tracks one decoded frame: the tracker, the streaming output, the summary's counts.
+#[allow(clippy::too_many_arguments)]
 fn track_one(
     frame: &Frame<'_>,
     decoded: Decoded<'_>,
+    seen: Option<Seen>,
     tracker: &mut Tracker,
     shard: Option<(usize, usize)>,
     emit: &mut Option<&mut (dyn FnMut(StreamTag, Timestamp, Connection) + '_)>,
@@ -695,14 +712,10 @@ fn track_one(
 ) {
     match decoded {
         Decoded::Ip(p) => {
-            match shard {
-                None => tracker.packet(frame, &p),
-                Some((i, n)) => {
-                    tracker.sweep(frame);
-                    if crate::tcp::shard_of(&p, n) == i {
-                        tracker.packet_unswept(frame, &p);
-                    }
-                }
+            tracker.sweep(frame);
+            // A frame the lookahead looked up is this shard's (others' are only swept at).
+            if shard.is_none_or(|(i, n)| seen.is_some() || crate::tcp::shard_of(&p, n) == i) {
+                tracker.packet_seen(frame, &p, seen);
             }
             emit_finished(frame, tracker, emit);
         }
@@ -733,6 +746,7 @@ fn track_held(
         track_one(
             &frame,
             decode(&frame),
+            h.seen,
             tracker,
             shard,
             emit,

@@ -178,3 +178,80 @@ fn a_frame_peeked_is_the_segment_it_decodes_to() {
     // The same frame on another link type is not peeked.
     assert_eq!(peek_ends(LinkType(101), &segment(5, 10)[14..]), None);
 }
+
+/// The lookahead hands the tracker the slot it found a held segment's connection in
+/// (`tcp::Seen`); frames tracked meanwhile may end that connection and give its slot to
+/// another. Built: X reset, swept out 10 s later as Y's SYN takes its slot, then a late
+/// segment of X with X's old slot. It starts a connection of X's again; Y is left as it was.
+#[test]
+fn a_slot_given_to_another_connection_is_not_the_held_segments() {
+    use common::{track_frame, P};
+    use vantage::capture::{Frame, LinkType, Timestamp};
+    use vantage::decode::{decode, Decoded};
+    use vantage::tcp::{ConnKey, Seen, Tracker};
+
+    let base = 1_700_000_000_000_000_000i64;
+    let x = P::new([10, 0, 0, 1], 40000, [10, 0, 0, 2], 443);
+    let y = P::new([10, 0, 0, 3], 40001, [10, 0, 0, 2], 443);
+    let key = |p: P| {
+        let data = p.bytes();
+        let f = Frame {
+            number: 0,
+            ts: Timestamp(0),
+            link: LinkType::ETHERNET,
+            interface: 0,
+            orig_len: data.len() as u32,
+            offset: 0,
+            data: &data,
+        };
+        let Decoded::Ip(pkt) = decode(&f) else {
+            panic!("decodes")
+        };
+        ConnKey::of_packet(&pkt).expect("TCP")
+    };
+    let mut t = Tracker::new("built.pcap");
+    track_frame(&mut t, 1, base, &x.seq(100).syn().bytes());
+    let x_slot = t.prefetch_key(&key(x)).expect("X is live");
+    track_frame(&mut t, 2, base + 1_000_000_000, &x.seq(101).rst().bytes());
+    track_frame(&mut t, 3, base + 11_000_000_000, &y.seq(500).syn().bytes());
+    assert_eq!(t.prefetch_key(&key(x)), None, "X swept out");
+    assert_eq!(t.prefetch_key(&key(y)), Some(x_slot), "Y in X's slot");
+
+    let late = x.seq(101).ack(7).len(10).bytes();
+    let frame = Frame {
+        number: 4,
+        ts: Timestamp(base + 11_500_000_000),
+        link: LinkType::ETHERNET,
+        interface: 0,
+        orig_len: late.len() as u32,
+        offset: 0,
+        data: &late,
+    };
+    let Decoded::Ip(pkt) = decode(&frame) else {
+        panic!("decodes")
+    };
+    t.sweep(&frame);
+    let seen = Seen {
+        key: key(x),
+        slot: Some(x_slot),
+    };
+    t.packet_seen(&frame, &pkt, Some(seen));
+    let mut conns = t.finish();
+    conns.sort_by_key(|c| c.first_frame);
+    let frames: Vec<_> = conns
+        .iter()
+        .map(|c| {
+            (
+                c.orig_p,
+                c.first_frame,
+                c.last_frame,
+                c.orig.pkts + c.resp.pkts,
+            )
+        })
+        .collect();
+    assert_eq!(
+        frames,
+        [(40000, 1, 2, 2), (40001, 3, 3, 1), (40000, 4, 4, 1)],
+        "{conns:#?}"
+    );
+}

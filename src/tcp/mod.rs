@@ -305,6 +305,26 @@ impl LiveTable {
         (at.insert(new()), false)
     }
 
+    /// `get_or_insert_with`, where `prefetch` found the key in slot `hint` a few packets
+    /// before: a slot still holding the key holds its connection (a slot is occupied exactly
+    /// while the table names it, and the table names one slot a key), so the table is not
+    /// probed again, nor the key hashed. A slot emptied or reused since falls back to the
+    /// lookup.
+    #[inline]
+    fn get_or_insert_at(
+        &mut self,
+        k: FlowKey,
+        hint: Option<u32>,
+        new: impl FnOnce() -> Live,
+    ) -> (&mut Live, bool) {
+        if let Some(i) = hint {
+            if self.at(i).is_some_and(|l| l.key == k) {
+                return (slot_mut(&mut self.chunks, i), true);
+            }
+        }
+        self.get_or_insert_with(k, new)
+    }
+
     fn iter(&self) -> impl Iterator<Item = &Live> {
         self.table.iter().map(|&i| slot(&self.chunks, i))
     }
@@ -1734,6 +1754,14 @@ pub fn shard_of(p: &Packet<'_>, n: usize) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnKey(FlowKey);
 
+/// What the lookahead learnt of a TCP segment's connection before its turn
+/// (`Tracker::packet_seen`): its key, and the slot `Tracker::prefetch_key` found it in.
+#[derive(Clone, Copy, Debug)]
+pub struct Seen {
+    pub key: ConnKey,
+    pub slot: Option<u32>,
+}
+
 impl ConnKey {
     /// A TCP or UDP packet's; none for other IP packets.
     pub fn of_packet(p: &Packet<'_>) -> Option<Self> {
@@ -2092,6 +2120,14 @@ impl Tracker {
 
     /// `packet` without the sweep: for a shard, whose sweeps come from `sweep_now`.
     pub fn packet_unswept(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
+        self.packet_seen(frame, p, None);
+    }
+
+    /// `packet_unswept`, for a packet whose connection the lookahead looked up before its turn
+    /// (`seen`, for a TCP segment: its key, and where it was); the key is not made again, and
+    /// the table is probed only if the connection has left that slot since.
+    #[inline]
+    pub fn packet_seen(&mut self, frame: &Frame<'_>, p: &Packet<'_>, seen: Option<Seen>) {
         if self.tags.is_some() {
             self.tag = StreamTag {
                 frame: frame.number,
@@ -2103,7 +2139,7 @@ impl Tracker {
             self.fragments += 1;
         }
         match &p.transport {
-            Transport::Tcp(t) => self.tcp(frame, p, t),
+            Transport::Tcp(t) => self.tcp(frame, p, t, seen),
             Transport::Udp(u) => self.udp(frame, p, u),
             Transport::Other { .. } => self.other_ip += 1,
         }
@@ -2362,8 +2398,12 @@ impl Tracker {
         self.live.len()
     }
 
-    fn tcp(&mut self, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<'_>) {
-        let key = FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp);
+    fn tcp(&mut self, frame: &Frame<'_>, p: &Packet<'_>, t: &TcpSegment<'_>, seen: Option<Seen>) {
+        let key = match seen {
+            Some(s) => s.key.0,
+            None => FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp),
+        };
+        debug_assert_eq!(key, FlowKey::new(p, t.src_port, t.dst_port, Proto::Tcp));
         let src = (p.src, t.src_port);
         let flags = t.flags;
         if self.live_connections() >= self.opts.max_live
@@ -2389,15 +2429,16 @@ impl Tracker {
         let mut replaced = None;
         // Not in the table: a new connection, or one parked (which had existed).
         let mut unparked = false;
-        let (live, existed) = self
-            .live
-            .get_or_insert_with(key, || match self.parked.take(&key) {
-                Some(l) => {
-                    unparked = true;
-                    l
-                }
-                None => new(&self.capture, &self.opts),
-            });
+        let hint = seen.and_then(|s| s.slot);
+        let (live, existed) =
+            self.live
+                .get_or_insert_at(key, hint, || match self.parked.take(&key) {
+                    Some(l) => {
+                        unparked = true;
+                        l
+                    }
+                    None => new(&self.capture, &self.opts),
+                });
         let live = if !existed && !unparked {
             live
         } else {
