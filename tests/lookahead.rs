@@ -186,29 +186,14 @@ fn a_frame_peeked_is_the_segment_it_decodes_to() {
 #[test]
 fn a_slot_given_to_another_connection_is_not_the_held_segments() {
     use common::{track_frame, P};
-    use vantage::capture::{Frame, LinkType, Timestamp};
-    use vantage::decode::{decode, Decoded};
+    use vantage::capture::LinkType;
+    use vantage::decode::{decode, peek_ends, Decoded};
     use vantage::tcp::{ConnKey, Seen, Tracker};
 
     let base = 1_700_000_000_000_000_000i64;
     let x = P::new([10, 0, 0, 1], 40000, [10, 0, 0, 2], 443);
     let y = P::new([10, 0, 0, 3], 40001, [10, 0, 0, 2], 443);
-    let key = |p: P| {
-        let data = p.bytes();
-        let f = Frame {
-            number: 0,
-            ts: Timestamp(0),
-            link: LinkType::ETHERNET,
-            interface: 0,
-            orig_len: data.len() as u32,
-            offset: 0,
-            data: &data,
-        };
-        let Decoded::Ip(pkt) = decode(&f) else {
-            panic!("decodes")
-        };
-        ConnKey::of_packet(&pkt).expect("TCP")
-    };
+    let key = |p: P| ConnKey::of_ends(peek_ends(LinkType::ETHERNET, &p.bytes()).expect("TCP"));
     let mut t = Tracker::new("built.pcap");
     track_frame(&mut t, 1, base, &x.seq(100).syn().bytes());
     let x_slot = t.prefetch_key(&key(x)).expect("X is live");
@@ -218,15 +203,7 @@ fn a_slot_given_to_another_connection_is_not_the_held_segments() {
     assert_eq!(t.prefetch_key(&key(y)), Some(x_slot), "Y in X's slot");
 
     let late = x.seq(101).ack(7).len(10).bytes();
-    let frame = Frame {
-        number: 4,
-        ts: Timestamp(base + 11_500_000_000),
-        link: LinkType::ETHERNET,
-        interface: 0,
-        orig_len: late.len() as u32,
-        offset: 0,
-        data: &late,
-    };
+    let frame = common::frame(4, base + 11_500_000_000, &late);
     let Decoded::Ip(pkt) = decode(&frame) else {
         panic!("decodes")
     };

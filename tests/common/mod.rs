@@ -144,9 +144,9 @@ fn feed(name: &str, packets: &[(f64, P)], mut after: impl FnMut(&Tracker)) -> Tr
     t
 }
 
-/// Hands an Ethernet frame's bytes to the tracker as frame `number`, at `ts` (ns).
-pub fn track_frame(t: &mut Tracker, number: u64, ts: i64, data: &[u8]) {
-    let frame = Frame {
+/// An Ethernet frame's bytes as frame `number`, at `ts` (ns).
+pub fn frame(number: u64, ts: i64, data: &[u8]) -> Frame<'_> {
+    Frame {
         number,
         ts: Timestamp(ts),
         link: LinkType::ETHERNET,
@@ -154,7 +154,12 @@ pub fn track_frame(t: &mut Tracker, number: u64, ts: i64, data: &[u8]) {
         orig_len: data.len() as u32,
         offset: 0,
         data,
-    };
+    }
+}
+
+/// Hands an Ethernet frame's bytes to the tracker as frame `number`, at `ts` (ns).
+pub fn track_frame(t: &mut Tracker, number: u64, ts: i64, data: &[u8]) {
+    let frame = frame(number, ts, data);
     match decode(&frame) {
         Decoded::Ip(pkt) => t.packet(&frame, &pkt),
         other => panic!("frame {number} did not decode: {other:?}"),
