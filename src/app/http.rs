@@ -382,19 +382,19 @@ pub fn parse_request_with(buf: &[u8], fields: Fields) -> Parse<UpgradeRequest> {
         &mut r.chunked,
         |name, v| {
             let slot = match (name, fields) {
-                ("upgrade", _) => &mut r.upgrade,
-                ("connection", _) => &mut r.connection,
-                ("sec-websocket-key", _) => &mut r.sec_websocket_key,
-                ("sec-websocket-protocol", _) => &mut r.sec_websocket_protocol,
+                (b"upgrade", _) => &mut r.upgrade,
+                (b"connection", _) => &mut r.connection,
+                (b"sec-websocket-key", _) => &mut r.sec_websocket_key,
+                (b"sec-websocket-protocol", _) => &mut r.sec_websocket_protocol,
                 (_, Fields::Tracked) => return,
-                ("host", _) => &mut r.host,
-                ("origin", _) => &mut r.origin,
-                ("user-agent", _) => &mut r.user_agent,
-                ("sec-websocket-extensions", _) => &mut r.sec_websocket_extensions,
-                ("sec-websocket-version", _) => &mut r.sec_websocket_version,
-                ("x-forwarded-for", _) => &mut r.x_forwarded_for,
-                ("x-real-ip", _) => &mut r.x_real_ip,
-                ("forwarded", _) => &mut r.forwarded,
+                (b"host", _) => &mut r.host,
+                (b"origin", _) => &mut r.origin,
+                (b"user-agent", _) => &mut r.user_agent,
+                (b"sec-websocket-extensions", _) => &mut r.sec_websocket_extensions,
+                (b"sec-websocket-version", _) => &mut r.sec_websocket_version,
+                (b"x-forwarded-for", _) => &mut r.x_forwarded_for,
+                (b"x-real-ip", _) => &mut r.x_real_ip,
+                (b"forwarded", _) => &mut r.forwarded,
                 _ => return,
             };
             join_value(slot, v);
@@ -408,13 +408,15 @@ const NAME_BUF: usize = 32;
 
 /// A header name lower-cased into `buf` (names are case-insensitive, RFC 7230 §3.2), without
 /// allocating per header; a name too long for `buf` is none we look for, and comes back empty.
-fn lower<'a>(name: &str, buf: &'a mut [u8; NAME_BUF]) -> &'a str {
+/// Bytes: the names looked for are ASCII, and checking the copy was UTF-8 again cost more
+/// than matching it.
+fn lower<'a>(name: &str, buf: &'a mut [u8; NAME_BUF]) -> &'a [u8] {
     let Some(out) = buf.get_mut(..name.len()) else {
-        return "";
+        return b"";
     };
     out.copy_from_slice(name.as_bytes());
     out.make_ascii_lowercase();
-    std::str::from_utf8(out).unwrap_or("")
+    out
 }
 
 /// A start line's path or reason, which only heads and events show: capped, and empty for
@@ -426,33 +428,23 @@ fn displayed(text: Option<&str>, fields: Fields) -> String {
     }
 }
 
-/// Each header of a head: the framing ones recorded (`framing`), the others handed to `each`
-/// with their name lower-cased.
+/// Each header of a head: Content-Length and Transfer-Encoding, which frame requests and
+/// responses alike (RFC 7230 §3.3), recorded; the others handed to `each` with their name
+/// lower-cased.
 fn each_header(
     headers: &[httparse::Header<'_>],
     content_length: &mut Option<u64>,
     chunked: &mut bool,
-    mut each: impl FnMut(&str, &[u8]),
+    mut each: impl FnMut(&[u8], &[u8]),
 ) {
-    let mut name = [0u8; NAME_BUF];
+    let mut buf = [0u8; NAME_BUF];
     for h in headers {
-        if !framing(h.name, h.value, content_length, chunked) {
-            each(lower(h.name, &mut name), h.value);
+        match lower(h.name, &mut buf) {
+            b"content-length" => *content_length = parse_content_length(h.value),
+            b"transfer-encoding" => *chunked = is_chunked(h.value),
+            name => each(name, h.value),
         }
     }
-}
-
-/// Content-Length and Transfer-Encoding, which frame requests and responses alike (RFC 7230
-/// §3.3): recorded, and true when `name` was one of them.
-fn framing(name: &str, v: &[u8], content_length: &mut Option<u64>, chunked: &mut bool) -> bool {
-    if name.eq_ignore_ascii_case("content-length") {
-        *content_length = parse_content_length(v);
-    } else if name.eq_ignore_ascii_case("transfer-encoding") {
-        *chunked = is_chunked(v);
-    } else {
-        return false;
-    }
-    true
 }
 
 /// Parses a response head at the start of `buf`.
@@ -487,14 +479,14 @@ pub fn parse_response_with(buf: &[u8], fields: Fields) -> Parse<UpgradeResponse>
         &mut r.chunked,
         |name, v| {
             let slot = match (name, fields) {
-                ("upgrade", _) => &mut r.upgrade,
-                ("sec-websocket-accept", _) => &mut r.sec_websocket_accept,
-                ("sec-websocket-protocol", _) => &mut r.sec_websocket_protocol,
-                ("sec-websocket-extensions", _) => &mut r.sec_websocket_extensions,
+                (b"upgrade", _) => &mut r.upgrade,
+                (b"sec-websocket-accept", _) => &mut r.sec_websocket_accept,
+                (b"sec-websocket-protocol", _) => &mut r.sec_websocket_protocol,
+                (b"sec-websocket-extensions", _) => &mut r.sec_websocket_extensions,
                 (_, Fields::Tracked) => return,
-                ("connection", _) => &mut r.connection,
-                ("server", _) => &mut r.server,
-                ("location", _) => &mut r.location,
+                (b"connection", _) => &mut r.connection,
+                (b"server", _) => &mut r.server,
+                (b"location", _) => &mut r.location,
                 _ => return,
             };
             join_value(slot, v);
@@ -661,6 +653,8 @@ mod tests {
         }
         let ((all, n), tracked) = both(parse_request_with, request);
         assert!(all.user_agent.is_some() && all.x_forwarded_for.is_some() && !all.path.is_empty());
+        // The framing headers, matched in any case.
+        assert_eq!((all.content_length, all.chunked), (Some(0), false));
         let less = UpgradeRequest {
             path: String::new(),
             host: None,
@@ -678,6 +672,7 @@ mod tests {
         for resp in responses {
             let ((all, n), tracked) = both(parse_response_with, resp);
             assert!(all.server.is_some());
+            assert_eq!(all.chunked, all.status == 401);
             let less = UpgradeResponse {
                 reason: String::new(),
                 connection: None,
