@@ -717,7 +717,11 @@ fn track_one(
             if shard.is_none_or(|(i, n)| seen.is_some() || crate::tcp::shard_of(&p, n) == i) {
                 tracker.packet_seen(frame, &p, seen);
             }
-            emit_finished(frame, tracker, emit);
+            // Checked here: a diagnosis streams nothing, and the call to learn it was a call a
+            // packet (~1 % of its instructions).
+            if emit.is_some() {
+                emit_finished(frame, tracker, emit);
+            }
         }
         Decoded::NotIp => summary.not_ip += 1,
         Decoded::Malformed(why) => {
