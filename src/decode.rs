@@ -176,8 +176,8 @@ fn ethernet_ipv4_tcp(data: &[u8]) -> Option<Decoded<'_>> {
     let tcp = TcpSlice::from_slice(&ip[ihl..total]).ok()?;
     let payload_len = (total - ihl) as u32;
     Some(Decoded::Ip(Packet {
-        src: IpAddr::V4(std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15])),
-        dst: IpAddr::V4(std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19])),
+        src: IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15])),
+        dst: IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19])),
         ttl: ip[8],
         ip_id: Some(u16::from_be_bytes([ip[4], ip[5]])),
         ip_len: total as u32,
