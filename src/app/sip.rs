@@ -374,8 +374,8 @@ impl Field {
 /// Content-Length; From, To (their URIs and tags), Via, User-Agent, Server and Content-Type
 /// are printed only by `flows` and the HTML report. Their name-addr and parameter parsing was
 /// a quarter of a SIP message's parse (the 200 MB synth: 60 000 messages, ~10 000
-/// instructions each; 2.5 % of a diagnosis). Skipping them cannot change what the kept fields hold, nor whether a message
-/// parses: only Content-Length can make a head invalid.
+/// instructions each; 2.5 % of a diagnosis). Skipping them cannot change what the kept fields
+/// hold, nor whether a message parses: only Content-Length can make a head invalid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fields {
     /// Every field [`SipMessage`] has.

@@ -763,6 +763,17 @@ mod tail_layout {
     /// ~9 samples more, so that the dropped ones' bytes are taken out (the tail moved) every 9
     /// samples or so.
     pub(super) const FIRST_ROOM: usize = TAIL_FROM + 560;
+
+    /// The tail's samples in `bytes` (a `Tail`'s, with its `head` and `start`), decoded after
+    /// their base.
+    pub(super) fn samples(
+        bytes: &[u8],
+        head: u16,
+        start: u16,
+    ) -> super::packed_samples::Unpack<&[u8]> {
+        let base = super::packed_samples::Prev::get(&bytes[usize::from(head)..]);
+        super::packed_samples::Unpack::after(&bytes[usize::from(start)..], base)
+    }
 }
 
 /// Where the samples of finished connections wait out of memory (`KeptSamples::OnDisk`):
@@ -1105,9 +1116,7 @@ impl Samples {
                 let from = h + tail_layout::TAIL_FROM;
                 if usize::from(*n) == SAMPLES_TAIL {
                     // The oldest leaves and becomes the base.
-                    let base = packed_samples::Prev::get(&bytes[base_at..]);
-                    let mut u = packed_samples::Unpack::after(&bytes[usize::from(*start)..], base);
-                    if let Some((oldest, len)) = u.one() {
+                    if let Some((oldest, len)) = tail_layout::samples(bytes, *head, *start).one() {
                         packed_samples::Prev::of(&oldest).put(&mut bytes[base_at..last_at]);
                         *start += len as u16;
                         *n -= 1;
@@ -1143,21 +1152,18 @@ impl Samples {
             KeptSamples::Tail {
                 bytes, head, start, ..
             } => packed_samples::with_scratch(|packed| {
-                let h = usize::from(*head);
-                let head = &bytes[..h];
+                let head_bytes = &bytes[..usize::from(*head)];
                 // The base of the next packed sample: the head's last, read back once here
                 // rather than kept.
-                let mut last = packed_samples::Unpack::new(head)
+                let mut last = packed_samples::Unpack::new(head_bytes)
                     .last()
                     .map_or(Default::default(), |s| packed_samples::Prev::of(&s));
-                packed.extend_from_slice(head);
+                packed.extend_from_slice(head_bytes);
                 // The tail's oldest was packed after another base (the sample dropped last):
                 // written again after the head's last; the others follow it as packed.
-                let tail = &bytes[usize::from(*start)..];
-                let base = packed_samples::Prev::get(&bytes[h..]);
-                if let Some((oldest, len)) = packed_samples::Unpack::after(tail, base).one() {
+                if let Some((oldest, len)) = tail_layout::samples(bytes, *head, *start).one() {
                     packed_samples::pack_one(packed, &mut last, &oldest);
-                    packed.extend_from_slice(&tail[len..]);
+                    packed.extend_from_slice(&bytes[usize::from(*start) + len..]);
                 }
                 Box::from(&packed[..])
             }),
@@ -1211,10 +1217,8 @@ impl Samples {
             Some(KeptSamples::Tail {
                 bytes, head, start, ..
             }) => {
-                let h = usize::from(*head);
-                it.packed = packed_samples::Unpack::new(&bytes[..h]);
-                let base = packed_samples::Prev::get(&bytes[h..]);
-                it.tail = packed_samples::Unpack::after(&bytes[usize::from(*start)..], base);
+                it.packed = packed_samples::Unpack::new(&bytes[..usize::from(*head)]);
+                it.tail = tail_layout::samples(bytes, *head, *start);
             }
             Some(KeptSamples::Packed(b)) => it.packed = packed_samples::Unpack::new(&b[..]),
             // Read back, and decoded as asked. None from a store not sealed yet (nothing reads
