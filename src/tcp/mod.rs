@@ -734,6 +734,11 @@ enum KeptSamples {
     /// heap that pair held at the end of reading).
     Tail {
         bytes: Vec<u8>,
+        /// The head's last sample, the base of the first packed after it (`Samples::pack`).
+        /// Kept here, where it costs nothing (`Head` holds one too, and sets the enum's
+        /// size), rather than read back by decoding the whole head when the connection ends:
+        /// ~1 700 instructions a direction, 1.7 % of lining the 100 MB NAT pair up.
+        head_last: packed_samples::Prev,
         /// Where the base starts (the head's length).
         head: u16,
         /// Where the oldest of the tail starts.
@@ -1100,6 +1105,7 @@ impl Samples {
                 let head = u16::try_from(head).unwrap_or(u16::MAX);
                 **k = KeptSamples::Tail {
                     bytes,
+                    head_last: base,
                     head,
                     start: head + tail_layout::TAIL_FROM as u16,
                     n: 1,
@@ -1110,6 +1116,7 @@ impl Samples {
                 head,
                 start,
                 n,
+                ..
             } => {
                 let h = usize::from(*head);
                 let (base_at, last_at) = (h, h + tail_layout::PREV_BYTES);
@@ -1150,14 +1157,15 @@ impl Samples {
             // Packed already: copied at its size.
             KeptSamples::Head { packed, .. } => Box::from(&packed[..]),
             KeptSamples::Tail {
-                bytes, head, start, ..
+                bytes,
+                head_last,
+                head,
+                start,
+                ..
             } => packed_samples::with_scratch(|packed| {
                 let head_bytes = &bytes[..usize::from(*head)];
-                // The base of the next packed sample: the head's last, read back once here
-                // rather than kept.
-                let mut last = packed_samples::Unpack::new(head_bytes)
-                    .last()
-                    .map_or(Default::default(), |s| packed_samples::Prev::of(&s));
+                // The base of the next packed sample: the head's last.
+                let mut last = *head_last;
                 packed.extend_from_slice(head_bytes);
                 // The tail's oldest was packed after another base (the sample dropped last):
                 // written again after the head's last; the others follow it as packed.
