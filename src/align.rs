@@ -563,17 +563,17 @@ impl Contents {
         each: &mut impl FnMut(&crate::tcp::Sample),
     ) -> u16 {
         let start = self.items.len();
-        self.items.extend(
-            samples
-                .iter()
-                .inspect(|s| each(s))
-                .filter(|s| s.hash != 0 && s.len > 0)
-                .map(|s| Item {
+        // `for_each`, not `extend`: the samples are decoded in one loop (`Unpack::fold`).
+        samples.iter().for_each(|s| {
+            each(&s);
+            if s.hash != 0 && s.len > 0 {
+                self.items.push(Item {
                     hash: s.hash,
                     len: s.len,
                     rel_seq: s.rel_seq,
-                }),
-        );
+                });
+            }
+        });
         let side = &mut self.items[start..];
         // Stable: of equal keys the first in capture order stays first, and dedup keeps it.
         side.sort_by_key(|s| (s.hash, s.len));
@@ -1522,17 +1522,13 @@ fn deltas(
 ) -> Spread {
     let keyed = |list: &mut Vec<Keyed>, samples: &crate::tcp::Samples| {
         list.clear();
-        list.extend(
-            samples
-                .iter()
-                .filter(|s| {
-                    s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || control_too
-                })
-                .map(|s| {
-                    let pos = if by_pos { s.rel_seq } else { 0 };
-                    ((s.kind, pos, s.len, s.hash), s.ts)
-                }),
-        );
+        // `for_each`, not `extend`: the samples are decoded in one loop (`Unpack::fold`).
+        samples.iter().for_each(|s| {
+            if s.kind == SampleKind::Data || s.kind == SampleKind::Datagram || control_too {
+                let pos = if by_pos { s.rel_seq } else { 0 };
+                list.push(((s.kind, pos, s.len, s.hash), s.ts));
+            }
+        });
         // Stable: of equal keys the first in capture order stays first, and dedup keeps it.
         list.sort_by_key(|e| e.0);
         list.dedup_by_key(|e| e.0);

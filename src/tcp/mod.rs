@@ -1055,6 +1055,22 @@ mod packed_samples {
             }
             s
         }
+
+        /// What `next` gives, in one loop: `extend` and `for_each` come here, and the
+        /// alignment reads every connection's samples this way, ~2.4 M of them on the 100 MB
+        /// NAT pair (through `next`, each paid the call and a 40-byte `Option<Sample>`).
+        #[inline]
+        fn fold<A, F: FnMut(A, Sample) -> A>(mut self, init: A, mut f: F) -> A {
+            let len = self.bytes.as_ref().len();
+            let mut acc = init;
+            while self.at < len {
+                match self.sample() {
+                    Some(s) => acc = f(acc, s),
+                    None => break,
+                }
+            }
+            acc
+        }
     }
 }
 
@@ -1264,6 +1280,14 @@ impl Iterator for SamplesIter<'_> {
             return Some(s);
         }
         self.tail.next()
+    }
+
+    /// Each part in its own loop (`Unpack::fold`), in `next`'s order.
+    #[inline]
+    fn fold<A, F: FnMut(A, Sample) -> A>(self, init: A, mut f: F) -> A {
+        let acc = self.packed.fold(init, &mut f);
+        let acc = self.read.fold(acc, &mut f);
+        self.tail.fold(acc, f)
     }
 }
 
@@ -3301,6 +3325,13 @@ mod samples_tests {
             s.push(x);
         }
         let open: Vec<Sample> = s.iter().collect();
+        // Read in one loop a part (`fold`, as the alignment reads them), the same.
+        let folded = |s: &Samples| {
+            let mut v = Vec::new();
+            s.iter().for_each(|x| v.push(x));
+            v
+        };
+        assert_eq!(folded(&s), open, "{what}");
         assert!(matches!(
             s.kept.as_deref(),
             Some(KeptSamples::Head { .. } | KeptSamples::Tail { .. }) | None
@@ -3324,6 +3355,7 @@ mod samples_tests {
         ));
         let packed: Vec<Sample> = s.iter().collect();
         assert_eq!(open, packed, "{what}");
+        assert_eq!(folded(&s), packed, "{what}");
         assert_eq!(s.total, samples.len() as u64);
     }
 
