@@ -335,12 +335,12 @@ impl HbLog {
         let old = std::mem::take(&mut self.bytes);
         let mut drop = usize::from(if small { self.small } else { self.events }) / 2;
         (self.last, self.before, self.events, self.small) = (0, [0, 0], 0, 0);
-        let records = Records::new(&old);
-        for (stream, ts, size) in records {
+        // `for_each`: one loop (`Records::fold`).
+        Records::new(&old).for_each(|(stream, ts, size)| {
             let is_small = stream / 2 == SMALL;
             if is_small == small && drop > 0 {
                 drop -= 1;
-                continue;
+                return;
             }
             if is_small {
                 self.small += 1;
@@ -349,7 +349,7 @@ impl HbLog {
             }
             let sized = is_small || stream / 2 == APP;
             self.record(stream, ts, sized.then_some(size));
-        }
+        });
     }
 
     /// Heap bytes held.
@@ -371,7 +371,8 @@ impl HbLog {
         decoded: &mut Vec<(usize, Timestamp, u32)>,
     ) -> Series {
         decoded.clear();
-        decoded.extend(self.records());
+        // `for_each`, not `extend`: one loop (`Records::fold`).
+        self.records().for_each(|r| decoded.push(r));
         let mut counts = [0usize; STREAMS];
         for &(stream, _, _) in decoded.iter() {
             if let Some(c) = counts.get_mut(stream) {
@@ -448,6 +449,24 @@ impl Iterator for Records<'_> {
     type Item = (usize, Timestamp, u32);
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.record()
+    }
+
+    /// What `next` gives, in one loop: `for_each` comes here, and the analysis decodes
+    /// every live connection's log at the end (~950 000 records on the 200 MB synth), where
+    /// `Vec::extend` on this iterator paid a call and an `Option` a record.
+    fn fold<A, F: FnMut(A, Self::Item) -> A>(mut self, init: A, mut f: F) -> A {
+        let mut acc = init;
+        while let Some(r) = self.record() {
+            acc = f(acc, r);
+        }
+        acc
+    }
+}
+
+impl Records<'_> {
+    #[inline(always)]
+    fn record(&mut self) -> Option<(usize, Timestamp, u32)> {
         let tag = *self.bytes.get(self.at)?;
         self.at += 1;
         let stream = usize::from(tag & 0x0f);
@@ -1915,7 +1934,11 @@ mod tests {
                     }
                 }
             }
-            prop_assert_eq!(log.records().collect::<Vec<_>>(), want);
+            prop_assert_eq!(&log.records().collect::<Vec<_>>(), &want);
+            // Read in one loop (`Records::fold`, as the analysis reads it), the same.
+            let mut folded = Vec::new();
+            log.records().for_each(|r| folded.push(r));
+            prop_assert_eq!(folded, want);
             prop_assert!(log.heap_bytes() <= log.bytes.len() + log.bytes.len() / 4 + GROW_MIN);
         }
 
