@@ -183,7 +183,8 @@ pub fn parse_message_with(buf: &[u8], fields: Fields) -> Parse<SipMessage<'_>> {
     if rest.is_empty() {
         return Parse::Partial;
     }
-    let Some(head_len) = find_head_end(rest) else {
+    let mut ends = LineEnds::default();
+    let Some(head_len) = find_head_end(rest, &mut ends) else {
         // Give up early on a start line that cannot be SIP.
         if let Some(line) = first_line(rest) {
             if let Err(e) = parse_start(&String::from_utf8_lossy(line)) {
@@ -197,7 +198,7 @@ pub fn parse_message_with(buf: &[u8], fields: Fields) -> Parse<SipMessage<'_>> {
         };
     };
     let head = rest.get(..head_len).unwrap_or(rest);
-    let mut msg = match parse_head(head, fields) {
+    let mut msg = match parse_head(head, fields, &ends) {
         Ok(m) => m,
         Err(e) => return Parse::Invalid(e),
     };
@@ -231,9 +232,10 @@ pub fn parse_datagram_with(buf: &[u8], fields: Fields) -> Parse<SipMessage<'_>> 
     if rest.is_empty() {
         return Parse::Invalid("empty".into());
     }
-    let head_len = find_head_end(rest).unwrap_or(rest.len().min(MAX_HEAD));
+    let mut ends = LineEnds::default();
+    let head_len = find_head_end(rest, &mut ends).unwrap_or(rest.len().min(MAX_HEAD));
     let head = rest.get(..head_len).unwrap_or(rest);
-    let mut msg = match parse_head(head, fields) {
+    let mut msg = match parse_head(head, fields, &ends) {
         Ok(m) => m,
         Err(e) => return Parse::Invalid(e),
     };
@@ -265,7 +267,8 @@ pub fn parse_ws_message_with(
     }
     let skip = leading_crlf_len(prefix);
     let rest = prefix.get(skip..).unwrap_or(&[]);
-    let Some(head_len) = find_head_end(rest) else {
+    let mut ends = LineEnds::default();
+    let Some(head_len) = find_head_end(rest, &mut ends) else {
         if let Some(line) = first_line(rest) {
             if let Err(e) = parse_start(&String::from_utf8_lossy(line)) {
                 return Parse::Invalid(e);
@@ -274,7 +277,7 @@ pub fn parse_ws_message_with(
         return Parse::Partial;
     };
     let head = rest.get(..head_len).unwrap_or(rest);
-    let mut msg = match parse_head(head, fields) {
+    let mut msg = match parse_head(head, fields, &ends) {
         Ok(m) => m,
         Err(e) => return Parse::Invalid(e),
     };
@@ -289,18 +292,66 @@ pub fn parse_ws_message_with(
 
 /// Length of the head including the empty line that ends it (RFC 3261 §7: CRLF CRLF; bare LF
 /// tolerated), searched within [`MAX_HEAD`] bytes.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
+/// Every line end (LF) of the head it finds goes in `ends`, for `Lines` to take rather than
+/// search for again; without an end, every one within [`MAX_HEAD`] bytes.
+fn find_head_end(buf: &[u8], ends: &mut LineEnds) -> Option<usize> {
     let window = buf.get(..buf.len().min(MAX_HEAD)).unwrap_or(buf);
     // memchr: the head is ~500 bytes with a line end every ~40; a byte loop cost ~10
     // instructions a byte, a fifth of a SIP message's parse.
     for i in memchr::memchr_iter(b'\n', window) {
+        ends.push(i);
         match (window.get(i + 1), window.get(i + 2)) {
-            (Some(b'\n'), _) => return Some(i + 2),
-            (Some(b'\r'), Some(b'\n')) => return Some(i + 3),
+            (Some(b'\n'), _) => {
+                ends.push(i + 1);
+                return Some(i + 2);
+            }
+            (Some(b'\r'), Some(b'\n')) => {
+                ends.push(i + 2);
+                return Some(i + 3);
+            }
             _ => {}
         }
     }
     None
+}
+
+/// A head's line ends as `find_head_end` found them: the first [`HEAD_LINE_ENDS`] (a head has
+/// ~12 lines), and whether there were more. `Lines` searched for them again, a memchr call a
+/// line (~35 instructions with its set-up, on lines of ~40 bytes).
+struct LineEnds {
+    at: [u32; HEAD_LINE_ENDS],
+    n: usize,
+    more: bool,
+}
+
+const HEAD_LINE_ENDS: usize = 48;
+// Positions within `MAX_HEAD` bytes fit 32 bits.
+const _: () = assert!(MAX_HEAD <= u32::MAX as usize);
+
+impl Default for LineEnds {
+    fn default() -> Self {
+        LineEnds {
+            at: [0; HEAD_LINE_ENDS],
+            n: 0,
+            more: false,
+        }
+    }
+}
+
+impl LineEnds {
+    fn push(&mut self, i: usize) {
+        match self.at.get_mut(self.n) {
+            Some(slot) => {
+                *slot = i as u32;
+                self.n += 1;
+            }
+            None => self.more = true,
+        }
+    }
+
+    fn known(&self) -> &[u32] {
+        self.at.get(..self.n).unwrap_or(&[])
+    }
 }
 
 fn first_line(buf: &[u8]) -> Option<&[u8]> {
@@ -405,18 +456,27 @@ impl Fields {
 /// Parses the start line and headers (no body). Folded lines (leading SP/HT, RFC 3261 §7.3.1)
 /// are joined to the previous header; lines without a colon are skipped. Bytes that are not
 /// UTF-8 read as U+FFFD (then the message owns its text).
-fn parse_head(head: &[u8], fields: Fields) -> Result<SipMessage<'_>, String> {
+/// `ends`: the head's line ends (`find_head_end`), where they are still the text's.
+fn parse_head<'h>(
+    head: &'h [u8],
+    fields: Fields,
+    ends: &LineEnds,
+) -> Result<SipMessage<'h>, String> {
     match std::str::from_utf8(head) {
-        Ok(text) => parse_head_text(text, head.len(), fields),
+        Ok(text) => parse_head_text(Lines::known(text, ends), head.len(), fields),
         Err(_) => {
+            // U+FFFD takes three bytes where a bad byte took one: the ends are searched again.
             let text = String::from_utf8_lossy(head);
-            parse_head_text(&text, head.len(), fields).map(SipMessage::into_owned)
+            parse_head_text(Lines::new(&text), head.len(), fields).map(SipMessage::into_owned)
         }
     }
 }
 
-fn parse_head_text(text: &str, head_len: usize, fields: Fields) -> Result<SipMessage<'_>, String> {
-    let mut lines = Lines::new(text);
+fn parse_head_text<'t>(
+    mut lines: Lines<'t, '_>,
+    head_len: usize,
+    fields: Fields,
+) -> Result<SipMessage<'t>, String> {
     let start = parse_start(lines.next().unwrap_or(""))?;
     let mut msg = SipMessage {
         start,
@@ -484,32 +544,57 @@ fn parse_head_text(text: &str, head_len: usize, fields: Fields) -> Result<SipMes
 /// tolerated), as `text.split('\n')` with `strip_suffix('\r')`. The line ends are found with
 /// memchr, a whole head at a time, where `str::split` searched each line on its own (~200
 /// instructions a line).
-struct Lines<'a> {
+struct Lines<'a, 'e> {
     text: &'a str,
-    ends: memchr::Memchr<'a>,
+    /// Line ends known already (`LineEnds`), taken first.
+    known: &'e [u32],
+    /// Past them, whether to search for more (none were known, or not all).
+    search: bool,
     at: usize,
     done: bool,
 }
 
-impl<'a> Lines<'a> {
+impl<'a, 'e> Lines<'a, 'e> {
     fn new(text: &'a str) -> Self {
         Lines {
             text,
-            ends: memchr::memchr_iter(b'\n', text.as_bytes()),
+            known: &[],
+            search: true,
+            at: 0,
+            done: false,
+        }
+    }
+
+    /// With the line ends `find_head_end` found in `text`'s bytes: every one of the head, or
+    /// the first of them and a search for the rest.
+    fn known(text: &'a str, ends: &'e LineEnds) -> Self {
+        Lines {
+            text,
+            known: ends.known(),
+            search: ends.more,
             at: 0,
             done: false,
         }
     }
 }
 
-impl<'a> Iterator for Lines<'a> {
+impl<'a> Iterator for Lines<'a, '_> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
         if self.done {
             return None;
         }
-        let end = match self.ends.next() {
+        let end = if let Some((&end, rest)) = self.known.split_first() {
+            self.known = rest;
+            Some(end as usize)
+        } else if self.search {
+            let rest = self.text.as_bytes().get(self.at..).unwrap_or(&[]);
+            memchr::memchr(b'\n', rest).map(|i| self.at + i)
+        } else {
+            None
+        };
+        let end = match end {
             Some(end) => end,
             None => {
                 self.done = true;
@@ -2388,6 +2473,32 @@ i: c1\r\nCSeq: 2 BYE\r\nUser-Agent: a\r\n b\r\nl: 0\r\n\r\n";
                 outcome(parse_ws_message_with(&head, head.len() as u64 + 9, Fields::Tracked)),
                 outcome(parse_ws_message(&head, head.len() as u64 + 9))
             );
+        }
+
+        /// The lines of a head split at the line ends `find_head_end` found are the lines
+        /// searched for: with CRLF or bare LF ends, CRs inside lines, an end of the head or
+        /// none, and more lines than `LineEnds` holds (the rest then searched for).
+        #[test]
+        fn lines_at_the_ends_found_are_the_lines_searched(
+            lines in proptest::collection::vec(
+                (proptest::collection::vec(proptest::sample::select(&b"a:\r "[..]), 1..6), proptest::prelude::any::<bool>()),
+                0..120,
+            ),
+            end in proptest::sample::select(&["", "\r\n", "\n", "\r\nbody\n"][..]),
+        ) {
+            let mut text = String::new();
+            for (line, crlf) in &lines {
+                text.push_str(std::str::from_utf8(line).unwrap_or(""));
+                text.push_str(if *crlf { "\r\n" } else { "\n" });
+            }
+            text.push_str(end);
+            let mut ends = LineEnds::default();
+            let head_len = find_head_end(text.as_bytes(), &mut ends)
+                .unwrap_or(text.len().min(MAX_HEAD));
+            let head = text.get(..head_len).unwrap_or(&text);
+            let searched: Vec<&str> = Lines::new(head).collect();
+            let found: Vec<&str> = Lines::known(head, &ends).collect();
+            proptest::prop_assert_eq!(found, searched);
         }
 
         #[test]
