@@ -541,9 +541,9 @@ fn parse_head_text<'t>(
 }
 
 /// The lines of a head, split at LF with a CR before it dropped (RFC 3261 §7: CRLF; bare LF
-/// tolerated), as `text.split('\n')` with `strip_suffix('\r')`. The line ends are found with
-/// memchr, a whole head at a time, where `str::split` searched each line on its own (~200
-/// instructions a line).
+/// tolerated), as `text.split('\n')` with `strip_suffix('\r')`. The line ends are those
+/// `find_head_end` found (`Lines::known`), or found with memchr (`str::split`'s searcher cost
+/// ~200 instructions a line).
 struct Lines<'a, 'e> {
     text: &'a str,
     /// Line ends known already (`LineEnds`), taken first.
