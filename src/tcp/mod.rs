@@ -2064,7 +2064,9 @@ impl Tracker {
     /// second of capture time; a connection leaves at the first sweep after it has been quiet
     /// for `TCP_CLOSE_DELAY_NS` since closing (TCP) or `UDP_INACTIVITY_NS` (UDP).
     /// Sweeps if a second of capture time has passed since the last sweep (`packet` does it
-    /// first thing; a shard calls it for every packet, its own or not).
+    /// first thing; a shard calls it for every packet, its own or not). Inlined: the check
+    /// is a compare a packet, and was a call (`sweep_now` stays out of line).
+    #[inline]
     pub fn sweep(&mut self, frame: &Frame<'_>) {
         if self.clock.tick(frame.ts) {
             self.tag.frame = frame.number;
