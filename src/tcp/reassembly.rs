@@ -207,8 +207,17 @@ impl Reassembler {
         self.next = Some(new_next);
     }
 
-    /// Delivers waiting segments that now fit.
+    /// Delivers waiting segments that now fit. Nearly every segment comes in order with none
+    /// waiting: that check inlined, the delivery out of line (it was a call and a search of
+    /// no map, ~45 instructions, a data segment).
+    #[inline]
     fn drain(&mut self, sink: &mut impl StreamSink) {
+        if self.pending.is_some() {
+            self.drain_waiting(sink);
+        }
+    }
+
+    fn drain_waiting(&mut self, sink: &mut impl StreamSink) {
         while let Some(next) = self.next {
             let Some(seq) = self.first_waiting(next) else {
                 break;
