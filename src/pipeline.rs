@@ -735,6 +735,9 @@ fn track_one(
 
 /// A frame the reader held back (`Lookahead`): decoded again from its copy, or, for another
 /// shard's packet, only swept at.
+// Inlined into the read loop, with the decode it makes (a frame's `Packet` no longer goes
+// through a call): -1.0 % instructions on the 200 MB synth, cachegrind.
+#[inline]
 fn track_held(
     h: &Held,
     tracker: &mut Tracker,
