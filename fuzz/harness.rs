@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use vantage::app::{http, sip, tls, websocket, Parse};
 use vantage::capture::{CaptureReader, Frame, LinkType, Timestamp};
 use vantage::decode::{decode, decode_link, Decoded, Transport};
-use vantage::tcp::{Proto, Tracker};
+use vantage::tcp::{ConnKey, Proto, Seen, Tracker};
 
 /// Zeek's 13 `conn_state` values.
 pub const CONN_STATES: [&str; 13] = [
@@ -54,13 +54,25 @@ pub fn capture(data: &[u8]) {
                 assert_eq!(f.number, n, "frames are numbered 1, 2, ...");
                 assert!(f.link.is_supported());
                 if let Decoded::Ip(p) = decode(&f) {
-                    // What the reader's lookahead asks before tracking a frame
-                    // (`pipeline::Lookahead`): reads of the table and the state, never a panic.
-                    if let Some(slot) = tracker.prefetch(&p) {
+                    // What the reader's lookahead does before tracking a frame
+                    // (`pipeline::Lookahead`): the connection's key from the frame's ends, or
+                    // from the packet where the fast path does not take it, then reads of the
+                    // table and the state, never a panic; the packet tracked with what it
+                    // found.
+                    let key = match vantage::decode::peek_ends(f.link, f.data) {
+                        Some(ends) => Some(ConnKey::of_ends(ends)),
+                        None => ConnKey::of_packet(&p),
+                    };
+                    let seen = key.map(|key| Seen {
+                        key,
+                        slot: tracker.prefetch_key(&key),
+                    });
+                    if let Some(slot) = seen.and_then(|s| s.slot) {
                         tracker.prefetch_deeper(slot, 1);
                         tracker.prefetch_deeper(slot, 2);
                     }
-                    tracker.packet(&f, &p);
+                    tracker.sweep(&f);
+                    tracker.packet_seen(&f, &p, seen);
                 }
             }
             Ok(None) => break,

@@ -2275,17 +2275,12 @@ i: c1\r\nCSeq: 2 BYE\r\nUser-Agent: a\r\n b\r\nl: 0\r\n\r\n";
         let secs = |s: i64| Timestamp(s * 1_000_000_000);
         let m = |start: &str, id: &str, cseq: &str| parse(&msg(start, id, cseq, Some("tt"), ""));
         let register = |id: &str| m("REGISTER sip:example.net SIP/2.0", id, "7 REGISTER");
+        let (invite, bye) = ("INVITE sip:1@x SIP/2.0", "BYE sip:1@x SIP/2.0");
         for details in [true, false] {
             let mut d = SipDialogs::new().keep_details(details);
-            let invite = m("INVITE sip:1@x SIP/2.0", "call", "1 INVITE");
-            d.add(secs(0), 1, false, &invite);
+            d.add(secs(0), 1, false, &m(invite, "call", "1 INVITE"));
             d.add(secs(1), 2, true, &m("SIP/2.0 200 OK", "call", "1 INVITE"));
-            d.add(
-                secs(60),
-                3,
-                false,
-                &m("BYE sip:1@x SIP/2.0", "call", "2 BYE"),
-            );
+            d.add(secs(60), 3, false, &m(bye, "call", "2 BYE"));
             d.add(secs(60), 4, true, &m("SIP/2.0 200 OK", "call", "2 BYE"));
             // Within two minutes of its end, a message leaves the call (a late response may
             // still come).
@@ -2300,12 +2295,7 @@ i: c1\r\nCSeq: 2 BYE\r\nUser-Agent: a\r\n b\r\nl: 0\r\n\r\n";
                 assert_eq!(d.dialogs.capacity(), 0);
             }
             // A call still up is never taken, however old.
-            d.add(
-                secs(200),
-                7,
-                false,
-                &m("INVITE sip:1@x SIP/2.0", "up", "1 INVITE"),
-            );
+            d.add(secs(200), 7, false, &m(invite, "up", "1 INVITE"));
             d.add(secs(201), 8, true, &m("SIP/2.0 200 OK", "up", "1 INVITE"));
             d.add(secs(20_000), 9, false, &register("r3"));
             let ids: Vec<&str> = d.dialogs.iter().map(|x| x.call_id.as_str()).collect();

@@ -434,11 +434,6 @@ impl<'a> Ctx<'a> {
         rules::Reads(self.al.kept(leg))
     }
 
-    /// Whether every leg of a path is kept whole (else it is a digest's).
-    pub fn whole(&self, p: &Path<'_>) -> bool {
-        p.legs().iter().all(|leg| self.al.is_whole(leg))
-    }
-
     pub fn reference_ts(&self, leg: &Leg, ts: Timestamp) -> Timestamp {
         self.al.to_reference(leg.at.0, ts)
     }

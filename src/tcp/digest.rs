@@ -942,7 +942,7 @@ impl<'a> DigestRef<'a> {
 
     /// Where the connection is kept whole, if a rule may end it (`Digest::whole`).
     pub fn whole(&self) -> Option<KeptAt> {
-        // The flag first: every path of a diagnosis asks (`Ctx::whole`), most of them digests
+        // The flag first: every path of a diagnosis asks (`Lines::is_whole_at`), most of them digests
         // only, and the layout walks the record's varints.
         if self.head(5) & WHOLE == 0 {
             return None;

@@ -2130,16 +2130,11 @@ impl Tracker {
     /// Feeds one decoded packet.
     pub fn packet(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
         self.sweep(frame);
-        self.packet_unswept(frame, p);
+        self.packet_seen(frame, p, None);
     }
 
-    /// Fetches the packet's connection into the cache, for a packet tracked soon after; its
-    /// slot is for `prefetch_deeper`.
-    pub fn prefetch(&self, p: &Packet<'_>) -> Option<u32> {
-        self.prefetch_key(&ConnKey::of_packet(p)?)
-    }
-
-    /// `prefetch`, for a connection's key.
+    /// Fetches the connection with this key into the cache, for a packet tracked soon after;
+    /// its slot is for `prefetch_deeper` and `packet_seen`.
     pub fn prefetch_key(&self, k: &ConnKey) -> Option<u32> {
         self.live.prefetch(&k.0)
     }
@@ -2157,14 +2152,10 @@ impl Tracker {
         }
     }
 
-    /// `packet` without the sweep: for a shard, whose sweeps come from `sweep_now`.
-    pub fn packet_unswept(&mut self, frame: &Frame<'_>, p: &Packet<'_>) {
-        self.packet_seen(frame, p, None);
-    }
-
-    /// `packet_unswept`, for a packet whose connection the lookahead looked up before its turn
-    /// (`seen`, for a TCP segment: its key, and where it was); the key is not made again, and
-    /// the table is probed only if the connection has left that slot since.
+    /// `packet` without the sweep (the read loop sweeps at every packet, a shard's at others'
+    /// too). `seen`: for a TCP segment whose connection the lookahead looked up before its
+    /// turn, its key and where it was; the key is not made again, and the table is probed
+    /// only if the connection has left that slot since.
     #[inline]
     pub fn packet_seen(&mut self, frame: &Frame<'_>, p: &Packet<'_>, seen: Option<Seen>) {
         if self.tags.is_some() {
