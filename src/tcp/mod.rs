@@ -724,6 +724,17 @@ enum KeptSamples {
         prev: packed_samples::Prev,
         n: u8,
     },
+    /// A `Head` complete, past `TrackerOptions::samples_in_memory` bytes of them: its `len`
+    /// packed bytes wait at `at` in the tracker's store of samples (`Tracker::heads_out`),
+    /// not read back before the connection ends (`Tracker::join_heads`). `last` is the head's
+    /// last sample, the base of the next. On the 100 MB NAT pair of issue 8's synth, the heads
+    /// of the live connections (~410 bytes a direction, in a list of 1 KB with the tail's) were
+    /// most of the packet samples that were 41 % of the heap at the end of reading.
+    HeadInFile {
+        at: u64,
+        len: u32,
+        last: packed_samples::Prev,
+    },
     /// Then, in one list (`tail_layout`): those packed (they do not change again), the base
     /// and the last of the latest `SAMPLES_TAIL` samples, and those packed as they come, each
     /// after the one before it, the oldest after the base. Dropping the oldest makes it the
@@ -746,9 +757,22 @@ enum KeptSamples {
         /// Samples in the tail.
         n: u8,
     },
+    /// A `Tail` after a `HeadInFile` (at `at`, `len` bytes): in `bytes`, laid out as a
+    /// `Tail`'s with the head's last sample (`PREV_BYTES`) where the head's samples were.
+    TailAfterFile {
+        at: u64,
+        len: u32,
+        bytes: Vec<u8>,
+        start: u16,
+        n: u8,
+    },
     /// Once the connection is summarised (`Samples::pack`): all of them, in the same order,
     /// packed.
     Packed(Box<[u8]>),
+    /// `Packed` for a head in the file (`HeadInFile`): the tail packed after the head's last
+    /// sample, so that the head's bytes and these are all of them, packed (`Tracker::join_heads`
+    /// reads the head back and makes them one).
+    PackedAfterFile { at: u64, len: u32, tail: Box<[u8]> },
     /// Those packed bytes, out of memory: the `len` bytes at `at` of a store of samples
     /// (`Tracker::spill_samples`), read back when asked (`Samples::iter`).
     OnDisk {
@@ -768,6 +792,91 @@ mod tail_layout {
     /// ~9 samples more, so that the dropped ones' bytes are taken out (the tail moved) every 9
     /// samples or so.
     pub(super) const FIRST_ROOM: usize = TAIL_FROM + 560;
+
+    /// The samples of a `Tail`'s `bytes` (its `head`, whose last sample is `head_last`, and
+    /// `start`), packed one after another from the head's first (`with_head`) or after its last
+    /// (not: the head waits in a file, `KeptSamples::TailAfterFile`).
+    pub(super) fn packed(
+        bytes: &[u8],
+        head_last: super::packed_samples::Prev,
+        head: u16,
+        start: u16,
+        with_head: bool,
+    ) -> Box<[u8]> {
+        use super::packed_samples::{pack_one, with_scratch};
+        with_scratch(|packed| {
+            // The base of the next packed sample: the head's last.
+            let mut last = head_last;
+            if with_head {
+                packed.extend_from_slice(&bytes[..usize::from(head)]);
+            }
+            // The tail's oldest was packed after another base (the sample dropped last):
+            // written again after the head's last; the others follow it as packed.
+            if let Some((oldest, len)) = samples(bytes, head, start).one() {
+                pack_one(packed, &mut last, &oldest);
+                packed.extend_from_slice(&bytes[usize::from(start) + len..]);
+            }
+            Box::from(&packed[..])
+        })
+    }
+
+    /// A tail begun with `s` after the head in `bytes` (`head` bytes: its packed samples, or
+    /// its last sample's `PREV_BYTES`), whose last sample is `prev`: the list, `head`, and where
+    /// the tail's oldest starts.
+    pub(super) fn begin(
+        mut bytes: Vec<u8>,
+        prev: super::packed_samples::Prev,
+        s: &super::Sample,
+    ) -> (Vec<u8>, u16, u16) {
+        let head = bytes.len();
+        bytes.reserve_exact(FIRST_ROOM);
+        bytes.resize(head + TAIL_FROM, 0);
+        let (base, mut last) = (prev, prev);
+        super::packed_samples::pack_one(&mut bytes, &mut last, s);
+        let from = head + PREV_BYTES;
+        base.put(&mut bytes[head..from]);
+        last.put(&mut bytes[from..head + TAIL_FROM]);
+        // A head is at most `SAMPLES_HEAD` (24) packed samples, under 1 100 bytes.
+        let head = u16::try_from(head).unwrap_or(u16::MAX);
+        (bytes, head, head + TAIL_FROM as u16)
+    }
+
+    /// `s` packed after the tail in `bytes` (its `head`, `start` and `n`), the oldest leaving
+    /// when `SAMPLES_TAIL` are there.
+    pub(super) fn push(
+        bytes: &mut Vec<u8>,
+        head: u16,
+        start: &mut u16,
+        n: &mut u8,
+        s: &super::Sample,
+    ) {
+        use super::packed_samples::{pack_one, Prev};
+        use super::{SAMPLES_TAIL, SAMPLE_PACKED_MAX};
+        let h = usize::from(head);
+        let (base_at, last_at) = (h, h + PREV_BYTES);
+        let from = h + TAIL_FROM;
+        if usize::from(*n) == SAMPLES_TAIL {
+            // The oldest leaves and becomes the base.
+            if let Some((oldest, len)) = samples(bytes, head, *start).one() {
+                Prev::of(&oldest).put(&mut bytes[base_at..last_at]);
+                *start += len as u16;
+                *n -= 1;
+            }
+        }
+        if bytes.capacity() - bytes.len() < SAMPLE_PACKED_MAX {
+            // The dropped samples' bytes out first; more room only for a tail that still
+            // lacks it (samples longer than most).
+            bytes.drain(from..usize::from(*start));
+            *start = from as u16;
+            if bytes.capacity() - bytes.len() < SAMPLE_PACKED_MAX {
+                bytes.reserve_exact(SAMPLE_PACKED_MAX * 4);
+            }
+        }
+        let mut last = Prev::get(&bytes[last_at..]);
+        pack_one(bytes, &mut last, s);
+        last.put(&mut bytes[last_at..from]);
+        *n += 1;
+    }
 
     /// The tail's samples in `bytes` (a `Tail`'s, with its `head` and `start`), decoded after
     /// their base.
@@ -1086,7 +1195,9 @@ impl Samples {
         self.kept = None;
     }
 
-    fn push(&mut self, s: Sample) {
+    /// Keeps `s`. True when it completed the head (`SAMPLES_HEAD` kept): the tracker may move
+    /// the head to its file then (`Tracker::heads_out`).
+    fn push(&mut self, s: Sample) -> bool {
         self.total += 1;
         let k = self.kept.get_or_insert_with(|| {
             Box::new(KeptSamples::Head {
@@ -1106,25 +1217,31 @@ impl Samples {
                 }
                 packed_samples::pack_one(packed, prev, &s);
                 *n += 1;
+                return usize::from(*n) == SAMPLES_HEAD;
             }
             KeptSamples::Head { packed, prev, .. } => {
                 // The head's list goes on as the tail's: its last sample is the tail's base.
-                let mut bytes = std::mem::take(packed);
-                let head = bytes.len();
-                bytes.reserve_exact(tail_layout::FIRST_ROOM);
-                bytes.resize(head + tail_layout::TAIL_FROM, 0);
-                let (base, mut last) = (*prev, *prev);
-                packed_samples::pack_one(&mut bytes, &mut last, &s);
-                let from = head + tail_layout::PREV_BYTES;
-                base.put(&mut bytes[head..from]);
-                last.put(&mut bytes[from..head + tail_layout::TAIL_FROM]);
-                // A head is at most `SAMPLES_HEAD` (24) packed samples, under 1 100 bytes.
-                let head = u16::try_from(head).unwrap_or(u16::MAX);
+                let (bytes, head, start) = tail_layout::begin(std::mem::take(packed), *prev, &s);
                 **k = KeptSamples::Tail {
                     bytes,
-                    head_last: base,
+                    head_last: *prev,
                     head,
-                    start: head + tail_layout::TAIL_FROM as u16,
+                    start,
+                    n: 1,
+                };
+            }
+            &mut KeptSamples::HeadInFile { at, len, last } => {
+                // The head's last sample where its samples would be (`TailAfterFile`).
+                let mut bytes =
+                    Vec::with_capacity(tail_layout::PREV_BYTES + tail_layout::FIRST_ROOM);
+                bytes.resize(tail_layout::PREV_BYTES, 0);
+                last.put(&mut bytes);
+                let (bytes, _, start) = tail_layout::begin(bytes, last, &s);
+                **k = KeptSamples::TailAfterFile {
+                    at,
+                    len,
+                    bytes,
+                    start,
                     n: 1,
                 };
             }
@@ -1134,35 +1251,16 @@ impl Samples {
                 start,
                 n,
                 ..
-            } => {
-                let h = usize::from(*head);
-                let (base_at, last_at) = (h, h + tail_layout::PREV_BYTES);
-                let from = h + tail_layout::TAIL_FROM;
-                if usize::from(*n) == SAMPLES_TAIL {
-                    // The oldest leaves and becomes the base.
-                    if let Some((oldest, len)) = tail_layout::samples(bytes, *head, *start).one() {
-                        packed_samples::Prev::of(&oldest).put(&mut bytes[base_at..last_at]);
-                        *start += len as u16;
-                        *n -= 1;
-                    }
-                }
-                if bytes.capacity() - bytes.len() < SAMPLE_PACKED_MAX {
-                    // The dropped samples' bytes out first; more room only for a tail that
-                    // still lacks it (samples longer than most).
-                    bytes.drain(from..usize::from(*start));
-                    *start = from as u16;
-                    if bytes.capacity() - bytes.len() < SAMPLE_PACKED_MAX {
-                        bytes.reserve_exact(SAMPLE_PACKED_MAX * 4);
-                    }
-                }
-                let mut last = packed_samples::Prev::get(&bytes[last_at..]);
-                packed_samples::pack_one(bytes, &mut last, &s);
-                last.put(&mut bytes[last_at..from]);
-                *n += 1;
-            }
+            } => tail_layout::push(bytes, *head, start, n, &s),
+            KeptSamples::TailAfterFile {
+                bytes, start, n, ..
+            } => tail_layout::push(bytes, tail_layout::PREV_BYTES as u16, start, n, &s),
             // A summary gets no more packets.
-            KeptSamples::Packed(_) | KeptSamples::OnDisk { .. } => {}
+            KeptSamples::Packed(_)
+            | KeptSamples::PackedAfterFile { .. }
+            | KeptSamples::OnDisk { .. } => {}
         }
+        false
     }
 
     /// The kept samples packed (`packed_samples`), for a connection that has ended.
@@ -1179,20 +1277,29 @@ impl Samples {
                 head,
                 start,
                 ..
-            } => packed_samples::with_scratch(|packed| {
-                let head_bytes = &bytes[..usize::from(*head)];
-                // The base of the next packed sample: the head's last.
-                let mut last = *head_last;
-                packed.extend_from_slice(head_bytes);
-                // The tail's oldest was packed after another base (the sample dropped last):
-                // written again after the head's last; the others follow it as packed.
-                if let Some((oldest, len)) = tail_layout::samples(bytes, *head, *start).one() {
-                    packed_samples::pack_one(packed, &mut last, &oldest);
-                    packed.extend_from_slice(&bytes[usize::from(*start) + len..]);
-                }
-                Box::from(&packed[..])
-            }),
-            KeptSamples::Packed(_) | KeptSamples::OnDisk { .. } => return,
+            } => tail_layout::packed(bytes, *head_last, *head, *start, true),
+            KeptSamples::TailAfterFile {
+                at,
+                len,
+                bytes,
+                start,
+                ..
+            } => {
+                let head_last = packed_samples::Prev::get(bytes);
+                let head = tail_layout::PREV_BYTES as u16;
+                let tail = tail_layout::packed(bytes, head_last, head, *start, false);
+                *k = KeptSamples::PackedAfterFile {
+                    at: *at,
+                    len: *len,
+                    tail,
+                };
+                return;
+            }
+            // A head in the file is packed as it is (`Tracker::join_heads`).
+            KeptSamples::HeadInFile { .. }
+            | KeptSamples::Packed(_)
+            | KeptSamples::PackedAfterFile { .. }
+            | KeptSamples::OnDisk { .. } => return,
         };
         *k = KeptSamples::Packed(packed);
     }
@@ -1231,6 +1338,88 @@ impl Samples {
         };
     }
 
+    /// The head's bytes, if it is complete (`SAMPLES_HEAD`) and in memory with no tail yet.
+    fn full_head_len(&self) -> Option<usize> {
+        match self.kept.as_deref() {
+            Some(KeptSamples::Head { packed, n, .. }) if usize::from(*n) == SAMPLES_HEAD => {
+                Some(packed.len())
+            }
+            _ => None,
+        }
+    }
+
+    /// A complete head (`full_head_len`) written to `spill`, out of memory (`HeadInFile`).
+    fn head_out(&mut self, spill: &mut spill::Spill) {
+        let Some(k) = self.kept.as_deref_mut() else {
+            return;
+        };
+        let KeptSamples::Head { packed, prev, n } = k else {
+            return;
+        };
+        let Ok(len) = u32::try_from(packed.len()) else {
+            return;
+        };
+        if usize::from(*n) != SAMPLES_HEAD {
+            return;
+        }
+        let at = spill.write_record(packed);
+        *k = KeptSamples::HeadInFile {
+            at,
+            len,
+            last: *prev,
+        };
+    }
+
+    /// Samples whose head waits in `spill` (`HeadInFile`, `PackedAfterFile`: `pack` first)
+    /// made readable: a head alone is read from `store` once it is sealed (`OnDisk`); a head
+    /// and its tail are made one list again, in memory, the head read back from `spill`. On a
+    /// failed read the samples are dropped (their count stays) and the error returned.
+    fn join_head(
+        &mut self,
+        spill: &spill::Spill,
+        store: &std::sync::Arc<SampleStore>,
+    ) -> std::io::Result<()> {
+        // Packed when their connection was summarised (`LiveDir::finish`); a tail left open
+        // would never be read.
+        self.pack();
+        let Some(k) = self.kept.as_deref_mut() else {
+            return Ok(());
+        };
+        match k {
+            &mut KeptSamples::HeadInFile { at, len, .. } => {
+                *k = KeptSamples::OnDisk {
+                    store: store.clone(),
+                    at,
+                    len,
+                };
+            }
+            KeptSamples::PackedAfterFile { at, len, tail } => match spill.read_back(*at, *len) {
+                Ok(mut all) => {
+                    all.extend_from_slice(tail);
+                    *k = KeptSamples::Packed(all.into_boxed_slice());
+                }
+                Err(e) => {
+                    self.kept = None;
+                    return Err(e);
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether part of the samples waits in the tracker's file, not sealed yet (`join_head`).
+    fn head_in_file(&self) -> bool {
+        matches!(
+            self.kept.as_deref(),
+            Some(
+                KeptSamples::HeadInFile { .. }
+                    | KeptSamples::TailAfterFile { .. }
+                    | KeptSamples::PackedAfterFile { .. }
+            )
+        )
+    }
+
     /// Every kept sample, in capture order.
     pub fn iter(&self) -> SamplesIter<'_> {
         let mut it = SamplesIter::default();
@@ -1246,6 +1435,14 @@ impl Samples {
                 it.tail = tail_layout::samples(bytes, *head, *start);
             }
             Some(KeptSamples::Packed(b)) => it.packed = packed_samples::Unpack::new(&b[..]),
+            // A head in the tracker's file is read once its connection is kept
+            // (`Tracker::join_heads`), before anything reads a connection's samples: none
+            // until then.
+            Some(
+                KeptSamples::HeadInFile { .. }
+                | KeptSamples::TailAfterFile { .. }
+                | KeptSamples::PackedAfterFile { .. },
+            ) => {}
             // Read back, and decoded as asked. None from a store not sealed yet (nothing reads
             // a connection's samples before tracking ends) or one whose file lost them (the
             // tracker's warnings say so).
@@ -1552,7 +1749,9 @@ pub struct TrackerOptions {
     pub digests_in_memory: usize,
     /// Past this many bytes of finished connections' packed samples (`keep_samples`), the
     /// samples of the next ones are kept in a temporary file until they are read
-    /// (`Tracker::spill_samples`); `usize::MAX` never. Shared by the captures read together
+    /// (`Tracker::spill_samples`); `usize::MAX` never. The same for the complete heads of live
+    /// connections' samples, counted with their tails' lists (`heads_out`). Shared by the
+    /// captures read together
     /// (`pipeline::read_vantages_with`) and by a capture's shards. Nothing a report says
     /// depends on it.
     pub samples_in_memory: usize,
@@ -1656,6 +1855,10 @@ pub struct Tracker {
     samples_store: std::sync::Arc<SampleStore>,
     /// Bytes of packed samples kept in memory by the connections in `done`, so far.
     samples_held: usize,
+    /// Bytes of complete heads of live connections' samples kept in memory so far, with their
+    /// tails' lists: past `TrackerOptions::samples_in_memory`, later ones go to
+    /// `samples_spill` (`heads_out`).
+    heads_held: usize,
     /// Why some samples in the store could not be read back, for the warnings.
     samples_lost: Option<std::io::Error>,
     /// Packets that were IP but neither TCP nor UDP, or later fragments.
@@ -1848,6 +2051,7 @@ impl Tracker {
             samples_spill: None,
             samples_store: Default::default(),
             samples_held: 0,
+            heads_held: 0,
             samples_lost: None,
             other_ip: 0,
             fragments: 0,
@@ -1869,6 +2073,7 @@ impl Tracker {
 
     /// Keeps a finished connection's summary, within `max_summaries`.
     fn keep(&mut self, mut c: Connection) {
+        self.join_heads(&mut c);
         if let Some(app) = c.app.as_deref_mut() {
             if !self.opts.timeline {
                 if let Some(hb) = app.heartbeat.as_mut() {
@@ -1939,6 +2144,25 @@ impl Tracker {
             }
         } else {
             self.dropped += 1;
+        }
+    }
+
+    /// `c`'s samples whose head waits in the file (`heads_out`) made readable as any kept
+    /// connection's are (`Samples::join_head`): before the file is sealed, and before anything
+    /// reads them.
+    fn join_heads(&mut self, c: &mut Connection) {
+        for s in [&mut c.orig.samples, &mut c.resp.samples] {
+            if !s.head_in_file() {
+                continue;
+            }
+            // Made with the head written there, and sealed only once every connection is kept.
+            let Some(spill) = self.samples_spill.as_ref() else {
+                s.drop_kept();
+                continue;
+            };
+            if let Err(e) = s.join_head(spill, &self.samples_store) {
+                self.samples_lost.get_or_insert(e);
+            }
         }
     }
 
@@ -2491,7 +2715,18 @@ impl Tracker {
             }
         };
         let was_closed = ended_at(live).is_some();
-        track_tcp(live, frame, p, t, self.opts.keep_samples);
+        if track_tcp(live, frame, p, t, self.opts.keep_samples) {
+            let d = match live.sent_by_orig(src) {
+                true => &mut live.conn.orig,
+                false => &mut live.conn.resp,
+            };
+            heads_out(
+                &mut d.samples,
+                &mut self.samples_spill,
+                &mut self.heads_held,
+                (self.tags.is_none()).then_some(self.opts.samples_in_memory),
+            );
+        }
         if !was_closed {
             if let Some(at) = ended_at(live) {
                 self.due.push(std::cmp::Reverse((at, key)));
@@ -2547,7 +2782,7 @@ impl Tracker {
         d.bytes += u.payload_len as u64;
         d.payload_bytes_sent += u.payload_len as u64;
         if opts.keep_samples {
-            d.samples.push(Sample {
+            let head_done = d.samples.push(Sample {
                 ts: frame.ts,
                 frame: frame.number,
                 kind: SampleKind::Datagram,
@@ -2557,6 +2792,14 @@ impl Tracker {
                 ip_id: p.ip_id,
                 ttl: p.ttl,
             });
+            if head_done {
+                heads_out(
+                    &mut d.samples,
+                    &mut self.samples_spill,
+                    &mut self.heads_held,
+                    (self.tags.is_none()).then_some(opts.samples_in_memory),
+                );
+            }
         } else {
             d.samples.count();
         }
@@ -2892,13 +3135,38 @@ fn ended_at(l: &Live) -> Option<i64> {
     }
 }
 
+/// A direction's head just completed (`Samples::push`): kept in memory within `budget` bytes of
+/// heads and their tails' lists (`held` so far), written to `spill` past it, made at the first
+/// (`KeptSamples::HeadInFile`).
+/// No budget for connections handed over as they end (`Tracker::tag_stream`): the file is read
+/// only once tracking ends.
+fn heads_out(
+    samples: &mut Samples,
+    spill: &mut Option<spill::Spill>,
+    held: &mut usize,
+    budget: Option<usize>,
+) {
+    let (Some(len), Some(budget)) = (samples.full_head_len(), budget) else {
+        return;
+    };
+    // Counted as the list it goes on in (`tail_layout::begin`): ~1 KB with the tail's room.
+    let len = len + tail_layout::FIRST_ROOM;
+    if held.saturating_add(len) <= budget {
+        *held += len;
+        return;
+    }
+    samples.head_out(spill.get_or_insert_with(spill::Spill::new));
+}
+
+/// Tracks a TCP segment on its live connection. True when it completed its sender's head of
+/// packet samples (`heads_out`).
 fn track_tcp(
     live: &mut Live,
     frame: &Frame<'_>,
     p: &Packet<'_>,
     t: &TcpSegment<'_>,
     keep_samples: bool,
-) {
+) -> bool {
     let from_orig = live.sent_by_orig((p.src, t.src_port));
     let side = if from_orig { Side::Orig } else { Side::Resp };
     let gap = touch(live, frame, side);
@@ -2966,6 +3234,7 @@ fn track_tcp(
         d.first_data_ts = frame.ts;
         d.first_data_frame = frame.number;
     }
+    let mut head_done = false;
     if !keep_samples && !seen_before {
         if kind.is_some() {
             d.samples.count();
@@ -2992,7 +3261,7 @@ fn track_tcp(
             }
         }
         if keep_samples {
-            d.samples.push(sample);
+            head_done = d.samples.push(sample);
         } else {
             d.samples.count();
         }
@@ -3016,6 +3285,7 @@ fn track_tcp(
             live.conn.last_ts = frame.ts;
         }
     }
+    head_done
 }
 
 fn termination(
@@ -3426,6 +3696,20 @@ mod samples_tests {
         assert_eq!(s.iter().collect::<Vec<_>>(), kept);
     }
 
+    /// Sample `i` of connection `c`: a data segment of 100 bytes, its payload hash distinct.
+    fn data_sample(c: u64, i: u64) -> Sample {
+        Sample {
+            ts: Timestamp((c * 1000 + i) as i64 * 1_000_003),
+            frame: c * 100 + i,
+            kind: SampleKind::Data,
+            rel_seq: (i * 100) as u32,
+            len: 100,
+            hash: (c << 32 | i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ip_id: Some(i as u16),
+            ttl: 60,
+        }
+    }
+
     /// Samples kept in a temporary file (`Tracker::spill_samples`) are read only once the store
     /// is sealed, and read back as they were packed; a file that lost its second half when
     /// sealed gives the samples before the cut, none of those after, and a warning.
@@ -3438,22 +3722,15 @@ mod samples_tests {
         let mut t = Tracker::with_options("cut.pcap", opts);
         let spill = t.samples_spill.get_or_insert_with(spill::Spill::new);
         assert!(spill.file.is_some(), "a temporary file");
-        let sample = |c: u64, i: u64| Sample {
-            ts: Timestamp((c * 1000 + i) as i64 * 1_000_003),
-            frame: c * 100 + i,
-            kind: SampleKind::Data,
-            rel_seq: (i * 100) as u32,
-            len: 100,
-            hash: (c << 32 | i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            ip_id: Some(i as u16),
-            ttl: 60,
-        };
+        let sample = data_sample;
         // ~450 KB: several blocks in the file, the last in memory.
         let (n, per) = (500, 48);
         let mut all = Vec::new();
         for c in 0..n {
             let mut s = Samples::default();
-            (0..per).for_each(|i| s.push(sample(c, i)));
+            (0..per).for_each(|i| {
+                s.push(sample(c, i));
+            });
             s.pack();
             let packed: Vec<Sample> = s.iter().collect();
             s.spill(spill, &t.samples_store);
@@ -3485,13 +3762,171 @@ mod samples_tests {
         let mut t = Tracker::with_options("whole.pcap", opts);
         let spill = t.samples_spill.get_or_insert_with(spill::Spill::new);
         let mut s = Samples::default();
-        (0..per).for_each(|i| s.push(sample(1, i)));
+        (0..per).for_each(|i| {
+            s.push(sample(1, i));
+        });
         s.pack();
         let packed: Vec<Sample> = s.iter().collect();
         s.spill(spill, &t.samples_store);
         t.seal_samples();
         assert_eq!(s.iter().collect::<Vec<_>>(), packed);
         assert!(t.warnings().is_empty());
+    }
+
+    /// Past the budget, a direction's head goes to the tracker's file as it completes
+    /// (`heads_out`), and its tail begins after it in memory; kept (`join_head`), the samples are
+    /// those a direction that kept its head in memory has, whatever their number: read back
+    /// from the file alone (a head without a tail), or made one list with the tail. Within the
+    /// budget, and when connections are handed over as they end (no budget), heads stay.
+    #[test]
+    fn heads_in_the_file_come_back_whole() {
+        let sample = |c: u64, i: u64| Sample {
+            ts: Timestamp((c * 1000 + i) as i64 * 999_983),
+            frame: c * 1000 + i,
+            kind: if i == 0 {
+                SampleKind::Syn
+            } else {
+                SampleKind::Data
+            },
+            rel_seq: (i * 1300) as u32,
+            len: (i % 7) as u32 * 200,
+            hash: (c << 32 | i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ip_id: (!i.is_multiple_of(5)).then_some((c * 7 + i * 3) as u16),
+            ttl: 60 + u8::from(i.is_multiple_of(3)),
+        };
+        let opts = TrackerOptions {
+            samples_in_memory: 0,
+            ..TrackerOptions::default()
+        };
+        let mut t = Tracker::with_options("heads.pcap", opts);
+        let (mut spill, mut held) = (None, 0);
+        let counts = [1, 23, 24, 25, 47, 48, 49, 60, 200];
+        let mut all = Vec::new();
+        for (c, &per) in counts.iter().enumerate() {
+            let (mut memory, mut file) = (Samples::default(), Samples::default());
+            for i in 0..per {
+                memory.push(sample(c as u64, i));
+                if file.push(sample(c as u64, i)) {
+                    assert_eq!(i + 1, SAMPLES_HEAD as u64);
+                    heads_out(&mut file, &mut spill, &mut held, Some(0));
+                }
+                // Not read before it is kept.
+                assert_eq!(
+                    file.head_in_file(),
+                    i + 1 >= SAMPLES_HEAD as u64,
+                    "{per} {i}"
+                );
+            }
+            assert_eq!(held, 0);
+            let state = file.kept.as_deref();
+            match per {
+                24 => assert!(matches!(state, Some(KeptSamples::HeadInFile { .. }))),
+                25.. => assert!(matches!(state, Some(KeptSamples::TailAfterFile { .. }))),
+                _ => assert!(matches!(state, Some(KeptSamples::Head { .. }))),
+            }
+            memory.pack();
+            file.pack();
+            let kept: Vec<Sample> = memory.iter().collect();
+            assert_eq!(kept.len() as u64, per.min(48));
+            let spill = spill.get_or_insert_with(spill::Spill::new);
+            file.join_head(spill, &t.samples_store).expect("read back");
+            assert!(!file.head_in_file());
+            assert_eq!(file.total, per);
+            all.push((file, kept));
+        }
+        t.samples_spill = spill;
+        t.seal_samples();
+        for (file, kept) in &all {
+            assert_eq!(&file.iter().collect::<Vec<_>>(), kept);
+        }
+        // A head alone waits in the file, read from there once it is sealed.
+        assert!(all[2].0.in_file() && !all[3].0.in_file());
+
+        // Within the budget (each head counted with its tail's list), and with none.
+        let (mut spill, mut held) = (None, 0);
+        let mut probe = Samples::default();
+        (0..SAMPLES_HEAD as u64).for_each(|i| {
+            probe.push(sample(0, i));
+        });
+        let head = probe.full_head_len().expect("a full head");
+        // Room for three (each ~as long as the probe's), not four.
+        let budget = 3 * (head + tail_layout::FIRST_ROOM) + 100;
+        let mut kept_here = 0;
+        for budget in [Some(budget), None] {
+            for c in 0..6 {
+                let mut s = Samples::default();
+                for i in 0..30 {
+                    if s.push(sample(c, i)) {
+                        heads_out(&mut s, &mut spill, &mut held, budget);
+                    }
+                }
+                kept_here += usize::from(!s.head_in_file());
+            }
+        }
+        assert!(held <= budget && held > 0, "{held}");
+        // Three of the first six, all of the last six.
+        assert_eq!(kept_here, 3 + 6);
+    }
+
+    /// A head the file lost (a disk that failed under us) leaves its direction without
+    /// samples (their count kept), and an error for the tracker's warnings; heads before the
+    /// loss read back whole.
+    #[test]
+    fn a_head_the_file_lost_leaves_no_samples() {
+        let sample = data_sample;
+        let (mut spill, mut held) = (Some(spill::Spill::new()), 0);
+        // ~200 KB of heads: several blocks in the file.
+        let mut all: Vec<Samples> = (0..500)
+            .map(|c| {
+                let mut s = Samples::default();
+                for i in 0..30 {
+                    if s.push(sample(c, i)) {
+                        heads_out(&mut s, &mut spill, &mut held, Some(0));
+                    }
+                }
+                s.pack();
+                s
+            })
+            .collect();
+        let spill = spill.as_mut().expect("given");
+        spill.cut_file_in_half();
+        let store = Default::default();
+        let (mut whole, mut lost) = (0, 0);
+        for s in &mut all {
+            match s.join_head(spill, &store) {
+                Ok(()) => {
+                    assert_eq!(s.iter().count(), 30);
+                    whole += 1;
+                }
+                Err(_) => {
+                    assert_eq!((s.iter().count(), s.total), (0, 30));
+                    lost += 1;
+                }
+            }
+        }
+        assert!(whole > 100 && lost > 100, "{whole} {lost}");
+
+        // Without a temporary file, the blocks stay in memory: every head read back from them.
+        let (mut spill, mut held) = (Some(spill::Spill::default()), 0);
+        let all: Vec<(Samples, Vec<Sample>)> = (0..500)
+            .map(|c| {
+                let (mut s, mut memory) = (Samples::default(), Samples::default());
+                for i in 0..30 {
+                    memory.push(sample(c, i));
+                    if s.push(sample(c, i)) {
+                        heads_out(&mut s, &mut spill, &mut held, Some(0));
+                    }
+                }
+                s.pack();
+                (s, memory.iter().collect())
+            })
+            .collect();
+        let spill = spill.as_ref().expect("given");
+        assert!(spill.blocks.len() > 2 && spill.on_disk().is_none());
+        for (mut s, kept) in all {
+            s.join_head(spill, &store).expect("in memory");
+            assert_eq!(s.iter().collect::<Vec<_>>(), kept);
+        }
     }
 
     /// Every frame of every fixture, as a sample of its transport (its real times, frame

@@ -44,6 +44,36 @@ impl Spill {
         at
     }
 
+    /// The `len` bytes of the record whose bytes start at `at`, read back before `seal`: from
+    /// the file, or from the blocks in memory (`write_record` made them; a record is never
+    /// split between two, `wrote`). Not checked as `seal` checks: the caller reads what it
+    /// wrote in this run.
+    pub fn read_back(&self, at: u64, len: u32) -> std::io::Result<Vec<u8>> {
+        let mut rec = vec![0u8; len as usize];
+        let end = at.saturating_add(u64::from(len));
+        if end <= self.written {
+            let f = self
+                .file
+                .as_ref()
+                .ok_or_else(|| invalid("the temporary file"))?;
+            read_at(f, &mut rec, at)?;
+            return Ok(rec);
+        }
+        let mut off = at.checked_sub(self.written).map(|o| o as usize);
+        for b in self.blocks.iter().chain([&self.block]) {
+            match off {
+                Some(o) if o < b.len() => {
+                    let bytes = b.get(o..o + rec.len());
+                    rec.copy_from_slice(bytes.ok_or_else(|| invalid("a record kept in memory"))?);
+                    return Ok(rec);
+                }
+                Some(o) => off = Some(o - b.len()),
+                None => break,
+            }
+        }
+        Err(invalid(&format!("a record at byte {at}")))
+    }
+
     /// Where the next record is written, whole; then `wrote`.
     pub fn block(&mut self) -> &mut Vec<u8> {
         &mut self.block
