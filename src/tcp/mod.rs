@@ -235,6 +235,13 @@ impl LiveTable {
             .map(|&i| slot(chunks, i))
     }
 
+    fn get_mut(&mut self, k: &FlowKey) -> Option<&mut Live> {
+        let hash = self.hash(k);
+        let chunks = &mut self.chunks;
+        let i = *self.table.find(hash, |&i| slot(chunks, i).key == *k)?;
+        Some(slot_mut(chunks, i))
+    }
+
     /// Asks the CPU to fetch the connection with this key into the cache, if there is one,
     /// and returns its slot: the table (small, in the cache) is probed, the connection itself
     /// not read.
@@ -725,8 +732,8 @@ enum KeptSamples {
         n: u8,
     },
     /// A `Head` complete, past `TrackerOptions::samples_in_memory` bytes of them: its `len`
-    /// packed bytes wait at `at` in the tracker's store of samples (`Tracker::heads_out`),
-    /// not read back before the connection ends (`Tracker::join_heads`). `last` is the head's
+    /// packed bytes wait at `at` in the tracker's file of heads (`heads_out`), not read back
+    /// before the connection ends (`Tracker::join_heads`). `last` is the head's
     /// last sample, the base of the next. On the 100 MB NAT pair of issue 8's synth, the heads
     /// of the live connections (~410 bytes a direction, in a list of 1 KB with the tail's) were
     /// most of the packet samples that were 41 % of the heap at the end of reading.
@@ -788,10 +795,15 @@ enum KeptSamples {
 mod tail_layout {
     pub(super) const PREV_BYTES: usize = 23;
     pub(super) const TAIL_FROM: usize = 2 * PREV_BYTES;
-    /// The tail's first room past the head: a full tail (~410 bytes: 24 samples of ~17) and
-    /// ~9 samples more, so that the dropped ones' bytes are taken out (the tail moved) every 9
-    /// samples or so.
-    pub(super) const FIRST_ROOM: usize = TAIL_FROM + 560;
+    /// The tail's room past the head once it is full: 24 samples (~410 bytes, ~17 each) and
+    /// ~9 more, so that the dropped ones' bytes are taken out (the tail moved) every 9 samples
+    /// or so.
+    pub(super) const FULL_ROOM: usize = TAIL_FROM + 560;
+    /// Its first room: two samples. Most tails stay short (a two-capture diagnosis keeps them
+    /// for every live connection, and on the 100 MB NAT pair of issue 8's synth the typical
+    /// direction had a few samples past its head at the end of reading, 125 bytes of the 629
+    /// it had been given, 16 MB of the 76 MB heap); it grows by doubling, up to `FULL_ROOM`.
+    pub(super) const FIRST_ROOM: usize = TAIL_FROM + 2 * super::SAMPLE_PACKED_MAX;
 
     /// The samples of a `Tail`'s `bytes` (its `head`, whose last sample is `head_last`, and
     /// `start`), packed one after another from the head's first (`with_head`) or after its last
@@ -865,11 +877,16 @@ mod tail_layout {
         }
         if bytes.capacity() - bytes.len() < SAMPLE_PACKED_MAX {
             // The dropped samples' bytes out first; more room only for a tail that still
-            // lacks it (samples longer than most).
+            // lacks it: twice its room, up to a full tail's, and two samples more at least
+            // (samples longer than most).
             bytes.drain(from..usize::from(*start));
             *start = from as u16;
             if bytes.capacity() - bytes.len() < SAMPLE_PACKED_MAX {
-                bytes.reserve_exact(SAMPLE_PACKED_MAX * 4);
+                let used = bytes.len() - h;
+                let room = (2 * (bytes.capacity() - h))
+                    .min(FULL_ROOM)
+                    .max(used + 2 * SAMPLE_PACKED_MAX);
+                bytes.reserve_exact(room - used);
             }
         }
         let mut last = Prev::get(&bytes[last_at..]);
@@ -1371,41 +1388,31 @@ impl Samples {
     }
 
     /// Samples whose head waits in `spill` (`HeadInFile`, `PackedAfterFile`: `pack` first)
-    /// made readable: a head alone is read from `store` once it is sealed (`OnDisk`); a head
-    /// and its tail are made one list again, in memory, the head read back from `spill`. On a
-    /// failed read the samples are dropped (their count stays) and the error returned.
-    fn join_head(
-        &mut self,
-        spill: &spill::Spill,
-        store: &std::sync::Arc<SampleStore>,
-    ) -> std::io::Result<()> {
+    /// made one packed list again, in memory, the head read back. On a failed read the samples
+    /// are dropped (their count stays) and the error returned.
+    fn join_head(&mut self, spill: &spill::Spill) -> std::io::Result<()> {
         // Packed when their connection was summarised (`LiveDir::finish`); a tail left open
         // would never be read.
         self.pack();
         let Some(k) = self.kept.as_deref_mut() else {
             return Ok(());
         };
-        match k {
-            &mut KeptSamples::HeadInFile { at, len, .. } => {
-                *k = KeptSamples::OnDisk {
-                    store: store.clone(),
-                    at,
-                    len,
-                };
+        let (at, len, tail): (u64, u32, &[u8]) = match k {
+            KeptSamples::HeadInFile { at, len, .. } => (*at, *len, &[]),
+            KeptSamples::PackedAfterFile { at, len, tail } => (*at, *len, tail),
+            _ => return Ok(()),
+        };
+        match spill.read_back(at, len) {
+            Ok(mut all) => {
+                all.extend_from_slice(tail);
+                *k = KeptSamples::Packed(all.into_boxed_slice());
+                Ok(())
             }
-            KeptSamples::PackedAfterFile { at, len, tail } => match spill.read_back(*at, *len) {
-                Ok(mut all) => {
-                    all.extend_from_slice(tail);
-                    *k = KeptSamples::Packed(all.into_boxed_slice());
-                }
-                Err(e) => {
-                    self.kept = None;
-                    return Err(e);
-                }
-            },
-            _ => {}
+            Err(e) => {
+                self.kept = None;
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// Whether part of the samples waits in the tracker's file, not sealed yet (`join_head`).
@@ -1855,6 +1862,12 @@ pub struct Tracker {
     samples_store: std::sync::Arc<SampleStore>,
     /// Bytes of packed samples kept in memory by the connections in `done`, so far.
     samples_held: usize,
+    /// Complete heads of live connections' samples past `TrackerOptions::samples_in_memory`
+    /// (`heads_out`), read back when their connection is kept (`join_heads`): a file of its
+    /// own, never sealed (read only while tracking, by the tracker that wrote it) and dropped
+    /// once every connection is kept. In `samples_spill`, the heads read back already were
+    /// checked again when it was sealed, ~40 M instructions on the 100 MB NAT pair.
+    heads_spill: Option<spill::Spill>,
     /// Bytes of complete heads of live connections' samples kept in memory so far, with their
     /// tails' lists: past `TrackerOptions::samples_in_memory`, later ones go to
     /// `samples_spill` (`heads_out`).
@@ -2051,6 +2064,7 @@ impl Tracker {
             samples_spill: None,
             samples_store: Default::default(),
             samples_held: 0,
+            heads_spill: None,
             heads_held: 0,
             samples_lost: None,
             other_ip: 0,
@@ -2147,20 +2161,19 @@ impl Tracker {
         }
     }
 
-    /// `c`'s samples whose head waits in the file (`heads_out`) made readable as any kept
-    /// connection's are (`Samples::join_head`): before the file is sealed, and before anything
-    /// reads them.
+    /// `c`'s samples whose head waits in the heads' file (`heads_out`) made one list again
+    /// (`Samples::join_head`), as any kept connection's are, before anything reads them.
     fn join_heads(&mut self, c: &mut Connection) {
         for s in [&mut c.orig.samples, &mut c.resp.samples] {
             if !s.head_in_file() {
                 continue;
             }
-            // Made with the head written there, and sealed only once every connection is kept.
-            let Some(spill) = self.samples_spill.as_ref() else {
+            // Made with the head written there, and dropped only once every connection is kept.
+            let Some(spill) = self.heads_spill.as_ref() else {
                 s.drop_kept();
                 continue;
             };
-            if let Err(e) = s.join_head(spill, &self.samples_store) {
+            if let Err(e) = s.join_head(spill) {
                 self.samples_lost.get_or_insert(e);
             }
         }
@@ -2186,6 +2199,8 @@ impl Tracker {
     /// The samples written to the temporary file, checked once and readable from now on
     /// (`Samples::iter`); a store from here on is a new one.
     fn seal_samples(&mut self) {
+        // Every head in it was read back when its connection was kept.
+        self.heads_spill = None;
         let Some(mut spill) = self.samples_spill.take() else {
             return;
         };
@@ -2715,27 +2730,43 @@ impl Tracker {
             }
         };
         let was_closed = ended_at(live).is_some();
-        if track_tcp(live, frame, p, t, self.opts.keep_samples) {
-            let d = match live.sent_by_orig(src) {
-                true => &mut live.conn.orig,
-                false => &mut live.conn.resp,
-            };
-            heads_out(
-                &mut d.samples,
-                &mut self.samples_spill,
-                &mut self.heads_held,
-                (self.tags.is_none()).then_some(self.opts.samples_in_memory),
-            );
-        }
+        let head_done = track_tcp(live, frame, p, t, self.opts.keep_samples);
         if !was_closed {
             if let Some(at) = ended_at(live) {
                 self.due.push(std::cmp::Reverse((at, key)));
             }
         }
+        if head_done {
+            self.head_complete(&key, src);
+        }
         if let Some(old) = replaced {
             let c = finish_live(old, &self.capture, &mut self.histories);
             self.keep(c);
         }
+    }
+
+    /// The sender's head of packet samples on connection `key` just completed
+    /// (`track_tcp`): to the heads' file past the budget (`heads_out`). Looked up again, out
+    /// of the packet's inlined path: once a direction, where the lines that handed the
+    /// connection over cost every packet ~35 instructions (the tracking was no longer inlined
+    /// into the read loop).
+    #[cold]
+    #[inline(never)]
+    fn head_complete(&mut self, key: &FlowKey, src: (IpAddr, u16)) {
+        let budget = self.tags.is_none().then_some(self.opts.samples_in_memory);
+        let Some(live) = self.live.get_mut(key) else {
+            return;
+        };
+        let d = match live.sent_by_orig(src) {
+            true => &mut live.conn.orig,
+            false => &mut live.conn.resp,
+        };
+        heads_out(
+            &mut d.samples,
+            &mut self.heads_spill,
+            &mut self.heads_held,
+            budget,
+        );
     }
 
     fn udp(&mut self, frame: &Frame<'_>, p: &Packet<'_>, u: &UdpDatagram<'_>) {
@@ -2795,9 +2826,9 @@ impl Tracker {
             if head_done {
                 heads_out(
                     &mut d.samples,
-                    &mut self.samples_spill,
+                    &mut self.heads_spill,
                     &mut self.heads_held,
-                    (self.tags.is_none()).then_some(opts.samples_in_memory),
+                    self.tags.is_none().then_some(opts.samples_in_memory),
                 );
             }
         } else {
@@ -3149,8 +3180,8 @@ fn heads_out(
     let (Some(len), Some(budget)) = (samples.full_head_len(), budget) else {
         return;
     };
-    // Counted as the list it goes on in (`tail_layout::begin`): ~1 KB with the tail's room.
-    let len = len + tail_layout::FIRST_ROOM;
+    // Counted as the list it goes on in (`tail_layout::begin`) once its tail is full: ~1 KB.
+    let len = len + tail_layout::FULL_ROOM;
     if held.saturating_add(len) <= budget {
         *held += len;
         return;
@@ -3671,8 +3702,13 @@ mod samples_tests {
             panic!("a tail of one");
         };
         assert_eq!(usize::from(*head), full);
-        let room = full + tail_layout::FIRST_ROOM;
-        assert!(bytes.capacity() <= room, "{} of {room}", bytes.capacity());
+        let room = full + tail_layout::FULL_ROOM;
+        assert!(
+            bytes.capacity() <= full + tail_layout::FIRST_ROOM,
+            "{} of {}",
+            bytes.capacity(),
+            full + tail_layout::FIRST_ROOM
+        );
         let back: Vec<Sample> = s.iter().collect();
         let pushed: Vec<Sample> = (0..=SAMPLES_HEAD as u64).map(sample).collect();
         assert_eq!(back, pushed);
@@ -3774,10 +3810,10 @@ mod samples_tests {
     }
 
     /// Past the budget, a direction's head goes to the tracker's file as it completes
-    /// (`heads_out`), and its tail begins after it in memory; kept (`join_head`), the samples are
-    /// those a direction that kept its head in memory has, whatever their number: read back
-    /// from the file alone (a head without a tail), or made one list with the tail. Within the
-    /// budget, and when connections are handed over as they end (no budget), heads stay.
+    /// (`heads_out`), and its tail begins after it in memory; kept (`join_head`), the head read
+    /// back and made one list with the tail (if any), the samples are those a direction that
+    /// kept its head in memory has, whatever their number. Within the budget, and when
+    /// connections are handed over as they end (no budget), heads stay.
     #[test]
     fn heads_in_the_file_come_back_whole() {
         let sample = |c: u64, i: u64| Sample {
@@ -3794,14 +3830,8 @@ mod samples_tests {
             ip_id: (!i.is_multiple_of(5)).then_some((c * 7 + i * 3) as u16),
             ttl: 60 + u8::from(i.is_multiple_of(3)),
         };
-        let opts = TrackerOptions {
-            samples_in_memory: 0,
-            ..TrackerOptions::default()
-        };
-        let mut t = Tracker::with_options("heads.pcap", opts);
         let (mut spill, mut held) = (None, 0);
         let counts = [1, 23, 24, 25, 47, 48, 49, 60, 200];
-        let mut all = Vec::new();
         for (c, &per) in counts.iter().enumerate() {
             let (mut memory, mut file) = (Samples::default(), Samples::default());
             for i in 0..per {
@@ -3829,18 +3859,11 @@ mod samples_tests {
             let kept: Vec<Sample> = memory.iter().collect();
             assert_eq!(kept.len() as u64, per.min(48));
             let spill = spill.get_or_insert_with(spill::Spill::new);
-            file.join_head(spill, &t.samples_store).expect("read back");
+            file.join_head(spill).expect("read back");
             assert!(!file.head_in_file());
             assert_eq!(file.total, per);
-            all.push((file, kept));
+            assert_eq!(file.iter().collect::<Vec<_>>(), kept);
         }
-        t.samples_spill = spill;
-        t.seal_samples();
-        for (file, kept) in &all {
-            assert_eq!(&file.iter().collect::<Vec<_>>(), kept);
-        }
-        // A head alone waits in the file, read from there once it is sealed.
-        assert!(all[2].0.in_file() && !all[3].0.in_file());
 
         // Within the budget (each head counted with its tail's list), and with none.
         let (mut spill, mut held) = (None, 0);
@@ -3850,7 +3873,7 @@ mod samples_tests {
         });
         let head = probe.full_head_len().expect("a full head");
         // Room for three (each ~as long as the probe's), not four.
-        let budget = 3 * (head + tail_layout::FIRST_ROOM) + 100;
+        let budget = 3 * (head + tail_layout::FULL_ROOM) + 100;
         let mut kept_here = 0;
         for budget in [Some(budget), None] {
             for c in 0..6 {
@@ -3866,6 +3889,84 @@ mod samples_tests {
         assert!(held <= budget && held > 0, "{held}");
         // Three of the first six, all of the last six.
         assert_eq!(kept_here, 3 + 6);
+    }
+
+    /// Through the tracker: a TCP connection's and a UDP flow's heads go to the file past the
+    /// budget as their packets come (both of the tracker's call sites), and each summary's
+    /// samples are those a tracker that kept every head in memory gives.
+    #[test]
+    fn the_tracker_sends_tcp_and_udp_heads_to_the_file() {
+        use etherparse::PacketBuilder;
+        let ends = |i: u64| ([192, 0, 2, 10], [198, 51, 100, 10], i.is_multiple_of(2));
+        // Frame `i`: the TCP connection's handshake, then data both ways, and a datagram.
+        let packet = |i: u64| -> Vec<u8> {
+            let (a, b, out) = ends(i);
+            let (src, dst) = if out { (a, b) } else { (b, a) };
+            let ip = PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, dst, 64);
+            let payload = format!("message {i}");
+            let mut v = Vec::new();
+            if i.is_multiple_of(3) {
+                let (sp, dp) = if out { (5060, 5080) } else { (5080, 5060) };
+                ip.udp(sp, dp).write(&mut v, payload.as_bytes()).unwrap();
+                return v;
+            }
+            let (sp, dp) = if out { (40000, 443) } else { (443, 40000) };
+            let (seq, ack) = if out { (1000, 9000) } else { (9000, 1000) };
+            let t = ip.tcp(sp, dp, seq + i as u32 * 100, 64240);
+            match i {
+                1 => t.syn().write(&mut v, &[]),
+                2 => t.syn().ack(ack).write(&mut v, &[]),
+                _ => t
+                    .ack(ack + i as u32 * 100)
+                    .write(&mut v, payload.as_bytes()),
+            }
+            .unwrap();
+            v
+        };
+        let summaries = |samples_in_memory: usize| {
+            let opts = TrackerOptions {
+                samples_in_memory,
+                keep_samples: true,
+                ..TrackerOptions::default()
+            };
+            let mut t = Tracker::with_options("heads.pcap", opts);
+            let mut in_file = 0;
+            for i in 1..=400 {
+                let data = packet(i);
+                let frame = Frame {
+                    number: i,
+                    ts: Timestamp(i as i64 * 10_000_000),
+                    link: crate::capture::LinkType::ETHERNET,
+                    interface: 0,
+                    orig_len: data.len() as u32,
+                    offset: 0,
+                    data: &data,
+                };
+                let Decoded::Ip(p) = decode(&frame) else {
+                    panic!("frame {i} decodes");
+                };
+                t.packet(&frame, &p);
+            }
+            for l in t.live.iter() {
+                for d in [&l.conn.orig, &l.conn.resp] {
+                    in_file += usize::from(d.samples.head_in_file());
+                }
+            }
+            let ((done, _), warnings) = t.finish_kept();
+            assert!(warnings.is_empty(), "{warnings:?}");
+            (done, in_file)
+        };
+        let ((memory, none), (file, in_file)) = (summaries(usize::MAX), summaries(0));
+        // Both directions of both.
+        assert_eq!((none, in_file), (0, 4));
+        assert_eq!(memory.len(), 2);
+        for (m, f) in memory.iter().zip(&file) {
+            for (dm, df) in [(&m.orig, &f.orig), (&m.resp, &f.resp)] {
+                let kept: Vec<Sample> = dm.samples.iter().collect();
+                assert_eq!(kept.len(), SAMPLES_HEAD + SAMPLES_TAIL, "{:?}", m.proto);
+                assert_eq!(df.samples.iter().collect::<Vec<_>>(), kept);
+            }
+        }
     }
 
     /// A head the file lost (a disk that failed under us) leaves its direction without
@@ -3890,10 +3991,9 @@ mod samples_tests {
             .collect();
         let spill = spill.as_mut().expect("given");
         spill.cut_file_in_half();
-        let store = Default::default();
         let (mut whole, mut lost) = (0, 0);
         for s in &mut all {
-            match s.join_head(spill, &store) {
+            match s.join_head(spill) {
                 Ok(()) => {
                     assert_eq!(s.iter().count(), 30);
                     whole += 1;
@@ -3924,7 +4024,7 @@ mod samples_tests {
         let spill = spill.as_ref().expect("given");
         assert!(spill.blocks.len() > 2 && spill.on_disk().is_none());
         for (mut s, kept) in all {
-            s.join_head(spill, &store).expect("in memory");
+            s.join_head(spill).expect("in memory");
             assert_eq!(s.iter().collect::<Vec<_>>(), kept);
         }
     }
