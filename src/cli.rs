@@ -547,6 +547,10 @@ fn lined_up(
         http_heads,
         app_details,
         digest,
+        // Lining captures up keeps every connection whole (their samples): those that ended
+        // wait in a file while the live ones need the memory. Not with the details only the
+        // HTML report reads, which the file's encoding refuses.
+        finished_in_file: keep_samples && digest.is_none() && !http_heads && !app_details,
         ..opts
     };
     let (vantages, errors) = read_vantages_filtered(&args.captures, opts, args.limits.filter());

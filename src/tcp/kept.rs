@@ -12,8 +12,13 @@
 //!
 //! The encoding (`Codec`) is this program's own, written and read by the same build: every field
 //! one after another, counts as varints (`crate::varint`), floats as their bits. A connection
-//! holding what a one-capture diagnosis never keeps (packet samples, HTTP heads, WebSocket
-//! counts, a TLS hello, events) is refused (`put` is false) and stays in memory, whole.
+//! holding what a one-capture diagnosis never keeps (HTTP heads, WebSocket counts, a TLS
+//! hello, events, a live connection's packet samples) is refused (`put` is false) and stays in
+//! memory, whole.
+//!
+//! The same store keeps a two-capture diagnosis's connections that end while tracking, packet
+//! samples and all, until tracking ends (`TrackerOptions::finished_in_file`): read back then
+//! (`KeptStore::drain`), when the live connections have left the memory they need.
 
 use super::spill::{invalid, Sealed, Spill};
 use super::{
@@ -340,10 +345,45 @@ impl Codec for DialogEnd {
     }
 }
 
-// What a one-capture diagnosis does not keep (`TrackerOptions::keep_samples`, `http_heads`,
-// `app_details`, `detail`).
+/// A finished connection's samples (`TrackerOptions::finished_in_file`): packed in memory, or
+/// where they wait in the tracker's store of samples. Read back with no store: the tracker
+/// that wrote them gives them its own (`Samples::in_store`). A live connection's (a head or
+/// tail still open) are refused.
+impl Codec for KeptSamples {
+    fn put(&self, w: &mut Vec<u8>) -> bool {
+        match self {
+            KeptSamples::Packed(b) => {
+                w.push(0);
+                b.len().put(w) && {
+                    w.extend_from_slice(b);
+                    true
+                }
+            }
+            KeptSamples::OnDisk { at, len, .. } => 1u8.put(w) && at.put(w) && len.put(w),
+            _ => false,
+        }
+    }
+    fn get(r: &mut &[u8]) -> Option<Self> {
+        match u8::get(r)? {
+            0 => {
+                let n = usize::get(r)?;
+                let (b, rest) = r.split_at_checked(n)?;
+                *r = rest;
+                Some(KeptSamples::Packed(Box::from(b)))
+            }
+            1 => Some(KeptSamples::OnDisk {
+                store: Default::default(),
+                at: u64::get(r)?,
+                len: u32::get(r)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+// What a one-capture diagnosis does not keep (`TrackerOptions::http_heads`, `app_details`,
+// `detail`).
 codec_refused!(
-    KeptSamples,
     AppEvent,
     crate::app::http::RequestHead,
     crate::app::http::ResponseHead,
@@ -687,7 +727,7 @@ impl KeptStore {
 
     /// A store that keeps its blocks in memory.
     #[cfg(test)]
-    fn in_memory() -> Self {
+    pub(crate) fn in_memory() -> Self {
         KeptStore {
             id: next_store_id(),
             ..Self::default()
@@ -717,6 +757,35 @@ impl KeptStore {
             at,
             len,
         })
+    }
+
+    /// For tests: the temporary file cut to half what it holds, as a disk that lost its end
+    /// would leave it.
+    #[cfg(test)]
+    pub(crate) fn cut_file_in_half(&mut self) {
+        self.spill.cut_file_in_half();
+    }
+
+    /// Tracking is over, and the connections are wanted back in memory: each decoded once, in
+    /// the order kept, and handed to `each`; the store is left empty. An error ends what is
+    /// read from the temporary file (a record that does not read whole or decode: the file
+    /// changed or was cut short under us); the connections in memory are still read.
+    pub(super) fn drain(
+        &mut self,
+        capture: &Arc<str>,
+        histories: &mut Histories,
+        each: &mut dyn FnMut(Connection),
+    ) -> Option<std::io::Error> {
+        let mut one = |mut rec: &[u8]| match get_connection(&mut rec, capture, histories) {
+            Some(c) if rec.is_empty() => {
+                each(c);
+                true
+            }
+            _ => false,
+        };
+        let error = self.spill.drain(&mut one);
+        self.len = 0;
+        error
     }
 
     /// Tracking is over: the records, readable one at a time (`KeptFile::read`). Those in the
@@ -886,15 +955,24 @@ mod tests {
             }
         }
         assert!(refused > 50 && same > 50, "{refused} {same}");
-        // Packet samples are refused too.
+        // A finished connection's packet samples, packed (`finished_in_file`), come back the
+        // same; a live connection's, still open, are refused.
         let samples = TrackerOptions {
             keep_samples: true,
             ..diagnosis()
         };
         let sampled = every_connection(samples);
-        assert!(sampled
-            .iter()
-            .all(|c| round_trip(c, &mut histories).is_none()));
+        let mut with_samples = 0;
+        for c in &sampled {
+            let back = round_trip(c, &mut histories).unwrap_or_else(|| panic!("{}", c.uid));
+            assert_eq!(format!("{back:?}"), format!("{c:?}"));
+            with_samples += usize::from(back.orig.samples.iter().next().is_some());
+        }
+        assert!(with_samples > 100, "{with_samples}");
+        let mut open = super::super::Samples::default();
+        let first = sampled[0].orig.samples.iter().next().expect("a sample");
+        open.push(first);
+        assert!(!open.put(&mut Vec::new()));
     }
 
     /// Bytes cut short never decode; bytes changed decode or not, without a panic.

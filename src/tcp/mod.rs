@@ -1321,6 +1321,14 @@ impl Samples {
         *k = KeptSamples::Packed(packed);
     }
 
+    /// Samples read back from the file of finished connections (`kept`'s `Codec`), which
+    /// names no store: `store` is where they wait, if they do.
+    fn in_store(&mut self, store: &std::sync::Arc<SampleStore>) {
+        if let Some(KeptSamples::OnDisk { store: s, .. }) = self.kept.as_deref_mut() {
+            *s = store.clone();
+        }
+    }
+
     /// Whether the samples wait in a temporary file (`TrackerOptions::samples_in_memory`),
     /// read back by `iter`.
     pub fn in_file(&self) -> bool {
@@ -1762,6 +1770,13 @@ pub struct TrackerOptions {
     /// (`pipeline::read_vantages_with`) and by a capture's shards. Nothing a report says
     /// depends on it.
     pub samples_in_memory: usize,
+    /// Connections that end while tracking wait whole in a temporary file (`kept::KeptStore`)
+    /// until it ends, and are read back into memory then, when the live ones have left it
+    /// (`Tracker::read_back_finished`): a two-capture diagnosis keeps every connection whole
+    /// for the alignment. One the encoding refuses (details a diagnosis does not keep: HTTP
+    /// heads, WebSocket counts, a TLS hello, events) stays in memory. Nothing a report says
+    /// depends on it.
+    pub finished_in_file: bool,
 }
 
 /// `TrackerOptions::samples_in_memory`'s default: 4 MiB for a run, the samples of ~2 300
@@ -1807,6 +1822,7 @@ impl Default for TrackerOptions {
             park_after_ns: park::PARK_AFTER_NS,
             digests_in_memory: DIGESTS_IN_MEMORY,
             samples_in_memory: SAMPLES_IN_MEMORY,
+            finished_in_file: false,
         }
     }
 }
@@ -1856,6 +1872,14 @@ pub struct Tracker {
     /// Why some of `kept` could not be read back, for the warnings: those are read through
     /// their digests only.
     kept_lost: Option<std::io::Error>,
+    /// With `TrackerOptions::finished_in_file`: the connections that ended while tracking,
+    /// whole, out of memory until it ends (`read_back_finished`), and how many.
+    finished: Option<kept::KeptStore>,
+    finished_n: usize,
+    /// Those that could not be read back, and why, for the warnings.
+    finished_lost: Option<(usize, std::io::Error)>,
+    /// Tracking has ended (`summarise_live`): a connection kept now stays in memory.
+    at_end: bool,
     /// Finished connections' samples past `TrackerOptions::samples_in_memory`: written here
     /// while tracking (made at the first), sealed into `samples_store` when it ends.
     samples_spill: Option<spill::Spill>,
@@ -2061,6 +2085,10 @@ impl Tracker {
             },
             kept: opts.digest.is_some().then(kept::KeptStore::new),
             kept_lost: None,
+            finished: None,
+            finished_n: 0,
+            finished_lost: None,
+            at_end: false,
             samples_spill: None,
             samples_store: Default::default(),
             samples_held: 0,
@@ -2150,6 +2178,9 @@ impl Tracker {
             }
             if self.tags.is_none() {
                 self.spill_samples(&mut c);
+                if self.finished_out(&c) {
+                    return;
+                }
             }
             self.done.push(Box::new(c));
             if let Some(tags) = self.tags.as_mut() {
@@ -2176,6 +2207,41 @@ impl Tracker {
             if let Err(e) = s.join_head(spill) {
                 self.samples_lost.get_or_insert(e);
             }
+        }
+    }
+
+    /// With `TrackerOptions::finished_in_file`, while tracking: `c` written to the file of
+    /// finished connections, out of memory (true), unless the encoding refuses it.
+    fn finished_out(&mut self, c: &Connection) -> bool {
+        if !self.opts.finished_in_file || self.at_end {
+            return false;
+        }
+        let store = self.finished.get_or_insert_with(kept::KeptStore::new);
+        let out = store.push(c).is_some();
+        self.finished_n += usize::from(out);
+        out
+    }
+
+    /// The connections that waited in the file of finished connections (`finished_out`), back
+    /// in memory once the live ones have left it: each decoded once, its samples in this
+    /// tracker's store (which the encoding does not name).
+    fn read_back_finished(&mut self) {
+        let Some(mut store) = self.finished.take() else {
+            return;
+        };
+        let (capture, samples) = (self.capture.path.clone(), self.samples_store.clone());
+        let (done, histories) = (&mut self.done, &mut self.histories);
+        let mut back = 0;
+        let error = store.drain(&capture, histories, &mut |mut c| {
+            c.orig.samples.in_store(&samples);
+            c.resp.samples.in_store(&samples);
+            done.push(Box::new(c));
+            back += 1;
+        });
+        let lost = std::mem::take(&mut self.finished_n) - back;
+        if lost > 0 {
+            let e = error.unwrap_or_else(|| spill::invalid("the file of finished connections"));
+            self.finished_lost = Some((lost, e));
         }
     }
 
@@ -2284,6 +2350,14 @@ impl Tracker {
                     "the packet samples of some connections could not be read back from the temporary file they waited in ({e}): those connections cannot be lined up with another capture's by their packets"
                 ),
                 Msg::new("w-samples-lost").s("error", e),
+            ));
+        }
+        if let Some((n, e)) = &self.finished_lost {
+            w.push(Warning::new(
+                format!(
+                    "{n} connections that ended could not be read back from the temporary file they waited in ({e}): they are missing from the report"
+                ),
+                Msg::new("w-finished-lost").s("n", n).s("error", e),
             ));
         }
         if let Some(e) = &self.parked.lost_error {
@@ -2462,6 +2536,7 @@ impl Tracker {
             all.evicted += s.evicted;
             all.dropped += s.dropped;
             all.kept_lost = all.kept_lost.or(s.kept_lost);
+            all.finished_lost = all.finished_lost.or(s.finished_lost);
             all.samples_lost = all.samples_lost.or(s.samples_lost);
             all.parked.lost += s.parked.lost;
             all.parked.lost_error = all.parked.lost_error.or(s.parked.lost_error);
@@ -2501,6 +2576,7 @@ impl Tracker {
     /// Summarises every live connection into `done` (a shard, on its own thread, before
     /// `merge_shards`).
     pub fn summarise_live(&mut self) {
+        self.at_end = true;
         self.peak_live = self.peak_live.max(self.live_connections());
         // Past `max_summaries`, the connections that started first are kept, as `cap_kept`
         // keeps them: the table's slots are in the order evictions and sweeps freed them,
@@ -2541,6 +2617,8 @@ impl Tracker {
                 self.kept_lost.get_or_insert(e);
             }
         }
+        // Before the samples' store is sealed: the connections read back share it.
+        self.read_back_finished();
         self.seal_samples();
     }
 
@@ -2556,7 +2634,7 @@ impl Tracker {
 
     /// Summaries kept so far: whole, or as digests (those on disk, `kept`, have one too).
     fn summaries(&self) -> usize {
-        self.done.len() + self.digests.len()
+        self.done.len() + self.digests.len() + self.finished_n
     }
 
     fn sort_done(&mut self) {
@@ -3967,6 +4045,60 @@ mod samples_tests {
                 assert_eq!(df.samples.iter().collect::<Vec<_>>(), kept);
             }
         }
+    }
+
+    /// The connections that waited in the file of finished connections come back whole, in
+    /// the order kept (a lab capture's summaries, as a diagnosis of several captures keeps
+    /// them, over and over: several blocks of the file, the last in memory; or every block in
+    /// memory, without a file); a file that lost its second half gives back those before the
+    /// cut, and a warning that counts the others.
+    #[test]
+    fn finished_connections_the_file_lost_are_counted() {
+        let opts = TrackerOptions {
+            http_heads: false,
+            app_details: false,
+            finished_in_file: true,
+            ..TrackerOptions::default()
+        };
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/haproxy-fin/softswitch.pcap");
+        let conns = crate::pipeline::track_capture_with(&path, opts)
+            .expect("a lab capture")
+            .connections;
+        assert!(conns.len() > 2, "{}", conns.len());
+        let back = |cut: bool, file: bool| {
+            let mut t = Tracker::with_options(path.to_string_lossy(), opts);
+            let mut store = match file {
+                true => kept::KeptStore::new(),
+                false => kept::KeptStore::in_memory(),
+            };
+            let n = 3000;
+            for c in conns.iter().cycle().take(n) {
+                store.push(c).expect("encoded");
+            }
+            if cut {
+                store.cut_file_in_half();
+            }
+            (t.finished, t.finished_n) = (Some(store), n);
+            t.read_back_finished();
+            for (c, b) in conns.iter().cycle().zip(&t.done) {
+                assert_eq!(format!("{c:?}"), format!("{b:?}"));
+            }
+            (n, t.done.len(), t.warnings())
+        };
+        for file in [true, false] {
+            let (n, whole, warnings) = back(false, file);
+            assert_eq!(whole, n);
+            assert!(warnings.is_empty());
+        }
+        let (n, read, warnings) = back(true, true);
+        assert!((n / 3..n * 2 / 3).contains(&read), "{read} of {n}");
+        let lost = format!("{} connections that ended could not be read back", n - read);
+        assert!(
+            warnings.iter().any(|w| w.text.starts_with(&lost)),
+            "{:?}",
+            warnings.iter().map(|w| &w.text).collect::<Vec<_>>()
+        );
     }
 
     /// A head the file lost (a disk that failed under us) leaves its direction without

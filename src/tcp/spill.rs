@@ -161,10 +161,9 @@ impl Spill {
         (sealed, error)
     }
 
-    /// Writing is over: the records as written, every one taken as whole, for a reader that
-    /// checks them itself as it walks them (`Sealed::scan`: records without a length, which
-    /// `seal` cannot check).
-    pub fn seal_unread(&mut self) -> Sealed {
+    /// Writing is over: the file, the bytes it holds, and the blocks in memory after it (the
+    /// one being filled last); the spill is left empty.
+    fn take_all(&mut self) -> (Option<std::fs::File>, u64, Vec<Vec<u8>>) {
         let Spill {
             file,
             written,
@@ -173,6 +172,49 @@ impl Spill {
             ..
         } = std::mem::take(self);
         blocks.push(block);
+        (file, written, blocks)
+    }
+
+    /// Writing is over, and every record is wanted once, in the order written: each handed to
+    /// `one` (false for one that does not decode), the file's read a block at a time, then
+    /// those in memory; the spill is left empty. A record of the file that does not read
+    /// whole, or that `one` refuses, ends what is read from the file, and is the error
+    /// returned (the records in memory are still read).
+    pub fn drain(&mut self, one: &mut dyn FnMut(&[u8]) -> bool) -> Option<std::io::Error> {
+        let (file, written, blocks) = self.take_all();
+        let mut error = None;
+        if let Some(mut f) = file.filter(|_| written > 0) {
+            let read = match std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)) {
+                Ok(_) => read_records(&f, written, one).map_err(|(_, e)| e),
+                Err(e) => Err(e),
+            };
+            error = read.err();
+        }
+        for b in &blocks {
+            let mut at = 0;
+            while at < b.len() {
+                let rec = crate::varint::read(b, at).and_then(|(n, from)| {
+                    let to = from.checked_add(usize::try_from(n).ok()?)?;
+                    Some((b.get(from..to)?, to))
+                });
+                match rec {
+                    Some((rec, to)) if one(rec) => at = to,
+                    // Written whole by this program: never, unless memory was corrupted.
+                    _ => {
+                        error.get_or_insert_with(|| invalid("a record kept in memory"));
+                        break;
+                    }
+                }
+            }
+        }
+        error
+    }
+
+    /// Writing is over: the records as written, every one taken as whole, for a reader that
+    /// checks them itself as it walks them (`Sealed::scan`: records without a length, which
+    /// `seal` cannot check).
+    pub fn seal_unread(&mut self) -> Sealed {
+        let (file, written, mut blocks) = self.take_all();
         blocks.retain(|b| !b.is_empty());
         blocks.iter_mut().for_each(Vec::shrink_to_fit);
         // The blocks' offsets run on from the file's end: they count only after a whole file.

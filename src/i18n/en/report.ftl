@@ -152,6 +152,7 @@ w-digests-lost = the summaries of connections that ended normally could not be r
 w-kept-lost = the summaries of connections a rule reads whole could not be read back from the temporary file ({ $error }): the diagnosis reads those through their digests only, and cannot tell how they ended
 w-samples-lost = the packet samples of some connections could not be read back from the temporary file they waited in ({ $error }): those connections cannot be lined up with another capture's by their packets
 w-parked-lost = { $n } connections silent for minutes could not be read back from the temporary file they waited in ({ $error }): they are missing from the report, or appear as connections seen from mid-stream
+w-finished-lost = { $n } connections that ended could not be read back from the temporary file they waited in ({ $error }): they are missing from the report
 w-table-full = the connection table was full ({ $max } live): { $n } least recently active connections were summarised early, without their packet samples (a SYN flood or a very busy capture; raise the cap to keep them whole)
 w-summaries-dropped = { $n } connections were counted but not kept: the report keeps at most { $max } connections per capture
 w-why-ip = IP header invalid or cut short
