@@ -1213,7 +1213,7 @@ impl Samples {
     }
 
     /// Keeps `s`. True when it completed the head (`SAMPLES_HEAD` kept): the tracker may move
-    /// the head to its file then (`Tracker::heads_out`).
+    /// the head to its file then (`heads_out`, through `Tracker::head_complete`).
     fn push(&mut self, s: Sample) -> bool {
         self.total += 1;
         let k = self.kept.get_or_insert_with(|| {

@@ -1,8 +1,11 @@
 //! Records written as they come to an unnamed temporary file, in blocks of `BLOCK` bytes: what
 //! a one-capture diagnosis keeps of its finished connections (their digests, read back once,
 //! `digest::DigestStore`; those a rule may end, whole, read one at a time when asked for,
-//! `kept::KeptStore`) while the live ones need the memory. Without a temporary file (no
-//! writable `TMPDIR`), or once a write fails, the blocks stay in memory.
+//! `kept::KeptStore`), and what a two-capture one keeps (packet samples; live connections'
+//! complete heads of them, read back when they end, `Spill::read_back`; the connections that
+//! ended, read back once when tracking ends, `Spill::drain`) while the live ones need the
+//! memory. Without a temporary file (no writable `TMPDIR`), or once a write fails, the blocks
+//! stay in memory.
 
 /// The blocks, in the file or in memory.
 #[derive(Default)]
