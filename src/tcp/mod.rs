@@ -2238,7 +2238,8 @@ impl Tracker {
             done.push(Box::new(c));
             back += 1;
         });
-        let lost = std::mem::take(&mut self.finished_n) - back;
+        // Saturating: a file changed under us could, at worst, decode as more records.
+        let lost = std::mem::take(&mut self.finished_n).saturating_sub(back);
         if lost > 0 {
             let e = error.unwrap_or_else(|| spill::invalid("the file of finished connections"));
             self.finished_lost = Some((lost, e));
