@@ -649,6 +649,13 @@ fn put_connection(c: &Connection, w: &mut Vec<u8>) -> bool {
         && reused_port.put(w)
 }
 
+/// The connection a record holds, every byte of it read (`get_connection` alone may stop
+/// short of the end of changed bytes).
+fn get_record(rec: &[u8], capture: &Arc<str>, histories: &mut Histories) -> Option<Connection> {
+    let mut r = rec;
+    get_connection(&mut r, capture, histories).filter(|_| r.is_empty())
+}
+
 fn get_connection(
     r: &mut &[u8],
     capture: &Arc<str>,
@@ -776,12 +783,12 @@ impl KeptStore {
         histories: &mut Histories,
         each: &mut dyn FnMut(Connection),
     ) -> Option<std::io::Error> {
-        let mut one = |mut rec: &[u8]| match get_connection(&mut rec, capture, histories) {
-            Some(c) if rec.is_empty() => {
+        let mut one = |rec: &[u8]| match get_record(rec, capture, histories) {
+            Some(c) => {
                 each(c);
                 true
             }
-            _ => false,
+            None => false,
         };
         let error = self.spill.drain(&mut one);
         self.len = 0;
@@ -795,9 +802,7 @@ impl KeptStore {
     /// (`KeptFile::holds`). Those in memory were written whole by `push`.
     pub fn seal(&mut self, capture: &Arc<str>) -> (KeptFile, Option<std::io::Error>) {
         let mut histories = Histories::default();
-        let mut check = |mut rec: &[u8]| {
-            get_connection(&mut rec, capture, &mut histories).is_some() && rec.is_empty()
-        };
+        let mut check = |rec: &[u8]| get_record(rec, capture, &mut histories).is_some();
         let (records, error) = self.spill.seal(&mut check);
         self.len = 0;
         let kept = KeptFile {
@@ -870,11 +875,8 @@ impl KeptFile {
 
     fn decode(&self, at: &KeptAt) -> std::io::Result<Connection> {
         let rec = self.records.record(at.at, at.len)?;
-        let mut r = &rec[..];
-        match get_connection(&mut r, &self.capture, &mut Histories::default()) {
-            Some(c) if r.is_empty() => Ok(c),
-            _ => Err(invalid(&format!("the record at byte {}", at.at))),
-        }
+        get_record(&rec, &self.capture, &mut Histories::default())
+            .ok_or_else(|| invalid(&format!("the record at byte {}", at.at)))
     }
 }
 

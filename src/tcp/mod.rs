@@ -1373,7 +1373,8 @@ impl Samples {
         }
     }
 
-    /// A complete head (`full_head_len`) written to `spill`, out of memory (`HeadInFile`).
+    /// A complete head (`full_head_len` says it is) written to `spill`, out of memory
+    /// (`HeadInFile`).
     fn head_out(&mut self, spill: &mut spill::Spill) {
         let Some(k) = self.kept.as_deref_mut() else {
             return;
@@ -1381,12 +1382,9 @@ impl Samples {
         let KeptSamples::Head { packed, prev, n } = k else {
             return;
         };
-        let Ok(len) = u32::try_from(packed.len()) else {
-            return;
-        };
-        if usize::from(*n) != SAMPLES_HEAD {
-            return;
-        }
+        debug_assert_eq!(usize::from(*n), SAMPLES_HEAD);
+        // At most `SAMPLES_HEAD` samples of at most `SAMPLE_PACKED_MAX` bytes.
+        let len = packed.len() as u32;
         let at = spill.write_record(packed);
         *k = KeptSamples::HeadInFile {
             at,
@@ -1894,7 +1892,7 @@ pub struct Tracker {
     heads_spill: Option<spill::Spill>,
     /// Bytes of complete heads of live connections' samples kept in memory so far, with their
     /// tails' lists: past `TrackerOptions::samples_in_memory`, later ones go to
-    /// `samples_spill` (`heads_out`).
+    /// `heads_spill` (`heads_out`).
     heads_held: usize,
     /// Why some samples in the store could not be read back, for the warnings.
     samples_lost: Option<std::io::Error>,
@@ -2824,8 +2822,8 @@ impl Tracker {
         }
     }
 
-    /// The sender's head of packet samples on connection `key` just completed
-    /// (`track_tcp`): to the heads' file past the budget (`heads_out`). Looked up again, out
+    /// The sender's head of packet samples on connection `key` just completed (`track_tcp`,
+    /// or a datagram in `udp`): to the heads' file past the budget (`heads_out`). Looked up again, out
     /// of the packet's inlined path: once a direction, where the lines that handed the
     /// connection over cost every packet ~35 instructions (the tracking was no longer inlined
     /// into the read loop).
@@ -2891,8 +2889,9 @@ impl Tracker {
         count(d, frame, p);
         d.bytes += u.payload_len as u64;
         d.payload_bytes_sent += u.payload_len as u64;
+        let mut head_done = false;
         if opts.keep_samples {
-            let head_done = d.samples.push(Sample {
+            head_done = d.samples.push(Sample {
                 ts: frame.ts,
                 frame: frame.number,
                 kind: SampleKind::Datagram,
@@ -2902,14 +2901,6 @@ impl Tracker {
                 ip_id: p.ip_id,
                 ttl: p.ttl,
             });
-            if head_done {
-                heads_out(
-                    &mut d.samples,
-                    &mut self.heads_spill,
-                    &mut self.heads_held,
-                    self.tags.is_none().then_some(opts.samples_in_memory),
-                );
-            }
         } else {
             d.samples.count();
         }
@@ -2936,6 +2927,9 @@ impl Tracker {
                     .get_or_insert_with(crate::app::sip::SipDialogs::new)
                     .add(frame.ts, frame.number, from_orig, &value);
             }
+        }
+        if head_done {
+            self.head_complete(&key, src);
         }
     }
 }

@@ -53,28 +53,9 @@ impl Spill {
     /// wrote in this run.
     pub fn read_back(&self, at: u64, len: u32) -> std::io::Result<Vec<u8>> {
         let mut rec = vec![0u8; len as usize];
-        let end = at.saturating_add(u64::from(len));
-        if end <= self.written {
-            let f = self
-                .file
-                .as_ref()
-                .ok_or_else(|| invalid("the temporary file"))?;
-            read_at(f, &mut rec, at)?;
-            return Ok(rec);
-        }
-        let mut off = at.checked_sub(self.written).map(|o| o as usize);
-        for b in self.blocks.iter().chain([&self.block]) {
-            match off {
-                Some(o) if o < b.len() => {
-                    let bytes = b.get(o..o + rec.len());
-                    rec.copy_from_slice(bytes.ok_or_else(|| invalid("a record kept in memory"))?);
-                    return Ok(rec);
-                }
-                Some(o) => off = Some(o - b.len()),
-                None => break,
-            }
-        }
-        Err(invalid(&format!("a record at byte {at}")))
+        let blocks = self.blocks.iter().chain([&self.block]).map(Vec::as_slice);
+        read_written(self.file.as_ref(), self.written, blocks, at, &mut rec)?;
+        Ok(rec)
     }
 
     /// Where the next record is written, whole; then `wrote`.
@@ -194,20 +175,9 @@ impl Spill {
             error = read.err();
         }
         for b in &blocks {
-            let mut at = 0;
-            while at < b.len() {
-                let rec = crate::varint::read(b, at).and_then(|(n, from)| {
-                    let to = from.checked_add(usize::try_from(n).ok()?)?;
-                    Some((b.get(from..to)?, to))
-                });
-                match rec {
-                    Some((rec, to)) if one(rec) => at = to,
-                    // Written whole by this program: never, unless memory was corrupted.
-                    _ => {
-                        error.get_or_insert_with(|| invalid("a record kept in memory"));
-                        break;
-                    }
-                }
+            // Written whole by this program: an error only if memory was corrupted.
+            if let Err((_, e)) = read_records(b.as_slice(), b.len() as u64, one) {
+                error.get_or_insert(e);
             }
         }
         error
@@ -291,23 +261,37 @@ impl Sealed {
 
     /// The `buf.len()` bytes at `at`.
     pub fn read(&self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        match (at.checked_sub(self.written), self.file.as_ref()) {
-            (None, Some(file)) => read_at(file, buf, at),
-            (None, None) => Err(invalid("the temporary file")),
-            (Some(off), _) => {
-                // The block that holds it: records never straddle two (`Spill::wrote`).
-                let mut off = off as usize;
-                let b = self.blocks.iter().find_map(|b| match b.get(off..) {
-                    Some(rest) if !rest.is_empty() => Some(rest),
-                    _ => {
-                        off -= b.len();
-                        None
-                    }
-                });
-                let b = b.and_then(|b| b.get(..buf.len()));
-                buf.copy_from_slice(b.ok_or_else(|| invalid("a record kept in memory"))?);
-                Ok(())
-            }
+        let blocks = self.blocks.iter().map(Vec::as_slice);
+        read_written(self.file.as_ref(), self.written, blocks, at, buf)
+    }
+}
+
+/// The `buf.len()` bytes at `at` of what a spill wrote: its file's first `written` bytes, then
+/// `blocks` in memory, in order.
+fn read_written<'b>(
+    file: Option<&std::fs::File>,
+    written: u64,
+    blocks: impl Iterator<Item = &'b [u8]>,
+    at: u64,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    match (at.checked_sub(written), file) {
+        (None, Some(file)) => read_at(file, buf, at),
+        (None, None) => Err(invalid("the temporary file")),
+        (Some(off), _) => {
+            // The block that holds it: records never straddle two (`Spill::wrote`).
+            let mut blocks = blocks;
+            let mut off = off as usize;
+            let b = blocks.find_map(|b| match b.get(off..) {
+                Some(rest) if !rest.is_empty() => Some(rest),
+                _ => {
+                    off -= b.len();
+                    None
+                }
+            });
+            let b = b.and_then(|b| b.get(..buf.len()));
+            buf.copy_from_slice(b.ok_or_else(|| invalid("a record kept in memory"))?);
+            Ok(())
         }
     }
 }
