@@ -684,7 +684,7 @@ fn isn_candidate(a: &Connection, b: &Connection) -> Option<Candidate> {
     })
 }
 
-/// A candidate's rank in `keep_best`: its tier, then its score to a thousandth (a score is at
+/// A candidate's rank in `Best::keep`: its tier, then its score to a thousandth (a score is at
 /// most 1, so the thousandths never reach the next tier's).
 fn rank(c: &Candidate) -> u32 {
     u32::from(tier_rank(c.method)) * 10_000 + (c.score * 1000.0).round() as u32
@@ -872,25 +872,27 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
             // Best candidate of each side; a link needs mutual best, and no tie.
             let Found { best_i, best_j, .. } =
                 best_candidates(ci, cj, opts.threads, true, MAX_DEFERRED);
-            for (&a, bests) in &best_i {
+            for (a, bests) in best_i.iter().enumerate() {
                 if bests.len() > 1 {
                     ambiguous += 1;
                     ambiguous_nodes[base[i] + a] = true;
-                    for &(b, _) in bests {
+                    for (b, _) in bests.iter() {
                         ambiguous_nodes[base[j] + b] = true;
                     }
                     continue;
                 }
-                let (b, c) = bests[0];
-                let back = &best_j[&b];
+                let Some((b, c)) = bests.iter().next() else {
+                    continue;
+                };
+                let back = &best_j[b];
                 if back.len() > 1 {
                     ambiguous_nodes[base[j] + b] = true;
-                    for &(a2, _) in back {
+                    for (a2, _) in back.iter() {
                         ambiguous_nodes[base[i] + a2] = true;
                     }
                     continue;
                 }
-                if back[0].0 == a {
+                if back.iter().next().is_some_and(|(a2, _)| a2 == a) {
                     links.push((base[i] + a, base[j] + b, c));
                 }
             }
@@ -1079,7 +1081,7 @@ fn best_candidates(
         by_tuple.entry(key).or_default().push(k);
     }
     // A pair whose `ceiling` is below the best either connection will have cannot enter
-    // either's best (`keep_best` drops what ranks below the best), so its payloads need not be
+    // either's best (`Best::keep` drops what ranks below the best), so its payloads need not be
     // compared. `a`'s pairs are compared highest ceiling first, so its best is known before
     // the rest; a pair below it and below `b`'s floor (its best ISN match, found from the
     // handshakes before any sample is read) is left out, one below it alone waits until `b`'s
@@ -1101,7 +1103,11 @@ fn best_candidates(
     drop(unsized_payloads);
     // The best candidates of `conns`, the part of `ci` that starts at index `first`.
     let part = |first: usize, conns: &[Box<Connection>]| -> Found {
-        let mut found = Found::default();
+        let mut found = Found {
+            best_i: vec![Best::None; conns.len()],
+            best_j: vec![Best::None; cj.len()],
+            ..Found::default()
+        };
         // Pairs that could have waited since the list was last sifted.
         let mut tries = 0;
         let mut ka = Contents::default();
@@ -1204,8 +1210,8 @@ fn best_candidates(
                     }
                 }
                 if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
-                    keep_best(found.best_i.entry(a).or_default(), b, cand);
-                    keep_best(found.best_j.entry(b).or_default(), a, cand);
+                    found.best_i[k].keep(b, cand);
+                    found.best_j[b].keep(a, cand);
                     best_a = best_a.max(rank(&cand));
                 }
             }
@@ -1232,14 +1238,18 @@ fn best_candidates(
                 .collect()
         })
     };
-    let mut all = Found::default();
+    let mut all = Found {
+        best_i: Vec::with_capacity(ci.len()),
+        ..Found::default()
+    };
     let mut waiting = Vec::with_capacity(parts.len());
     for p in parts {
         all.best_i.extend(p.best_i);
-        for (b, cands) in p.best_j {
-            let best = all.best_j.entry(b).or_default();
-            for (a, c) in cands {
-                keep_best(best, a, c);
+        if all.best_j.is_empty() {
+            all.best_j = p.best_j;
+        } else {
+            for (best, theirs) in all.best_j.iter_mut().zip(&p.best_j) {
+                theirs.iter().for_each(|(a, c)| best.keep(a, c));
             }
         }
         waiting.push(p.deferred);
@@ -1265,7 +1275,7 @@ fn best_candidates(
                 listed = true;
             }
             if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
-                keep_best(all.best_j.entry(b).or_default(), a, cand);
+                all.best_j[b].keep(a, cand);
             }
         }
     }
@@ -1285,17 +1295,17 @@ pub fn best_candidate_sets(
     max_deferred: Option<usize>,
 ) -> (CandidateSets, CandidateSets, usize) {
     let sets = |bests: Bests| -> CandidateSets {
-        let mut v: CandidateSets = bests
-            .into_iter()
+        bests
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() > 0)
             .map(|(k, cands)| {
                 let mut c: Vec<(usize, MatchMethod, u32)> =
-                    cands.iter().map(|(o, c)| (*o, c.method, rank(c))).collect();
+                    cands.iter().map(|(o, c)| (o, c.method, rank(&c))).collect();
                 c.sort_by_key(|&(o, _, r)| (o, r));
                 (k, c)
             })
-            .collect();
-        v.sort_by_key(|(k, _)| *k);
-        v
+            .collect()
     };
     let f = best_candidates(ci, cj, threads, prune, max_deferred.unwrap_or(MAX_DEFERRED));
     (sets(f.best_i), sets(f.best_j), f.skipped)
@@ -1325,14 +1335,70 @@ const MAX_DEFERRED: usize = 1 << 18;
 
 /// The rank of `k`'s best candidate in `bests` so far (0: none yet).
 fn best_rank(bests: &Bests, k: usize) -> u32 {
-    bests
-        .get(&k)
-        .and_then(|v| v.first())
-        .map_or(0, |(_, c)| rank(c))
+    bests[k].rank()
 }
 
-/// A connection's best candidates in the other capture (ties included), by connection.
-type Bests = HashMap<usize, Vec<(usize, Candidate)>>;
+/// Each connection's best candidates in the other capture (ties included), by its index (in a
+/// part, its index less the part's first).
+type Bests = Vec<Best>;
+
+/// A connection's best candidates in the other capture: the other's index and how it matched.
+/// Nearly every connection has one or none, inline; ties, which are rare (an ambiguous pair),
+/// in a list of their own. As a map of lists (a list of room for four allocated for one) they
+/// were ~14 MB of the 500 MB NAT pair's alignment peak (heaptrack, session 29).
+#[derive(Clone, Debug, Default)]
+enum Best {
+    #[default]
+    None,
+    One(u32, Candidate),
+    Ties(thin_vec::ThinVec<(u32, Candidate)>),
+}
+
+// A connection's slot in each list, 20 000 to 100 000 of them a capture.
+const _: () = assert!(std::mem::size_of::<Best>() <= 24);
+
+impl Best {
+    /// The rank of the best (0: none yet).
+    fn rank(&self) -> u32 {
+        self.iter().next().map_or(0, |(_, c)| rank(&c))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Best::None => 0,
+            Best::One(..) => 1,
+            Best::Ties(v) => v.len(),
+        }
+    }
+
+    /// The candidates, in the order they were kept.
+    fn iter(&self) -> impl Iterator<Item = (usize, Candidate)> + '_ {
+        let (one, ties) = match self {
+            Best::None => (None, &[][..]),
+            Best::One(o, c) => (Some((*o, *c)), &[][..]),
+            Best::Ties(v) => (None, &v[..]),
+        };
+        one.into_iter()
+            .chain(ties.iter().copied())
+            .map(|(o, c)| (o as usize, c))
+    }
+
+    /// Keeps `c` (with `other`) if it ranks with the best or above it: above, alone.
+    fn keep(&mut self, other: usize, c: Candidate) {
+        // Fewer than 2^32 connections a capture (`Found::deferred` holds them in 32 bits).
+        let other = other as u32;
+        let best = self.rank();
+        match self {
+            Best::None => *self = Best::One(other, c),
+            _ if rank(&c) > best => *self = Best::One(other, c),
+            Best::One(o, b) if rank(&c) == best => {
+                *self = Best::Ties(thin_vec::thin_vec![(*o, *b), (other, c)]);
+            }
+            Best::Ties(v) if rank(&c) == best => v.push((other, c)),
+            _ => {}
+        }
+    }
+}
 
 /// The connections of one capture by the payloads they carried: (hash, len, connection) for
 /// every payload-carrying sample, sorted, so that the connections sharing a payload are one
@@ -1386,19 +1452,6 @@ impl PayloadIndex {
 
 fn tuple_key(c: &Connection) -> crate::tcp::Conversation {
     crate::tcp::conversation((c.orig_h, c.orig_p), (c.resp_h, c.resp_p))
-}
-
-/// Keeps the best candidates (ties included).
-fn keep_best(best: &mut Vec<(usize, Candidate)>, other: usize, c: Candidate) {
-    match best.first() {
-        None => best.push((other, c)),
-        Some((_, b)) if rank(&c) > rank(b) => {
-            best.clear();
-            best.push((other, c));
-        }
-        Some((_, b)) if rank(&c) == rank(b) => best.push((other, c)),
-        _ => {}
-    }
 }
 
 /// Apparent one-way delays between two vantages, in each physical direction: what the NTP
@@ -1899,6 +1952,37 @@ mod tests {
             want.dedup();
             let mut got = Vec::new();
             super::union_keys(&a, &b, |&k| k, |k| got.push(k));
+            proptest::prop_assert_eq!(got, want);
+        }
+
+        /// A connection's best candidates are those of the highest rank it was offered, every
+        /// one of them (a tie is read as ambiguous), in the order offered; none when none was.
+        #[test]
+        fn best_keeps_every_candidate_of_the_highest_rank(
+            offered in proptest::collection::vec((0usize..1000, 0usize..3, 0u32..4), 0..12),
+        ) {
+            use super::{Best, Candidate, MatchMethod};
+            let methods = [MatchMethod::TupleIsn, MatchMethod::Stream, MatchMethod::L7Proxy];
+            let offered: Vec<(usize, Candidate)> = offered
+                .into_iter()
+                .map(|(other, m, s)| {
+                    let score = f64::from(s) / 4.0;
+                    (other, Candidate { method: methods[m], score })
+                })
+                .collect();
+            let mut best = Best::None;
+            for &(other, c) in &offered {
+                best.keep(other, c);
+            }
+            let top = offered.iter().map(|(_, c)| super::rank(c)).max();
+            let want: Vec<(usize, u32)> = offered
+                .iter()
+                .filter(|(_, c)| Some(super::rank(c)) == top)
+                .map(|(o, c)| (*o, super::rank(c)))
+                .collect();
+            let got: Vec<(usize, u32)> = best.iter().map(|(o, c)| (o, super::rank(&c))).collect();
+            proptest::prop_assert_eq!(best.len(), want.len());
+            proptest::prop_assert_eq!(best.rank(), top.unwrap_or(0));
             proptest::prop_assert_eq!(got, want);
         }
     }
