@@ -1071,15 +1071,13 @@ fn best_candidates(
     prune: bool,
     max_deferred: usize,
 ) -> Found {
-    let mut by_isn: HashMap<u32, Vec<usize>> = HashMap::default();
-    let mut by_tuple: HashMap<crate::tcp::Conversation, Vec<usize>> = HashMap::default();
-    for (k, c) in cj.iter().enumerate() {
-        if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
-            by_isn.entry(isn).or_default().push(k);
-        }
-        let key = tuple_key(c);
-        by_tuple.entry(key).or_default().push(k);
-    }
+    let by_isn = ByKey::of(cj.iter().enumerate().filter_map(|(k, c)| {
+        let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) else {
+            return None;
+        };
+        Some((isn, k))
+    }));
+    let by_tuple = ByKey::of(cj.iter().enumerate().map(|(k, c)| (tuple_key(c), k)));
     // A pair whose `ceiling` is below the best either connection will have cannot enter
     // either's best (`Best::keep` drops what ranks below the best), so its payloads need not be
     // compared. `a`'s pairs are compared highest ceiling first, so its best is known before
@@ -1091,7 +1089,7 @@ fn best_candidates(
     let mut floor_j = vec![0u32; cj.len()];
     for c in ci.iter().filter(|_| prune) {
         if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
-            for &b in by_isn.get(&isn).into_iter().flatten() {
+            for b in by_isn.get(isn) {
                 if let Some(cand) = isn_candidate(c, &cj[b]) {
                     floor_j[b] = floor_j[b].max(rank(&cand));
                 }
@@ -1153,19 +1151,9 @@ fn best_candidates(
                 by_hash.get(hash, len).for_each(&mut list);
             }
             if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
-                by_isn
-                    .get(&isn)
-                    .into_iter()
-                    .flatten()
-                    .copied()
-                    .for_each(&mut list);
+                by_isn.get(isn).for_each(&mut list);
             }
-            by_tuple
-                .get(&tuple_key(c))
-                .into_iter()
-                .flatten()
-                .copied()
-                .for_each(&mut list);
+            by_tuple.get(tuple_key(c)).for_each(&mut list);
             // In the order below, which ties on the index: the same whatever order `seen` has.
             order.clear();
             order.extend(
@@ -1447,6 +1435,30 @@ impl PayloadIndex {
             .iter()
             .take_while(move |e| (e.0, e.1) == (hash, len))
             .map(|e| e.2 as usize)
+    }
+}
+
+/// One capture's connections by a key (the originator's ISN, the tuple): (key, index), sorted,
+/// so that a key's connections are one run, in index order. As maps of lists (a list
+/// allocated for nearly every key) they were ~5 MB of the 500 MB NAT pair's alignment peak
+/// (heaptrack, session 29).
+struct ByKey<K>(Vec<(K, u32)>);
+
+impl<K: Ord + Copy> ByKey<K> {
+    fn of(keyed: impl Iterator<Item = (K, usize)>) -> Self {
+        // Fewer than 2^32 connections a capture (as `Found::deferred`).
+        let mut v: Vec<(K, u32)> = keyed.map(|(k, i)| (k, i as u32)).collect();
+        v.sort_unstable();
+        ByKey(v)
+    }
+
+    /// The connections with this key, in index order.
+    fn get(&self, key: K) -> impl Iterator<Item = usize> + '_ {
+        let from = self.0.partition_point(|e| e.0 < key);
+        self.0[from..]
+            .iter()
+            .take_while(move |e| e.0 == key)
+            .map(|e| e.1 as usize)
     }
 }
 
@@ -1953,6 +1965,17 @@ mod tests {
             let mut got = Vec::new();
             super::union_keys(&a, &b, |&k| k, |k| got.push(k));
             proptest::prop_assert_eq!(got, want);
+        }
+
+        /// A key's connections are every one with that key, in index order, and no other.
+        #[test]
+        fn by_key_gives_each_keys_connections_in_order(
+            keys in proptest::collection::vec(0u8..12, 0..60),
+            asked in 0u8..14,
+        ) {
+            let by = super::ByKey::of(keys.iter().copied().enumerate().map(|(i, k)| (k, i)));
+            let want: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] == asked).collect();
+            proptest::prop_assert_eq!(by.get(asked).collect::<Vec<_>>(), want);
         }
 
         /// A connection's best candidates are those of the highest rank it was offered, every
