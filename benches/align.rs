@@ -47,6 +47,7 @@ fn bench_align(c: &mut Criterion) {
                             connections: v.flows.connections.clone(),
                             digests: v.flows.digests.clone(),
                             error: None,
+                            views: Vec::new(),
                             tracked_on_threads: v.flows.tracked_on_threads,
                         },
                     })

@@ -381,6 +381,19 @@ impl Alignment {
         self.vantages[leg.at.0].flows.kept(leg.at.1)
     }
 
+    /// When a leg's originator's first packet was seen (its connection's start if none was),
+    /// on its capture's clock.
+    pub fn first_ts(&self, leg: &Leg) -> Timestamp {
+        let flows = &self.vantages[leg.at.0].flows;
+        match flows.views.get(leg.at.1) {
+            Some(v) => v.first_ts,
+            None => {
+                let c = self.connection(leg);
+                c.orig.first_ts.unwrap_or(c.ts)
+            }
+        }
+    }
+
     /// When a leg's connection started, on its capture's clock.
     pub fn leg_ts(&self, leg: &Leg) -> Timestamp {
         match self.kept(leg) {
@@ -422,6 +435,15 @@ pub enum Kept<'a> {
     Digest(crate::tcp::DigestRef<'a>),
 }
 
+/// Connections of the captures lined up together past which a diagnosis keeps them in a file
+/// (`CaptureFlows::keep_in_file`): ~60 MB of them whole (~1.5 KB each on issue 8's NAT synth).
+/// Below it they stay in memory, where the rules read them for nothing: in the file, the 100 MB
+/// NAT pair (26 500 connections) took 12 % more instructions (each written, checked, and read
+/// whole again by the rules) for no less memory, its peak being the end of reading. The 500 MB
+/// pair (55 600) peaked at 137 MiB lining them up, 114 with them in the file (benches/RESULTS.md,
+/// session 29). Nothing a report says depends on it.
+pub const CONNECTIONS_IN_MEMORY: usize = 40_000;
+
 impl CaptureFlows {
     /// The `i`th connection: `connections`, then `digests`.
     pub fn kept(&self, i: usize) -> Kept<'_> {
@@ -429,6 +451,63 @@ impl CaptureFlows {
             Some(c) => Kept::Whole(c),
             None => Kept::Digest(self.digests.get(i - self.connections.len())),
         }
+    }
+
+    /// Every connection written to a temporary file (`tcp::kept`), and in memory its digest
+    /// (`digest`: the one-capture diagnosis's, `diagnose::rules::kept_as`), which says where
+    /// it is, and what lining up reads of it (`views`, which take its packet samples): a rule
+    /// reads a connection whole from the file when it asks for it (`Alignment::connection`),
+    /// as a one-capture diagnosis reads those a rule may end. For a two-capture diagnosis,
+    /// which kept every connection whole in memory from the end of tracking to its report
+    /// (~1.5 KB each: the 500 MB NAT pair's alignment and rules peaked there). All or nothing:
+    /// unless every connection is written, read back whole when the file is sealed, and
+    /// digested, they stay as they were (false). Not for the HTML report, which draws the
+    /// samples, nor for connections the encoding refuses (details only `flows` keeps).
+    pub fn keep_in_file(&mut self, digest: crate::tcp::KeptAs) -> bool {
+        let Some(capture) = self.connections.first().map(|c| c.capture.clone()) else {
+            return false;
+        };
+        if !self.digests.is_empty() || !self.views.is_empty() {
+            return false;
+        }
+        let mut store = crate::tcp::kept::KeptStore::new();
+        let mut digests = crate::tcp::Digests::default();
+        let mut views = Vec::with_capacity(self.connections.len());
+        // The samples each connection is written without (the views have copies), given back
+        // if they stay.
+        let mut taken = Vec::new();
+        let mut every = true;
+        for c in &mut self.connections {
+            // Copies, not the connection's own: made while every connection is still here,
+            // they are not scattered among the pages the connections leave, which then go
+            // back to the system whole (`pipeline::release_freed`; moved, the samples kept
+            // ~45 MB of those pages resident on the 500 MB NAT pair).
+            views.push(View::of(c));
+            // A digest reads no sample, only their count, which stays.
+            let (mut d, _) = digest(c);
+            taken.push([c.orig.samples.take_kept(), c.resp.samples.take_kept()]);
+            d.whole = store.push(c);
+            if d.whole.is_none() || !digests.push(&d) {
+                every = false;
+                break;
+            }
+        }
+        if every {
+            let (file, error) = store.seal(&capture);
+            every = error.is_none();
+            digests.attach(file);
+        }
+        if !every {
+            for (c, [o, r]) in self.connections.iter_mut().zip(taken) {
+                c.orig.samples.give_back(o);
+                c.resp.samples.give_back(r);
+            }
+            return false;
+        }
+        self.connections = Vec::new();
+        self.digests = digests;
+        self.views = views;
+        true
     }
 }
 
@@ -531,11 +610,11 @@ impl Contents {
     /// The contents of `conns`, and the payloads of theirs that `Contents` leaves out: a
     /// datagram whose length field says 0 but that carried bytes has a hash and no length, and
     /// `PayloadIndex` lists it (hash, connection).
-    fn of(conns: &[Box<Connection>]) -> (Self, Vec<(u64, u32)>) {
+    fn of(views: &[View]) -> (Self, Vec<(u64, u32)>) {
         let mut k = Contents::default();
         let mut unsized_payloads = Vec::new();
-        for (n, c) in conns.iter().enumerate() {
-            k.push(c, |s| {
+        for (n, v) in views.iter().enumerate() {
+            k.push(v, |s| {
                 if s.hash != 0 && s.len == 0 {
                     unsized_payloads.push((s.hash, n as u32));
                 }
@@ -550,10 +629,10 @@ impl Contents {
 
     /// `c`'s items; `each` sees every sample of `c` on the way (the samples are packed: one
     /// pass decodes them for both).
-    fn push(&mut self, c: &Connection, mut each: impl FnMut(&crate::tcp::Sample)) {
+    fn push(&mut self, v: &View, mut each: impl FnMut(&crate::tcp::Sample)) {
         let start = self.items.len();
-        let o = self.push_side(&c.orig.samples, &mut each);
-        let r = self.push_side(&c.resp.samples, &mut each);
+        let o = self.push_side(&v.samples[0], &mut each);
+        let r = self.push_side(&v.samples[1], &mut each);
         self.spans.push((start as u32, o, r));
     }
 
@@ -660,20 +739,109 @@ fn overlap(a: &[Item], b: &[Item]) -> usize {
     n
 }
 
-fn same_tuple(a: &Connection, b: &Connection) -> bool {
+/// What lining up reads of a connection besides its samples: its ends, its protocol and its
+/// handshake. Every candidate pair's `ceiling`, and every comparison, read these of both.
+#[derive(Clone, Copy, Debug)]
+struct Ends {
+    orig_h: IpAddr,
+    orig_p: u16,
+    resp_h: IpAddr,
+    resp_p: u16,
+    proto: Proto,
+    /// The originator's SYN was seen.
+    saw_syn: bool,
+    orig_isn: Option<u32>,
+    resp_isn: Option<u32>,
+}
+
+impl Ends {
+    fn of(c: &Connection) -> Self {
+        Ends {
+            orig_h: c.orig_h,
+            orig_p: c.orig_p,
+            resp_h: c.resp_h,
+            resp_p: c.resp_p,
+            proto: c.proto,
+            saw_syn: c.orig.saw_syn,
+            orig_isn: c.orig.isn,
+            resp_isn: c.resp.isn,
+        }
+    }
+}
+
+/// What lining captures up reads of one connection: its ends and handshake, its two sides'
+/// packet samples and retransmissions, and when its originator's first packet was seen. A
+/// two-capture diagnosis keeps these in memory and the connections in a file
+/// (`CaptureFlows::keep_in_file`): lined up whole, every connection was ~1.5 KB of the 500 MB
+/// NAT pair's peak (benches/RESULTS.md, session 29). Otherwise `align` makes them from the
+/// connections.
+#[derive(Clone, Debug)]
+pub struct View {
+    ends: Ends,
+    /// The originator's first packet, or the connection's start if none was seen: where a
+    /// path's legs are put in order (`diagnose::Ctx::new`).
+    first_ts: Timestamp,
+    /// The originator's, then the responder's.
+    samples: [crate::tcp::Samples; 2],
+    retransmitted: [crate::boxed_list::BoxedList<Sample>; 2],
+}
+
+impl View {
+    fn of(c: &Connection) -> Self {
+        View {
+            samples: [c.orig.samples.clone(), c.resp.samples.clone()],
+            ..View::of_ends(c)
+        }
+    }
+
+    /// All but the samples.
+    fn of_ends(c: &Connection) -> Self {
+        View {
+            ends: Ends::of(c),
+            first_ts: c.orig.first_ts.unwrap_or(c.ts),
+            samples: Default::default(),
+            retransmitted: [c.orig.retransmitted.clone(), c.resp.retransmitted.clone()],
+        }
+    }
+
+    /// `of`, the samples taken from `c` (their counts stay; `give_back` returns them): what
+    /// lining up reads, where `c` stays whole in memory (a copy was 3 MiB more of the 100 MB
+    /// NAT pair's peak).
+    fn take(c: &mut Connection) -> Self {
+        View {
+            samples: [c.orig.samples.take_kept(), c.resp.samples.take_kept()],
+            ..View::of_ends(c)
+        }
+    }
+
+    /// What `take` took, given back to `c`.
+    fn give_back(self, c: &mut Connection) {
+        let [o, r] = self.samples;
+        c.orig.samples.give_back(o);
+        c.resp.samples.give_back(r);
+    }
+
+    /// The samples of the originator's side (`orig`) or the responder's.
+    fn side(&self, orig: bool) -> (&crate::tcp::Samples, &[Sample]) {
+        let i = usize::from(!orig);
+        (&self.samples[i], &self.retransmitted[i])
+    }
+}
+
+fn same_tuple(a: &Ends, b: &Ends) -> bool {
     (a.orig_h, a.orig_p, a.resp_h, a.resp_p) == (b.orig_h, b.orig_p, b.resp_h, b.resp_p)
         || (a.orig_h, a.orig_p, a.resp_h, a.resp_p) == (b.resp_h, b.resp_p, b.orig_h, b.orig_p)
 }
 
 /// Two TCP connections with the same ISNs in both directions (where both were seen): the
 /// strongest match there is, found without reading a sample.
-fn isn_candidate(a: &Connection, b: &Connection) -> Option<Candidate> {
+fn isn_candidate(a: &Ends, b: &Ends) -> Option<Candidate> {
     let isn_match = a.proto == Proto::Tcp
         && b.proto == Proto::Tcp
-        && a.orig.saw_syn
-        && b.orig.saw_syn
-        && a.orig.isn == b.orig.isn
-        && (a.resp.isn.is_none() || b.resp.isn.is_none() || a.resp.isn == b.resp.isn);
+        && a.saw_syn
+        && b.saw_syn
+        && a.orig_isn == b.orig_isn
+        && (a.resp_isn.is_none() || b.resp_isn.is_none() || a.resp_isn == b.resp_isn);
     isn_match.then(|| Candidate {
         method: if same_tuple(a, b) {
             MatchMethod::TupleIsn
@@ -694,21 +862,18 @@ fn rank(c: &Candidate) -> u32 {
 /// an ISN match's own; else a tuple match (both seen from the middle, the same tuple), a NAT
 /// match (both from the middle, the same raw ISNs) or a stream match (both from their SYN) at
 /// 0.9 at most; else a proxy's legs, 0.9 at most. `u32::MAX` for UDP, matched by payloads.
-fn ceiling(a: &Connection, b: &Connection) -> u32 {
+fn ceiling(a: &Ends, b: &Ends) -> u32 {
     if a.proto == Proto::Udp || b.proto == Proto::Udp {
         return u32::MAX;
     }
     if let Some(c) = isn_candidate(a, b) {
         return rank(&c);
     }
-    let (from_syn, mid_stream) = (
-        a.orig.saw_syn && b.orig.saw_syn,
-        !a.orig.saw_syn && !b.orig.saw_syn,
-    );
-    let same_raw = a.orig.isn.is_some()
-        && a.orig.isn == b.orig.isn
-        && a.resp.isn.is_some()
-        && a.resp.isn == b.resp.isn;
+    let (from_syn, mid_stream) = (a.saw_syn && b.saw_syn, !a.saw_syn && !b.saw_syn);
+    let same_raw = a.orig_isn.is_some()
+        && a.orig_isn == b.orig_isn
+        && a.resp_isn.is_some()
+        && a.resp_isn == b.resp_isn;
     let method = if mid_stream && same_tuple(a, b) {
         MatchMethod::TupleIsn
     } else if mid_stream && same_raw {
@@ -724,9 +889,9 @@ fn ceiling(a: &Connection, b: &Connection) -> u32 {
 /// How well two connections at two vantages look like the same one (`ka`, `kb`: their
 /// originator's and responder's `Contents`).
 fn compare(
-    a: &Connection,
+    a: &Ends,
     ka: (&[Item], &[Item]),
-    b: &Connection,
+    b: &Ends,
     kb: (&[Item], &[Item]),
 ) -> Option<Candidate> {
     if a.proto != b.proto {
@@ -752,7 +917,7 @@ fn compare(
     if let Some(c) = isn_candidate(a, b) {
         return Some(c);
     }
-    if same_tuple(a, b) && !a.orig.saw_syn && !b.orig.saw_syn {
+    if same_tuple(a, b) && !a.saw_syn && !b.saw_syn {
         // Both mid-stream: the tuple and the data must agree.
         let shared = overlap(ka.0, kb.0) + overlap(ka.1, kb.1);
         if shared > 0 {
@@ -784,19 +949,19 @@ fn compare(
     // legs of a proxy (a proxy's legs are two connections, with their own ISNs). Called a proxy,
     // a NAT'd connection captured after it opened had its server's FIN read as the proxy's.
     let same_raw = same_offsets
-        && !a.orig.saw_syn
-        && !b.orig.saw_syn
-        && a.orig.isn.is_some()
-        && a.orig.isn == b.orig.isn
-        && a.resp.isn.is_some()
-        && a.resp.isn == b.resp.isn;
+        && !a.saw_syn
+        && !b.saw_syn
+        && a.orig_isn.is_some()
+        && a.orig_isn == b.orig_isn
+        && a.resp_isn.is_some()
+        && a.resp_isn == b.resp_isn;
     let method = if same_raw {
         if same_tuple(a, b) {
             MatchMethod::TupleIsn
         } else {
             MatchMethod::NatIsn
         }
-    } else if same_offsets && a.orig.saw_syn && b.orig.saw_syn {
+    } else if same_offsets && a.saw_syn && b.saw_syn {
         MatchMethod::Stream
     } else {
         MatchMethod::L7Proxy
@@ -846,8 +1011,31 @@ pub fn align_made(vantages: Vec<Vantage>, opts: &AlignOptions) -> Alignment {
     align_as(vantages, opts, false)
 }
 
-fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Alignment {
+fn align_as(mut vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Alignment {
     let n = vantages.len();
+    // What the comparisons read of each connection, by its index (one capture compares
+    // nothing); those a capture kept (`CaptureFlows::keep_in_file`) go back to it after, for
+    // `Alignment::first_ts`.
+    let kept_views: Vec<bool> = vantages.iter().map(|v| !v.flows.views.is_empty()).collect();
+    let views: Vec<Vec<View>> = vantages
+        .iter_mut()
+        .map(|v| match (n > 1, v.flows.views.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, false) => std::mem::take(&mut v.flows.views),
+            (true, true) => v
+                .flows
+                .connections
+                .iter_mut()
+                .map(|c| View::take(c))
+                .collect(),
+        })
+        .collect();
+    // A view for every connection lined up across captures: several captures keep digests
+    // only with views (`CaptureFlows::keep_in_file`; one capture's are compared with nothing).
+    debug_assert!(vantages
+        .iter()
+        .zip(&views)
+        .all(|(v, w)| n < 2 || w.len() == v.flows.connections.len() + v.flows.digests.len()));
     let reference = opts.reference.min(n.saturating_sub(1));
     // Node numbering: offset per vantage.
     let mut base = Vec::with_capacity(n);
@@ -865,10 +1053,7 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
     let mut ambiguous = 0;
     for i in 0..n {
         for j in (i + 1)..n {
-            let (ci, cj) = (
-                &vantages[i].flows.connections,
-                &vantages[j].flows.connections,
-            );
+            let (ci, cj) = (&views[i], &views[j]);
             // Best candidate of each side; a link needs mutual best, and no tie.
             let Found { best_i, best_j, .. } =
                 best_candidates(ci, cj, opts.threads, true, MAX_DEFERRED);
@@ -924,10 +1109,8 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
     for &(a, b, c) in &links {
         let (va, ia) = node_at(a);
         let (vb, ib) = node_at(b);
-        let ca = &vantages[va].flows.connections[ia];
-        let cb = &vantages[vb].flows.connections[ib];
         let d = pair_deltas.entry((va, vb)).or_default();
-        d.add(ca, cb, c.method, &mut scratch);
+        d.add(&views[va][ia], &views[vb][ib], c.method, &mut scratch);
     }
     let clock_offsets = solve_offsets(&vantages, reference, &pair_deltas, &opts.offsets);
 
@@ -1015,7 +1198,22 @@ fn align_as(vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> Align
         l.id = line_id(k);
     }
     al.connections = std::sync::Arc::new(Lines(LinesOf::Made(lined)));
-    al.losses = localise_losses(&al);
+    al.losses = localise_losses(&al, &views);
+    // What is read of a view from here on is its first packet's time (the samples were ~17
+    // bytes each).
+    for ((v, mut views), kept) in al.vantages.iter_mut().zip(views).zip(kept_views) {
+        if kept {
+            for view in &mut views {
+                view.samples = Default::default();
+                view.retransmitted = Default::default();
+            }
+            v.flows.views = views;
+        } else {
+            for (c, view) in v.flows.connections.iter_mut().zip(views) {
+                view.give_back(c);
+            }
+        }
+    }
     al
 }
 
@@ -1065,19 +1263,19 @@ fn lone(v: &Vantage, offset_ns: i64) -> Lone {
 /// `prune` (the alignment's, always) leaves out the pairs that cannot be a best, with at most
 /// `max_deferred` a part waiting (below).
 fn best_candidates(
-    ci: &[Box<Connection>],
-    cj: &[Box<Connection>],
+    ci: &[View],
+    cj: &[View],
     threads: usize,
     prune: bool,
     max_deferred: usize,
 ) -> Found {
-    let by_isn = ByKey::of(cj.iter().enumerate().filter_map(|(k, c)| {
-        let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) else {
+    let by_isn = ByKey::of(cj.iter().enumerate().filter_map(|(k, v)| {
+        let (true, Some(isn)) = (v.ends.saw_syn, v.ends.orig_isn) else {
             return None;
         };
         Some((isn, k))
     }));
-    let by_tuple = ByKey::of(cj.iter().enumerate().map(|(k, c)| (tuple_key(c), k)));
+    let by_tuple = ByKey::of(cj.iter().enumerate().map(|(k, v)| (tuple_key(&v.ends), k)));
     // A pair whose `ceiling` is below the best either connection will have cannot enter
     // either's best (`Best::keep` drops what ranks below the best), so its payloads need not be
     // compared. `a`'s pairs are compared highest ceiling first, so its best is known before
@@ -1087,10 +1285,10 @@ fn best_candidates(
     // heartbeat with the 64 others `PayloadIndex` keeps, and merging their payload lists was
     // most of the alignment (issue 8). Without `prune` every pair is compared.
     let mut floor_j = vec![0u32; cj.len()];
-    for c in ci.iter().filter(|_| prune) {
-        if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
+    for v in ci.iter().filter(|_| prune) {
+        if let (true, Some(isn)) = (v.ends.saw_syn, v.ends.orig_isn) {
             for b in by_isn.get(isn) {
-                if let Some(cand) = isn_candidate(c, &cj[b]) {
+                if let Some(cand) = isn_candidate(&v.ends, &cj[b].ends) {
                     floor_j[b] = floor_j[b].max(rank(&cand));
                 }
             }
@@ -1100,7 +1298,7 @@ fn best_candidates(
     let by_hash = PayloadIndex::of(&kj, &unsized_payloads);
     drop(unsized_payloads);
     // The best candidates of `conns`, the part of `ci` that starts at index `first`.
-    let part = |first: usize, conns: &[Box<Connection>]| -> Found {
+    let part = |first: usize, conns: &[View]| -> Found {
         let mut found = Found {
             best_i: vec![Best::None; conns.len()],
             best_j: vec![Best::None; cj.len()],
@@ -1150,15 +1348,15 @@ fn best_candidates(
             for &(hash, len) in &payloads {
                 by_hash.get(hash, len).for_each(&mut list);
             }
-            if let (true, Some(isn)) = (c.orig.saw_syn, c.orig.isn) {
+            if let (true, Some(isn)) = (c.ends.saw_syn, c.ends.orig_isn) {
                 by_isn.get(isn).for_each(&mut list);
             }
-            by_tuple.get(tuple_key(c)).for_each(&mut list);
+            by_tuple.get(tuple_key(&c.ends)).for_each(&mut list);
             // In the order below, which ties on the index: the same whatever order `seen` has.
             order.clear();
             order.extend(
                 seen.iter()
-                    .map(|&b| u64::from(!ceiling(c, &cj[b])) << 32 | b as u64),
+                    .map(|&b| u64::from(!ceiling(&c.ends, &cj[b].ends)) << 32 | b as u64),
             );
             order.sort_unstable();
             // The rank of `a`'s best so far: every pair of `a` is in this part.
@@ -1188,7 +1386,7 @@ fn best_candidates(
                         let before = found.deferred.len();
                         found.deferred.retain(|&(a, b)| {
                             let (a, b) = (a as usize, b as usize);
-                            ceiling(&ci[a], &cj[b]) >= best_rank(&found.best_j, b)
+                            ceiling(&ci[a].ends, &cj[b].ends) >= best_rank(&found.best_j, b)
                         });
                         found.skipped += before - found.deferred.len();
                     }
@@ -1197,7 +1395,7 @@ fn best_candidates(
                         continue;
                     }
                 }
-                if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
+                if let Some(cand) = compare(&c.ends, ka.get(0), &cj[b].ends, kj.get(b)) {
                     found.best_i[k].keep(b, cand);
                     found.best_j[b].keep(a, cand);
                     best_a = best_a.max(rank(&cand));
@@ -1253,7 +1451,7 @@ fn best_candidates(
         let mut listed = false;
         for &(_, b) in run {
             let b = b as usize;
-            if ceiling(c, &cj[b]) < best_rank(&all.best_j, b) {
+            if ceiling(&c.ends, &cj[b].ends) < best_rank(&all.best_j, b) {
                 all.skipped += 1;
                 continue;
             }
@@ -1262,7 +1460,7 @@ fn best_candidates(
                 ka.push(c, |_| {});
                 listed = true;
             }
-            if let Some(cand) = compare(c, ka.get(0), &cj[b], kj.get(b)) {
+            if let Some(cand) = compare(&c.ends, ka.get(0), &cj[b].ends, kj.get(b)) {
                 all.best_j[b].keep(a, cand);
             }
         }
@@ -1295,7 +1493,16 @@ pub fn best_candidate_sets(
             })
             .collect()
     };
-    let f = best_candidates(ci, cj, threads, prune, max_deferred.unwrap_or(MAX_DEFERRED));
+    let views =
+        |conns: &[Box<Connection>]| -> Vec<View> { conns.iter().map(|c| View::of(c)).collect() };
+    let (ci, cj) = (views(ci), views(cj));
+    let f = best_candidates(
+        &ci,
+        &cj,
+        threads,
+        prune,
+        max_deferred.unwrap_or(MAX_DEFERRED),
+    );
     (sets(f.best_i), sets(f.best_j), f.skipped)
 }
 
@@ -1462,7 +1669,7 @@ impl<K: Ord + Copy> ByKey<K> {
     }
 }
 
-fn tuple_key(c: &Connection) -> crate::tcp::Conversation {
+fn tuple_key(c: &Ends) -> crate::tcp::Conversation {
     crate::tcp::conversation((c.orig_h, c.orig_p), (c.resp_h, c.resp_p))
 }
 
@@ -1529,8 +1736,8 @@ type Keyed = ((SampleKind, u32, u32, u64), Timestamp);
 impl PairDeltas {
     fn add(
         &mut self,
-        a: &Connection,
-        b: &Connection,
+        a: &View,
+        b: &View,
         method: MatchMethod,
         scratch: &mut (Vec<Keyed>, Vec<Keyed>),
     ) {
@@ -1545,27 +1752,16 @@ impl PairDeltas {
             self.any_l4 = true;
             self.l7_only = false;
         }
-        let flip = a.proto == Proto::Udp && (a.orig_h != b.orig_h || a.orig_p != b.orig_p);
+        let (ea, eb) = (&a.ends, &b.ends);
+        let flip = ea.proto == Proto::Udp && (ea.orig_h != eb.orig_h || ea.orig_p != eb.orig_p);
         let (b_fwd, b_back) = if flip {
-            (&b.resp, &b.orig)
+            (&b.samples[1], &b.samples[0])
         } else {
-            (&b.orig, &b.resp)
+            (&b.samples[0], &b.samples[1])
         };
         // Deltas ts_b - ts_a per direction of the connection.
-        let fwd = deltas(
-            &a.orig.samples,
-            &b_fwd.samples,
-            by_pos,
-            same_packets,
-            scratch,
-        );
-        let back = deltas(
-            &a.resp.samples,
-            &b_back.samples,
-            by_pos,
-            same_packets,
-            scratch,
-        );
+        let fwd = deltas(&a.samples[0], b_fwd, by_pos, same_packets, scratch);
+        let back = deltas(&a.samples[1], b_back, by_pos, same_packets, scratch);
         if fwd.is_empty() && back.is_empty() {
             return;
         }
@@ -1738,14 +1934,9 @@ fn round_us(x: f64) -> f64 {
 /// stream matches), legs are ordered along the path by when they saw the first packet of that
 /// direction (reference time). A segment sent `u` times at the upstream leg and seen `d` times
 /// downstream lost `u - d` copies on that hop.
-fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
-    fn of<'c>(c: &'c Connection, dir: &str) -> &'c crate::tcp::Direction {
-        if dir == "client_to_server" {
-            &c.orig
-        } else {
-            &c.resp
-        }
-    }
+fn localise_losses(al: &Alignment, views: &[Vec<View>]) -> Vec<HopLoss> {
+    // A leg's samples and retransmissions in one direction.
+    let of = |leg: &Leg, dir: &str| views[leg.at.0][leg.at.1].side(dir == "client_to_server");
     let mut acc: HashMap<(String, String, &'static str), (u64, Vec<String>)> = HashMap::default();
     for l in al.connections.iter() {
         if l.legs.len() < 2
@@ -1763,23 +1954,22 @@ fn localise_losses(al: &Alignment) -> Vec<HopLoss> {
                 .legs
                 .iter()
                 .filter_map(|leg| {
-                    let first = of(&al.connection(leg), dir).samples.iter().next();
+                    let first = of(leg, dir).0.iter().next();
                     first.map(|f| (al.to_reference(leg.at.0, f.ts), leg))
                 })
                 .collect();
             order.sort_by_key(|(t, _)| *t);
             for w in order.windows(2) {
                 let (up, down) = (w[0].1, w[1].1);
-                let up_re = of(&al.connection(up), dir).retransmitted.to_vec();
+                let up_re = of(up, dir).1.to_vec();
                 if up_re.iter().all(|r| r.len == 0) {
                     // Nothing retransmitted upstream, nothing lost: the downstream leg's samples
                     // (packed) not decoded for it.
                     continue;
                 }
-                let down_c = al.connection(down);
-                let down_d = of(&down_c, dir);
-                let down_s: Vec<Sample> = down_d.samples.iter().collect();
-                let down_re = down_d.retransmitted.to_vec();
+                let (down_samples, down_re) = of(down, dir);
+                let down_s: Vec<Sample> = down_samples.iter().collect();
+                let down_re = down_re.to_vec();
                 let down_max = down_s
                     .iter()
                     .map(|s| s.rel_seq.wrapping_add(s.len))

@@ -357,6 +357,9 @@ fn run_command(command: Command) -> ExitCode {
             // connection's samples, and the HTML report draws connections whole.
             (args.vantages.captures.len() == 1 && args.format != ReportFormat::Html)
                 .then_some(crate::diagnose::rules::kept_as as _),
+            // Several captures, not drawn: once tracked, every connection waits in a file,
+            // its digest and what lining up reads of it in memory.
+            args.vantages.captures.len() > 1 && args.format != ReportFormat::Html,
         ) {
             Ok((al, failed)) => {
                 let tracked_on_threads = al.vantages.iter().any(|v| v.flows.tracked_on_threads);
@@ -519,7 +522,15 @@ fn error(e: anyhow::Error) -> ExitCode {
 /// application details. Packet samples line captures up, so one capture needs none: on the
 /// 200 MB synth, keeping them anyway cost ~110 MB.
 fn lined_up_bare(args: &VantageArgs) -> anyhow::Result<(crate::align::Alignment, bool)> {
-    lined_up(args, args.captures.len() > 1, false, false, false, None)
+    lined_up(
+        args,
+        args.captures.len() > 1,
+        false,
+        false,
+        false,
+        None,
+        false,
+    )
 }
 
 /// Reads the vantages and lines them up. Errors reading a capture are printed and make the exit
@@ -531,6 +542,7 @@ fn lined_up(
     http_heads: bool,
     app_details: bool,
     digest: Option<crate::tcp::KeptAs>,
+    in_file: bool,
 ) -> anyhow::Result<(crate::align::Alignment, bool)> {
     let mut names = std::collections::HashSet::new();
     for c in &args.captures {
@@ -553,7 +565,7 @@ fn lined_up(
         finished_in_file: keep_samples && digest.is_none() && !http_heads && !app_details,
         ..opts
     };
-    let (vantages, errors) = read_vantages_filtered(&args.captures, opts, args.limits.filter());
+    let (mut vantages, errors) = read_vantages_filtered(&args.captures, opts, args.limits.filter());
     let failed = !errors.is_empty();
     for e in &errors {
         eprintln!("vantage: error: {e:#}");
@@ -565,6 +577,15 @@ fn lined_up(
     }
     if vantages.is_empty() {
         anyhow::bail!("no capture could be read");
+    }
+    let connections: usize = vantages.iter().map(|v| v.flows.connections.len()).sum();
+    if in_file && connections > crate::align::CONNECTIONS_IN_MEMORY {
+        // `diagnose::rules::kept_as`'s digest: the rules read it as they read one capture's.
+        for v in &mut vantages {
+            v.flows.keep_in_file(crate::diagnose::rules::kept_as);
+        }
+        crate::pipeline::release_freed();
+        crate::stats::mark(|| "kept in a file".into());
     }
     let reference = match &args.reference {
         Some(name) => vantages

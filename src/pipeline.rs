@@ -45,6 +45,10 @@ pub struct CaptureFlows {
     pub digests: crate::tcp::Digests,
     /// A fatal error that stopped reading; what came before it is still above.
     pub error: Option<anyhow::Error>,
+    /// What lining captures up reads of each connection (`connections`, then `digests`), where
+    /// the connections are in a file and only their digests in memory
+    /// (`CaptureFlows::keep_in_file`); empty otherwise, and `align` reads the connections.
+    pub views: Vec<crate::align::View>,
     /// Tracked on threads of its own: split among several (`read_sharded`), or one of several
     /// captures (`read_vantages_filtered`), rather than on the thread that asked. Where
     /// `after_tracking` runs what follows.
@@ -76,6 +80,7 @@ pub fn track_capture_filtered(
         connections,
         digests,
         error: run.error,
+        views: Vec::new(),
         tracked_on_threads: sharded,
     })
 }
@@ -960,8 +965,9 @@ pub fn read_vantages_filtered(
 /// releases whole free pages inside an arena too, not only at its top). Called once tracking
 /// is over: what the live connections took is free by then, but a tracking thread's share of
 /// it sits in the other arena (`tune_malloc`), where the main thread's alignment and rules
-/// cannot reuse it.
-fn release_freed() {
+/// cannot reuse it. And once a two-capture diagnosis's connections are in their file
+/// (`CaptureFlows::keep_in_file`).
+pub(crate) fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system; it takes every arena's lock.
     unsafe {

@@ -262,10 +262,12 @@ fn weak_network_losses_are_placed_on_the_agent_link() {
     let al = lined_up("weak-network", FIVE);
     assert!(!al.losses.is_empty());
     for h in &al.losses {
-        let hop = (h.from.as_str(), h.to.as_str());
+        // Each the way its packets went: a client's from the slb's agent side (seen there,
+        // dropped on the way in), a server's from its server side (dropped on the way out).
+        let hop = (h.from.as_str(), h.to.as_str(), h.direction);
         assert!(
-            hop == ("slb-agent-side", "slb-server-side")
-                || hop == ("slb-server-side", "slb-agent-side"),
+            hop == ("slb-agent-side", "slb-server-side", "client_to_server")
+                || hop == ("slb-server-side", "slb-agent-side", "server_to_client"),
             "{hop:?}"
         );
     }
@@ -511,6 +513,48 @@ fn evidence_times_are_their_frames_times() {
     assert!(checked > 50, "{checked} evidence items");
 }
 
+/// A scenario's five captures tracked as a diagnosis of several captures tracks them (the
+/// file's encoding refuses the details only the HTML report reads), on `shards` threads each.
+fn read_lining_up(
+    s: &str,
+    shards: usize,
+    samples_in_memory: usize,
+    finished_in_file: bool,
+) -> Vec<vantage::align::Vantage> {
+    let opts = vantage::tcp::TrackerOptions {
+        samples_in_memory,
+        finished_in_file,
+        shards,
+        http_heads: false,
+        app_details: false,
+        ..vantage::tcp::TrackerOptions::default()
+    };
+    let (v, errors) = vantage::pipeline::read_vantages_with(&specs(s, FIVE), opts);
+    assert!(errors.is_empty(), "{s}: {errors:?}");
+    v
+}
+
+/// The captures read two ways, lined up: the same lined-up connections (ids, legs, matches),
+/// clock offsets and losses.
+fn aligned_alike(
+    a: Vec<vantage::align::Vantage>,
+    b: Vec<vantage::align::Vantage>,
+    what: &str,
+) -> (Alignment, Alignment) {
+    let (a, b) = (
+        align(a, &AlignOptions::default()),
+        align(b, &AlignOptions::default()),
+    );
+    let json = |al: &Alignment| serde_json::to_string(&*al.connections).unwrap();
+    assert_eq!(json(&a), json(&b), "{what}");
+    assert_eq!(
+        format!("{:?} {:?}", a.clock_offsets, a.losses),
+        format!("{:?} {:?}", b.clock_offsets, b.losses),
+        "{what}"
+    );
+    (a, b)
+}
+
 /// Past `TrackerOptions::samples_in_memory` bytes, a finished connection's packet samples wait
 /// in a temporary file until the alignment reads them (`Tracker::spill_samples`), and so do a
 /// live one's complete heads (`heads_out`); with `finished_in_file`, the connections that end
@@ -520,27 +564,13 @@ fn evidence_times_are_their_frames_times() {
 /// same diagnosis as JSON and as HTML (which reads samples too), as with them in memory.
 #[test]
 fn samples_kept_in_a_file_change_nothing() {
-    use vantage::pipeline::read_vantages_with;
-    use vantage::tcp::TrackerOptions;
     let mut in_file = 0;
     for s in SCENARIOS {
         for shards in [1, 2] {
-            let read = |samples_in_memory, finished_in_file| {
-                let opts = TrackerOptions {
-                    samples_in_memory,
-                    finished_in_file,
-                    shards,
-                    // As a diagnosis of several captures tracks them (the file's encoding
-                    // refuses the details only the HTML report reads).
-                    http_heads: false,
-                    app_details: false,
-                    ..TrackerOptions::default()
-                };
-                let (v, errors) = read_vantages_with(&specs(s, FIVE), opts);
-                assert!(errors.is_empty(), "{s}: {errors:?}");
-                v
-            };
-            let (memory, file) = (read(usize::MAX, false), read(0, true));
+            let (memory, file) = (
+                read_lining_up(s, shards, usize::MAX, false),
+                read_lining_up(s, shards, 0, true),
+            );
             for (vm, vf) in memory.iter().zip(&file) {
                 let (cm, cf) = (&vm.flows.connections, &vf.flows.connections);
                 assert_eq!(cm.len(), cf.len(), "{s}/{}", vm.name);
@@ -565,17 +595,7 @@ fn samples_kept_in_a_file_change_nothing() {
                 }
             }
             let what = format!("{s} ({shards} threads)");
-            let (am, af) = (
-                align(memory, &AlignOptions::default()),
-                align(file, &AlignOptions::default()),
-            );
-            let json = |al: &Alignment| serde_json::to_string(&*al.connections).unwrap();
-            assert_eq!(json(&am), json(&af), "{what}");
-            assert_eq!(
-                format!("{:?}", am.clock_offsets),
-                format!("{:?}", af.clock_offsets),
-                "{what}"
-            );
+            let (am, af) = aligned_alike(memory, file, &what);
             let (dm, df) = (diagnose(&am), diagnose(&af));
             assert_eq!(
                 serde_json::to_string(&dm).unwrap(),
@@ -590,5 +610,47 @@ fn samples_kept_in_a_file_change_nothing() {
         }
     }
     // Not vacuous: every scenario's directions with samples, twice.
+    assert!(in_file > 100, "{in_file}");
+}
+
+/// Past `align::CONNECTIONS_IN_MEMORY` connections, a diagnosis of several captures keeps each
+/// in a temporary file once tracked, and in memory its digest and what lining up reads of it
+/// (`CaptureFlows::keep_in_file`); the rules read it whole from the file when they ask for it.
+/// Forced for every scenario's five captures, on one thread and on two: the same lined-up
+/// connections, clock offsets and losses, and the same diagnosis as JSON, text and Markdown, as
+/// with every connection in memory. A rule reading something the file does not give back (the
+/// samples, which lining up has) would differ here; one reading a digest's connection as if it
+/// were in memory would panic.
+#[test]
+fn connections_kept_in_a_file_change_no_report() {
+    use vantage::report::{diagnose_json, diagnose_markdown, diagnose_text};
+    let mut in_file = 0;
+    for s in SCENARIOS {
+        for shards in [1, 2] {
+            let read = || read_lining_up(s, shards, vantage::tcp::SAMPLES_IN_MEMORY, true);
+            let (memory, mut file) = (read(), read());
+            for v in &mut file {
+                let n = v.flows.connections.len();
+                assert!(
+                    v.flows.keep_in_file(vantage::diagnose::rules::kept_as),
+                    "{s}"
+                );
+                assert!(v.flows.connections.is_empty(), "{s}");
+                assert_eq!(v.flows.digests.len(), n, "{s}");
+                assert!(v.flows.digests.iter().all(|d| d.whole().is_some()), "{s}");
+                in_file += n;
+            }
+            let what = format!("{s} ({shards} threads)");
+            let (am, af) = aligned_alike(memory, file, &what);
+            let (dm, df) = (diagnose(&am), diagnose(&af));
+            assert_eq!(diagnose_json(&dm), diagnose_json(&df), "{what}");
+            assert_eq!(diagnose_text(&dm, &am), diagnose_text(&df, &af), "{what}");
+            assert_eq!(
+                diagnose_markdown(&dm, &am),
+                diagnose_markdown(&df, &af),
+                "{what}"
+            );
+        }
+    }
     assert!(in_file > 100, "{in_file}");
 }

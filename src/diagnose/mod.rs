@@ -316,12 +316,9 @@ impl<'a> Ctx<'a> {
                 let mut legs: Vec<Leg> = l.legs.to_vec();
                 // Order along the path by when each leg saw the originator's first packet (on
                 // the reference clock): the originator's side sees it first. (Only paths of
-                // several legs, which are whole: a digest is one capture's.)
-                legs.sort_by_key(|leg| {
-                    let c = al.connection(leg);
-                    let first = c.orig.first_ts.unwrap_or(c.ts);
-                    (al.to_reference(leg.at.0, first), leg.at.0)
-                });
+                // several legs: read from what lining up kept of them, `Alignment::first_ts`,
+                // where the connections wait in a file.)
+                legs.sort_by_key(|leg| (al.to_reference(leg.at.0, al.first_ts(leg)), leg.at.0));
                 (i, legs)
             })
             .collect::<Vec<_>>();

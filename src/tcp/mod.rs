@@ -1202,6 +1202,21 @@ mod packed_samples {
 }
 
 impl Samples {
+    /// The kept samples, taken, with the count; the count stays here too (the rules read it:
+    /// `rules::Reads::data_segments`). What a two-capture diagnosis's alignment reads, taken
+    /// from a connection before it is written to a file (`align::View::take`).
+    pub fn take_kept(&mut self) -> Samples {
+        Samples {
+            kept: self.kept.take(),
+            total: self.total,
+        }
+    }
+
+    /// The kept samples `take_kept` took, given back.
+    pub fn give_back(&mut self, taken: Samples) {
+        self.kept = taken.kept;
+    }
+
     /// Counts a sample that is not kept (`keep_samples` off).
     fn count(&mut self) {
         self.total += 1;

@@ -194,6 +194,7 @@ pub fn built_vantage(
             connections: connections.into_iter().collect(),
             digests: Default::default(),
             error: None,
+            views: Vec::new(),
             tracked_on_threads: false,
         },
     }
