@@ -654,3 +654,51 @@ fn connections_kept_in_a_file_change_no_report() {
     }
     assert!(in_file > 100, "{in_file}");
 }
+
+/// All or nothing: connections that keep what the file's encoding refuses (the WebSocket
+/// counts and HTTP heads only `flows` and the HTML report print) stay in memory as they were,
+/// their samples given back, and nothing is lined up differently.
+#[test]
+fn connections_the_file_refuses_stay_as_they_were() {
+    let (mut refused, mut compared) = (0, 0);
+    for s in SCENARIOS {
+        // Tracked with every detail, as `flows` and the HTML report track.
+        let (before, errors) = vantage::pipeline::read_vantages(&specs(s, FIVE));
+        assert!(errors.is_empty(), "{s}: {errors:?}");
+        let (mut after, _) = vantage::pipeline::read_vantages(&specs(s, FIVE));
+        for (b, a) in before.iter().zip(&mut after) {
+            let refuses = b.flows.connections.iter().any(|c| {
+                c.app
+                    .as_ref()
+                    .is_some_and(|app| app.websocket.is_some() || app.http.is_some())
+            });
+            let kept = a.flows.keep_in_file(vantage::diagnose::rules::kept_as);
+            assert_eq!(kept, !refuses && !b.flows.connections.is_empty(), "{s}");
+            if kept {
+                continue;
+            }
+            refused += usize::from(refuses);
+            assert!(
+                a.flows.digests.is_empty() && a.flows.views.is_empty(),
+                "{s}"
+            );
+            assert_eq!(a.flows.connections.len(), b.flows.connections.len(), "{s}");
+            for (x, y) in b.flows.connections.iter().zip(&a.flows.connections) {
+                assert_eq!(format!("{x:?}"), format!("{y:?}"), "{s}");
+                for (dx, dy) in [(&x.orig, &y.orig), (&x.resp, &y.resp)] {
+                    let samples =
+                        |d: &vantage::tcp::Direction| d.samples.iter().collect::<Vec<_>>();
+                    assert_eq!(samples(dx), samples(dy), "{s} {}", x.uid);
+                }
+                compared += 1;
+            }
+        }
+        let json = |al: &Alignment| serde_json::to_string(&*al.connections).unwrap();
+        let (b, a) = (
+            align(before, &AlignOptions::default()),
+            align(after, &AlignOptions::default()),
+        );
+        assert_eq!(json(&b), json(&a), "{s}");
+    }
+    assert!(refused > 5 && compared > 50, "{refused} {compared}");
+}
