@@ -357,8 +357,9 @@ fn run_command(command: Command) -> ExitCode {
             // connection's samples, and the HTML report draws connections whole.
             (args.vantages.captures.len() == 1 && args.format != ReportFormat::Html)
                 .then_some(crate::diagnose::rules::kept_as as _),
-            // Several captures, not drawn: once tracked, every connection waits in a file,
-            // its digest and what lining up reads of it in memory.
+            // Several captures, not drawn: past `align::CONNECTIONS_IN_MEMORY` connections,
+            // each waits in a file once tracked, its digest and what lining up reads of it in
+            // memory.
             args.vantages.captures.len() > 1 && args.format != ReportFormat::Html,
         ) {
             Ok((al, failed)) => {

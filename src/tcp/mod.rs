@@ -1203,8 +1203,9 @@ mod packed_samples {
 
 impl Samples {
     /// The kept samples, taken, with the count; the count stays here too (the rules read it:
-    /// `rules::Reads::data_segments`). What a two-capture diagnosis's alignment reads, taken
-    /// from a connection before it is written to a file (`align::View::take`).
+    /// `rules::Reads::data_segments`). What lining captures up reads of a connection kept in
+    /// memory (`align::View::take`), and what one is written to a file without
+    /// (`align::CaptureFlows::keep_in_file`, whose views have copies).
     pub fn take_kept(&mut self) -> Samples {
         Samples {
             kept: self.kept.take(),
