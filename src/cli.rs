@@ -360,7 +360,8 @@ fn run_command(command: Command) -> ExitCode {
             // Several captures, not drawn: past `align::CONNECTIONS_IN_MEMORY` connections,
             // each waits in a file once tracked, its digest and what lining up reads of it in
             // memory.
-            args.vantages.captures.len() > 1 && args.format != ReportFormat::Html,
+            (args.vantages.captures.len() > 1 && args.format != ReportFormat::Html)
+                .then_some(crate::align::CONNECTIONS_IN_MEMORY),
         ) {
             Ok((al, failed)) => {
                 let tracked_on_threads = al.vantages.iter().any(|v| v.flows.tracked_on_threads);
@@ -530,7 +531,7 @@ fn lined_up_bare(args: &VantageArgs) -> anyhow::Result<(crate::align::Alignment,
         false,
         false,
         None,
-        false,
+        None,
     )
 }
 
@@ -543,7 +544,7 @@ fn lined_up(
     http_heads: bool,
     app_details: bool,
     digest: Option<crate::tcp::KeptAs>,
-    in_file: bool,
+    in_file_past: Option<usize>,
 ) -> anyhow::Result<(crate::align::Alignment, bool)> {
     let mut names = std::collections::HashSet::new();
     for c in &args.captures {
@@ -580,7 +581,7 @@ fn lined_up(
         anyhow::bail!("no capture could be read");
     }
     let connections: usize = vantages.iter().map(|v| v.flows.connections.len()).sum();
-    if in_file && connections > crate::align::CONNECTIONS_IN_MEMORY {
+    if in_file_past.is_some_and(|past| connections > past) {
         // `diagnose::rules::kept_as`'s digest: the rules read it as they read one capture's.
         // One capture at a time, each on a thread of the tracking threads' malloc arena
         // (`pipeline::after_tracking`), where its connections are: on the 500 MB NAT pair the
@@ -832,4 +833,88 @@ fn flows(args: FlowsArgs) -> ExitCode {
     };
     print(&report::detail(c, args.format));
     exit(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every lab scenario's captures, as `diagnose` names them on its command line, on `threads`.
+    fn scenarios(threads: u16) -> Vec<VantageArgs> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|d| d.join("scenario.json").exists())
+            .collect();
+        dirs.sort();
+        dirs.iter()
+            .map(|d| {
+                let names = [
+                    "agent.pcapng",
+                    "slb-agent-side.pcap",
+                    "slb-server-side.pcap",
+                ];
+                let names = names.iter().chain(&["softswitch.pcap", "gateway.pcap"]);
+                let captures = names
+                    .filter(|n| d.join(n).exists())
+                    .map(|n| format!("{}={}", n.split('.').next().unwrap(), d.join(n).display()))
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                VantageArgs {
+                    limits: Limits {
+                        #[cfg(feature = "libpcap")]
+                        filter: None,
+                        max_connections: 100_000,
+                        max_summaries: 1_000_000,
+                        reassembly_cap: crate::tcp::reassembly::DEFAULT_CAP,
+                        threads: Some(threads),
+                    },
+                    reference: None,
+                    offsets: vec![],
+                    captures,
+                }
+            })
+            .collect()
+    }
+
+    /// `diagnose`'s path past `align::CONNECTIONS_IN_MEMORY`, forced from the first connection
+    /// (every capture's connections written to the file on a thread of its own, then lined up
+    /// and diagnosed): for every lab scenario on one thread and on two, the JSON and text
+    /// reports `diagnose` prints below the threshold, and every capture did go to the file.
+    #[test]
+    fn diagnose_past_the_threshold_prints_the_same_reports() {
+        let mut in_file = 0;
+        for threads in [1, 2] {
+            for args in scenarios(threads) {
+                let report = |past| {
+                    let (al, failed) =
+                        lined_up(&args, true, false, false, false, None, past).unwrap();
+                    assert!(!failed);
+                    let files = al
+                        .vantages
+                        .iter()
+                        .filter(|v| !v.flows.views.is_empty())
+                        .count();
+                    let d = crate::diagnose::diagnose_with(
+                        &al,
+                        crate::diagnose::MAX_EVIDENCE,
+                        crate::diagnose::Lang::En,
+                    );
+                    (
+                        report::diagnose_json(&d),
+                        report::diagnose_text(&d, &al),
+                        files,
+                    )
+                };
+                let (below, past) = (report(None), report(Some(0)));
+                assert_eq!(below.2, 0);
+                assert_eq!(past.2, args.captures.len());
+                assert_eq!(below.0, past.0);
+                assert_eq!(below.1, past.1);
+                in_file += past.2;
+            }
+        }
+        assert!(in_file > 20, "{in_file}");
+    }
 }
