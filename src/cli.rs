@@ -839,7 +839,8 @@ fn flows(args: FlowsArgs) -> ExitCode {
 mod tests {
     use super::*;
 
-    /// Every lab scenario's captures, as `diagnose` names them on its command line, on `threads`.
+    /// Every lab scenario's captures (its manifest's, the copies made before its clocks were
+    /// shifted aside), as `vantage diagnose --threads THREADS NAME=FILE...` reads them.
     fn scenarios(threads: u16) -> Vec<VantageArgs> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -850,29 +851,19 @@ mod tests {
         dirs.sort();
         dirs.iter()
             .map(|d| {
-                let names = [
-                    "agent.pcapng",
-                    "slb-agent-side.pcap",
-                    "slb-server-side.pcap",
-                ];
-                let names = names.iter().chain(&["softswitch.pcap", "gateway.pcap"]);
-                let captures = names
-                    .filter(|n| d.join(n).exists())
-                    .map(|n| format!("{}={}", n.split('.').next().unwrap(), d.join(n).display()))
-                    .map(|s| s.parse().unwrap())
-                    .collect();
-                VantageArgs {
-                    limits: Limits {
-                        #[cfg(feature = "libpcap")]
-                        filter: None,
-                        max_connections: 100_000,
-                        max_summaries: 1_000_000,
-                        reassembly_cap: crate::tcp::reassembly::DEFAULT_CAP,
-                        threads: Some(threads),
-                    },
-                    reference: None,
-                    offsets: vec![],
-                    captures,
+                let manifest = std::fs::read_to_string(d.join("scenario.json")).unwrap();
+                let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+                let mut argv = vec!["vantage".into(), "diagnose".into(), "--threads".into()];
+                argv.push(threads.to_string());
+                for (name, file) in manifest["files"].as_object().unwrap() {
+                    if !name.ends_with("_unshifted") {
+                        let file = d.join(file.as_str().unwrap());
+                        argv.push(format!("{name}={}", file.display()));
+                    }
+                }
+                match Cli::try_parse_from(argv).unwrap().command {
+                    Command::Diagnose(args) => args.vantages,
+                    _ => unreachable!("a diagnose command line"),
                 }
             })
             .collect()
