@@ -1238,19 +1238,23 @@ impl Samples {
     /// before: `prefetch_box`).
     #[inline]
     fn prefetch_bytes(&self) {
-        let (bytes, last_at) = match self.kept.as_deref() {
+        // The tail's base and last sample (`head`), its oldest (`start`: read when it leaves),
+        // and its end.
+        let (bytes, tail) = match self.kept.as_deref() {
             Some(KeptSamples::Head { packed, .. }) => (packed, None),
-            Some(KeptSamples::Tail { bytes, head, .. }) => {
-                (bytes, Some(usize::from(*head) + tail_layout::PREV_BYTES))
-            }
-            Some(KeptSamples::TailAfterFile { bytes, .. }) => {
-                (bytes, Some(tail_layout::PREV_BYTES))
+            Some(KeptSamples::Tail {
+                bytes, head, start, ..
+            }) => (bytes, Some((usize::from(*head), usize::from(*start)))),
+            Some(KeptSamples::TailAfterFile { bytes, start, .. }) => {
+                (bytes, Some((0, usize::from(*start))))
             }
             _ => return,
         };
         let at = bytes.as_ptr();
-        if let Some(last_at) = last_at {
-            prefetch_ptr(at.wrapping_add(last_at));
+        if let Some((head, start)) = tail {
+            prefetch_ptr(at.wrapping_add(head));
+            prefetch_ptr(at.wrapping_add(head + tail_layout::TAIL_FROM - 1));
+            prefetch_ptr(at.wrapping_add(start));
         }
         prefetch_ptr(at.wrapping_add(bytes.len()));
     }
