@@ -158,6 +158,60 @@ fn timelines(page: &str) -> Vec<(String, Vec<ParsedLane>)> {
     out
 }
 
+/// A connection's reconnection is the same client's next connection to the same server once
+/// it has ended, not one it opened beside it meanwhile, nor a later one: of four connections
+/// (L1 from 0 to 10 s, L2 from 5 to 6 s beside it, L3 from 12 s, L4 from 20 s), L1's and L2's
+/// timelines both mark L3, L3's marks L4. Built with etherparse: no lab capture has two
+/// connections of one agent open at once.
+#[test]
+fn reconnect_is_the_next_connection_after_the_end() {
+    use common::{write_pcap, AGENT, P, VIP};
+    let conn = |sport: u16, isn: u32, start: f64, end: f64| {
+        let c = P::new(AGENT, sport, VIP, 8080);
+        let s = P::new(VIP, 8080, AGENT, sport);
+        let si = isn.wrapping_add(1_000_000);
+        vec![
+            (start, c.seq(isn).syn()),
+            (start + 0.01, s.seq(si).ack(isn + 1).syn()),
+            (start + 0.02, c.seq(isn + 1).ack(si + 1)),
+            (start + 0.03, c.seq(isn + 1).ack(si + 1).len(10)),
+            (start + 0.04, s.seq(si + 1).ack(isn + 11)),
+            (end, c.seq(isn + 11).ack(si + 1).fin()),
+            (end + 0.01, s.seq(si + 1).ack(isn + 12).fin()),
+            (end + 0.02, c.seq(isn + 12).ack(si + 2)),
+        ]
+    };
+    let mut packets = [
+        conn(40000, 1_000, 0.0, 10.0),
+        conn(40001, 50_000, 5.0, 6.0),
+        conn(40002, 90_000, 12.0, 14.0),
+        conn(40003, 130_000, 20.0, 22.0),
+    ]
+    .concat();
+    packets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.pcap");
+    write_pcap(&path, &packets);
+    let page = stdout(vantage().args(["diagnose", "--format", "html"]).arg(&path));
+    let drawn = timelines(&page);
+    let reconnect_of = |id: &str| -> Vec<String> {
+        let (_, lanes) = drawn.iter().find(|(i, _)| i == id).expect("a timeline");
+        lanes[0]
+            .titles("reconnect")
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    };
+    for id in ["L1", "L2"] {
+        let titles = reconnect_of(id);
+        assert_eq!(titles.len(), 1, "{id}: {titles:?}");
+        assert!(titles[0].contains("L3"), "{id}: {titles:?}");
+    }
+    let titles = reconnect_of("L3");
+    assert!(titles.len() == 1 && titles[0].contains("L4"), "{titles:?}");
+    assert!(reconnect_of("L4").is_empty());
+}
+
 #[test]
 fn timeline_lanes_and_markers_conntrack_reject() {
     let page = html("conntrack-reject");

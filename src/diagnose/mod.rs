@@ -370,7 +370,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The path of the lined-up connection at `i` (`paths`' order).
-    fn path_at(&self, i: usize) -> Path<'_> {
+    pub(crate) fn path_at(&self, i: usize) -> Path<'_> {
         let lined = self
             .al
             .connections

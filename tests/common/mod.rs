@@ -112,6 +112,29 @@ impl P {
     }
 }
 
+/// A classic pcap file (microseconds, Ethernet) of (seconds after 1 700 000 000, packet)
+/// pairs, in the order given.
+pub fn write_pcap(path: &std::path::Path, packets: &[(f64, P)]) {
+    // Header: magic, v2.4, zone 0, sigfigs 0, snaplen 65535, Ethernet.
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&65535u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for (t, p) in packets {
+        let data = p.bytes();
+        let us = (t * 1e6).round() as u64;
+        b.extend_from_slice(&(1_700_000_000 + (us / 1_000_000) as u32).to_le_bytes());
+        b.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&data);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
 /// Feeds (seconds, packet) pairs to a tracker and returns the connections.
 pub fn track(packets: &[(f64, P)]) -> Vec<Connection> {
     track_named("built.pcap", packets)
