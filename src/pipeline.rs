@@ -233,9 +233,9 @@ fn read_capture(
 /// largest was tracked on one thread while the others' sat idle once their small captures were
 /// read (a 500 MB capture beside a 100 MB one on two threads: 2.90 → 2.62 s, the large one
 /// tracked in 1.59 s instead of 1.92; the same report, since a capture's shards summarise what
-/// one thread would). The shares may add up to a
-/// little more than `threads`, the small captures' threads ending first. A capture whose size
-/// cannot be read (a pipe) counts as empty; if every one does, they share evenly, as before.
+/// one thread would). The shares may add up to a little more than `threads`, the small
+/// captures' threads ending first. A capture whose size cannot be read (a pipe) counts as
+/// empty; if every one does, they share evenly, as before.
 fn thread_shares<'a>(paths: impl Iterator<Item = &'a Path>, threads: usize) -> Vec<usize> {
     let sizes: Vec<u64> = paths
         .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
