@@ -667,12 +667,6 @@ impl Contents {
         n as u16
     }
 
-    /// Empty, its room kept (one connection's lists at a time).
-    fn clear(&mut self) {
-        self.items.clear();
-        self.spans.clear();
-    }
-
     /// Connection `k`'s (originator, responder) items.
     fn get(&self, k: usize) -> (&[Item], &[Item]) {
         let (start, o, r) = self.spans[k];
@@ -1281,9 +1275,10 @@ fn best_candidates(
     // compared. `a`'s pairs are compared highest ceiling first, so its best is known before
     // the rest; a pair below it and below `b`'s floor (its best ISN match, found from the
     // handshakes before any sample is read) is left out, one below it alone waits until `b`'s
-    // best is known (`Found::deferred`). In a NAT capture every connection shares its
-    // heartbeat with the 64 others `PayloadIndex` keeps, and merging their payload lists was
-    // most of the alignment (issue 8). Without `prune` every pair is compared.
+    // best is known (`Found::deferred`). In a NAT capture a connection shares payloads with up
+    // to 64 others (`PayloadIndex::PER_PAYLOAD`; its heartbeat, with every one, until session
+    // 30), and merging their payload lists was most of the alignment (issue 8). Without
+    // `prune` every pair is compared.
     let mut floor_j = vec![0u32; cj.len()];
     for v in ci.iter().filter(|_| prune) {
         if let (true, Some(isn)) = (v.ends.saw_syn, v.ends.orig_isn) {
@@ -1294,6 +1289,11 @@ fn best_candidates(
             }
         }
     }
+    // Each side's payloads, `ci`'s read once here (each connection's samples read from their
+    // file once, where the comparisons below read them again), and those too common in it to
+    // look up (`PayloadIndex::PER_PAYLOAD`).
+    let (ki, unsized_i) = Contents::of(ci);
+    let common_i = PayloadIndex::common(&ki, &unsized_i);
     let (kj, unsized_payloads) = Contents::of(cj);
     let by_hash = PayloadIndex::of(&kj, &unsized_payloads);
     drop(unsized_payloads);
@@ -1306,7 +1306,6 @@ fn best_candidates(
         };
         // Pairs that could have waited since the list was last sifted.
         let mut tries = 0;
-        let mut ka = Contents::default();
         let mut seen: Vec<usize> = Vec::new();
         // Which connection of this part last put each of `cj` in `seen` (its index `k`): a
         // candidate met again, through another payload, the ISN or the tuple, is not listed
@@ -1319,7 +1318,6 @@ fn best_candidates(
         let mut payloads: Vec<(u64, u32)> = Vec::new();
         for (k, c) in conns.iter().enumerate() {
             let a = first + k;
-            ka.clear();
             seen.clear();
             payloads.clear();
             // Each payload looked up once: a connection's heartbeats are one payload, and
@@ -1327,15 +1325,18 @@ fn best_candidates(
             // and again (sorting it was most of the comparison's time, issue 8). Those with a
             // length are the two sides' items, each side's sorted and distinct already
             // (`Contents::push_side`): merged, not sorted again (a sort of up to 96 was ~1.5 %
-            // of lining the 100 MB NAT pair up). Those without (`Contents::of`) are rare.
-            ka.push(c, |s| {
-                if s.hash != 0 && s.len == 0 {
-                    payloads.push((s.hash, 0));
-                }
-            });
+            // of lining the 100 MB NAT pair up). Those without are rare (`Contents::of` lists
+            // them in connection order).
+            let from = unsized_i.partition_point(|&(_, n)| (n as usize) < a);
+            payloads.extend(
+                unsized_i[from..]
+                    .iter()
+                    .take_while(|&&(_, n)| n as usize == a)
+                    .map(|&(hash, _)| (hash, 0)),
+            );
             payloads.sort_unstable();
             payloads.dedup();
-            let (o, r) = ka.get(0);
+            let (o, r) = ki.get(a);
             union_keys(o, r, |s| (s.hash, s.len), |k| payloads.push(k));
             // Fewer than 2^32 connections in a part (`k` is never the mark of none).
             let mark = k as u32;
@@ -1346,7 +1347,9 @@ fn best_candidates(
                 }
             };
             for &(hash, len) in &payloads {
-                by_hash.get(hash, len).for_each(&mut list);
+                if common_i.binary_search(&(hash, len)).is_err() {
+                    by_hash.get(hash, len).for_each(&mut list);
+                }
             }
             if let (true, Some(isn)) = (c.ends.saw_syn, c.ends.orig_isn) {
                 by_isn.get(isn).for_each(&mut list);
@@ -1395,7 +1398,7 @@ fn best_candidates(
                         continue;
                     }
                 }
-                if let Some(cand) = compare(&c.ends, ka.get(0), &cj[b].ends, kj.get(b)) {
+                if let Some(cand) = compare(&c.ends, ki.get(a), &cj[b].ends, kj.get(b)) {
                     found.best_i[k].keep(b, cand);
                     found.best_j[b].keep(a, cand);
                     best_a = best_a.max(rank(&cand));
@@ -1442,25 +1445,17 @@ fn best_candidates(
         all.skipped += p.skipped;
     }
     // The deferred pairs, against each `cj` connection's best so far: one that cannot reach it
-    // is not compared (the best only rises). `a`'s payloads are listed again for those that
-    // can, which in a NAT capture are few.
-    let mut ka = Contents::default();
+    // is not compared (the best only rises).
     for run in waiting.iter().flat_map(|w| w.chunk_by(|x, y| x.0 == y.0)) {
         let a = run[0].0 as usize;
         let c = &ci[a];
-        let mut listed = false;
         for &(_, b) in run {
             let b = b as usize;
             if ceiling(&c.ends, &cj[b].ends) < best_rank(&all.best_j, b) {
                 all.skipped += 1;
                 continue;
             }
-            if !listed {
-                ka.clear();
-                ka.push(c, |_| {});
-                listed = true;
-            }
-            if let Some(cand) = compare(&c.ends, ka.get(0), &cj[b].ends, kj.get(b)) {
+            if let Some(cand) = compare(&c.ends, ki.get(a), &cj[b].ends, kj.get(b)) {
                 all.best_j[b].keep(a, cand);
             }
         }
@@ -1597,9 +1592,9 @@ impl Best {
 
 /// The connections of one capture by the payloads they carried: (hash, len, connection) for
 /// every payload-carrying sample, sorted, so that the connections sharing a payload are one
-/// run; at most `PER_PAYLOAD` of them (the first in the capture's order) per payload. A flat
-/// list of 16-byte entries: as a map of lists it was 108 MB of the two-capture NAT synth's
-/// 157 MB peak (heaptrack), a map entry and a list for nearly every SIP message.
+/// run; a payload more than `PER_PAYLOAD` of them carried is left out. A flat list of 16-byte
+/// entries: as a map of lists it was 108 MB of the two-capture NAT synth's 157 MB peak
+/// (heaptrack), a map entry and a list for nearly every SIP message.
 struct PayloadIndex {
     entries: Vec<(u64, u32, u32)>,
     /// Where the entries of each bucket begin, a bucket being the hashes with the same
@@ -1613,14 +1608,22 @@ struct PayloadIndex {
 }
 
 impl PayloadIndex {
-    /// More connections than this carrying one payload say nothing about which is the match
-    /// (a heartbeat everyone sends); the ISN and the tuple still find it.
+    /// More connections than this carrying one payload, in either capture, say nothing about
+    /// which is the match (a heartbeat everyone sends): the payload is looked up in neither
+    /// (`common` for the capture whose connections look theirs up, `of` for the other), and
+    /// the ISN and the tuple still find the match. Until session 30 the first 64 of the other
+    /// capture were kept: which capture came first on the command line then decided some
+    /// candidates (2 of the 100 MB NAT pair's 13 311 connections were `ambiguous` one way
+    /// round and `unmatched` the other), and a large capture listed first compared each of its
+    /// connections with every connection of a small one (0.5 s against 0.14 lining a 2 MB
+    /// capture up with a 500 MB one).
     const PER_PAYLOAD: usize = 64;
 
-    /// From the connections' `Contents` (each side's distinct payloads with a length) and the
-    /// payloads without one (`Contents::of`): the samples are not read again, and a heartbeat
-    /// sent a hundred times is one entry before the sort, not a hundred.
-    fn of(contents: &Contents, unsized_payloads: &[(u64, u32)]) -> Self {
+    /// Every (hash, len, connection) of the connections' `Contents` (each side's distinct
+    /// payloads with a length) and of the payloads without one (`Contents::of`), sorted and
+    /// distinct: the samples are not read again, and a heartbeat sent a hundred times is one
+    /// entry before the sort, not a hundred.
+    fn entries(contents: &Contents, unsized_payloads: &[(u64, u32)]) -> Vec<(u64, u32, u32)> {
         // Sized first: the list is allocated once.
         let mut v = Vec::with_capacity(contents.items.len() + unsized_payloads.len());
         for k in 0..contents.spans.len() {
@@ -1630,15 +1633,30 @@ impl PayloadIndex {
         v.extend(unsized_payloads.iter().map(|&(hash, k)| (hash, 0, k)));
         v.sort_unstable();
         v.dedup();
-        let (mut kept, mut run) = (0, 0);
-        for i in 0..v.len() {
-            if i == 0 || (v[i].0, v[i].1) != (v[i - 1].0, v[i - 1].1) {
-                run = kept;
+        v
+    }
+
+    /// The payloads (hash, len) more than `PER_PAYLOAD` of the connections carried, sorted.
+    fn common(contents: &Contents, unsized_payloads: &[(u64, u32)]) -> Vec<(u64, u32)> {
+        Self::entries(contents, unsized_payloads)
+            .chunk_by(|x, y| (x.0, x.1) == (y.0, y.1))
+            .filter(|run| run.len() > Self::PER_PAYLOAD)
+            .map(|run| (run[0].0, run[0].1))
+            .collect()
+    }
+
+    fn of(contents: &Contents, unsized_payloads: &[(u64, u32)]) -> Self {
+        let mut v = Self::entries(contents, unsized_payloads);
+        // The runs of payloads more than `PER_PAYLOAD` connections carried left out, in place.
+        let (mut kept, mut at) = (0, 0);
+        while at < v.len() {
+            let key = (v[at].0, v[at].1);
+            let end = at + v[at..].partition_point(|e| (e.0, e.1) == key);
+            if end - at <= Self::PER_PAYLOAD {
+                v.copy_within(at..end, kept);
+                kept += end - at;
             }
-            if kept - run < Self::PER_PAYLOAD {
-                v[kept] = v[i];
-                kept += 1;
-            }
+            at = end;
         }
         v.truncate(kept);
         v.shrink_to_fit();
@@ -2200,24 +2218,31 @@ mod tests {
             proptest::prop_assert_eq!(by.get(asked).collect::<Vec<_>>(), want);
         }
 
-        /// A payload's connections are every one that carried it, in index order, the first
-        /// `PER_PAYLOAD` of them, whichever bucket its hash falls in (hashes from the top
-        /// bits' ends, tens to hundreds of entries: buckets of 0 to 6 bits).
+        /// A payload's connections are every one that carried it, in index order, whichever
+        /// bucket its hash falls in (hashes from the top bits' ends, up to hundreds of entries:
+        /// buckets of 0 to 5 bits); none if more than `PER_PAYLOAD` did, and then the payload
+        /// is one of the `common` ones.
         #[test]
         fn payload_index_gives_each_payloads_connections_in_order(
+            // Up to 200 connections sharing few payloads: a payload is carried by ~3 in 4 of
+            // them, as often more than `PER_PAYLOAD` as fewer.
             conns in proptest::collection::vec(
                 (
-                    proptest::collection::btree_set((0usize..12, 1u32..3), 0..6),
-                    proptest::collection::btree_set((0usize..12, 1u32..3), 0..6),
+                    proptest::collection::btree_set((0usize..3, 1u32..2), 0..4),
+                    proptest::collection::btree_set((0usize..3, 1u32..2), 0..4),
                 ),
-                0..150,
+                0..200,
             ),
-            unsized_payloads in proptest::collection::vec((0usize..12, 0u32..150), 0..10),
-            asked in (0usize..12, 0u32..3),
+            unsized_payloads in proptest::collection::vec((0usize..12, 0u32..200), 0..10),
+            asked in (0usize..3, 0u32..2),
         ) {
             use super::{Contents, Item, PayloadIndex};
+            // The first three, which the connections carry, at both ends of the range and in
+            // its middle.
             const HASHES: [u64; 12] = [
                 1,
+                (1 << 63) | 1,
+                u64::MAX,
                 2,
                 1 << 40,
                 0x8000_0000,
@@ -2225,10 +2250,8 @@ mod tests {
                 0x0123_4567_89ab_cdef,
                 0x7fff_ffff_ffff_ffff,
                 1 << 63,
-                (1 << 63) | 1,
                 0xdead_beef_0000_0000,
                 0xfedc_ba98_7654_3210,
-                u64::MAX,
             ];
             let mut contents = Contents::default();
             for (o, r) in &conns {
@@ -2251,16 +2274,20 @@ mod tests {
                 .collect();
             let index = PayloadIndex::of(&contents, &unsized_payloads);
             let (hash, len) = (HASHES[asked.0], asked.1);
-            let want: Vec<usize> = (0..conns.len())
+            let carried: Vec<usize> = (0..conns.len())
                 .filter(|&k| {
                     let (o, r) = &conns[k];
                     o.contains(&asked)
                         || r.contains(&asked)
                         || (len == 0 && unsized_payloads.contains(&(hash, k as u32)))
                 })
-                .take(PayloadIndex::PER_PAYLOAD)
                 .collect();
+            let common = carried.len() > PayloadIndex::PER_PAYLOAD;
+            let want = if common { Vec::new() } else { carried };
             proptest::prop_assert_eq!(index.get(hash, len).collect::<Vec<_>>(), want);
+            let commons = PayloadIndex::common(&contents, &unsized_payloads);
+            proptest::prop_assert_eq!(commons.contains(&(hash, len)), common);
+            proptest::prop_assert!(commons.windows(2).all(|w| w[0] < w[1]));
         }
 
         /// A connection's best candidates are those of the highest rank it was offered, every

@@ -148,8 +148,7 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
 /// The alignment does not compare two connections whose match could be neither's best (an
 /// ISN match ranks above any content match): the pairs it leaves out must not change what it
 /// finds. Held on a NAT pair where half the connections were joined mid-stream (no ISN match:
-/// their best is found by content, against the heartbeat everyone shares), both ways round,
-/// on one thread and on two.
+/// their best is found by content), both ways round, on one thread and on two.
 #[test]
 fn pruned_comparisons_find_the_same_best_candidates() {
     let (vantages, _) = read_pair("prune", 3_000_000, 800, 7);
@@ -173,7 +172,9 @@ fn pruned_comparisons_find_the_same_best_candidates() {
     for (ci, cj) in cases {
         let (all_i, all_j, none) = best_candidate_sets(ci, cj, 1, false, None);
         assert_eq!(none, 0);
-        assert!(all_i.len() as f64 > 0.9 * ci.len() as f64);
+        // Nearly every connection has a best, but those whose partner was cut off: found
+        // through the heartbeat alone, they had one until session 30 (`PER_PAYLOAD`).
+        assert!(all_i.len() as f64 > 0.85 * ci.len() as f64);
         // As many pairs left waiting as they need, and at most 16: the list full, sifted, and
         // the pairs past it compared at once.
         for (threads, waiting) in [(1, None), (2, None), (1, Some(16)), (2, Some(16))] {
@@ -186,5 +187,33 @@ fn pruned_comparisons_find_the_same_best_candidates() {
             assert_eq!(i, all_i, "threads {threads}, waiting {waiting:?}");
             assert_eq!(j, all_j, "threads {threads}, waiting {waiting:?}");
         }
+    }
+}
+
+/// Which capture comes first changes no candidate: each side's best candidates are the same
+/// whichever side looks them up. A payload more connections carried than
+/// `PayloadIndex::PER_PAYLOAD` is looked up from neither; when the first 64 of the second
+/// capture were kept, a pair sharing only a heartbeat was found from one side and not from the
+/// other (2 of the 100 MB NAT pair's 13 311 connections `ambiguous` one way round, `unmatched`
+/// the other; thousands when a small capture met a large one). Held on the NAT pair, whole and
+/// cut down to a small capture beside the other.
+#[test]
+fn the_order_of_two_captures_changes_no_candidate() {
+    let (vantages, _) = read_pair("order", 3_000_000, 800, 7);
+    let (ca, cb) = (
+        &vantages[0].flows.connections,
+        &vantages[1].flows.connections,
+    );
+    let cases = [
+        (&ca[..], &cb[..]),
+        (&ca[..40], &cb[..]),
+        (&ca[..], &cb[300..340]),
+    ];
+    for (n, (ci, cj)) in cases.into_iter().enumerate() {
+        let (i, j, _) = best_candidate_sets(ci, cj, 2, true, None);
+        let (j_back, i_back, _) = best_candidate_sets(cj, ci, 2, true, None);
+        assert!(!i.is_empty(), "case {n}: the small side has matches");
+        assert_eq!(i, i_back, "case {n}: the first capture's bests");
+        assert_eq!(j, j_back, "case {n}: the second capture's bests");
     }
 }
