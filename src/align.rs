@@ -1289,9 +1289,9 @@ fn best_candidates(
             }
         }
     }
-    // Each side's payloads, `ci`'s read once here (each connection's samples read from their
-    // file once, where the comparisons below read them again), and those too common in it to
-    // look up (`PayloadIndex::PER_PAYLOAD`).
+    // Each side's payloads: `ci`'s listed here once for all its comparisons (each connection's
+    // were listed again for its own, its samples read from their file again), and which of
+    // them are too common among its connections to look up (`PayloadIndex::PER_PAYLOAD`).
     let (ki, unsized_i) = Contents::of(ci);
     let common_i = PayloadIndex::common(&ki, &unsized_i);
     let (kj, unsized_payloads) = Contents::of(cj);
