@@ -1638,7 +1638,12 @@ impl PayloadIndex {
 
     /// The payloads (hash, len) more than `PER_PAYLOAD` of the connections carried, sorted.
     fn common(contents: &Contents, unsized_payloads: &[(u64, u32)]) -> Vec<(u64, u32)> {
-        Self::entries(contents, unsized_payloads)
+        Self::common_of(&Self::entries(contents, unsized_payloads))
+    }
+
+    /// `common`, from the `entries`.
+    fn common_of(entries: &[(u64, u32, u32)]) -> Vec<(u64, u32)> {
+        entries
             .chunk_by(|x, y| (x.0, x.1) == (y.0, y.1))
             .filter(|run| run.len() > Self::PER_PAYLOAD)
             .map(|run| (run[0].0, run[0].1))
@@ -1647,18 +1652,8 @@ impl PayloadIndex {
 
     fn of(contents: &Contents, unsized_payloads: &[(u64, u32)]) -> Self {
         let mut v = Self::entries(contents, unsized_payloads);
-        // The runs of payloads more than `PER_PAYLOAD` connections carried left out, in place.
-        let (mut kept, mut at) = (0, 0);
-        while at < v.len() {
-            let key = (v[at].0, v[at].1);
-            let end = at + v[at..].partition_point(|e| (e.0, e.1) == key);
-            if end - at <= Self::PER_PAYLOAD {
-                v.copy_within(at..end, kept);
-                kept += end - at;
-            }
-            at = end;
-        }
-        v.truncate(kept);
+        let common = Self::common_of(&v);
+        v.retain(|e| common.binary_search(&(e.0, e.1)).is_err());
         v.shrink_to_fit();
         // ~8 entries a bucket: the buckets' starts are 4 bytes for 128 of entries.
         let bits = (v.len() / 8).max(1).ilog2().min(24);

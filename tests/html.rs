@@ -165,7 +165,7 @@ fn timelines(page: &str) -> Vec<(String, Vec<ParsedLane>)> {
 /// connections of one agent open at once.
 #[test]
 fn reconnect_is_the_next_connection_after_the_end() {
-    use common::{write_pcap, AGENT, P, VIP};
+    use common::{write_pcapng, AGENT, P, VIP};
     let conn = |sport: u16, isn: u32, start: f64, end: f64| {
         let c = P::new(AGENT, sport, VIP, 8080);
         let s = P::new(VIP, 8080, AGENT, sport);
@@ -190,8 +190,8 @@ fn reconnect_is_the_next_connection_after_the_end() {
     .concat();
     packets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.pcap");
-    write_pcap(&path, &packets);
+    let path = dir.path().join("agent.pcapng");
+    write_pcapng(&path, &packets);
     let page = stdout(vantage().args(["diagnose", "--format", "html"]).arg(&path));
     let drawn = timelines(&page);
     let reconnect_of = |id: &str| -> Vec<String> {

@@ -112,27 +112,18 @@ impl P {
     }
 }
 
-/// A classic pcap file (microseconds, Ethernet) of (seconds after 1 700 000 000, packet)
-/// pairs, in the order given.
-pub fn write_pcap(path: &std::path::Path, packets: &[(f64, P)]) {
-    // Header: magic, v2.4, zone 0, sigfigs 0, snaplen 65535, Ethernet.
-    let mut b = Vec::new();
-    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    b.extend_from_slice(&[0; 8]);
-    b.extend_from_slice(&65535u32.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes());
-    for (t, p) in packets {
+/// A pcapng file (`vantage::pcapng_writer`, Ethernet) of (seconds after 1 700 000 000,
+/// packet) pairs, in the order given.
+pub fn write_pcapng(path: &std::path::Path, packets: &[(f64, P)]) {
+    use vantage::pcapng_writer::PcapngWriter;
+    let mut w = PcapngWriter::new(std::fs::File::create(path).unwrap(), "vantage tests").unwrap();
+    let eth = w.interface(LinkType::ETHERNET, "eth0", "").unwrap();
+    for (secs, p) in packets {
         let data = p.bytes();
-        let us = (t * 1e6).round() as u64;
-        b.extend_from_slice(&(1_700_000_000 + (us / 1_000_000) as u32).to_le_bytes());
-        b.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        b.extend_from_slice(&data);
+        w.packet(eth, Timestamp(ns_at(*secs)), data.len() as u32, &data, None)
+            .unwrap();
     }
-    std::fs::write(path, b).unwrap();
+    w.into_inner().unwrap();
 }
 
 /// Feeds (seconds, packet) pairs to a tracker and returns the connections.
@@ -156,12 +147,16 @@ pub fn track_live(packets: &[(f64, P)]) -> (Vec<usize>, Vec<Connection>) {
     (live, t.finish().into_iter().map(|c| *c).collect())
 }
 
+/// A packet's time (ns) `secs` after 1 700 000 000 s, as the builders here give them.
+fn ns_at(secs: f64) -> i64 {
+    (secs * 1e9) as i64 + 1_700_000_000_000_000_000
+}
+
 /// A tracker fed the packets (times from 1.7e9 s), `after` called after each one.
 fn feed(name: &str, packets: &[(f64, P)], mut after: impl FnMut(&Tracker)) -> Tracker {
     let mut t = Tracker::new(name);
     for (i, (secs, p)) in packets.iter().enumerate() {
-        let ts = (secs * 1e9) as i64 + 1_700_000_000_000_000_000;
-        track_frame(&mut t, i as u64 + 1, ts, &p.bytes());
+        track_frame(&mut t, i as u64 + 1, ns_at(*secs), &p.bytes());
         after(&t);
     }
     t
