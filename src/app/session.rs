@@ -684,6 +684,13 @@ impl Session {
         self.hb.prefetch();
     }
 
+    /// Fetches the WebSocket frame counts, where kept (`prefetch` fetched what points to them).
+    pub fn prefetch_stats(&self) {
+        if let Some(stats) = self.ws.as_deref().and_then(|ws| ws.stats.as_deref()) {
+            crate::tcp::prefetch_lines(stats);
+        }
+    }
+
     fn websocket(&mut self, from_client: bool, bytes: &[u8], ts: Timestamp, frame: u64) {
         // Out of `self` while the parser runs, so that its frames can be handled in place.
         let Some(mut ws) = self.ws.take() else {

@@ -2509,8 +2509,8 @@ impl Tracker {
     }
 
     /// What the connection in `slot` points to, a level at a time: 1 its application state,
-    /// 2 the session's WebSocket state and heartbeat log. Each level reads what the one before
-    /// fetched, a packet earlier.
+    /// 2 the session's WebSocket state and heartbeat log, 3 the WebSocket frame counts. Each
+    /// level reads what the one before fetched, a packet earlier.
     pub fn prefetch_deeper(&self, slot: u32, level: u8) {
         let Some(l) = self.live.at(slot) else {
             return;
@@ -2526,10 +2526,15 @@ impl Tracker {
                     prefetch_lines(app);
                 }
             }
-            _ => {
+            2 => {
                 dirs.iter().for_each(|s| s.prefetch_bytes());
                 if let Some(app) = l.app.as_deref() {
                     app.session.prefetch();
+                }
+            }
+            _ => {
+                if let Some(app) = l.app.as_deref() {
+                    app.session.prefetch_stats();
                 }
             }
         }
