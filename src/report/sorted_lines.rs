@@ -9,7 +9,7 @@
 //! output is the same.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Write};
 
 use crate::capture::Timestamp;
 
@@ -124,12 +124,13 @@ impl SortedLines {
                 }
             }
             Store::File(file) => {
-                let mut file = file.into_inner().map_err(|e| e.into_error())?;
+                let file = file.into_inner().map_err(|e| e.into_error())?;
                 let mut buf = Vec::new();
                 for l in &lines {
                     buf.resize(l.len as usize, 0);
-                    file.seek(SeekFrom::Start(l.offset))?;
-                    file.read_exact(&mut buf)?;
+                    // One `pread` a line, where a seek and a read were two system calls (26 500
+                    // lines on issue 8's 200 MB synth).
+                    crate::tcp::spill::read_at(&file, &mut buf, l.offset)?;
                     f(&buf)?;
                 }
             }

@@ -369,12 +369,12 @@ fn each_whole(
 
 /// `buf.len()` bytes of `f` from `at`: one call where the system reads at an offset.
 #[cfg(unix)]
-pub(super) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+pub(crate) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
 }
 
 #[cfg(not(unix))]
-pub(super) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+pub(crate) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
     use std::io::{Read as _, Seek as _};
     let mut f = f;
     f.seek(std::io::SeekFrom::Start(at))?;
