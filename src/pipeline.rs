@@ -558,12 +558,15 @@ fn read_frames<'e>(
                         false,
                     ),
                 };
-                ahead.prefetch_deeper(&tracker);
-                if ahead.is_full() {
-                    if let Some(h) = ahead.pop() {
-                        let (sum, first) = (&mut summary, &mut first_malformed);
-                        track_held(h, &mut tracker, shard, &mut emit, sum, first);
-                    }
+                if !other_shard {
+                    ahead.prefetch_deeper(&tracker);
+                }
+                // Until this frame fits: for one of this shard's, the oldest of its own
+                // tracked and the others' before it swept at.
+                while ahead.is_full(other_shard) {
+                    let Some(h) = ahead.pop() else { break };
+                    let (sum, first) = (&mut summary, &mut first_malformed);
+                    track_held(h, &mut tracker, shard, &mut emit, sum, first);
                 }
                 ahead.push(&frame, seen, other_shard);
             }
@@ -630,12 +633,19 @@ fn read_frames<'e>(
 /// frame waits `HELD` frames; each frame tracked meanwhile asks for one more level of each
 /// waiting frame's state (`Tracker::prefetch_key`, `Tracker::prefetch_deeper`), so it is in the
 /// cache when its turn comes. Frames are tracked in the order read.
+///
+/// A shard (`--threads`) reads every frame and only sweeps at another shard's (`Held::
+/// other_shard`): those cost next to nothing, so they do not count as a level. They wait in
+/// the ring between this shard's frames, which they outnumber with more shards (up to `RING`
+/// of them): counted, half of a two-shard diagnosis's lookahead was gone, and its prefetches'
+/// next levels stalled on lines not yet fetched (a third of the read loop's samples, `perf`).
 #[derive(Default)]
 struct Lookahead {
-    held: [Held; HELD],
-    /// Index of the oldest, and how many wait.
+    held: [Held; RING],
+    /// Index of the oldest, how many wait, and how many of those this shard tracks.
     start: usize,
     len: usize,
+    own: usize,
 }
 
 /// Levels fetched ahead: the connection, its application state, the WebSocket state, and the
@@ -644,39 +654,47 @@ struct Lookahead {
 /// instruction, in `perf`; a fourth frame held costs a diagnosis nothing measurable).
 const HELD: usize = 4;
 
-/// `i % HELD` for `i < 2 * HELD` (a place in the ring, past its end by less than a turn): a
-/// compare whatever `HELD` is (with three, `%` was a multiply and shifts, three times a frame).
+/// Frames the ring holds at most, this shard's (`HELD`) and others' between them. A power of
+/// two: a place in it is a mask.
+const RING: usize = 32;
+
+/// `i % RING`: a place in the ring.
 #[inline]
 fn wrap(i: usize) -> usize {
-    debug_assert!(i < 2 * HELD);
-    if i >= HELD {
-        i - HELD
-    } else {
-        i
-    }
+    i & (RING - 1)
 }
 
 impl Lookahead {
-    fn is_full(&self) -> bool {
-        self.len == HELD
+    /// Whether a frame must be tracked before `f` is held: `HELD` of this shard's wait and `f`
+    /// is one too (`other_shard` false), or the ring is full.
+    fn is_full(&self, other_shard: bool) -> bool {
+        (!other_shard && self.own == HELD) || self.len == RING
     }
 
     /// The next level of each waiting frame's state: the newest's application state, the one
     /// before's WebSocket state, the one before that's frame counts (the oldest has all it
-    /// needs).
+    /// needs). Only this shard's frames count (others' are neither fetched nor levels).
     fn prefetch_deeper(&self, tracker: &Tracker) {
-        for age in 0..self.len.min(HELD - 1) {
-            let h = &self.held[wrap(self.start + self.len - 1 - age)];
+        let mut age = 0;
+        for back in 0..self.len {
+            if age == HELD - 1 {
+                break;
+            }
+            let h = &self.held[wrap(self.start + self.len - 1 - back)];
+            if h.other_shard {
+                continue;
+            }
             if let Some(slot) = h.seen.and_then(|s| s.slot) {
                 tracker.prefetch_deeper(slot, age as u8 + 1);
             }
+            age += 1;
         }
     }
 
     /// Copies `f` in (only its time and number if another shard tracks it); the caller has
-    /// made room.
+    /// made room (`is_full`).
     fn push(&mut self, f: &Frame<'_>, seen: Option<Seen>, other_shard: bool) {
-        debug_assert!(!self.is_full());
+        debug_assert!(!self.is_full(other_shard));
         let h = &mut self.held[wrap(self.start + self.len)];
         h.seen = seen;
         h.other_shard = other_shard;
@@ -691,6 +709,7 @@ impl Lookahead {
             h.data.extend_from_slice(f.data);
         }
         self.len += 1;
+        self.own += usize::from(!other_shard);
     }
 
     /// The oldest frame, taken out (its bytes stay, for the next `push` to reuse).
@@ -701,6 +720,7 @@ impl Lookahead {
         let h = &self.held[self.start];
         self.start = wrap(self.start + 1);
         self.len -= 1;
+        self.own -= usize::from(!h.other_shard);
         Some(h)
     }
 }
