@@ -1224,9 +1224,10 @@ impl Samples {
         self.kept = taken.kept;
     }
 
-    /// Fetches the kept samples' box (`KeptSamples`) into the cache, for a packet soon after.
+    /// Fetches the kept samples' box (`KeptSamples`) into the cache, for a packet soon after
+    /// (or, lining captures up, for a connection read soon after: `align::View::prefetch`).
     #[inline]
-    fn prefetch_box(&self) {
+    pub(crate) fn prefetch_box(&self) {
         if let Some(k) = self.kept.as_deref() {
             prefetch_lines(k);
             // 56 bytes at a 16-byte boundary may end on the next line.
