@@ -679,7 +679,7 @@ impl Session {
     /// Fetches the WebSocket state and the heartbeat log's end into the cache.
     pub fn prefetch(&self) {
         if let Some(ws) = self.ws.as_deref() {
-            crate::tcp::prefetch_lines(ws);
+            crate::tcp::prefetch_all_lines(ws);
         }
         self.hb.prefetch();
     }

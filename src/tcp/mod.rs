@@ -369,6 +369,14 @@ pub(crate) fn prefetch_lines<T>(v: &T) {
     }
 }
 
+/// `prefetch_lines`, and the line of `v`'s last byte, which that leaves out when `v` does not
+/// start on a line and ends past the last line it stepped to.
+pub(crate) fn prefetch_all_lines<T>(v: &T) {
+    prefetch_lines(v);
+    let at = (v as *const T).cast::<u8>();
+    prefetch_ptr(at.wrapping_add(std::mem::size_of::<T>().saturating_sub(1)));
+}
+
 /// The sender's usual IP fingerprint, for telling whether one packet "from" it was built by it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Fingerprint {
