@@ -558,6 +558,10 @@ fn read_frames<'e>(
                         false,
                     ),
                 };
+                if other_shard && !tracker.sweep_may_be_due(frame.ts) {
+                    // Nothing to do at it, however the frames held before it go.
+                    continue;
+                }
                 if !other_shard {
                     ahead.prefetch_deeper(&tracker);
                 }

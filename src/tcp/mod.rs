@@ -2050,6 +2050,13 @@ impl SweepClock {
         self.last = now;
         true
     }
+
+    /// Whether `tick(now)` could be true, or set the clock, now or after any ticks before it:
+    /// `last` only moves forward, so a packet within a second of it now is within a second
+    /// of it then (`Tracker::sweep_may_be_due`).
+    fn may_tick(&self, now: Timestamp) -> bool {
+        self.last.0 == i64::MIN || now.0.saturating_sub(self.last.0) >= SWEEP_EVERY_NS
+    }
 }
 
 /// Where in one tracker's order a connection was summarised, so that the streams of shards
@@ -2450,6 +2457,15 @@ impl Tracker {
             self.tag.frame = frame.number;
             self.sweep_now(frame.ts);
         }
+    }
+
+    /// Whether `sweep` at a packet of time `ts` might do anything, whatever packets are
+    /// tracked or swept at before it. A shard's read loop holds another shard's packet only
+    /// if so: at the others `sweep` is a compare that is false, and they were a third of what
+    /// a two-shard diagnosis's read loop held back.
+    #[inline]
+    pub fn sweep_may_be_due(&self, ts: Timestamp) -> bool {
+        self.clock.may_tick(ts)
     }
 
     /// The sweep itself, at `now`. A shard (`shard_of`) calls `sweep` at every packet of the
@@ -4299,6 +4315,42 @@ mod samples_tests {
     }
 
     proptest::proptest! {
+        /// A shard's read loop drops another shard's packet when `may_tick` says no sweep can
+        /// fall at it (`Tracker::sweep_may_be_due`), asked of the clock as it is when the
+        /// packet is read, before the packets held ahead of it tick it. Wherever the clock
+        /// said no, up to eight packets before, the tick at that packet is false and leaves
+        /// the clock as it was. Steps a second apart exactly, just under and over, and back.
+        #[test]
+        fn a_sweep_the_clock_rules_out_does_not_happen(
+            start in 0i64..1 << 62,
+            steps in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just(SWEEP_EVERY_NS),
+                    proptest::prelude::Just(SWEEP_EVERY_NS - 1),
+                    proptest::prelude::Just(SWEEP_EVERY_NS + 1),
+                    proptest::prelude::Just(0i64),
+                    -3 * SWEEP_EVERY_NS..3 * SWEEP_EVERY_NS,
+                ],
+                1..60,
+            ),
+        ) {
+            let mut clock = SweepClock::new();
+            let mut before: Vec<SweepClock> = Vec::new();
+            let mut ts = start;
+            for step in steps {
+                ts += step;
+                let now = Timestamp(ts);
+                before.push(clock);
+                let ruled_out = before.iter().rev().take(8).any(|c| !c.may_tick(now));
+                let last = clock.last;
+                let ticked = clock.tick(now);
+                if ruled_out {
+                    proptest::prop_assert!(!ticked, "a sweep at {ts} was ruled out");
+                    proptest::prop_assert_eq!(clock.last, last);
+                }
+            }
+        }
+
         /// Any values, the extremes too: times going back, frames and sequence numbers
         /// wrapping, no IP ID; or (`near`) TTLs of three values and IP IDs within 300 of
         /// 65 400, so that a TTL repeats and an IP ID steps up by under 256, or back, or
