@@ -239,6 +239,8 @@ pub struct CaptureReader {
     recent: [(u64, usize, i64, u64); DUP_WINDOW],
     /// Where the duplicates warning sits in `warnings`, with the first duplicate's description.
     dup_warning: Option<(usize, String, Msg)>,
+    /// Whether frames are checked for copies (`skip_duplicate_check`).
+    check_duplicates: bool,
 }
 
 /// Keeps the real I/O error (pcap-parser reduces it to `ReadError`) so that a corrupt `.gz`
@@ -427,7 +429,16 @@ impl CaptureReader {
             duplicates: 0,
             recent: [(0, 0, 0, 0); DUP_WINDOW],
             dup_warning: None,
+            check_duplicates: true,
         })
+    }
+
+    /// No frame is checked for being a copy of one just before it, nor counted in the
+    /// warnings: for a reader whose warnings are not read. A capture tracked on several
+    /// threads is read by each (`pipeline::read_frames`), and only the first's warnings are
+    /// kept; hashing every frame's bytes again was ~1 % of a two-thread diagnosis.
+    pub fn skip_duplicate_check(&mut self) {
+        self.check_duplicates = false;
     }
 
     /// Frames read so far.
@@ -516,7 +527,7 @@ impl CaptureReader {
                         Inner::Ng { reader, .. } => reader.data(),
                     };
                     let data = &window[data_start..data_start + data_len];
-                    if !data.is_empty() {
+                    if self.check_duplicates && !data.is_empty() {
                         let h = frame_hash(data);
                         let copy_of = self.recent.iter().find(|r| {
                             r.0 == h && r.1 == data.len() && (r.2 - ts.0).abs() <= DUP_MAX_NS

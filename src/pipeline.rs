@@ -460,6 +460,10 @@ fn read_frames<'e>(
         anyhow::bail!("--filter '{f}': this build has no libpcap (build with --features libpcap)");
     }
     let mut reader = CaptureReader::open(path)?;
+    // The capture's summary and warnings are the first shard's (`gather`).
+    if shard.is_some_and(|(i, _)| i > 0) {
+        reader.skip_duplicate_check();
+    }
     let name = path.display().to_string();
     let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
     let bar = shard
