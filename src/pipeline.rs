@@ -542,26 +542,29 @@ fn read_frames<'e>(
                 // A held frame is decoded when its turn comes; here, only its connection is
                 // read (the whole decode where the fast path does not take it).
                 // (Its connection's key, whether it is an IP packet.)
-                let (key, ip) = match crate::decode::peek_ends(frame.link, frame.data) {
-                    Some(ends) => (Some(ConnKey::of_ends(ends)), true),
+                // Its connection's key if it is one of this shard's, and whether it is an IP
+                // packet another shard tracks (only swept at, if at all). IP packets that are
+                // neither TCP nor UDP are the first shard's (`tcp::shard_of`).
+                let (key, other_shard) = match crate::decode::peek_ends(frame.link, frame.data) {
+                    Some(ends) => match shard {
+                        Some((i, n)) if ConnKey::shard_of_ends(ends, n) != i => (None, true),
+                        _ => (Some(ConnKey::of_ends(ends)), false),
+                    },
                     None => match decode(&frame) {
-                        Decoded::Ip(p) => (ConnKey::of_packet(&p), true),
+                        Decoded::Ip(p) => {
+                            let key = ConnKey::of_packet(&p);
+                            match shard {
+                                Some((i, n)) if key.map_or(0, |k| k.shard(n)) != i => (None, true),
+                                _ => (key, false),
+                            }
+                        }
                         _ => (None, false),
                     },
                 };
-                // Another shard's packets are held too (their sweeps keep their place), but
-                // not copied: a shard only sweeps at them. IP packets that are neither TCP nor
-                // UDP are the first shard's (`tcp::shard_of`).
-                let (seen, other_shard) = match shard {
-                    Some((i, n)) if ip && key.map_or(0, |k| k.shard(n)) != i => (None, true),
-                    _ => (
-                        key.map(|key| Seen {
-                            key,
-                            slot: tracker.prefetch_key(&key),
-                        }),
-                        false,
-                    ),
-                };
+                let seen = key.map(|key| Seen {
+                    key,
+                    slot: tracker.prefetch_key(&key),
+                });
                 if other_shard && !tracker.sweep_may_be_due(frame.ts) {
                     // Nothing to do at it, however the frames held before it go.
                     continue;

@@ -137,13 +137,7 @@ impl FlowKey {
                 IpAddr::V6(a) => u128::from(a),
             }
         }
-        // The digits of pi, as foldhash's seeds are.
-        const K: [u64; 4] = [
-            0x243f_6a88_85a3_08d3,
-            0x1319_8a2e_0370_7344,
-            0xa409_3822_299f_31d0,
-            0x082e_fa98_ec4e_6c89,
-        ];
+        const K: [u64; 4] = HASH_K;
         let ports = u64::from(self.lo.1) << 48
             | u64::from(self.hi.1) << 32
             | u64::from(self.vlan[0]) << 16
@@ -158,9 +152,40 @@ impl FlowKey {
                     ^ mix((b as u64) ^ K[3], (b >> 64) as u64 ^ seed)
             }
         };
-        mix(addrs ^ seed ^ K[0], ports ^ K[1] ^ (self.proto as u64) << 1)
+        fold(addrs, ports, self.proto, seed)
+    }
+
+    /// `hash_with(seed)` of the key of a TCP segment with these IPv4 ends and no VLAN, without
+    /// making the key: each as one integer, ordered as `endpoint_le` orders them.
+    fn hash_v4_tcp(a: (std::net::Ipv4Addr, u16), b: (std::net::Ipv4Addr, u16), seed: u64) -> u64 {
+        let key =
+            |(ip, port): (std::net::Ipv4Addr, u16)| u64::from(ip.to_bits()) << 16 | u64::from(port);
+        let (lo, hi) = if key(a) <= key(b) {
+            (key(a), key(b))
+        } else {
+            (key(b), key(a))
+        };
+        let addrs = (lo >> 16) << 32 | hi >> 16;
+        let ports = (lo & 0xffff) << 48 | (hi & 0xffff) << 32;
+        fold(addrs, ports, Proto::Tcp, seed)
     }
 }
+
+/// The last step of `FlowKey::hash_with`: the addresses' word and the ports' (and VLANs') folded
+/// by multiplication with the protocol.
+fn fold(addrs: u64, ports: u64, proto: Proto, seed: u64) -> u64 {
+    let full =
+        u128::from(addrs ^ seed ^ HASH_K[0]) * u128::from(ports ^ HASH_K[1] ^ (proto as u64) << 1);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+/// The digits of pi, as foldhash's seeds are (`FlowKey::hash_with`).
+const HASH_K: [u64; 4] = [
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d0,
+    0x082e_fa98_ec4e_6c89,
+];
 
 /// The live connections by key. A table of slot numbers, each found by its hash and checked
 /// against the key the connection holds in its first cache line: a bucket is 4 bytes instead of
@@ -2126,6 +2151,13 @@ impl ConnKey {
     pub fn shard(&self, n: usize) -> usize {
         // A fixed seed: every shard must reach the same answer.
         (self.0.hash_with(0) % n as u64) as usize
+    }
+
+    /// `ConnKey::of_ends(e).shard(n)`, without the key: a shard asks it of every frame, and
+    /// makes the key only of its own (~1 % of a two-thread diagnosis ordered the other
+    /// shards' ends into keys).
+    pub fn shard_of_ends(e: crate::decode::Ends, n: usize) -> usize {
+        (FlowKey::hash_v4_tcp(e.src, e.dst, 0) % n as u64) as usize
     }
 }
 
@@ -4348,6 +4380,35 @@ mod samples_tests {
                     proptest::prop_assert!(!ticked, "a sweep at {ts} was ruled out");
                     proptest::prop_assert_eq!(clock.last, last);
                 }
+            }
+        }
+
+        /// A shard decides whether a frame is its own from its ends alone
+        /// (`ConnKey::shard_of_ends`), without making the key the decoded frame's
+        /// (`shard_of`) would be: the same hash under any seed, the same shard for any number
+        /// of them, whichever end sent, equal ends too.
+        #[test]
+        fn a_frames_shard_from_its_ends_is_its_keys(
+            a in proptest::prelude::any::<(u32, u16)>(),
+            b in proptest::prelude::any::<(u32, u16)>(),
+            same in proptest::prelude::any::<bool>(),
+            seed in proptest::prelude::any::<u64>(),
+            n in 1usize..9,
+        ) {
+            let b = if same { a } else { b };
+            let v4 = |(ip, port): (u32, u16)| (std::net::Ipv4Addr::from_bits(ip), port);
+            let ip = |(ip, port): (u32, u16)| (IpAddr::V4(std::net::Ipv4Addr::from_bits(ip)), port);
+            for (src, dst) in [(a, b), (b, a)] {
+                let key = FlowKey::of(ip(src), ip(dst), [0, 0], Proto::Tcp);
+                proptest::prop_assert_eq!(
+                    FlowKey::hash_v4_tcp(v4(src), v4(dst), seed),
+                    key.hash_with(seed)
+                );
+                let ends = crate::decode::Ends { src: v4(src), dst: v4(dst) };
+                proptest::prop_assert_eq!(
+                    ConnKey::shard_of_ends(ends, n),
+                    ConnKey::of_ends(ends).shard(n)
+                );
             }
         }
 
