@@ -2006,9 +2006,12 @@ fn localise_losses(al: &Alignment, views: &[Vec<View>]) -> Vec<HopLoss> {
     let ahead = !al.connections.one_leg_each();
     for (n, l) in al.connections.iter().enumerate() {
         if let Some(next) = ahead.then(|| al.connections.get(n + VIEWS_AHEAD)).flatten() {
+            // Only where the loop reads: a lone leg may be one no view was made for.
             next.legs
                 .iter()
-                .for_each(|leg| views[leg.at.0][leg.at.1].prefetch());
+                .filter(|_| next.legs.len() >= 2)
+                .filter_map(|leg| views.get(leg.at.0)?.get(leg.at.1))
+                .for_each(View::prefetch);
         }
         if l.legs.len() < 2
             || !matches!(

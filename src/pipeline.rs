@@ -541,7 +541,6 @@ fn read_frames<'e>(
                 }
                 // A held frame is decoded when its turn comes; here, only its connection is
                 // read (the whole decode where the fast path does not take it).
-                // (Its connection's key, whether it is an IP packet.)
                 // Its connection's key if it is one of this shard's, and whether it is an IP
                 // packet another shard tracks (only swept at, if at all). IP packets that are
                 // neither TCP nor UDP are the first shard's (`tcp::shard_of`).
@@ -646,10 +645,12 @@ fn read_frames<'e>(
 /// cache when its turn comes. Frames are tracked in the order read.
 ///
 /// A shard (`--threads`) reads every frame and only sweeps at another shard's (`Held::
-/// other_shard`): those cost next to nothing, so they do not count as a level. They wait in
-/// the ring between this shard's frames, which they outnumber with more shards (up to `RING`
-/// of them): counted, half of a two-shard diagnosis's lookahead was gone, and its prefetches'
-/// next levels stalled on lines not yet fetched (a third of the read loop's samples, `perf`).
+/// other_shard`), and holds one only if a sweep may fall at it (`Tracker::sweep_may_be_due`:
+/// about one a second of capture time). Those cost next to nothing, so they do not count as a
+/// level: they wait in the ring between this shard's frames (up to `RING` of them). Counted,
+/// when every other frame was held, half of a two-shard diagnosis's lookahead was gone, and
+/// its prefetches' next levels stalled on lines not yet fetched (a third of the read loop's
+/// samples, `perf`).
 #[derive(Default)]
 struct Lookahead {
     held: [Held; RING],
