@@ -127,17 +127,12 @@ impl FlowKey {
     /// its key at least twice (the prefetch and the lookup; a shard's choice too); an IPv4 key
     /// is three words here, a handful of instructions.
     fn hash_with(&self, seed: u64) -> u64 {
-        fn mix(a: u64, b: u64) -> u64 {
-            let full = u128::from(a) * u128::from(b);
-            (full as u64) ^ ((full >> 64) as u64)
-        }
         fn v6(a: IpAddr) -> u128 {
             match a {
                 IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
                 IpAddr::V6(a) => u128::from(a),
             }
         }
-        const K: [u64; 4] = HASH_K;
         let ports = u64::from(self.lo.1) << 48
             | u64::from(self.hi.1) << 32
             | u64::from(self.vlan[0]) << 16
@@ -148,8 +143,8 @@ impl FlowKey {
             }
             (a, b) => {
                 let (a, b) = (v6(a), v6(b));
-                mix((a as u64) ^ K[2], (a >> 64) as u64 ^ seed)
-                    ^ mix((b as u64) ^ K[3], (b >> 64) as u64 ^ seed)
+                mix((a as u64) ^ HASH_K[2], (a >> 64) as u64 ^ seed)
+                    ^ mix((b as u64) ^ HASH_K[3], (b >> 64) as u64 ^ seed)
             }
         };
         fold(addrs, ports, self.proto, seed)
@@ -174,8 +169,15 @@ impl FlowKey {
 /// The last step of `FlowKey::hash_with`: the addresses' word and the ports' (and VLANs') folded
 /// by multiplication with the protocol.
 fn fold(addrs: u64, ports: u64, proto: Proto, seed: u64) -> u64 {
-    let full =
-        u128::from(addrs ^ seed ^ HASH_K[0]) * u128::from(ports ^ HASH_K[1] ^ (proto as u64) << 1);
+    mix(
+        addrs ^ seed ^ HASH_K[0],
+        ports ^ HASH_K[1] ^ (proto as u64) << 1,
+    )
+}
+
+/// Two words folded by multiplication (foldhash's `folded_multiply`).
+fn mix(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
     (full as u64) ^ ((full >> 64) as u64)
 }
 
