@@ -1116,9 +1116,12 @@ fn align_as(mut vantages: Vec<Vantage>, opts: &AlignOptions, as_read: bool) -> A
     let mut scratch = Default::default();
     for (n, &(a, b, c)) in links.iter().enumerate() {
         if let Some(&(a, b, _)) = links.get(n + VIEWS_AHEAD) {
-            let (view, at) = (|(v, i): (usize, usize)| &views[v][i], node_at);
-            view(at(a)).prefetch();
-            view(at(b)).prefetch();
+            let view_at = |node| {
+                let (v, i) = node_at(node);
+                &views[v][i]
+            };
+            view_at(a).prefetch();
+            view_at(b).prefetch();
         }
         let (va, ia) = node_at(a);
         let (vb, ib) = node_at(b);
@@ -2005,11 +2008,11 @@ fn localise_losses(al: &Alignment, views: &[Vec<View>]) -> Vec<HopLoss> {
     // One capture's lines are made as asked (`Lines::get`) and have one leg: none is read.
     let ahead = !al.connections.one_leg_each();
     for (n, l) in al.connections.iter().enumerate() {
-        if let Some(next) = ahead.then(|| al.connections.get(n + VIEWS_AHEAD)).flatten() {
-            // Only where the loop reads: a lone leg may be one no view was made for.
+        // Only where the loop reads: a lone leg may be one no view was made for.
+        let next = ahead.then(|| al.connections.get(n + VIEWS_AHEAD)).flatten();
+        if let Some(next) = next.filter(|l| l.legs.len() >= 2) {
             next.legs
                 .iter()
-                .filter(|_| next.legs.len() >= 2)
                 .filter_map(|leg| views.get(leg.at.0)?.get(leg.at.1))
                 .for_each(View::prefetch);
         }

@@ -10,7 +10,7 @@ use vantage::align::{align, best_candidate_sets, AlignOptions, MatchMethod, Vant
 use vantage::diagnose::rules::FILTER_CONNECTIONS;
 use vantage::diagnose::{diagnose_with, FindingKind, Lang, MAX_EVIDENCE};
 use vantage::pipeline::{read_vantages_with, VantageSpec};
-use vantage::tcp::TrackerOptions;
+use vantage::tcp::{Connection, TrackerOptions};
 
 #[allow(dead_code, clippy::all)]
 #[path = "../examples/synth.rs"]
@@ -41,6 +41,14 @@ fn read_pair(tag: &str, size: u64, agents: u32, seed: u64) -> (Vec<Vantage>, syn
     std::fs::remove_dir_all(&dir).ok();
     assert!(errors.is_empty(), "{errors:?}");
     (vantages, truth)
+}
+
+/// The small NAT pair two tests compare candidates on (3 MB a side, 800 agents, seed 7),
+/// generated and read once for both.
+fn small_pair() -> (&'static [Box<Connection>], &'static [Box<Connection>]) {
+    static PAIR: std::sync::OnceLock<Vec<Vantage>> = std::sync::OnceLock::new();
+    let v = PAIR.get_or_init(|| read_pair("small", 3_000_000, 800, 7).0);
+    (&v[0].flows.connections, &v[1].flows.connections)
 }
 
 #[test]
@@ -151,23 +159,19 @@ fn a_nat_pair_lines_up_and_its_idle_timeout_is_found() {
 /// their best is found by content), both ways round, on one thread and on two.
 #[test]
 fn pruned_comparisons_find_the_same_best_candidates() {
-    let (vantages, _) = read_pair("prune", 3_000_000, 800, 7);
-    let (ca, cb) = (
-        &vantages[0].flows.connections,
-        &vantages[1].flows.connections,
-    );
+    let (ca, cb) = small_pair();
     assert!(ca.len() > 512, "two threads need two parts: {}", ca.len());
     // Whole, and with the first or last 100 of one side gone: their partners are left with
     // content matches alone, against connections whose ISN match ranks higher (the pairs
     // whose comparison waits for the partner's best).
     let (na, nb) = (ca.len(), cb.len());
     let cases = [
-        (&ca[..], &cb[..]),
-        (&cb[..], &ca[..]),
-        (&ca[..na - 100], &cb[..]),
-        (&ca[100..], &cb[..]),
-        (&ca[..], &cb[..nb - 100]),
-        (&cb[100..], &ca[..]),
+        (ca, cb),
+        (cb, ca),
+        (&ca[..na - 100], cb),
+        (&ca[100..], cb),
+        (ca, &cb[..nb - 100]),
+        (&cb[100..], ca),
     ];
     for (ci, cj) in cases {
         let (all_i, all_j, none) = best_candidate_sets(ci, cj, 1, false, None);
@@ -199,16 +203,8 @@ fn pruned_comparisons_find_the_same_best_candidates() {
 /// cut down to a small capture beside the other.
 #[test]
 fn the_order_of_two_captures_changes_no_candidate() {
-    let (vantages, _) = read_pair("order", 3_000_000, 800, 7);
-    let (ca, cb) = (
-        &vantages[0].flows.connections,
-        &vantages[1].flows.connections,
-    );
-    let cases = [
-        (&ca[..], &cb[..]),
-        (&ca[..40], &cb[..]),
-        (&ca[..], &cb[300..340]),
-    ];
+    let (ca, cb) = small_pair();
+    let cases = [(ca, cb), (&ca[..40], cb), (ca, &cb[300..340])];
     for (n, (ci, cj)) in cases.into_iter().enumerate() {
         let (i, j, _) = best_candidate_sets(ci, cj, 2, true, None);
         let (j_back, i_back, _) = best_candidate_sets(cj, ci, 2, true, None);
