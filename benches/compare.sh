@@ -15,7 +15,8 @@
 # on average, so nearly all of them span the capture), BUSY (1: SIZE and BIG again with all
 # CONNECTIONS agents connected throughout; "0" skips),
 # HUGE (0: skipped; e.g. 20GB, a hundred times SIZE: one diagnosis of the same agents over 19
-# hours, with its stages, where what grows with the connections a capture saw shows),
+# hours, with its stages, where what grows with the connections a capture saw shows; 4GB, twenty
+# times, shows whether memory still grows past BIG's ten),
 # REPEAT (3: the best wall time of REPEAT runs is reported, with the peak RSS of that run),
 # INSTALL (1: apt-get install tshark/tcptrace/tcpdump when missing; skipped when that fails),
 # TMPDIR (where the captures go; they are removed on exit).
@@ -200,12 +201,18 @@ if [ "$HUGE" != 0 ]; then
     rm -f "$SMALL"
     HUGE_FILE=$TMP/huge.pcap
     gen "$HUGE" "$HUGE_FILE"
-    echo "## Memory at 100x: $HUGE capture, $CONNECTIONS connections ($(packets) packets, $(hours) hours), one run"
+    # How many times SIZE (20 for 4GB: past BIG's 10x, where the live connections' state has
+    # reached its caps, memory should no longer grow).
+    times=$(awk -v h="$(numfmt --from=auto "${HUGE%B}")" -v s="$(numfmt --from=auto "${SIZE%B}")" \
+        'BEGIN {printf "%.0f", h/s}')
+    echo "## Memory at ${times}x: $HUGE capture, $CONNECTIONS connections ($(packets) packets, $(hours) hours), one run"
     echo
     table_head
     REPEAT=1 measure "vantage diagnose" "$HUGE_FILE" "$VANTAGE" diagnose "$HUGE_FILE"
+    REPEAT=1 measure "vantage diagnose --threads 1" "$HUGE_FILE" "$VANTAGE" diagnose --threads 1 "$HUGE_FILE"
     echo
     stages "$HUGE_FILE" diagnose "$HUGE_FILE"
+    stages "$HUGE_FILE" diagnose --threads 1 "$HUGE_FILE"
     rm -f "$HUGE_FILE"
 fi
 
