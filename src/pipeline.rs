@@ -267,7 +267,10 @@ fn shardable(path: &Path, opts: TrackerOptions) -> anyhow::Result<bool> {
 /// would (`Tracker::merge_shards`). Nothing crosses between the threads until the end. An
 /// earlier version had one thread read and hand the frames over in batches: it measured the
 /// same on two cores (moving the frames between cores cost what the second read does), and
-/// its one reader would have been what eight shards wait on.
+/// its one reader would have been what eight shards wait on. Tried again in session 32 with
+/// the lookahead, a reader dealing each shard its frames in blocks of 512 and a sweep record
+/// where its one clock ticked: exact, a few % less CPU, but 0.34-0.37 -> 0.39-0.41 s of wall
+/// time on the 200 MB synth, three threads on two cores (benches/RESULTS.md).
 fn read_sharded(
     path: &Path,
     opts: TrackerOptions,
