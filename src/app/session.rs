@@ -926,8 +926,16 @@ impl Session {
 
     /// Ends the session: the heartbeat analysis and the WebSocket summary.
     pub fn finish(self) -> AppSummary {
+        let (mut summary, hb) = self.finish_but_heartbeat();
+        summary.heartbeat = hb.analyse();
+        summary
+    }
+
+    /// `finish` but for the heartbeat, left `None`: its log comes back unanalysed, for the
+    /// caller to analyse only if the summary is kept whole (`tcp::Tracker::keep`).
+    pub fn finish_but_heartbeat(self) -> (AppSummary, HbLog) {
         let found = self.found;
-        AppSummary {
+        let summary = AppSummary {
             service: found.service,
             http: found.http.map(|h| *h),
             websocket: self.ws.and_then(|w| w.stats),
@@ -938,10 +946,11 @@ impl Session {
                 s
             }),
             tls: found.tls,
-            heartbeat: self.hb.analyse(),
+            heartbeat: None,
             stream_gaps: found.stream_gaps,
             events: found.events.into(),
-        }
+        };
+        (summary, self.hb)
     }
 }
 

@@ -1103,7 +1103,7 @@ mod tests {
         };
         let mut t = crate::tcp::Tracker::with_options("cut.pcap", opts);
         for c in &all {
-            t.keep(c.clone());
+            t.keep(c.clone(), None);
         }
         let kept = t.kept.as_mut().expect("a diagnosis' store");
         assert!(t.done.is_empty() && kept.len() == all.len());

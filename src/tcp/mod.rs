@@ -28,6 +28,7 @@ pub use digest::{Digest, DigestRef, Digests};
 
 use zeek::{Seg, ZeekTcp};
 
+use crate::app::heartbeat::HbLog;
 use crate::app::session::{AppSummary, Session};
 use reassembly::{Reassembler, StreamSink};
 
@@ -2219,14 +2220,9 @@ impl Tracker {
     }
 
     /// Keeps a finished connection's summary, within `max_summaries`.
-    fn keep(&mut self, mut c: Connection) {
+    fn keep(&mut self, mut c: Connection, mut hb: Option<HbLog>) {
         self.join_heads(&mut c);
         if let Some(app) = c.app.as_deref_mut() {
-            if !self.opts.timeline {
-                if let Some(hb) = app.heartbeat.as_mut() {
-                    hb.intervals = Default::default();
-                }
-            }
             if !self.opts.app_details {
                 app.websocket = None;
                 app.ws_anomalies = Default::default();
@@ -2267,11 +2263,14 @@ impl Tracker {
             // A digest that cannot be encoded (`DigestStore::push`) leaves its connection kept
             // whole, which the rules read as they would have read the digest.
             if let Some(digest) = self.opts.digest {
+                // The digest holds no heartbeat, nor reads one (`rules::kept_as`): the log of
+                // a connection kept as a digest goes unanalysed.
                 let (mut d, whole) = digest(&c);
                 // A connection a rule may end waits on disk (`kept`), found through its
                 // digest, which keeps its place in the lists; one the encoding refuses stays
                 // here, whole.
                 if whole {
+                    self.analyse_heartbeat(&mut c, hb.take());
                     d.whole = match (self.tags.is_none(), self.kept.as_mut()) {
                         (true, Some(k)) => k.push(&c),
                         _ => None,
@@ -2281,6 +2280,7 @@ impl Tracker {
                     return;
                 }
             }
+            self.analyse_heartbeat(&mut c, hb);
             if self.tags.is_none() {
                 self.spill_samples(&mut c);
                 if self.finished_out(&c) {
@@ -2294,6 +2294,17 @@ impl Tracker {
             }
         } else {
             self.dropped += 1;
+        }
+    }
+
+    /// `c`'s heartbeat from its log (`finish_live_but_heartbeat`), its intervals kept only for
+    /// the HTML timeline.
+    fn analyse_heartbeat(&self, c: &mut Connection, hb: Option<HbLog>) {
+        with_heartbeat(c, hb);
+        if !self.opts.timeline {
+            if let Some(hb) = c.app.as_deref_mut().and_then(|a| a.heartbeat.as_mut()) {
+                hb.intervals = Default::default();
+            }
         }
     }
 
@@ -2404,13 +2415,13 @@ impl Tracker {
         by_age.sort_unstable_by_key(|(t, _)| *t);
         for (_, k) in by_age {
             if let Some(l) = self.live.remove(&k).or_else(|| self.parked.take(&k)) {
-                let mut c = finish_live(l, &self.capture, &mut self.histories);
+                let (mut c, hb) = finish_live_but_heartbeat(l, &self.capture, &mut self.histories);
                 c.orig.samples.drop_kept();
                 c.resp.samples.drop_kept();
                 c.orig.retransmitted = Default::default();
                 c.resp.retransmitted = Default::default();
                 self.evicted += 1;
-                self.keep(c);
+                self.keep(c, hb);
             }
         }
     }
@@ -2519,14 +2530,14 @@ impl Tracker {
             match ended_at(l) {
                 Some(due) if due < now.0 => {
                     let l = self.live.remove(&key).expect("present");
-                    let c = finish_live(l, &self.capture, &mut self.histories);
+                    let (c, hb) = finish_live_but_heartbeat(l, &self.capture, &mut self.histories);
                     self.tag = StreamTag {
                         phase: 0,
                         at,
                         key: Some(key),
                         ..self.tag
                     };
-                    self.keep(c);
+                    self.keep(c, hb);
                 }
                 // Packets came since: look again when it has been quiet long enough.
                 Some(at) => self.due.push(std::cmp::Reverse((at, key))),
@@ -2759,11 +2770,11 @@ impl Tracker {
 
     /// `l` summarised and kept, or dropped if it started at or after `drop_from`.
     fn summarise(&mut self, l: Live, drop_from: Option<(Timestamp, u64)>) {
-        let c = finish_live(l, &self.capture, &mut self.histories);
+        let (c, hb) = finish_live_but_heartbeat(l, &self.capture, &mut self.histories);
         if drop_from.is_some_and(|d| (c.ts, c.first_frame) >= d) {
             self.dropped += 1;
         } else {
-            self.keep(c);
+            self.keep(c, hb);
         }
     }
 
@@ -2953,8 +2964,8 @@ impl Tracker {
             self.head_complete(&key, src);
         }
         if let Some(old) = replaced {
-            let c = finish_live(old, &self.capture, &mut self.histories);
-            self.keep(c);
+            let (c, hb) = finish_live_but_heartbeat(old, &self.capture, &mut self.histories);
+            self.keep(c, hb);
         }
     }
 
@@ -2987,8 +2998,8 @@ impl Tracker {
         if let Some(l) = self.live.get(&key) {
             if frame.ts.0 - l.seen_last_ts.0 > UDP_INACTIVITY_NS {
                 let old = self.live.remove(&key).expect("present");
-                let c = finish_live(old, &self.capture, &mut self.histories);
-                self.keep(c);
+                let (c, hb) = finish_live_but_heartbeat(old, &self.capture, &mut self.histories);
+                self.keep(c, hb);
             }
         }
         let src = (p.src, u.src_port);
@@ -3689,6 +3700,26 @@ fn feed_app(
 }
 
 fn finish_live(l: Live, capture: &CaptureName, histories: &mut Histories) -> Connection {
+    let (mut c, hb) = finish_live_but_heartbeat(l, capture, histories);
+    with_heartbeat(&mut c, hb);
+    c
+}
+
+/// The heartbeat `hb`'s analysis, in `c`'s application summary.
+fn with_heartbeat(c: &mut Connection, hb: Option<HbLog>) {
+    if let (Some(app), Some(hb)) = (c.app.as_deref_mut(), hb) {
+        app.heartbeat = hb.analyse();
+    }
+}
+
+/// `finish_live`, the TCP session's heartbeat log left unanalysed (`AppSummary::heartbeat`
+/// `None`): a diagnosis keeps most connections as digests, which hold no heartbeat, and the
+/// analysis was ~5 % of its time (`Tracker::keep` analyses the log of one kept whole).
+fn finish_live_but_heartbeat(
+    l: Live,
+    capture: &CaptureName,
+    histories: &mut Histories,
+) -> (Connection, Option<HbLog>) {
     let (orig, resp) = l.endpoints();
     let proto = l.key.proto;
     let vlan = l.key.vlan;
@@ -3705,6 +3736,7 @@ fn finish_live(l: Live, capture: &CaptureName, histories: &mut Histories) -> Con
         reused_port,
     } = l.conn;
     // TCP's summary comes from its session; SIP over UDP's was kept as it went.
+    let mut hb = None;
     let app = match l.app {
         Some(state) => {
             let AppState {
@@ -3720,7 +3752,9 @@ fn finish_live(l: Live, capture: &CaptureName, histories: &mut Histories) -> Con
                 session: &mut session,
                 from_client: false,
             });
-            Some(Box::new(session.finish()))
+            let (summary, log) = session.finish_but_heartbeat();
+            hb = Some(log);
+            Some(Box::new(summary))
         }
         None => udp_app,
     };
@@ -3761,7 +3795,7 @@ fn finish_live(l: Live, capture: &CaptureName, histories: &mut Histories) -> Con
         c.resp.bytes = z.size(false);
         c.missed_bytes = z.missed_bytes();
     }
-    c
+    (c, hb)
 }
 
 #[cfg(test)]
