@@ -103,24 +103,25 @@ pub fn stream_capture(
     filter: Option<&str>,
     mut emit: impl FnMut(Timestamp, Connection),
 ) -> anyhow::Result<CaptureRun> {
-    stream_capture_mapped(path, opts, filter, &|c| c, &mut emit)
+    stream_capture_mapped(path, opts, filter, &|c| c, &mut |ts, _, c| emit(ts, c))
 }
 
 /// `stream_capture`, each connection turned into what `emit` takes by `map` on the thread
 /// that tracked it: with several tracking threads (`TrackerOptions::shards`), `flows` renders
 /// its lines side by side there, and each connection is freed where it was made, instead of
-/// one thread doing both for all of them after the merge.
+/// one thread doing both for all of them after the merge. `emit`'s flag: the connection was
+/// still live at the capture's end (`StreamTag::at_end`); those come last, in start order.
 pub fn stream_capture_mapped<R: Send>(
     path: &Path,
     opts: TrackerOptions,
     filter: Option<&str>,
     map: &(dyn Fn(Connection) -> R + Sync),
-    emit: &mut dyn FnMut(Timestamp, R),
+    emit: &mut dyn FnMut(Timestamp, bool, R),
 ) -> anyhow::Result<CaptureRun> {
     if shardable(path, opts)? {
         return stream_sharded(path, opts, filter, map, emit);
     }
-    let mut emit = |ts, c| emit(ts, map(c));
+    let mut emit = |ts, at_end, c| emit(ts, at_end, map(c));
     read_capture(path, opts, filter, Some(&mut emit)).map(|(run, ..)| run)
 }
 
@@ -133,19 +134,20 @@ pub fn merge_streams(
     paths: &[std::path::PathBuf],
     opts: TrackerOptions,
     filter: Option<&str>,
-    emit: impl FnMut(usize, Connection),
+    mut emit: impl FnMut(usize, Connection),
 ) -> Vec<anyhow::Result<CaptureRun>> {
-    merge_streams_mapped(paths, opts, filter, &|c| c, emit)
+    merge_streams_mapped(paths, opts, filter, &|c| c, |i, _, c| emit(i, c))
 }
 
 /// `merge_streams`, each connection turned into what `emit` takes by `map` on the thread that
-/// tracked it (`stream_capture_mapped`).
+/// tracked it (`stream_capture_mapped`, whose flag `emit` gets too: still live at the end of
+/// its capture, whose other connections came before it).
 pub fn merge_streams_mapped<R: Send>(
     paths: &[std::path::PathBuf],
     opts: TrackerOptions,
     filter: Option<&str>,
     map: &(dyn Fn(Connection) -> R + Sync),
-    mut emit: impl FnMut(usize, R),
+    mut emit: impl FnMut(usize, bool, R),
 ) -> Vec<anyhow::Result<CaptureRun>> {
     // The tracking threads are shared among the captures, by size.
     let shares = thread_shares(paths.iter().map(|p| p.as_path()), opts.shards);
@@ -160,7 +162,7 @@ pub fn merge_streams_mapped<R: Send>(
             opts,
             filter,
             map,
-            &mut |_, r| emit(0, r),
+            &mut |_, at_end, r| emit(0, at_end, r),
         )];
     }
     std::thread::scope(|scope| {
@@ -169,14 +171,20 @@ pub fn merge_streams_mapped<R: Send>(
             .zip(&shares)
             .map(|(path, &shards)| {
                 let opts = TrackerOptions { shards, ..opts };
-                let (mut tx, rx) = batch_channel::<(Timestamp, R)>();
+                let (mut tx, rx) = batch_channel::<(Timestamp, bool, R)>();
                 let h = scope.spawn(move || {
-                    stream_capture_mapped(path, opts, filter, map, &mut |ts, r| tx.send((ts, r)))
+                    stream_capture_mapped(path, opts, filter, map, &mut |ts, at_end, r| {
+                        tx.send((ts, at_end, r))
+                    })
                 });
                 (h, rx)
             })
             .unzip();
-        merge_sorted(&mut receivers, |(ts, _)| *ts, |i, (_, r)| emit(i, r));
+        merge_sorted(
+            &mut receivers,
+            |(ts, ..)| *ts,
+            |i, (_, at_end, r)| emit(i, at_end, r),
+        );
         handles
             .into_iter()
             .zip(paths)
@@ -194,7 +202,7 @@ fn read_capture(
     path: &Path,
     opts: TrackerOptions,
     filter: Option<&str>,
-    mut emit: Option<&mut dyn FnMut(Timestamp, Connection)>,
+    mut emit: Option<&mut dyn FnMut(Timestamp, bool, Connection)>,
 ) -> anyhow::Result<(CaptureRun, crate::tcp::Kept, bool)> {
     // Streamed on several threads by `stream_capture_mapped`, which calls this otherwise.
     // Returned last: whether the capture was tracked on threads of its own.
@@ -203,7 +211,10 @@ fn read_capture(
         read_sharded(path, opts, filter)?
     } else {
         match emit.as_mut() {
-            Some(emit) => read_frames(path, opts, filter, Some(&mut |_, ts, c| emit(ts, c)), None)?,
+            Some(emit) => {
+                let mut ended = |_, ts, c| emit(ts, false, c);
+                read_frames(path, opts, filter, Some(&mut ended), None)?
+            }
             None => read_frames(path, opts, filter, None, None)?,
         }
     };
@@ -214,7 +225,7 @@ fn read_capture(
             let end = summary.last_ts.unwrap_or_default();
             summary
                 .warnings
-                .extend(tracker.finish_streaming(&mut |c| emit(end, c)));
+                .extend(tracker.finish_streaming(&mut |at_end, c| emit(end, at_end, c)));
             Default::default()
         }
         None => {
@@ -414,7 +425,7 @@ fn stream_sharded<R: Send>(
     opts: TrackerOptions,
     filter: Option<&str>,
     map: &(dyn Fn(Connection) -> R + Sync),
-    emit: &mut dyn FnMut(Timestamp, R),
+    emit: &mut dyn FnMut(Timestamp, bool, R),
 ) -> anyhow::Result<CaptureRun> {
     let n = opts.shards;
     let shard_opts = Tracker::shard_options(opts, n);
@@ -436,7 +447,7 @@ fn stream_sharded<R: Send>(
         merge_sorted(
             &mut receivers,
             |(tag, _, _)| *tag,
-            |_, (_, ts, r)| emit(ts, r),
+            |_, (tag, ts, r)| emit(ts, tag.at_end(), r),
         );
         handles.into_iter().map(|h| joined(h, path)).collect()
     });

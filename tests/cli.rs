@@ -143,6 +143,62 @@ fn flows_json_lines_sort_as_the_kept_connections() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// With one capture, `flows --format json` writes the lines of the connections still live at
+/// its end as they come, after the lines before them (`SortedLines::push_at_end`), not through
+/// the temporary file: on every fixture alone, one thread and two, the output is the kept
+/// connections' lines in start order. Not vacuous: in some captures a connection of the end
+/// starts before one handed over earlier, so the two kinds of line interleave.
+#[test]
+fn one_captures_lines_of_the_end_go_out_in_start_order() {
+    use vantage::tcp::TrackerOptions;
+    let opts = TrackerOptions {
+        keep_samples: false,
+        timeline: false,
+        ..TrackerOptions::default()
+    };
+    let (mut interleaved, mut both) = (0, 0);
+    for path in common::fixture_captures() {
+        let Ok(flows) = vantage::pipeline::track_capture_with(&path, opts) else {
+            continue;
+        };
+        let mut conns: Vec<_> = flows.connections.iter().collect();
+        conns.sort_by_key(|c| (c.ts, c.first_frame));
+        let expected: String = conns
+            .iter()
+            .map(|c| vantage::report::flow_json_line(c) + "\n")
+            .collect();
+        for threads in ["1", "2"] {
+            let out = vantage()
+                .args(["flows", "--format", "json", "--threads", threads])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(text == expected, "{} --threads {threads}", path.display());
+        }
+        // Which were handed over at the end: a connection of the end starting before another.
+        let mut handed = Vec::new();
+        vantage::pipeline::stream_capture_mapped(
+            &path,
+            opts,
+            None,
+            &|c| (c.ts, c.first_frame),
+            &mut |_, at_end, key| handed.push((at_end, key)),
+        )
+        .unwrap();
+        let last_ended = handed.iter().filter(|h| !h.0).map(|h| h.1).max();
+        interleaved += usize::from(
+            handed
+                .iter()
+                .any(|&(at_end, key)| at_end && last_ended.is_some_and(|l| key < l)),
+        );
+        both += usize::from(last_ended.is_some() && handed.iter().any(|h| h.0));
+    }
+    // Zeek's FTP and Redis traces interleave; many more have lines of both kinds.
+    assert!(interleaved >= 2, "{interleaved} captures interleave");
+    assert!(both >= 10, "{both} captures with lines of both kinds");
+}
+
 #[test]
 fn flows_json_snapshot() {
     let out = vantage()

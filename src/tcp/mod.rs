@@ -2108,6 +2108,13 @@ pub struct StreamTag {
 }
 
 impl StreamTag {
+    /// A connection still live at the end of the capture (`Tracker::stream_rest`): these come
+    /// after every other, in start order (start time, then first frame), which `flows` prints
+    /// them in.
+    pub fn at_end(&self) -> bool {
+        self.phase == 2
+    }
+
     const START: StreamTag = StreamTag {
         frame: 0,
         phase: 0,
@@ -2811,9 +2818,9 @@ impl Tracker {
     /// holding their summaries together was the streaming run's peak). Returns the warnings.
     pub fn finish_streaming(
         mut self,
-        emit: &mut dyn FnMut(Connection),
+        emit: &mut dyn FnMut(bool, Connection),
     ) -> Vec<crate::capture::Warning> {
-        self.stream_rest(&mut |_, c| emit(c));
+        self.stream_rest(&mut |tag, c| emit(tag.at_end(), c));
         self.warnings()
     }
 
