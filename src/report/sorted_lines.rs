@@ -132,23 +132,34 @@ impl SortedLines {
         let from = match self.written {
             Some(n) => n,
             None => {
-                self.lines.sort_by_key(Line::key);
-                if let Store::File(w) = &mut self.store {
-                    w.flush()?;
-                }
+                self.sort_for_reading(true)?;
+                // Sorted from now on, none written yet.
+                self.written = Some(0);
                 0
             }
         };
         let key = (ts, first_frame, capture as u32);
         let upto = from + self.lines[from..].partition_point(|l| l.key() <= key);
-        self.written = Some(from);
         self.hand_over(from..upto, f)?;
         self.written = Some(upto);
         f(line.as_bytes())
     }
 
-    /// The lines in `range` of `lines`, in that order, to `f`; the lines that follow each other
-    /// in the file, read in one go.
+    /// `lines` sorted if `sort` (stable: lines that tie on all three, none should, keep the
+    /// order they came in), and the file's buffered text written, for `hand_over` to read.
+    fn sort_for_reading(&mut self, sort: bool) -> io::Result<()> {
+        if sort {
+            self.lines.sort_by_key(Line::key);
+        }
+        match &mut self.store {
+            Store::File(w) => w.flush(),
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The lines in `range` of `lines`, in that order, to `f`: each read in place, or with one
+    /// `pread` from the file (a seek and a read were two system calls, 26 500 lines on issue
+    /// 8's 200 MB synth).
     fn hand_over(
         &self,
         range: std::ops::Range<usize>,
@@ -174,55 +185,21 @@ impl SortedLines {
         Ok(())
     }
 
-    /// Writes every line to `out`, each followed by a newline, by start time, then first frame,
-    /// then capture.
-    pub fn write(self, out: &mut dyn Write) -> io::Result<()> {
-        self.for_each(true, &mut |line| {
-            out.write_all(line)?;
-            out.write_all(b"\n")
-        })
-    }
-
     /// Hands every line to `f`: by start time, then first frame, then capture if `sort`, else
-    /// in the order they came.
+    /// in the order they came (after `push_at_end`, the rest of the sorted lines).
     pub fn for_each(
-        self,
+        mut self,
         sort: bool,
         f: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
-        let SortedLines {
-            store,
-            mut lines,
-            written,
-            ..
-        } = self;
-        match written {
-            // Sorted already, and these handed out (`push_at_end`).
-            Some(n) => drop(lines.drain(..n)),
-            // Stable: lines that tie on all three (none should) keep the order they came in.
-            None if sort => lines.sort_by_key(Line::key),
-            None => {}
-        }
-        match store {
-            Store::Memory(text) => {
-                for l in &lines {
-                    let at = l.offset as usize;
-                    f(&text[at..at + l.len as usize])?;
-                }
+        let from = match self.written {
+            Some(n) => n,
+            None => {
+                self.sort_for_reading(sort)?;
+                0
             }
-            Store::File(file) => {
-                let file = file.into_inner().map_err(|e| e.into_error())?;
-                let mut buf = Vec::new();
-                for l in &lines {
-                    buf.resize(l.len as usize, 0);
-                    // One `pread` a line, where a seek and a read were two system calls (26 500
-                    // lines on issue 8's 200 MB synth).
-                    crate::tcp::spill::read_at(&file, &mut buf, l.offset)?;
-                    f(&buf)?;
-                }
-            }
-        }
-        Ok(())
+        };
+        self.hand_over(from..self.lines.len(), f)
     }
 }
 
@@ -235,7 +212,12 @@ mod tests {
             s.push(Timestamp(ts), frame, capture, text).unwrap();
         }
         let mut out = Vec::new();
-        s.write(&mut out).unwrap();
+        s.for_each(true, &mut |line| {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+            Ok(())
+        })
+        .unwrap();
         String::from_utf8(out).unwrap()
     }
 

@@ -2304,6 +2304,12 @@ impl Tracker {
         }
     }
 
+    /// `l` summarised and kept (its heartbeat analysed only if kept whole).
+    fn finish_and_keep(&mut self, l: Live) {
+        let (c, hb) = finish_live_but_heartbeat(l, &self.capture, &mut self.histories);
+        self.keep(c, hb);
+    }
+
     /// `c`'s heartbeat from its log (`finish_live_but_heartbeat`), its intervals kept only for
     /// the HTML timeline.
     fn analyse_heartbeat(&self, c: &mut Connection, hb: Option<HbLog>) {
@@ -2537,14 +2543,13 @@ impl Tracker {
             match ended_at(l) {
                 Some(due) if due < now.0 => {
                     let l = self.live.remove(&key).expect("present");
-                    let (c, hb) = finish_live_but_heartbeat(l, &self.capture, &mut self.histories);
                     self.tag = StreamTag {
                         phase: 0,
                         at,
                         key: Some(key),
                         ..self.tag
                     };
-                    self.keep(c, hb);
+                    self.finish_and_keep(l);
                 }
                 // Packets came since: look again when it has been quiet long enough.
                 Some(at) => self.due.push(std::cmp::Reverse((at, key))),
@@ -2971,8 +2976,7 @@ impl Tracker {
             self.head_complete(&key, src);
         }
         if let Some(old) = replaced {
-            let (c, hb) = finish_live_but_heartbeat(old, &self.capture, &mut self.histories);
-            self.keep(c, hb);
+            self.finish_and_keep(old);
         }
     }
 
@@ -3005,8 +3009,7 @@ impl Tracker {
         if let Some(l) = self.live.get(&key) {
             if frame.ts.0 - l.seen_last_ts.0 > UDP_INACTIVITY_NS {
                 let old = self.live.remove(&key).expect("present");
-                let (c, hb) = finish_live_but_heartbeat(old, &self.capture, &mut self.histories);
-                self.keep(c, hb);
+                self.finish_and_keep(old);
             }
         }
         let src = (p.src, u.src_port);
@@ -3742,9 +3745,9 @@ fn finish_live_but_heartbeat(
         mid_stream,
         reused_port,
     } = l.conn;
-    // TCP's summary comes from its session; SIP over UDP's was kept as it went.
-    let mut hb = None;
-    let app = match l.app {
+    // TCP's summary comes from its session, its heartbeat log beside it; SIP over UDP's was
+    // kept as it went.
+    let (app, hb) = match l.app {
         Some(state) => {
             let AppState {
                 mut client,
@@ -3760,10 +3763,9 @@ fn finish_live_but_heartbeat(
                 from_client: false,
             });
             let (summary, log) = session.finish_but_heartbeat();
-            hb = Some(log);
-            Some(Box::new(summary))
+            (Some(Box::new(summary)), Some(log))
         }
-        None => udp_app,
+        None => (udp_app, None),
     };
     let mut c = Connection {
         uid: make_uid(capture.uid_seed, proto, orig, resp, ts),
